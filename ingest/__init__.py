@@ -1,0 +1,1 @@
+"""Documents to a durable, incremental FAISS index: load, chunk, embed, store."""

@@ -1,0 +1,48 @@
+"""Typed settings of the ingestion layer; the root object that holds them is rag.settings.Settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Profile = Literal["accurate", "fast"]
+IndexKind = Literal["flat", "hnsw", "ivf"]
+
+
+class EmbedSettings(BaseModel):
+    """Which embedder and how it runs.
+
+    `profile` picks a packaged embedder when `model` is unset: `accurate` is MiniLM, `fast` a static
+    model2vec embedder distilled from it once and cached in the data directory. `model` names any
+    sentence-transformers model folder (or `fake` for the deterministic test embedder).
+    """
+
+    profile: Profile = "accurate"
+    model: str | None = None
+    batch_size: int = Field(64, ge=1)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    backend: Literal["torch", "onnx-int8"] = "torch"
+
+
+class ChunkSettings(BaseModel):
+    """Chunk size in word pieces of the embedder's own tokenizer, so that nothing is truncated."""
+
+    chunk_tokens: int = Field(200, ge=16)
+    overlap_tokens: int = Field(40, ge=0)
+
+
+class IndexSettings(BaseModel):
+    kind: IndexKind = "flat"
+    hnsw_m: int = 32
+    ivf_lists: int = 0  # 0: chosen from the collection's size
+
+
+class IngestSettings(BaseModel):
+    embed: EmbedSettings = EmbedSettings()
+    chunk: ChunkSettings = ChunkSettings()
+    index: IndexSettings = IndexSettings()
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=lambda: [".git/**", "**/.*", "**/__pycache__/**"])
+    parse_workers: int = Field(1, ge=0)  # processes parsing while the main process embeds; 0 = inline
+    lock_timeout_s: float = 30.0

@@ -1,0 +1,1 @@
+"""The local LLM, retrieval and the chains: cited answers, chat and summaries."""

@@ -1,0 +1,159 @@
+"""The one settings root: defaults < data-dir settings.toml < ./lectern.toml < LECTERN_* env < CLI flags.
+
+Built once at the edge (CLI, UI, server, Workspace) and passed down; nothing deeper reads the
+environment. Nested fields use `__` in the environment: LECTERN_LLM__BACKEND=fake.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ingest.settings import IngestSettings
+
+RetrievalMode = Literal["hybrid", "dense", "bm25"]
+SETTINGS_FILE = "settings.toml"
+LOCAL_FILE = "lectern.toml"
+
+
+def default_data_dir() -> Path:
+    """A per-user folder (XDG on Linux); override with LECTERN_DATA_DIR or --data-dir."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "lectern"
+
+
+class RetrievalSettings(BaseModel):
+    mode: RetrievalMode = "hybrid"
+    k: int = Field(5, ge=1, le=100)
+    fetch_k: int = Field(50, ge=1)
+    mmr: bool = False
+    mmr_lambda: float = Field(0.5, ge=0.0, le=1.0)
+    dense_weight: float = Field(0.5, ge=0.0)
+    bm25_weight: float = Field(0.5, ge=0.0)
+    min_score: float = 0.0
+
+
+class LLMSettings(BaseModel):
+    """Which model answers. `model` is `packaged:NAME`, a model folder, a hub id a user already has
+    cached, or a .gguf file; for the `openai` backend, the served model's name."""
+
+    backend: str = "local"  # local | openai | fake (see rag.llm.LLM_BACKENDS)
+    model: str = "packaged:qwen2.5-0.5b"
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    temperature: float = Field(0.1, ge=0.0, le=2.0)
+    max_new_tokens: int = Field(256, ge=1)
+    context_window: int | None = None  # None: the model's own
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"
+    threads: int | None = None
+    batch_size: int = Field(8, ge=1)
+    timeout_s: float = 120.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LECTERN_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    collection: str = "default"
+    ingest: IngestSettings = IngestSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    llm: LLMSettings = LLMSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        local = Path(LOCAL_FILE)
+        if local.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=local))
+        saved = _data_dir_hint(init_settings, local) / SETTINGS_FILE
+        if saved.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=saved))
+        return tuple(sources)
+
+    @property
+    def collections_dir(self) -> Path:
+        return self.data_dir / "collections"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def save(self) -> Path:
+        """Store the user-facing settings in the data directory, shared by the UI and the CLI."""
+        path = self.data_dir / SETTINGS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = self.model_dump(mode="json", exclude={"data_dir"}, exclude_none=True)
+        if self.llm.api_key is not None:
+            data["llm"]["api_key"] = self.llm.api_key.get_secret_value()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(_to_toml(data), encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+
+def _data_dir_hint(init_settings: PydanticBaseSettingsSource, local: Path) -> Path:
+    """Where the saved settings live, looked up before the settings themselves are built."""
+    given = init_settings().get("data_dir")
+    if given:
+        return Path(given)
+    if os.environ.get("LECTERN_DATA_DIR"):
+        return Path(os.environ["LECTERN_DATA_DIR"])
+    if local.is_file():
+        value = tomllib.loads(local.read_text(encoding="utf-8")).get("data_dir")
+        if value:
+            return Path(value)
+    return default_data_dir()
+
+
+def _to_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """A small TOML writer for our flat-and-nested settings (tomllib reads, nothing in stdlib writes)."""
+    scalars, tables = [], []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            scalars.append(f"{key} = {_toml_value(value)}")
+    out = []
+    if scalars:
+        if prefix:
+            out.append(f"[{prefix}]")
+        out.extend(scalars)
+        out.append("")
+    for key, value in tables:
+        out.append(_to_toml(value, f"{prefix}.{key}" if prefix else key))
+    return "\n".join(out)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings root; `overrides` are the CLI flags (highest precedence)."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
