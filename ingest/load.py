@@ -1,0 +1,564 @@
+"""Files to LoadedDocuments: one loader per format, chosen by extension from LOADERS.
+
+Loaders raise `ingest.errors.DocumentError` subclasses with the file's path, never bare library errors,
+so that one bad file fails alone and the edges can say why in one sentence.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import os
+import re
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bs4 import BeautifulSoup, Tag
+    from pypdf import PdfReader
+
+from ingest.errors import (
+    CorruptDocument,
+    DocumentError,
+    EmptyDocument,
+    EncodingError,
+    EncryptedDocument,
+    UnsupportedFormat,
+)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A piece of a document that chunks never cross: a PDF page or a section under one heading."""
+
+    text: str
+    page: int | None = None  # 1-based page number for paged formats (PDF), else None
+    heading: str | None = None  # heading path, e.g. "Install > On Linux" (Markdown, HTML)
+
+
+@dataclass(frozen=True)
+class LoadedDocument:
+    """A parsed file: its text in Units, with what went wrong but did not stop it in `warnings`."""
+
+    path: Path
+    format: str  # "pdf" | "text" | "markdown" | "html"
+    title: str
+    units: tuple[Unit, ...]
+    warnings: tuple[str, ...] = ()
+    pages: int = 1
+
+
+Loader = Callable[[Path], LoadedDocument]
+
+TITLE_MAX_CHARS = 200
+_SNIFF_BYTES = 8192
+_MAX_CONTROL_SHARE = 0.05  # decoded text with more control characters than this is binary data
+
+# Control characters other than tab and newline become spaces; C1 controls (U+0080-U+009F) too.
+_CONTROL_TO_SPACE = {c: " " for c in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)] if c not in (0x09, 0x0A)}
+_CONTROL_TO_SPACE[0x0C] = "\n"  # form feed: a page break in plain text
+_CONTROL_TO_SPACE[0x0B] = "\n"  # vertical tab
+_CONTROL_TO_SPACE[0xFEFF] = ""  # a stray byte-order mark inside the text
+_SPACE_RUN = re.compile(r" {2,}")
+_BLANK_LINES = re.compile(r"\n{3,}")
+# A lower-case letter, a hyphen at the end of a line, and a lower-case letter starting the next one: a word
+# broken by line wrapping. Upper case or digits after the break ("Jean-\nPaul", "COVID-\n19") stay as they are.
+_LINE_END_HYPHEN = re.compile(r"(?<=[a-zß-öø-ÿ])-\n(?=[a-zß-öø-ÿ])")
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes; an OS error becomes a CorruptDocument that says the OS's reason."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise CorruptDocument(path, f"cannot read file: {reason}") from exc
+
+
+def clean_text(text: str, *, collapse_spaces: bool = True, dehyphenate: bool = False) -> str:
+    """Uniform newlines, no control characters, no trailing spaces and at most one blank line in a row.
+
+    Every step is a linear scan, so a multi-megabyte single line costs no more than its length.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_CONTROL_TO_SPACE)
+    if collapse_spaces:
+        text = _SPACE_RUN.sub(" ", text)
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    if dehyphenate:
+        text = _LINE_END_HYPHEN.sub("", text)
+    return _BLANK_LINES.sub("\n\n", text).strip("\n")
+
+
+def _control_share(text: str) -> float:
+    """Share of control characters (other than ordinary whitespace) in a sample of the text."""
+    sample = text[:_SNIFF_BYTES]
+    if not sample:
+        return 0.0
+    controls = sum(1 for ch in sample if unicodedata.category(ch) == "Cc" and ch not in "\n\r\t\f")
+    return controls / len(sample)
+
+
+def _guess_decode(path: Path, data: bytes) -> str:
+    """charset-normalizer's best guess, preferring cp1252 (a superset of Latin-1) among equally good ones.
+
+    On short texts many single-byte code pages score the same; Western European text is the likeliest.
+    """
+    from charset_normalizer import from_bytes
+
+    matches = list(from_bytes(data))
+    if not matches:
+        raise EncodingError(path, "binary file, not text (no character encoding fits)")
+    best = matches[0]
+    tied = [m for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence)]
+    western = next((m for m in tied if "cp1252" in m.could_be_from_charset), None)
+    if western is not None:
+        return data.decode("cp1252", errors="replace")
+    return str(best)
+
+
+def decode_bytes(path: Path, data: bytes, declared: str | None = None) -> str:
+    """Text from bytes: BOM, then UTF-8, then a declared charset (HTML meta), then detection.
+
+    Raises EmptyDocument for no bytes and EncodingError for binary data.
+    """
+    if not data:
+        raise EmptyDocument(path, "file is empty (0 bytes)")
+    for bom, encoding in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32")):
+        if data.startswith(bom):
+            return data.decode(encoding, errors="replace")
+    for bom, encoding in ((codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):
+            return data.decode(encoding, errors="replace")
+    if b"\x00" in data[:_SNIFF_BYTES]:
+        raise EncodingError(path, "binary file, not text (NUL bytes)")
+    text: str | None = None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        if declared:
+            try:
+                text = data.decode(declared)
+            except (LookupError, UnicodeDecodeError):
+                text = None
+        if text is None:
+            text = _guess_decode(path, data)
+    if _control_share(text) > _MAX_CONTROL_SHARE:
+        raise EncodingError(path, "binary file, not text (too many control characters)")
+    return text
+
+
+def _first_line_title(text: str, path: Path) -> str:
+    for line in text.split("\n", 200)[:200]:
+        if line.strip():
+            return line.strip()[:TITLE_MAX_CHARS]
+    return path.stem
+
+
+# --- text --------------------------------------------------------------------------------------------
+
+
+def load_text(path: Path) -> LoadedDocument:
+    """A plain text file as one Unit. Layout (indentation, line breaks) is kept: it often carries meaning."""
+    text = clean_text(decode_bytes(path, _read_bytes(path)), collapse_spaces=False)
+    if not text.strip():
+        raise EmptyDocument(path, "file holds only whitespace")
+    return LoadedDocument(path, "text", _first_line_title(text, path), (Unit(text),))
+
+
+# --- markdown ----------------------------------------------------------------------------------------
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_FRONT_MATTER_TITLE = re.compile(r"^title:[ \t]*(.+?)[ \t]*$", re.MULTILINE)
+
+
+def _atx_heading(line: str) -> tuple[int, str] | None:
+    """(level, text) of an ATX heading line such as '## Install ##', else None. No regex: lines may be huge."""
+    stripped = line.lstrip(" ")
+    if len(line) - len(stripped) > 3 or not stripped.startswith("#"):
+        return None
+    level = len(stripped) - len(stripped.lstrip("#"))
+    rest = stripped[level:]
+    if level > 6 or (rest and rest[0] not in " \t"):
+        return None
+    text = rest.strip()
+    closed = text.rstrip("#")
+    if not closed:
+        text = ""
+    elif closed != text and closed[-1] in " \t":
+        text = closed.rstrip()
+    return level, text
+
+
+def _split_front_matter(text: str) -> tuple[str, str]:
+    """(front matter, body): a leading '---' block of YAML is metadata, not content."""
+    if not text.startswith("---\n"):
+        return "", text
+    end = re.search(r"^(?:---|\.\.\.)[ \t]*$", text[4:], re.MULTILINE)
+    if end is None:
+        return "", text
+    return text[4 : 4 + end.start()], text[4 + end.end() :]
+
+
+class _Sections:
+    """Collects Units under a heading path that follows heading levels, for Markdown and HTML alike."""
+
+    def __init__(self) -> None:
+        self.stack: list[tuple[int, str]] = []
+        self.units: list[Unit] = []
+        self.bodies: list[bool] = []  # whether each unit has text besides its heading
+        self.lines: list[str] = []
+        self.has_body = False
+
+    def heading(self, level: int, title: str, line: str) -> None:
+        self.flush()
+        while self.stack and self.stack[-1][0] >= level:
+            self.stack.pop()
+        self.stack.append((level, title or "(untitled)"))
+        self.lines = [line]
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+        if line.strip():
+            self.has_body = True
+
+    def flush(self) -> None:
+        text = "\n".join(self.lines).strip("\n")
+        if text.strip():
+            path = " > ".join(t for _, t in self.stack) if self.stack else None
+            self.units.append(Unit(text, heading=path))
+            self.bodies.append(self.has_body)
+        self.lines, self.has_body = [], False
+
+    def result(self) -> tuple[Unit, ...]:
+        """Units with body text; sections that are only a heading are dropped unless nothing else is left."""
+        self.flush()
+        with_body = tuple(u for u, has in zip(self.units, self.bodies, strict=True) if has)
+        return with_body or tuple(self.units)
+
+
+def load_markdown(path: Path) -> LoadedDocument:
+    """Markdown split at ATX headings (outside code fences), each Unit under its heading path."""
+    text = clean_text(decode_bytes(path, _read_bytes(path)), collapse_spaces=False)
+    front, body = _split_front_matter(text)
+    sections = _Sections()
+    title: str | None = None
+    fence: str | None = None
+    for line in body.split("\n"):
+        opening = _FENCE.match(line)
+        if fence is None and opening:
+            fence = opening.group(1)
+        elif (
+            fence is not None
+            and opening
+            and opening.group(1)[0] == fence[0]
+            and len(opening.group(1)) >= len(fence)
+        ):
+            fence = None
+        elif fence is None and (heading := _atx_heading(line)) is not None:
+            level, heading_text = heading
+            if level == 1 and title is None and heading_text:
+                title = heading_text
+            sections.heading(level, heading_text, line)
+            continue
+        sections.add(line)
+    units = sections.result()
+    if not units:
+        raise EmptyDocument(path, "no text outside the front matter")
+    if title is None and (match := _FRONT_MATTER_TITLE.search(front)):
+        title = match.group(1).strip("'\"")
+    return LoadedDocument(path, "markdown", (title or path.stem)[:TITLE_MAX_CHARS], units)
+
+
+# --- html --------------------------------------------------------------------------------------------
+
+_DROP_TAGS = ("script", "style", "noscript", "nav", "header", "footer", "aside", "form", "svg", "template")
+_SKIP_TAGS = {*_DROP_TAGS, "head", "title", "meta", "link", "iframe", "object", "embed", "button", "select"}
+_SECTION_TAGS = {"h1": 1, "h2": 2, "h3": 3}
+_PARAGRAPH_TAGS = {
+    "p", "div", "section", "article", "main", "blockquote", "pre", "table", "ul", "ol", "dl", "figure",
+    "figcaption", "h4", "h5", "h6", "address", "details", "summary", "hr", "fieldset",
+}  # fmt: skip
+_LINE_TAGS = {"li", "tr", "dt", "dd", "caption", "br"}
+_CELL_TAGS = {"td", "th"}
+_META_CHARSET = re.compile(
+    rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]{1,40})""", re.IGNORECASE
+)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def _html_lines(root: Tag | BeautifulSoup) -> Iterator[tuple[str, int, str]]:
+    """Events in document order: ("text", 0, s), ("break", n, "") for n newlines, ("heading", level, title).
+
+    Walks with an explicit stack, because deeply nested HTML would overflow Python's recursion limit.
+    """
+    from bs4 import CData, NavigableString, Tag
+    from bs4.element import PreformattedString
+
+    stack: list[tuple[object, bool]] = [(root, False)]
+    pre_depth = 0
+    while stack:
+        node, leaving = stack.pop()
+        if isinstance(node, Tag):
+            name = node.name.lower()
+            if leaving:
+                if name == "pre":
+                    pre_depth -= 1
+                if name in _PARAGRAPH_TAGS or name in _SECTION_TAGS:
+                    yield ("break", 2, "")
+                elif name in _LINE_TAGS:
+                    yield ("break", 1, "")
+                elif name in _CELL_TAGS:
+                    yield ("text", 0, " ")
+                continue
+            if name in _SKIP_TAGS or node.has_attr("hidden"):
+                continue
+            if name in _SECTION_TAGS:
+                title = _WHITESPACE.sub(" ", node.get_text(" ")).strip()
+                yield ("heading", _SECTION_TAGS[name], title)
+                stack.append((node, True))  # the heading's own text is in the title: no children
+                continue
+            if name in _PARAGRAPH_TAGS:
+                yield ("break", 2, "")
+            elif name in _LINE_TAGS:
+                yield ("break", 1, "")
+            if not node.contents:
+                continue  # a void element such as <br> or <hr>: its break is given
+            if name == "pre":
+                pre_depth += 1
+            stack.append((node, True))
+            stack.extend((child, False) for child in reversed(node.contents))
+        elif isinstance(node, NavigableString):
+            if isinstance(node, PreformattedString) and not isinstance(node, CData):
+                continue  # comments, doctype, processing instructions, declarations
+            text = str(node)
+            yield ("text", 0, text if pre_depth else _WHITESPACE.sub(" ", text))
+
+
+def load_html(path: Path) -> LoadedDocument:
+    """An HTML page without its chrome (nav, scripts, forms...), split into Units at h1-h3."""
+    from bs4 import BeautifulSoup
+
+    data = _read_bytes(path)
+    declared = _META_CHARSET.search(data[:4096])
+    text = decode_bytes(path, data, declared.group(1).decode("ascii") if declared else None)
+    soup = BeautifulSoup(text, "html.parser")
+    title: str | None = None
+    if soup.title is not None:
+        title = _WHITESPACE.sub(" ", soup.title.get_text(" ")).strip() or None
+    for tag in soup.find_all(list(_DROP_TAGS)):
+        tag.decompose()
+    if title is None and (h1 := soup.find("h1")) is not None:
+        title = _WHITESPACE.sub(" ", h1.get_text(" ")).strip() or None
+
+    sections = _Sections()
+    parts: list[str] = []
+    pending = 0  # newlines owed before the next text: breaks do not add up, the widest one wins
+
+    def flush_parts() -> None:
+        for line in clean_text("".join(parts)).split("\n"):
+            sections.add(line.strip())
+        parts.clear()
+
+    for kind, number, value in _html_lines(soup.body or soup):
+        if kind == "heading":
+            flush_parts()
+            sections.heading(number, value, value)
+            pending = 2
+        elif kind == "break":
+            pending = max(pending, number)
+        elif pending and not value.strip():
+            continue  # indentation between blocks
+        else:
+            if pending:
+                parts.append("\n" * pending)
+                pending = 0
+            parts.append(value)
+    flush_parts()
+    units = tuple(Unit(clean_text(u.text), heading=u.heading) for u in sections.result())
+    if not units:
+        raise EmptyDocument(path, "no text in the page once scripts, navigation and forms are removed")
+    return LoadedDocument(path, "html", (title or path.stem)[:TITLE_MAX_CHARS], units)
+
+
+# --- pdf ---------------------------------------------------------------------------------------------
+
+
+def load_pdf(path: Path) -> LoadedDocument:
+    """One Unit per page with text; empty or failing pages become warnings, not errors."""
+    from pypdf import PdfReader
+    from pypdf.errors import DependencyError
+
+    data = _read_bytes(path)
+    if not data:
+        raise EmptyDocument(path, "file is empty (0 bytes)")
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        # Many PDFs are encrypted with an empty user password only to set permissions: they open.
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise EncryptedDocument(path, "PDF is password-protected; remove the password to ingest it")
+        n_pages = len(reader.pages)
+    except DocumentError:
+        raise
+    except DependencyError as exc:
+        raise EncryptedDocument(path, f"PDF encryption needs an extra package: {exc}") from exc
+    except Exception as exc:  # pypdf raises anything from PdfReadError to KeyError on malformed files
+        raise CorruptDocument(path, f"not a readable PDF: {exc or exc.__class__.__name__}") from exc
+    if n_pages == 0:
+        raise CorruptDocument(path, "PDF has no pages")
+
+    units: list[Unit] = []
+    warnings: list[str] = []
+    for number in range(1, n_pages + 1):
+        try:
+            raw = reader.pages[number - 1].extract_text()
+        except Exception as exc:  # one broken page (bad font, bad stream) must not lose the others
+            warnings.append(f"page {number}: text extraction failed: {exc or exc.__class__.__name__}")
+            continue
+        text = clean_text(raw or "", dehyphenate=True)
+        if text.strip():
+            units.append(Unit(text, page=number))
+        else:
+            warnings.append(f"page {number}: no extractable text (image-only?)")
+    if not units:
+        raise EmptyDocument(
+            path, f"no extractable text in {n_pages} pages; scanned PDF? OCR is not supported"
+        )
+    return LoadedDocument(path, "pdf", _pdf_title(reader, path), tuple(units), tuple(warnings), n_pages)
+
+
+def _pdf_title(reader: PdfReader, path: Path) -> str:
+    """The metadata title when it says something, else the file stem (first lines of PDFs are often noise)."""
+    try:
+        metadata = reader.metadata
+        title = metadata.title if metadata is not None else None
+    except Exception:  # a broken Info dictionary only costs the title
+        title = None
+    if isinstance(title, str) and (cleaned := clean_text(title).replace("\n", " ").strip()):
+        return cleaned[:TITLE_MAX_CHARS]
+    return path.stem
+
+
+# --- registry ----------------------------------------------------------------------------------------
+
+# .csv and .tsv are left out on purpose: rows chunked as prose retrieve badly; rename them to .txt to force it.
+LOADERS: dict[str, Loader] = {
+    ".pdf": load_pdf,
+    ".md": load_markdown,
+    ".markdown": load_markdown,
+    ".html": load_html,
+    ".htm": load_html,
+    ".txt": load_text,
+    ".text": load_text,
+    ".rst": load_text,
+    ".log": load_text,
+    ".clean": load_text,  # the CMU question-answer dataset names its articles like a4.txt.clean
+}
+
+
+def is_supported(path: Path) -> bool:
+    return path.suffix.lower() in LOADERS
+
+
+def load(path: Path) -> LoadedDocument:
+    """Load one file with the loader its extension selects."""
+    path = Path(path)
+    loader = LOADERS.get(path.suffix.lower())
+    if loader is None:
+        known = ", ".join(sorted(LOADERS))
+        raise UnsupportedFormat(path, f"unsupported extension {path.suffix or '(none)'!r}; known: {known}")
+    return loader(path)
+
+
+# --- walking folders ---------------------------------------------------------------------------------
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob over '/'-separated relative paths: `*` stays in one folder, `**/` spans zero or more folders.
+
+    A pattern without '/' matches the name at any depth ("*.pdf"), and "dir/**" also matches "dir" itself,
+    so that excluding it prunes the whole folder.
+    """
+    pattern = pattern.strip().lstrip("/").removeprefix("./")
+    if "/" not in pattern.rstrip("/"):
+        pattern = "**/" + pattern
+    pattern = pattern.rstrip("/") if not pattern.endswith("**/") else pattern
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("/**", i) and i + 3 == len(pattern):
+            out.append("(?:/.*)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and (end := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1 : end]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def _matches(rel: str, patterns: list[re.Pattern[str]]) -> bool:
+    return any(p.fullmatch(rel) for p in patterns)
+
+
+def _excluded(rel: str, patterns: list[re.Pattern[str]]) -> bool:
+    """Excluded when the path or any folder above it matches, like .gitignore."""
+    parts = rel.split("/")
+    return any(_matches("/".join(parts[: i + 1]), patterns) for i in range(len(parts)))
+
+
+def iter_files(root: Path, include: list[str], exclude: list[str]) -> tuple[list[Path], list[Path]]:
+    """(supported files, skipped files of unknown formats) under root, in sorted order.
+
+    Globs apply to the path relative to root; an empty `include` takes everything. Symlinked folders are
+    followed once each, so a link loop cannot recurse forever.
+    """
+    root = Path(root)
+    if root.is_file():
+        return ([root], []) if is_supported(root) else ([], [root])
+    if not root.is_dir():
+        raise DocumentError(root, "no such file or folder")
+    includes = [_glob_regex(p) for p in include if p.strip()]
+    excludes = [_glob_regex(p) for p in exclude if p.strip()]
+    found: list[tuple[str, Path]] = []
+    seen: set[str] = set()
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        real = os.path.realpath(folder)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue  # an unreadable sub-folder is skipped; its files cannot be listed anyway
+        for entry in entries:
+            path = Path(entry.path)
+            rel = path.relative_to(root).as_posix()
+            if _excluded(rel, excludes):
+                continue
+            if entry.is_dir():
+                pending.append(path)
+            elif entry.is_file() and (not includes or _matches(rel, includes)):
+                found.append((rel, path))
+    found.sort(key=lambda item: item[0].split("/"))
+    supported = [p for _, p in found if is_supported(p)]
+    skipped = [p for _, p in found if not is_supported(p)]
+    return supported, skipped
