@@ -1,0 +1,242 @@
+"""Conversational QA: follow-ups are rewritten into standalone questions, histories persist as JSON.
+
+session = build_chat_chain(llm, retriever, ConversationStore.for_data_dir(settings.data_dir))
+session.ask("pump", "How often is it serviced?")  # -> Answer
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.retrievers import BaseRetriever
+from pydantic import BaseModel, Field, ValidationError
+
+from ingest.errors import InvalidName, LecternError
+from rag.context import (
+    MIN_TRIMMED_TOKENS,
+    context_window,
+    count_tokens,
+    generation_kwargs,
+    prompt_tokens,
+    trim_to_tokens,
+)
+from rag.errors import ContextTooLong
+from rag.prompts import CONDENSE_QUESTION
+from rag.qa import QAChain, build_qa_chain, question_of
+from rag.types import Answer, Citation
+
+CONVERSATIONS_DIR = "conversations"
+_VALID_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class CorruptConversation(LecternError):
+    def __init__(self, path: str | Path, detail: str) -> None:
+        self.path = str(path)
+        self.detail = detail
+        super().__init__(f"{self.path}: {detail}")
+
+
+class Turn(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str
+    citations: list[Citation] = Field(default_factory=list)
+    rewritten_question: str | None = None  # on user turns: what was actually retrieved with
+
+
+class Conversation(BaseModel):
+    id: str
+    created: str = ""
+    updated: str = ""
+    turns: list[Turn] = Field(default_factory=list)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def check_conversation_id(conversation_id: str) -> str:
+    """Only [A-Za-z0-9_-]{1,64}: nothing that could leave the conversations folder."""
+    if not isinstance(conversation_id, str) or not _VALID_ID.fullmatch(conversation_id):
+        raise InvalidName(f"invalid conversation id {conversation_id!r}: use 1-64 of A-Z a-z 0-9 _ -")
+    return conversation_id
+
+
+class ConversationStore:
+    """One JSON file per conversation in `directory`, written atomically (temp file + os.replace)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    @classmethod
+    def for_data_dir(cls, data_dir: str | Path) -> ConversationStore:
+        return cls(Path(data_dir) / CONVERSATIONS_DIR)
+
+    def path(self, conversation_id: str) -> Path:
+        return self.directory / f"{check_conversation_id(conversation_id)}.json"
+
+    def load(self, conversation_id: str) -> Conversation:
+        """The stored conversation, or a new empty one."""
+        path = self.path(conversation_id)
+        if not path.is_file():
+            return Conversation(id=conversation_id)
+        try:
+            return Conversation.model_validate_json(path.read_text(encoding="utf-8"))
+        except (ValidationError, UnicodeDecodeError) as err:
+            raise CorruptConversation(path, str(err).splitlines()[0]) from err
+
+    def save(self, conversation: Conversation) -> Path:
+        path = self.path(conversation.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conversation.updated = _now()
+        conversation.created = conversation.created or conversation.updated
+        data = json.dumps(conversation.model_dump(mode="json"), ensure_ascii=False, indent=1)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{conversation.id}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def delete(self, conversation_id: str) -> bool:
+        path = self.path(conversation_id)
+        existed = path.is_file()
+        path.unlink(missing_ok=True)
+        return existed
+
+    def list(self) -> list[str]:
+        """Conversation ids, sorted."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p.stem for p in self.directory.glob("*.json") if _VALID_ID.fullmatch(p.stem))
+
+
+def format_history(turns: list[Turn]) -> str:
+    return "\n".join(f"{'User' if t.role == 'user' else 'Assistant'}: {t.content}" for t in turns)
+
+
+class ChatSession:
+    """Conversational QA over a retriever, with histories kept per conversation id in a store."""
+
+    def __init__(
+        self,
+        llm: BaseChatModel,
+        retriever: BaseRetriever,
+        store: ConversationStore,
+        *,
+        rewrite_max_new_tokens: int = 64,
+        **qa_options: Any,
+    ) -> None:
+        self.llm = llm
+        self.store = store
+        self.rewrite_max_new_tokens = rewrite_max_new_tokens
+        self.qa: QAChain = build_qa_chain(llm, retriever, **qa_options)
+
+    def ask(self, conversation_id: str, question: str) -> Answer:
+        """Answer a question in a conversation and record both turns."""
+        answer: Answer | None = None
+        for part in self._run(conversation_id, question, stream=False):
+            if isinstance(part, Answer):
+                answer = part
+        assert answer is not None
+        return answer
+
+    def stream_ask(self, conversation_id: str, question: str) -> Iterator[str | Answer]:
+        """Like ask, streaming: str chunks as the model writes, then the Answer (see QAChain.stream_answer)."""
+        yield from self._run(conversation_id, question, stream=True)
+
+    def history(self, conversation_id: str) -> list[Turn]:
+        return self.store.load(conversation_id).turns
+
+    def reset(self, conversation_id: str) -> bool:
+        return self.store.delete(conversation_id)
+
+    def condense(self, turns: list[Turn], question: str) -> str:
+        """The follow-up rewritten as a standalone question; the question itself when there is no history."""
+        history = self.fit_history(turns, question)
+        if not history:
+            return question
+        messages = CONDENSE_QUESTION.format_messages(history=history, question=question)
+        raw = self.llm.invoke(messages, **generation_kwargs(self.llm, self.rewrite_max_new_tokens)).text
+        return clean_rewrite(raw) or question
+
+    def fit_history(self, turns: list[Turn], question: str) -> str:
+        """The most recent turns that fit the window beside the rewrite prompt (oldest dropped first)."""
+        window = context_window(self.llm)
+        fixed = prompt_tokens(self.llm, CONDENSE_QUESTION, history="", question=question)
+        budget = window - self.rewrite_max_new_tokens - fixed
+        if budget < 0:
+            raise ContextTooLong(tokens=fixed + self.rewrite_max_new_tokens, window=window, field="question")
+        kept: list[Turn] = []
+        used = 0
+        for turn in reversed(turns):
+            cost = count_tokens(self.llm, format_history([turn])) + 1
+            if used + cost > budget:
+                room = budget - used - 4  # role label and newline
+                if room >= MIN_TRIMMED_TOKENS:
+                    text = trim_to_tokens(self.llm, turn.content, room)
+                    kept.append(turn.model_copy(update={"content": text + " …"}))
+                break
+            kept.append(turn)
+            used += cost
+        kept.reverse()
+        history = format_history(kept)
+        while kept and prompt_tokens(self.llm, CONDENSE_QUESTION, history=history, question=question) > (
+            window - self.rewrite_max_new_tokens
+        ):
+            kept.pop(0)
+            history = format_history(kept)
+        return history
+
+    def _run(self, conversation_id: str, question: str, *, stream: bool) -> Iterator[str | Answer]:
+        check_conversation_id(conversation_id)
+        question = question_of(question)
+        conversation = self.store.load(conversation_id)
+        standalone = self.condense(conversation.turns, question)
+        answer: Answer | None = None
+        if stream:
+            for part in self.qa.stream_answer(standalone):
+                if isinstance(part, Answer):
+                    answer = part
+                else:
+                    yield part
+        else:
+            answer = self.qa.invoke(standalone)
+        assert answer is not None
+        answer.question = question
+        answer.rewritten_question = standalone if standalone != question else None
+        conversation.turns.append(
+            Turn(role="user", content=question, rewritten_question=answer.rewritten_question)
+        )
+        conversation.turns.append(Turn(role="assistant", content=answer.answer, citations=answer.citations))
+        self.store.save(conversation)
+        yield answer
+
+    def list(self) -> list[str]:
+        """The ids of the stored conversations."""
+        return self.store.list()
+
+
+def build_chat_chain(
+    llm: BaseChatModel, retriever: BaseRetriever, store: ConversationStore, **options: Any
+) -> ChatSession:
+    """A ChatSession; `options` are build_qa_chain's (k, variant, max_new_tokens, min_score, structured)."""
+    return ChatSession(llm, retriever, store, **options)
+
+
+def clean_rewrite(raw: str) -> str:
+    """The model's rewrite without labels, quotes or anything after the first line."""
+    text = raw.strip()
+    text = re.sub(r"(?i)^\s*(standalone question|question)\s*:\s*", "", text)
+    text = text.splitlines()[0].strip() if text else ""
+    return text.strip("\"'` ").strip()

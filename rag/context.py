@@ -1,0 +1,212 @@
+"""Context-window fitting: count tokens with the model's own counter and keep every prompt inside the window."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.documents import Document
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.prompts import ChatPromptTemplate
+
+from ingest.errors import LecternError
+from rag.errors import ContextTooLong
+from rag.prompts import SOURCE_SEPARATOR, format_source
+from rag.types import Context
+
+__all__ = [
+    "ContextTooLong",
+    "TokenCountUnavailable",
+    "context_window",
+    "count_messages",
+    "count_tokens",
+    "fit_contexts",
+    "fit_documents",
+    "generation_kwargs",
+    "prompt_tokens",
+    "split_to_tokens",
+    "trim_to_tokens",
+]
+
+DEFAULT_CONTEXT_WINDOW = 2048
+MESSAGE_OVERHEAD = 4  # chat-template role markers per message, beyond the "Role: " prefix counted
+MIN_TRIMMED_TOKENS = 8  # a trimmed source shorter than this is dropped instead
+
+
+class TokenCountUnavailable(LecternError):
+    """The model's token counter returned 0 for non-empty text (LangChain's offline default)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(
+            f"{model} cannot count tokens (get_num_tokens returned 0 for non-empty text); "
+            "the backend must count with the model's own tokenizer"
+        )
+
+
+def context_window(llm: Any) -> int:
+    """The model's context window in tokens (`llm.context_window`, else 2048)."""
+    window = getattr(llm, "context_window", None)
+    return int(window) if window else DEFAULT_CONTEXT_WINDOW
+
+
+def generation_kwargs(llm: Any, max_new_tokens: int) -> dict[str, Any]:
+    """`max_new_tokens=` for lectern's backends (they accept it per call), nothing for other models."""
+    return {"max_new_tokens": max_new_tokens} if hasattr(llm, "max_new_tokens") else {}
+
+
+def count_tokens(llm: BaseChatModel, text: str) -> int:
+    """Tokens of `text` by the model's counter; refuses a counter that says 0 for real text."""
+    if not text:
+        return 0
+    n = llm.get_num_tokens(text)
+    if n == 0 and text.strip():
+        raise TokenCountUnavailable(type(llm).__name__)
+    return n
+
+
+def count_messages(llm: BaseChatModel, messages: Sequence[BaseMessage]) -> int:
+    """Tokens of a chat prompt, with a small per-message allowance for the chat template."""
+    n = llm.get_num_tokens_from_messages(list(messages))
+    if n == 0 and any(str(m.content).strip() for m in messages):
+        raise TokenCountUnavailable(type(llm).__name__)
+    return n + MESSAGE_OVERHEAD * len(messages)
+
+
+def prompt_tokens(llm: BaseChatModel, template: ChatPromptTemplate, **variables: Any) -> int:
+    return count_messages(llm, template.format_messages(**variables))
+
+
+def _largest_prefix(text: str, fits: Callable[[str], bool]) -> str:
+    """The longest prefix of `text` that `fits`, cut back to a word boundary when one is near."""
+    if fits(text):
+        return text
+    lo, hi = 0, len(text)  # fits(text[:lo]) holds, fits(text[:hi]) does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(text[:mid]):
+            lo = mid
+        else:
+            hi = mid
+    prefix = text[:lo]
+    space = max(prefix.rfind(" "), prefix.rfind("\n"))
+    if space > len(prefix) // 2:
+        prefix = prefix[:space]
+    return prefix.rstrip()
+
+
+def trim_to_tokens(llm: BaseChatModel, text: str, max_tokens: int) -> str:
+    """The longest prefix of `text` (at a word boundary) that counts at most `max_tokens`."""
+    if max_tokens <= 0:
+        return ""
+    return _largest_prefix(text, lambda t: count_tokens(llm, t) <= max_tokens)
+
+
+def split_to_tokens(llm: BaseChatModel, text: str, max_tokens: int) -> list[str]:
+    """Cut `text` into consecutive pieces of at most `max_tokens` each (word boundaries when possible)."""
+    if max_tokens <= 0:
+        raise ValueError("max_tokens must be positive")
+    pieces: list[str] = []
+    rest = text.strip()
+    while rest:
+        head = trim_to_tokens(llm, rest, max_tokens)
+        if not head:  # a single unsplittable character over the limit: take it anyway
+            head = rest[:1]
+        pieces.append(head)
+        rest = rest[len(head) :].strip()
+    return pieces
+
+
+def fit_contexts(
+    llm: BaseChatModel,
+    template: ChatPromptTemplate,
+    question: str,
+    contexts: Sequence[Context],
+    *,
+    max_new_tokens: int = 256,
+    **variables: Any,
+) -> list[Context]:
+    """Keep whole sources in rank order while they fit, trim the next one to fit, drop the rest.
+
+    The budget is the window minus the prompt without sources (template + question) minus
+    `max_new_tokens` reserved for the answer. Raises ContextTooLong(field="question") when the
+    question alone does not leave room for the answer.
+    """
+    window = context_window(llm)
+    limit = window - max_new_tokens
+    fixed = prompt_tokens(llm, template, sources="", question=question, **variables)
+    if fixed > limit:
+        raise ContextTooLong(tokens=fixed + max_new_tokens, window=window, field="question")
+
+    def total(kept: list[Context]) -> int:
+        return prompt_tokens(llm, template, sources=_render(kept), question=question, **variables)
+
+    budget = limit - fixed
+    for _ in range(5):  # counts of parts need not add up exactly; shrink until the whole fits
+        kept = _pack(llm, contexts, budget)
+        excess = total(kept) - limit
+        if excess <= 0:
+            return kept
+        budget -= max(excess, 1)
+    while kept and total(kept) > limit:
+        kept.pop()
+    return kept
+
+
+def _render(contexts: Sequence[Context]) -> str:
+    return SOURCE_SEPARATOR.join(format_source(c) for c in contexts)
+
+
+def _pack(llm: BaseChatModel, contexts: Sequence[Context], budget: int) -> list[Context]:
+    kept: list[Context] = []
+    used = 0
+    sep = count_tokens(llm, SOURCE_SEPARATOR)
+    for ctx in contexts:
+        cost = count_tokens(llm, format_source(ctx)) + (sep if kept else 0)
+        if used + cost <= budget:
+            kept.append(ctx)
+            used += cost
+            continue
+        room = budget - used - (sep if kept else 0)
+        trimmed = _trim_source(llm, ctx, room)
+        if trimmed is not None:
+            kept.append(trimmed)
+        break
+    return kept
+
+
+def _trim_source(llm: BaseChatModel, ctx: Context, room: int) -> Context | None:
+    """The source cut to fit `room` tokens as formatted, or None when too little of it would fit."""
+    if room < MIN_TRIMMED_TOKENS:
+        return None
+
+    def fits(text: str) -> bool:
+        return count_tokens(llm, format_source(ctx.model_copy(update={"text": text}))) <= room
+
+    text = _largest_prefix(ctx.text, fits)
+    if not text or count_tokens(llm, text) < MIN_TRIMMED_TOKENS // 2:
+        return None
+    return ctx.model_copy(update={"text": text, "trimmed": True})
+
+
+def fit_documents(
+    llm: BaseChatModel,
+    template: ChatPromptTemplate,
+    question: str,
+    docs: Sequence[Document],
+    *,
+    max_new_tokens: int = 256,
+    **variables: Any,
+) -> list[Document]:
+    """fit_contexts for Documents: the kept ones in rank order, the last possibly trimmed
+    (`metadata["trimmed"] = True`)."""
+    contexts = [Context.from_document(i, d) for i, d in enumerate(docs, start=1)]
+    kept = fit_contexts(llm, template, question, contexts, max_new_tokens=max_new_tokens, **variables)
+    out = []
+    for ctx, doc in zip(kept, docs, strict=False):
+        meta = dict(doc.metadata)
+        if ctx.trimmed:
+            meta["trimmed"] = True
+        out.append(Document(page_content=ctx.text, metadata=meta))
+    return out

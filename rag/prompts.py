@@ -1,0 +1,169 @@
+"""Prompt templates as named constants, with roles; tests/rag/test_prompts.py snapshots every one.
+
+Variables: QA prompts take {sources} and {question}; CONDENSE_QUESTION takes {history} and
+{question}; the summary prompts take {text} (and REFINE_STEP also {summary}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_core.prompts import ChatPromptTemplate
+
+from ingest.errors import UnknownKey
+from rag.types import Context
+
+NO_ANSWER = "The documents do not contain the answer."
+
+_QA_RULES = (
+    "You answer questions using only the numbered sources you are given. "
+    "Cite every claim with the number of its source in square brackets, like [1] or [1][3]. "
+    "Do not use outside knowledge. If the sources do not contain the answer, reply with exactly: "
+    f"{NO_ANSWER}"
+)
+
+_QA_USER = "Sources:\n\n{sources}\n\nQuestion: {question}"
+
+QA_ZERO_SHOT = ChatPromptTemplate.from_messages(
+    [("system", _QA_RULES), ("human", _QA_USER + "\n\nAnswer with citations:")]
+)
+
+_EXAMPLE_SOURCES = (
+    "[1] (manual.pdf p.2) The pump must be serviced every 500 hours of operation.\n\n"
+    "[2] (faq.md) Replacement filters are sold in packs of three."
+)
+
+QA_FEW_SHOT = ChatPromptTemplate.from_messages(
+    [
+        ("system", _QA_RULES),
+        (
+            "human",
+            f"Sources:\n\n{_EXAMPLE_SOURCES}\n\nQuestion: How often is the pump serviced?\n\nAnswer with citations:",
+        ),
+        ("ai", "The pump is serviced every 500 hours of operation [1]."),
+        (
+            "human",
+            f"Sources:\n\n{_EXAMPLE_SOURCES}\n\nQuestion: Who manufactures the pump?\n\nAnswer with citations:",
+        ),
+        ("ai", NO_ANSWER),
+        ("human", _QA_USER + "\n\nAnswer with citations:"),
+    ]
+)
+
+QA_CHAIN_OF_THOUGHT = ChatPromptTemplate.from_messages(
+    [
+        ("system", _QA_RULES),
+        (
+            "human",
+            _QA_USER
+            + "\n\nFirst write 'Reasoning:' and think step by step about which sources are relevant. "
+            "Then write 'Answer:' followed by the final answer with citations.",
+        ),
+    ]
+)
+
+QA_JSON = ChatPromptTemplate.from_messages(
+    [
+        ("system", _QA_RULES),
+        (
+            "human",
+            _QA_USER + "\n\nReply with only a JSON object of the form "
+            '{{"answer": "<the answer, with [n] citations>", "citations": [<source numbers>]}}. '
+            f'If the sources do not contain the answer, use "{NO_ANSWER}" as the answer and an empty list.',
+        ),
+    ]
+)
+
+QA_PROMPTS: dict[str, ChatPromptTemplate] = {
+    "zero_shot": QA_ZERO_SHOT,
+    "few_shot": QA_FEW_SHOT,
+    "chain_of_thought": QA_CHAIN_OF_THOUGHT,
+}
+
+CONDENSE_QUESTION = ChatPromptTemplate.from_messages(
+    [
+        (
+            "system",
+            "Rewrite the user's follow-up question as a standalone question that can be understood "
+            "without the conversation. Keep names and details from the conversation that the question "
+            "refers to. Reply with the question only; do not answer it.",
+        ),
+        ("human", "Conversation:\n{history}\n\nFollow-up question: {question}\n\nStandalone question:"),
+    ]
+)
+
+_SUMMARY_SYSTEM = "You condense text faithfully and concisely. Use only the given text; do not add facts."
+
+SUMMARIZE_STUFF = ChatPromptTemplate.from_messages(
+    [("system", _SUMMARY_SYSTEM), ("human", "Summarize the following text.\n\n{text}\n\nSummary:")]
+)
+
+SUMMARIZE_MAP = ChatPromptTemplate.from_messages(
+    [
+        ("system", _SUMMARY_SYSTEM),
+        ("human", "Summarize this part of a longer document, keeping its key facts.\n\n{text}\n\nSummary:"),
+    ]
+)
+
+# Also used to collapse partial summaries that do not yet fit together.
+SUMMARIZE_REDUCE = ChatPromptTemplate.from_messages(
+    [
+        ("system", _SUMMARY_SYSTEM),
+        (
+            "human",
+            "These are summaries of consecutive parts of one text. Combine them into a single "
+            "summary, removing repetition.\n\n{text}\n\nSummary:",
+        ),
+    ]
+)
+
+REFINE_INITIAL = ChatPromptTemplate.from_messages(
+    [
+        ("system", _SUMMARY_SYSTEM),
+        ("human", "Summarize the beginning of a longer text.\n\n{text}\n\nSummary:"),
+    ]
+)
+
+REFINE_STEP = ChatPromptTemplate.from_messages(
+    [
+        ("system", _SUMMARY_SYSTEM),
+        (
+            "human",
+            "Here is a summary of a text so far:\n{summary}\n\nHere is the next part of the text:\n{text}\n\n"
+            "Rewrite the summary so that it also covers the new part. If the new part adds nothing, "
+            "repeat the summary unchanged.\n\nSummary:",
+        ),
+    ]
+)
+
+ALL_PROMPTS: dict[str, ChatPromptTemplate] = {
+    "qa_zero_shot": QA_ZERO_SHOT,
+    "qa_few_shot": QA_FEW_SHOT,
+    "qa_chain_of_thought": QA_CHAIN_OF_THOUGHT,
+    "qa_json": QA_JSON,
+    "condense_question": CONDENSE_QUESTION,
+    "summarize_stuff": SUMMARIZE_STUFF,
+    "summarize_map": SUMMARIZE_MAP,
+    "summarize_reduce": SUMMARIZE_REDUCE,
+    "refine_initial": REFINE_INITIAL,
+    "refine_step": REFINE_STEP,
+}
+
+
+def qa_prompt(variant: str, *, structured: bool = False) -> ChatPromptTemplate:
+    """The QA template for a variant (zero_shot, few_shot, chain_of_thought); JSON when structured."""
+    if variant not in QA_PROMPTS:
+        raise UnknownKey("QA prompt variant", variant, list(QA_PROMPTS))
+    return QA_JSON if structured else QA_PROMPTS[variant]
+
+
+def format_source(context: Context) -> str:
+    """`[1] (file p.3) text`: the form sources take in every QA prompt."""
+    return f"[{context.number}] ({context.label}) {context.text}"
+
+
+SOURCE_SEPARATOR = "\n\n"
+
+
+def format_sources(contexts: Sequence[Context]) -> str:
+    return SOURCE_SEPARATOR.join(format_source(c) for c in contexts)

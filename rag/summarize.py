@@ -1,0 +1,263 @@
+"""Summaries by stuff, refine or map-reduce, one signature for all, chosen from SUMMARIZERS.
+
+Every prompt sent is checked to fit the window with `max_new_tokens` left for the output.
+`progress(done, total)` is called after each LLM call (or batch); map-reduce's total grows when
+a collapse round turns out to be needed, and the last call is always (steps, steps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from langchain_core.documents import Document
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.prompts import ChatPromptTemplate
+
+from ingest.errors import LecternError, UnknownKey
+from rag.context import (
+    context_window,
+    count_messages,
+    count_tokens,
+    generation_kwargs,
+    prompt_tokens,
+    split_to_tokens,
+    trim_to_tokens,
+)
+from rag.errors import ContextTooLong
+from rag.prompts import REFINE_INITIAL, REFINE_STEP, SUMMARIZE_MAP, SUMMARIZE_REDUCE, SUMMARIZE_STUFF
+from rag.types import SummaryResult
+
+Progress = Callable[[int, int], None]
+SEPARATOR = "\n\n"
+MIN_PIECE_TOKENS = 16  # below this the window is too small to summarize anything
+MAX_COLLAPSE_ROUNDS = 10
+
+
+class NothingToSummarize(LecternError):
+    def __init__(self) -> None:
+        super().__init__("nothing to summarize: no text in the given documents")
+
+
+class Summarizer(Protocol):
+    def __call__(
+        self,
+        llm: BaseChatModel,
+        docs: Sequence[Document],
+        *,
+        token_max: int | None = None,
+        max_new_tokens: int = 256,
+        progress: Progress | None = None,
+        batch_size: int = 8,
+        scope: str = "",
+    ) -> SummaryResult: ...
+
+
+class _Calls:
+    """Sends checked prompts and counts them; reports progress."""
+
+    def __init__(
+        self, llm: BaseChatModel, max_new_tokens: int, progress: Progress | None, total: int
+    ) -> None:
+        self.llm = llm
+        self.limit = context_window(llm) - max_new_tokens
+        self.max_new_tokens = max_new_tokens
+        self.progress = progress
+        self.done = 0
+        self.total = total
+        self.gen = generation_kwargs(llm, max_new_tokens)
+
+    def check(self, messages: list[BaseMessage], field: str) -> list[BaseMessage]:
+        n = count_messages(self.llm, messages)
+        if n > self.limit:
+            raise ContextTooLong(tokens=n + self.max_new_tokens, window=context_window(self.llm), field=field)
+        return messages
+
+    def one(self, template: ChatPromptTemplate, field: str = "documents", **variables: Any) -> str:
+        out = self.llm.invoke(
+            self.check(template.format_messages(**variables), field), **self.gen
+        ).text.strip()
+        self._tick(1)
+        return out
+
+    def batch(self, template: ChatPromptTemplate, texts: list[str], batch_size: int) -> list[str]:
+        """One llm.batch call per group of `batch_size` prompts."""
+        prompts = [self.check(template.format_messages(text=t), "documents") for t in texts]
+        outs: list[str] = []
+        for i in range(0, len(prompts), batch_size):
+            group = prompts[i : i + batch_size]
+            outs.extend(m.text.strip() for m in self.llm.batch(list(group), **self.gen))  # type: ignore[arg-type]
+            self._tick(len(group))
+        return outs
+
+    def _tick(self, n: int) -> None:
+        self.done += n
+        self.total = max(self.total, self.done)
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def _texts(docs: Sequence[Document]) -> list[str]:
+    texts = [d.page_content.strip() for d in docs if d.page_content.strip()]
+    if not texts:
+        raise NothingToSummarize()
+    return texts
+
+
+def _room(llm: BaseChatModel, template: ChatPromptTemplate, max_new_tokens: int, **variables: Any) -> int:
+    """Tokens left for {text} in `template` once the answer is reserved."""
+    return context_window(llm) - max_new_tokens - prompt_tokens(llm, template, text="", **variables)
+
+
+def pack(llm: BaseChatModel, texts: Sequence[str], budget: int) -> list[str]:
+    """Group consecutive texts into pieces of at most `budget` tokens; a longer text is split."""
+    if budget < MIN_PIECE_TOKENS:
+        raise ContextTooLong(tokens=MIN_PIECE_TOKENS - budget, window=context_window(llm), field="prompt")
+    sep = count_tokens(llm, SEPARATOR)
+    pieces: list[str] = []
+    current: list[str] = []
+    used = 0
+    for text in texts:
+        for part in split_to_tokens(llm, text, budget) if count_tokens(llm, text) > budget else [text]:
+            cost = count_tokens(llm, part)
+            if current and used + sep + cost > budget:
+                pieces.append(SEPARATOR.join(current))
+                current, used = [], 0
+            used += cost + (sep if current else 0)
+            current.append(part)
+    if current:
+        pieces.append(SEPARATOR.join(current))
+    out: list[str] = []  # counts of parts need not add up exactly: re-check the joined pieces
+    for piece in pieces:
+        out.extend(split_to_tokens(llm, piece, budget) if count_tokens(llm, piece) > budget else [piece])
+    return out
+
+
+def fits_stuff(llm: BaseChatModel, docs: Sequence[Document], *, max_new_tokens: int = 256) -> bool:
+    text = SEPARATOR.join(_texts(docs))
+    return prompt_tokens(llm, SUMMARIZE_STUFF, text=text) <= context_window(llm) - max_new_tokens
+
+
+def choose_method(llm: BaseChatModel, docs: Sequence[Document], *, max_new_tokens: int = 256) -> str:
+    """stuff when the whole text fits in one prompt, else map_reduce."""
+    return "stuff" if fits_stuff(llm, docs, max_new_tokens=max_new_tokens) else "map_reduce"
+
+
+def stuff(
+    llm: BaseChatModel,
+    docs: Sequence[Document],
+    *,
+    token_max: int | None = None,
+    max_new_tokens: int = 256,
+    progress: Progress | None = None,
+    batch_size: int = 8,
+    scope: str = "",
+) -> SummaryResult:
+    """One prompt with all the text; ContextTooLong(field="documents") when it does not fit."""
+    text = SEPARATOR.join(_texts(docs))
+    calls = _Calls(llm, max_new_tokens, progress, total=1)
+    summary = calls.one(SUMMARIZE_STUFF, text=text)
+    return SummaryResult(summary=summary, method="stuff", scope=scope, chunks=len(docs), steps=calls.done)
+
+
+def refine(
+    llm: BaseChatModel,
+    docs: Sequence[Document],
+    *,
+    token_max: int | None = None,
+    max_new_tokens: int = 256,
+    progress: Progress | None = None,
+    batch_size: int = 8,
+    scope: str = "",
+) -> SummaryResult:
+    """Summarize the first piece, then refine the summary piece by piece in document order.
+
+    Pieces are packed so that a refine prompt fits with a summary of up to `max_new_tokens`
+    (a longer summary is trimmed to that before the next step)."""
+    budget = _room(llm, REFINE_STEP, max_new_tokens, summary="") - max_new_tokens
+    if token_max is not None:
+        budget = min(budget, token_max)
+    pieces = pack(llm, _texts(docs), budget)
+    calls = _Calls(llm, max_new_tokens, progress, total=len(pieces))
+    summary = calls.one(REFINE_INITIAL, text=pieces[0])
+    for piece in pieces[1:]:
+        previous = trim_to_tokens(llm, summary, max_new_tokens)
+        refined = calls.one(REFINE_STEP, summary=previous, text=piece)
+        summary = refined or summary
+    return SummaryResult(summary=summary, method="refine", scope=scope, chunks=len(docs), steps=calls.done)
+
+
+def map_reduce(
+    llm: BaseChatModel,
+    docs: Sequence[Document],
+    *,
+    token_max: int | None = None,
+    max_new_tokens: int = 256,
+    progress: Progress | None = None,
+    batch_size: int = 8,
+    scope: str = "",
+) -> SummaryResult:
+    """Summarize pieces in batches, collapse the partial summaries in groups of at most `token_max`
+    tokens until they fit `token_max` together, then reduce them into one summary."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    cap = _room(llm, SUMMARIZE_REDUCE, max_new_tokens)
+    limit = min(token_max, cap) if token_max is not None else cap
+    pieces = pack(llm, _texts(docs), min(_room(llm, SUMMARIZE_MAP, max_new_tokens), limit))
+    calls = _Calls(llm, max_new_tokens, progress, total=len(pieces) + (len(pieces) > 1))
+    summaries = calls.batch(SUMMARIZE_MAP, pieces, batch_size)
+    rounds = 0
+    while len(summaries) > 1 and count_tokens(llm, SEPARATOR.join(summaries)) > limit:
+        rounds += 1
+        if rounds > MAX_COLLAPSE_ROUNDS:
+            tokens = count_tokens(llm, SEPARATOR.join(summaries))
+            raise ContextTooLong(tokens=tokens, window=limit, field="summaries")
+        groups = pack(llm, summaries, limit)
+        calls.total = calls.done + len(groups) + 1
+        summaries = calls.batch(SUMMARIZE_REDUCE, groups, batch_size)
+    if len(summaries) == 1:
+        summary = summaries[0]
+        if calls.progress is not None and calls.total != calls.done:
+            calls.total = calls.done
+            calls.progress(calls.done, calls.total)
+    else:
+        summary = calls.one(SUMMARIZE_REDUCE, text=SEPARATOR.join(summaries))
+    return SummaryResult(
+        summary=summary, method="map_reduce", scope=scope, chunks=len(docs), steps=calls.done
+    )
+
+
+SUMMARIZERS: dict[str, Summarizer] = {"stuff": stuff, "refine": refine, "map_reduce": map_reduce}
+
+
+def get_summarizer(method: str) -> Summarizer:
+    if method not in SUMMARIZERS:
+        raise UnknownKey("summary method", method, [*SUMMARIZERS, "auto"])
+    return SUMMARIZERS[method]
+
+
+def summarize(
+    llm: BaseChatModel,
+    docs: Sequence[Document],
+    *,
+    method: str = "auto",
+    token_max: int | None = None,
+    max_new_tokens: int = 256,
+    progress: Progress | None = None,
+    batch_size: int = 8,
+    scope: str = "",
+) -> SummaryResult:
+    """Summarize `docs` (chunks in document order) with a method of SUMMARIZERS, or "auto"
+    (stuff when everything fits one prompt, else map_reduce)."""
+    if method == "auto":
+        method = choose_method(llm, docs, max_new_tokens=max_new_tokens)
+    return get_summarizer(method)(
+        llm,
+        docs,
+        token_max=token_max,
+        max_new_tokens=max_new_tokens,
+        progress=progress,
+        batch_size=batch_size,
+        scope=scope,
+    )

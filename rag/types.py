@@ -1,0 +1,102 @@
+"""The results the chains hand back: plain pydantic models, JSON-serialisable for the CLI, UI and server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.documents import Document
+from pydantic import BaseModel, Field
+
+QUOTE_CHARS = 300
+
+
+class Citation(BaseModel):
+    """One source the answer cites; `number` is the [n] the model wrote."""
+
+    number: int
+    source: str
+    page: int | None = None
+    chunk_id: str
+    quote: str
+
+
+class Context(BaseModel):
+    """A retrieved passage as it was numbered in the prompt (the JSON form of a Document)."""
+
+    number: int
+    chunk_id: str
+    source: str
+    page: int | None = None
+    heading: str | None = None
+    title: str = ""
+    text: str
+    score: float | None = None
+    trimmed: bool = False
+
+    @classmethod
+    def from_document(cls, number: int, doc: Document) -> Context:
+        meta = doc.metadata
+        score = meta.get("score")
+        return cls(
+            number=number,
+            chunk_id=str(meta.get("chunk_id", "")),
+            source=str(meta.get("source", "")),
+            page=meta.get("page"),
+            heading=meta.get("heading"),
+            title=str(meta.get("title", "")),
+            text=doc.page_content,
+            score=float(score) if score is not None else None,
+            trimmed=bool(meta.get("trimmed", False)),
+        )
+
+    def to_document(self) -> Document:
+        meta: dict[str, Any] = self.model_dump(exclude={"text", "number"})
+        return Document(page_content=self.text, metadata=meta)
+
+    @property
+    def label(self) -> str:
+        """`file p.3` (or just `file`): how a source is named in prompts and citations."""
+        name = Path(self.source).name or self.source or "unknown"
+        return f"{name} p.{self.page}" if self.page is not None else name
+
+
+class Answer(BaseModel):
+    """A cited answer. `abstained` is true when the sources did not contain the answer."""
+
+    question: str
+    answer: str
+    citations: list[Citation] = Field(default_factory=list)
+    contexts: list[Context] = Field(default_factory=list)
+    abstained: bool = False
+    rewritten_question: str | None = None  # chat: the standalone question actually retrieved with
+    reasoning: str | None = None  # chain-of-thought variant: the text before "Answer:"
+    dropped_citations: list[int] = Field(default_factory=list)  # [n] that matched no source
+    structured: bool = False  # asked for JSON
+    parse_error: str | None = None  # JSON was asked for but invalid: text parsing was used instead
+    raw: str = ""  # the model's full output
+
+
+SummaryMethod = Literal["stuff", "refine", "map_reduce"]
+
+
+class SummaryResult(BaseModel):
+    """A summary and how it was made: `steps` counts LLM calls, `chunks` the input passages."""
+
+    summary: str
+    method: str
+    scope: str = ""
+    chunks: int = 0
+    steps: int = 0
+
+
+def quote_of(text: str, limit: int = QUOTE_CHARS) -> str:
+    """The passage shortened to a readable length, cut at a word boundary."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[:limit]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "…"
