@@ -164,7 +164,7 @@ def load_text(path: Path) -> LoadedDocument:
     """A plain text file as one Unit. Layout (indentation, line breaks) is kept: it often carries meaning."""
     text = clean_text(decode_bytes(path, _read_bytes(path)), collapse_spaces=False)
     if not text.strip():
-        raise EmptyDocument(path, "file holds only whitespace")
+        raise EmptyDocument(path, "file is empty: it holds only whitespace")
     return LoadedDocument(path, "text", _first_line_title(text, path), (Unit(text),))
 
 
@@ -398,16 +398,16 @@ def load_pdf(path: Path) -> LoadedDocument:
         reader = PdfReader(io.BytesIO(data))
         # Many PDFs are encrypted with an empty user password only to set permissions: they open.
         if reader.is_encrypted and not reader.decrypt(""):
-            raise EncryptedDocument(path, "PDF is password-protected; remove the password to ingest it")
+            raise EncryptedDocument(path, "encrypted PDF with a password; remove the password to ingest it")
         n_pages = len(reader.pages)
     except DocumentError:
         raise
     except DependencyError as exc:
-        raise EncryptedDocument(path, f"PDF encryption needs an extra package: {exc}") from exc
+        raise EncryptedDocument(path, f"encrypted PDF that needs an extra package to open: {exc}") from exc
     except Exception as exc:  # pypdf raises anything from PdfReadError to KeyError on malformed files
-        raise CorruptDocument(path, f"not a readable PDF: {exc or exc.__class__.__name__}") from exc
+        raise CorruptDocument(path, f"corrupt or truncated PDF: {exc or exc.__class__.__name__}") from exc
     if n_pages == 0:
-        raise CorruptDocument(path, "PDF has no pages")
+        raise CorruptDocument(path, "corrupt PDF: it has no pages")
 
     units: list[Unit] = []
     warnings: list[str] = []
@@ -424,7 +424,8 @@ def load_pdf(path: Path) -> LoadedDocument:
             warnings.append(f"page {number}: no extractable text (image-only?)")
     if not units:
         raise EmptyDocument(
-            path, f"no extractable text in {n_pages} pages; scanned PDF? OCR is not supported"
+            path,
+            f"no extractable text in {n_pages} page{'s' if n_pages != 1 else ''}; scanned PDF? OCR is not supported",
         )
     return LoadedDocument(path, "pdf", _pdf_title(reader, path), tuple(units), tuple(warnings), n_pages)
 

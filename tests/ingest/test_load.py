@@ -1,0 +1,541 @@
+"""Tests of ingest.load: each format's loader, its failure modes, the registry and the folder walk."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pypdf import PageObject
+
+from ingest.errors import (
+    CorruptDocument,
+    DocumentError,
+    EmptyDocument,
+    EncodingError,
+    EncryptedDocument,
+    UnsupportedFormat,
+)
+from ingest.load import LOADERS, LoadedDocument, Unit, _glob_regex, clean_text, iter_files, load
+from ingest.settings import IngestSettings
+from tests.fixtures.bad_inputs import (
+    SAMPLE_DOCS,
+    binary_bytes,
+    build_pdf,
+    encrypt_pdf,
+    make_bad_corpus,
+    text_pdf,
+)
+
+DEFAULT_EXCLUDE = IngestSettings.model_validate({}).exclude
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def write(tmp_path: Path, name: str, data: bytes | str) -> Path:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        path.write_text(data, encoding="utf-8")
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def raises_for(path: Path, error: type[DocumentError]) -> DocumentError:
+    """Load `path` expecting `error`; check that the error names the file, and return it."""
+    with pytest.raises(error) as info:
+        load(path)
+    assert info.value.path == str(path)
+    assert path.name in str(info.value)
+    return info.value
+
+
+def all_text(doc: LoadedDocument) -> str:
+    return "\n".join(u.text for u in doc.units)
+
+
+# --- PDF -----------------------------------------------------------------------------------------
+
+
+def test_sample_pdf_loads_one_unit_per_page_with_page_numbers() -> None:
+    doc = load(SAMPLE_DOCS / "marrow_point_light.pdf")
+    assert doc.format == "pdf"
+    assert doc.title == "The Marrow Point Light: A Short History"
+    assert doc.pages == 5
+    assert [u.page for u in doc.units] == [1, 2, 3, 4, 5]
+    assert all(u.heading is None for u in doc.units)
+    assert doc.warnings == ()
+    third = doc.units[2]
+    assert third.text.startswith("3. The lens and the keepers")
+    assert "The longest-serving keeper was Tobias Wrenfield" in third.text
+    assert "Tobias Wrenfield" not in doc.units[1].text
+
+
+def test_pdf_page_without_text_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    path = write(tmp_path, "mixed.pdf", build_pdf([["First page text."], [], ["Third page text."]]))
+    doc = load(path)
+    assert [(u.page, u.text) for u in doc.units] == [(1, "First page text."), (3, "Third page text.")]
+    assert doc.warnings == ("page 2: no extractable text (image-only?)",)
+    assert doc.pages == 3
+    assert doc.title == "mixed"  # no metadata title: the stem
+
+
+def test_pdf_with_no_text_at_all_is_empty(tmp_path: Path) -> None:
+    path = write(tmp_path, "scan.pdf", build_pdf([[], []]))
+    error = raises_for(path, EmptyDocument)
+    assert "no extractable text in 2 pages; scanned PDF? OCR is not supported" in str(error)
+
+
+def test_pdf_encrypted_with_a_password_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "secret.pdf", encrypt_pdf(text_pdf(), "hunter2"))
+    error = raises_for(path, EncryptedDocument)
+    assert "password" in error.detail
+
+
+def test_pdf_encrypted_with_an_empty_user_password_loads(tmp_path: Path) -> None:
+    path = write(tmp_path, "open.pdf", encrypt_pdf(text_pdf(), ""))
+    doc = load(path)
+    assert doc.units[1] == Unit("Ferry\nThe ferry leaves at 7:15 every morning.", page=2)
+    assert doc.title == "Harbour notes"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [pytest.param(text_pdf()[:700], id="truncated"), pytest.param(b"%PDF-1.4\nnot really", id="garbage")],
+)
+def test_corrupt_pdf_is_corrupt_with_pypdfs_reason(tmp_path: Path, data: bytes) -> None:
+    path = write(tmp_path, "broken.pdf", data)
+    error = raises_for(path, CorruptDocument)
+    assert error.detail.startswith("corrupt or truncated PDF: ")
+    assert len(error.detail) > len("corrupt or truncated PDF: ") + 3  # pypdf's own reason follows
+
+
+def test_error_on_one_pdf_page_keeps_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "flaky.pdf", text_pdf())
+    original = PageObject.extract_text
+
+    def flaky(self: PageObject, *args: object, **kwargs: object) -> str:
+        text = original(self, *args, **kwargs)  # type: ignore[arg-type]
+        if "Ferry" in text:
+            raise KeyError("/Font")
+        return text
+
+    monkeypatch.setattr(PageObject, "extract_text", flaky)
+    doc = load(path)
+    assert [u.page for u in doc.units] == [1, 3]
+    assert len(doc.warnings) == 1
+    assert doc.warnings[0].startswith("page 2: text extraction failed")
+    assert "/Font" in doc.warnings[0]
+
+
+def test_pdf_text_is_normalised(tmp_path: Path) -> None:
+    lines = ["The infor-", "mation desk is near Jean-", "Paul's stall   with  wide    gaps."]
+    doc = load(write(tmp_path, "wrapped.pdf", build_pdf([lines])))
+    assert doc.units[0].text == "The information desk is near Jean-\nPaul's stall with wide gaps."
+
+
+def test_clean_text_removes_controls_and_joins_hyphenated_words_conservatively() -> None:
+    raw = "a\x00b\x07c\r\nline\ttab   spaced  \n\n\n\nnext infor-\nmation COVID-\n19 self-\nAware"
+    assert (
+        clean_text(raw, dehyphenate=True)
+        == "a b c\nline\ttab spaced\n\nnext information COVID-\n19 self-\nAware"
+    )
+    assert clean_text("keep  code   indent\ninfor-\nmation", collapse_spaces=False) == (
+        "keep  code   indent\ninfor-\nmation"
+    )
+
+
+# --- text ----------------------------------------------------------------------------------------
+
+
+def test_plain_text_is_one_unit_titled_by_its_first_line() -> None:
+    doc = load(SAMPLE_DOCS / "brennock_canal.txt")
+    assert doc.format == "text"
+    assert doc.title == "Notes on the Brennock Canal"
+    assert len(doc.units) == 1 and doc.units[0].page is None and doc.units[0].heading is None
+    assert "It was opened on 2 May 1794" in doc.units[0].text
+    assert doc.pages == 1
+
+
+def test_latin1_text_is_decoded(tmp_path: Path) -> None:
+    path = write(tmp_path, "latin.txt", "café naïve".encode("latin-1"))
+    assert load(path).units[0].text == "café naïve"
+
+
+def test_utf8_bom_and_crlf_are_removed(tmp_path: Path) -> None:
+    path = write(tmp_path, "bom.txt", "\ufeffHello\r\nWorld\r\n".encode())
+    doc = load(path)
+    assert doc.units[0].text == "Hello\nWorld"
+    assert doc.title == "Hello"
+
+
+def test_utf16_with_bom_is_text_not_binary(tmp_path: Path) -> None:
+    path = write(tmp_path, "wide.txt", "Grüße aus Köln".encode("utf-16"))
+    assert load(path).units[0].text == "Grüße aus Köln"
+
+
+def test_cp1251_text_is_decoded_by_detection(tmp_path: Path) -> None:
+    russian = "Привет, мир! Это пример текста в кодировке Windows-1251, достаточно длинный для проверки."
+    path = write(tmp_path, "ru.txt", russian.encode("cp1251"))
+    assert load(path).units[0].text == russian
+
+
+def test_long_first_line_title_is_trimmed(tmp_path: Path) -> None:
+    path = write(tmp_path, "long.txt", "\n\n  " + "x" * 500 + "\nsecond")
+    assert load(path).title == "x" * 200
+
+
+@pytest.mark.parametrize("name", ["a4.txt.clean", "notes.TXT", "readme.rst", "server.log", "x.text"])
+def test_text_suffixes_load_as_text(tmp_path: Path, name: str) -> None:
+    doc = load(write(tmp_path, name, "Oslo is the capital of Norway.\n"))
+    assert doc.format == "text"
+    assert doc.units[0].text == "Oslo is the capital of Norway."
+
+
+def test_zero_byte_file_is_empty(tmp_path: Path) -> None:
+    error = raises_for(write(tmp_path, "nothing.txt", b""), EmptyDocument)
+    assert "0 bytes" in error.detail
+
+
+def test_whitespace_only_file_is_empty(tmp_path: Path) -> None:
+    raises_for(write(tmp_path, "blank.txt", " \n\t\n   \r\n"), EmptyDocument)
+
+
+def test_binary_with_nul_bytes_is_an_encoding_error(tmp_path: Path) -> None:
+    error = raises_for(write(tmp_path, "image.txt", binary_bytes()), EncodingError)
+    assert "binary file, not text" in error.detail
+
+
+def test_binary_without_nul_bytes_is_an_encoding_error(tmp_path: Path) -> None:
+    noise = bytes(b for b in binary_bytes(8000) if b != 0)
+    error = raises_for(write(tmp_path, "noise.txt", noise), EncodingError)
+    assert "binary file, not text" in error.detail
+
+
+def test_control_character_soup_is_an_encoding_error(tmp_path: Path) -> None:
+    data = bytes([1, 2, 3, 4, 5, 6, 0x0E, 0x0F, 0x10, 0x11]) * 50 + b"some words"
+    raises_for(write(tmp_path, "controls.txt", data), EncodingError)
+
+
+def test_five_megabyte_single_line_loads(tmp_path: Path) -> None:
+    line = ("lorem ipsum dolor sit amet " * 200_000)[: 5 * 1024 * 1024]
+    doc = load(write(tmp_path, "huge.txt", line))
+    assert len(doc.units) == 1
+    assert len(doc.units[0].text) >= 5 * 1024 * 1024 - 1
+    md = load(write(tmp_path, "huge.md", "# " + line))
+    assert len(md.title) == 200
+
+
+# --- markdown ------------------------------------------------------------------------------------
+
+
+def test_markdown_splits_at_headings_with_heading_paths() -> None:
+    doc = load(SAMPLE_DOCS / "quillmate_guide.md")
+    assert doc.format == "markdown"
+    assert doc.title == "Quillmate User Guide"
+    headings = [u.heading for u in doc.units]
+    assert headings == [
+        None,
+        "Quillmate User Guide",
+        "Quillmate User Guide > Installation",
+        "Quillmate User Guide > Installation > On Linux",
+        "Quillmate User Guide > Installation > On Windows",
+        "Quillmate User Guide > Configuration",
+        "Quillmate User Guide > Configuration > The sync interval",
+        "Quillmate User Guide > Configuration > Conflicts",
+        # "Troubleshooting" holds only subsections: no unit of its own
+        "Quillmate User Guide > Troubleshooting > Error Q-17",
+        "Quillmate User Guide > Troubleshooting > Error Q-42",
+    ]
+    by_heading = {u.heading: u.text for u in doc.units}
+    linux = by_heading["Quillmate User Guide > Installation > On Linux"]
+    assert linux.startswith("### On Linux\n")
+    assert "# This line is a shell comment, not a heading." in linux  # inside the code fence
+    assert "every 90 seconds" in by_heading["Quillmate User Guide > Configuration > The sync interval"]
+    text = all_text(doc)
+    assert "author:" not in text and "front matter" not in text
+
+
+def test_markdown_heading_edge_cases(tmp_path: Path) -> None:
+    md = (
+        "#hashtag is not a heading\n"
+        "## Closed heading ##\n"
+        "body one\n"
+        "~~~\n"
+        "# inside tilde fence\n"
+        "~~~\n"
+        "    # indented code, not a heading\n"
+        "#### Deep\n"
+        "body two\n"
+        "# Second top\n"
+        "body three\n"
+    )
+    doc = load(write(tmp_path, "edge.md", md))
+    assert doc.title == "Second top"  # the first H1
+    assert [u.heading for u in doc.units] == [None, "Closed heading", "Closed heading > Deep", "Second top"]
+    assert doc.units[0].text == "#hashtag is not a heading"
+    assert "# inside tilde fence" in doc.units[1].text
+    assert "    # indented code, not a heading" in doc.units[1].text
+
+
+def test_markdown_without_h1_is_titled_by_stem(tmp_path: Path) -> None:
+    doc = load(write(tmp_path, "release-notes.markdown", "## Fixed\n\nThe crash on start.\n"))
+    assert doc.title == "release-notes"
+    assert doc.units == (Unit("## Fixed\n\nThe crash on start.", heading="Fixed"),)
+
+
+def test_markdown_of_only_front_matter_is_empty(tmp_path: Path) -> None:
+    raises_for(write(tmp_path, "meta.md", "---\ntitle: x\n---\n\n"), EmptyDocument)
+
+
+# --- html ----------------------------------------------------------------------------------------
+
+
+def test_html_drops_chrome_and_splits_at_h1_to_h3() -> None:
+    doc = load(SAMPLE_DOCS / "kestrel_valley_cheese.html")
+    assert doc.format == "html"
+    assert doc.title == "Kestrel Valley Cheese Cooperative"
+    text = all_text(doc)
+    assert "MUST-NOT-APPEAR" not in text
+    assert "window.analytics" not in text and "font-family" not in text
+    assert "\n\n\n" not in text
+    assert [u.heading for u in doc.units] == [
+        "Kestrel Valley Cheese Cooperative",
+        "Kestrel Valley Cheese Cooperative > Our cheeses",
+        "Kestrel Valley Cheese Cooperative > Our cheeses > Valley Blue",
+        "Kestrel Valley Cheese Cooperative > Our cheeses > Kestrel Gold",
+        "Kestrel Valley Cheese Cooperative > Visiting",
+    ]
+    blue = doc.units[2].text
+    assert blue.startswith("Valley Blue\n")
+    assert "aged for nine months in the old railway tunnel" in blue  # source line breaks are spaces
+    gold = doc.units[3].text
+    assert "Milk: raw cow's milk\nAgeing: eighteen months" in gold  # list items on their own lines
+    visiting = doc.units[4].text
+    assert "about an hour.\nPlease book" in visiting  # <br>
+    assert "Adult 8 pounds" in visiting
+
+
+def test_html_charset_from_meta_and_title_from_h1(tmp_path: Path) -> None:
+    page = '<html><head><meta charset="iso-8859-1"></head><body><h1>Caf\xe9</h1><p>na\xefve</p></body></html>'
+    doc = load(write(tmp_path, "latin.htm", page.encode("latin-1")))
+    assert doc.title == "Café"
+    assert doc.units == (Unit("Café\nnaïve", heading="Café"),)
+
+
+def test_html_without_title_or_headings(tmp_path: Path) -> None:
+    doc = load(write(tmp_path, "frag.html", "<div>Hello <b>bold</b> <i>world</i></div><!-- hidden -->"))
+    assert doc.title == "frag"
+    assert doc.units == (Unit("Hello bold world"),)
+
+
+def test_html_with_only_scripts_is_empty(tmp_path: Path) -> None:
+    raises_for(
+        write(tmp_path, "app.html", "<html><body><script>boot()</script><nav>Menu</nav></body></html>"),
+        EmptyDocument,
+    )
+
+
+def test_deeply_nested_html_loads(tmp_path: Path) -> None:
+    doc = load(write(tmp_path, "deep.html", "<div>" * 3000 + "deep text" + "</div>" * 3000))
+    assert doc.units == (Unit("deep text"),)
+
+
+# --- registry, unreadable files ------------------------------------------------------------------
+
+MINIMAL = {
+    "pdf": build_pdf([["Minimal fact: the sky is green."]]),
+    "markdown": b"# Minimal\n\nMinimal fact: the sky is green.\n",
+    "html": b"<html><body><h1>Minimal</h1><p>Minimal fact: the sky is green.</p></body></html>",
+    "text": b"Minimal fact: the sky is green.\n",
+}
+
+
+@pytest.mark.parametrize("suffix", sorted(LOADERS))
+def test_every_registered_loader_honours_the_contract(tmp_path: Path, suffix: str) -> None:
+    loader = LOADERS[suffix]
+    fmt = loader.__name__.removeprefix("load_")
+    path = write(tmp_path, "doc" + suffix, MINIMAL[fmt])
+    doc = loader(path)
+    assert doc == load(path)
+    assert doc.path == path and doc.format == fmt
+    assert doc.units and all(u.text.strip() for u in doc.units)
+    assert "Minimal fact: the sky is green." in all_text(doc)
+    assert doc.pages >= 1 and doc.title
+    with pytest.raises(EmptyDocument):
+        loader(write(tmp_path, "empty" + suffix, b""))
+
+
+def test_unknown_extension_lists_the_known_ones(tmp_path: Path) -> None:
+    error = raises_for(write(tmp_path, "data.xyz", "hello"), UnsupportedFormat)
+    for suffix in LOADERS:
+        assert suffix in error.detail
+    raises_for(write(tmp_path, "Makefile", "all:"), UnsupportedFormat)
+
+
+def test_suffix_is_matched_case_insensitively(tmp_path: Path) -> None:
+    assert load(write(tmp_path, "REPORT.PDF", text_pdf())).format == "pdf"
+
+
+def test_unreadable_file_is_corrupt_with_the_os_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "locked.txt", "secret")
+
+    def denied(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    error = raises_for(path, CorruptDocument)
+    assert "Permission denied" in error.detail
+
+
+def test_a_folder_named_like_a_document_is_corrupt(tmp_path: Path) -> None:
+    folder = tmp_path / "chapter.md"
+    folder.mkdir()
+    error = raises_for(folder, CorruptDocument)
+    assert "directory" in error.detail.lower()
+
+
+def test_bad_corpus_fails_each_file_for_its_own_reason(tmp_path: Path) -> None:
+    expected = make_bad_corpus(tmp_path)
+    assert {"empty.txt", "truncated.pdf", "encrypted.pdf", "empty_password.pdf", "binary.txt"} <= set(
+        expected
+    )
+    assert {"latin1.txt", "huge_line.txt", "notes.xyz", "image_only.pdf"} <= set(expected)
+    for name, reason in expected.items():
+        path = tmp_path / name
+        if reason == "ok":
+            assert all_text(load(path)).strip(), name
+        else:
+            with pytest.raises(DocumentError) as info:
+                load(path)
+            assert reason in str(info.value), (name, str(info.value))
+            assert name in str(info.value)
+    assert "café naïve" in load(tmp_path / "latin1.txt").units[0].text
+    supported, skipped = iter_files(tmp_path, [], DEFAULT_EXCLUDE)
+    assert skipped == [tmp_path / "notes.xyz"]
+    assert len(supported) == len(expected) - 1
+
+
+# --- iter_files ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    for rel in [
+        "b.md",
+        "a.txt",
+        "c.xyz",
+        ".hidden.md",
+        ".git/config.txt",
+        ".obsidian/notes.md",
+        "__pycache__/cache.txt",
+        "sub/z.pdf",
+        "sub/deep/x.md",
+        "sub/deep/image.png",
+        "drafts/old.md",
+    ]:
+        write(tmp_path, rel, "x")
+    return tmp_path
+
+
+def rels(root: Path, paths: list[Path]) -> list[str]:
+    return [p.relative_to(root).as_posix() for p in paths]
+
+
+def test_iter_files_walks_sorted_and_applies_default_excludes(tree: Path) -> None:
+    supported, skipped = iter_files(tree, [], DEFAULT_EXCLUDE)
+    assert rels(tree, supported) == ["a.txt", "b.md", "drafts/old.md", "sub/deep/x.md", "sub/z.pdf"]
+    assert rels(tree, skipped) == ["c.xyz", "sub/deep/image.png"]
+
+
+def test_iter_files_include_and_exclude(tree: Path) -> None:
+    supported, skipped = iter_files(tree, ["**/*.md"], ["drafts/**"])
+    assert rels(tree, supported) == [".hidden.md", ".obsidian/notes.md", "b.md", "sub/deep/x.md"]
+    assert skipped == []
+    supported, _ = iter_files(tree, ["sub/**"], [])
+    assert rels(tree, supported) == ["sub/deep/x.md", "sub/z.pdf"]
+    supported, _ = iter_files(tree, ["*.md"], ["**/.*", "sub/deep"])
+    assert rels(tree, supported) == ["b.md", "drafts/old.md"]
+
+
+def test_iter_files_single_file(tree: Path) -> None:
+    assert iter_files(tree / "sub" / "z.pdf", [], []) == ([tree / "sub" / "z.pdf"], [])
+    assert iter_files(tree / "c.xyz", [], []) == ([], [tree / "c.xyz"])
+
+
+def test_iter_files_missing_root(tmp_path: Path) -> None:
+    with pytest.raises(DocumentError, match="no such file"):
+        iter_files(tmp_path / "nowhere", [], [])
+
+
+def test_iter_files_survives_a_symlink_loop(tree: Path) -> None:
+    (tree / "sub" / "loop").symlink_to(tree, target_is_directory=True)
+    supported, _ = iter_files(tree, [], DEFAULT_EXCLUDE)
+    assert "a.txt" in rels(tree, supported)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("**/x.md", "x.md", True),  # **/ matches zero folders
+        ("**/x.md", "a/b/x.md", True),
+        ("a/**/b.md", "a/b.md", True),
+        ("a/**/b.md", "a/x/y/b.md", True),
+        ("a/**/b.md", "ab.md", False),
+        ("*.md", "deep/in/x.md", True),  # no slash: the name at any depth
+        ("docs/*.md", "docs/x.md", True),
+        ("docs/*.md", "docs/sub/x.md", False),  # * stays in one folder
+        ("docs/**", "docs", True),  # so that excluding it prunes the folder
+        ("docs/**", "docs/a/b.txt", True),
+        ("docs/**", "docsx/a.txt", False),
+        ("**/.*", ".git", True),
+        ("**/.*", "a/.env", True),
+        ("**/.*", "a/b.env", False),
+        ("file?.txt", "file1.txt", True),
+        ("[!a]*.txt", "b.txt", True),
+        ("[!a]*.txt", "a.txt", False),
+    ],
+)
+def test_glob_semantics(pattern: str, path: str, matches: bool) -> None:
+    assert bool(_glob_regex(pattern).fullmatch(path)) is matches
+
+
+# --- sample_docs ---------------------------------------------------------------------------------
+
+
+def readme_facts() -> list[tuple[str, str, str, int | None]]:
+    """(question, answer, file, page) rows of the Q&A table in sample_docs/README.md."""
+    rows = []
+    for line in (SAMPLE_DOCS / "README.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].endswith("?"):
+            rows.append((cells[0], cells[1], cells[2], int(cells[3]) if cells[3] else None))
+    return rows
+
+
+def test_readme_answers_are_where_it_says() -> None:
+    facts = readme_facts()
+    assert len(facts) >= 10
+    for question, answer, name, page in facts:
+        doc = load(SAMPLE_DOCS / name)
+        units = [u for u in doc.units if page is None or u.page == page]
+        assert any(answer in re.sub(r"\s+", " ", u.text) for u in units), (question, answer, name, page)
+
+
+def test_sample_docs_all_load_and_stay_small() -> None:
+    supported, skipped = iter_files(SAMPLE_DOCS, [], DEFAULT_EXCLUDE)
+    formats = {load(p).format for p in supported}
+    assert formats == {"pdf", "markdown", "html", "text"}
+    assert [p.name for p in skipped] == ["make_pdf.py"]
+    assert sum(p.stat().st_size for p in SAMPLE_DOCS.rglob("*") if p.is_file()) < 200 * 1024
+
+
+def test_committed_sample_pdf_is_what_make_pdf_writes() -> None:
+    from tests.fixtures.bad_inputs import _make_pdf_module
+
+    module = _make_pdf_module()
+    rebuilt = module.build_pdf([module.layout(h, ps) for h, ps in module.PAGES], title=module.TITLE)
+    assert rebuilt == (SAMPLE_DOCS / "marrow_point_light.pdf").read_bytes()
