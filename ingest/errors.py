@@ -19,6 +19,10 @@ class DocumentError(LecternError):
         self.detail = detail
         super().__init__(f"{self.path}: {detail}")
 
+    def __reduce__(self) -> tuple[type[DocumentError], tuple[str, str]]:
+        """Picklable with its fields: parse workers send these across processes."""
+        return (self.__class__, (self.path, self.detail))
+
 
 class UnsupportedFormat(DocumentError):
     reason = "unsupported format"

@@ -59,6 +59,7 @@ class LLMSettings(BaseModel):
     threads: int | None = None
     batch_size: int = Field(8, ge=1)
     timeout_s: float = 120.0
+    tokenizer: str | None = None  # openai backend: a local folder or cached hub id to count tokens with
 
 
 class Settings(BaseSettings):

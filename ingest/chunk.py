@@ -1,0 +1,113 @@
+"""Token-exact chunking with the embedder's own tokenizer, so no chunk is cut by the model's window.
+
+A chunk never crosses a Unit (a PDF page, a Markdown section). Its end is moved back to a sentence or
+paragraph boundary when one lies in the window's last third, and consecutive chunks overlap by about
+`overlap_tokens`. Each chunk keeps character offsets into its unit, and a stable id.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ingest.load import LoadedDocument, Unit
+
+OffsetsFn = Callable[[Sequence[str]], list[list[tuple[int, int]]]]
+_BREAK = re.compile(r"\n\s*\n|(?<=[.!?:;])[\"')\]]*\s+|\n")
+MAX_CONTEXT_TOKENS = 48  # cap on the title/heading line embedded with each chunk
+
+
+@dataclass(frozen=True)
+class Chunk:
+    chunk_id: str
+    text: str
+    page: int | None
+    heading: str | None
+    start: int  # character offsets in the unit (page) text
+    end: int
+    ordinal: int  # position in the document
+
+
+def chunk_id(source_key: str, ordinal: int, page: int | None, start: int, text: str) -> str:
+    """Stable: the same source, position and content always give the same id."""
+    h = hashlib.sha256(f"{source_key}\x00{ordinal}\x00{page}\x00{start}\x00".encode())
+    h.update(text.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:32]
+
+
+def _break_points(text: str) -> list[int]:
+    """Character positions just after a sentence or paragraph end, in order."""
+    return [m.end() for m in _BREAK.finditer(text)]
+
+
+def split_unit(
+    text: str, spans: list[tuple[int, int]], chunk_tokens: int, overlap_tokens: int
+) -> list[tuple[int, int]]:
+    """Character ranges of the chunks of one unit, given its word-piece spans."""
+    n = len(spans)
+    if n == 0:
+        return []
+    if n <= chunk_tokens:
+        return [(spans[0][0], spans[-1][1])]
+    overlap = min(overlap_tokens, chunk_tokens // 2)
+    breaks = _break_points(text)
+    starts = [s for s, _ in spans]
+    ranges: list[tuple[int, int]] = []
+    first = 0
+    while first < n:
+        last = min(first + chunk_tokens, n)  # exclusive token index
+        if last < n:
+            lo_char = spans[first + (2 * chunk_tokens) // 3][0]
+            hi_char = spans[last][0]
+            i = bisect.bisect_right(breaks, hi_char) - 1
+            if i >= 0 and breaks[i] > lo_char:
+                last = max(bisect.bisect_left(starts, breaks[i]), first + 1)
+        ranges.append((spans[first][0], spans[last - 1][1]))
+        if last >= n:
+            break
+        first = max(last - overlap, first + 1)
+        # start the next chunk at a sentence start when one lies in the overlap
+        j = bisect.bisect_left(breaks, spans[first][0])
+        if j < len(breaks) and breaks[j] < spans[last - 1][1]:
+            k = bisect.bisect_left(starts, breaks[j])
+            if first <= k < last:
+                first = k
+    return ranges
+
+
+def context_line(doc: LoadedDocument, unit: Unit) -> str:
+    """The title and heading path, embedded and indexed with each chunk (not shown as its text)."""
+    parts = [doc.title]
+    if unit.heading and unit.heading != doc.title:
+        parts.append(unit.heading)
+    return " > ".join(p for p in parts if p)
+
+
+def chunk_document(
+    doc: LoadedDocument,
+    source_key: str,
+    offsets: OffsetsFn,
+    chunk_tokens: int,
+    overlap_tokens: int,
+) -> list[Chunk]:
+    """All chunks of a document, in order. `offsets` is the embedder's tokenizer."""
+    texts = [u.text for u in doc.units]
+    all_spans = offsets(texts)
+    chunks: list[Chunk] = []
+    for unit, spans in zip(doc.units, all_spans, strict=True):
+        for start, end in split_unit(unit.text, spans, chunk_tokens, overlap_tokens):
+            body = unit.text[start:end]
+            if not body.strip():
+                continue
+            ordinal = len(chunks)
+            cid = chunk_id(source_key, ordinal, unit.page, start, body)
+            chunks.append(Chunk(cid, body, unit.page, unit.heading, start, end, ordinal))
+    return chunks
+
+
+def embedding_text(context: str, text: str) -> str:
+    """What the embedder and BM25 see: the context line, then the chunk."""
+    return f"{context}\n{text}" if context else text

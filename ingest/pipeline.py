@@ -1,0 +1,384 @@
+"""Ingest: files to chunks to vectors to a collection, incremental, idempotent and reported.
+
+Parsing and chunking (pure Python, pypdf) run in a worker process while the main process embeds
+the previous files (torch uses the other core), so both cores stay busy. A file whose content hash
+is unchanged is skipped before it is parsed; a changed one replaces exactly its own chunks, in one
+transaction, so an ingest killed at any moment leaves every file either fully old or fully new.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import multiprocessing
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ingest import bm25
+from ingest.chunk import MAX_CONTEXT_TOKENS, chunk_document, context_line, embedding_text
+from ingest.embed import Embedder, HFTokenizer, word_offsets
+from ingest.errors import DocumentError, IndexMismatch
+from ingest.load import iter_files, load
+from ingest.settings import IngestSettings
+from ingest.store import Collection, DocumentRow, Manifest, NewChunk
+
+EMBED_SLICE = 256  # chunks embedded per call: bounds memory and keeps progress moving
+
+
+@dataclass
+class FileResult:
+    path: str
+    status: str  # added | updated | unchanged | skipped | failed
+    chunks: int = 0
+    pages: int = 0
+    reason: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestReport:
+    collection: str
+    results: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def _with(self, status: str) -> list[FileResult]:
+        return [r for r in self.results if r.status == status]
+
+    @property
+    def added(self) -> list[FileResult]:
+        return self._with("added")
+
+    @property
+    def updated(self) -> list[FileResult]:
+        return self._with("updated")
+
+    @property
+    def unchanged(self) -> list[FileResult]:
+        return self._with("unchanged")
+
+    @property
+    def skipped(self) -> list[FileResult]:
+        return self._with("skipped")
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return self._with("failed")
+
+    @property
+    def chunks(self) -> int:
+        return sum(r.chunks for r in self.results if r.status in ("added", "updated"))
+
+    @property
+    def pages(self) -> int:
+        return sum(r.pages for r in self.results if r.status in ("added", "updated"))
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "added": len(self.added),
+            "updated": len(self.updated),
+            "unchanged": len(self.unchanged),
+            "skipped": len(self.skipped),
+            "failed": len(self.failed),
+            "chunks": self.chunks,
+            "pages": self.pages,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class Progress:
+    """Where an ingest stands, for progress bars."""
+
+    files_total: int
+    files_done: int = 0
+    pages: int = 0
+    chunks: int = 0
+    chunks_embedded: int = 0
+    current: str | None = None
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass
+class Parsed:
+    """What a parse worker sends back: everything but the vectors."""
+
+    source: str
+    content_hash: str
+    size: int
+    title: str
+    format: str
+    pages: int
+    warnings: list[str]
+    chunks: list[NewChunk]
+
+
+def file_hash(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
+
+
+def _clip_context(context: str, offsets: Callable[[Sequence[str]], list[list[tuple[int, int]]]]) -> str:
+    spans = offsets([context])[0]
+    if len(spans) <= MAX_CONTEXT_TOKENS:
+        return context
+    return context[: spans[MAX_CONTEXT_TOKENS - 1][1]]
+
+
+_WORKER_TOKENIZER: dict[str | None, Any] = {}
+
+
+def parse_file(
+    path: str,
+    source: str,
+    content_hash: str,
+    size: int,
+    tokenizer_file: str | None,
+    chunk_tokens: int,
+    overlap: int,
+) -> Parsed:
+    """Load, chunk and tokenise for BM25 one file; runs in a worker process."""
+    if tokenizer_file not in _WORKER_TOKENIZER:
+        _WORKER_TOKENIZER[tokenizer_file] = (
+            HFTokenizer(tokenizer_file).offsets if tokenizer_file else word_offsets
+        )
+    offsets = _WORKER_TOKENIZER[tokenizer_file]
+    doc = load(Path(path))
+    chunks = chunk_document(doc, source, offsets, chunk_tokens, overlap)
+    contexts: dict[str | None, str] = {}
+    new: list[NewChunk] = []
+    units = {(u.page, u.heading): u for u in doc.units}
+    for ch in chunks:
+        key = ch.heading
+        if key not in contexts:
+            unit = units.get((ch.page, ch.heading)) or doc.units[0]
+            contexts[key] = _clip_context(context_line(doc, unit), offsets)
+        ctx = contexts[key]
+        terms = bm25.terms(embedding_text(ctx, ch.text))
+        new.append(
+            NewChunk(ch.chunk_id, ch.page, ch.heading, ch.start, ch.end, ch.ordinal, ch.text, ctx, terms)
+        )
+    if not new:
+        from ingest.errors import EmptyDocument
+
+        raise EmptyDocument(path, "no text to index")
+    return Parsed(source, content_hash, size, doc.title, doc.format, doc.pages, list(doc.warnings), new)
+
+
+def source_key(path: Path) -> str:
+    """How a file is known in a collection: its absolute path."""
+    return str(path.resolve())
+
+
+def manifest_for(embedder: Embedder, settings: IngestSettings) -> Manifest:
+    return Manifest(
+        embedder=embedder.identity,
+        dimension=embedder.dimension,
+        chunking={
+            "chunk_tokens": settings.chunk.chunk_tokens,
+            "overlap_tokens": settings.chunk.overlap_tokens,
+        },
+        index=settings.index.model_dump(),
+        profile=None if settings.embed.model else settings.embed.profile,
+    )
+
+
+def open_collection(
+    path: Path, embedder: Embedder, settings: IngestSettings, create: bool = True
+) -> Collection:
+    """Open a collection, creating it with this embedder; refuse one built with another embedder."""
+    if not Collection.exists(path):
+        if not create:
+            raise FileNotFoundError(path)
+        return Collection.create(path, manifest_for(embedder, settings))
+    col = Collection.open(path)
+    col.manifest.check_compatible(embedder.identity, embedder.dimension, path)
+    return col
+
+
+def _check_chunking(embedder: Embedder, chunk_tokens: int) -> None:
+    room = embedder.max_tokens - MAX_CONTEXT_TOKENS - 1
+    if chunk_tokens > room:
+        raise IndexMismatch(
+            f"chunk_tokens={chunk_tokens} does not fit the embedder's window: at most {room} "
+            f"({embedder.max_tokens} word pieces less {MAX_CONTEXT_TOKENS + 1} for the title line)"
+        )
+
+
+def _pool(workers: int) -> cf.Executor | None:
+    if workers <= 0:
+        return None
+    # spawn: the parent holds torch threads; a forked child could inherit a held lock.
+    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _parsed_in_order(
+    jobs: list[tuple[Path, str, str, int]], embedder: Embedder, settings: IngestSettings
+) -> Iterator[tuple[Path, Parsed | DocumentError]]:
+    """Parse results in submission order, a few files ahead of the consumer (bounded memory)."""
+    args = (embedder.tokenizer_file, settings.chunk.chunk_tokens, settings.chunk.overlap_tokens)
+    pool = _pool(settings.parse_workers)
+    if pool is None:
+        for path, source, digest, size in jobs:
+            try:
+                yield path, parse_file(str(path), source, digest, size, *args)
+            except DocumentError as err:
+                yield path, err
+            except Exception as err:  # a loader bug fails this file, not the ingest
+                yield path, DocumentError(path, f"unexpected {type(err).__name__}: {err}")
+        return
+    ahead = max(2, 2 * settings.parse_workers)
+    with pool:
+        pending: list[tuple[Path, cf.Future[Parsed]]] = []
+        it = iter(jobs)
+        for path, source, digest, size in it:
+            pending.append((path, pool.submit(parse_file, str(path), source, digest, size, *args)))
+            if len(pending) >= ahead:
+                break
+        while pending:
+            path, fut = pending.pop(0)
+            nxt = next(it, None)
+            if nxt is not None:
+                p, s, d, z = nxt
+                try:
+                    pending.append((p, pool.submit(parse_file, str(p), s, d, z, *args)))
+                except cf.process.BrokenProcessPool:
+                    pending.append((p, _inline(parse_file, str(p), s, d, z, *args)))
+            try:
+                yield path, fut.result()
+            except DocumentError as err:
+                yield path, err
+            except Exception as err:  # a loader bug or a dead worker fails this file, not the ingest
+                yield path, DocumentError(path, f"unexpected {type(err).__name__}: {err}")
+
+
+def _inline(fn: Callable[..., Parsed], *args: Any) -> cf.Future[Parsed]:
+    """Run in this process when the pool has died (a worker killed by the OS, say)."""
+    fut: cf.Future[Parsed] = cf.Future()
+    try:
+        fut.set_result(fn(*args))
+    except Exception as err:
+        fut.set_exception(err)
+    return fut
+
+
+def ingest(
+    paths: Iterable[Path],
+    collection_path: Path,
+    embedder: Embedder,
+    settings: IngestSettings,
+    progress: ProgressFn | None = None,
+    force: bool = False,
+) -> IngestReport:
+    """Bring the collection up to date with these files and folders; return what happened to each."""
+    started = time.perf_counter()
+    report = IngestReport(collection=collection_path.name)
+    _check_chunking(embedder, settings.chunk.chunk_tokens)
+    files: list[Path] = []
+    for root in paths:
+        root = Path(root)
+        if not root.exists():
+            report.results.append(FileResult(str(root), "failed", reason="no such file or directory"))
+            continue
+        found, skipped = iter_files(root, settings.include, settings.exclude)
+        files.extend(found)
+        report.results.extend(FileResult(str(p), "skipped", reason="unsupported file type") for p in skipped)
+    files = list(dict.fromkeys(files))
+    state = Progress(files_total=len(files))
+    col = open_collection(collection_path, embedder, settings)
+    try:
+        with col.writer(settings.lock_timeout_s) as writer:
+            known = col.content_hashes()
+            jobs: list[tuple[Path, str, str, int]] = []
+            for path in files:
+                source = source_key(path)
+                try:
+                    digest, size = file_hash(path)
+                except OSError as err:
+                    report.results.append(
+                        FileResult(str(path), "failed", reason=f"cannot read: {err.strerror}")
+                    )
+                    state.files_done += 1
+                    continue
+                if not force and known.get(source) == digest:
+                    report.results.append(FileResult(str(path), "unchanged"))
+                    state.files_done += 1
+                    continue
+                jobs.append((path, source, digest, size))
+            if progress:
+                progress(state)
+            for path, parsed in _parsed_in_order(jobs, embedder, settings):
+                state.current = str(path)
+                if isinstance(parsed, DocumentError):
+                    report.results.append(FileResult(str(path), "failed", reason=_reason(parsed)))
+                    state.files_done += 1
+                    if progress:
+                        progress(state)
+                    continue
+                state.pages += parsed.pages
+                state.chunks += len(parsed.chunks)
+                vectors = _embed_chunks(embedder, parsed.chunks, state, progress)
+                status = "updated" if parsed.source in known else "added"
+                row = DocumentRow(
+                    parsed.source, parsed.content_hash, parsed.title, parsed.format, parsed.pages,
+                    len(parsed.chunks), parsed.size, parsed.warnings, time.time(),
+                )  # fmt: skip
+                writer.replace_document(row, parsed.chunks, vectors)
+                report.results.append(
+                    FileResult(str(path), status, len(parsed.chunks), parsed.pages, warnings=parsed.warnings)
+                )
+                state.files_done += 1
+                if progress:
+                    progress(state)
+    finally:
+        col.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _reason(err: DocumentError) -> str:
+    return f"{err.reason}: {err.detail}"
+
+
+def _embed_chunks(
+    embedder: Embedder, chunks: Sequence[NewChunk], state: Progress, progress: ProgressFn | None
+) -> np.ndarray:
+    texts = [embedding_text(c.context, c.text) for c in chunks]
+    parts = []
+    for lo in range(0, len(texts), EMBED_SLICE):
+        parts.append(embedder.embed(texts[lo : lo + EMBED_SLICE]))
+        state.chunks_embedded += len(parts[-1])
+        if progress:
+            progress(state)
+    return np.vstack(parts) if parts else np.zeros((0, embedder.dimension), dtype=np.float32)
+
+
+def delete(collection_path: Path, sources: Iterable[str], lock_timeout_s: float = 30.0) -> dict[str, int]:
+    """Remove sources (paths as given or as stored); returns chunks removed per source, -1 if unknown."""
+    col = Collection.open(collection_path)
+    out: dict[str, int] = {}
+    try:
+        with col.writer(lock_timeout_s) as writer:
+            known = set(col.content_hashes())
+            for s in sources:
+                key = s if s in known else source_key(Path(s))
+                out[s] = writer.delete_document(key)
+    finally:
+        col.close()
+    return out
