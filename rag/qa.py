@@ -113,6 +113,8 @@ class QAChain(Runnable[QAInput, Answer]):
 
     def prepare(self, question: str, config: RunnableConfig | None = None) -> _Prepared:
         docs = self.retrieve(question, config)
+        if not docs:
+            return _Prepared(question, [], None)
         contexts = [Context.from_document(i, d) for i, d in enumerate(docs, start=1)]
         contexts = fit_contexts(
             self.llm, self.template, question, contexts, max_new_tokens=self.max_new_tokens

@@ -1,0 +1,118 @@
+"""Conversational QA: rewriting follow-ups, per-conversation persistence, safe ids, history trimming."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ingest.errors import InvalidName
+from rag.chat import ConversationStore, CorruptConversation, Turn, build_chat_chain, clean_rewrite
+from rag.types import Answer
+from tests.rag.test_context import ListRetriever, WindowFake, make_doc, words
+
+DOCS = [make_doc(1, "The pump is serviced every 500 hours."), make_doc(2, "Filters come in threes.")]
+
+
+def session(tmp_path: Path, script: list[str], window: int = 600) -> tuple:
+    llm = WindowFake(context_window=window, script=list(script))
+    retriever = ListRetriever(docs=list(DOCS))
+    store = ConversationStore.for_data_dir(tmp_path)
+    return build_chat_chain(llm, retriever, store, max_new_tokens=50), llm, retriever
+
+
+def test_first_question_is_not_rewritten_follow_up_is(tmp_path: Path) -> None:
+    chat, llm, retriever = session(
+        tmp_path,
+        ["Every 500 hours [1].", "Standalone question: How often is the pump serviced?", "500 hours [1]."],
+    )
+    first = chat.ask("pump", "How often is the pump serviced?")
+    assert first.rewritten_question is None and len(llm.prompts) == 1
+    second = chat.ask("pump", "And how often again?")
+    assert len(llm.prompts) == 3
+    rewrite_prompt = llm.users[1]
+    assert "User: How often is the pump serviced?" in rewrite_prompt
+    assert "Assistant: Every 500 hours [1]." in rewrite_prompt
+    assert "Follow-up question: And how often again?" in rewrite_prompt
+    assert retriever.queries == ["How often is the pump serviced?", "How often is the pump serviced?"]
+    assert second.question == "And how often again?"
+    assert second.rewritten_question == "How often is the pump serviced?"
+    assert [c.number for c in second.citations] == [1]
+
+
+def test_history_persists_as_json_and_survives_a_new_session(tmp_path: Path) -> None:
+    chat, _, _ = session(tmp_path, ["Every 500 hours [1]."])
+    chat.ask("pump-1", "How often?")
+    path = tmp_path / "conversations" / "pump-1.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["id"] == "pump-1"
+    assert [t["role"] for t in data["turns"]] == ["user", "assistant"]
+    assert data["turns"][1]["citations"][0]["chunk_id"] == "c1"
+    assert list(path.parent.glob("*.tmp")) == []
+
+    again, llm, _ = session(tmp_path, ["rewritten?", "ok [2]."])
+    assert [t.content for t in again.history("pump-1")] == ["How often?", "Every 500 hours [1]."]
+    again.ask("pump-1", "And filters?")
+    assert len(again.history("pump-1")) == 4
+    assert len(llm.prompts) == 2  # a rewrite happened: there was history
+
+
+def test_list_and_reset(tmp_path: Path) -> None:
+    chat, _, _ = session(tmp_path, ["A [1].", "B [1]."])
+    assert chat.list() == []
+    chat.ask("b", "q1?")
+    chat.ask("a", "q2?")
+    assert chat.list() == ["a", "b"]
+    assert chat.reset("a") is True and chat.reset("a") is False
+    assert chat.list() == ["b"] and chat.history("a") == []
+
+
+@pytest.mark.parametrize("bad", ["", "../escape", "a/b", "a.b", "x" * 65, "..", "a b", "é"])
+def test_ids_that_could_escape_are_rejected(tmp_path: Path, bad: str) -> None:
+    chat, llm, _ = session(tmp_path, ["A [1]."])
+    with pytest.raises(InvalidName):
+        chat.ask(bad, "q?")
+    with pytest.raises(InvalidName):
+        chat.history(bad)
+    assert llm.prompts == []
+    assert not (tmp_path / "escape.json").exists()
+
+
+def test_corrupt_file_is_a_typed_error(tmp_path: Path) -> None:
+    store = ConversationStore.for_data_dir(tmp_path)
+    store.directory.mkdir(parents=True)
+    (store.directory / "x.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(CorruptConversation):
+        store.load("x")
+
+
+def test_long_history_is_trimmed_to_the_window_oldest_first(tmp_path: Path) -> None:
+    llm_window = 300
+    chat, llm, _ = session(tmp_path, [], window=llm_window)
+    store = chat.store
+    conversation = store.load("long")
+    for i in range(10):
+        conversation.turns.append(Turn(role="user", content=f"old{i} " + words(30, f"q{i}x")))
+        conversation.turns.append(Turn(role="assistant", content=f"ans{i} " + words(30, f"a{i}x")))
+    store.save(conversation)
+    llm.script = ["What about it?", "Fine [1]."]
+    chat.ask("long", "What about it?")  # WindowFake raises if any prompt overflows
+    rewrite = llm.users[0]
+    assert "ans9" in rewrite and "old0" not in rewrite
+    assert llm.get_num_tokens_from_messages(llm.prompts[0]) <= llm_window - chat.rewrite_max_new_tokens
+
+
+def test_stream_ask_yields_text_then_answer_and_records_it(tmp_path: Path) -> None:
+    chat, _, _ = session(tmp_path, ["Every 500 hours [1]."])
+    parts = list(chat.stream_ask("s", "How often?"))
+    assert "".join(p for p in parts[:-1] if isinstance(p, str)) == "Every 500 hours [1]."
+    assert isinstance(parts[-1], Answer)
+    assert [t.content for t in chat.history("s")] == ["How often?", "Every 500 hours [1]."]
+
+
+def test_clean_rewrite() -> None:
+    assert clean_rewrite('Standalone question: "How often is it serviced?"\nBecause...') == (
+        "How often is it serviced?"
+    )
+    assert clean_rewrite("   ") == ""

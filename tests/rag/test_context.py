@@ -1,0 +1,228 @@
+"""Context-window fitting, plus the strict fake model and fixed retriever the chain tests share."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import CallbackManagerForLLMRun, CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnableConfig
+from pydantic import Field
+
+from rag.context import (
+    DEFAULT_CONTEXT_WINDOW,
+    TokenCountUnavailable,
+    context_window,
+    count_messages,
+    count_tokens,
+    fit_contexts,
+    fit_documents,
+    split_to_tokens,
+    trim_to_tokens,
+)
+from rag.errors import ContextTooLong
+from rag.prompts import QA_ZERO_SHOT, format_sources
+from rag.types import Context
+
+
+class WindowFake(BaseChatModel):
+    """Counts whitespace words; raises if a prompt plus the asked max_new_tokens exceed its window.
+
+    Replies: the next scripted one, else `reply(user_text)`, else for QA prompts "From the sources [1].",
+    for other prompts the first `summary_words` words after the instruction line. Records every prompt.
+    """
+
+    context_window: int = 200
+    max_new_tokens: int = 0  # present, so the chains pass max_new_tokens per call
+    script: list[str] = Field(default_factory=list)
+    reply: Callable[[str], str] | None = None
+    summary_words: int = 10
+    prompts: list[list[BaseMessage]] = Field(default_factory=list)
+    batches: list[int] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "window-fake"
+
+    def get_num_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        return sum(len(m.text.split()) for m in messages)
+
+    @property
+    def users(self) -> list[str]:
+        """The last user message of every prompt, in call order."""
+        return [p[-1].text for p in self.prompts]
+
+    def respond(self, messages: list[BaseMessage], max_new_tokens: int) -> str:
+        used = self.get_num_tokens_from_messages(messages)
+        if used + max_new_tokens > self.context_window:
+            raise AssertionError(
+                f"{used} prompt + {max_new_tokens} new tokens > window {self.context_window}"
+            )
+        self.prompts.append(list(messages))
+        if self.script:
+            return self.script.pop(0)
+        user = messages[-1].text
+        if self.reply is not None:
+            return self.reply(user)
+        if "Sources:" in user:
+            return "From the sources [1]."
+        body = user.partition("\n")[2].rsplit("Summary:", 1)[0]
+        return " ".join(body.split()[: self.summary_words])
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text = self.respond(messages, int(kwargs.get("max_new_tokens", 0)))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        text = self.respond(messages, int(kwargs.get("max_new_tokens", 0)))
+        for word in re.findall(r"\S+\s*", text):
+            yield ChatGenerationChunk(message=AIMessageChunk(content=word))
+
+    def batch(  # type: ignore[override]
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:
+        self.batches.append(len(inputs))
+        reserve = int(kwargs.get("max_new_tokens", 0))
+        return [
+            AIMessage(content=self.respond(self._convert_input(x).to_messages(), reserve)) for x in inputs
+        ]
+
+
+class ListRetriever(BaseRetriever):
+    """Returns fixed documents (in rank order) and records the queries it was asked."""
+
+    docs: list[Document] = Field(default_factory=list)
+    queries: list[str] = Field(default_factory=list)
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        self.queries.append(query)
+        return list(self.docs)
+
+
+def make_doc(i: int, text: str, score: float = 0.9, page: int | None = 1) -> Document:
+    return Document(
+        page_content=text,
+        metadata={
+            "chunk_id": f"c{i}",
+            "source": f"/docs/file{i}.pdf",
+            "page": page,
+            "heading": None,
+            "title": f"File {i}",
+            "start": 0,
+            "end": len(text),
+            "score": score,
+        },
+    )
+
+
+def words(n: int, tag: str = "w") -> str:
+    return " ".join(f"{tag}{i}" for i in range(n))
+
+
+def contexts(*sizes: int) -> list[Context]:
+    return [Context.from_document(i, make_doc(i, words(n, f"s{i}x"))) for i, n in enumerate(sizes, start=1)]
+
+
+class ZeroCounter(WindowFake):
+    def get_num_tokens(self, text: str) -> int:
+        return 0
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        return 0
+
+
+def test_context_window_default_and_attribute() -> None:
+    assert context_window(object()) == DEFAULT_CONTEXT_WINDOW == 2048
+    assert context_window(WindowFake(context_window=123)) == 123
+
+
+def test_a_counter_that_says_zero_is_refused() -> None:
+    llm = ZeroCounter()
+    assert count_tokens(llm, "") == 0
+    with pytest.raises(TokenCountUnavailable, match="cannot count tokens"):
+        count_tokens(llm, "some words")
+    with pytest.raises(TokenCountUnavailable):
+        count_messages(llm, QA_ZERO_SHOT.format_messages(sources="x", question="y"))
+
+
+def test_everything_fits_nothing_changes() -> None:
+    llm = WindowFake(context_window=500)
+    given = contexts(10, 10, 10)
+    kept = fit_contexts(llm, QA_ZERO_SHOT, "what?", given, max_new_tokens=50)
+    assert kept == given
+    assert not any(c.trimmed for c in kept)
+
+
+def test_keeps_whole_sources_in_rank_order_trims_the_next_and_drops_the_rest() -> None:
+    llm = WindowFake(context_window=300)
+    given = contexts(60, 60, 60, 60, 60)
+    kept = fit_contexts(llm, QA_ZERO_SHOT, "what is it?", given, max_new_tokens=50)
+    assert [c.number for c in kept] == [1, 2, 3]
+    assert kept[:2] == given[:2]
+    last = kept[-1]
+    assert last.trimmed and given[2].text.startswith(last.text) and len(last.text) < len(given[2].text)
+    prompt = QA_ZERO_SHOT.format_messages(sources=format_sources(kept), question="what is it?")
+    used = count_messages(llm, prompt)
+    assert used <= 300 - 50
+    assert used > 300 - 50 - 10  # the trimmed source filled the budget, not just a word of it
+
+
+def test_fit_documents_marks_the_trimmed_one() -> None:
+    llm = WindowFake(context_window=300)
+    docs = [make_doc(i, words(100, f"d{i}x")) for i in range(1, 4)]
+    kept = fit_documents(llm, QA_ZERO_SHOT, "q?", docs, max_new_tokens=50)
+    assert len(kept) == 2
+    assert kept[0].page_content == docs[0].page_content and "trimmed" not in kept[0].metadata
+    assert kept[1].metadata["trimmed"] is True and kept[1].metadata["chunk_id"] == "c2"
+
+
+def test_a_question_that_alone_overflows_raises() -> None:
+    llm = WindowFake(context_window=100)
+    with pytest.raises(ContextTooLong) as info:
+        fit_contexts(llm, QA_ZERO_SHOT, words(200), contexts(5), max_new_tokens=20)
+    assert info.value.field == "question" and info.value.window == 100 and info.value.tokens > 200
+
+
+def test_trim_and_split_by_tokens() -> None:
+    llm = WindowFake()
+    text = words(95)
+    head = trim_to_tokens(llm, text, 10)
+    assert head == words(10)
+    pieces = split_to_tokens(llm, text, 10)
+    assert len(pieces) == 10
+    assert all(count_tokens(llm, p) <= 10 for p in pieces)
+    assert " ".join(pieces).split() == text.split()
+    assert trim_to_tokens(llm, text, 0) == ""
