@@ -1,0 +1,94 @@
+"""Prompt snapshots: every template rendered with fixed inputs must match its committed snapshot.
+
+After an intended prompt change, regenerate with `UPDATE_SNAPSHOTS=1 pytest tests/rag/test_prompts.py`
+and review the diff of tests/rag/snapshots/.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from langchain_core.prompts import ChatPromptTemplate
+
+from ingest.errors import UnknownKey
+from rag.prompts import (
+    ALL_PROMPTS,
+    CONDENSE_QUESTION,
+    NO_ANSWER,
+    QA_JSON,
+    QA_PROMPTS,
+    REFINE_STEP,
+    format_sources,
+    qa_prompt,
+)
+from rag.types import Context
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+
+INPUTS = {
+    "sources": format_sources(
+        [
+            Context(
+                number=1, chunk_id="a", source="/docs/manual.pdf", page=3, text="The pump runs at 5 bar."
+            ),
+            Context(number=2, chunk_id="b", source="notes.md", text="Service it yearly."),
+        ]
+    ),
+    "question": "What pressure does the pump run at?",
+    "history": "User: Tell me about the pump.\nAssistant: It is a 5 bar pump [1].",
+    "text": "The pump runs at 5 bar. Service it yearly.",
+    "summary": "A 5 bar pump.",
+}
+
+
+def render(template: ChatPromptTemplate) -> str:
+    values = {name: INPUTS[name] for name in template.input_variables}
+    messages = template.format_messages(**values)
+    return "\n".join(f"=== {m.type} ===\n{m.text}" for m in messages) + "\n"
+
+
+@pytest.mark.parametrize("name", sorted(ALL_PROMPTS))
+def test_prompt_matches_snapshot(name: str) -> None:
+    rendered = render(ALL_PROMPTS[name])
+    path = SNAPSHOTS / f"{name}.txt"
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        SNAPSHOTS.mkdir(exist_ok=True)
+        path.write_text(rendered, encoding="utf-8")
+    assert path.is_file(), f"no snapshot for {name}: run with UPDATE_SNAPSHOTS=1"
+    assert rendered == path.read_text(encoding="utf-8"), f"{name} changed: UPDATE_SNAPSHOTS=1 if intended"
+
+
+def test_every_snapshot_belongs_to_a_prompt() -> None:
+    assert sorted(p.stem for p in SNAPSHOTS.glob("*.txt")) == sorted(ALL_PROMPTS)
+
+
+def test_sources_are_numbered_with_file_and_page() -> None:
+    assert (
+        INPUTS["sources"]
+        == "[1] (manual.pdf p.3) The pump runs at 5 bar.\n\n[2] (notes.md) Service it yearly."
+    )
+
+
+@pytest.mark.parametrize("template", [*QA_PROMPTS.values(), QA_JSON])
+def test_qa_prompts_ask_for_citations_and_the_abstain_sentence(template: ChatPromptTemplate) -> None:
+    assert set(template.input_variables) == {"sources", "question"}
+    messages = template.format_messages(sources="S", question="Q")
+    assert messages[0].type == "system" and messages[-1].type == "human"
+    assert NO_ANSWER in messages[0].text and "[1]" in messages[0].text
+
+
+def test_template_variables() -> None:
+    assert set(CONDENSE_QUESTION.input_variables) == {"history", "question"}
+    assert set(REFINE_STEP.input_variables) == {"summary", "text"}
+    for name, template in ALL_PROMPTS.items():
+        if name.startswith(("summarize", "refine_initial")):
+            assert template.input_variables == ["text"], name
+
+
+def test_qa_prompt_lookup() -> None:
+    assert qa_prompt("few_shot") is QA_PROMPTS["few_shot"]
+    assert qa_prompt("zero_shot", structured=True) is QA_JSON
+    with pytest.raises(UnknownKey, match="chain_of_thought"):
+        qa_prompt("five_shot")
