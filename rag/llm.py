@@ -1,0 +1,641 @@
+"""The one factory for chat models: `build_llm(settings, models_dir)` picks a backend from LLM_BACKENDS.
+
+Every model it returns is a langchain-core BaseChatModel that also knows its `context_window` and
+counts tokens with its own tokenizer (LangChain's default needs a GPT-2 download and silently says 0
+offline), so chains can `fit_check` a prompt before sending it. torch and transformers are imported
+inside the local backend only, so `import rag.llm` stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import run_in_executor
+from pydantic import ConfigDict, Field
+
+from ingest.errors import UnknownKey
+from rag.errors import ContextTooLong, LLMServerError, LLMUnavailable, ModelNotFound
+from rag.models import PACKAGED_PREFIX, file_key, packaged_gguf
+from rag.settings import LLMSettings
+
+CONVERSIONS = 0
+"""How many GGUF -> safetensors conversions this process ran (tests prove the cache by this count)."""
+
+CACHE_FORMAT = 3
+"""Bumped when the layout of a converted model's folder changes, so old caches are not reused."""
+DEFAULT_OPENAI_WINDOW = 4096
+_PROBE = "The quick brown fox jumps over the lazy dog. Paris, 1889: naïve café — 42%!"
+
+
+class LecternChatModel(BaseChatModel):
+    """A chat model that knows its context window and can say whether a prompt fits."""
+
+    context_window: int = 2048
+    max_new_tokens: int = 256
+
+    def fit_check(
+        self, messages: LanguageModelInput, reserve: int | None = None, field: str = "prompt"
+    ) -> int:
+        """Count the prompt's tokens; raise ContextTooLong naming `field` if it plus `reserve` overflow."""
+        return fit_check(self, messages, reserve=reserve, field=field)
+
+
+def fit_check(
+    llm: BaseChatModel, messages: LanguageModelInput, reserve: int | None = None, field: str = "prompt"
+) -> int:
+    """Tokens of `messages`; raises ContextTooLong when they plus `reserve` (default: the answer's
+    max_new_tokens) do not fit the model's context window."""
+    window = int(getattr(llm, "context_window", 0) or 0)
+    if reserve is None:
+        reserve = int(getattr(llm, "max_new_tokens", 0) or 0)
+    msgs = llm._convert_input(messages).to_messages()
+    tokens = llm.get_num_tokens_from_messages(msgs)
+    if window and tokens + reserve > window:
+        raise ContextTooLong(tokens + reserve, window, field)
+    return tokens
+
+
+def to_chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain messages as the role/content dicts chat templates and OpenAI servers expect."""
+    out = []
+    for message in messages:
+        if isinstance(message, SystemMessage):
+            role = "system"
+        elif isinstance(message, HumanMessage):
+            role = "user"
+        elif isinstance(message, AIMessage):
+            role = "assistant"
+        elif isinstance(message, ChatMessage):
+            role = message.role
+        else:
+            role = "user"
+        out.append({"role": role, "content": message.text})
+    return out
+
+
+def _cut_at_stop(text: str, stop: list[str] | None) -> str:
+    """Truncate at the first stop string (generation itself stops at EOS)."""
+    for word in stop or []:
+        index = text.find(word)
+        if index >= 0:
+            text = text[:index]
+    return text
+
+
+# --------------------------------------------------------------------------- local (transformers)
+
+
+class LocalChatModel(LecternChatModel):
+    """A transformers causal LM on CPU or CUDA, with true batched generation for map steps."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model_name: str = "local"
+    temperature: float = 0.0
+    batch_size: int = 8
+    hf_model: Any = Field(default=None, exclude=True, repr=False)
+    tokenizer: Any = Field(default=None, exclude=True, repr=False)
+
+    @property
+    def _llm_type(self) -> str:
+        return "lectern-local"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "temperature": self.temperature}
+
+    # token counting with the model's own tokenizer
+    def get_token_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        return len(self._prompt_ids(messages))
+
+    def _prompt_text(self, messages: Sequence[BaseMessage]) -> str:
+        text = self.tokenizer.apply_chat_template(
+            to_chat_dicts(messages), tokenize=False, add_generation_prompt=True
+        )
+        return str(text)
+
+    def _prompt_ids(self, messages: Sequence[BaseMessage]) -> list[int]:
+        return list(self.tokenizer(self._prompt_text(messages), add_special_tokens=False).input_ids)
+
+    def _gen_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        temperature = float(overrides.get("temperature", self.temperature))
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": int(overrides.get("max_new_tokens", self.max_new_tokens)),
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self._eos_ids(),
+        }
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def _eos_ids(self) -> list[int]:
+        """The tokenizer's EOS and the generation config's (Qwen ends turns with <|im_end|>)."""
+        ids: list[int] = []
+        configured = getattr(self.hf_model.generation_config, "eos_token_id", None)
+        for value in [self.tokenizer.eos_token_id, configured]:
+            for item in value if isinstance(value, list) else [value]:
+                if item is not None and item not in ids:
+                    ids.append(int(item))
+        return ids
+
+    def _generate_texts(self, prompts: list[str], **overrides: Any) -> list[str]:
+        """One padded `generate` call for all `prompts` (left padding, so new tokens line up)."""
+        import torch
+
+        self.tokenizer.padding_side = "left"
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = enc.to(self.hf_model.device)
+        with torch.inference_mode():
+            out = self.hf_model.generate(**enc, **self._gen_kwargs(**overrides))
+        new = out[:, enc["input_ids"].shape[1] :]
+        return [str(t) for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    def generate_many(self, prompts: list[str], **overrides: Any) -> list[str]:
+        """Generate for many prompts in batches of `batch_size`; on out-of-memory halve and retry."""
+        import torch
+
+        results: list[str] = []
+        size = max(1, min(self.batch_size, len(prompts)))
+        start = 0
+        while start < len(prompts):
+            chunk = prompts[start : start + size]
+            try:
+                results.extend(self._generate_texts(chunk, **overrides))
+            except torch.OutOfMemoryError:
+                if size == 1:
+                    raise
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                size = max(1, size // 2)
+                continue
+            start += len(chunk)
+        return results
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text = _cut_at_stop(self._generate_texts([self._prompt_text(messages)], **kwargs)[0], stop)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """Token-by-token text from a TextIteratorStreamer fed by `generate` in a thread."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        enc = self.tokenizer(self._prompt_text(messages), return_tensors="pt", add_special_tokens=False)
+        enc = enc.to(self.hf_model.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                with torch.inference_mode():
+                    self.hf_model.generate(**enc, **self._gen_kwargs(**kwargs), streamer=streamer)
+            except BaseException as error:  # surfaced to the caller below
+                failure.append(error)
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        emitted = ""
+        for piece in streamer:
+            if not piece:
+                continue
+            if stop:
+                cut = _cut_at_stop(emitted + piece, stop)
+                if len(cut) < len(emitted) + len(piece):
+                    piece = cut[len(emitted) :]
+                    if piece:
+                        yield self._chunk(piece, run_manager)
+                    break
+            emitted += piece
+            yield self._chunk(piece, run_manager)
+        thread.join()
+        if failure:
+            raise failure[0]
+
+    @staticmethod
+    def _chunk(text: str, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:
+        chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+        if run_manager:
+            run_manager.on_llm_new_token(text, chunk=chunk)
+        return chunk
+
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:  # type: ignore[override]
+        """All inputs through padded `generate` calls (the map step of map-reduce), in order."""
+        if not inputs:
+            return []
+        prompts = [self._prompt_text(self._convert_input(x).to_messages()) for x in inputs]
+        stop = kwargs.pop("stop", None)
+        try:
+            texts = self.generate_many(prompts, **kwargs)
+        except Exception as error:
+            if not return_exceptions:
+                raise
+            return [error for _ in inputs]  # type: ignore[misc]
+        return [AIMessage(content=_cut_at_stop(t, stop)) for t in texts]
+
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:  # type: ignore[override]
+        """`batch` in a worker thread, so the event loop stays free while the model runs."""
+        return await run_in_executor(
+            None, lambda: self.batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        )
+
+
+def _resolve_dtype(name: str, device: str) -> Any:
+    import torch
+
+    if name not in ("auto", ""):
+        try:
+            return getattr(torch, name)
+        except AttributeError as error:
+            raise UnknownKey("dtype", name, ["auto", "float32", "bfloat16", "float16"]) from error
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def tokenizer_ok(tokenizer: Any) -> bool:
+    """A round trip of a probe sentence gives it back, with no special token slipped between words
+    (the known transformers trap: a tokenizer saved after a GGUF load inserted <|endoftext|>)."""
+    ids = tokenizer.encode(_PROBE, add_special_tokens=False)
+    special = set(tokenizer.all_special_ids or [])
+    return tokenizer.decode(ids) == _PROBE and not any(i in special for i in ids)
+
+
+def save_tokenizer(tok: Any, folder: Path) -> None:
+    """Save the fast tokenizer's own tokenizer.json plus its special tokens and chat template.
+
+    Not `save_pretrained`: after a GGUF load transformers 5.23 saves a CodeLlamaTokenizer config
+    whose reload puts <|endoftext|> between words; the raw tokenizers JSON round-trips exactly.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.backend_tokenizer.save(str(folder / "tokenizer.json"))
+    meta = {k: getattr(tok, k) for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
+    meta["chat_template"] = tok.chat_template
+    (folder / "lectern_tokenizer.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+def load_saved_tokenizer(folder: Path) -> Any:
+    """The tokenizer `save_tokenizer` wrote (a plain PreTrainedTokenizerFast, ~0.1 s)."""
+    from transformers import PreTrainedTokenizerFast
+
+    meta = json.loads((folder / "lectern_tokenizer.json").read_text(encoding="utf-8"))
+    template = meta.pop("chat_template", None)
+    specials = {k: v for k, v in meta.items() if isinstance(v, str)}
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), **specials)
+    tok.chat_template = template
+    return tok
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantize a GGUF once and save it as safetensors in `target` (temp dir renamed into place).
+
+    The saved tokenizer is kept only if it encodes probe texts to the same ids and renders the same
+    chat template as the GGUF-loaded one; else the manifest says to load the tokenizer from the GGUF.
+    """
+    global CONVERSIONS
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    CONVERSIONS += 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+        # transformers refuses to save a model loaded through its GGUF quantizer even though the
+        # weights are already dequantized plain tensors; detach the quantizer to save them.
+        packed = [type(m).__name__ for m in model.modules() if "gguf" in type(m).__name__.lower()]
+        if packed:
+            raise RuntimeError(f"GGUF load kept packed layers ({packed[0]}); cannot cache them")
+        setattr(model, "hf_quantizer", None)  # noqa: B010
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(str(tmp))
+        save_tokenizer(tok, tmp / "tokenizer")
+        saved = load_saved_tokenizer(tmp / "tokenizer")
+        chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": _PROBE}]
+        same = (
+            tokenizer_ok(saved)
+            and all(saved.encode(t) == tok.encode(t) for t in (_PROBE, "Hello world.\n\n  x = 1"))
+            and saved.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+            == tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        )
+        manifest = {"source": str(gguf), "tokenizer": "saved" if same else "gguf", "format": CACHE_FORMAT}
+        (tmp / "lectern.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "lectern.json").is_file():  # not a concurrent winner: a real failure
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _load_tokenizer(folder: Path, gguf: Path | None) -> Any:
+    from transformers import AutoTokenizer
+
+    manifest = folder / "lectern.json"
+    use_gguf = gguf is not None and (
+        not manifest.is_file() or json.loads(manifest.read_text(encoding="utf-8"))["tokenizer"] != "saved"
+    )
+    if not use_gguf:
+        sub = folder / "tokenizer"
+        tok = load_saved_tokenizer(sub) if sub.is_dir() else AutoTokenizer.from_pretrained(str(folder))
+        if tokenizer_ok(tok) or gguf is None:
+            return tok
+    assert gguf is not None
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+
+
+def resolve_local(model: str, models_dir: Path) -> tuple[Path | str, Path | None]:
+    """(what to load with from_pretrained, the GGUF it came from or None), converting a GGUF once."""
+    gguf: Path | None = None
+    name = model
+    if model.startswith(PACKAGED_PREFIX):
+        name = model[len(PACKAGED_PREFIX) :]
+        gguf = packaged_gguf(name, models_dir)
+    elif model.endswith(".gguf"):
+        gguf = Path(model).expanduser()
+        if not gguf.is_file():
+            raise ModelNotFound(model, "no such .gguf file")
+        name = gguf.stem
+    elif Path(model).expanduser().is_dir():
+        return Path(model).expanduser(), None
+    else:
+        return model, None  # a hub id: loaded with local_files_only below
+    target = models_dir / f"{name}-{file_key(gguf, salt=f'v{CACHE_FORMAT}')}"
+    if not (target / "lectern.json").is_file():
+        _convert_gguf(gguf, target)
+    return target, gguf
+
+
+def build_local(settings: LLMSettings, models_dir: Path) -> LocalChatModel:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, gguf = resolve_local(settings.model, models_dir)
+    device = settings.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = _resolve_dtype(settings.dtype, device)
+    if device == "cpu":
+        torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+    load: dict[str, Any] = {"dtype": dtype}
+    if device == "cuda":
+        load["device_map"] = "auto"
+    try:
+        if isinstance(source, Path):
+            model = AutoModelForCausalLM.from_pretrained(str(source), **load)
+            tok = _load_tokenizer(source, gguf)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, **load)
+            tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except OSError as error:
+        raise ModelNotFound(
+            settings.model, f"not a folder, .gguf, packaged model or cached hub id ({error})"
+        ) from error
+    if device != "cuda":
+        model = cast(Any, model).to(device)
+    model.eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    window = settings.context_window or int(getattr(model.config, "max_position_embeddings", 2048))
+    return LocalChatModel(
+        model_name=settings.model,
+        hf_model=model,
+        tokenizer=tok,
+        context_window=window,
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        batch_size=settings.batch_size,
+    )
+
+
+# --------------------------------------------------------------------------- openai-compatible (httpx)
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative (over-)estimate when no tokenizer is at hand: one token per 3 UTF-8 bytes,
+    at least one per word. BPE tokenizers average ~4 bytes per token on English prose."""
+    return max(math.ceil(len(text.encode("utf-8")) / 3), len(text.split()))
+
+
+class OpenAIChatModel(LecternChatModel):
+    """Any OpenAI-compatible server (vLLM, llama.cpp server, Ollama, LM Studio...) over plain httpx."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    base_url: str
+    model_name: str
+    api_key: str | None = None
+    temperature: float = 0.0
+    timeout_s: float = 120.0
+    tokenizer: Any = Field(default=None, exclude=True, repr=False)
+
+    @property
+    def _llm_type(self) -> str:
+        return "lectern-openai"
+
+    @property
+    def url(self) -> str:
+        base = self.base_url.rstrip("/")
+        return base + ("/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
+
+    def get_num_tokens(self, text: str) -> int:
+        if self.tokenizer is not None:
+            return len(self.tokenizer.encode(text, add_special_tokens=False))
+        return estimate_tokens(text)
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """Content tokens plus 4 per message and 3 for the reply's priming (OpenAI's own rule)."""
+        return sum(self.get_num_tokens(m.text) + 4 for m in messages) + 3
+
+    def _payload(
+        self, messages: list[BaseMessage], stop: list[str] | None, stream: bool, **kw: Any
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": self.model_name,
+            "messages": to_chat_dicts(messages),
+            "temperature": float(kw.get("temperature", self.temperature)),
+            "max_tokens": int(kw.get("max_new_tokens", self.max_new_tokens)),
+            "stream": stream,
+        }
+        if stop:
+            payload["stop"] = stop
+        return payload
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def _raise_for(self, response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        response.read()
+        message = response.text.strip()
+        try:
+            body = response.json()
+            error = body.get("error", body) if isinstance(body, dict) else body
+            message = str(error.get("message", error) if isinstance(error, dict) else error)
+        except ValueError:
+            pass  # not JSON: keep the raw text as the server's message
+        raise LLMServerError(self.url, response.status_code, message or response.reason_phrase)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        try:
+            with httpx.Client(timeout=self.timeout_s) as client:
+                response = client.post(
+                    self.url, json=self._payload(messages, stop, False, **kwargs), headers=self._headers()
+                )
+                self._raise_for(response)
+                body = response.json()
+        except httpx.TransportError as error:
+            raise LLMUnavailable(self.url, f"{type(error).__name__}: {error}") from error
+        text = body["choices"][0]["message"].get("content") or ""
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """Server-sent events: `data: {json}` lines until `data: [DONE]`."""
+        try:
+            with (
+                httpx.Client(timeout=self.timeout_s) as client,
+                client.stream(
+                    "POST",
+                    self.url,
+                    json=self._payload(messages, stop, True, **kwargs),
+                    headers=self._headers(),
+                ) as response,
+            ):
+                self._raise_for(response)
+                for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[len("data:") :].strip()
+                    if data == "[DONE]":
+                        break
+                    event = json.loads(data)
+                    choices = event.get("choices") or [{}]
+                    piece = (choices[0].get("delta") or {}).get("content") or ""
+                    if piece:
+                        chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+                        if run_manager:
+                            run_manager.on_llm_new_token(piece, chunk=chunk)
+                        yield chunk
+        except httpx.TransportError as error:
+            raise LLMUnavailable(self.url, f"{type(error).__name__}: {error}") from error
+
+
+def build_openai(settings: LLMSettings, models_dir: Path) -> OpenAIChatModel:
+    tokenizer = None
+    if settings.tokenizer:
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(settings.tokenizer, local_files_only=True)
+        except OSError as error:
+            raise ModelNotFound(settings.tokenizer, f"tokenizer not found locally ({error})") from error
+    return OpenAIChatModel(
+        base_url=settings.base_url or "http://127.0.0.1:8000",
+        model_name=settings.model,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        temperature=settings.temperature,
+        max_new_tokens=settings.max_new_tokens,
+        context_window=settings.context_window or DEFAULT_OPENAI_WINDOW,
+        timeout_s=settings.timeout_s,
+        tokenizer=tokenizer,
+    )
+
+
+def build_fake(settings: LLMSettings, models_dir: Path) -> BaseChatModel:
+    from rag.fake import FakeChatModel
+
+    return FakeChatModel(
+        context_window=settings.context_window or 2048, max_new_tokens=settings.max_new_tokens
+    )
+
+
+LLM_BACKENDS: dict[str, Callable[[LLMSettings, Path], BaseChatModel]] = {
+    "local": build_local,
+    "openai": build_openai,
+    "fake": build_fake,
+}
+
+
+def build_llm(settings: LLMSettings, models_dir: Path) -> BaseChatModel:
+    """The chat model `settings` ask for; packaged/GGUF models are cached under `models_dir`."""
+    try:
+        builder = LLM_BACKENDS[settings.backend]
+    except KeyError:
+        raise UnknownKey("LLM backend", settings.backend, list(LLM_BACKENDS)) from None
+    return builder(settings, Path(models_dir))

