@@ -29,7 +29,7 @@ from rag.context import (
     trim_to_tokens,
 )
 from rag.errors import ContextTooLong
-from rag.prompts import CONDENSE_QUESTION
+from rag.prompts import CONDENSE_QUESTION, NO_ANSWER
 from rag.qa import QAChain, build_qa_chain, question_of
 from rag.types import Answer, Citation
 
@@ -168,7 +168,8 @@ class ChatSession:
             return question
         messages = CONDENSE_QUESTION.format_messages(history=history, question=question)
         raw = self.llm.invoke(messages, **generation_kwargs(self.llm, self.rewrite_max_new_tokens)).text
-        return clean_rewrite(raw) or question
+        rewritten = clean_rewrite(raw)
+        return question if not rewritten or is_refusal(rewritten) else rewritten
 
     def fit_history(self, turns: list[Turn], question: str) -> str:
         """The most recent turns that fit the window beside the rewrite prompt (oldest dropped first)."""
@@ -232,6 +233,14 @@ def build_chat_chain(
 ) -> ChatSession:
     """A ChatSession; `options` are build_qa_chain's (k, variant, max_new_tokens, min_score, structured)."""
     return ChatSession(llm, retriever, store, **options)
+
+
+_REFUSALS = ("i don't know", "i do not know", "i'm sorry", "i am sorry", "sorry", NO_ANSWER.lower())
+
+
+def is_refusal(text: str) -> bool:
+    """A rewrite that refuses instead of rephrasing: the original question is used instead."""
+    return " ".join(text.replace("\u2019", "'").lower().split()).startswith(_REFUSALS)
 
 
 def clean_rewrite(raw: str) -> str:

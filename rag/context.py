@@ -32,6 +32,7 @@ __all__ = [
 DEFAULT_CONTEXT_WINDOW = 2048
 MESSAGE_OVERHEAD = 4  # chat-template role markers per message, beyond the "Role: " prefix counted
 MIN_TRIMMED_TOKENS = 8  # a trimmed source shorter than this is dropped instead
+MAX_CHARS_PER_TOKEN = 32  # bounds the binary search: no prefix of more than this per token is tried
 
 
 class TokenCountUnavailable(LecternError):
@@ -100,7 +101,9 @@ def trim_to_tokens(llm: BaseChatModel, text: str, max_tokens: int) -> str:
     """The longest prefix of `text` (at a word boundary) that counts at most `max_tokens`."""
     if max_tokens <= 0:
         return ""
-    return _largest_prefix(text, lambda t: count_tokens(llm, t) <= max_tokens)
+    return _largest_prefix(
+        text[: max_tokens * MAX_CHARS_PER_TOKEN], lambda t: count_tokens(llm, t) <= max_tokens
+    )
 
 
 def split_to_tokens(llm: BaseChatModel, text: str, max_tokens: int) -> list[str]:
@@ -184,7 +187,7 @@ def _trim_source(llm: BaseChatModel, ctx: Context, room: int) -> Context | None:
     def fits(text: str) -> bool:
         return count_tokens(llm, format_source(ctx.model_copy(update={"text": text}))) <= room
 
-    text = _largest_prefix(ctx.text, fits)
+    text = _largest_prefix(ctx.text[: room * MAX_CHARS_PER_TOKEN], fits)
     if not text or count_tokens(llm, text) < MIN_TRIMMED_TOKENS // 2:
         return None
     return ctx.model_copy(update={"text": text, "trimmed": True})

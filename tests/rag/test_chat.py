@@ -111,6 +111,13 @@ def test_stream_ask_yields_text_then_answer_and_records_it(tmp_path: Path) -> No
     assert [t.content for t in chat.history("s")] == ["How often?", "Every 500 hours [1]."]
 
 
+def test_a_refused_rewrite_falls_back_to_the_question(tmp_path: Path) -> None:
+    chat, _, retriever = session(tmp_path, ["A [1].", "I don't know based on the documents.", "B [2]."])
+    chat.ask("r", "How often is the pump serviced?")
+    answer = chat.ask("r", "And the filters?")
+    assert retriever.queries[-1] == "And the filters?" and answer.rewritten_question is None
+
+
 def test_clean_rewrite() -> None:
     assert clean_rewrite('Standalone question: "How often is it serviced?"\nBecause...') == (
         "How often is it serviced?"

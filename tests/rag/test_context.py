@@ -216,6 +216,22 @@ def test_a_question_that_alone_overflows_raises() -> None:
     assert info.value.field == "question" and info.value.window == 100 and info.value.tokens > 200
 
 
+class CharCounting(WindowFake):
+    counted_chars: int = 0
+
+    def get_num_tokens(self, text: str) -> int:
+        self.counted_chars += len(text)
+        return len(text.split())
+
+
+def test_splitting_a_huge_text_only_tokenizes_near_each_cut() -> None:
+    llm = CharCounting()
+    text = words(50_000)
+    pieces = split_to_tokens(llm, text, 100)
+    assert len(pieces) == 500 and " ".join(pieces) == text
+    assert llm.counted_chars < 60 * len(text)  # not the whole remaining text at every probe
+
+
 def test_trim_and_split_by_tokens() -> None:
     llm = WindowFake()
     text = words(95)
