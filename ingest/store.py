@@ -329,6 +329,15 @@ class Collection:
                 out[int(r[0])] = StoredChunk(*r)
         return out
 
+    def vectors(self, ids: Sequence[int]) -> np.ndarray:
+        """Stored vectors of these rows, in order (a deleted row is left out)."""
+        if not ids:
+            return np.zeros((0, self.manifest.dimension), dtype=np.float32)
+        marks = ",".join("?" * len(ids))
+        found = dict(self.db.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks})", list(ids)))
+        rows = [np.frombuffer(found[i], dtype=np.float32) for i in ids if i in found]
+        return np.vstack(rows) if rows else np.zeros((0, self.manifest.dimension), dtype=np.float32)
+
     def filter_ids(
         self, sources: Sequence[str] | None = None, page_min: int | None = None, page_max: int | None = None
     ) -> np.ndarray | None:

@@ -1,0 +1,463 @@
+"""The `lectern` command line: parse, call the Python API, render. Errors become one sentence and a code.
+
+Heavy imports (torch, transformers, faiss) happen inside the commands, so `lectern --help` is quick.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ingest.errors import DocumentError, LecternError
+
+if TYPE_CHECKING:
+    from ingest.pipeline import IngestReport
+    from rag.settings import Settings
+    from rag.types import Answer
+    from rag.workspace import Workspace
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="lectern: private, local RAG over your documents."
+)
+eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval and answer quality on a QA set.")
+app.add_typer(eval_app, name="eval")
+out = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Where collections live (LECTERN_DATA_DIR).")
+]
+CollectionOpt = Annotated[str | None, typer.Option("--collection", "-c", help="Collection name.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+ModeOpt = Annotated[str | None, typer.Option("--mode", "-m", help="hybrid | dense | bm25")]
+KOpt = Annotated[int | None, typer.Option("-k", "--k", help="How many chunks to retrieve.")]
+BackendOpt = Annotated[str | None, typer.Option("--backend", help="LLM backend: local | openai | fake")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="packaged:NAME, a model folder, a hub id or a .gguf")
+]
+
+
+def _settings(data_dir: Path | None = None, **nested: Any) -> Settings:
+    """CLI flags on top of every other settings source."""
+    from rag.settings import load_settings
+
+    base = load_settings(data_dir=data_dir)
+    if not nested:
+        return base
+    merged = base.model_dump()
+    for section, values in nested.items():
+        current = merged
+        parts = section.split(".")
+        for part in parts:
+            current = current.setdefault(part, {})
+        current.update({k: v for k, v in values.items() if v is not None})
+    return type(base).model_validate(merged)
+
+
+def _workspace(collection: str | None, settings: Settings) -> Workspace:
+    from rag.workspace import Workspace
+
+    return Workspace(collection=collection, settings=settings)
+
+
+@contextmanager
+def _edge() -> Iterator[None]:
+    """Library errors carry facts; here they become one clear line and exit code 2."""
+    try:
+        yield
+    except (LecternError, FileNotFoundError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+def _llm_flags(backend: str | None, model: str | None, **more: Any) -> dict[str, Any]:
+    return {"backend": backend, "model": model, **more}
+
+
+# -- ingestion ----------------------------------------------------------------------------------------
+def _print_report(report: IngestReport, as_json: bool) -> None:
+    if as_json:
+        data = report.summary()
+        data["files"] = [r.__dict__ for r in report.results]
+        out.print_json(json.dumps(data))
+        return
+    table = Table(title=f"ingest into {report.collection!r}", show_lines=False)
+    for col in ("status", "file", "pages", "chunks", "reason / warnings"):
+        table.add_column(col)
+    colours = {"added": "green", "updated": "cyan", "unchanged": "dim", "skipped": "yellow", "failed": "red"}
+    for r in report.results:
+        note = r.reason or "; ".join(r.warnings[:3]) + (" …" if len(r.warnings) > 3 else "")
+        table.add_row(
+            f"[{colours.get(r.status, 'white')}]{r.status}[/]",
+            r.path,
+            str(r.pages or ""),
+            str(r.chunks or ""),
+            note,
+        )
+    out.print(table)
+    s = report.summary()
+    rate = s["chunks"] / s["seconds"] if s["seconds"] else 0.0
+    out.print(
+        f"added {s['added']}, updated {s['updated']}, unchanged {s['unchanged']}, skipped {s['skipped']}, "
+        f"failed {s['failed']}; {s['chunks']} chunks from {s['pages']} pages in {s['seconds']:.1f} s"
+        f" ({rate:.0f} chunks/s)"
+    )
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders (walked recursively).")],
+    collection: CollectionOpt = None,
+    profile: Annotated[
+        str | None, typer.Option(help="accurate | fast (fixed when a collection is created)")
+    ] = None,
+    include: Annotated[
+        list[str] | None, typer.Option("--include", help="Glob to include (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Glob to exclude (repeatable).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Re-embed files even when unchanged.")] = False,
+    workers: Annotated[
+        int | None, typer.Option(help="Parse processes beside the embedder (0: inline).")
+    ] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest files into a collection: unchanged files are skipped, changed ones replaced."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with _edge():
+        settings = _settings(
+            data_dir, **{"ingest.embed": {"profile": profile}, "ingest": {"parse_workers": workers}}
+        )
+        if include:
+            settings.ingest.include = include
+        if exclude:
+            settings.ingest.exclude = [*settings.ingest.exclude, *exclude]
+        ws = _workspace(collection, settings)
+        if ws.exists and profile and ws.collection().manifest.profile not in (None, profile):
+            raise LecternError(
+                f"collection {ws.name!r} was created with profile {ws.collection().manifest.profile!r}; "
+                "the profile is fixed at creation: use a new collection"
+            )
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=as_json or not err.is_terminal,
+        ) as bar:
+            task = bar.add_task("loading models", total=None, detail="")
+            ws.embedder  # noqa: B018 - load before the bar starts counting files
+
+            def show(p: Any) -> None:
+                detail = f"{p.pages} pages, {p.chunks_embedded}/{p.chunks} chunks"
+                bar.update(
+                    task, description="ingesting", total=p.files_total, completed=p.files_done, detail=detail
+                )
+
+            report = ws.ingest(paths, progress=show, force=force)
+        _print_report(report, as_json)
+        if not report.ok:
+            raise typer.Exit(1)
+
+
+@app.command()
+def delete(
+    sources: Annotated[list[str], typer.Argument(help="Source files to remove from the collection.")],
+    collection: CollectionOpt = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Remove documents from a collection, without rebuilding the rest."""
+    with _edge():
+        ws = _workspace(collection, _settings(data_dir))
+        ws.collection()
+        result = ws.delete(sources)
+        missing = [s for s, n in result.items() if n < 0]
+        for s, n in result.items():
+            if n >= 0:
+                out.print(f"deleted {s} ({n} chunks)")
+        if missing:
+            err.print(f"[red]error:[/red] not in collection {ws.name!r}: {', '.join(missing)}")
+            raise typer.Exit(1)
+
+
+@app.command("list")
+def list_documents(
+    collection: CollectionOpt = None, data_dir: DataDir = None, as_json: JsonOpt = False
+) -> None:
+    """List the documents of a collection (or the collections, when there is none yet)."""
+    with _edge():
+        ws = _workspace(collection, _settings(data_dir))
+        docs = ws.documents()
+        if as_json:
+            out.print_json(json.dumps([d.__dict__ for d in docs]))
+            return
+        table = Table(title=f"collection {ws.name!r}")
+        for col in ("source", "title", "format", "pages", "chunks"):
+            table.add_column(col)
+        for d in docs:
+            table.add_row(d.source, d.title or "", d.format or "", str(d.pages), str(d.chunks))
+        out.print(table)
+        out.print(f"collections: {', '.join(ws.collections()) or 'none'}")
+
+
+# -- retrieval ---------------------------------------------------------------------------------------
+@app.command()
+def search(
+    query: str,
+    collection: CollectionOpt = None,
+    mode: ModeOpt = None,
+    k: KOpt = None,
+    source: Annotated[
+        list[str] | None, typer.Option("--source", help="Only this source (repeatable).")
+    ] = None,
+    page_min: Annotated[int | None, typer.Option("--page-min")] = None,
+    page_max: Annotated[int | None, typer.Option("--page-max")] = None,
+    mmr: Annotated[bool | None, typer.Option("--mmr/--no-mmr", help="Diversify with MMR.")] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the chunks that best match a query, with source, page and score."""
+    with _edge():
+        ws = _workspace(collection, _settings(data_dir))
+        hits = ws.search(
+            query, k=k, mode=mode, sources=source or (), page_min=page_min, page_max=page_max, mmr=mmr
+        )
+        if as_json:
+            out.print_json(json.dumps([h.to_document().metadata | {"text": h.chunk.text} for h in hits]))
+            return
+        if not hits:
+            out.print("no matching chunks")
+        for rank, h in enumerate(hits, 1):
+            c = h.chunk
+            where = (
+                Path(c.source).name
+                + (f" p.{c.page}" if c.page else "")
+                + (f" § {c.heading}" if c.heading else "")
+            )
+            out.print(f"[bold]{rank}.[/bold] [cyan]{where}[/cyan]  score {h.score:.3f}")
+            text = " ".join(c.text.split())
+            out.print(f"   {text[:400]}{'…' if len(text) > 400 else ''}", highlight=False)
+
+
+# -- generation ---------------------------------------------------------------------------------------
+def _print_citations(answer: Answer) -> None:
+    if answer.citations:
+        out.print("\n[bold]Sources[/bold]")
+    for c in answer.citations:
+        where = Path(c.source).name + (f", page {c.page}" if c.page else "")
+        quote = " ".join(c.quote.split())
+        out.print(
+            f"[{c.number}] [cyan]{where}[/cyan]: {quote[:240]}{'…' if len(quote) > 240 else ''}",
+            highlight=False,
+        )
+
+
+def _stream(parts: Iterator[Any]) -> Answer:
+    from rag.types import Answer
+
+    answer: Answer | None = None
+    for part in parts:
+        if isinstance(part, Answer):
+            answer = part
+        else:
+            out.print(part, end="", highlight=False, markup=False)
+    out.print()
+    assert answer is not None
+    return answer
+
+
+@app.command()
+def ask(
+    question: str,
+    collection: CollectionOpt = None,
+    k: KOpt = None,
+    mode: ModeOpt = None,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens")] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer a question from the collection, streamed, then the numbered sources."""
+    with _edge():
+        settings = _settings(
+            data_dir,
+            llm=_llm_flags(backend, model, max_new_tokens=max_new_tokens),
+            retrieval={"k": k, "mode": mode},
+        )
+        ws = _workspace(collection, settings)
+        ws.collection()
+        if as_json:
+            out.print_json(ws.ask(question).model_dump_json())
+            return
+        answer = _stream(ws.stream_ask(question))
+        if answer.abstained and not answer.answer.strip():
+            out.print(answer.answer)
+        _print_citations(answer)
+
+
+@app.command()
+def chat(
+    collection: CollectionOpt = None,
+    conversation: Annotated[
+        str, typer.Option("--conversation", help="Conversation id (kept on disk).")
+    ] = "default",
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    data_dir: DataDir = None,
+) -> None:
+    """A conversation with follow-up questions. /sources shows the last sources, /reset forgets, /quit ends."""
+    with _edge():
+        settings = _settings(data_dir, llm=_llm_flags(backend, model))
+        ws = _workspace(collection, settings)
+        ws.collection()
+        session = ws.chat_session()
+        last: Answer | None = None
+        out.print(
+            f"chatting with collection {ws.name!r} (conversation {conversation}); /sources /reset /quit"
+        )
+        while True:
+            try:
+                line = input("you> ").strip()
+            except EOFError:
+                break
+            if not line:
+                continue
+            if line in ("/quit", "/exit"):
+                break
+            if line == "/reset":
+                session.reset(conversation)
+                out.print("conversation reset")
+                continue
+            if line == "/sources":
+                if last is None:
+                    out.print("no answer yet")
+                else:
+                    _print_citations(last)
+                continue
+            out.print("lectern> ", end="")
+            try:
+                last = _stream(session.stream_ask(conversation, line))
+            except LecternError as e:  # one bad question must not end the conversation
+                err.print(f"[red]error:[/red] {e}")
+
+
+@app.command()
+def summarize(
+    path: Annotated[
+        str | None, typer.Argument(help="A document of the collection (ingested first if needed).")
+    ] = None,
+    collection: CollectionOpt = None,
+    query: Annotated[
+        str | None, typer.Option("--query", "-q", help="Summarize the chunks this query finds.")
+    ] = None,
+    method: Annotated[str, typer.Option(help="stuff | refine | map_reduce | auto")] = "auto",
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    data_dir: DataDir = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Summarize a document, the whole collection, or the result of a query."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with _edge():
+        ws = _workspace(collection, _settings(data_dir, llm=_llm_flags(backend, model)))
+        if path is not None and (not ws.exists or ws._source(path) not in ws.collection().content_hashes()):
+            report = ws.ingest([path])
+            if not report.ok:
+                raise DocumentError(path, report.failed[0].reason or "could not be ingested")
+        with Progress(
+            TextColumn("[bold]summarizing"), BarColumn(), MofNCompleteColumn(), console=err, transient=True,
+            disable=as_json or not err.is_terminal,
+        ) as bar:  # fmt: skip
+            task = bar.add_task("summarize", total=None)
+
+            def show(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            result = ws.summarize(source=path, query=query, method=method, progress=show)
+        if as_json:
+            out.print_json(result.model_dump_json())
+            return
+        out.print(f"[bold]Summary of {result.scope}[/bold] ({result.method}, {result.chunks} chunks)\n")
+        out.print(result.summary, highlight=False, markup=False)
+
+
+# -- evaluation ---------------------------------------------------------------------------------------
+@eval_app.command("retrieval")
+def eval_retrieval(
+    qa_dir: Annotated[Path, typer.Option("--qa-dir", help="A folder laid out like the CMU QA dataset.")],
+    mode: ModeOpt = None,
+    profile: Annotated[str, typer.Option(help="accurate | fast")] = "accurate",
+    data_dir: DataDir = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Retrieval quality: article and answer hit@1/5/10, MRR@10, mean query milliseconds."""
+    from rag.evaluate import run_retrieval_eval
+
+    with _edge():
+        settings = _settings(data_dir, **{"ingest.embed": {"profile": profile}})
+        metrics, n = run_retrieval_eval(qa_dir, settings, mode)
+        if as_json:
+            out.print(json.dumps(metrics))
+            return
+        table = Table(
+            title=f"retrieval on {qa_dir} ({n} questions, {mode or settings.retrieval.mode}, {profile})"
+        )
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in metrics.items():
+            table.add_row(name, f"{value:.4f}" if name != "mean_query_ms" else f"{value:.2f}")
+        out.print(table)
+
+
+# -- the web UI ----------------------------------------------------------------------------------------
+@app.command()
+def ui(
+    collection: CollectionOpt = None,
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    data_dir: DataDir = None,
+) -> None:
+    """Open the Streamlit web UI."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("app")
+    if spec is None or not spec.submodule_search_locations:
+        err.print("[red]error:[/red] the app package is not installed")
+        raise typer.Exit(2)
+    main = Path(next(iter(spec.submodule_search_locations))) / "main.py"
+    env = dict(os.environ)
+    if data_dir is not None:
+        env["LECTERN_DATA_DIR"] = str(data_dir)
+    if collection is not None:
+        env["LECTERN_COLLECTION"] = collection
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(main), "--server.port", str(port), "--server.address", host,
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

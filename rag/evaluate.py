@@ -1,0 +1,175 @@
+"""Quality measurement on a folder laid out like the CMU Question-Answer Dataset.
+
+`question_answer_pairs.txt` is tab-separated latin-1 with the columns ArticleTitle, Question, Answer,
+DifficultyFromQuestioner, DifficultyFromAnswerer, ArticleFile; each article is ArticleFile +
+".txt.clean". Questions are deduplicated into unique (question, article) pairs, each with every gold
+answer given for it.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ingest.errors import LecternError
+
+if TYPE_CHECKING:
+    from rag.settings import Settings
+
+QA_FILE = "question_answer_pairs.txt"
+ARTICLE_SUFFIX = ".txt.clean"
+KS = (1, 5, 10)
+_NON_ALNUM = re.compile(r"[^0-9a-z]+")
+
+
+class BadQADir(LecternError):
+    """The --qa-dir folder is not laid out like the CMU dataset."""
+
+
+def normalise(text: str) -> str:
+    """Lowercase, non-alphanumerics to spaces, spaces collapsed."""
+    return " ".join(_NON_ALNUM.sub(" ", text.lower()).split())
+
+
+@dataclass
+class QAItem:
+    question: str
+    article: Path
+    title: str
+    answers: list[str] = field(default_factory=list)
+
+    @property
+    def answerable(self) -> list[str]:
+        """Gold answers usable for answer matching: not yes/no, at least 4 characters normalised."""
+        out = []
+        for a in self.answers:
+            n = normalise(a)
+            if len(n) >= 4 and n not in ("yes", "no") and not n.startswith(("yes ", "no ")):
+                out.append(n)
+        return list(dict.fromkeys(out))
+
+
+def load_qa(qa_dir: Path) -> list[QAItem]:
+    """Unique (question, article) pairs whose article file exists, in file order."""
+    path = qa_dir / QA_FILE
+    if not path.is_file():
+        raise BadQADir(f"{qa_dir}: no {QA_FILE} (expected the CMU Question-Answer Dataset layout)")
+    items: dict[tuple[str, str], QAItem] = {}
+    with path.open(encoding="latin-1", newline="") as fh:
+        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, [])
+        try:
+            cols = {
+                name: header.index(name) for name in ("ArticleTitle", "Question", "Answer", "ArticleFile")
+            }
+        except ValueError as err:
+            raise BadQADir(f"{path}: header lacks a column ({err})") from None
+        for row in reader:
+            if len(row) <= max(cols.values()):
+                continue
+            question = row[cols["Question"]].strip()
+            article_file = row[cols["ArticleFile"]].strip()
+            if not question or not article_file or question == "NULL":
+                continue
+            article = qa_dir / (article_file + ARTICLE_SUFFIX)
+            if not article.is_file():
+                continue
+            key = (question, article_file)
+            item = items.setdefault(
+                key, QAItem(question, article, row[cols["ArticleTitle"]].replace("_", " "))
+            )
+            answer = row[cols["Answer"]].strip()
+            if answer and answer != "NULL":
+                item.answers.append(answer)
+    return list(items.values())
+
+
+def articles_of(items: Sequence[QAItem]) -> list[Path]:
+    return sorted({i.article for i in items})
+
+
+@dataclass
+class RankedChunk:
+    """What an evaluated retriever returns per rank: the chunk's source file and its text."""
+
+    source: str
+    text: str
+
+
+SearchFn = Callable[[str, int], list[RankedChunk]]
+
+
+def retrieval_metrics(items: Sequence[QAItem], search: SearchFn) -> dict[str, float]:
+    """article_hit@1/5/10, answer_hit@1/5/10, MRR@10 and mean query milliseconds."""
+    kmax = max(KS)
+    article_hits = {k: 0 for k in KS}
+    answer_hits = {k: 0 for k in KS}
+    answer_total = 0
+    rr = 0.0
+    times = []
+    for item in items:
+        t0 = time.perf_counter()
+        ranked = search(item.question, kmax)
+        times.append((time.perf_counter() - t0) * 1000)
+        target = str(item.article.resolve())
+        from_article = [str(Path(r.source).resolve()) == target for r in ranked]
+        first = next((i for i, hit in enumerate(from_article) if hit), None)
+        if first is not None:
+            rr += 1.0 / (first + 1)
+        for k in KS:
+            article_hits[k] += any(from_article[:k])
+        gold = item.answerable
+        if gold:
+            answer_total += 1
+            texts = [normalise(r.text) for r in ranked]
+            for k in KS:
+                window = " | ".join(texts[:k])
+                answer_hits[k] += any(g in window for g in gold)
+    n = max(len(items), 1)
+    out: dict[str, float] = {}
+    for k in KS:
+        out[f"article_hit@{k}"] = round(article_hits[k] / n, 4)
+    for k in KS:
+        out[f"answer_hit@{k}"] = round(answer_hits[k] / max(answer_total, 1), 4)
+    out["MRR@10"] = round(rr / n, 4)
+    out["mean_query_ms"] = round(statistics.fmean(times), 3) if times else 0.0
+    return out
+
+
+def run_retrieval_eval(
+    qa_dir: Path, settings: Settings, mode: str | None = None, workdir: Path | None = None
+) -> tuple[dict[str, float], int]:
+    """Ingest the QA set's articles into a temporary collection and measure retrieval on it."""
+    import tempfile
+
+    from ingest.pipeline import ingest
+    from ingest.store import Collection
+    from rag.retrieval import Searcher
+    from rag.workspace import shared_embedder
+
+    items = load_qa(qa_dir)
+    embedder = shared_embedder(settings.ingest.embed, settings.models_dir)
+    with tempfile.TemporaryDirectory(prefix="lectern-eval-", dir=workdir) as tmp:
+        path = Path(tmp) / "eval"
+        report = ingest(articles_of(items), path, embedder, settings.ingest)
+        if not report.ok:
+            raise LecternError(f"could not ingest {len(report.failed)} articles: {report.failed[0].reason}")
+        collection = Collection.open(path)
+        try:
+            searcher = Searcher(collection, embedder, settings.retrieval)
+
+            def run(question: str, n: int) -> list[RankedChunk]:
+                return [
+                    RankedChunk(h.chunk.source, h.chunk.text)
+                    for h in searcher.search(question, k=n, mode=mode)
+                ]
+
+            return retrieval_metrics(items, run), len(items)
+        finally:
+            collection.close()

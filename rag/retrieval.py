@@ -1,0 +1,208 @@
+"""Dense, BM25 and hybrid retrieval over a collection, with filters before the top-k cut, and MMR.
+
+Hybrid fusion scores the union of both candidate lists exactly in both spaces (no candidate gets a
+made-up zero because the other list missed it), rescales each score to [0, 1] over the candidates,
+and mixes them with the configured weights. Exposed as a small API (`Searcher.search`) and as a
+langchain-core BaseRetriever for users' own chains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict
+
+from ingest import bm25
+from ingest.embed import Embedder
+from ingest.errors import UnknownKey
+from ingest.store import Collection, StoredChunk
+from rag.settings import RetrievalSettings
+
+MODES = ("hybrid", "dense", "bm25")
+Scored = list[tuple[int, float, float | None, float | None]]  # id, score, dense, bm25
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Metadata filters, applied inside the index search so k results still come back."""
+
+    sources: tuple[str, ...] = ()
+    page_min: int | None = None
+    page_max: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.sources and self.page_min is None and self.page_max is None
+
+
+@dataclass
+class Hit:
+    chunk: StoredChunk
+    score: float
+    dense: float | None = None
+    lexical: float | None = None
+    collection: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_document(self) -> Document:
+        c = self.chunk
+        return Document(
+            page_content=c.text,
+            id=c.chunk_id,
+            metadata={
+                "chunk_id": c.chunk_id,
+                "source": c.source,
+                "page": c.page,
+                "heading": c.heading,
+                "title": c.title or "",
+                "start": c.start,
+                "end": c.end,
+                "score": self.score,
+                "dense_score": self.dense,
+                "bm25_score": self.lexical,
+                "collection": self.collection,
+            },
+        )
+
+
+def _rescale(values: np.ndarray) -> np.ndarray:
+    """Min-max to [0, 1] over the candidates; a constant list maps to 1 (all equally good)."""
+    if len(values) == 0:
+        return values
+    lo, hi = float(values.min()), float(values.max())
+    if hi - lo < 1e-9:
+        return np.ones_like(values) if hi > 0 else np.zeros_like(values)
+    return (values - lo) / (hi - lo)
+
+
+class Searcher:
+    """Queries one collection; the embedder must be the one the collection was built with."""
+
+    def __init__(self, collection: Collection, embedder: Embedder, settings: RetrievalSettings) -> None:
+        collection.manifest.check_compatible(embedder.identity, embedder.dimension, collection.path)
+        self.collection = collection
+        self.embedder = embedder
+        self.settings = settings
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int | None = None,
+        mode: str | None = None,
+        filters: Filters | None = None,
+        mmr: bool | None = None,
+    ) -> list[Hit]:
+        mode = mode or self.settings.mode
+        if mode not in MODES:
+            raise UnknownKey("retrieval mode", mode, list(MODES))
+        k = k or self.settings.k
+        use_mmr = self.settings.mmr if mmr is None else mmr
+        snap = self.collection.snapshot()
+        allowed = None
+        if filters is not None and not filters.empty:
+            allowed = self.collection.filter_ids(
+                list(filters.sources) or None, filters.page_min, filters.page_max
+            )
+        fetch = max(self.settings.fetch_k, k * 4 if use_mmr else k)
+        qvec: np.ndarray | None = None
+        dense: list[tuple[int, float]] = []
+        lexical: list[tuple[int, float]] = []
+        term_ids: list[int] = []
+        if mode in ("dense", "hybrid") or use_mmr:
+            qvec = self.embedder.embed_query(query)
+        if mode in ("dense", "hybrid"):
+            assert qvec is not None
+            dense = snap.dense(qvec, fetch if mode == "hybrid" or use_mmr else k, allowed)
+        if mode in ("bm25", "hybrid"):
+            term_ids = self.collection.term_ids(bm25.terms(query))
+            lexical = snap.lexical(term_ids, fetch if mode == "hybrid" or use_mmr else k, allowed)
+        scored: Scored
+        if mode == "dense":
+            scored = [(i, s, s, None) for i, s in dense]
+        elif mode == "bm25":
+            scored = [(i, s, None, s) for i, s in lexical]
+        else:
+            assert qvec is not None
+            scored = self._fuse(dense, lexical, qvec, term_ids, snap)
+        if use_mmr and qvec is not None and len(scored) > k:
+            scored = self._mmr(scored, qvec, k)
+        scored = scored[:k]
+        chunks = self.collection.fetch([i for i, *_ in scored])
+        name = self.collection.path.name
+        return [
+            Hit(chunks[i], float(s), d, lx, collection=name)
+            for i, s, d, lx in scored
+            if i in chunks and s >= self.settings.min_score
+        ]
+
+    def _fuse(
+        self,
+        dense: list[tuple[int, float]],
+        lexical: list[tuple[int, float]],
+        qvec: np.ndarray,
+        term_ids: Sequence[int],
+        snap: Any,
+    ) -> Scored:
+        ids = list(dict.fromkeys([i for i, _ in dense] + [i for i, _ in lexical]))
+        if not ids:
+            return []
+        dense_map = dict(dense)
+        missing = [i for i in ids if i not in dense_map]
+        if missing:
+            vectors = self.collection.vectors(missing)
+            dense_map.update({i: float(vectors[j] @ qvec) for j, i in enumerate(missing) if j < len(vectors)})
+        lex_map = dict(lexical)
+        if term_ids:
+            lex_missing = [i for i in ids if i not in lex_map]
+            if lex_missing:
+                lex_map.update(snap.bm25_scores_for(term_ids, lex_missing))
+        d = np.array([dense_map.get(i, 0.0) for i in ids], dtype=np.float32)
+        b = np.array([lex_map.get(i, 0.0) for i in ids], dtype=np.float32)
+        wd, wb = self.settings.dense_weight, self.settings.bm25_weight
+        total = (wd + wb) or 1.0
+        fused = (wd * _rescale(d) + wb * _rescale(b)) / total
+        order = np.argsort(-fused, kind="stable")
+        return [(ids[j], float(fused[j]), float(d[j]), float(b[j])) for j in order]
+
+    def _mmr(self, scored: Scored, qvec: np.ndarray, k: int) -> Scored:
+        """Maximal marginal relevance: trade relevance for novelty among the candidates."""
+        ids = [i for i, *_ in scored]
+        vectors = self.collection.vectors(ids)
+        relevance = _rescale(np.array([s for _, s, *_ in scored], dtype=np.float32))
+        lam = self.settings.mmr_lambda
+        chosen: list[int] = []
+        rest = list(range(len(ids)))
+        while rest and len(chosen) < k:
+            if chosen:
+                sim = vectors[rest] @ vectors[chosen].T
+                penalty = sim.max(axis=1)
+            else:
+                penalty = np.zeros(len(rest), dtype=np.float32)
+            best = int(np.argmax(lam * relevance[rest] - (1 - lam) * penalty))
+            chosen.append(rest.pop(best))
+        return [scored[j] for j in chosen]
+
+
+class LecternRetriever(BaseRetriever):
+    """langchain-core retriever over a lectern collection: plug it into any LangChain chain."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    searcher: Searcher
+    k: int = 5
+    mode: str = "hybrid"
+    filters: Filters | None = None
+    mmr: bool = False
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        hits = self.searcher.search(query, k=self.k, mode=self.mode, filters=self.filters, mmr=self.mmr)
+        return [h.to_document() for h in hits]

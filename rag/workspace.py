@@ -1,0 +1,243 @@
+"""The Python API: one object per collection that ingests, searches, answers, chats and summarizes.
+
+    ws = lectern.Workspace(collection="docs")
+    ws.ingest(["./my-docs"])
+    ws.ask("Who designed the tower?")
+    ws.summarize(source="./my-docs/report.pdf", method="map_reduce")
+
+Heavy objects (the embedder, the LLM) are built on first use and shared by every Workspace of
+the process that asks for the same settings.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.documents import Document
+from langchain_core.language_models import BaseChatModel
+
+from ingest.embed import Embedder, build_embedder
+from ingest.errors import CollectionNotFound, InvalidName
+from ingest.pipeline import IngestReport, ProgressFn, delete, ingest, open_collection, source_key
+from ingest.settings import EmbedSettings
+from ingest.store import Collection, DocumentRow
+from rag.retrieval import Filters, Hit, LecternRetriever, Searcher
+from rag.settings import Settings, load_settings
+from rag.types import Answer, SummaryResult
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_EMBEDDERS: dict[str, Embedder] = {}
+_LLMS: dict[str, BaseChatModel] = {}
+_BUILD_LOCK = threading.Lock()
+
+
+def check_name(name: str) -> str:
+    """Collection names become folder names: nothing that could escape the collections folder."""
+    if not _NAME.match(name) or ".." in name:
+        raise InvalidName(f"invalid collection name {name!r}: use letters, digits, '_', '-' and '.' (max 64)")
+    return name
+
+
+def shared_embedder(embed: EmbedSettings, models_dir: Path) -> Embedder:
+    key = embed.model_dump_json() + str(models_dir)
+    with _BUILD_LOCK:
+        if key not in _EMBEDDERS:
+            _EMBEDDERS[key] = build_embedder(embed, models_dir)
+        return _EMBEDDERS[key]
+
+
+def shared_llm(settings: Settings) -> BaseChatModel:
+    from rag.llm import build_llm
+
+    key = settings.llm.model_dump_json() + str(settings.models_dir)
+    with _BUILD_LOCK:
+        if key not in _LLMS:
+            _LLMS[key] = build_llm(settings.llm, settings.models_dir)
+        return _LLMS[key]
+
+
+class Workspace:
+    """lectern's Python API over one collection. Settings come from the usual sources plus kwargs."""
+
+    def __init__(
+        self, collection: str | None = None, settings: Settings | None = None, **overrides: Any
+    ) -> None:
+        self.settings = settings or load_settings(**overrides)
+        self.name = check_name(collection or self.settings.collection)
+        self._collection: Collection | None = None
+
+    # -- collections ---------------------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        return self.settings.collections_dir / self.name
+
+    @property
+    def exists(self) -> bool:
+        return Collection.exists(self.path)
+
+    def collections(self) -> list[str]:
+        root = self.settings.collections_dir
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if Collection.exists(p))
+
+    def collection(self) -> Collection:
+        if not self.exists:
+            raise CollectionNotFound(self.name, self.collections())
+        if self._collection is None:
+            self._collection = Collection.open(self.path)
+        return self._collection
+
+    def embed_settings(self) -> EmbedSettings:
+        """The collection's own embedder when it exists (its manifest decides), else the settings'."""
+        embed = self.settings.ingest.embed
+        if self.exists:
+            manifest = Collection.open(self.path).manifest
+            if manifest.profile and not embed.model:
+                return embed.model_copy(update={"profile": manifest.profile})
+            if manifest.embedder.get("kind") == "fake":
+                return embed.model_copy(update={"model": "fake"})
+        return embed
+
+    @property
+    def embedder(self) -> Embedder:
+        return shared_embedder(self.embed_settings(), self.settings.models_dir)
+
+    def drop(self) -> None:
+        """Delete the whole collection folder."""
+        self.close()
+        if self.exists:
+            shutil.rmtree(self.path)
+
+    def close(self) -> None:
+        if self._collection is not None:
+            self._collection.close()
+            self._collection = None
+
+    # -- ingestion -----------------------------------------------------------------------------
+    def ingest(
+        self, paths: Iterable[str | Path], *, progress: ProgressFn | None = None, force: bool = False
+    ) -> IngestReport:
+        embedder = self.embedder
+        if not self.exists:
+            open_collection(self.path, embedder, self.settings.ingest).close()
+        return ingest([Path(p) for p in paths], self.path, embedder, self.settings.ingest, progress, force)
+
+    def delete(self, sources: Sequence[str | Path]) -> dict[str, int]:
+        return delete(self.path, [str(s) for s in sources], self.settings.ingest.lock_timeout_s)
+
+    def documents(self) -> list[DocumentRow]:
+        return self.collection().documents() if self.exists else []
+
+    # -- retrieval -----------------------------------------------------------------------------
+    def searcher(self) -> Searcher:
+        return Searcher(self.collection(), self.embedder, self.settings.retrieval)
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int | None = None,
+        mode: str | None = None,
+        sources: Sequence[str | Path] = (),
+        page_min: int | None = None,
+        page_max: int | None = None,
+        mmr: bool | None = None,
+    ) -> list[Hit]:
+        filters = Filters(tuple(self._source(s) for s in sources), page_min, page_max)
+        return self.searcher().search(query, k=k, mode=mode, filters=filters, mmr=mmr)
+
+    def retriever(self, **options: Any) -> LecternRetriever:
+        r = self.settings.retrieval
+        defaults: dict[str, Any] = {"k": r.k, "mode": r.mode, "mmr": r.mmr}
+        return LecternRetriever(searcher=self.searcher(), **{**defaults, **options})
+
+    def _source(self, source: str | Path) -> str:
+        text = str(source)
+        if self.exists and text in self.collection().content_hashes():
+            return text
+        return source_key(Path(text))
+
+    # -- generation ----------------------------------------------------------------------------
+    @property
+    def llm(self) -> BaseChatModel:
+        return shared_llm(self.settings)
+
+    def _qa_options(self) -> dict[str, Any]:
+        return {
+            "k": self.settings.retrieval.k,
+            "max_new_tokens": self.settings.llm.max_new_tokens,
+            "min_score": self.settings.retrieval.min_score,
+        }
+
+    def ask(self, question: str, **options: Any) -> Answer:
+        from rag.qa import build_qa_chain
+
+        return build_qa_chain(self.llm, self.retriever(), **{**self._qa_options(), **options}).invoke(
+            question
+        )
+
+    def stream_ask(self, question: str, **options: Any) -> Iterator[str | Answer]:
+        """Text as the model writes it, then the Answer with its citations."""
+        from rag.qa import build_qa_chain
+
+        chain = build_qa_chain(self.llm, self.retriever(), **{**self._qa_options(), **options})
+        return chain.stream_answer(question)
+
+    def chat_session(self, **options: Any) -> Any:
+        from rag.chat import ConversationStore, build_chat_chain
+
+        store = ConversationStore.for_data_dir(self.settings.data_dir)
+        return build_chat_chain(self.llm, self.retriever(), store, **{**self._qa_options(), **options})
+
+    def chat(self, question: str, conversation_id: str = "default") -> Answer:
+        return self.chat_session().ask(conversation_id, question)
+
+    def scope_documents(
+        self, *, source: str | Path | None = None, query: str | None = None, k: int = 20
+    ) -> tuple[list[Document], str]:
+        """Chunks to summarize, in document order: one source, a query's hits, or the collection."""
+        col = self.collection()
+        if source is not None:
+            key = self._source(source)
+            chunks = col.chunks_of(key)
+            if not chunks:
+                raise CollectionNotFound(f"{source} in {self.name}", [d.source for d in col.documents()])
+            hits = [Hit(c, 1.0, collection=self.name) for c in chunks]
+            return [h.to_document() for h in hits], f"document {source}"
+        if query is not None:
+            found = self.search(query, k=k)
+            found.sort(key=lambda h: (h.chunk.source, h.chunk.ordinal))
+            return [h.to_document() for h in found], f"query {query!r}"
+        docs: list[Document] = []
+        for row in col.documents():
+            docs.extend(Hit(c, 1.0, collection=self.name).to_document() for c in col.chunks_of(row.source))
+        return docs, f"collection {self.name}"
+
+    def summarize(
+        self,
+        *,
+        source: str | Path | None = None,
+        query: str | None = None,
+        method: str = "auto",
+        progress: Any = None,
+        token_max: int | None = None,
+    ) -> SummaryResult:
+        from rag.summarize import summarize
+
+        docs, scope = self.scope_documents(source=source, query=query)
+        return summarize(
+            self.llm,
+            docs,
+            method=method,
+            token_max=token_max,
+            max_new_tokens=self.settings.llm.max_new_tokens,
+            progress=progress,
+            batch_size=self.settings.llm.batch_size,
+            scope=scope,
+        )
