@@ -1,0 +1,245 @@
+"""Tests of ingest.pipeline with the fake embedder: report statuses, idempotence, updates, deletes, bad inputs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from ingest.embed import FakeEmbedder
+from ingest.errors import IndexMismatch
+from ingest.pipeline import Progress, delete, ingest, source_key
+from ingest.settings import IngestSettings
+from ingest.store import Collection
+from rag.retrieval import Searcher
+from rag.settings import RetrievalSettings
+from tests.fixtures.bad_inputs import make_bad_corpus, text_pdf
+
+FILES = {
+    "alpha.txt": "Alpha notes\n\nThe zebrafish tank is cleaned on Mondays. " * 30,
+    "beta.md": "# Beta\n\n## Gardens\n\nThe marigold beds need water every evening.\n\n## Tools\n\nThe rake hangs by the door.\n",
+    "gamma.html": "<html><head><title>Gamma</title></head><body><h1>Gamma</h1><p>The quokka enclosure opens at nine.</p></body></html>",
+    "sub/delta.txt": "Delta\n\nThe harpsichord was tuned by Orla Penhallow in spring.\n",
+}
+WORD = {
+    "alpha.txt": "zebrafish",
+    "beta.md": "marigold",
+    "gamma.html": "quokka",
+    "sub/delta.txt": "harpsichord",
+}
+
+
+def write_corpus(root: Path, files: dict[str, str] = FILES) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def cfg() -> IngestSettings:
+    return IngestSettings(
+        parse_workers=0, lock_timeout_s=2.0, chunk={"chunk_tokens": 32, "overlap_tokens": 8}
+    )
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path / "docs")
+
+
+def by_name(report) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {Path(r.path).name: r.status for r in report.results}
+
+
+def sources_for(col_path: Path, query: str, mode: str = "bm25", k: int = 5) -> list[str]:
+    col = Collection.open(col_path)
+    try:
+        hits = Searcher(col, FakeEmbedder(), RetrievalSettings()).search(query, k=k, mode=mode)
+        return [Path(h.chunk.source).name for h in hits]
+    finally:
+        col.close()
+
+
+def chunk_rows(col_path: Path) -> list[tuple[int, str, str]]:
+    col = Collection.open(col_path)
+    try:
+        return col.db.execute("SELECT id, chunk_id, source FROM chunks ORDER BY id").fetchall()
+    finally:
+        col.close()
+
+
+def test_first_ingest_adds_every_file(corpus: Path, tmp_path: Path, cfg: IngestSettings) -> None:
+    report = ingest([corpus], tmp_path / "col", FakeEmbedder(), cfg)
+    assert by_name(report) == {Path(n).name: "added" for n in FILES}
+    assert report.ok and report.chunks == sum(r.chunks for r in report.results) > len(FILES)
+    col = Collection.open(tmp_path / "col")
+    try:
+        docs = {Path(d.source).name: d for d in col.documents()}
+        assert set(docs) == {Path(n).name for n in FILES}
+        for d in docs.values():  # documents.chunks agrees with the chunks table
+            assert d.chunks == len(col.chunks_of(d.source)) > 0
+        assert docs["alpha.txt"].source == source_key(corpus / "alpha.txt")
+    finally:
+        col.close()
+
+
+def test_reingest_is_idempotent(corpus: Path, tmp_path: Path, cfg: IngestSettings) -> None:
+    embedder = FakeEmbedder()
+    ingest([corpus], tmp_path / "col", embedder, cfg)
+    before = chunk_rows(tmp_path / "col")
+    calls = embedder.calls
+    again = ingest([corpus], tmp_path / "col", embedder, cfg)
+    assert set(by_name(again).values()) == {"unchanged"}
+    assert embedder.calls == calls  # nothing re-embedded
+    after = chunk_rows(tmp_path / "col")
+    assert after == before
+    assert len({cid for _, cid, _ in after}) == len(after)
+
+
+def test_force_reembeds_without_duplicates(corpus: Path, tmp_path: Path, cfg: IngestSettings) -> None:
+    ingest([corpus], tmp_path / "col", FakeEmbedder(), cfg)
+    n = len(chunk_rows(tmp_path / "col"))
+    report = ingest([corpus], tmp_path / "col", FakeEmbedder(), cfg, force=True)
+    assert set(by_name(report).values()) == {"updated"}
+    rows = chunk_rows(tmp_path / "col")
+    assert len(rows) == n == len({cid for _, cid, _ in rows})
+
+
+def test_changed_file_replaces_exactly_its_chunks(corpus: Path, tmp_path: Path, cfg: IngestSettings) -> None:
+    col_path = tmp_path / "col"
+    ingest([corpus], col_path, FakeEmbedder(), cfg)
+    before = chunk_rows(col_path)
+    gamma = source_key(corpus / "gamma.html")
+    (corpus / "gamma.html").write_text(
+        "<html><body><h1>Gamma</h1><p>The axolotl pond was drained in May.</p></body></html>",
+        encoding="utf-8",
+    )
+    report = ingest([corpus], col_path, FakeEmbedder(), cfg)
+    statuses = by_name(report)
+    assert statuses.pop("gamma.html") == "updated"
+    assert set(statuses.values()) == {"unchanged"}
+    after = chunk_rows(col_path)
+    assert [r for r in after if r[2] != gamma] == [r for r in before if r[2] != gamma]  # ids and rows kept
+    old_gamma = {r[0] for r in before if r[2] == gamma}
+    new_gamma = {r[0] for r in after if r[2] == gamma}
+    assert new_gamma and not old_gamma & new_gamma  # row ids are never reused
+    assert "gamma.html" not in sources_for(col_path, "quokka")
+    assert sources_for(col_path, "axolotl")[:1] == ["gamma.html"]
+    assert sources_for(col_path, "axolotl pond drained", mode="dense")[:1] == ["gamma.html"]
+
+
+def test_delete_removes_one_source_quickly(corpus: Path, tmp_path: Path, cfg: IngestSettings) -> None:
+    col_path = tmp_path / "col"
+    ingest([corpus], col_path, FakeEmbedder(), cfg)
+    for name, word in WORD.items():
+        assert sources_for(col_path, word)[:1] == [Path(name).name]
+    t0 = time.perf_counter()
+    result = delete(col_path, [str(corpus / "alpha.txt")])
+    assert time.perf_counter() - t0 < 2.0
+    assert result[str(corpus / "alpha.txt")] > 0
+    assert "alpha.txt" not in sources_for(col_path, "zebrafish tank cleaned", mode="hybrid", k=10)
+    assert "alpha.txt" not in sources_for(col_path, "zebrafish tank cleaned", mode="dense", k=10)
+    for name, word in WORD.items():
+        if name != "alpha.txt":
+            assert sources_for(col_path, word)[:1] == [Path(name).name]
+    assert delete(col_path, ["nowhere.txt"]) == {"nowhere.txt": -1}
+
+
+def test_delete_accepts_the_stored_source_key(corpus: Path, tmp_path: Path, cfg: IngestSettings) -> None:
+    col_path = tmp_path / "col"
+    ingest([corpus], col_path, FakeEmbedder(), cfg)
+    key = source_key(corpus / "beta.md")
+    assert delete(col_path, [key])[key] > 0
+    assert sources_for(col_path, "marigold") == []
+
+
+def test_other_embedder_is_refused(corpus: Path, tmp_path: Path, cfg: IngestSettings) -> None:
+    ingest([corpus], tmp_path / "col", FakeEmbedder(dimension=64), cfg)
+    with pytest.raises(IndexMismatch, match="32 dims"):
+        ingest([corpus], tmp_path / "col", FakeEmbedder(dimension=32), cfg)
+    col = Collection.open(tmp_path / "col")
+    try:
+        with pytest.raises(IndexMismatch):
+            Searcher(col, FakeEmbedder(dimension=32), RetrievalSettings())
+    finally:
+        col.close()
+
+
+def test_chunk_size_must_fit_the_window(corpus: Path, tmp_path: Path) -> None:
+    too_big = IngestSettings(parse_workers=0, chunk={"chunk_tokens": 250})
+    with pytest.raises(IndexMismatch, match="window"):
+        ingest([corpus], tmp_path / "col", FakeEmbedder(max_tokens=254), too_big)
+
+
+def test_missing_path_and_failed_files_are_reported(tmp_path: Path, cfg: IngestSettings) -> None:
+    docs = write_corpus(tmp_path / "docs", {"ok.txt": "Fine text about otters.\n"})
+    (docs / "empty.txt").write_bytes(b"")
+    report = ingest([docs, tmp_path / "missing"], tmp_path / "col", FakeEmbedder(), cfg)
+    assert not report.ok
+    reasons = {Path(r.path).name: r.reason for r in report.failed}
+    assert "no such file" in (reasons["missing"] or "")
+    assert "empty" in (reasons["empty.txt"] or "")
+    assert by_name(report)["ok.txt"] == "added"
+    assert report.summary()["failed"] == 2
+
+
+def test_progress_is_reported(corpus: Path, tmp_path: Path, cfg: IngestSettings) -> None:
+    seen: list[tuple[int, int, int]] = []
+
+    def progress(p: Progress) -> None:
+        seen.append((p.files_total, p.files_done, p.chunks_embedded))
+
+    report = ingest([corpus], tmp_path / "col", FakeEmbedder(), cfg, progress=progress)
+    assert seen[-1] == (len(FILES), len(FILES), report.chunks)
+    assert [done for _, done, _ in seen] == sorted(done for _, done, _ in seen)
+
+
+def test_bad_corpus_with_parse_worker(tmp_path: Path) -> None:
+    """Each bad file fails alone with its reason; each good one is searchable; a fixed file ingests."""
+    folder = tmp_path / "bad"
+    expected = make_bad_corpus(folder)
+    col_path = tmp_path / "col"
+    report = ingest([folder], col_path, FakeEmbedder(), IngestSettings(parse_workers=1, lock_timeout_s=2.0))
+    results = {Path(r.path).name: r for r in report.results}
+    assert set(results) == set(expected)
+    for name, want in expected.items():
+        r = results[name]
+        if want == "ok":
+            assert r.status == "added", (name, r.reason)
+        else:
+            assert r.status in ("failed", "skipped"), name
+            assert want in (r.reason or "").lower(), (name, r.reason)
+    assert results["notes.xyz"].status == "skipped"
+    assert {"encrypted.pdf", "truncated.pdf", "empty.txt", "binary.txt"} <= {
+        Path(r.path).name for r in report.failed
+    }
+    # good files are searchable: a distinctive word brings back its source
+    for name, query in {
+        "good.txt": "Biscuit lighthouse keeper cat",
+        "good.md": "lens-room stairs sleeps",
+        "good.pdf": "ferry leaves morning",
+        "latin1.txt": "garçon crème brûlée",
+        "empty_password.pdf": "ferry leaves morning",
+        "huge_line.txt": "tide tables printed spring",
+    }.items():
+        assert name in sources_for(col_path, query, k=10), name
+    col = Collection.open(col_path)  # the collection opens and agrees with itself
+    try:
+        assert {Path(d.source).name for d in col.documents()} == {n for n, w in expected.items() if w == "ok"}
+        assert col.snapshot().size == col.count_chunks()
+    finally:
+        col.close()
+    # fix one file: the next ingest adds it and leaves the good ones alone
+    (folder / "truncated.pdf").write_bytes(text_pdf())
+    (folder / "encrypted.pdf").unlink()
+    again = ingest(
+        [folder / "truncated.pdf", folder / "good.txt"],
+        col_path,
+        FakeEmbedder(),
+        IngestSettings(parse_workers=0),
+    )
+    assert by_name(again) == {"truncated.pdf": "added", "good.txt": "unchanged"}
+    assert "truncated.pdf" in sources_for(col_path, "ferry leaves morning", k=10)
