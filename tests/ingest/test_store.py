@@ -1,0 +1,174 @@
+"""Tests of ingest.store: manifest checks, atomic document replacement, snapshots and state.json."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest import bm25
+from ingest.embed import FakeEmbedder
+from ingest.errors import IndexMismatch
+from ingest.pipeline import manifest_for
+from ingest.settings import IngestSettings
+from ingest.store import FORMAT_VERSION, Collection, DocumentRow, Manifest, NewChunk, atomic_write_bytes
+
+EMB = FakeEmbedder()
+
+
+def make_chunks(source: str, texts: list[str], page: int | None = None) -> tuple[list[NewChunk], np.ndarray]:
+    chunks = [
+        NewChunk(f"{source}-{i}-{t}", page, None, 0, len(t), i, t, "", bm25.terms(t))
+        for i, t in enumerate(texts)
+    ]
+    return chunks, EMB.embed(texts)
+
+
+def doc_row(source: str, n: int, digest: str = "h") -> DocumentRow:
+    return DocumentRow(source, digest, source.title(), "text", 1, n, 10, [], time.time())
+
+
+def put(col: Collection, source: str, texts: list[str], page: int | None = None, digest: str = "h") -> None:
+    chunks, vectors = make_chunks(source, texts, page)
+    with col.writer(timeout=2) as w:
+        w.replace_document(doc_row(source, len(chunks), digest), chunks, vectors)
+
+
+@pytest.fixture
+def col(tmp_path: Path):  # type: ignore[no-untyped-def]
+    c = Collection.create(tmp_path / "col", manifest_for(EMB, IngestSettings()))
+    yield c
+    c.close()
+
+
+def test_manifest_is_json_and_describes_the_index(col: Collection) -> None:
+    data = json.loads((col.path / "manifest.json").read_text())
+    assert data["embedder"] == EMB.identity
+    assert data["dimension"] == 64
+    assert data["metric"] == "inner_product" and data["normalized"] is True
+    assert data["chunking"] == {"chunk_tokens": 200, "overlap_tokens": 40}
+    assert data["format_version"] == FORMAT_VERSION
+    assert data["bm25_tokenizer"] == bm25.TOKENIZER
+    assert Collection.open(col.path).manifest == col.manifest
+
+
+def test_manifest_compatibility_checks(col: Collection) -> None:
+    m = col.manifest
+    m.check_compatible(EMB.identity, 64, col.path)
+    with pytest.raises(IndexMismatch, match="fake-32"):
+        m.check_compatible(FakeEmbedder(32).identity, 32, col.path)
+    with pytest.raises(IndexMismatch):
+        m.check_compatible(EMB.identity, 65, col.path)
+    with pytest.raises(IndexMismatch, match="format version"):
+        replace(m, format_version=FORMAT_VERSION + 1).check_compatible(EMB.identity, 64, col.path)
+    with pytest.raises(IndexMismatch, match="tokenizer"):
+        replace(m, bm25_tokenizer="other").check_compatible(EMB.identity, 64, col.path)
+
+
+def test_create_keeps_an_existing_manifest(col: Collection) -> None:
+    other = Manifest(embedder={"name": "x"}, dimension=3, chunking={}, index={})
+    again = Collection.create(col.path, other)
+    try:
+        assert again.manifest.dimension == 64
+    finally:
+        again.close()
+
+
+def test_persist_writes_one_snapshot_per_generation(col: Collection) -> None:
+    put(col, "a", ["apples grow on trees", "apples are red"])
+    gen = col.generation()
+    state = json.loads((col.path / "state.json").read_text())
+    assert state["generation"] == gen
+    assert (col.path / state["faiss"]).is_file() and (col.path / state["bm25"]).is_file()
+    put(col, "b", ["bananas are yellow"])
+    state2 = json.loads((col.path / "state.json").read_text())
+    assert state2["generation"] == col.generation() > gen
+    assert sorted(p.name for p in col.path.glob("index-*.faiss")) == [state2["faiss"]]  # old ones removed
+    assert sorted(p.name for p in col.path.glob("bm25-*.npz")) == [state2["bm25"]]
+    assert not list(col.path.glob(".*.faiss.*")) and not list(col.path.glob(".bm25.*"))  # no temp files left
+    with np.load(col.path / state2["bm25"], allow_pickle=False) as z:  # no pickle in the snapshot
+        assert len(z["ids"]) == 3
+
+
+def test_snapshot_loaded_once_per_generation_and_seen_by_other_readers(col: Collection) -> None:
+    put(col, "a", ["apples grow on trees"])
+    reader = Collection.open(col.path)
+    try:
+        first = reader.snapshot()
+        assert reader.snapshot() is first
+        put(col, "b", ["bananas are yellow", "bananas are long"])
+        second = reader.snapshot()
+        assert second is not first and second.size == 3
+        hits = second.lexical(reader.term_ids(bm25.terms("bananas")), 5)
+        assert {reader.fetch([i])[i].source for i, _ in hits} == {"b"}
+    finally:
+        reader.close()
+
+
+def test_replace_document_is_atomic(col: Collection) -> None:
+    put(col, "a", ["apples grow on trees", "apples are red"])
+    put(col, "b", ["bananas are yellow"])
+    before = col.chunks_of("a")
+    chunks, vectors = make_chunks("a", ["apricots are orange"])
+    chunks[0].chunk_id = col.chunks_of("b")[0].chunk_id  # collides with b's chunk: the insert fails
+    with pytest.raises(sqlite3.IntegrityError), col.writer(timeout=2) as w:
+        w.replace_document(doc_row("a", 1, "new"), chunks, vectors)
+    assert col.chunks_of("a") == before  # all old, nothing half-new
+    assert col.content_hashes()["a"] == "h"
+    put(col, "a", ["apricots are orange"], digest="new")  # the writer still works afterwards
+    assert [c.text for c in col.chunks_of("a")] == ["apricots are orange"]
+
+
+def test_replace_document_checks_its_inputs(col: Collection) -> None:
+    chunks, vectors = make_chunks("a", ["one", "two"])
+    with col.writer(timeout=2) as w:
+        with pytest.raises(ValueError):
+            w.replace_document(doc_row("a", 2), chunks, vectors[:1])
+        with pytest.raises(IndexMismatch):
+            w.replace_document(doc_row("a", 2), chunks, np.zeros((2, 8), dtype=np.float32))
+    assert col.count_chunks() == 0
+
+
+def test_delete_document(col: Collection) -> None:
+    put(col, "a", ["apples grow on trees", "apples are red"])
+    put(col, "b", ["bananas are yellow"])
+    gen = col.generation()
+    with col.writer(timeout=2) as w:
+        assert w.delete_document("a") == 2
+        assert w.delete_document("nope") == -1
+    assert col.generation() == gen + 1
+    assert [d.source for d in col.documents()] == ["b"]
+    snap = col.snapshot()
+    assert snap.size == 1
+    assert snap.lexical(col.term_ids(bm25.terms("apples")), 5) == []
+    assert [col.fetch([i])[i].source for i, _ in snap.dense(EMB.embed_query("apples red"), 5)] == ["b"]
+
+
+def test_filter_ids(col: Collection) -> None:
+    put(col, "a", ["page one text"], page=1)
+    put(col, "b", ["page two text"], page=2)
+    put(col, "c", ["page three text"], page=3)
+    assert col.filter_ids() is None
+    src = {r.source: r.id for d in col.documents() for r in col.chunks_of(d.source)}
+    assert col.filter_ids(["a", "c"]).tolist() == [src["a"], src["c"]]
+    assert col.filter_ids(page_min=2).tolist() == [src["b"], src["c"]]
+    assert col.filter_ids(["a", "b"], page_min=2, page_max=2).tolist() == [src["b"]]
+
+
+def test_stats(col: Collection) -> None:
+    put(col, "a", ["apples grow on trees", "apples are red"])
+    s = col.stats()
+    assert (s["documents"], s["chunks"], s["embedder"]) == (1, 2, "fake-64")
+
+
+def test_atomic_write_bytes_replaces_whole_file(tmp_path: Path) -> None:
+    target = tmp_path / "f.json"
+    atomic_write_bytes(target, b"old")
+    atomic_write_bytes(target, b"new content")
+    assert target.read_bytes() == b"new content"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
