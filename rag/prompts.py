@@ -16,17 +16,16 @@ from rag.types import Context
 NO_ANSWER = "The documents do not contain the answer."
 
 _QA_RULES = (
-    "You answer questions using only the numbered sources you are given. "
-    "Cite every claim with the number of its source in square brackets, like [1] or [1][3]. "
-    "Do not use outside knowledge. If the sources do not contain the answer, reply with exactly: "
+    "You answer questions using only the numbered sources you are given. Do not use outside knowledge. "
+    "Write the answer in full sentences and end each sentence with the number of its source in square "
+    "brackets, like [2] or [1][3]. If the sources do not contain the answer, reply with exactly: "
     f"{NO_ANSWER}"
 )
 
 _QA_USER = "Sources:\n\n{sources}\n\nQuestion: {question}"
+_QA_ASK = "\n\nAnswer in full sentences, citing the source numbers like [1]."
 
-QA_ZERO_SHOT = ChatPromptTemplate.from_messages(
-    [("system", _QA_RULES), ("human", _QA_USER + "\n\nAnswer with citations:")]
-)
+QA_ZERO_SHOT = ChatPromptTemplate.from_messages([("system", _QA_RULES), ("human", _QA_USER + _QA_ASK)])
 
 _EXAMPLE_SOURCES = (
     "[1] (manual.pdf p.2) The pump must be serviced every 500 hours of operation.\n\n"
@@ -38,15 +37,15 @@ QA_FEW_SHOT = ChatPromptTemplate.from_messages(
         ("system", _QA_RULES),
         (
             "human",
-            f"Sources:\n\n{_EXAMPLE_SOURCES}\n\nQuestion: How often is the pump serviced?\n\nAnswer with citations:",
+            f"Sources:\n\n{_EXAMPLE_SOURCES}\n\nQuestion: How often is the pump serviced?" + _QA_ASK,
         ),
         ("ai", "The pump is serviced every 500 hours of operation [1]."),
         (
             "human",
-            f"Sources:\n\n{_EXAMPLE_SOURCES}\n\nQuestion: Who manufactures the pump?\n\nAnswer with citations:",
+            f"Sources:\n\n{_EXAMPLE_SOURCES}\n\nQuestion: Who manufactures the pump?" + _QA_ASK,
         ),
         ("ai", NO_ANSWER),
-        ("human", _QA_USER + "\n\nAnswer with citations:"),
+        ("human", _QA_USER + _QA_ASK),
     ]
 )
 

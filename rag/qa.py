@@ -236,7 +236,7 @@ def _normal(text: str) -> str:
 def is_abstention(text: str, *, cited: bool) -> bool:
     """True when the model said it cannot answer: it opens with NO_ANSWER, or says it (or a common
     "I don't know" phrasing) without citing any source."""
-    norm = _normal(text)
+    norm = _normal(_CITATION.sub(" ", text))  # "[1] The documents do not contain..." still abstains
     if not norm:
         return True
     no_answer = _normal(NO_ANSWER)

@@ -92,6 +92,7 @@ def test_k_limits_the_sources() -> None:
         "I don't know based on the documents.",
         "The provided sources do not contain information about that.",
         "The documents do not contain the answer. The pump [1] is unrelated.",
+        "[1] [1][3] The documents do not contain the answer.",
     ],
 )
 def test_the_model_saying_it_does_not_know_is_an_abstention(reply: str) -> None:
