@@ -1,0 +1,114 @@
+"""Rendering pieces the pages share: error boxes, progress bars, the ingest report, citations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import streamlit as st
+from pydantic import ValidationError
+
+from ingest.errors import LecternError
+from ingest.pipeline import IngestReport, Progress
+from rag.types import Citation, Context
+
+
+class Outcome:
+    """Whether the guarded block failed (st.error already shown)."""
+
+    failed = False
+
+
+@contextmanager
+def shown_errors() -> Iterator[Outcome]:
+    """Turn lectern's errors into one st.error sentence; the app keeps running."""
+    outcome = Outcome()
+    try:
+        yield outcome
+    except LecternError as err:
+        outcome.failed = True
+        st.error(str(err), icon="⚠️")
+    except ValidationError as err:
+        outcome.failed = True
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        st.error(f"invalid setting {where}: {first['msg']}", icon="⚠️")
+    except OSError as err:
+        outcome.failed = True
+        st.error(f"{getattr(err, 'filename', None) or 'file system'}: {err.strerror or err}", icon="⚠️")
+
+
+def file_name(source: str) -> str:
+    return Path(source).name or source
+
+
+def ingest_progress() -> Callable[[Progress], None]:
+    """A live progress bar (files) with pages and chunks counted under it."""
+    bar = st.progress(0.0, text="Looking for files…")
+
+    def update(p: Progress) -> None:
+        total = max(p.files_total, 1)
+        embedding = p.chunks_embedded / p.chunks if p.chunks else 0.0
+        done = min(1.0, (p.files_done + (0 if p.files_done >= total else embedding * 0.99)) / total)
+        current = f" · {file_name(p.current)}" if p.current and p.files_done < p.files_total else ""
+        bar.progress(
+            done,
+            text=f"Files {p.files_done}/{p.files_total} · pages {p.pages} · chunks {p.chunks} "
+            f"(embedded {p.chunks_embedded}){current}",
+        )
+
+    return update
+
+
+def summary_progress() -> Callable[[int, int], None]:
+    bar = st.progress(0.0, text="Summarizing…")
+
+    def update(done: int, total: int) -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=f"Summarizing: step {done} of {total}")
+
+    return update
+
+
+def ingest_report(report: IngestReport) -> None:
+    """Counts per outcome, a table of every file, and each failure with its reason as an error."""
+    s = report.summary()
+    cols = st.columns(5)
+    for col, key in zip(cols, ("added", "updated", "unchanged", "skipped", "failed"), strict=True):
+        col.metric(key.capitalize(), s[key])
+    st.caption(f"{s['pages']} pages, {s['chunks']} chunks in {s['seconds']:.1f} s")
+    rows = [
+        {
+            "file": file_name(r.path),
+            "status": r.status,
+            "pages": r.pages,
+            "chunks": r.chunks,
+            "reason": r.reason or "; ".join(r.warnings),
+        }
+        for r in report.results
+    ]
+    if rows:
+        st.dataframe(rows, hide_index=True)
+    for r in report.failed:
+        st.error(f"{file_name(r.path)} failed: {r.reason}", icon="⚠️")
+
+
+def citation_title(c: Citation) -> str:
+    page = f", page {c.page}" if c.page is not None else ""
+    return f"[{c.number}] {file_name(c.source)}{page}"
+
+
+def citations(cites: Sequence[Citation], contexts: Sequence[Context] = ()) -> None:
+    """One expander per numbered citation: the passage, its file and (for PDFs) the page to open."""
+    if not cites:
+        return
+    passages = {c.chunk_id: c.text for c in contexts}
+    st.caption("Sources")
+    for c in cites:
+        with st.expander(citation_title(c)):
+            st.markdown(passages.get(c.chunk_id, c.quote))
+            where = f"`{c.source}`"
+            if c.page is not None:
+                open_at = " (open the PDF at this page)" if c.source.lower().endswith(".pdf") else ""
+                where += f" — page {c.page}{open_at}"
+            st.caption(where)

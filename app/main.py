@@ -1,0 +1,63 @@
+"""lectern's web UI: `lectern ui` runs `streamlit run app/main.py`.
+
+This script draws the sidebar (collections) and runs the chosen page; each page calls the
+Workspace API and renders. The Workspace is opened per rerun and closed at the end, so no
+collection stays open across reruns and two tabs only ever meet at the store's file lock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from app import components, resources
+from rag.workspace import Workspace
+
+VIEWS = Path(__file__).parent / "views"  # not pages/: that name turns on the old file-based navigation
+
+st.set_page_config(page_title="lectern", page_icon="📚", layout="wide")
+
+config = resources.settings()
+collection = resources.current_collection(config.collection)
+ws = resources.open_workspace(collection, config)
+
+try:
+    with st.sidebar:
+        st.title("📚 lectern")
+        known = ws.collections()
+        options = known if collection in known else [*known, collection]
+        chosen = st.selectbox(
+            "Collection",
+            options,
+            index=options.index(collection),
+            help="Each collection is its own index; pages work on the one chosen here.",
+        )
+        if chosen != collection:
+            resources.set_sticky("collection", chosen)
+            st.rerun()
+        if not ws.exists:
+            st.caption("Empty: add documents in the Library to create it.")
+        with st.form("new-collection", clear_on_submit=True, border=False):
+            name = st.text_input("New collection", placeholder="letters, digits, _ - .")
+            if st.form_submit_button("Create") and name.strip():
+                with components.shown_errors() as outcome:
+                    new = Workspace(collection=name.strip(), settings=config)
+                    resources.embedder(new)
+                    new.ingest([])  # an empty ingest creates the collection with its manifest
+                if not outcome.failed:
+                    resources.set_sticky("collection", name.strip())
+                    st.rerun()
+        st.caption(f"Data: `{config.data_dir}`")
+
+    page = st.navigation(
+        [
+            st.Page(VIEWS / "library.py", title="Library", icon="📂", default=True),
+            st.Page(VIEWS / "ask.py", title="Ask", icon="💬"),
+            st.Page(VIEWS / "summarize.py", title="Summarize", icon="📝"),
+            st.Page(VIEWS / "settings.py", title="Settings", icon="⚙️"),
+        ]
+    )
+    page.run()
+finally:
+    resources.close_workspace()

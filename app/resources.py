@@ -1,0 +1,172 @@
+"""What the pages share: settings, the current Workspace, heavy models loaded once, saved uploads.
+
+Heavy objects go through st.cache_resource (and rag.workspace's per-process sharing), so the first
+page that needs one shows a spinner and every later rerun, tab and page reuses it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+import streamlit as st
+from langchain_core.language_models import BaseChatModel
+
+from ingest.embed import Embedder
+from ingest.errors import InvalidName
+from ingest.settings import EmbedSettings
+from rag.settings import Settings, load_settings
+from rag.workspace import Workspace, check_name, shared_embedder, shared_llm
+
+UPLOADS_DIR = "uploads"
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')
+_WS_KEY = "_lectern_workspace"
+# Settings the environment pins: the UI says so, since a saved value cannot override them.
+PINNED_ENV = ("LECTERN_DATA_DIR", "LECTERN_COLLECTION")
+
+
+class Upload(Protocol):
+    """What st.file_uploader hands back (an UploadedFile), reduced to what saving needs."""
+
+    name: str
+
+    def getbuffer(self) -> memoryview: ...
+
+
+# -- settings and the workspace ------------------------------------------------------------------
+def settings() -> Settings:
+    """Fresh every rerun: the Settings page or the CLI may have saved new values since."""
+    return load_settings()
+
+
+def env_overrides() -> dict[str, str]:
+    """LECTERN_* variables that outrank settings.toml (besides data dir and collection)."""
+    return {
+        k: ("***" if "KEY" in k else v)
+        for k, v in sorted(os.environ.items())
+        if k.startswith("LECTERN_") and k not in PINNED_ENV
+    }
+
+
+def sticky(key: str, default: str) -> str:
+    """A value kept in session state and mirrored in the URL, so it survives page switches and reloads."""
+    value = st.session_state.get(key) or st.query_params.get(key) or default
+    st.session_state[key] = value
+    if st.query_params.get(key) != value:
+        st.query_params[key] = value
+    return str(value)
+
+
+def set_sticky(key: str, value: str) -> None:
+    st.session_state[key] = value
+    st.query_params[key] = value
+
+
+def current_collection(default: str) -> str:
+    name = sticky("collection", default)
+    try:
+        return check_name(name)
+    except InvalidName:
+        set_sticky("collection", default)
+        return default
+
+
+def new_conversation_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def open_workspace(collection: str, config: Settings) -> Workspace:
+    """This rerun's Workspace; main.py closes it when the page is done (never held across reruns)."""
+    ws = Workspace(collection=collection, settings=config)
+    st.session_state[_WS_KEY] = ws
+    return ws
+
+
+def workspace() -> Workspace:
+    """The Workspace main.py opened for this rerun."""
+    ws = st.session_state.get(_WS_KEY)
+    if not isinstance(ws, Workspace):
+        ws = open_workspace(st.session_state.get("collection") or settings().collection, settings())
+    return ws
+
+
+def close_workspace() -> None:
+    ws = st.session_state.pop(_WS_KEY, None)
+    if isinstance(ws, Workspace):
+        ws.close()
+
+
+# -- heavy models, loaded once per process -------------------------------------------------------
+@st.cache_resource(show_spinner="Loading the embedding model…")
+def _embedder(key: str, _embed: EmbedSettings, _models_dir: Path) -> Embedder:
+    return shared_embedder(_embed, _models_dir)
+
+
+@st.cache_resource(show_spinner="Loading the language model (the first use may convert it, up to a minute)…")
+def _llm(key: str, _settings: Settings) -> BaseChatModel:
+    return shared_llm(_settings)
+
+
+def embedder(ws: Workspace) -> Embedder:
+    """Load the collection's embedder with a spinner the first time; Workspace then reuses it."""
+    embed = ws.embed_settings()
+    return _embedder(embed.model_dump_json() + str(ws.settings.models_dir), embed, ws.settings.models_dir)
+
+
+def llm(ws: Workspace) -> BaseChatModel:
+    config = ws.settings
+    return _llm(config.llm.model_dump_json() + str(config.models_dir), config)
+
+
+# -- uploads -------------------------------------------------------------------------------------
+def safe_filename(name: str) -> str:
+    """The file's own name, no folders, nothing hidden or special: uploads cannot leave their folder."""
+    if "\x00" in name:
+        raise InvalidName(f"invalid file name {name!r}: it contains a NUL byte")
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    base = _UNSAFE.sub("_", base)
+    if not base or base.startswith("."):
+        raise InvalidName(f"invalid file name {name!r}: empty, '..' or hidden (leading dot)")
+    if len(base.encode("utf-8")) > 200:
+        stem, dot, ext = base.rpartition(".")
+        base = (stem[:150] + dot + ext[:20]) if dot else base[:200]
+    return base
+
+
+def uploads_dir(config: Settings, collection: str) -> Path:
+    return config.data_dir / UPLOADS_DIR / check_name(collection)
+
+
+def save_uploads(
+    files: Iterable[Upload], config: Settings, collection: str
+) -> tuple[list[Path], list[InvalidName]]:
+    """Write uploaded files under <data_dir>/uploads/<collection>/; names that cannot be used come back as errors."""
+    folder = uploads_dir(config, collection)
+    folder.mkdir(parents=True, exist_ok=True)
+    root = folder.resolve()
+    saved: list[Path] = []
+    rejected: list[InvalidName] = []
+    for f in files:
+        try:
+            target = (folder / safe_filename(f.name)).resolve()
+            if target.parent != root:
+                raise InvalidName(f"invalid file name {f.name!r}: it would be saved outside {root}")
+        except InvalidName as err:
+            rejected.append(err)
+            continue
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+        tmp.write_bytes(bytes(f.getbuffer()))
+        tmp.replace(target)
+        saved.append(target)
+    return saved, rejected
+
+
+def forget_upload(source: str, config: Settings, collection: str) -> None:
+    """Remove the UI's own copy of an uploaded file once its document is deleted."""
+    path = Path(source)
+    if path.parent == uploads_dir(config, collection).resolve():
+        path.unlink(missing_ok=True)

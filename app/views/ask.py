@@ -1,0 +1,61 @@
+"""Ask: a conversation over the collection, answers streamed with numbered, clickable citations.
+
+The conversation id lives in the URL (?conversation=...), and its turns in the ChatSession's store,
+so a reload shows the same conversation; follow-ups are rewritten by ChatSession with the history.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import components, resources
+from rag.chat import ConversationStore, Turn
+from rag.types import Answer
+
+ws = resources.workspace()
+conversation = resources.sticky("conversation", resources.new_conversation_id())
+
+top, new = st.columns([6, 1], vertical_alignment="bottom")
+top.header(f"Ask · {ws.name}")
+if new.button("New conversation"):
+    resources.set_sticky("conversation", resources.new_conversation_id())
+    st.rerun()
+
+turns: list[Turn] = []
+with components.shown_errors():
+    turns = ConversationStore.for_data_dir(ws.settings.data_dir).load(conversation).turns
+
+if not turns:
+    st.caption("Ask a question about the documents in this collection; answers cite their sources.")
+for turn in turns:
+    with st.chat_message(turn.role):
+        st.markdown(turn.content)
+        if turn.role == "assistant":
+            components.citations(turn.citations)
+
+ready = ws.exists
+if not ready:
+    st.info("This collection has no documents yet: add some in the Library first.")
+question = st.chat_input("Ask a question", disabled=not ready)
+if question:
+    with st.chat_message("user"):
+        st.markdown(question)
+    with st.chat_message("assistant"), components.shown_errors():
+        resources.embedder(ws)
+        resources.llm(ws)
+        session = ws.chat_session()
+        box = st.empty()
+        box.markdown("_Searching the documents…_")
+        text = ""
+        answer: Answer | None = None
+        for part in session.stream_ask(conversation, question):
+            if isinstance(part, Answer):
+                answer = part
+            else:
+                text += part
+                box.markdown(text + " ▌")
+        if answer is not None:
+            box.markdown(answer.answer)
+            if answer.rewritten_question:
+                st.caption(f"Searched for: {answer.rewritten_question}")
+            components.citations(answer.citations, answer.contexts)

@@ -1,0 +1,96 @@
+"""Settings: the model, retrieval and generation knobs, saved to settings.toml in the data directory.
+
+The CLI reads the same file, so a choice made here holds for `lectern ask` too. LECTERN_*
+environment variables still outrank it; the page lists the ones that are set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from app import components, resources
+from rag.settings import Settings
+
+PACKAGED = ["packaged:smollm2", "packaged:qwen2.5-0.5b"]
+KINDS = {
+    "packaged": "Packaged local model",
+    "folder": "Local model folder or .gguf",
+    "openai": "OpenAI-compatible server",
+    "fake": "Fake model (demo, no model)",
+}
+MODES = ["hybrid", "dense", "bm25"]
+
+config = resources.settings()
+llm = config.llm
+st.header("Settings")
+
+st.subheader("Model")
+if llm.backend == "openai":
+    current = "openai"
+elif llm.backend == "fake":
+    current = "fake"
+else:
+    current = "packaged" if llm.model.startswith("packaged:") else "folder"
+kind = st.radio("Backend", list(KINDS), index=list(KINDS).index(current), format_func=KINDS.__getitem__)
+updates: dict[str, Any] = {}
+if kind == "packaged":
+    model = st.selectbox(
+        "Model",
+        PACKAGED,
+        index=PACKAGED.index(llm.model) if llm.model in PACKAGED else 0,
+        help="smollm2 is smaller and faster; qwen2.5-0.5b answers better.",
+    )
+    updates = {"backend": "local", "model": model}
+elif kind == "folder":
+    folder = st.text_input(
+        "Model folder or .gguf file", value="" if llm.model.startswith("packaged:") else llm.model
+    )
+    updates = {"backend": "local", "model": folder.strip()}
+elif kind == "openai":
+    url = st.text_input("Server URL", value=llm.base_url or "http://127.0.0.1:8000/v1")
+    served = st.text_input("Model name", value=llm.model if llm.backend == "openai" else "")
+    key = st.text_input(
+        "API key",
+        value=llm.api_key.get_secret_value() if llm.api_key else "",
+        type="password",
+        help="Stored in settings.toml in the data directory; leave empty for local servers.",
+    )
+    updates = {"backend": "openai", "base_url": url.strip(), "model": served.strip(), "api_key": key or None}
+else:
+    updates = {"backend": "fake"}
+
+st.subheader("Retrieval and generation")
+left, right = st.columns(2)
+mode = left.radio(
+    "Retrieval mode",
+    MODES,
+    index=MODES.index(config.retrieval.mode),
+    horizontal=True,
+    help="hybrid: meaning and keywords; dense: meaning only; bm25: keywords only.",
+)
+k = left.number_input("Passages per answer (k)", min_value=1, max_value=100, value=config.retrieval.k)
+temperature = right.slider("Temperature", 0.0, 2.0, float(llm.temperature), step=0.05)
+max_tokens = right.number_input(
+    "Max answer tokens", min_value=16, max_value=8192, value=llm.max_new_tokens, step=16
+)
+
+if st.button("Save settings", type="primary"):
+    if kind != "fake" and not updates.get("model"):
+        st.error("Choose a model first: the backend needs a model name or folder.", icon="⚠️")
+        st.stop()
+    with components.shown_errors() as outcome:
+        data = config.model_dump()
+        data["llm"].update(updates, temperature=temperature, max_new_tokens=int(max_tokens))
+        data["retrieval"].update(mode=mode, k=int(k))
+        path = Settings(**data).save()
+    if not outcome.failed:
+        st.success(f"Saved to {path}; the CLI uses these settings too.")
+
+pinned = resources.env_overrides()
+if pinned:
+    st.warning(
+        "These environment variables outrank the saved settings while this server runs: "
+        + ", ".join(f"`{name}={value}`" for name, value in pinned.items())
+    )

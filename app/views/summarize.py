@@ -1,0 +1,63 @@
+"""Summarize: one document, the whole collection or a query's passages, by a chosen method."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import components, resources
+from rag.types import SummaryResult
+
+METHODS = ["auto", "stuff", "refine", "map_reduce"]
+SCOPES = ["A document", "The whole collection", "A query"]
+
+ws = resources.workspace()
+st.header(f"Summarize · {ws.name}")
+
+docs = []
+with components.shown_errors():
+    docs = ws.documents()
+if not docs:
+    st.info("This collection has no documents yet: add some in the Library first.")
+    st.stop()
+
+scope = st.radio("What to summarize", SCOPES, horizontal=True)
+source: str | None = None
+query: str | None = None
+if scope == "A document":
+    source = st.selectbox(
+        "Document", [d.source for d in docs], format_func=components.file_name, key="summary-source"
+    )
+elif scope == "A query":
+    query = st.text_input("Query", placeholder="the passages about…").strip() or None
+method = st.selectbox(
+    "Method",
+    METHODS,
+    key="summary-method",
+    help="stuff: all at once; refine: passage by passage; map_reduce: summaries of summaries; "
+    "auto: stuff when it fits, else map_reduce.",
+)
+
+if st.button("Summarize", type="primary", disabled=scope == "A query" and not query):
+    with components.shown_errors():
+        resources.embedder(ws)
+        resources.llm(ws)
+        made = ws.summarize(source=source, query=query, method=method, progress=components.summary_progress())
+        st.session_state["summary"] = (ws.name, made)
+
+kept = st.session_state.get("summary")
+if kept is not None and kept[0] == ws.name:
+    result: SummaryResult = kept[1]
+    st.subheader(f"Summary of the {result.scope}")
+    st.markdown(result.summary)
+    st.caption(f"{result.method} · {result.chunks} passages · {result.steps} model calls")
+    markdown = (
+        f"# Summary of the {result.scope}\n\n{result.summary}\n\n"
+        f"_Method: {result.method}; {result.chunks} passages; {result.steps} model calls._\n"
+    )
+    st.download_button(
+        "Download as Markdown",
+        markdown,
+        file_name=f"summary-{ws.name}.md",
+        mime="text/markdown",
+        on_click="ignore",
+    )

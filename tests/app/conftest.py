@@ -1,0 +1,56 @@
+"""Fixtures for the web UI tests: a temporary data dir with the fake LLM and fake embedder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+MAIN = ROOT / "app" / "main.py"
+SAMPLE_DOCS = ROOT / "sample_docs"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """LECTERN_* pointing at a temporary data dir with the fakes; inline parsing keeps tests quick."""
+    data = tmp_path / "data"
+    monkeypatch.setenv("LECTERN_DATA_DIR", str(data))
+    monkeypatch.setenv("LECTERN_COLLECTION", "default")
+    monkeypatch.setenv("LECTERN_LLM__BACKEND", "fake")
+    monkeypatch.setenv("LECTERN_INGEST__EMBED__MODEL", "fake")
+    monkeypatch.setenv("LECTERN_INGEST__PARSE_WORKERS", "0")
+    monkeypatch.chdir(tmp_path)  # no stray ./lectern.toml
+    return data
+
+
+@pytest.fixture
+def open_app(data_dir: Path) -> Callable[..., AppTest]:
+    """An AppTest of app/main.py on the given page ("library", "ask", ...), already run once."""
+
+    def make(page: str = "library", **query: str) -> AppTest:
+        at = AppTest.from_file(str(MAIN), default_timeout=120)
+        for key, value in query.items():
+            at.query_params[key] = value
+        at.run()
+        if page != "library":
+            at.switch_page(f"views/{page}.py")
+            at.run()
+        assert not at.exception, at.exception
+        return at
+
+    return make
+
+
+@pytest.fixture
+def ingested(data_dir: Path) -> Path:
+    """The sample documents ingested into the `default` collection through the Python API."""
+    from rag.workspace import Workspace
+
+    ws = Workspace()
+    report = ws.ingest([SAMPLE_DOCS])
+    ws.close()
+    assert report.added
+    return data_dir

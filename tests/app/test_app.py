@@ -1,0 +1,318 @@
+"""Every page of the web UI through streamlit's AppTest, with the fake LLM and the fake embedder."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+from streamlit.testing.v1 import AppTest
+
+from app import resources
+from ingest.errors import InvalidName
+from rag.chat import ConversationStore
+from rag.settings import load_settings
+from tests.app.conftest import SAMPLE_DOCS
+from tests.fixtures.bad_inputs import text_pdf
+
+OpenApp = Callable[..., AppTest]
+
+
+def button(at: AppTest, label: str):  # type: ignore[no-untyped-def]
+    found = [b for b in at.button if b.label == label]
+    assert found, f"no button {label!r}; have {[b.label for b in at.button]}"
+    return found[0]
+
+
+def texts(at: AppTest) -> str:
+    """All markdown, captions and alerts on the page, as one string to search."""
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += [e.value for e in at.error] + [i.value for i in at.info] + [s.value for s in at.success]
+    return "\n".join(str(p) for p in parts)
+
+
+def ingest_folder(at: AppTest, folder: Path) -> AppTest:
+    field = next(t for t in at.text_input if t.label.startswith("Folder or file path"))
+    field.set_value(str(folder)).run()
+    return button(at, "Ingest folder").click().run()
+
+
+# -- uploads -------------------------------------------------------------------------------------
+@dataclass
+class FakeUpload:
+    name: str
+    data: bytes
+
+    def getbuffer(self) -> memoryview:
+        return memoryview(self.data)
+
+
+@pytest.mark.parametrize(
+    ("name", "saved_as"),
+    [
+        ("../../evil.txt", "evil.txt"),
+        ("/etc/passwd", "passwd"),
+        ("..\\..\\win.txt", "win.txt"),
+        ("sub/dir/notes.md", "notes.md"),
+        ("what?.txt", "what_.txt"),
+        ("report.pdf", "report.pdf"),
+    ],
+)
+def test_upload_names_cannot_escape_the_uploads_folder(data_dir: Path, name: str, saved_as: str) -> None:
+    config = load_settings()
+    saved, rejected = resources.save_uploads([FakeUpload(name, b"hello")], config, "default")
+    folder = (data_dir / "uploads" / "default").resolve()
+    assert not rejected
+    assert saved == [folder / saved_as]
+    assert saved[0].read_bytes() == b"hello"
+    assert [p for p in data_dir.parent.rglob("*") if p.is_file()] == saved
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden.txt", "a\x00b.txt", "dir/..", "", "  "])
+def test_bad_upload_names_are_rejected(data_dir: Path, name: str) -> None:
+    with pytest.raises(InvalidName):
+        resources.safe_filename(name)
+    saved, rejected = resources.save_uploads([FakeUpload(name, b"x")], load_settings(), "default")
+    assert saved == [] and len(rejected) == 1
+    assert not any(p.is_file() for p in data_dir.parent.rglob("*"))
+
+
+def test_uploaded_files_are_ingested_from_the_uploads_folder(data_dir: Path) -> None:
+    """The upload path in full, minus the browser widget that AppTest cannot drive."""
+    from rag.workspace import Workspace
+
+    config = load_settings()
+    saved, _ = resources.save_uploads(
+        [FakeUpload("../harbour.pdf", text_pdf()), FakeUpload("notes.txt", b"The pump is serviced monthly.")],
+        config,
+        "default",
+    )
+    ws = Workspace(settings=config)
+    report = ws.ingest(saved)
+    assert [r.status for r in report.results] == ["added", "added"]
+    assert {Path(d.source).parent for d in ws.documents()} == {data_dir.resolve() / "uploads" / "default"}
+    ws.close()
+
+
+# -- library -------------------------------------------------------------------------------------
+def test_library_ingests_a_folder_and_lists_documents(open_app: OpenApp, data_dir: Path) -> None:
+    at = open_app()
+    assert "No documents yet" in texts(at)
+    at = ingest_folder(at, SAMPLE_DOCS)
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert dict(zip(table["file"], table["status"], strict=True)) == {
+        "make_pdf.py": "skipped",
+        "README.md": "added",
+        "brennock_canal.txt": "added",
+        "kestrel_valley_cheese.html": "added",
+        "marrow_point_light.pdf": "added",
+        "quillmate_guide.md": "added",
+    }
+    assert {m.label: m.value for m in at.metric}["Added"] == "5"
+    page = texts(at)
+    assert "**marrow_point_light.pdf**" in page and "5 pages" in page
+    assert len([b for b in at.button if b.label == "Delete"]) == 5
+    assert not at.error
+
+    # a second run finds nothing new
+    at = button(at, "Ingest folder").click().run()
+    assert set(at.dataframe[0].value["status"]) == {"unchanged", "skipped"}
+
+
+def test_delete_removes_one_document(open_app: OpenApp, ingested: Path) -> None:
+    at = open_app()
+    assert len([b for b in at.button if b.label == "Delete"]) == 5
+    target = next(b for b in at.button if b.label == "Delete" and "marrow_point_light" in str(b.key))
+    at = target.click().run()
+    assert not at.exception
+    assert len([b for b in at.button if b.label == "Delete"]) == 4
+    assert "marrow_point_light.pdf" not in texts(at)
+    assert "quillmate_guide.md" in texts(at)
+
+
+def test_corrupt_file_shows_an_error_and_keeps_the_other_documents(
+    open_app: OpenApp, ingested: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "more"
+    folder.mkdir()
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.7\nthis is not really a pdf\n")
+    (folder / "good.txt").write_text("The lighthouse keeper rows to the island each Friday.")
+    at = ingest_folder(open_app(), folder)
+    assert not at.exception
+    assert any("broken.pdf failed" in e.value for e in at.error)
+    statuses = dict(zip(at.dataframe[0].value["file"], at.dataframe[0].value["status"], strict=True))
+    assert statuses == {"broken.pdf": "failed", "good.txt": "added"}
+    page = texts(at)
+    for name in ("good.txt", "marrow_point_light.pdf", "quillmate_guide.md"):
+        assert f"**{name}**" in page
+
+
+def test_missing_folder_is_reported(open_app: OpenApp, tmp_path: Path) -> None:
+    at = ingest_folder(open_app(), tmp_path / "nowhere")
+    assert not at.exception
+    assert any("no such file or directory" in e.value for e in at.error)
+
+
+def test_a_held_lock_is_shown_as_a_message(
+    open_app: OpenApp, ingested: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another tab or the CLI writing: the lock timeout is an error message, and nothing is lost."""
+    monkeypatch.setenv("LECTERN_INGEST__LOCK_TIMEOUT_S", "0.2")
+    at = open_app()
+    with FileLock(str(ingested / "collections" / "default" / ".lock")):
+        at = ingest_folder(at, SAMPLE_DOCS)
+        assert not at.exception
+        assert any("being written by another process" in e.value for e in at.error)
+        assert len([b for b in at.button if b.label == "Delete"]) == 5
+
+
+def test_create_and_switch_collections(open_app: OpenApp, ingested: Path) -> None:
+    at = open_app()
+    assert at.sidebar.selectbox[0].value == "default"
+    at.sidebar.text_input[0].set_value("notes")
+    at = button(at, "Create").click().run()
+    assert not at.exception
+    assert at.sidebar.selectbox[0].value == "notes"
+    assert at.sidebar.selectbox[0].options == ["default", "notes"]
+    assert (ingested / "collections" / "notes" / "manifest.json").is_file()
+    assert "No documents yet" in texts(at)
+    at = at.sidebar.selectbox[0].select("default").run()
+    assert len([b for b in at.button if b.label == "Delete"]) == 5
+
+
+def test_invalid_collection_name_is_an_error(open_app: OpenApp) -> None:
+    at = open_app()
+    at.sidebar.text_input[0].set_value("../etc")
+    at = button(at, "Create").click().run()
+    assert not at.exception
+    assert any("invalid collection name" in e.value for e in at.error)
+    assert at.sidebar.selectbox[0].value == "default"
+
+
+# -- ask -----------------------------------------------------------------------------------------
+def test_ask_streams_an_answer_with_citations(open_app: OpenApp, ingested: Path) -> None:
+    at = open_app("ask")
+    conversation = at.query_params["conversation"]
+    at.chat_input[0].set_value("Who designed the tower?").run()
+    assert not at.exception
+    roles = [m.name for m in at.chat_message]
+    assert roles == ["user", "assistant"]
+    answer = at.chat_message[1]
+    assert "[1]" in answer.markdown[0].value
+    labels = [e.label for e in answer.expander]
+    assert labels and labels[0].startswith("[1] ")
+    # the conversation is stored where ChatSession keeps it
+    turns = ConversationStore.for_data_dir(ingested).load(conversation).turns
+    assert [t.role for t in turns] == ["user", "assistant"]
+    assert turns[1].citations
+
+
+def test_conversation_survives_a_reload_and_can_be_restarted(open_app: OpenApp, ingested: Path) -> None:
+    at = open_app("ask")
+    conversation = at.query_params["conversation"]
+    at.chat_input[0].set_value("Who designed the tower?").run()
+    at.chat_input[0].set_value("When was it built?").run()
+    assert not at.exception
+
+    reloaded = open_app("ask", conversation=conversation)  # a fresh session, same URL
+    assert [m.name for m in reloaded.chat_message] == ["user", "assistant", "user", "assistant"]
+    assert reloaded.chat_message[0].markdown[0].value == "Who designed the tower?"
+    assert reloaded.chat_message[1].expander  # citations come back with the history
+
+    reloaded = button(reloaded, "New conversation").click().run()
+    assert reloaded.query_params["conversation"] != conversation
+    assert not reloaded.chat_message
+
+
+def test_ask_on_an_empty_collection_says_so(open_app: OpenApp) -> None:
+    at = open_app("ask")
+    assert at.chat_input[0].disabled
+    assert "no documents yet" in texts(at)
+
+
+def test_unreachable_llm_server_is_an_error(
+    open_app: OpenApp, ingested: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LECTERN_LLM__BACKEND", "openai")
+    monkeypatch.setenv("LECTERN_LLM__BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("LECTERN_LLM__MODEL", "served")
+    monkeypatch.setenv("LECTERN_LLM__TIMEOUT_S", "3")
+    at = open_app("ask")
+    at.chat_input[0].set_value("Who designed the tower?").run()
+    assert not at.exception
+    assert any("cannot reach the model server" in e.value for e in at.error)
+    at.chat_input[0].set_value("Still there?").run()  # the app keeps running
+    assert not at.exception
+
+
+def test_question_too_long_is_an_error(open_app: OpenApp, ingested: Path) -> None:
+    at = open_app("ask")
+    at.chat_input[0].set_value("tower " * 5000).run()
+    assert not at.exception
+    assert any("context window" in e.value for e in at.error)
+
+
+# -- summarize -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["map_reduce", "auto"])
+def test_summarize_a_document(open_app: OpenApp, ingested: Path, method: str) -> None:
+    at = open_app("summarize")
+    pdf = next(d for d in _sources() if d.endswith("marrow_point_light.pdf"))
+    at.selectbox(key="summary-source").set_value(pdf)
+    at.selectbox(key="summary-method").set_value(method)
+    at = button(at, "Summarize").click().run()
+    assert not at.exception
+    assert any(s.value.startswith("Summary of the document") for s in at.subheader)
+    assert "Marrow Point" in texts(at) or "lighthouse" in texts(at).lower()
+    assert at.get("download_button")
+
+
+def test_summarize_the_collection(open_app: OpenApp, ingested: Path) -> None:
+    at = open_app("summarize")
+    at = at.radio[0].set_value("The whole collection").run()
+    at = button(at, "Summarize").click().run()
+    assert not at.exception
+    assert any(s.value == "Summary of the collection default" for s in at.subheader)
+
+
+def _sources() -> list[str]:
+    from rag.workspace import Workspace
+
+    ws = Workspace()
+    try:
+        return [d.source for d in ws.documents()]
+    finally:
+        ws.close()
+
+
+# -- settings ------------------------------------------------------------------------------------
+def test_settings_are_saved_for_the_cli(open_app: OpenApp, data_dir: Path) -> None:
+    at = open_app("settings")
+    at.radio[0].set_value("packaged").run()
+    at.selectbox[0].set_value("packaged:qwen2.5-0.5b")
+    at.radio[1].set_value("bm25")
+    at.number_input[0].set_value(3)
+    at.slider[0].set_value(0.5)
+    at.number_input[1].set_value(128)
+    at = button(at, "Save settings").click().run()
+    assert not at.exception
+    assert at.success
+    saved = tomllib.loads((data_dir / "settings.toml").read_text())
+    assert saved["retrieval"]["mode"] == "bm25" and saved["retrieval"]["k"] == 3
+    assert saved["llm"]["model"] == "packaged:qwen2.5-0.5b"
+    assert saved["llm"]["temperature"] == 0.5 and saved["llm"]["max_new_tokens"] == 128
+    assert "data_dir" not in saved
+    # the environment pins the fake backend for the tests, and the page says so
+    assert any("LECTERN_LLM__BACKEND=fake" in w.value for w in at.warning)
+
+
+def test_openai_settings_need_a_model(open_app: OpenApp, data_dir: Path) -> None:
+    at = open_app("settings")
+    at.radio[0].set_value("openai").run()
+    at = button(at, "Save settings").click().run()
+    assert not at.exception
+    assert at.error
+    assert not (data_dir / "settings.toml").exists()
