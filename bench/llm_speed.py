@@ -1,0 +1,136 @@
+"""Local generation speed: lectern's LocalChatModel vs a plain transformers pipeline on the same
+weights, and one batched generate of N prompts vs N sequential calls; plus a small grounded-QA
+check used to pick the default model.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.llm_speed --model packaged:smollm2 [--qa]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import HumanMessage
+
+from rag.llm import LocalChatModel, build_llm, to_chat_dicts
+from rag.settings import LLMSettings
+
+PROMPT = "Write a short paragraph about the history of the printing press."
+BATCH_PROMPTS = [f"Write one sentence about the number {i}." for i in range(8)]
+QA = [  # (passage, question, expected substring)
+    (
+        "The Eiffel Tower was completed in 1889 for the World's Fair in Paris.",
+        "When was the Eiffel Tower completed?",
+        "1889",
+    ),
+    ("Marie Curie was born in Warsaw and won two Nobel Prizes.", "Where was Marie Curie born?", "Warsaw"),
+    (
+        "The Nile is about 6,650 km long and flows into the Mediterranean Sea.",
+        "Into which sea does the Nile flow?",
+        "Mediterranean",
+    ),
+    (
+        "Lectern stores its index in SQLite and FAISS files under the data directory.",
+        "Which database does Lectern use?",
+        "SQLite",
+    ),
+    (
+        "Python 3.11 was released in October 2022 and is faster than 3.10.",
+        "In which month was Python 3.11 released?",
+        "October",
+    ),
+    (
+        "The recipe needs 200 grams of flour, two eggs and a pinch of salt.",
+        "How many eggs does the recipe need?",
+        "two",
+    ),
+]
+
+
+def _new_tokens(llm: LocalChatModel, text: str) -> int:
+    return len(llm.tokenizer.encode(text, add_special_tokens=False))
+
+
+def bench_single(llm: LocalChatModel, tokens: int) -> dict[str, float]:
+    """Tokens/s of lectern vs `pipeline("text-generation")` with the same model object, greedy."""
+    from transformers import pipeline
+
+    msgs = [HumanMessage(PROMPT)]
+    llm.invoke(msgs, max_new_tokens=4)  # warm-up
+    start = time.perf_counter()
+    text = llm._generate_texts([llm._prompt_text(msgs)], max_new_tokens=tokens)[0]
+    ours = time.perf_counter() - start
+    pipe = pipeline("text-generation", model=llm.hf_model, tokenizer=llm.tokenizer)
+    pipe(to_chat_dicts(msgs), max_new_tokens=4, do_sample=False)
+    start = time.perf_counter()
+    out = pipe(to_chat_dicts(msgs), max_new_tokens=tokens, do_sample=False)
+    theirs = time.perf_counter() - start
+    their_text = out[0]["generated_text"][-1]["content"]
+    ours_tps = _new_tokens(llm, text) / ours
+    theirs_tps = _new_tokens(llm, their_text) / theirs
+    return {"lectern_tok_s": ours_tps, "pipeline_tok_s": theirs_tps, "ratio": ours_tps / theirs_tps}
+
+
+def bench_batch(llm: LocalChatModel, tokens: int) -> dict[str, float]:
+    prompts = [llm._prompt_text([HumanMessage(p)]) for p in BATCH_PROMPTS]
+    start = time.perf_counter()
+    batched = llm.generate_many(prompts, max_new_tokens=tokens)
+    t_batch = time.perf_counter() - start
+    start = time.perf_counter()
+    for p in prompts:
+        llm._generate_texts([p], max_new_tokens=tokens)
+    t_seq = time.perf_counter() - start
+    made = sum(_new_tokens(llm, t) for t in batched)
+    return {
+        "batch_s": t_batch,
+        "sequential_s": t_seq,
+        "speedup": t_seq / t_batch,
+        "batch_tok_s": made / t_batch,
+    }
+
+
+def bench_qa(llm: LocalChatModel) -> dict[str, Any]:
+    correct, latencies, answers = 0, [], []
+    for passage, question, expected in QA:
+        prompt = (
+            f"Answer using only this passage.\n\nPassage: {passage}\n\nQuestion: {question}\nAnswer briefly."
+        )
+        start = time.perf_counter()
+        answer = str(llm.invoke(prompt, max_new_tokens=32).content)
+        latencies.append(time.perf_counter() - start)
+        correct += expected.lower() in answer.lower()
+        answers.append(answer.replace("\n", " ")[:80])
+    return {"correct": f"{correct}/{len(QA)}", "mean_latency_s": sum(latencies) / len(QA), "answers": answers}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="packaged:smollm2")
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument(
+        "--models-dir", type=Path, default=Path(tempfile.gettempdir()) / "lectern-bench-models"
+    )
+    parser.add_argument("--qa", action="store_true", help="also run the grounded-QA comparison")
+    parser.add_argument("--skip-speed", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    llm = build_llm(LLMSettings(model=args.model, temperature=0, max_new_tokens=args.tokens), args.models_dir)
+    assert isinstance(llm, LocalChatModel)
+    print(f"model {args.model}: loaded in {time.perf_counter() - start:.1f} s")
+    if not args.skip_speed:
+        for key, value in {**bench_single(llm, args.tokens), **bench_batch(llm, args.tokens)}.items():
+            print(f"  {key:16s} {value:8.2f}")
+    if args.qa:
+        result = bench_qa(llm)
+        print(f"  grounded QA      {result['correct']} correct, mean {result['mean_latency_s']:.2f} s")
+        for answer in result["answers"]:
+            print(f"    - {answer}")
+
+
+if __name__ == "__main__":
+    main()
