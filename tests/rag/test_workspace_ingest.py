@@ -1,0 +1,188 @@
+"""Tests of the Workspace API's collection side (fake embedder), plus end-to-end runs with real MiniLM."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from ingest.errors import CollectionNotFound, InvalidName
+from rag.workspace import Workspace, check_name
+from tests.conftest import SAMPLE_DOCS, SAMPLE_EXCLUDE
+from tests.fixtures.bad_inputs import make_bad_corpus, text_pdf
+
+
+def test_ingest_search_delete_roundtrip(fake_ws: Workspace, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("Alpha\n\nThe walrus colony sleeps on the north beach.\n")
+    (docs / "b.md").write_text("# Beta\n\nThe gannet colony nests on the cliffs.\n")
+    assert not fake_ws.exists and fake_ws.documents() == []
+    report = fake_ws.ingest([docs])
+    assert len(report.added) == 2 and fake_ws.exists
+    assert fake_ws.path == fake_ws.settings.data_dir / "collections" / "test"
+    assert fake_ws.collections() == ["test"]
+    assert [Path(h.chunk.source).name for h in fake_ws.search("walrus", k=1)] == ["a.txt"]
+    assert [Path(h.chunk.source).name for h in fake_ws.search("colony", k=5, sources=[docs / "b.md"])] == [
+        "b.md"
+    ]
+    assert fake_ws.delete([docs / "a.txt"]) == {str(docs / "a.txt"): 1}
+    assert [Path(d.source).name for d in fake_ws.documents()] == ["b.md"]
+    assert "a.txt" not in [Path(h.chunk.source).name for h in fake_ws.search("walrus beach", k=5)]
+
+
+def test_collection_embedder_comes_from_the_manifest(fake_ws: Workspace, tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("Alpha\n\nSome words.\n")
+    fake_ws.ingest([tmp_path / "a.txt"])
+    from rag.settings import load_settings
+
+    plain = Workspace(collection="test", settings=load_settings(data_dir=fake_ws.settings.data_dir))
+    assert plain.settings.ingest.embed.model is None  # the settings alone would pick MiniLM
+    assert plain.embed_settings().model == "fake"  # the collection's manifest wins
+    assert plain.search("words", k=1)
+
+
+def test_unknown_collection_and_bad_names(fake_ws: Workspace) -> None:
+    with pytest.raises(CollectionNotFound, match="'test'"):
+        fake_ws.search("anything")
+    for bad in ("../escape", "a/b", "", ".hidden", "x" * 65):
+        with pytest.raises(InvalidName):
+            check_name(bad)
+    assert check_name("docs-2024_v1.0") == "docs-2024_v1.0"
+
+
+def test_drop_removes_the_collection(fake_ws: Workspace, tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("Alpha\n\nSome words.\n")
+    fake_ws.ingest([tmp_path / "a.txt"])
+    fake_ws.search("words")
+    fake_ws.drop()
+    assert not fake_ws.exists and not fake_ws.path.exists()
+
+
+def test_scope_documents_of_one_source_in_order(fake_ws: Workspace, tmp_path: Path) -> None:
+    fake_ws.settings.ingest.chunk.chunk_tokens = 16
+    path = tmp_path / "long.txt"
+    path.write_text("Long\n\n" + " ".join(f"word{i}" for i in range(80)) + "\n")
+    fake_ws.ingest([path])
+    docs, scope = fake_ws.scope_documents(source=path)
+    assert scope == f"document {path}" and len(docs) > 2
+    assert [d.metadata["start"] for d in docs] == sorted(d.metadata["start"] for d in docs)
+    with pytest.raises(CollectionNotFound):
+        fake_ws.scope_documents(source=tmp_path / "other.txt")
+
+
+# --- end to end, real MiniLM --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def minilm_sample(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """sample_docs (without README.md and make_pdf.py) ingested once with the accurate profile."""
+    from rag.settings import load_settings
+
+    data = tmp_path_factory.mktemp("e2e-data")
+    settings = load_settings(data_dir=data)
+    settings.ingest.exclude = [*settings.ingest.exclude, *SAMPLE_EXCLUDE]
+    ws = Workspace(collection="sample", settings=settings)
+    report = ws.ingest([SAMPLE_DOCS])
+    assert report.ok and len(report.added) == 4, report.summary()
+    yield ws
+    ws.close()
+
+
+@pytest.mark.e2e
+def test_e2e_lighthouse_question_finds_page_2(minilm_sample: Workspace) -> None:
+    hits = minilm_sample.search("Who designed the lighthouse tower?", k=3, mode="hybrid")
+    assert Path(hits[0].chunk.source).name == "marrow_point_light.pdf"
+    assert hits[0].chunk.page == 2
+    assert "Edith Varley" in hits[0].chunk.text
+    assert minilm_sample.collection().manifest.profile == "accurate"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("question", "file", "answer"),
+    [
+        ("How often does Quillmate check for changes by default?", "quillmate_guide.md", "90 seconds"),
+        ("How many locks are on the Brennock Canal?", "brennock_canal.txt", "42 locks"),
+        ("How long is Valley Blue aged?", "kestrel_valley_cheese.html", "nine months"),
+    ],
+)
+def test_e2e_sample_questions(minilm_sample: Workspace, question: str, file: str, answer: str) -> None:
+    hits = minilm_sample.search(question, k=3, mode="hybrid")
+    assert Path(hits[0].chunk.source).name == file
+    assert any(answer in h.chunk.text for h in hits)
+
+
+@pytest.mark.e2e
+def test_e2e_bad_corpus_with_minilm(tmp_path: Path) -> None:
+    from rag.settings import load_settings
+
+    folder = tmp_path / "bad"
+    expected = make_bad_corpus(folder)
+    (folder / "huge_line.txt").unlink()  # 5 MB of MiniLM embedding is too slow on 2 CPU cores
+    del expected["huge_line.txt"]
+    ws = Workspace(collection="bad", settings=load_settings(data_dir=tmp_path / "data"))
+    report = ws.ingest([folder])
+    results = {Path(r.path).name: r for r in report.results}
+    for name, want in expected.items():
+        if want == "ok":
+            assert results[name].status == "added", (name, results[name].reason)
+        else:
+            assert want in (results[name].reason or "").lower(), (name, results[name].reason)
+    top = ws.search("What is the lighthouse keeper's cat called?", k=3)
+    assert "Biscuit" in " ".join(h.chunk.text for h in top)
+    (folder / "truncated.pdf").write_bytes(text_pdf())
+    again = ws.ingest([folder / "truncated.pdf"])
+    assert [r.status for r in again.results] == ["added"]
+    ws.close()
+
+
+def _fast_model_dir() -> str:
+    from ingest.embed import _model_name, packaged_minilm_path
+
+    return f"minilm-m2v-256-{_model_name(packaged_minilm_path()).split('@')[1]}"
+
+
+@pytest.fixture
+def fast_data_dir(tmp_path: Path, models_dir: Path) -> Path:
+    """A data dir whose models/ holds the distilled fast model: copied from the user's cache, or
+    distilled once per session (about a minute on 2 cores) when LECTERN_TEST_DISTILL=1."""
+    from ingest.embed import distilled_minilm
+    from rag.settings import default_data_dir
+
+    name = _fast_model_dir()
+    cached = default_data_dir() / "models" / name
+    if (models_dir / name / "config.json").is_file():
+        source = models_dir / name
+    elif (cached / "config.json").is_file():
+        source = cached
+    elif os.environ.get("LECTERN_TEST_DISTILL") == "1":
+        source = distilled_minilm(models_dir)
+    else:
+        pytest.skip("the fast model is not distilled yet; set LECTERN_TEST_DISTILL=1 to distil it (~1-2 min)")
+    data = tmp_path / "data"
+    shutil.copytree(source, data / "models" / name)
+    return data
+
+
+@pytest.mark.e2e
+def test_e2e_fast_profile(fast_data_dir: Path) -> None:
+    """The fast profile (a static model2vec distillate of MiniLM) finds the right document."""
+    from rag.settings import load_settings
+
+    settings = load_settings(data_dir=fast_data_dir, ingest={"embed": {"profile": "fast"}})
+    settings.ingest.exclude = [*settings.ingest.exclude, *SAMPLE_EXCLUDE]
+    ws = Workspace(collection="fast", settings=settings)
+    t0 = time.perf_counter()
+    report = ws.ingest([SAMPLE_DOCS])
+    assert report.ok, report.summary()
+    assert time.perf_counter() - t0 < 30  # no distillation here: the cached model is used
+    manifest = ws.collection().manifest
+    assert manifest.profile == "fast" and manifest.embedder["kind"] == "model2vec"
+    hits = ws.search("How many locks are on the Brennock Canal?", k=3)
+    assert Path(hits[0].chunk.source).name == "brennock_canal.txt"
+    assert any("42 locks" in h.chunk.text for h in hits)
+    ws.close()
