@@ -1,0 +1,165 @@
+"""Tests of the `lectern` CLI with typer's CliRunner, the fake embedder and a tmp data dir."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rag.cli import app
+from tests.fixtures.bad_inputs import text_pdf
+
+CMU = Path("/work/shared/data/cmu-wikiqa/S08")
+TINY_ARTICLES = ("data/set4/a2", "data/set4/a3")
+EVAL_KEYS = {
+    "article_hit@1",
+    "article_hit@5",
+    "article_hit@10",
+    "answer_hit@1",
+    "answer_hit@5",
+    "answer_hit@10",
+    "MRR@10",
+    "mean_query_ms",
+}
+
+
+@pytest.fixture
+def runner(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("LECTERN_INGEST__EMBED__MODEL", "fake")
+    monkeypatch.setenv("LECTERN_INGEST__PARSE_WORKERS", "0")
+    monkeypatch.setenv("COLUMNS", "250")  # rich tables keep long tmp paths on one line
+    return CliRunner()
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "otters.txt").write_text("Otters\n\nThe river otters of Glenmore eat crayfish at dawn.\n")
+    (folder / "harbour.pdf").write_bytes(text_pdf())
+    return folder
+
+
+def run(runner: CliRunner, *args: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, list(args))
+
+
+def test_help(runner: CliRunner) -> None:
+    result = run(runner, "--help")
+    assert result.exit_code == 0
+    for command in ("ingest", "delete", "list", "search", "ask", "chat", "summarize", "eval", "ui"):
+        assert command in result.output
+    assert run(runner, "eval", "retrieval", "--help").exit_code == 0
+
+
+def test_help_is_fast_and_imports_no_torch() -> None:
+    code = "import sys; from rag.cli import app; assert 'torch' not in sys.modules and 'faiss' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_ingest_prints_report_and_search_finds_source_and_page(runner: CliRunner, docs: Path) -> None:
+    result = run(runner, "ingest", str(docs), "-c", "notes")
+    assert result.exit_code == 0, result.output
+    assert "added" in result.output and "otters.txt" in result.output and "harbour.pdf" in result.output
+    assert "added 2, updated 0, unchanged 0, skipped 0, failed 0" in result.output
+
+    again = run(runner, "ingest", str(docs), "-c", "notes")
+    assert again.exit_code == 0 and "unchanged 2" in again.output
+
+    found = run(runner, "search", "ferry leaves morning", "-c", "notes", "-k", "2")
+    assert found.exit_code == 0, found.output
+    first = found.output.splitlines()[0]
+    assert "harbour.pdf p.2" in first
+
+    as_json = run(runner, "search", "crayfish otters", "-c", "notes", "--json", "-k", "1")
+    hits = json.loads(as_json.output)
+    assert Path(hits[0]["source"]).name == "otters.txt" and "crayfish" in hits[0]["text"]
+
+
+def test_list_and_delete(runner: CliRunner, docs: Path) -> None:
+    assert run(runner, "ingest", str(docs), "-c", "notes").exit_code == 0
+    listed = run(runner, "list", "-c", "notes", "--json")
+    assert listed.exit_code == 0
+    assert sorted(Path(d["source"]).name for d in json.loads(listed.output)) == ["harbour.pdf", "otters.txt"]
+    table = run(runner, "list", "-c", "notes")
+    assert "otters.txt" in table.output and "collections: notes" in table.output
+
+    deleted = run(runner, "delete", str(docs / "otters.txt"), "-c", "notes")
+    assert deleted.exit_code == 0, deleted.output
+    assert "deleted" in deleted.output and "(1 chunks)" in deleted.output
+    remaining = json.loads(run(runner, "list", "-c", "notes", "--json").output)
+    assert [Path(d["source"]).name for d in remaining] == ["harbour.pdf"]
+    found = run(runner, "search", "crayfish otters", "-c", "notes", "--json")
+    assert all(Path(h["source"]).name != "otters.txt" for h in json.loads(found.output))
+
+    missing = run(runner, "delete", str(docs / "otters.txt"), "-c", "notes")
+    assert missing.exit_code == 1 and "not in collection" in missing.output
+
+
+def test_ingest_with_a_corrupt_file_exits_1_and_names_it(runner: CliRunner, docs: Path) -> None:
+    (docs / "broken.pdf").write_bytes(text_pdf()[:300])
+    result = run(runner, "ingest", str(docs), "-c", "notes")
+    assert result.exit_code == 1
+    assert "broken.pdf" in result.output and "corrupt" in result.output
+    assert "failed 1" in result.output
+    as_json = run(runner, "ingest", str(docs), "-c", "notes", "--json")
+    assert as_json.exit_code == 1
+    data = json.loads(as_json.output)
+    failed = [f for f in data["files"] if f["status"] == "failed"]
+    assert [Path(f["path"]).name for f in failed] == ["broken.pdf"] and "corrupt" in failed[0]["reason"]
+
+
+@pytest.mark.parametrize("command", [["search", "anything"], ["delete", "x.txt"], ["ask", "why?"]])
+def test_unknown_collection_exits_2(runner: CliRunner, docs: Path, command: list[str]) -> None:
+    assert run(runner, "ingest", str(docs), "-c", "notes").exit_code == 0
+    result = run(runner, *command, "-c", "nope")
+    assert result.exit_code == 2
+    assert "no collection named 'nope'" in result.output and "notes" in result.output
+
+
+def test_invalid_collection_name_exits_2(runner: CliRunner) -> None:
+    result = run(runner, "search", "x", "-c", "../etc")
+    assert result.exit_code == 2 and "invalid collection name" in result.output
+
+
+def test_data_dir_flag(runner: CliRunner, docs: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other-data"
+    assert run(runner, "ingest", str(docs), "-c", "notes", "--data-dir", str(other)).exit_code == 0
+    assert (other / "collections" / "notes" / "manifest.json").is_file()
+
+
+@pytest.fixture
+def tiny_qa(tmp_path: Path) -> Path:
+    if not (CMU / "question_answer_pairs.txt").is_file():
+        pytest.skip("the CMU QA data is not available")
+    qa = tmp_path / "qa"
+    lines = (CMU / "question_answer_pairs.txt").read_text(encoding="latin-1").splitlines()
+    keep = [lines[0]] + [ln for ln in lines[1:] if ln.split("\t")[-1].strip() in TINY_ARTICLES]
+    qa.mkdir()
+    (qa / "question_answer_pairs.txt").write_text("\n".join(keep) + "\n", encoding="latin-1")
+    for article in TINY_ARTICLES:
+        target = qa / f"{article}.txt.clean"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(CMU / f"{article}.txt.clean", target)
+    return qa
+
+
+def test_eval_retrieval_json(runner: CliRunner, tiny_qa: Path) -> None:
+    result = run(runner, "eval", "retrieval", "--qa-dir", str(tiny_qa), "--json", "--mode", "bm25")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert set(metrics) == EVAL_KEYS
+    for key in EVAL_KEYS - {"mean_query_ms"}:
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["article_hit@10"] == 1.0  # two articles: one of the top ten is always right
+    assert metrics["article_hit@1"] > 0.5
+
+
+def test_eval_retrieval_bad_dir_exits_2(runner: CliRunner, tmp_path: Path) -> None:
+    result = run(runner, "eval", "retrieval", "--qa-dir", str(tmp_path))
+    assert result.exit_code == 2 and "question_answer_pairs.txt" in result.output
