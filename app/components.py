@@ -101,6 +101,8 @@ def citation_title(c: Citation) -> str:
 def citations(cites: Sequence[Citation], contexts: Sequence[Context] = ()) -> None:
     """One expander per numbered citation: the passage, its file and (for PDFs) the page to open."""
     if not cites:
+        if contexts:
+            passages_given(contexts)
         return
     passages = {c.chunk_id: c.text for c in contexts}
     st.caption("Sources")
@@ -112,3 +114,13 @@ def citations(cites: Sequence[Citation], contexts: Sequence[Context] = ()) -> No
                 open_at = " (open the PDF at this page)" if c.source.lower().endswith(".pdf") else ""
                 where += f" — page {c.page}{open_at}"
             st.caption(where)
+
+
+def passages_given(contexts: Sequence[Context]) -> None:
+    """When the model cited nothing, the passages it was given, so the answer can still be checked."""
+    st.caption("The answer cites no source; these are the passages the model was given:")
+    for c in contexts:
+        page = f", page {c.page}" if c.page is not None else ""
+        with st.expander(f"Passage {c.number}: {file_name(c.source)}{page}"):
+            st.markdown(c.text)
+            st.caption(f"`{c.source}`")

@@ -316,3 +316,23 @@ def test_openai_settings_need_a_model(open_app: OpenApp, data_dir: Path) -> None
     assert not at.exception
     assert at.error
     assert not (data_dir / "settings.toml").exists()
+
+
+def test_an_answer_without_citations_shows_the_passages_given() -> None:
+    """Small models sometimes cite nothing: the passages they were shown still appear, with file and page."""
+
+    def script() -> None:
+        from app import components
+        from rag.types import Context
+
+        contexts = [
+            Context(
+                number=1, chunk_id="a", source="/docs/light.pdf", page=2, text="Edith Varley designed it."
+            ),
+            Context(number=2, chunk_id="b", source="/docs/notes.md", text="Other notes."),
+        ]
+        components.citations([], contexts)
+
+    at = AppTest.from_function(script).run()
+    assert [e.label for e in at.expander] == ["Passage 1: light.pdf, page 2", "Passage 2: notes.md"]
+    assert at.expander[0].markdown[0].value == "Edith Varley designed it."
