@@ -55,6 +55,14 @@ def split_unit(
     overlap = min(overlap_tokens, chunk_tokens // 2)
     breaks = _break_points(text)
     starts = [s for s, _ in spans]
+
+    def word_start(i: int) -> bool:
+        """A cut before piece i does not split a word (no cut between "token" and "##ization")."""
+        if i <= 0 or i >= n or spans[i - 1][1] < spans[i][0]:
+            return True
+        c = spans[i][0]
+        return not (text[c].isalnum() and text[c - 1].isalnum())
+
     ranges: list[tuple[int, int]] = []
     first = 0
     while first < n:
@@ -65,10 +73,15 @@ def split_unit(
             i = bisect.bisect_right(breaks, hi_char) - 1
             if i >= 0 and breaks[i] > lo_char:
                 last = max(bisect.bisect_left(starts, breaks[i]), first + 1)
+            while last > first + 1 and not word_start(last):
+                last -= 1
         ranges.append((spans[first][0], spans[last - 1][1]))
         if last >= n:
             break
+        previous = first
         first = max(last - overlap, first + 1)
+        while first > previous + 1 and not word_start(first):
+            first -= 1
         # start the next chunk at a sentence start when one lies in the overlap
         j = bisect.bisect_left(breaks, spans[first][0])
         if j < len(breaks) and breaks[j] < spans[last - 1][1]:

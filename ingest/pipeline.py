@@ -245,26 +245,35 @@ def _parsed_in_order(
         return
     ahead = max(2, 2 * settings.parse_workers)
     with pool:
-        pending: list[tuple[Path, cf.Future[Parsed]]] = []
+        pending: list[tuple[tuple[Path, str, str, int], cf.Future[Parsed]]] = []
+
+        def submit(job: tuple[Path, str, str, int]) -> None:
+            path, source, digest, size = job
+            try:
+                fut = pool.submit(parse_file, str(path), source, digest, size, *args)
+            except cf.process.BrokenProcessPool:
+                fut = _inline(parse_file, str(path), source, digest, size, *args)
+            pending.append((job, fut))
+
         it = iter(jobs)
-        for path, source, digest, size in it:
-            pending.append((path, pool.submit(parse_file, str(path), source, digest, size, *args)))
+        for job in it:
+            submit(job)
             if len(pending) >= ahead:
                 break
         while pending:
-            path, fut = pending.pop(0)
+            job, fut = pending.pop(0)
             nxt = next(it, None)
             if nxt is not None:
-                p, s, d, z = nxt
-                try:
-                    pending.append((p, pool.submit(parse_file, str(p), s, d, z, *args)))
-                except cf.process.BrokenProcessPool:
-                    pending.append((p, _inline(parse_file, str(p), s, d, z, *args)))
+                submit(nxt)
+            path = job[0]
             try:
-                yield path, fut.result()
+                try:
+                    yield path, fut.result()
+                except cf.process.BrokenProcessPool:  # the worker died: parse this file here instead
+                    yield path, _inline(parse_file, str(path), *job[1:], *args).result()
             except DocumentError as err:
                 yield path, err
-            except Exception as err:  # a loader bug or a dead worker fails this file, not the ingest
+            except Exception as err:  # a loader bug fails this file, not the ingest
                 yield path, DocumentError(path, f"unexpected {type(err).__name__}: {err}")
 
 

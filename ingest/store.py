@@ -17,11 +17,13 @@ never sees a half-written index; the next writer persists the repair.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sqlite3
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -130,6 +132,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -258,10 +272,18 @@ class Collection:
         import faiss
 
         try:
-            index = faiss.read_index(str(self.path / state["faiss"]))
-            bm25 = BM25Matrix.load(str(self.path / state["bm25"]))
-        except (OSError, RuntimeError, KeyError, ValueError):
+            faiss_bytes = (self.path / state["faiss"]).read_bytes()
+            bm25_path = self.path / state["bm25"]
+            if _sha256(faiss_bytes) != state.get("faiss_sha256") or _sha256_file(bm25_path) != state.get(
+                "bm25_sha256"
+            ):
+                return None  # damaged in place: rebuild from SQLite, never trust
+            index = faiss.deserialize_index(np.frombuffer(faiss_bytes, dtype=np.uint8))
+            bm25 = BM25Matrix.load(str(bm25_path))
+        except (OSError, RuntimeError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
             return None  # a snapshot we cannot read is rebuilt, never trusted
+        if index.d != self.manifest.dimension or not index.ntotal == len(bm25.ids) == self.count_chunks():
+            return None
         return Snapshot(int(state["generation"]), index, bm25)
 
     def _new_index(self, vectors: np.ndarray, ids: np.ndarray) -> Any:
@@ -527,8 +549,8 @@ class Writer:
         else:
             snap = self.c._build_snapshot(gen)
         faiss_name, bm25_name = f"index-{gen}.faiss", f"bm25-{gen}.npz"
-        data = faiss.serialize_index(snap.index)
-        atomic_write_bytes(self.c.path / faiss_name, np.asarray(data).tobytes())
+        data = np.asarray(faiss.serialize_index(snap.index)).tobytes()
+        atomic_write_bytes(self.c.path / faiss_name, data)
         fd, tmp = tempfile.mkstemp(prefix=".bm25.", dir=self.c.path)
         os.fchmod(fd, 0o644)
         os.close(fd)
@@ -541,7 +563,14 @@ class Writer:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        state = {"generation": gen, "faiss": faiss_name, "bm25": bm25_name, "written": time.time()}
+        state = {
+            "generation": gen,
+            "faiss": faiss_name,
+            "bm25": bm25_name,
+            "faiss_sha256": _sha256(data),
+            "bm25_sha256": _sha256_file(self.c.path / bm25_name),
+            "written": time.time(),
+        }
         atomic_write_bytes(self.c.path / "state.json", json.dumps(state).encode())
         for old in self.c.path.glob("index-*.faiss"):
             if old.name != faiss_name:

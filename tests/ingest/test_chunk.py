@@ -20,10 +20,6 @@ OVERLAP = 10
 PROSE_WORDS = """the keeper lit lamp harbour tower granite stairs lens rotation fog signal
 internationalization 1852 Varley's naïve café weather storm ship crew rescued"""
 LONG_WORDS = "internationalization antidisestablishmentarianism quixotic zephyr counterrevolutionaries"
-MID_WORD = (
-    "ingest/chunk.py split_unit cuts chunks inside a word when no sentence break is near "
-    "(boundaries land on '##' continuation pieces), so re-tokenized chunks can exceed chunk_tokens"
-)
 
 
 def prose(seed: int, sentences: int = 60) -> str:
@@ -75,7 +71,6 @@ def test_no_chunk_exceeds_budget_on_sample_docs(sample_doc_chunks, minilm_tokeni
     assert total > 20  # the budget is small enough that real splitting happened
 
 
-@pytest.mark.xfail(strict=True, reason=MID_WORD)
 def test_no_chunk_exceeds_budget_on_generated_prose(minilm_tokenizer) -> None:  # type: ignore[no-untyped-def]
     doc = doc_of(prose(1, 200))
     chunks = chunk_document(doc, "k", minilm_tokenizer.offsets, CHUNK_TOKENS, OVERLAP)
@@ -166,7 +161,6 @@ def test_split_unit_prefers_sentence_ends() -> None:
         assert text[end] == "."  # the last word of a sentence (the fake tokenizer has no "." piece)
 
 
-@pytest.mark.xfail(strict=True, reason=MID_WORD)
 def test_chunk_boundaries_fall_between_words(minilm_tokenizer) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(1)
     words = re.findall(r"\S+", LONG_WORDS)
