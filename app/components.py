@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,13 @@ from pydantic import ValidationError
 from ingest.errors import LecternError
 from ingest.pipeline import IngestReport, Progress
 from rag.types import Citation, Context
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#+\-.!|~$])")
+
+
+def plain(text: str) -> str:
+    """Document text shown as written: "2. Building" is a heading in a PDF, not a Markdown list."""
+    return _MARKDOWN.sub(r"\\\1", text)
 
 
 class Outcome:
@@ -28,15 +36,18 @@ def shown_errors() -> Iterator[Outcome]:
         yield outcome
     except LecternError as err:
         outcome.failed = True
-        st.error(str(err), icon="⚠️")
+        st.error(str(err), icon=":material/error:")
     except ValidationError as err:
         outcome.failed = True
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        st.error(f"invalid setting {where}: {first['msg']}", icon="⚠️")
+        st.error(f"invalid setting {where}: {first['msg']}", icon=":material/error:")
     except OSError as err:
         outcome.failed = True
-        st.error(f"{getattr(err, 'filename', None) or 'file system'}: {err.strerror or err}", icon="⚠️")
+        st.error(
+            f"{getattr(err, 'filename', None) or 'file system'}: {err.strerror or err}",
+            icon=":material/error:",
+        )
 
 
 def file_name(source: str) -> str:
@@ -90,7 +101,7 @@ def ingest_report(report: IngestReport) -> None:
     if rows:
         st.dataframe(rows, hide_index=True)
     for r in report.failed:
-        st.error(f"{file_name(r.path)} failed: {r.reason}", icon="⚠️")
+        st.error(f"{file_name(r.path)} failed: {r.reason}", icon=":material/error:")
 
 
 def citation_title(c: Citation) -> str:
@@ -108,7 +119,7 @@ def citations(cites: Sequence[Citation], contexts: Sequence[Context] = ()) -> No
     st.caption("Sources")
     for c in cites:
         with st.expander(citation_title(c)):
-            st.markdown(passages.get(c.chunk_id, c.quote))
+            st.markdown(plain(passages.get(c.chunk_id, c.quote)))
             where = f"`{c.source}`"
             if c.page is not None:
                 open_at = " (open the PDF at this page)" if c.source.lower().endswith(".pdf") else ""
@@ -122,5 +133,5 @@ def passages_given(contexts: Sequence[Context]) -> None:
     for c in contexts:
         page = f", page {c.page}" if c.page is not None else ""
         with st.expander(f"Passage {c.number}: {file_name(c.source)}{page}"):
-            st.markdown(c.text)
+            st.markdown(plain(c.text))
             st.caption(f"`{c.source}`")

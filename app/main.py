@@ -24,7 +24,7 @@ ws = resources.open_workspace(collection, config)
 
 try:
     with st.sidebar:
-        st.title("📚 lectern")
+        st.title("lectern")
         known = ws.collections()
         options = known if collection in known else [*known, collection]
         chosen = st.selectbox(
@@ -52,10 +52,10 @@ try:
 
     page = st.navigation(
         [
-            st.Page(VIEWS / "library.py", title="Library", icon="📂", default=True),
-            st.Page(VIEWS / "ask.py", title="Ask", icon="💬"),
-            st.Page(VIEWS / "summarize.py", title="Summarize", icon="📝"),
-            st.Page(VIEWS / "settings.py", title="Settings", icon="⚙️"),
+            st.Page(VIEWS / "library.py", title="Library", icon=":material/folder_open:", default=True),
+            st.Page(VIEWS / "ask.py", title="Ask", icon=":material/chat:"),
+            st.Page(VIEWS / "summarize.py", title="Summarize", icon=":material/summarize:"),
+            st.Page(VIEWS / "settings.py", title="Settings", icon=":material/settings:"),
         ]
     )
     page.run()

@@ -30,7 +30,7 @@ with add_files:
         with components.shown_errors():
             saved, rejected = resources.save_uploads(files or [], ws.settings, ws.name)
             for err in rejected:
-                st.error(str(err), icon="⚠️")
+                st.error(str(err), icon=":material/error:")
             if saved:
                 run_ingest(saved, force_upload)
             st.session_state["uploads"] = st.session_state.get("uploads", 0) + 1  # clears the uploader

@@ -78,7 +78,7 @@ max_tokens = right.number_input(
 
 if st.button("Save settings", type="primary"):
     if kind != "fake" and not updates.get("model"):
-        st.error("Choose a model first: the backend needs a model name or folder.", icon="⚠️")
+        st.error("Choose a model first: the backend needs a model name or folder.", icon=":material/error:")
         st.stop()
     with components.shown_errors() as outcome:
         data = config.model_dump()

@@ -335,4 +335,4 @@ def test_an_answer_without_citations_shows_the_passages_given() -> None:
 
     at = AppTest.from_function(script).run()
     assert [e.label for e in at.expander] == ["Passage 1: light.pdf, page 2", "Passage 2: notes.md"]
-    assert at.expander[0].markdown[0].value == "Edith Varley designed it."
+    assert at.expander[0].markdown[0].value == "Edith Varley designed it\\."  # shown as plain text

@@ -1,0 +1,129 @@
+"""The real page in a real browser: `lectern ui` with the packaged models, driven by Playwright.
+
+Needs Debian's chromium (/usr/bin/chromium) and the playwright package; skipped without them.
+Saves a screenshot to artifacts/ui.png.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.app.conftest import ROOT, SAMPLE_DOCS
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+ARTIFACTS = ROOT / "artifacts"
+STARTUP_S = 60
+ANSWER_MS = 420_000  # first use loads MiniLM and converts the GGUF model: minutes on 2 cores
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    """`lectern ui` on a free port with a fresh data dir, the default embedder and packaged smollm2."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
+    env["LECTERN_LLM__MODEL"] = "packaged:smollm2"
+    lectern = Path(sys.executable).with_name("lectern")
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [str(lectern), "ui", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"lectern ui did not start:\n{(tmp_path / 'server.log').read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_upload_ask_and_see_citations(server: str) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(120_000)
+        expect = sync_api.expect
+        try:
+            page.goto(server)
+            expect(page.get_by_role("heading", name="Library · default")).to_be_visible()
+
+            # upload and ingest: the report and the document list come back
+            page.locator('input[type="file"]').set_input_files(str(SAMPLE_DOCS / "marrow_point_light.pdf"))
+            page.get_by_role("button", name="Ingest uploaded files").click()
+            expect(page.get_by_text("Last ingest")).to_be_visible(timeout=ANSWER_MS)
+            expect(page.get_by_text("5 pages", exact=True)).to_be_visible()
+            added = page.locator('[data-testid="stMetric"]', has_text="Added")
+            expect(added.locator('[data-testid="stMetricValue"]')).to_have_text("1")
+
+            # ask: a streamed answer with at least one numbered citation
+            page.get_by_role("link", name="Ask").click()
+            box = page.get_by_placeholder("Ask a question")
+            expect(box).to_be_enabled()
+            box.fill("Who designed the tower?")
+            box.press("Enter")
+            citation = page.locator('[data-testid="stExpander"]', has_text="marrow_point_light.pdf").first
+            expect(citation).to_be_visible(timeout=ANSWER_MS)
+            answer = page.locator('[data-testid="stChatMessage"]').nth(1)
+            numbered = answer.locator(
+                '[data-testid="stExpander"]', has_text="] marrow_point_light.pdf"
+            ).count()
+            # small models do not always write [n]: the passages they were given are shown instead
+            print(f"\nanswer ({numbered} numbered citations):", answer.inner_text()[:600])
+            citation.locator("summary").click()
+            page.wait_for_timeout(1000)  # let the expander finish opening before the screenshot
+            expect(citation.get_by_text("page", exact=False).first).to_be_visible()
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
+
+            # a reload shows the same conversation (its id is in the URL)
+            assert "conversation=" in page.url
+            page.reload()
+            expect(page.get_by_text("Who designed the tower?")).to_be_visible()
+            expect(page.locator('[data-testid="stChatMessage"]')).to_have_count(2)
+        finally:
+            browser.close()
