@@ -7,6 +7,7 @@ stays fast. The chunker uses the embedder's own tokenizer (`offsets`), so no chu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -93,6 +94,19 @@ class HFTokenizer:
         return out
 
 
+def cpu_has_native_bf16() -> bool:
+    """bf16 autocast is 2.5x faster than fp32 where the CPU has bf16 instructions, 5x slower where not."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        return False
+    return False
+
+
 def _device(setting: str) -> str:
     if setting != "auto":
         return setting
@@ -102,7 +116,11 @@ def _device(setting: str) -> str:
 
 
 class SentenceTransformerEmbedder:
-    """Any sentence-transformers folder; fp16 on CUDA, fp32 on CPU (bf16 and torch int8 measured worse)."""
+    """Any sentence-transformers folder: fp16 on CUDA; on CPU bf16 autocast where native, else fp32.
+
+    Measured on MiniLM: bf16 autocast kept cosine to fp32 above 0.999 and ran 2.5x faster on a CPU
+    with avx512_bf16; torch dynamic int8 quantization hurt the vectors (cosine down to 0.86).
+    """
 
     def __init__(self, folder: Path, settings: EmbedSettings) -> None:
         from sentence_transformers import SentenceTransformer
@@ -113,9 +131,13 @@ class SentenceTransformerEmbedder:
         self.folder = folder
         self.batch_size = settings.batch_size
         device = _device(settings.device)
+        self.device = device
         self._model = SentenceTransformer(str(folder), device=device, local_files_only=True)
         if device.startswith("cuda"):
             self._model.half()
+        self.bf16 = device == "cpu" and (
+            settings.precision == "bf16" or (settings.precision == "auto" and cpu_has_native_bf16())
+        )
         self._window = int(self._model.max_seq_length or MINILM_WINDOW)
         self._tokenizer = HFTokenizer(folder / "tokenizer.json")
         self._dimension = int(self._model.get_embedding_dimension() or 0)
@@ -143,7 +165,10 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        with self._lock:  # one forward pass at a time: torch already uses every core
+        import torch
+
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with self._lock, autocast:  # one forward pass at a time: torch already uses every core
             vectors = self._model.encode(
                 list(texts),
                 batch_size=self.batch_size,

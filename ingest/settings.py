@@ -20,9 +20,10 @@ class EmbedSettings(BaseModel):
 
     profile: Profile = "accurate"
     model: str | None = None
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)  # measured: larger batches pad more and ran slower on 2 cores
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    backend: Literal["torch", "onnx-int8"] = "torch"
+    # auto: fp16 on CUDA; bf16 autocast on a CPU with native bf16 (avx512_bf16/amx), else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
 class ChunkSettings(BaseModel):

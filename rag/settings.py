@@ -38,8 +38,9 @@ class RetrievalSettings(BaseModel):
     fetch_k: int = Field(50, ge=1)
     mmr: bool = False
     mmr_lambda: float = Field(0.5, ge=0.0, le=1.0)
-    dense_weight: float = Field(0.5, ge=0.0)
-    bm25_weight: float = Field(0.5, ge=0.0)
+    # Tuned on CMU S08 (bench/retrieval_quality.py); S09 is the held-out check.
+    dense_weight: float = Field(0.4, ge=0.0)
+    bm25_weight: float = Field(0.6, ge=0.0)
     min_score: float = 0.0
 
 
