@@ -21,6 +21,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, Field
 
+from ingest import bm25
 from rag.context import fit_contexts, generation_kwargs
 from rag.prompts import NO_ANSWER, format_sources, qa_prompt
 from rag.types import Answer, Citation, Context, quote_of
@@ -156,6 +157,19 @@ class QAChain(Runnable[QAInput, Answer]):
         )
         if is_abstention(text, cited=bool(valid)):
             answer.answer, answer.citations, answer.abstained = NO_ANSWER, [], True
+            return answer
+        support = support_scores(text, prepared.question, prepared.contexts)
+        if valid:
+            answer.support = max(support[n] for n in valid)
+        else:
+            # Small models often answer well but write no [n]: cite the sources the answer came from.
+            inferred = attribute(support)
+            answer.citations = [
+                _citation(by_number[n]).model_copy(update={"inferred": True}) for n in inferred
+            ]
+            answer.support = max(support.values(), default=0.0)
+            if inferred:
+                answer.answer = f"{text} {''.join(f'[{n}]' for n in inferred)}"
         return answer
 
     def _abstain(self, prepared: _Prepared) -> Answer:
@@ -243,6 +257,25 @@ def is_abstention(text: str, *, cited: bool) -> bool:
     if norm.startswith(no_answer):
         return True
     return not cited and (no_answer in norm or _ABSTAIN.search(norm) is not None)
+
+
+def support_scores(answer: str, question: str, contexts: list[Context]) -> dict[int, float]:
+    """For each source, the share of the answer's content words (stemmed, beyond the question's own
+    words) that it contains: how much of the answer it could have given."""
+    words = set(bm25.terms(_CITATION.sub(" ", answer)))
+    novel = words - set(bm25.terms(question)) or words
+    if not novel:
+        return {c.number: 0.0 for c in contexts}
+    return {c.number: len(novel & set(bm25.terms(c.text))) / len(novel) for c in contexts}
+
+
+def attribute(support: dict[int, float], threshold: float = 0.5, most: int = 3) -> list[int]:
+    """Sources supporting at least half of the answer's new words and near the best one."""
+    best = max(support.values(), default=0.0)
+    if best < threshold:
+        return []
+    chosen = [n for n, s in sorted(support.items(), key=lambda kv: (-kv[1], kv[0])) if s >= 0.8 * best]
+    return sorted(chosen[:most])
 
 
 def split_reasoning(raw: str) -> tuple[str | None, str]:

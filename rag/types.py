@@ -19,6 +19,7 @@ class Citation(BaseModel):
     page: int | None = None
     chunk_id: str
     quote: str
+    inferred: bool = False  # the model wrote no [n]; lectern matched the answer to this source
 
 
 class Context(BaseModel):
@@ -75,6 +76,7 @@ class Answer(BaseModel):
     structured: bool = False  # asked for JSON
     parse_error: str | None = None  # JSON was asked for but invalid: text parsing was used instead
     raw: str = ""  # the model's full output
+    support: float | None = None  # share of the answer's new words found in its best cited source
 
 
 SummaryMethod = Literal["stuff", "refine", "map_reduce"]

@@ -176,3 +176,26 @@ def test_empty_question_is_rejected() -> None:
     qa, _, _ = chain([])
     with pytest.raises(ValueError, match="empty"):
         qa.invoke("   ")
+
+
+def test_uncited_answer_gets_inferred_citations_from_the_sources_it_used() -> None:
+    qa, _, _ = chain(["Filters are sold in packs of three."])
+    answer = qa.invoke("How are filters sold?")
+    assert [c.number for c in answer.citations] == [2]
+    assert answer.citations[0].inferred and answer.citations[0].chunk_id == "c2"
+    assert answer.answer.endswith("[2]") and not answer.abstained
+    assert answer.support is not None and answer.support >= 0.5
+
+
+def test_uncited_answer_that_no_source_supports_gets_no_citation() -> None:
+    qa, _, _ = chain(["Bananas ripen quickly in July."])
+    answer = qa.invoke("How are filters sold?")
+    assert answer.citations == [] and answer.support == 0.0
+    assert answer.answer == "Bananas ripen quickly in July."
+
+
+def test_explicit_citations_are_not_replaced_by_inferred_ones() -> None:
+    qa, _, _ = chain(["The warranty lasts two years [3]."])
+    answer = qa.invoke("How long is the warranty?")
+    assert [(c.number, c.inferred) for c in answer.citations] == [(3, False)]
+    assert answer.support == 1.0
