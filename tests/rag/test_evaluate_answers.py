@@ -1,0 +1,171 @@
+"""Tests of rag.evaluate_answers: hand-computed metrics, a fake-model run on two CMU articles, and
+(e2e) a real MiniLM + SmolLM2 run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import rag.evaluate_answers as ea
+from rag.evaluate import QAItem
+from rag.types import Answer, Citation
+
+CMU = Path("/work/shared/data/cmu-wikiqa/S08")
+HEADER = "ArticleTitle\tQuestion\tAnswer\tDifficultyFromQuestioner\tDifficultyFromAnswerer\tArticleFile"
+ROWS = [
+    # Celsius (data/set4/a5): the fake model answers with the chunk's first sentence, which names him
+    "Anders_Celsius\tWho determined the dependence of the boiling of water with atmospheric pressure?"
+    "\tAnders Celsius\teasy\teasy\tdata/set4/a5",
+    "Anders_Celsius\tWhen did Celsius publish a collection of observations of the aurora borealis?"
+    "\t1733\teasy\teasy\tdata/set4/a5",  # 1733 is not in the first sentence
+    "Anders_Celsius\tWas Celsius born in Uppsala in Sweden?\tYes\teasy\teasy\tdata/set4/a5",  # not answerable
+    "Henri_Becquerel\tWho won the 1903 Nobel Prize in Physics for discovering radioactivity ?"
+    "\tHenri Becquerel\teasy\teasy\tdata/set4/a9",
+]
+
+needs_cmu = pytest.mark.skipif(not CMU.is_dir(), reason="CMU QA data not available")
+
+
+def tiny_qa(root: Path) -> Path:
+    """Two real CMU articles and a few of their QA rows."""
+    for article in ("data/set4/a5", "data/set4/a9"):
+        target = root / f"{article}.txt.clean"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(CMU / f"{article}.txt.clean", target)
+    (root / "question_answer_pairs.txt").write_bytes(("\n".join([HEADER, *ROWS]) + "\n").encode("latin-1"))
+    return root
+
+
+def answer(text: str, sources: Sequence[Path] = (), abstained: bool = False) -> Answer:
+    cites = [
+        Citation(number=i, source=str(s), page=None, chunk_id="c", quote="") for i, s in enumerate(sources, 1)
+    ]
+    return Answer(question="q", answer=text, citations=cites, abstained=abstained)
+
+
+def test_sample_answerable_is_deterministic_and_in_file_order(tmp_path: Path) -> None:
+    items = [QAItem(f"q{i}", tmp_path, "T", ["Yes"] if i % 3 == 0 else [f"answer {i}"]) for i in range(30)]
+    first = ea.sample_answerable(items, 5, seed=1)
+    assert first == ea.sample_answerable(items, 5, seed=1)
+    assert len(first) == 5 and all(i.answerable for i in first)
+    assert [items.index(i) for i in first] == sorted(items.index(i) for i in first)
+    assert ea.sample_answerable(items, 5, seed=2) != first
+    assert len(ea.sample_answerable(items, None)) == len(ea.sample_answerable(items, 1000)) == 20
+
+
+def test_contains_gold_on_word_boundaries() -> None:
+    assert ea.contains_gold("It was Edith  VARLEY, in 1852. [1]", ["edith varley"])
+    assert not ea.contains_gold("In 18520.", ["1852"])
+    assert not ea.contains_gold("", ["1852"])
+
+
+def test_answer_metrics_hand_computed(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.txt.clean", tmp_path / "b.txt.clean"
+    items = [
+        QAItem("q1", a, "A", ["Edith Varley"]),  # contained, cites a: hit
+        QAItem("q2", a, "A", ["1852"]),  # not contained, cites b only: miss
+        QAItem("q3", b, "B", ["Nobel Prize"]),  # abstains: not answered
+        QAItem("q4", b, "B", ["radioactivity"]),  # contained, cites a and b: hit
+    ]
+    answers = {
+        "q1": answer("Edith Varley designed it. [1]", [a]),
+        "q2": answer("In 1853. [1]", [b]),
+        "q3": answer("I don't know.", abstained=True),
+        "q4": answer("Radioactivity! [1][2]", [a, b]),
+    }
+    without = {"q1": True, "q2": False, "q3": True, "q4": True}
+    seen: list[tuple[int, int]] = []
+    m = ea.answer_metrics(
+        items,
+        lambda i: answers[i.question],
+        lambda i: answer("x", abstained=without[i.question]),
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert m["mean_seconds"] >= 0
+    assert {k: v for k, v in m.items() if k != "mean_seconds"} == {
+        "answer_contains": 0.5,
+        "citation_hit": round(2 / 3, 4),
+        "abstain_rate": 0.75,
+        "answered_abstain_rate": 0.25,
+        "n": 4,
+    }
+    assert set(m) == set(ea.KEYS)
+
+
+@needs_cmu
+def test_run_answer_eval_with_fake_models(
+    tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.llm.backend = "fake"
+    qa = tiny_qa(tmp_path / "qa")
+    hidden: list[tuple[Path, set[str]]] = []
+    real = ea.answer_metrics
+
+    def spy(items: Any, ask: Any, ask_without: Any, progress: Any = None) -> dict[str, float]:
+        def recording(item: QAItem) -> Answer:
+            result = ask_without(item)
+            hidden.append((item.article, {c.source for c in result.contexts}))
+            return result
+
+        return real(items, ask, recording, progress)
+
+    monkeypatch.setattr(ea, "answer_metrics", spy)
+    m = ea.run_answer_eval(qa, settings, limit=None, workdir=tmp_path)
+    assert set(m) == set(ea.KEYS)
+    assert m["n"] == 3  # the yes/no question is not answerable
+    for key in ("answer_contains", "citation_hit", "abstain_rate", "answered_abstain_rate"):
+        assert 0.0 <= m[key] <= 1.0
+    # the fake model quotes and cites the first source's first sentence, so it never abstains when
+    # given sources. Top chunks here: Becquerel's first ("Henri_Becquerel ...": contains the gold),
+    # Celsius's first ("Anders_Celsius ...": not 1733) and a Celsius chunk on his thermometer (no name)
+    assert m["answer_contains"] == round(1 / 3, 4)
+    assert m["citation_hit"] == 1.0
+    assert m["answered_abstain_rate"] == 0.0
+    assert m["abstain_rate"] == 0.0
+    # the pass without the article never showed the model a chunk of it
+    assert len(hidden) == 3
+    for article, sources in hidden:
+        assert sources and str(article.resolve()) not in sources
+    assert not list(tmp_path.glob("lectern-eval-*"))  # the temporary collection is gone
+
+
+@needs_cmu
+def test_eval_answers_command_prints_one_json_object(tmp_path: Path, settings: Any) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    settings.llm.backend = "fake"
+    buffer = StringIO()
+    ea.eval_answers_command(
+        tiny_qa(tmp_path / "qa"), settings, 2, as_json=True, console=Console(file=buffer, width=40)
+    )
+    data = json.loads(buffer.getvalue())
+    assert set(data) == set(ea.KEYS) and data["n"] == 2
+
+
+@pytest.mark.e2e
+@needs_cmu
+def test_e2e_answer_eval_minilm_smollm2(tmp_path: Path, data_dir: Path) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from rag.settings import load_settings
+
+    settings = load_settings(
+        data_dir=data_dir,
+        ingest={"parse_workers": 0},
+        llm={"backend": "local", "model": "packaged:smollm2", "temperature": 0.0, "max_new_tokens": 48},
+    )
+    buffer = StringIO()
+    ea.eval_answers_command(tiny_qa(tmp_path / "qa"), settings, 3, as_json=True, console=Console(file=buffer))
+    data = json.loads(buffer.getvalue())
+    assert set(data) == set(ea.KEYS)
+    assert data["n"] == 3 and data["mean_seconds"] > 0
