@@ -427,6 +427,24 @@ def eval_retrieval(
         out.print(table)
 
 
+@eval_app.command("answers")
+def eval_answers(
+    qa_dir: Annotated[Path, typer.Option("--qa-dir", help="A folder laid out like the CMU QA dataset.")],
+    limit: Annotated[int, typer.Option(help="How many answerable questions to sample.")] = 50,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    data_dir: DataDir = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer quality: gold answer contained, citation hits, abstentions when the article is missing."""
+    from rag.evaluate_answers import eval_answers_command
+
+    with _edge():
+        eval_answers_command(
+            qa_dir, _settings(data_dir, llm=_llm_flags(backend, model)), limit, as_json=as_json
+        )
+
+
 # -- the web UI ----------------------------------------------------------------------------------------
 @app.command()
 def ui(

@@ -191,7 +191,8 @@ def eval_answers_command(
     if as_json:
         out.print(json.dumps(metrics), soft_wrap=True, highlight=False, markup=False)
         return metrics
-    table = Table(title=f"answers on {qa_dir} ({metrics['n']} questions, {settings.llm.model})")
+    llm = settings.llm.model if settings.llm.backend != "fake" else "fake model"
+    table = Table(title=f"answers on {qa_dir} ({metrics['n']} questions, {llm})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in metrics.items():
