@@ -115,6 +115,7 @@ class LocalChatModel(LecternChatModel):
 
     model_name: str = "local"
     temperature: float = 0.0
+    repetition_penalty: float = 1.0
     batch_size: int = 8
     hf_model: Any = Field(default=None, exclude=True, repr=False)
     tokenizer: Any = Field(default=None, exclude=True, repr=False)
@@ -152,6 +153,8 @@ class LocalChatModel(LecternChatModel):
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self._eos_ids(),
         }
+        if self.repetition_penalty != 1.0:  # small models loop ("the tower the tower ...") without it
+            kwargs["repetition_penalty"] = self.repetition_penalty
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
         else:
@@ -467,6 +470,7 @@ def build_local(settings: LLMSettings, models_dir: Path) -> LocalChatModel:
         context_window=window,
         max_new_tokens=settings.max_new_tokens,
         temperature=settings.temperature,
+        repetition_penalty=settings.repetition_penalty,
         batch_size=settings.batch_size,
     )
 

@@ -269,8 +269,8 @@ def support_scores(answer: str, question: str, contexts: list[Context]) -> dict[
     return {c.number: len(novel & set(bm25.terms(c.text))) / len(novel) for c in contexts}
 
 
-def attribute(support: dict[int, float], threshold: float = 0.5, most: int = 3) -> list[int]:
-    """Sources supporting at least half of the answer's new words and near the best one."""
+def attribute(support: dict[int, float], threshold: float = 0.6, most: int = 3) -> list[int]:
+    """Sources holding most (60%) of the answer's new words, and near the best one."""
     best = max(support.values(), default=0.0)
     if best < threshold:
         return []

@@ -52,7 +52,8 @@ class LLMSettings(BaseModel):
     model: str = "packaged:qwen2.5-0.5b"
     base_url: str | None = None
     api_key: SecretStr | None = None
-    temperature: float = Field(0.1, ge=0.0, le=2.0)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)  # 0: greedy, reproducible answers
+    repetition_penalty: float = Field(1.1, ge=1.0, le=2.0)
     max_new_tokens: int = Field(256, ge=1)
     context_window: int | None = None  # None: the model's own
     device: str = "auto"  # auto | cpu | cuda

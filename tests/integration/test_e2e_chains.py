@@ -1,0 +1,71 @@
+"""End to end with the real packaged models: MiniLM retrieval and SmolLM2 answers and summaries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rag.errors import ContextTooLong
+from tests.conftest import SAMPLE_DOCS, SAMPLE_EXCLUDE
+
+pytestmark = pytest.mark.e2e
+PDF = SAMPLE_DOCS / "marrow_point_light.pdf"
+
+
+@pytest.fixture(scope="module")
+def real_ws(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[object]:
+    from rag.settings import Settings
+    from rag.workspace import Workspace
+
+    data = tmp_path_factory.mktemp("e2e-data")
+    (data / "models").symlink_to(models_dir, target_is_directory=True)
+    settings = Settings(
+        data_dir=data,
+        llm={"backend": "local", "model": "packaged:smollm2", "max_new_tokens": 48, "temperature": 0.0},
+    )
+    settings.ingest.exclude = [*settings.ingest.exclude, *SAMPLE_EXCLUDE]
+    ws = Workspace(collection="e2e", settings=settings)
+    report = ws.ingest([SAMPLE_DOCS])
+    assert report.ok and len(report.added) == 4
+    yield ws
+    ws.close()
+
+
+def test_answer_cites_a_retrieved_source(real_ws) -> None:  # type: ignore[no-untyped-def]
+    answer = real_ws.ask("Who designed the tower of the Marrow Point Light?")
+    assert not answer.abstained
+    assert answer.citations, answer.raw
+    shown = {c.chunk_id for c in answer.contexts}
+    assert all(c.chunk_id in shown for c in answer.citations)
+    assert any(Path(c.source).name == PDF.name for c in answer.citations)
+    assert answer.contexts[0].page == 2  # the page that names the designer is retrieved first
+
+
+def test_streamed_answer_ends_with_the_same_answer(real_ws) -> None:  # type: ignore[no-untyped-def]
+    parts = list(real_ws.stream_ask("When was the Marrow Point Light first lit?"))
+    text = "".join(p for p in parts if isinstance(p, str))
+    final = parts[-1]
+    assert len(parts) > 3 and text.strip()  # token by token, not one block
+    assert final.raw.strip() == text.strip()
+
+
+@pytest.mark.parametrize("method", ["refine", "map_reduce"])
+def test_summaries_of_a_multi_page_pdf(real_ws, method: str) -> None:  # type: ignore[no-untyped-def]
+    seen: list[tuple[int, int]] = []
+    result = real_ws.summarize(
+        source=PDF, method=method, token_max=220, progress=lambda done, total: seen.append((done, total))
+    )
+    assert result.method == method and result.chunks == 5
+    assert len(result.summary.split()) >= 5
+    assert result.steps >= 2 and seen[-1] == (result.steps, result.steps)
+    window = real_ws.llm.context_window
+    assert real_ws.llm.get_num_tokens(result.summary) < window
+
+
+def test_question_longer_than_the_window_is_a_clear_error(real_ws) -> None:  # type: ignore[no-untyped-def]
+    question = "lighthouse " * (real_ws.llm.context_window + 10)
+    with pytest.raises(ContextTooLong) as err:
+        real_ws.ask(question)
+    assert "question" in str(err.value)

@@ -1,0 +1,72 @@
+"""`lectern ask`, `chat` and `summarize` through typer's CliRunner, with the fake LLM and embedder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rag.cli import app
+
+
+@pytest.fixture
+def runner(data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    monkeypatch.setenv("LECTERN_INGEST__EMBED__MODEL", "fake")
+    monkeypatch.setenv("LECTERN_INGEST__PARSE_WORKERS", "0")
+    monkeypatch.setenv("LECTERN_LLM__BACKEND", "fake")
+    monkeypatch.setenv("COLUMNS", "200")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "otters.txt").write_text(
+        "Otters\n\nThe river otters of Glenmore eat crayfish at dawn. They sleep in holts by the water.\n"
+    )
+    (docs / "canal.md").write_text("# Canal\n\nThe canal has forty-two locks.\n\n## Tunnel\n\nThe tunnel is long.\n")
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", str(docs), "-c", "notes"]).exit_code == 0
+    return runner
+
+
+def test_ask_streams_the_answer_then_numbered_sources(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["ask", "What do the otters of Glenmore eat?", "-c", "notes"])
+    assert result.exit_code == 0, result.output
+    assert "crayfish" in result.output
+    assert "Sources" in result.output and "[1] otters.txt" in result.output
+
+
+def test_ask_json_is_a_validated_answer(runner: CliRunner) -> None:
+    from rag.types import Answer
+
+    result = runner.invoke(app, ["ask", "What do the otters eat?", "-c", "notes", "--json"])
+    assert result.exit_code == 0, result.output
+    answer = Answer.model_validate_json(result.output)
+    assert answer.citations and Path(answer.citations[0].source).name == "otters.txt"
+
+
+def test_ask_an_unknown_collection_is_exit_2(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["ask", "anything?", "-c", "missing"])
+    assert result.exit_code == 2 and "no collection named 'missing'" in result.output
+
+
+def test_chat_repl_keeps_history_and_shows_sources(runner: CliRunner, data_dir: Path) -> None:
+    script = "What do the otters eat?\n/sources\nWhere do they sleep?\n/quit\n"
+    result = runner.invoke(app, ["chat", "-c", "notes", "--conversation", "t1"], input=script)
+    assert result.exit_code == 0, result.output
+    assert "crayfish" in result.output and "[1] otters.txt" in result.output
+    saved = (data_dir / "conversations" / "t1.json").read_text()
+    assert "Where do they sleep?" in saved and "What do the otters eat?" in saved
+
+
+@pytest.mark.parametrize("method", ["stuff", "refine", "map_reduce"])
+def test_summarize_a_document_each_method(runner: CliRunner, tmp_path: Path, method: str) -> None:
+    path = tmp_path / "docs" / "canal.md"
+    result = runner.invoke(app, ["summarize", str(path), "-c", "notes", "--method", method])
+    assert result.exit_code == 0, result.output
+    assert f"({method}," in result.output and "locks" in result.output
+
+
+def test_summarize_a_query_and_an_unknown_method(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["summarize", "-c", "notes", "--query", "otters"])
+    assert result.exit_code == 0 and "Summary of query 'otters'" in result.output
+    bad = runner.invoke(app, ["summarize", "-c", "notes", "--method", "poem"])
+    assert bad.exit_code == 2 and "unknown summary method 'poem'" in bad.output
