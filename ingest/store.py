@@ -236,9 +236,12 @@ class Collection:
         return cls.open(path)
 
     @classmethod
+    def read_manifest(cls, path: Path) -> Manifest:
+        return Manifest(**json.loads((path / "manifest.json").read_text(encoding="utf-8")))
+
+    @classmethod
     def open(cls, path: Path) -> Collection:
-        raw = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-        return cls(path, Manifest(**raw))
+        return cls(path, cls.read_manifest(path))
 
     def close(self) -> None:
         self.db.close()

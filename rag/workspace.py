@@ -97,7 +97,7 @@ class Workspace:
         """The collection's own embedder when it exists (its manifest decides), else the settings'."""
         embed = self.settings.ingest.embed
         if self.exists:
-            manifest = Collection.open(self.path).manifest
+            manifest = Collection.read_manifest(self.path)
             if manifest.profile and not embed.model:
                 return embed.model_copy(update={"profile": manifest.profile})
             if manifest.embedder.get("kind") == "fake":
