@@ -165,6 +165,16 @@ class Snapshot:
         self.bm25 = bm25
         self.size = int(index.ntotal)
         self._faiss = faiss
+        self._last: tuple[tuple[int, ...], np.ndarray] = ((), np.zeros(0, dtype=np.float32))
+
+    def _bm25_scores(self, term_ids: Sequence[int]) -> np.ndarray:
+        """All BM25 scores for a query; the last one is kept, as hybrid fusion asks twice."""
+        key = tuple(sorted(set(term_ids)))
+        last = self._last
+        if last[0] != key or not key:
+            last = (key, self.bm25.scores(key))
+            self._last = last  # one tuple store: safe to race, at worst recomputed
+        return last[1]
 
     def dense(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         if self.size == 0 or k <= 0:
@@ -184,7 +194,7 @@ class Snapshot:
     ) -> list[tuple[int, float]]:
         if self.size == 0 or not term_ids or k <= 0:
             return []
-        scores = self.bm25.scores(term_ids)
+        scores = self._bm25_scores(term_ids)
         if allowed is not None:
             mask = np.isin(self.bm25.ids, allowed)
             scores = np.where(mask, scores, 0.0)
@@ -199,7 +209,7 @@ class Snapshot:
         """Exact BM25 scores of given chunks, for fusing with dense candidates."""
         if not term_ids or not ids:
             return {i: 0.0 for i in ids}
-        scores = self.bm25.scores(term_ids)
+        scores = self._bm25_scores(term_ids)
         pos = np.searchsorted(self.bm25.ids, np.asarray(ids, dtype=np.int64))
         out: dict[int, float] = {}
         for i, p in zip(ids, pos, strict=True):
