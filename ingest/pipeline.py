@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -221,6 +222,14 @@ def _check_chunking(embedder: Embedder, chunk_tokens: int) -> None:
         )
 
 
+def parse_workers(settings: IngestSettings, embedder: Embedder) -> int:
+    if settings.parse_workers is not None:
+        return settings.parse_workers
+    cores = os.cpu_count() or 1
+    heavy = embedder.identity.get("kind") == "sentence-transformers"
+    return max(1, cores - 1) if heavy else cores
+
+
 def _pool(workers: int) -> cf.Executor | None:
     if workers <= 0:
         return None
@@ -233,7 +242,8 @@ def _parsed_in_order(
 ) -> Iterator[tuple[Path, Parsed | DocumentError]]:
     """Parse results in submission order, a few files ahead of the consumer (bounded memory)."""
     args = (embedder.tokenizer_file, settings.chunk.chunk_tokens, settings.chunk.overlap_tokens)
-    pool = _pool(settings.parse_workers)
+    workers = parse_workers(settings, embedder)
+    pool = _pool(workers)
     if pool is None:
         for path, source, digest, size in jobs:
             try:
@@ -243,7 +253,7 @@ def _parsed_in_order(
             except Exception as err:  # a loader bug fails this file, not the ingest
                 yield path, DocumentError(path, f"unexpected {type(err).__name__}: {err}")
         return
-    ahead = max(2, 2 * settings.parse_workers)
+    ahead = max(2, 2 * workers)
     with pool:
         pending: list[tuple[tuple[Path, str, str, int], cf.Future[Parsed]]] = []
 

@@ -45,5 +45,7 @@ class IngestSettings(BaseModel):
     index: IndexSettings = IndexSettings()
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=lambda: [".git/**", "**/.*", "**/__pycache__/**"])
-    parse_workers: int = Field(1, ge=0)  # processes parsing while the main process embeds; 0 = inline
+    # Processes parsing while the main process embeds; 0 = inline; None = one per core, less one
+    # for a transformer embedder (torch keeps a core busy), all of them for a static one.
+    parse_workers: int | None = Field(None, ge=0)
     lock_timeout_s: float = 30.0
