@@ -1,0 +1,264 @@
+"""A README command is a test too: the set-up commands, the Python API block, `make run`, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
+LECTERN = Path(sys.executable).with_name("lectern")
+SAMPLE_ADDED = {
+    "brennock_canal.txt",
+    "kestrel_valley_cheese.html",
+    "marrow_point_light.pdf",
+    "quillmate_guide.md",
+}
+SAMPLE_NOT_INGESTED = {"README.md", "make_pdf.py"}
+HEALTH_TIMEOUT_S = 120
+
+needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+
+
+def blocks() -> list[tuple[str, str]]:
+    """(language, body) of every fenced block of the README, in order."""
+    return [(m.group(1), m.group(2)) for m in FENCE.finditer(README)]
+
+
+def commands(body: str) -> list[list[str]]:
+    """The shell commands of a block, comments dropped, each split like the shell would."""
+    return [argv for line in body.splitlines() if (argv := shlex.split(line, comments=True))]
+
+
+def api_block() -> str:
+    """The ```python block right after the `<!-- readme-test` marker."""
+    start = README.index("<!-- readme-test")
+    match = FENCE.search(README, start)
+    assert match is not None and match.group(1) == "python", "no ```python block after <!-- readme-test"
+    between = README[start : match.start()]
+    assert between.count("\n") == 1, "the python block must follow the <!-- readme-test comment directly"
+    return match.group(2)
+
+
+def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """This environment without the caller's LECTERN_* settings, rooted in data_dir."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
+    env.update(LECTERN_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COLUMNS="250")
+    env.update(extra)
+    return env
+
+
+def shared_models(tmp_path: Path, models_dir: Path) -> Path:
+    """A fresh data dir whose models/ is the session's, so converted models are shared between tests."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "models").symlink_to(models_dir, target_is_directory=True)
+    return data
+
+
+def make_recipe(target: str) -> list[str]:
+    result = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"make -n {target}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout.splitlines()
+
+
+def run_script(
+    body: str, tmp_path: Path, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run the block as a user would: saved to a script file, run from the repository root."""
+    script = tmp_path / "readme_api.py"
+    script.write_text(body, encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+# -- the two set-up commands --------------------------------------------------------------------------
+def test_first_block_is_make_run_and_make_test() -> None:
+    lang, body = blocks()[0]
+    assert lang in ("bash", "sh", "shell", "console", "")
+    assert commands(body) == [["make", "run"], ["make", "test"]]
+
+
+@needs_make
+@pytest.mark.parametrize("target", ["run", "test"])
+def test_make_targets_exist(target: str) -> None:
+    make_recipe(target)  # -n only: prints the recipe, runs nothing
+
+
+def test_ci_calls_make_test() -> None:
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert ["make", "test"] in commands(ci)
+
+
+# -- the Python API block -----------------------------------------------------------------------------
+def test_python_api_block_runs_with_fakes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    env = clean_env(data, LECTERN_LLM__BACKEND="fake", LECTERN_INGEST__EMBED__MODEL="fake")
+    result = run_script(api_block(), tmp_path, env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr  # e.g. a parse worker re-running the script
+    assert re.search(r"['\"]added['\"]: 1\b", result.stdout), result.stdout
+    assert re.search(r"^\[1\] .*marrow_point_light\.pdf p\.\d+: ", result.stdout, re.M), result.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_python_api_block_runs_with_real_models(tmp_path: Path, models_dir: Path) -> None:
+    env = clean_env(
+        shared_models(tmp_path, models_dir),
+        LECTERN_LLM__MODEL="packaged:smollm2",
+        LECTERN_LLM__MAX_NEW_TOKENS="32",
+    )
+    result = run_script(api_block(), tmp_path, env, timeout=580)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stdout.splitlines()
+    assert re.search(r"['\"]added['\"]: 1\b", lines[0]), result.stdout
+    cited = [i for i, line in enumerate(lines) if re.match(r"\[1\] .*marrow_point_light\.pdf p\.\d+: ", line)]
+    assert cited, f"no [1] citation line:\n{result.stdout}"
+    answer = lines[4 : cited[0]]  # after the report and the three hits
+    assert any(line.strip() for line in answer), f"no answer:\n{result.stdout}"
+
+
+# -- `make run`, the main command path ----------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def lectern_lines(recipe: list[str]) -> dict[str, list[str]]:
+    """The recipe lines that call lectern, by subcommand, with this venv's lectern."""
+    found: dict[str, list[str]] = {}
+    for line in recipe:
+        argv = shlex.split(line, comments=True)
+        if argv and Path(argv[0]).name == "lectern":
+            found[argv[1]] = [str(LECTERN), *argv[1:]]
+    return found
+
+
+def option(argv: list[str], *names: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg in names and i + 1 < len(argv):
+            return argv[i + 1]
+        for name in names:
+            if arg.startswith(name + "="):
+                return arg.split("=", 1)[1]
+    return None
+
+
+def with_port(argv: list[str], port: int) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--port":
+            skip = True
+        elif not arg.startswith("--port="):
+            out.append(arg)
+    return [*out, "--port", str(port)]
+
+
+def get(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return int(response.status)
+
+
+@needs_make
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_make_run_ingests_sample_docs_and_serves_the_ui(tmp_path: Path, models_dir: Path) -> None:
+    lines = lectern_lines(make_recipe("run"))
+    assert set(lines) == {"ingest", "ui"}, f"make run should ingest, then open the UI: {lines}"
+    env = clean_env(shared_models(tmp_path, models_dir))
+
+    ingest = subprocess.run(lines["ingest"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert ingest.returncode == 0, f"{ingest.stdout}\n{ingest.stderr}"
+    collection = option(lines["ingest"], "--collection", "-c")
+    listed = subprocess.run(
+        [str(LECTERN), "list", "--json", *(["--collection", collection] if collection else [])],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    names = {Path(doc["source"]).name for doc in json.loads(listed.stdout)}
+    assert not names & SAMPLE_NOT_INGESTED, f"make run ingests {sorted(names & SAMPLE_NOT_INGESTED)}"
+    assert names == SAMPLE_ADDED
+
+    ui = option(lines["ui"], "--collection", "-c")
+    assert ui == collection, "the UI should open the collection make run ingested"
+    port = free_port()
+    log_path = tmp_path / "ui.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            with_port(lines["ui"], port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + HEALTH_TIMEOUT_S
+            while True:
+                try:
+                    if get(f"{url}/_stcore/health") == 200:
+                        break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"lectern ui did not answer on /_stcore/health:\n{log_path.read_text()}")
+                time.sleep(0.5)
+            assert get(url + "/") == 200
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+# -- every command the README names is a real command -------------------------------------------------
+def readme_commands() -> list[tuple[str, ...]]:
+    """`lectern <command>` (and `lectern eval <what>`) from the "Use it" block and inline code."""
+    match = FENCE.search(README, README.index("## Use it"))
+    assert match is not None, 'no block under "## Use it"'
+    body = match.group(2)
+    argvs = [argv for argv in commands(body) if Path(argv[0]).name == "lectern"]
+    argvs += [span.split() for span in re.findall(r"`(?:\.venv/bin/)?(lectern [^`]+)`", README)]
+    found: list[tuple[str, ...]] = []
+    for argv in argvs:
+        words = [a for a in argv[1:3] if not a.startswith("-")][: 2 if argv[1:2] == ["eval"] else 1]
+        if words and tuple(words) not in found:
+            found.append(tuple(words))
+    for required in (("eval", "retrieval"), ("eval", "answers")):
+        if required not in found:
+            found.append(required)
+    return found
+
+
+def test_use_it_block_names_commands() -> None:
+    names = {c[0] for c in readme_commands()}
+    assert {"ingest", "search", "ask", "chat", "summarize", "delete", "list", "eval", "ui"} <= names
+
+
+@pytest.mark.parametrize("command", readme_commands(), ids=" ".join)
+def test_readme_command_exists(command: tuple[str, ...], tmp_path: Path) -> None:
+    env = clean_env(tmp_path)
+    result = subprocess.run(
+        [str(LECTERN), *command, "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, f"lectern {' '.join(command)} --help:\n{result.stdout}\n{result.stderr}"
