@@ -306,6 +306,12 @@ def ingest(
     force: bool = False,
 ) -> IngestReport:
     """Bring the collection up to date with these files and folders; return what happened to each."""
+    if getattr(multiprocessing.process.current_process(), "_inheriting", False):
+        # A parse worker re-imported a script whose ingest call has no __main__ guard: stop at once
+        # (the parent parses that file itself) instead of waiting for the parent's lock.
+        raise RuntimeError(
+            'lectern.ingest called while a worker imports __main__: guard it with if __name__ == "__main__":'
+        )
     started = time.perf_counter()
     report = IngestReport(collection=collection_path.name)
     _check_chunking(embedder, settings.chunk.chunk_tokens)

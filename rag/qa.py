@@ -158,18 +158,18 @@ class QAChain(Runnable[QAInput, Answer]):
         if is_abstention(text, cited=bool(valid)):
             answer.answer, answer.citations, answer.abstained = NO_ANSWER, [], True
             return answer
-        support = support_scores(text, prepared.question, prepared.contexts)
         if valid:
+            support = support_scores(text, prepared.question, prepared.contexts)
             answer.support = max(support[n] for n in valid)
         else:
-            # Small models often answer well but write no [n]: cite the sources the answer came from.
-            inferred = attribute(support)
+            # Small models often answer well but write no [n]: cite, sentence by sentence, the
+            # sources each sentence came from.
+            marked, inferred, answer.support = attribute_sentences(text, prepared.question, prepared.contexts)
             answer.citations = [
                 _citation(by_number[n]).model_copy(update={"inferred": True}) for n in inferred
             ]
-            answer.support = max(support.values(), default=0.0)
             if inferred:
-                answer.answer = f"{text} {''.join(f'[{n}]' for n in inferred)}"
+                answer.answer = marked
         return answer
 
     def _abstain(self, prepared: _Prepared) -> Answer:
@@ -276,6 +276,33 @@ def attribute(support: dict[int, float], threshold: float = 0.6, most: int = 3) 
         return []
     chosen = [n for n, s in sorted(support.items(), key=lambda kv: (-kv[1], kv[0])) if s >= 0.8 * best]
     return sorted(chosen[:most])
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def attribute_sentences(answer: str, question: str, contexts: list[Context]) -> tuple[str, list[int], float]:
+    """Mark each sentence with the sources that hold most of its new words.
+
+    Returns the answer with [n] markers after the supported sentences, the cited numbers in order,
+    and the share of sentences (with any new words) that some source supports.
+    """
+    parts = [p for p in _SENTENCE_END.split(answer.strip()) if p]
+    cited: list[int] = []
+    marked: list[str] = []
+    judged = supported = 0
+    for sentence in parts:
+        new = _has_new_words(sentence, question)  # a sentence that only restates the question is not judged
+        chosen = attribute(support_scores(sentence, question, contexts)) if new else []
+        judged += new
+        supported += bool(chosen)
+        cited.extend(n for n in chosen if n not in cited)
+        marked.append(sentence + (" " + "".join(f"[{n}]" for n in chosen) if chosen else ""))
+    return " ".join(marked), cited, (supported / judged if judged else 0.0)
+
+
+def _has_new_words(sentence: str, question: str) -> bool:
+    return bool(set(bm25.terms(sentence)) - set(bm25.terms(question)))
 
 
 def split_reasoning(raw: str) -> tuple[str | None, str]:

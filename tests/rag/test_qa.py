@@ -199,3 +199,14 @@ def test_explicit_citations_are_not_replaced_by_inferred_ones() -> None:
     answer = qa.invoke("How long is the warranty?")
     assert [(c.number, c.inferred) for c in answer.citations] == [(3, False)]
     assert answer.support == 1.0
+
+
+def test_each_sentence_is_cited_with_the_source_it_came_from() -> None:
+    qa, _, _ = chain(["Filters come in packs of three. The warranty lasts two years. Bananas are yellow."])
+    answer = qa.invoke("Tell me about filters and the warranty?")
+    assert (
+        answer.answer
+        == "Filters come in packs of three. [2] The warranty lasts two years. [3] Bananas are yellow."
+    )
+    assert [(c.number, c.inferred) for c in answer.citations] == [(2, True), (3, True)]
+    assert answer.support == pytest.approx(2 / 3)
