@@ -418,7 +418,7 @@ def eval_retrieval(
         settings = _settings(data_dir, **{"ingest.embed": {"profile": profile}})
         metrics, n = run_retrieval_eval(qa_dir, settings, mode)
         if as_json:
-            out.print(json.dumps(metrics))
+            out.print(json.dumps(metrics), soft_wrap=True, highlight=False, markup=False)
             return
         table = Table(
             title=f"retrieval on {qa_dir} ({n} questions, {mode or settings.retrieval.mode}, {profile})"

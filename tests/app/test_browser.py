@@ -112,8 +112,8 @@ def test_upload_ask_and_see_citations(server: str) -> None:
             numbered = answer.locator(
                 '[data-testid="stExpander"]', has_text="] marrow_point_light.pdf"
             ).count()
-            # small models do not always write [n]: the passages they were given are shown instead
-            print(f"\nanswer ({numbered} numbered citations):", answer.inner_text()[:600])
+            # small models rarely write [n] themselves; lectern then cites sentence by sentence
+            assert numbered >= 1, answer.inner_text()[:600]
             citation.locator("summary").click()
             page.wait_for_timeout(1000)  # let the expander finish opening before the screenshot
             expect(citation.get_by_text("page", exact=False).first).to_be_visible()
