@@ -77,7 +77,7 @@ def main() -> None:
         t0 = time.perf_counter()
         col.snapshot()
         print(f"snapshot load {time.perf_counter() - t0:.2f} s", flush=True)
-        results = {}
+        results: dict[str, list[float]] = {}
         for mode in ("hybrid", "dense", "bm25"):
             searcher = Searcher(col, embedder, settings.retrieval)
             searcher.search(questions[0], mode=mode)
@@ -94,7 +94,7 @@ def main() -> None:
 
         rows = col.db.execute("SELECT text, vector FROM chunks").fetchall()
         pairs = [(r[0], np.frombuffer(r[1], dtype=np.float32).tolist()) for r in rows]
-        store = FAISS.from_embeddings(pairs, LangChainEmbeddings(embedder))  # type: ignore[arg-type]
+        store = FAISS.from_embeddings(pairs, LangChainEmbeddings(embedder))
         del pairs
         times = []
         store.similarity_search(questions[0], k=5)
@@ -107,9 +107,9 @@ def main() -> None:
     print(f"\n{args.chunks} chunks, {len(questions)} queries, k=5\n")
     print("| search | p50 ms | p95 ms | mean ms |")
     print("|---|---|---|---|")
-    for name, t in results.items():
-        p95 = statistics.quantiles(t, n=20)[-1]
-        print(f"| {name} | {statistics.median(t):.1f} | {p95:.1f} | {statistics.fmean(t):.1f} |")
+    for name, samples in results.items():
+        p95 = statistics.quantiles(samples, n=20)[-1]
+        print(f"| {name} | {statistics.median(samples):.1f} | {p95:.1f} | {statistics.fmean(samples):.1f} |")
     base = statistics.median(results["tutorial FAISS dense"])
     print(f"\nhybrid p50 / tutorial dense p50 = {statistics.median(results['lectern hybrid']) / base:.2f}")
 

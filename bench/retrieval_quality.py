@@ -29,7 +29,9 @@ def tutorial_metrics(qa_dir: Path) -> dict[str, float]:
     print(f"  tutorial ingest: {chunks} chunks in {time.perf_counter() - t0:.1f} s", flush=True)
 
     def run(question: str, n: int) -> list[RankedChunk]:
-        return [RankedChunk(d.metadata["source"], d.page_content) for d in store.similarity_search(question, k=n)]
+        return [
+            RankedChunk(d.metadata["source"], d.page_content) for d in store.similarity_search(question, k=n)
+        ]
 
     return retrieval_metrics(items, run)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from langchain_core.embeddings import Embeddings
 
 from ingest.errors import IndexMismatch, UnknownKey
 from ingest.settings import EmbedSettings
@@ -346,7 +347,7 @@ def build_embedder(settings: EmbedSettings, models_dir: Path) -> Embedder:
     return builder(settings, models_dir)
 
 
-class LangChainEmbeddings:
+class LangChainEmbeddings(Embeddings):
     """Adapter to langchain-core's Embeddings interface, for users' own LangChain chains."""
 
     def __init__(self, embedder: Embedder) -> None:
