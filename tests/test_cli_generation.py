@@ -21,7 +21,9 @@ def runner(data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> C
     (docs / "otters.txt").write_text(
         "Otters\n\nThe river otters of Glenmore eat crayfish at dawn. They sleep in holts by the water.\n"
     )
-    (docs / "canal.md").write_text("# Canal\n\nThe canal has forty-two locks.\n\n## Tunnel\n\nThe tunnel is long.\n")
+    (docs / "canal.md").write_text(
+        "# Canal\n\nThe canal has forty-two locks.\n\n## Tunnel\n\nThe tunnel is long.\n"
+    )
     runner = CliRunner()
     assert runner.invoke(app, ["ingest", str(docs), "-c", "notes"]).exit_code == 0
     return runner
