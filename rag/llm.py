@@ -146,15 +146,17 @@ class LocalChatModel(LecternChatModel):
     def _prompt_ids(self, messages: Sequence[BaseMessage]) -> list[int]:
         return list(self.tokenizer(self._prompt_text(messages), add_special_tokens=False).input_ids)
 
-    def _gen_kwargs(self, **overrides: Any) -> dict[str, Any]:
+    def _gen_kwargs(self, prompt_len: int | None = None, **overrides: Any) -> dict[str, Any]:
         temperature = float(overrides.get("temperature", self.temperature))
         kwargs: dict[str, Any] = {
             "max_new_tokens": int(overrides.get("max_new_tokens", self.max_new_tokens)),
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self._eos_ids(),
         }
-        if self.repetition_penalty != 1.0:  # small models loop ("the tower the tower ...") without it
-            kwargs["repetition_penalty"] = self.repetition_penalty
+        if self.repetition_penalty != 1.0 and prompt_len is not None:
+            # Small models loop ("the tower the tower ...") without it. transformers' own penalty also
+            # hits the prompt's tokens, which stops the model copying names from its sources.
+            kwargs["logits_processor"] = _penalty_after(prompt_len, self.repetition_penalty)
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
         else:
@@ -179,7 +181,7 @@ class LocalChatModel(LecternChatModel):
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(self.hf_model.device)
         with torch.inference_mode():
-            out = self.hf_model.generate(**enc, **self._gen_kwargs(**overrides))
+            out = self.hf_model.generate(**enc, **self._gen_kwargs(enc["input_ids"].shape[1], **overrides))
         new = out[:, enc["input_ids"].shape[1] :]
         return [str(t) for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
@@ -233,7 +235,9 @@ class LocalChatModel(LecternChatModel):
         def work() -> None:
             try:
                 with torch.inference_mode():
-                    self.hf_model.generate(**enc, **self._gen_kwargs(**kwargs), streamer=streamer)
+                    self.hf_model.generate(
+                        **enc, **self._gen_kwargs(enc["input_ids"].shape[1], **kwargs), streamer=streamer
+                    )
             except BaseException as error:  # surfaced to the caller below
                 failure.append(error)
                 streamer.end()
@@ -297,6 +301,23 @@ class LocalChatModel(LecternChatModel):
         return await run_in_executor(
             None, lambda: self.batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         )
+
+
+def _penalty_after(prompt_len: int, penalty: float) -> Any:
+    """A repetition penalty on the tokens generated so far only, not on the prompt's (the sources)."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class GeneratedRepetitionPenalty(LogitsProcessor):
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            generated = input_ids[:, prompt_len:]
+            if generated.shape[1] == 0:
+                return scores
+            picked = torch.gather(scores, 1, generated)
+            picked = torch.where(picked < 0, picked * penalty, picked / penalty)
+            return scores.scatter(1, generated, picked)  # type: ignore[return-value]
+
+    return LogitsProcessorList([GeneratedRepetitionPenalty()])
 
 
 def _resolve_dtype(name: str, device: str) -> Any:

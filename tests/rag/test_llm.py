@@ -257,3 +257,16 @@ def test_cuda_loads_in_half_precision(smol_dir: Path) -> None:
     gpu = build_llm(LLMSettings(model="packaged:smollm2", temperature=0, device="cuda"), smol_dir)
     assert gpu.hf_model.dtype in (torch.bfloat16, torch.float16)  # type: ignore[attr-defined]
     assert "Paris" in gpu.invoke(QUESTION).content
+
+
+def test_repetition_penalty_spares_the_prompt_tokens() -> None:
+    import torch
+
+    from rag.llm import _penalty_after
+
+    processor = _penalty_after(prompt_len=3, penalty=2.0)
+    scores = torch.tensor([[4.0, 4.0, 4.0, -4.0, 4.0]])
+    ids = torch.tensor([[0, 1, 1, 2, 3]])  # prompt 0 1 1, generated 2 3
+    out = processor(ids, scores.clone())
+    assert out.tolist() == [[4.0, 4.0, 2.0, -8.0, 4.0]]  # only the generated 2 and 3 are penalised
+    assert processor(ids[:, :3], scores.clone()).tolist() == scores.tolist()  # nothing generated yet
