@@ -11,8 +11,10 @@ from __future__ import annotations
 import csv
 import re
 import statistics
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING
 from ingest.errors import LecternError
 
 if TYPE_CHECKING:
+    from rag.retrieval import Searcher
     from rag.settings import Settings
 
 QA_FILE = "question_answer_pairs.txt"
@@ -146,30 +149,35 @@ def run_retrieval_eval(
     qa_dir: Path, settings: Settings, mode: str | None = None, workdir: Path | None = None
 ) -> tuple[dict[str, float], int]:
     """Ingest the QA set's articles into a temporary collection and measure retrieval on it."""
-    import tempfile
+    items = load_qa(qa_dir)
+    with eval_searcher(articles_of(items), settings, workdir) as searcher:
 
+        def run(question: str, n: int) -> list[RankedChunk]:
+            return [
+                RankedChunk(h.chunk.source, h.chunk.text) for h in searcher.search(question, k=n, mode=mode)
+            ]
+
+        return retrieval_metrics(items, run), len(items)
+
+
+@contextmanager
+def eval_searcher(
+    articles: Sequence[Path], settings: Settings, workdir: Path | None = None
+) -> Iterator[Searcher]:
+    """A Searcher over a temporary collection of `articles`, removed afterwards."""
     from ingest.pipeline import ingest
     from ingest.store import Collection
     from rag.retrieval import Searcher
     from rag.workspace import shared_embedder
 
-    items = load_qa(qa_dir)
     embedder = shared_embedder(settings.ingest.embed, settings.models_dir)
     with tempfile.TemporaryDirectory(prefix="lectern-eval-", dir=workdir) as tmp:
         path = Path(tmp) / "eval"
-        report = ingest(articles_of(items), path, embedder, settings.ingest)
+        report = ingest(list(articles), path, embedder, settings.ingest)
         if not report.ok:
             raise LecternError(f"could not ingest {len(report.failed)} articles: {report.failed[0].reason}")
         collection = Collection.open(path)
         try:
-            searcher = Searcher(collection, embedder, settings.retrieval)
-
-            def run(question: str, n: int) -> list[RankedChunk]:
-                return [
-                    RankedChunk(h.chunk.source, h.chunk.text)
-                    for h in searcher.search(question, k=n, mode=mode)
-                ]
-
-            return retrieval_metrics(items, run), len(items)
+            yield Searcher(collection, embedder, settings.retrieval)
         finally:
             collection.close()

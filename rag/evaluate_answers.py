@@ -16,21 +16,17 @@ from __future__ import annotations
 
 import random
 import statistics
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ingest.errors import LecternError
-from rag.evaluate import QAItem, articles_of, load_qa, normalise
+from rag.evaluate import QAItem, articles_of, eval_searcher, load_qa, normalise
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from rag.qa import QAChain
-    from rag.retrieval import Searcher
     from rag.settings import Settings
     from rag.types import Answer
 
@@ -95,29 +91,6 @@ def answer_metrics(
         "mean_seconds": round(statistics.fmean(times), 3) if times else 0.0,
         "n": n,
     }
-
-
-@contextmanager
-def eval_searcher(
-    articles: Sequence[Path], settings: Settings, workdir: Path | None = None
-) -> Iterator[Searcher]:
-    """A Searcher over a temporary collection of `articles` (as run_retrieval_eval builds it)."""
-    from ingest.pipeline import ingest
-    from ingest.store import Collection
-    from rag.retrieval import Searcher
-    from rag.workspace import shared_embedder
-
-    embedder = shared_embedder(settings.ingest.embed, settings.models_dir)
-    with tempfile.TemporaryDirectory(prefix="lectern-eval-", dir=workdir) as tmp:
-        path = Path(tmp) / "eval"
-        report = ingest(list(articles), path, embedder, settings.ingest)
-        if not report.ok:
-            raise LecternError(f"could not ingest {len(report.failed)} articles: {report.failed[0].reason}")
-        collection = Collection.open(path)
-        try:
-            yield Searcher(collection, embedder, settings.retrieval)
-        finally:
-            collection.close()
 
 
 def run_answer_eval(
