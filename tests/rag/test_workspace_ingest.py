@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -149,7 +148,7 @@ def _fast_model_dir() -> str:
 @pytest.fixture
 def fast_data_dir(tmp_path: Path, models_dir: Path) -> Path:
     """A data dir whose models/ holds the distilled fast model: copied from the user's cache, or
-    distilled once per session (about a minute on 2 cores) when LECTERN_TEST_DISTILL=1."""
+    distilled once per session (about a minute on 2 cores)."""
     from ingest.embed import distilled_minilm
     from rag.settings import default_data_dir
 
@@ -159,10 +158,8 @@ def fast_data_dir(tmp_path: Path, models_dir: Path) -> Path:
         source = models_dir / name
     elif (cached / "config.json").is_file():
         source = cached
-    elif os.environ.get("LECTERN_TEST_DISTILL") == "1":
-        source = distilled_minilm(models_dir)
     else:
-        pytest.skip("the fast model is not distilled yet; set LECTERN_TEST_DISTILL=1 to distil it (~1-2 min)")
+        source = distilled_minilm(models_dir)
     data = tmp_path / "data"
     shutil.copytree(source, data / "models" / name)
     return data
