@@ -12,9 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from rag.cli import app
+from tests.conftest import CMU_DATA
 from tests.fixtures.bad_inputs import text_pdf
 
-CMU = Path("/work/shared/data/cmu-wikiqa/S08")
+CMU = CMU_DATA / "S08"
 TINY_ARTICLES = ("data/set4/a2", "data/set4/a3")
 EVAL_KEYS = {
     "article_hit@1",

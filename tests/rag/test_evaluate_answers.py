@@ -14,8 +14,9 @@ import pytest
 import rag.evaluate_answers as ea
 from rag.evaluate import QAItem
 from rag.types import Answer, Citation
+from tests.conftest import CMU_DATA
 
-CMU = Path("/work/shared/data/cmu-wikiqa/S08")
+CMU = CMU_DATA / "S08"
 HEADER = "ArticleTitle\tQuestion\tAnswer\tDifficultyFromQuestioner\tDifficultyFromAnswerer\tArticleFile"
 ROWS = [
     # Celsius (data/set4/a5): the fake model answers with the chunk's first sentence, which names him
