@@ -271,6 +271,14 @@ def _print_citations(answer: Answer) -> None:
         )
 
 
+def _print_grounding(answer: Answer) -> None:
+    from rag.qa import grounding_note
+
+    note = grounding_note(answer)
+    if note:
+        out.print(f"[yellow]{note}[/yellow]")
+
+
 def _stream(parts: Iterator[Any]) -> Answer:
     from rag.types import Answer
 
@@ -313,6 +321,7 @@ def ask(
         if answer.abstained and not answer.answer.strip():
             out.print(answer.answer)
         _print_citations(answer)
+        _print_grounding(answer)
 
 
 @app.command()
@@ -357,6 +366,7 @@ def chat(
             out.print("lectern> ", end="")
             try:
                 last = _stream(session.stream_ask(conversation, line))
+                _print_grounding(last)
             except LecternError as e:  # one bad question must not end the conversation
                 err.print(f"[red]error:[/red] {e}")
 

@@ -305,6 +305,18 @@ def _has_new_words(sentence: str, question: str) -> bool:
     return bool(set(bm25.terms(sentence)) - set(bm25.terms(question)))
 
 
+def grounding_note(answer: Answer, threshold: float = 0.5) -> str | None:
+    """A warning for the reader when little of an answer is found in its sources (None: no warning).
+
+    Small local models answer from memory when the sources lack the answer; this says so instead of
+    letting a made-up answer pass for a cited one."""
+    if answer.abstained or answer.support is None or answer.support >= threshold:
+        return None
+    if answer.support == 0:
+        return "No source supports this answer: it may be made up. Check it against the passages."
+    return f"Only {answer.support:.0%} of this answer is found in its sources: check it against the passages."
+
+
 def split_reasoning(raw: str) -> tuple[str | None, str]:
     """Chain-of-thought output: (reasoning, answer) split at the last "Answer:" line."""
     marks = list(_ANSWER_MARK.finditer(raw))

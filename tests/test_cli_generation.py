@@ -72,3 +72,18 @@ def test_summarize_a_query_and_an_unknown_method(runner: CliRunner) -> None:
     assert result.exit_code == 0 and "Summary of query 'otters'" in result.output
     bad = runner.invoke(app, ["summarize", "-c", "notes", "--method", "poem"])
     assert bad.exit_code == 2 and "unknown summary method 'poem'" in bad.output
+
+
+def test_ask_warns_when_no_source_supports_the_answer(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rag.types import Answer
+    from rag.workspace import Workspace
+
+    def made_up(self: Workspace, question: str, **options: object):  # type: ignore[no-untyped-def]
+        yield "Otters are purple."
+        yield Answer(question=question, answer="Otters are purple.", support=0.0)
+
+    monkeypatch.setattr(Workspace, "stream_ask", made_up)
+    result = runner.invoke(app, ["ask", "What colour are otters?", "-c", "notes"])
+    assert result.exit_code == 0 and "may be made up" in result.output

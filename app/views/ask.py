@@ -10,6 +10,7 @@ import streamlit as st
 
 from app import components, resources
 from rag.chat import ConversationStore, Turn
+from rag.qa import grounding_note
 from rag.types import Answer
 
 ws = resources.workspace()
@@ -59,3 +60,6 @@ if question:
             if answer.rewritten_question:
                 st.caption(f"Searched for: {answer.rewritten_question}")
             components.citations(answer.citations, answer.contexts)
+            note = grounding_note(answer)
+            if note:
+                st.warning(note)

@@ -210,3 +210,16 @@ def test_each_sentence_is_cited_with_the_source_it_came_from() -> None:
     )
     assert [(c.number, c.inferred) for c in answer.citations] == [(2, True), (3, True)]
     assert answer.support == pytest.approx(2 / 3)
+
+
+def test_grounding_note_warns_only_for_weakly_supported_answers() -> None:
+    from rag.qa import grounding_note
+
+    made_up = chain(["Bananas ripen quickly in July."])[0].invoke("How are filters sold?")
+    assert "may be made up" in (grounding_note(made_up) or "")
+    grounded = chain(["Filters come in packs of three."])[0].invoke("How are filters sold?")
+    assert grounding_note(grounded) is None
+    half = chain(["Filters come in packs of three. Bananas are yellow."])[0].invoke("How are filters sold?")
+    assert half.support == pytest.approx(0.5) and grounding_note(half) is None
+    abstained = chain(["unused"], docs=[])[0].invoke("q?")
+    assert grounding_note(abstained) is None
