@@ -17,7 +17,7 @@ from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig
 from pydantic import Field
@@ -93,10 +93,7 @@ class FakeChatModel(LecternChatModel):
         """Word by word (each chunk keeps its trailing space), so the chunks join to `invoke`'s text."""
         self.calls.append(list(messages))
         for word in re.findall(r"\S+\s*", self.respond(messages)):
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=word))
-            if run_manager:
-                run_manager.on_llm_new_token(word, chunk=chunk)
-            yield chunk
+            yield self._chunk(word, run_manager)
 
     def batch(
         self,

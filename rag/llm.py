@@ -60,6 +60,14 @@ class LecternChatModel(BaseChatModel):
         """Count the prompt's tokens; raise ContextTooLong naming `field` if it plus `reserve` overflow."""
         return fit_check(self, messages, reserve=reserve, field=field)
 
+    @staticmethod
+    def _chunk(text: str, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:
+        """One streamed piece, reported to the callbacks as a new token."""
+        chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+        if run_manager:
+            run_manager.on_llm_new_token(text, chunk=chunk)
+        return chunk
+
 
 def fit_check(
     llm: BaseChatModel, messages: LanguageModelInput, reserve: int | None = None, field: str = "prompt"
@@ -260,13 +268,6 @@ class LocalChatModel(LecternChatModel):
         thread.join()
         if failure:
             raise failure[0]
-
-    @staticmethod
-    def _chunk(text: str, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:
-        chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
-        if run_manager:
-            run_manager.on_llm_new_token(text, chunk=chunk)
-        return chunk
 
     def batch(
         self,
