@@ -7,15 +7,14 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures.ui_server import free_port, stop_group, wait_for_health
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -136,12 +135,6 @@ def test_python_api_block_runs_with_real_models(tmp_path: Path, models_dir: Path
 
 
 # -- `make run`, the main command path ----------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def lectern_lines(recipe: list[str]) -> dict[str, list[str]]:
     """The recipe lines that call lectern, by subcommand, with this venv's lectern."""
     found: dict[str, list[str]] = {}
@@ -211,24 +204,10 @@ def test_make_run_ingests_sample_docs_and_serves_the_ui(tmp_path: Path, models_d
         )  # fmt: skip
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + HEALTH_TIMEOUT_S
-            while True:
-                try:
-                    if get(f"{url}/_stcore/health") == 200:
-                        break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"lectern ui did not answer on /_stcore/health:\n{log_path.read_text()}")
-                time.sleep(0.5)
+            wait_for_health(proc, url, log_path, HEALTH_TIMEOUT_S)
             assert get(url + "/") == 200
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_group(proc)
 
 
 # -- every command the README names is a real command -------------------------------------------------
