@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from filelock import FileLock
 from langchain_core.language_models import BaseChatModel
 from langchain_core.retrievers import BaseRetriever
 from pydantic import BaseModel, Field, ValidationError
@@ -70,7 +71,12 @@ def check_conversation_id(conversation_id: str) -> str:
 
 
 class ConversationStore:
-    """One JSON file per conversation in `directory`, written atomically (temp file + os.replace)."""
+    """One JSON file per conversation in `directory`, written atomically (temp file + os.replace).
+
+    `append` re-reads the file under a lock, so two sessions on one conversation (two browser tabs, a
+    tab and the CLI) both keep their turns instead of the last writer winning."""
+
+    lock_timeout_s = 30.0
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
@@ -107,6 +113,16 @@ class ConversationStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         return path
+
+    def append(self, conversation_id: str, turns: list[Turn]) -> Conversation:
+        """Add turns to the stored conversation (created if missing) and save it; returns it."""
+        path = self.path(conversation_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path.with_name(f".{conversation_id}.lock")), timeout=self.lock_timeout_s):
+            conversation = self.load(conversation_id)
+            conversation.turns.extend(turns)
+            self.save(conversation)
+        return conversation
 
     def delete(self, conversation_id: str) -> bool:
         path = self.path(conversation_id)
@@ -216,11 +232,13 @@ class ChatSession:
         assert answer is not None
         answer.question = question
         answer.rewritten_question = standalone if standalone != question else None
-        conversation.turns.append(
-            Turn(role="user", content=question, rewritten_question=answer.rewritten_question)
+        self.store.append(
+            conversation_id,
+            [
+                Turn(role="user", content=question, rewritten_question=answer.rewritten_question),
+                Turn(role="assistant", content=answer.answer, citations=answer.citations),
+            ],
         )
-        conversation.turns.append(Turn(role="assistant", content=answer.answer, citations=answer.citations))
-        self.store.save(conversation)
         yield answer
 
     def list(self) -> list[str]:

@@ -58,6 +58,25 @@ def test_history_persists_as_json_and_survives_a_new_session(tmp_path: Path) -> 
     assert len(llm.prompts) == 2  # a rewrite happened: there was history
 
 
+def test_two_sessions_on_one_conversation_both_keep_their_turns(tmp_path: Path) -> None:
+    """A second session answers while the first is between loading the history and saving it (two
+    browser tabs on one conversation): both exchanges are kept, none overwritten."""
+    other, _, _ = session(tmp_path, ["Filters come in threes [2]."])
+
+    class Interrupting(ListRetriever):
+        def _get_relevant_documents(self, query: str, *, run_manager):  # type: ignore[no-untyped-def]
+            if not self.queries:
+                other.ask("shared", "Filters?")
+            return super()._get_relevant_documents(query, run_manager=run_manager)
+
+    llm = WindowFake(context_window=600, script=["Every 500 hours [1]."])
+    store = ConversationStore.for_data_dir(tmp_path)
+    first = build_chat_chain(llm, Interrupting(docs=list(DOCS)), store, max_new_tokens=50)
+    first.ask("shared", "Pump?")
+    contents = [t.content for t in store.load("shared").turns]
+    assert contents == ["Filters?", "Filters come in threes [2].", "Pump?", "Every 500 hours [1]."]
+
+
 def test_list_and_reset(tmp_path: Path) -> None:
     chat, _, _ = session(tmp_path, ["A [1].", "B [1]."])
     assert chat.list() == []
