@@ -206,7 +206,8 @@ def list_documents(
     """List the documents of a collection (or the collections, when there is none yet)."""
     with _edge():
         ws = _workspace(collection, _settings(data_dir))
-        docs = ws.documents()
+        # A collection named on the command line must exist; the default one may not exist yet.
+        docs = ws.collection().documents() if collection is not None else ws.documents()
         if as_json:
             out.print_json(json.dumps([d.__dict__ for d in docs]))
             return
