@@ -30,7 +30,7 @@ def _tiny_gguf(path: Path) -> bytes:
 
 def _split(data: bytes, folder: Path, n: int) -> list[tuple[Path, int, str | None]]:
     step = len(data) // n + 1
-    parts = []
+    parts: list[tuple[Path, int, str | None]] = []
     for i in range(n):
         piece = data[i * step : (i + 1) * step]
         path = folder / f"part{i + 1:02d}.bin"
