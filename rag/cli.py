@@ -42,6 +42,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tab
 ModeOpt = Annotated[str | None, typer.Option("--mode", "-m", help="hybrid | dense | bm25")]
 KOpt = Annotated[int | None, typer.Option("-k", "--k", help="How many chunks to retrieve.")]
 BackendOpt = Annotated[str | None, typer.Option("--backend", help="LLM backend: local | openai | fake")]
+PromptOpt = Annotated[
+    str | None, typer.Option("--prompt", help="QA prompt: zero_shot | few_shot | chain_of_thought")
+]
 ModelOpt = Annotated[
     str | None, typer.Option("--model", help="packaged:NAME, a model folder, a hub id or a .gguf")
 ]
@@ -73,10 +76,19 @@ def _workspace(collection: str | None, settings: Settings) -> Workspace:
 @contextmanager
 def _edge() -> Iterator[None]:
     """Library errors carry facts; here they become one clear line and exit code 2."""
+    from pydantic import ValidationError
+
     try:
         yield
     except (LecternError, FileNotFoundError) as e:
         err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    except ValidationError as e:  # a flag, LECTERN_* variable or settings.toml value out of range
+        for problem in e.errors():
+            field = ".".join(str(part) for part in problem["loc"])
+            err.print(
+                f"[red]error:[/red] invalid setting {field} = {problem.get('input')!r}: {problem['msg']}"
+            )
         raise typer.Exit(2) from None
 
 
@@ -303,6 +315,7 @@ def ask(
     backend: BackendOpt = None,
     model: ModelOpt = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens")] = None,
+    prompt: PromptOpt = None,
     data_dir: DataDir = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -312,6 +325,7 @@ def ask(
             data_dir,
             llm=_llm_flags(backend, model, max_new_tokens=max_new_tokens),
             retrieval={"k": k, "mode": mode},
+            answer={"prompt": prompt},
         )
         ws = _workspace(collection, settings)
         ws.collection()
@@ -333,11 +347,12 @@ def chat(
     ] = "default",
     backend: BackendOpt = None,
     model: ModelOpt = None,
+    prompt: PromptOpt = None,
     data_dir: DataDir = None,
 ) -> None:
     """A conversation with follow-up questions. /sources shows the last sources, /reset forgets, /quit ends."""
     with _edge():
-        settings = _settings(data_dir, llm=_llm_flags(backend, model))
+        settings = _settings(data_dir, llm=_llm_flags(backend, model), answer={"prompt": prompt})
         ws = _workspace(collection, settings)
         ws.collection()
         session = ws.chat_session()
@@ -447,6 +462,7 @@ def eval_answers(
     limit: Annotated[int, typer.Option(help="How many answerable questions to sample.")] = 50,
     backend: BackendOpt = None,
     model: ModelOpt = None,
+    prompt: PromptOpt = None,
     data_dir: DataDir = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -454,9 +470,8 @@ def eval_answers(
     from rag.evaluate_answers import eval_answers_command
 
     with _edge():
-        eval_answers_command(
-            qa_dir, _settings(data_dir, llm=_llm_flags(backend, model)), limit, as_json=as_json
-        )
+        settings = _settings(data_dir, llm=_llm_flags(backend, model), answer={"prompt": prompt})
+        eval_answers_command(qa_dir, settings, limit, as_json=as_json)
 
 
 # -- the web UI ----------------------------------------------------------------------------------------

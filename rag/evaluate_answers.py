@@ -19,7 +19,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rag.evaluate import QAItem, articles_of, eval_searcher, load_qa, normalise
 
@@ -107,7 +107,7 @@ def run_answer_eval(
     from ingest.pipeline import source_key
     from rag.qa import build_qa_chain
     from rag.retrieval import Filters, LecternRetriever
-    from rag.workspace import shared_llm
+    from rag.workspace import qa_options, shared_llm
 
     all_items = load_qa(qa_dir)
     items = sample_answerable(all_items, limit, seed)
@@ -115,11 +115,7 @@ def run_answer_eval(
     keys = {a: source_key(a) for a in articles}
     llm = shared_llm(settings)
     r = settings.retrieval
-    options: dict[str, Any] = {
-        "k": r.k,
-        "max_new_tokens": settings.llm.max_new_tokens,
-        "min_score": r.min_score,
-    }
+    options = qa_options(settings)
     with eval_searcher(articles, settings, workdir) as searcher:
 
         def chain(filters: Filters | None) -> QAChain:

@@ -22,6 +22,7 @@ from pydantic_settings import (
 from ingest.settings import IngestSettings
 
 RetrievalMode = Literal["hybrid", "dense", "bm25"]
+QAPrompt = Literal["zero_shot", "few_shot", "chain_of_thought"]  # the keys of rag.prompts.QA_PROMPTS
 SETTINGS_FILE = "settings.toml"
 LOCAL_FILE = "lectern.toml"
 
@@ -42,6 +43,13 @@ class RetrievalSettings(BaseModel):
     dense_weight: float = Field(0.4, ge=0.0)
     bm25_weight: float = Field(0.6, ge=0.0)
     min_score: float = 0.0
+
+
+class AnswerSettings(BaseModel):
+    """How questions are put to the model (ask, chat, the web UI and `lectern eval answers`)."""
+
+    prompt: QAPrompt = "zero_shot"  # docs/ANSWERS.md compares them
+    structured: bool = False  # JSON answer + citation numbers, validated (rag.qa.StructuredAnswer)
 
 
 class LLMSettings(BaseModel):
@@ -73,6 +81,7 @@ class Settings(BaseSettings):
     collection: str = "default"
     ingest: IngestSettings = IngestSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    answer: AnswerSettings = AnswerSettings()
     llm: LLMSettings = LLMSettings()
 
     @classmethod

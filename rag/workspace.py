@@ -61,6 +61,17 @@ def shared_llm(settings: Settings) -> BaseChatModel:
         return _LLMS[key]
 
 
+def qa_options(settings: Settings) -> dict[str, Any]:
+    """build_qa_chain's options from the settings (k, prompt variant, answer length, min_score, JSON)."""
+    return {
+        "k": settings.retrieval.k,
+        "variant": settings.answer.prompt,
+        "structured": settings.answer.structured,
+        "max_new_tokens": settings.llm.max_new_tokens,
+        "min_score": settings.retrieval.min_score,
+    }
+
+
 class Workspace:
     """lectern's Python API over one collection. Settings come from the usual sources plus kwargs."""
 
@@ -169,11 +180,7 @@ class Workspace:
         return shared_llm(self.settings)
 
     def _qa_options(self) -> dict[str, Any]:
-        return {
-            "k": self.settings.retrieval.k,
-            "max_new_tokens": self.settings.llm.max_new_tokens,
-            "min_score": self.settings.retrieval.min_score,
-        }
+        return qa_options(self.settings)
 
     def ask(self, question: str, **options: Any) -> Answer:
         from rag.qa import build_qa_chain

@@ -115,9 +115,7 @@ def test_ingest_with_a_corrupt_file_exits_1_and_names_it(runner: CliRunner, docs
     assert [Path(f["path"]).name for f in failed] == ["broken.pdf"] and "corrupt" in failed[0]["reason"]
 
 
-@pytest.mark.parametrize(
-    "command", [["search", "anything"], ["delete", "x.txt"], ["ask", "why?"], ["list"]]
-)
+@pytest.mark.parametrize("command", [["search", "anything"], ["delete", "x.txt"], ["ask", "why?"], ["list"]])
 def test_unknown_collection_exits_2(runner: CliRunner, docs: Path, command: list[str]) -> None:
     assert run(runner, "ingest", str(docs), "-c", "notes").exit_code == 0
     result = run(runner, *command, "-c", "nope")

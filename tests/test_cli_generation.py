@@ -87,3 +87,29 @@ def test_ask_warns_when_no_source_supports_the_answer(
     monkeypatch.setattr(Workspace, "stream_ask", made_up)
     result = runner.invoke(app, ["ask", "What colour are otters?", "-c", "notes"])
     assert result.exit_code == 0 and "may be made up" in result.output
+
+
+@pytest.mark.parametrize("variant", ["few_shot", "chain_of_thought"])
+def test_the_prompt_setting_picks_the_qa_template(runner: CliRunner, variant: str) -> None:
+    from rag.fake import FakeChatModel
+    from rag.prompts import QA_PROMPTS
+    from rag.settings import load_settings
+    from rag.workspace import Workspace
+
+    ws = Workspace(collection="notes", settings=load_settings(answer={"prompt": variant}))
+    assert ws.ask("What do the otters eat?").citations
+    llm = ws.llm
+    assert isinstance(llm, FakeChatModel)
+    sent = [m.text for m in llm.calls[-1]]
+    expected = [m.text for m in QA_PROMPTS[variant].format_messages(sources="S", question="Q")]
+    assert len(sent) == len(expected)  # few-shot: its worked examples are sent
+    assert sent[-1].endswith(expected[-1].split("\n\n")[-1])  # chain of thought: its closing ask
+    result = runner.invoke(app, ["ask", "What do the otters eat?", "-c", "notes", "--prompt", variant])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_bad_setting_value_names_the_field(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["ask", "why?", "-c", "notes", "--prompt", "clever", "-k", "0"])
+    assert result.exit_code == 2
+    assert "answer.prompt = 'clever'" in result.output and "retrieval.k = 0" in result.output
+    assert "Traceback" not in result.output

@@ -21,6 +21,11 @@ KINDS = {
     "fake": "Fake model (demo, no model)",
 }
 MODES = ["hybrid", "dense", "bm25"]
+PROMPTS = {
+    "zero_shot": "Direct (recommended)",
+    "few_shot": "With worked examples",
+    "chain_of_thought": "Reason first, then answer (slower)",
+}
 
 config = resources.settings()
 llm = config.llm
@@ -75,6 +80,13 @@ temperature = right.slider("Temperature", 0.0, 2.0, float(llm.temperature), step
 max_tokens = right.number_input(
     "Max answer tokens", min_value=16, max_value=8192, value=llm.max_new_tokens, step=16
 )
+prompt = left.selectbox(
+    "Answer prompt",
+    list(PROMPTS),
+    index=list(PROMPTS).index(config.answer.prompt),
+    format_func=PROMPTS.__getitem__,
+    help="How the question and its passages are put to the model; docs/ANSWERS.md compares them.",
+)
 
 if st.button("Save settings", type="primary"):
     if kind != "fake" and not updates.get("model"):
@@ -84,6 +96,7 @@ if st.button("Save settings", type="primary"):
         data = config.model_dump()
         data["llm"].update(updates, temperature=temperature, max_new_tokens=int(max_tokens))
         data["retrieval"].update(mode=mode, k=int(k))
+        data["answer"].update(prompt=prompt)
         path = Settings(**data).save()
     if not outcome.failed:
         st.success(f"Saved to {path}; the CLI uses these settings too.")
