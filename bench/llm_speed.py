@@ -3,6 +3,12 @@ weights, and one batched generate of N prompts vs N sequential calls; plus a sma
 check used to pick the default model.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m bench.llm_speed --model packaged:smollm2 [--qa]
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.llm_speed --model packaged:qwen2.5-0.5b --dtypes --skip-speed
+
+--dtypes times grounded answers at a real prompt size (the six QA passages among filler sources, about
+1,000 prompt tokens, like k=5 chunks of 200) with fp32 weights and with the dtype `auto` picks on this
+machine (bf16 where the CPU has bf16 instructions), in one run, and reports the ratio and how many
+answers are the same.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 
 from rag.llm import LocalChatModel, build_llm, to_chat_dicts
 from rag.settings import LLMSettings
@@ -107,6 +113,46 @@ def bench_qa(llm: LocalChatModel) -> dict[str, Any]:
     return {"correct": f"{correct}/{len(QA)}", "mean_latency_s": sum(latencies) / len(QA), "answers": answers}
 
 
+FILLER = (
+    "The committee met on Tuesday to review the annual budget, the schedule of public works and the "
+    "results of the survey of residents, and agreed to publish its minutes within two weeks. "
+)
+
+
+def qa_messages(passage: str, question: str) -> list[BaseMessage]:
+    """A QA prompt the size lectern sends with k=5: the passage among four filler sources."""
+    sources = [FILLER * 6] * 4
+    sources.insert(2, passage)
+    numbered = "\n\n".join(f"[{i}] {text}" for i, text in enumerate(sources, 1))
+    return [HumanMessage(f"Sources:\n\n{numbered}\n\nQuestion: {question}\nAnswer briefly, citing [n].")]
+
+
+def bench_dtypes(model: str, models_dir: Path, tokens: int = 32) -> dict[str, Any]:
+    """Grounded answers with fp32 weights against the `auto` dtype, same prompts, one run."""
+    import torch
+
+    results: dict[str, Any] = {}
+    answers: dict[str, list[str]] = {}
+    for name in ("float32", "auto"):
+        llm = build_llm(LLMSettings(model=model, temperature=0, dtype=name, device="cpu"), models_dir)
+        assert isinstance(llm, LocalChatModel)
+        llm.invoke(qa_messages(*QA[0][:2]), max_new_tokens=2)  # warm-up
+        start = time.perf_counter()
+        texts = [str(llm.invoke(qa_messages(p, q), max_new_tokens=tokens).content) for p, q, _ in QA]
+        results[f"{name}_s_per_answer"] = (time.perf_counter() - start) / len(QA)
+        results[f"{name}_correct"] = sum(
+            e.lower() in t.lower() for t, (_, _, e) in zip(texts, QA, strict=True)
+        )
+        results[f"{name}_dtype"] = str(llm.hf_model.dtype).removeprefix("torch.")
+        results["prompt_tokens"] = llm.get_num_tokens_from_messages(qa_messages(*QA[0][:2]))
+        answers[name] = texts
+        del llm
+    results["speedup"] = results["float32_s_per_answer"] / results["auto_s_per_answer"]
+    results["same_answers"] = sum(a == b for a, b in zip(answers["float32"], answers["auto"], strict=True))
+    results["threads"] = torch.get_num_threads()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="packaged:smollm2")
@@ -116,8 +162,14 @@ def main() -> None:
     )
     parser.add_argument("--qa", action="store_true", help="also run the grounded-QA comparison")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--dtypes", action="store_true", help="fp32 against the auto dtype, QA-sized prompts")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.dtypes:
+        for key, value in bench_dtypes(args.model, args.models_dir).items():
+            print(f"  {key:22s} {value:.2f}" if isinstance(value, float) else f"  {key:22s} {value}")
+        if args.skip_speed and not args.qa:
+            return
     start = time.perf_counter()
     llm = build_llm(LLMSettings(model=args.model, temperature=0, max_new_tokens=args.tokens), args.models_dir)
     assert isinstance(llm, LocalChatModel)

@@ -65,7 +65,7 @@ class LLMSettings(BaseModel):
     max_new_tokens: int = Field(256, ge=1)
     context_window: int | None = None  # None: the model's own
     device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "auto"
+    dtype: str = "auto"  # auto: bf16/fp16 on CUDA; on CPU bf16 where native (avx512_bf16, AMX), else fp32
     threads: int | None = None
     batch_size: int = Field(8, ge=1)
     timeout_s: float = 120.0

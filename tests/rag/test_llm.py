@@ -62,8 +62,8 @@ def test_fake_summarizes_with_leading_sentences() -> None:
 def test_fake_streams_word_by_word_and_batches_in_order() -> None:
     llm = FakeChatModel()
     prompt = "[1] The sky is blue today. Yes."
-    chunks = [c.content for c in llm.stream(prompt)]
-    assert len(chunks) > 3 and "".join(chunks) == llm.invoke(prompt).content  # type: ignore[operator]
+    chunks = [c.text for c in llm.stream(prompt)]
+    assert len(chunks) > 3 and "".join(chunks) == llm.invoke(prompt).text
     prompts = [f"[{i}] Fact number {i}." for i in range(1, 5)]
     out = llm.batch(prompts)  # type: ignore[arg-type]
     assert [m.content for m in out] == [f"Fact number {i}. [{i}]" for i in range(1, 5)]
@@ -257,6 +257,32 @@ def test_cuda_loads_in_half_precision(smol_dir: Path) -> None:
     gpu = build_llm(LLMSettings(model="packaged:smollm2", temperature=0, device="cuda"), smol_dir)
     assert gpu.hf_model.dtype in (torch.bfloat16, torch.float16)  # type: ignore[attr-defined]
     assert "Paris" in gpu.invoke(QUESTION).content
+
+
+def test_cpu_dtype_is_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from rag import llm as llm_module
+
+    monkeypatch.setattr(llm_module, "cpu_has_native_bf16", lambda: True)
+    assert llm_module._resolve_dtype("auto", "cpu") == torch.bfloat16
+    monkeypatch.setattr(llm_module, "cpu_has_native_bf16", lambda: False)
+    assert llm_module._resolve_dtype("auto", "cpu") == torch.float32
+    assert llm_module._resolve_dtype("float32", "cpu") == torch.float32  # an explicit choice wins
+    for bad in ("float8", "nn"):
+        with pytest.raises(UnknownKey):
+            llm_module._resolve_dtype(bad, "cpu")
+
+
+@pytest.mark.e2e
+def test_bf16_weights_answer_the_known_question(smol_dir: Path) -> None:
+    """The dtype `auto` picks on CPUs with bf16 instructions (forced here, so every machine checks it)."""
+    import torch
+
+    settings = LLMSettings(model="packaged:smollm2", max_new_tokens=16, device="cpu", dtype="bfloat16")
+    half = build_llm(settings, smol_dir)
+    assert half.hf_model.dtype == torch.bfloat16  # type: ignore[attr-defined]
+    assert "Paris" in half.invoke(QUESTION).content
 
 
 def test_repetition_penalty_spares_the_prompt_tokens() -> None:
