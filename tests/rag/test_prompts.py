@@ -76,7 +76,7 @@ def test_qa_prompts_ask_for_citations_and_the_abstain_sentence(template: ChatPro
     assert set(template.input_variables) == {"sources", "question"}
     messages = template.format_messages(sources="S", question="Q")
     assert messages[0].type == "system" and messages[-1].type == "human"
-    assert NO_ANSWER in messages[0].text and "[1]" in messages[0].text
+    assert NO_ANSWER in messages[0].text and "[2]" in messages[0].text
 
 
 def test_template_variables() -> None:
