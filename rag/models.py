@@ -85,6 +85,20 @@ def packaged_gguf(name: str, models_dir: Path) -> Path:
     return target
 
 
+def installed() -> list[str]:
+    """`packaged:NAME` of the packaged models whose wheels are all installed (nothing is read)."""
+
+    def present(spec: PackagedModel) -> bool:
+        if spec.module is not None:
+            return importlib.util.find_spec(spec.module) is not None
+        try:
+            return all(importlib.metadata.distribution(d) for d in spec.part_dists)
+        except importlib.metadata.PackageNotFoundError:
+            return False
+
+    return [PACKAGED_PREFIX + name for name, spec in PACKAGED.items() if present(spec)]
+
+
 def _module_file(spec: PackagedModel) -> Path:
     """Find the GGUF without importing the module (its own imports need llama_cpp)."""
     assert spec.module is not None

@@ -11,9 +11,9 @@ from typing import Any
 import streamlit as st
 
 from app import components, resources
+from rag.models import installed
 from rag.settings import Settings
 
-PACKAGED = ["packaged:smollm2", "packaged:qwen2.5-0.5b"]
 KINDS = {
     "packaged": "Packaged local model",
     "folder": "Local model folder or .gguf",
@@ -41,11 +41,13 @@ else:
 kind = st.radio("Backend", list(KINDS), index=list(KINDS).index(current), format_func=KINDS.__getitem__)
 updates: dict[str, Any] = {}
 if kind == "packaged":
+    packaged = installed() or ["packaged:qwen2.5-0.5b"]
     model = st.selectbox(
         "Model",
-        PACKAGED,
-        index=PACKAGED.index(llm.model) if llm.model in PACKAGED else 0,
-        help="smollm2 is smaller and faster; qwen2.5-0.5b answers better.",
+        packaged,
+        index=packaged.index(llm.model) if llm.model in packaged else 0,
+        help="The packaged models installed here. smollm2 is smaller and faster; qwen2.5-0.5b answers "
+        "better (docs/ANSWERS.md); qwen2.5-1.5b (make model-1.5b) is slower still.",
     )
     updates = {"backend": "local", "model": model}
 elif kind == "folder":

