@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from langchain_core.messages import HumanMessage, SystemMessage
 
 import rag.llm as llm_mod
@@ -244,6 +245,20 @@ def test_second_build_uses_the_conversion_cache(smol: Any, smol_dir: Path) -> No
     assert again.invoke(QUESTION).content == smol.invoke(QUESTION).content
     manifest = json.loads(next(smol_dir.glob("smollm2-*/lectern.json")).read_text())
     assert manifest["tokenizer"] == "saved"
+    running = smol.hf_model.dtype  # bf16 on CPUs with bf16 instructions, else fp32
+    assert manifest["stored_dtype"] == str(running).removeprefix("torch.")  # cached as it runs
+    before = llm_mod.CONVERSIONS
+    fp32 = build_llm(LLMSettings(model="packaged:smollm2", max_new_tokens=16, dtype="float32"), smol_dir)
+    assert fp32.hf_model.dtype == torch.float32  # type: ignore[attr-defined]
+    assert before + (running != torch.float32) == llm_mod.CONVERSIONS  # one cache per dtype
+    assert "Paris" in fp32.invoke(QUESTION).content
+
+
+def test_converted_models_are_cached_in_the_dtype_they_run_in() -> None:
+    assert llm_mod._storage_dtype(torch.bfloat16) == torch.bfloat16
+    assert llm_mod._storage_dtype(torch.float16) == torch.float16
+    assert llm_mod._storage_dtype(torch.float32) == torch.float32
+    assert llm_mod._storage_dtype(None) == torch.float32
 
 
 @pytest.mark.e2e
