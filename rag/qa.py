@@ -161,15 +161,25 @@ class QAChain(Runnable[QAInput, Answer]):
         if valid:
             support = support_scores(text, prepared.question, prepared.contexts)
             answer.support = max(support[n] for n in valid)
-        else:
-            # Small models often answer well but write no [n]: cite, sentence by sentence, the
-            # sources each sentence came from.
-            marked, inferred, answer.support = attribute_sentences(text, prepared.question, prepared.contexts)
-            answer.citations = [
-                _citation(by_number[n]).model_copy(update={"inferred": True}) for n in inferred
-            ]
-            if inferred:
-                answer.answer = marked
+            if answer.support >= UNSUPPORTED:
+                return answer
+            # The named sources hold almost none of the answer (small models sometimes write [1]
+            # whatever the passage): cite the sources the words come from, if any does. Only then:
+            # plain word overlap does not weigh rare words, so a source with a share of the words
+            # may be the right one (a name appears in one passage, the topic's words in all).
+            plain = strip_citations(text, set(valid)).strip()
+            marked, inferred, share = attribute_sentences(plain, prepared.question, prepared.contexts)
+            if inferred and set(inferred) != set(valid):
+                answer.unsupported_citations = [n for n in valid if n not in inferred]
+                answer.answer, answer.support = marked, share
+                answer.citations = _inferred(by_number, inferred)
+            return answer
+        # Small models often answer well but write no [n]: cite, sentence by sentence, the sources
+        # each sentence came from.
+        marked, inferred, answer.support = attribute_sentences(text, prepared.question, prepared.contexts)
+        answer.citations = _inferred(by_number, inferred)
+        if inferred:
+            answer.answer = marked
         return answer
 
     def _abstain(self, prepared: _Prepared) -> Answer:
@@ -269,7 +279,11 @@ def support_scores(answer: str, question: str, contexts: list[Context]) -> dict[
     return {c.number: len(novel & set(bm25.terms(c.text))) / len(novel) for c in contexts}
 
 
-def attribute(support: dict[int, float], threshold: float = 0.6, most: int = 3) -> list[int]:
+SUPPORTED = 0.6  # share of an answer's new words a source must hold to be its source
+UNSUPPORTED = 0.25  # a cited source holding less than this of them is replaced when another holds SUPPORTED
+
+
+def attribute(support: dict[int, float], threshold: float = SUPPORTED, most: int = 3) -> list[int]:
     """Sources holding most (60%) of the answer's new words, and near the best one."""
     best = max(support.values(), default=0.0)
     if best < threshold:
@@ -334,6 +348,10 @@ def parse_structured(raw: str) -> StructuredAnswer:
         raise ValueError("no JSON object in the model's output")
     data = json.loads(raw[start : end + 1])
     return StructuredAnswer.model_validate(data)
+
+
+def _inferred(by_number: dict[int, Context], numbers: list[int]) -> list[Citation]:
+    return [_citation(by_number[n]).model_copy(update={"inferred": True}) for n in numbers]
 
 
 def _citation(ctx: Context) -> Citation:

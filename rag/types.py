@@ -73,6 +73,8 @@ class Answer(BaseModel):
     rewritten_question: str | None = None  # chat: the standalone question actually retrieved with
     reasoning: str | None = None  # chain-of-thought variant: the text before "Answer:"
     dropped_citations: list[int] = Field(default_factory=list)  # [n] that matched no source
+    # [n] the model wrote whose source holds little of the answer, replaced by the sources that do
+    unsupported_citations: list[int] = Field(default_factory=list)
     structured: bool = False  # asked for JSON
     parse_error: str | None = None  # JSON was asked for but invalid: text parsing was used instead
     raw: str = ""  # the model's full output

@@ -8,7 +8,14 @@ import pytest
 
 from ingest.errors import UnknownKey
 from rag.prompts import NO_ANSWER
-from rag.qa import build_qa_chain, is_abstention, parse_citations, split_reasoning, stream_answer
+from rag.qa import (
+    build_qa_chain,
+    grounding_note,
+    is_abstention,
+    parse_citations,
+    split_reasoning,
+    stream_answer,
+)
 from rag.types import QUOTE_CHARS, Answer
 from tests.rag.test_context import ListRetriever, WindowFake, make_doc, words
 
@@ -199,6 +206,40 @@ def test_explicit_citations_are_not_replaced_by_inferred_ones() -> None:
     answer = qa.invoke("How long is the warranty?")
     assert [(c.number, c.inferred) for c in answer.citations] == [(3, False)]
     assert answer.support == 1.0
+
+
+def test_a_citation_to_a_source_without_the_answer_is_replaced_by_the_source_with_it() -> None:
+    qa, _, _ = chain(["The warranty lasts two years [1]."])  # [1] is about the pump
+    answer = qa.invoke("How long is the warranty?")
+    assert [(c.number, c.inferred) for c in answer.citations] == [(3, True)]
+    assert answer.unsupported_citations == [1]
+    assert answer.answer == "The warranty lasts two years. [3]" and answer.support == 1.0
+
+
+def test_a_citation_holding_part_of_the_answer_is_kept() -> None:
+    """Word overlap does not weigh rare words, so a cited source with a fair share of them stays."""
+    docs = [
+        make_doc(1, "The engineer Edith Varley designed it."),
+        make_doc(2, "A short history of Marrow Point Light."),
+    ]
+    qa, _, _ = chain(["Edith Varley designed it; a short history of Marrow Point Light [1]."], docs)
+    answer = qa.invoke("Who designed the tower?")
+    assert [(c.number, c.inferred) for c in answer.citations] == [(1, False)]
+    assert answer.unsupported_citations == []
+
+
+def test_right_citations_to_several_sources_are_kept() -> None:
+    qa, _, _ = chain(["Filters come in packs of three [2]. The warranty lasts two years [3]."])
+    answer = qa.invoke("Tell me about filters and the warranty?")
+    assert [(c.number, c.inferred) for c in answer.citations] == [(2, False), (3, False)]
+    assert answer.unsupported_citations == [] and "[2]" in answer.answer and "[3]" in answer.answer
+
+
+def test_a_citation_no_source_supports_is_kept_and_flagged_by_its_support() -> None:
+    qa, _, _ = chain(["Bananas are yellow [1]."])
+    answer = qa.invoke("How long is the warranty?")
+    assert [(c.number, c.inferred) for c in answer.citations] == [(1, False)]
+    assert answer.support == 0.0 and grounding_note(answer) is not None
 
 
 def test_each_sentence_is_cited_with_the_source_it_came_from() -> None:
