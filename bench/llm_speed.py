@@ -5,6 +5,12 @@ check used to pick the default model.
     HF_HUB_OFFLINE=1 .venv/bin/python -m bench.llm_speed --model packaged:smollm2 [--qa]
     HF_HUB_OFFLINE=1 .venv/bin/python -m bench.llm_speed --model packaged:qwen2.5-0.5b --dtypes --skip-speed
 
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.llm_speed --model packaged:qwen2.5-0.5b --cache --skip-speed
+
+--cache loads the model for bf16 compute from an fp32 cache (what lectern stored before) and from a
+bf16 cache (what it stores now on a bf16 machine), each in a fresh process, and reports load time,
+peak RSS, size on disk and whether the answers are the same.
+
 --dtypes times grounded answers at a real prompt size (the six QA passages among filler sources, about
 1,000 prompt tokens, like k=5 chunks of 200) with fp32 weights and with the dtype `auto` picks on this
 machine (bf16 where the CPU has bf16 instructions), in one run, and reports the ratio and how many
@@ -153,6 +159,53 @@ def bench_dtypes(model: str, models_dir: Path, tokens: int = 32) -> dict[str, An
     return results
 
 
+_LOAD_CHILD = """
+import json, sys, time
+from pathlib import Path
+from bench.llm_speed import QA, qa_messages
+from rag.llm import build_llm
+from rag.settings import LLMSettings
+start = time.perf_counter()
+llm = build_llm(LLMSettings(model=sys.argv[1], dtype="bfloat16", device="cpu", max_new_tokens=32), Path(sys.argv[2]))
+load = time.perf_counter() - start
+texts = [str(llm.invoke(qa_messages(p, q)).content) for p, q, _ in QA]
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent (which converted)
+rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1e6
+print(json.dumps({"load_s": load, "peak_rss_gb": rss, "texts": texts}))
+"""
+
+
+def bench_cache(model: str, models_dir: Path) -> dict[str, Any]:
+    """bf16 compute loaded from an fp32 cache against a bf16 cache, a fresh process each."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    from rag.llm import resolve_local
+
+    results: dict[str, Any] = {}
+    texts: dict[str, list[str]] = {}
+    for name, stored in (("fp32_cache", torch.float32), ("bf16_cache", torch.bfloat16)):
+        folder, _ = resolve_local(model, models_dir, stored)  # converts once per dtype
+        out = subprocess.run(
+            [sys.executable, "-c", _LOAD_CHILD, str(folder), str(models_dir)],
+            capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1],
+        )  # fmt: skip
+        data = json.loads(out.stdout.strip().splitlines()[-1])
+        results[f"{name}_load_s"] = data["load_s"]
+        results[f"{name}_peak_rss_gb"] = data["peak_rss_gb"]
+        results[f"{name}_disk_gb"] = (
+            sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 1e9
+        )
+        texts[name] = data["texts"]
+    results["rss_ratio"] = results["fp32_cache_peak_rss_gb"] / results["bf16_cache_peak_rss_gb"]
+    results["load_ratio"] = results["fp32_cache_load_s"] / results["bf16_cache_load_s"]
+    results["same_answers"] = f"{sum(a == b for a, b in zip(*texts.values(), strict=True))}/{len(QA)}"
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="packaged:smollm2")
@@ -162,11 +215,16 @@ def main() -> None:
     )
     parser.add_argument("--qa", action="store_true", help="also run the grounded-QA comparison")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--cache", action="store_true", help="fp32 against bf16 converted-model cache")
     parser.add_argument("--dtypes", action="store_true", help="fp32 against the auto dtype, QA-sized prompts")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.dtypes:
-        for key, value in bench_dtypes(args.model, args.models_dir).items():
+    if args.dtypes or args.cache:
+        found = {
+            **(bench_dtypes(args.model, args.models_dir) if args.dtypes else {}),
+            **(bench_cache(args.model, args.models_dir) if args.cache else {}),
+        }
+        for key, value in found.items():
             print(f"  {key:22s} {value:.2f}" if isinstance(value, float) else f"  {key:22s} {value}")
         if args.skip_speed and not args.qa:
             return

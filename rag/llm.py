@@ -433,7 +433,7 @@ def _storage_dtype(dtype: Any) -> Any:
     """The dtype a converted GGUF is cached in: the one it will run in.
 
     Stored in its compute dtype, the weights are memory-mapped as they are: Qwen 1.5B in bf16 loads
-    in 5.1 s with a 3.9 GB peak RSS from a bf16 cache, against 11.8 s and 10.9 GB from an fp32 one
+    in 5.4 s with a 3.8 GB peak RSS from a bf16 cache, against 13.0 s and 10.9 GB from an fp32 one
     (the mapped file plus a bf16 copy), and the cache is half the size (3.6 instead of 7.1 GB).
     Rounding to bf16 once at conversion is the rounding loading would do anyway (docs/LLM.md)."""
     import torch
