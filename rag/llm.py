@@ -371,9 +371,9 @@ def load_saved_tokenizer(folder: Path) -> Any:
     return tok
 
 
-def _convert_gguf(gguf: Path, target: Path, stored: Any = None) -> None:
+def _convert_gguf(gguf: Path, target: Path, stored: Any) -> None:
     """Dequantize a GGUF once and save it as safetensors in `target` (temp dir renamed into place),
-    in the `stored` dtype (fp32 when None).
+    in the `stored` dtype (see _storage_dtype).
 
     The saved tokenizer is kept only if it encodes probe texts to the same ids and renders the same
     chat template as the GGUF-loaded one; else the manifest says to load the tokenizer from the GGUF.
@@ -398,7 +398,6 @@ def _convert_gguf(gguf: Path, target: Path, stored: Any = None) -> None:
         setattr(model, "hf_quantizer", None)  # noqa: B010
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        stored = stored or torch.float32
         if stored != torch.float32:
             model.to(stored)
         model.save_pretrained(str(tmp))
@@ -477,7 +476,7 @@ def resolve_local(model: str, models_dir: Path, dtype: Any = None) -> tuple[Path
         return model, None  # a hub id: loaded with local_files_only below
     import torch
 
-    stored = _storage_dtype(dtype or torch.float32)
+    stored = _storage_dtype(dtype)
     suffix = "" if stored == torch.float32 else "-" + str(stored).removeprefix("torch.")
     target = models_dir / f"{name}-{file_key(gguf, salt=f'v{CACHE_FORMAT}')}{suffix}"
     if not (target / "lectern.json").is_file():
