@@ -104,13 +104,32 @@ def ingest_report(report: IngestReport) -> None:
         st.error(f"{file_name(r.path)} failed: {r.reason}", icon=":material/error:")
 
 
+def highlighted(text: str, sentences: Sequence[str]) -> str:
+    """The passage as Markdown, with the sentences that support the answer on a coloured background."""
+    spans = sorted(
+        (start, start + len(sentence))
+        for sentence in sentences
+        if sentence and (start := text.find(sentence)) >= 0
+    )
+    out, at = [], 0
+    for start, end in spans:
+        if start < at:
+            continue
+        out.append(plain(text[at:start]))
+        out.append(":orange-background[" + plain(text[start:end]).replace("]", "\\]") + "]")
+        at = end
+    out.append(plain(text[at:]))
+    return "".join(out)
+
+
 def citation_title(c: Citation) -> str:
     page = f", page {c.page}" if c.page is not None else ""
     return f"[{c.number}] {file_name(c.source)}{page}"
 
 
 def citations(cites: Sequence[Citation], contexts: Sequence[Context] = ()) -> None:
-    """One expander per numbered citation: the passage, its file and (for PDFs) the page to open."""
+    """One expander per numbered citation: the passage, with the sentences that hold the answer
+    highlighted, its file and (for PDFs) the page to open."""
     if not cites:
         if contexts:
             passages_given(contexts)
@@ -119,7 +138,7 @@ def citations(cites: Sequence[Citation], contexts: Sequence[Context] = ()) -> No
     st.caption("Sources")
     for c in cites:
         with st.expander(citation_title(c)):
-            st.markdown(plain(passages.get(c.chunk_id, c.quote)))
+            st.markdown(highlighted(passages.get(c.chunk_id, c.quote), c.highlights))
             where = f"`{c.source}`"
             if c.page is not None:
                 open_at = " (open the PDF at this page)" if c.source.lower().endswith(".pdf") else ""

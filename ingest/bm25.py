@@ -232,6 +232,14 @@ class BM25Matrix:
         tf.data = (data * (k1 + 1) / (data + norm[row_of])) * idf[tf.indices]
         return cls(np.asarray(ids, dtype=np.int64), tf.tocsc(), k1, b)
 
+    def idf(self, term_ids: Sequence[int]) -> np.ndarray:
+        """BM25's IDF of each term (a term no chunk holds gets the largest, log(1 + 2n + 1))."""
+        n = len(self.ids)
+        width = self.weights.shape[1]
+        counts = np.diff(self.weights.indptr)
+        df = np.array([counts[t] if 0 <= t < width else 0 for t in term_ids], dtype=np.float64)
+        return np.log1p((n - df + 0.5) / (df + 0.5))
+
     def scores(self, term_ids: Sequence[int]) -> np.ndarray:
         """BM25 score of every row for a query (a repeated query term counts once)."""
         out = np.zeros(len(self.ids), dtype=np.float32)

@@ -339,15 +339,18 @@ class Collection:
         bm25 = BM25Matrix.build(ids, [r[2] for r in rows], vocab_size)
         return Snapshot(generation, self._new_index(vectors, ids), bm25)
 
-    def term_ids(self, words: Sequence[str]) -> list[int]:
-        if not words:
-            return []
+    def vocabulary(self, words: Sequence[str]) -> dict[str, int]:
+        """The term ids of those `words` the collection has seen."""
         unique = sorted(set(words))
+        if not unique:
+            return {}
         marks = ",".join("?" * len(unique))
-        found = dict(
-            self.db.execute(f"SELECT term, id FROM vocab WHERE term IN ({marks})", unique).fetchall()
-        )
-        return [int(found[w]) for w in words if w in found]
+        rows = self.db.execute(f"SELECT term, id FROM vocab WHERE term IN ({marks})", unique).fetchall()
+        return {str(term): int(i) for term, i in rows}
+
+    def term_ids(self, words: Sequence[str]) -> list[int]:
+        found = self.vocabulary(words)
+        return [found[w] for w in words if w in found]
 
     def fetch(self, ids: Sequence[int]) -> dict[int, StoredChunk]:
         """Chunks by row id (those deleted since the snapshot are simply missing)."""

@@ -155,13 +155,17 @@ class LocalChatModel(LecternChatModel):
     def _prompt_ids(self, messages: Sequence[BaseMessage]) -> list[int]:
         return list(self.tokenizer(self._prompt_text(messages), add_special_tokens=False).input_ids)
 
-    def _gen_kwargs(self, prompt_len: int | None = None, **overrides: Any) -> dict[str, Any]:
+    def _gen_kwargs(
+        self, prompt_len: int | None = None, stop: Sequence[str] | None = None, **overrides: Any
+    ) -> dict[str, Any]:
         temperature = float(overrides.get("temperature", self.temperature))
         kwargs: dict[str, Any] = {
             "max_new_tokens": int(overrides.get("max_new_tokens", self.max_new_tokens)),
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self._eos_ids(),
         }
+        if stop and prompt_len is not None:  # end generation at a stop string, not only cut the text
+            kwargs["stopping_criteria"] = _stop_at_text(prompt_len, list(stop), self.tokenizer)
         if self.repetition_penalty != 1.0 and prompt_len is not None:
             # Small models loop ("the tower the tower ...") without it. transformers' own penalty also
             # hits the prompt's tokens, which stops the model copying names from its sources.
@@ -182,7 +186,9 @@ class LocalChatModel(LecternChatModel):
                     ids.append(int(item))
         return ids
 
-    def _generate_texts(self, prompts: list[str], **overrides: Any) -> list[str]:
+    def _generate_texts(
+        self, prompts: list[str], stop: Sequence[str] | None = None, **overrides: Any
+    ) -> list[str]:
         """One padded `generate` call for all `prompts` (left padding, so new tokens line up)."""
         import torch
 
@@ -190,7 +196,9 @@ class LocalChatModel(LecternChatModel):
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(self.hf_model.device)
         with torch.inference_mode():
-            out = self.hf_model.generate(**enc, **self._gen_kwargs(enc["input_ids"].shape[1], **overrides))
+            out = self.hf_model.generate(
+                **enc, **self._gen_kwargs(enc["input_ids"].shape[1], stop, **overrides)
+            )
         new = out[:, enc["input_ids"].shape[1] :]
         return [str(t) for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
@@ -222,7 +230,7 @@ class LocalChatModel(LecternChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        text = _cut_at_stop(self._generate_texts([self._prompt_text(messages)], **kwargs)[0], stop)
+        text = _cut_at_stop(self._generate_texts([self._prompt_text(messages)], stop, **kwargs)[0], stop)
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 
     def _stream(
@@ -245,7 +253,9 @@ class LocalChatModel(LecternChatModel):
             try:
                 with torch.inference_mode():
                     self.hf_model.generate(
-                        **enc, **self._gen_kwargs(enc["input_ids"].shape[1], **kwargs), streamer=streamer
+                        **enc,
+                        **self._gen_kwargs(enc["input_ids"].shape[1], stop, **kwargs),
+                        streamer=streamer,
                     )
             except BaseException as error:  # surfaced to the caller below
                 failure.append(error)
@@ -284,7 +294,7 @@ class LocalChatModel(LecternChatModel):
         prompts = [self._prompt_text(self._convert_input(x).to_messages()) for x in inputs]
         stop = kwargs.pop("stop", None)
         try:
-            texts = self.generate_many(prompts, **kwargs)
+            texts = self.generate_many(prompts, stop=stop, **kwargs)
         except Exception as error:
             if not return_exceptions:
                 raise
@@ -303,6 +313,22 @@ class LocalChatModel(LecternChatModel):
         return await run_in_executor(
             None, lambda: self.batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         )
+
+
+def _stop_at_text(prompt_len: int, stop: list[str], tokenizer: Any) -> Any:
+    """Stop a row once its generated text holds a stop string. transformers' own `stop_strings`
+    precomputes tables over the whole vocabulary on every call (seconds for Qwen's 151k tokens);
+    decoding the few new tokens of a short answer costs microseconds."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopAtText(StoppingCriteria):
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> Any:
+            texts = tokenizer.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
+            done = [any(s in text for s in stop) for text in texts]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([StopAtText()])
 
 
 def _penalty_after(prompt_len: int, penalty: float) -> Any:

@@ -21,23 +21,34 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, Field
 
-from ingest import bm25
+from ingest.errors import UnknownKey
+from rag.citations import (
+    UNSUPPORTED,
+    attribute_sentences,
+    grounding_note,
+    highlights,
+    is_abstention,
+    parse_citations,
+    strip_citations,
+    support_scores,
+)
 from rag.context import fit_contexts, generation_kwargs
-from rag.prompts import NO_ANSWER, format_sources, qa_prompt
-from rag.types import Answer, Citation, Context, quote_of
+from rag.evidence import Calibration, Evidence, TermWeights, assess, select_sentences
+from rag.prompts import CONCISE_STOP, NO_ANSWER, answer_budget, format_sources, qa_prompt
+from rag.types import AbstainReason, Answer, Citation, Context, quote_of
+
+__all__ = [
+    "QAChain",
+    "build_qa_chain",
+    "grounding_note",
+    "is_abstention",
+    "parse_citations",
+    "split_reasoning",
+    "stream_answer",
+]
 
 QAInput = str | dict[str, Any]
 
-_CITATION = re.compile(r"\[\s*(\d+(?:\s*[,;]\s*\d+)*)\s*\]")
-_ABSTAIN = re.compile(
-    r"\b(i (?:do not|don't|dont) know"
-    r"|(?:do|does|did) not (?:contain|include|mention|provide|say)"
-    r"|(?:don't|doesn't|didn't) (?:contain|include|mention|provide|say)"
-    r"|no (?:relevant )?information"
-    r"|not (?:mentioned|provided|stated|specified) in the (?:sources|documents|context)"
-    r"|(?:cannot|can't|unable to) (?:be )?answer(?:ed)?"
-    r"|not enough information)\b"
-)
 _ANSWER_MARK = re.compile(r"(?im)^\s*\**answer\**\s*:\s*")
 
 
@@ -53,10 +64,21 @@ class _Prepared:
     question: str
     contexts: list[Context]
     messages: list[BaseMessage] | None  # None: abstain without calling the model
+    evidence: Evidence | None = None
+    abstained_by: AbstainReason | None = None
+
+
+CONTEXT_FORMS = ("sentences", "chunks")
 
 
 class QAChain(Runnable[QAInput, Answer]):
-    """A runnable from a question (str or {"question": ...}) to a cited Answer."""
+    """A runnable from a question (str or {"question": ...}) to a cited Answer.
+
+    The steps, each a method: `retrieve` (k chunks), `assess` (is the question's subject in them at
+    all? below the calibrated threshold the chain abstains without asking the model), `select`
+    (the chunks' best sentences, or whole chunks), `prepare` (fit the window, format the prompt),
+    then the model, then `finish` (citations checked against the sources, highlights).
+    """
 
     def __init__(
         self,
@@ -64,11 +86,17 @@ class QAChain(Runnable[QAInput, Answer]):
         retriever: BaseRetriever,
         *,
         k: int | None = None,
-        variant: str = "zero_shot",
+        variant: str = "concise",
         max_new_tokens: int = 256,
         min_score: float = 0.0,
         structured: bool = False,
+        context: str = "sentences",
+        evidence: bool = True,
+        term_weights: TermWeights | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
+        if context not in CONTEXT_FORMS:
+            raise UnknownKey("answer context", context, list(CONTEXT_FORMS))
         self.llm = llm
         self.retriever = retriever
         self.k = k
@@ -77,21 +105,33 @@ class QAChain(Runnable[QAInput, Answer]):
         self.max_new_tokens = max_new_tokens
         self.min_score = min_score
         self.structured = structured
-        self._gen = generation_kwargs(llm, max_new_tokens)
+        self.context = context
+        self.evidence = evidence
+        self.term_weights = term_weights
+        self.calibration = calibration
+
+    def _generation(self, question: str) -> dict[str, Any]:
+        """Per-call generation options: a concise prompt gets a short answer budget and stops at a
+        blank line, so a small model does not ramble for max_new_tokens on a CPU."""
+        if self.variant == "concise" and not self.structured:
+            budget = min(self.max_new_tokens, answer_budget(question))
+            return {**generation_kwargs(self.llm, budget), "stop": list(CONCISE_STOP)}
+        return generation_kwargs(self.llm, self.max_new_tokens)
 
     def invoke(self, input: QAInput, config: RunnableConfig | None = None, **kwargs: Any) -> Answer:
         prepared = self.prepare(question_of(input), config)
         if prepared.messages is None:
             return self._abstain(prepared)
-        raw = self.llm.invoke(prepared.messages, config, **self._gen).text
+        raw = self.llm.invoke(prepared.messages, config, **self._generation(prepared.question)).text
         return self.finish(prepared, raw)
 
     def stream_answer(self, input: QAInput, config: RunnableConfig | None = None) -> Iterator[str | Answer]:
         """Yield the model's text as it streams (str chunks), then the final Answer, always last.
 
         The chunks are the raw model output; the Answer's `answer` is the cleaned text (abstain
-        sentence normalised, chain-of-thought reasoning removed, unknown [n] dropped). When nothing
-        was retrieved the model is not called: one chunk with NO_ANSWER, then the Answer.
+        sentence normalised, chain-of-thought reasoning removed, unknown [n] dropped). When the
+        chain abstains before generation (nothing retrieved, or too little evidence) the model is
+        not called: one chunk with NO_ANSWER, then the Answer.
         """
         prepared = self.prepare(question_of(input), config)
         if prepared.messages is None:
@@ -99,7 +139,7 @@ class QAChain(Runnable[QAInput, Answer]):
             yield self._abstain(prepared)
             return
         parts: list[str] = []
-        for chunk in self.llm.stream(prepared.messages, config, **self._gen):
+        for chunk in self.llm.stream(prepared.messages, config, **self._generation(prepared.question)):
             text = chunk.text
             if text:
                 parts.append(text)
@@ -112,21 +152,48 @@ class QAChain(Runnable[QAInput, Answer]):
         docs = [d for d in docs if (score := _score(d)) is None or score >= self.min_score]
         return docs[: self.k] if self.k is not None else docs
 
+    def assess(self, question: str, contexts: list[Context]) -> Evidence:
+        """How likely the answer is in these sources, from the question's words and the best score."""
+        return assess(question, contexts, self.term_weights, self.calibration)
+
+    def select(self, question: str, contexts: list[Context]) -> list[Context]:
+        """What the model is shown: the best sentences with their neighbours, or the whole chunks."""
+        if self.context == "chunks":
+            return contexts
+        return select_sentences(question, contexts, self.term_weights)
+
     def prepare(self, question: str, config: RunnableConfig | None = None) -> _Prepared:
         docs = self.retrieve(question, config)
         if not docs:
-            return _Prepared(question, [], None)
+            return _Prepared(question, [], None, abstained_by="retrieval")
         contexts = [Context.from_document(i, d) for i, d in enumerate(docs, start=1)]
+        evidence = self.assess(question, contexts) if self.evidence else None
+        if evidence is not None and not evidence.answerable:
+            return _Prepared(question, contexts, None, evidence, "evidence")
         contexts = fit_contexts(
-            self.llm, self.template, question, contexts, max_new_tokens=self.max_new_tokens
+            self.llm,
+            self.template,
+            question,
+            self.select(question, contexts),
+            max_new_tokens=self._generation(question).get("max_new_tokens", self.max_new_tokens),
         )
         if not contexts:
-            return _Prepared(question, [], None)
+            return _Prepared(question, [], None, evidence, "retrieval")
         messages = self.template.format_messages(sources=format_sources(contexts), question=question)
-        return _Prepared(question, contexts, messages)
+        return _Prepared(question, contexts, messages, evidence)
 
     def finish(self, prepared: _Prepared, raw: str) -> Answer:
         """Parse the model's output into an Answer against the sources it was shown."""
+        answer = self._parse(prepared, raw)
+        if prepared.evidence is not None:
+            answer.evidence = round(prepared.evidence.probability, 4)
+        if not answer.abstained:
+            for citation in answer.citations:
+                passage = next(c.text for c in prepared.contexts if c.number == citation.number)
+                citation.highlights = highlights(answer.answer, prepared.question, passage)
+        return answer
+
+    def _parse(self, prepared: _Prepared, raw: str) -> Answer:
         parse_error: str | None = None
         extra: list[int] = []
         text = raw
@@ -139,6 +206,7 @@ class QAChain(Runnable[QAInput, Answer]):
                 parse_error = str(err).splitlines()[0] if str(err) else type(err).__name__
         elif self.variant == "chain_of_thought":
             reasoning, text = split_reasoning(raw)
+        text = clean_answer(text)
         by_number = {c.number: c for c in prepared.contexts}
         numbers = list(dict.fromkeys([*parse_citations(text), *extra]))
         valid = [n for n in numbers if n in by_number]
@@ -157,18 +225,19 @@ class QAChain(Runnable[QAInput, Answer]):
         )
         if is_abstention(text, cited=bool(valid)):
             answer.answer, answer.citations, answer.abstained = NO_ANSWER, [], True
+            answer.abstained_by = "model"
             return answer
         if valid:
-            support = support_scores(text, prepared.question, prepared.contexts)
+            support = support_scores(text, prepared.question, prepared.contexts, self.term_weights)
             answer.support = max(support[n] for n in valid)
             if answer.support >= UNSUPPORTED:
                 return answer
             # The named sources hold almost none of the answer (small models sometimes write [1]
-            # whatever the passage): cite the sources the words come from, if any does. Only then:
-            # plain word overlap does not weigh rare words, so a source with a share of the words
-            # may be the right one (a name appears in one passage, the topic's words in all).
+            # whatever the passage): cite the sources the words come from, if any does.
             plain = strip_citations(text, set(valid)).strip()
-            marked, inferred, share = attribute_sentences(plain, prepared.question, prepared.contexts)
+            marked, inferred, share = attribute_sentences(
+                plain, prepared.question, prepared.contexts, self.term_weights
+            )
             if inferred and set(inferred) != set(valid):
                 answer.unsupported_citations = [n for n in valid if n not in inferred]
                 answer.answer, answer.support = marked, share
@@ -176,7 +245,9 @@ class QAChain(Runnable[QAInput, Answer]):
             return answer
         # Small models often answer well but write no [n]: cite, sentence by sentence, the sources
         # each sentence came from.
-        marked, inferred, answer.support = attribute_sentences(text, prepared.question, prepared.contexts)
+        marked, inferred, answer.support = attribute_sentences(
+            text, prepared.question, prepared.contexts, self.term_weights
+        )
         answer.citations = _inferred(by_number, inferred)
         if inferred:
             answer.answer = marked
@@ -188,30 +259,17 @@ class QAChain(Runnable[QAInput, Answer]):
             answer=NO_ANSWER,
             contexts=prepared.contexts,
             abstained=True,
+            abstained_by=prepared.abstained_by,
+            evidence=round(prepared.evidence.probability, 4) if prepared.evidence else None,
             structured=self.structured,
         )
 
 
-def build_qa_chain(
-    llm: BaseChatModel,
-    retriever: BaseRetriever,
-    *,
-    k: int | None = None,
-    variant: str = "zero_shot",
-    max_new_tokens: int = 256,
-    min_score: float = 0.0,
-    structured: bool = False,
-) -> QAChain:
-    """The QA runnable: `.invoke({"question": q})` or `.invoke(q)` -> Answer; `.stream_answer(q)`."""
-    return QAChain(
-        llm,
-        retriever,
-        k=k,
-        variant=variant,
-        max_new_tokens=max_new_tokens,
-        min_score=min_score,
-        structured=structured,
-    )
+def build_qa_chain(llm: BaseChatModel, retriever: BaseRetriever, **options: Any) -> QAChain:
+    """The QA runnable: `.invoke({"question": q})` or `.invoke(q)` -> Answer; `.stream_answer(q)`.
+    Options are QAChain's (k, variant, max_new_tokens, min_score, structured, context, evidence,
+    term_weights, calibration)."""
+    return QAChain(llm, retriever, **options)
 
 
 def stream_answer(
@@ -233,102 +291,14 @@ def question_of(input: QAInput) -> str:
     return question
 
 
-def parse_citations(text: str) -> list[int]:
-    """Source numbers cited as [n], [n, m] or [n][m], in order of first appearance, without repeats."""
-    found: list[int] = []
-    for match in _CITATION.finditer(text):
-        found.extend(int(n) for n in re.split(r"[,;]", match.group(1)))
-    return list(dict.fromkeys(found))
-
-
-def strip_citations(text: str, numbers: set[int]) -> str:
-    """Remove the given numbers from [n] markers (a marker left empty disappears)."""
-    if not numbers:
-        return text
-
-    def keep(match: re.Match[str]) -> str:
-        kept = [n.strip() for n in re.split(r"[,;]", match.group(2)) if int(n) not in numbers]
-        return f"{match.group(1)}[{', '.join(kept)}]" if kept else ""
-
-    return re.sub(r"(\s?)" + _CITATION.pattern, keep, text)
-
-
-def _normal(text: str) -> str:
-    return " ".join(text.replace("\u2019", "'").lower().split())
-
-
-def is_abstention(text: str, *, cited: bool) -> bool:
-    """True when the model said it cannot answer: it opens with NO_ANSWER, or says it (or a common
-    "I don't know" phrasing) without citing any source."""
-    norm = _normal(_CITATION.sub(" ", text))  # "[1] The documents do not contain..." still abstains
-    if not norm:
-        return True
-    no_answer = _normal(NO_ANSWER)
-    if norm.startswith(no_answer):
-        return True
-    return not cited and (no_answer in norm or _ABSTAIN.search(norm) is not None)
-
-
-def support_scores(answer: str, question: str, contexts: list[Context]) -> dict[int, float]:
-    """For each source, the share of the answer's content words (stemmed, beyond the question's own
-    words) that it contains: how much of the answer it could have given."""
-    words = set(bm25.terms(_CITATION.sub(" ", answer)))
-    novel = words - set(bm25.terms(question)) or words
-    if not novel:
-        return {c.number: 0.0 for c in contexts}
-    return {c.number: len(novel & set(bm25.terms(c.text))) / len(novel) for c in contexts}
-
-
-SUPPORTED = 0.6  # share of an answer's new words a source must hold to be its source
-UNSUPPORTED = 0.25  # a cited source holding less than this of them is replaced when another holds SUPPORTED
-
-
-def attribute(support: dict[int, float], threshold: float = SUPPORTED, most: int = 3) -> list[int]:
-    """Sources holding most (60%) of the answer's new words, and near the best one."""
-    best = max(support.values(), default=0.0)
-    if best < threshold:
-        return []
-    chosen = [n for n, s in sorted(support.items(), key=lambda kv: (-kv[1], kv[0])) if s >= 0.8 * best]
-    return sorted(chosen[:most])
-
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def attribute_sentences(answer: str, question: str, contexts: list[Context]) -> tuple[str, list[int], float]:
-    """Mark each sentence with the sources that hold most of its new words.
-
-    Returns the answer with [n] markers after the supported sentences, the cited numbers in order,
-    and the share of sentences (with any new words) that some source supports.
-    """
-    parts = [p for p in _SENTENCE_END.split(answer.strip()) if p]
-    cited: list[int] = []
-    marked: list[str] = []
-    judged = supported = 0
-    for sentence in parts:
-        new = _has_new_words(sentence, question)  # a sentence that only restates the question is not judged
-        chosen = attribute(support_scores(sentence, question, contexts)) if new else []
-        judged += new
-        supported += bool(chosen)
-        cited.extend(n for n in chosen if n not in cited)
-        marked.append(sentence + (" " + "".join(f"[{n}]" for n in chosen) if chosen else ""))
-    return " ".join(marked), cited, (supported / judged if judged else 0.0)
-
-
-def _has_new_words(sentence: str, question: str) -> bool:
-    return bool(set(bm25.terms(sentence)) - set(bm25.terms(question)))
-
-
-def grounding_note(answer: Answer, threshold: float = 0.5) -> str | None:
-    """A warning for the reader when little of an answer is found in its sources (None: no warning).
-
-    Small local models answer from memory when the sources lack the answer; this says so instead of
-    letting a made-up answer pass for a cited one."""
-    if answer.abstained or answer.support is None or answer.support >= threshold:
-        return None
-    if answer.support == 0:
-        return "No source supports this answer: it may be made up. Check it against the passages."
-    return f"Only {answer.support:.0%} of this answer is found in its sources: check it against the passages."
+def clean_answer(text: str) -> str:
+    """The answer as a reader should see it: a leading "Answer:" and a source line the model
+    copied ("[1] (file p.2) ...") are dropped."""
+    text = _ANSWER_MARK.sub("", text.strip(), count=1)
+    copied = re.match(r"^\[\d+\]\s*\([^)]*\)\s*", text)
+    if copied:
+        text = text[copied.end() :]
+    return text.strip()
 
 
 def split_reasoning(raw: str) -> tuple[str | None, str]:

@@ -142,6 +142,14 @@ class Searcher:
             if i in chunks and s >= self.settings.min_score
         ]
 
+    def term_weights(self, terms: Sequence[str]) -> dict[str, float]:
+        """The collection's IDF of each stemmed term (rag.evidence weighs a question's words by it);
+        a term no chunk holds weighs as the rarest."""
+        unique = list(dict.fromkeys(terms))
+        ids = self.collection.vocabulary(unique)
+        idf = self.collection.snapshot().bm25.idf([ids.get(t, -1) for t in unique])
+        return {t: float(w) for t, w in zip(unique, idf, strict=True)}
+
     def _fuse(
         self,
         dense: list[tuple[int, float]],

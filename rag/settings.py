@@ -22,7 +22,9 @@ from pydantic_settings import (
 from ingest.settings import IngestSettings
 
 RetrievalMode = Literal["hybrid", "dense", "bm25"]
-QAPrompt = Literal["zero_shot", "few_shot", "chain_of_thought"]  # the keys of rag.prompts.QA_PROMPTS
+QAPrompt = Literal[
+    "concise", "zero_shot", "few_shot", "chain_of_thought"
+]  # the keys of rag.prompts.QA_PROMPTS
 SETTINGS_FILE = "settings.toml"
 LOCAL_FILE = "lectern.toml"
 
@@ -45,11 +47,20 @@ class RetrievalSettings(BaseModel):
     min_score: float = 0.0
 
 
-class AnswerSettings(BaseModel):
-    """How questions are put to the model (ask, chat, the web UI and `lectern eval answers`)."""
+AnswerContext = Literal["sentences", "chunks"]
 
-    prompt: QAPrompt = "zero_shot"  # docs/ANSWERS.md compares them
+
+class AnswerSettings(BaseModel):
+    """How questions are put to the model (ask, chat, the web UI and `lectern eval answers`).
+    docs/ANSWERS.md measures each choice; the defaults are the best on CMU S08."""
+
+    prompt: QAPrompt = "concise"
     structured: bool = False  # JSON answer + citation numbers, validated (rag.qa.StructuredAnswer)
+    # what the model is shown of the k chunks: their best sentences with neighbours, or all of them
+    context: AnswerContext = "sentences"
+    # abstain without asking the model when the question's subject is not in the sources
+    # (rag.evidence, calibrated on S08); off: only the model decides
+    evidence: bool = True
 
 
 class LLMSettings(BaseModel):

@@ -9,6 +9,8 @@ from langchain_core.documents import Document
 from pydantic import BaseModel, Field
 
 QUOTE_CHARS = 300
+AbstainReason = Literal["retrieval", "evidence", "model"]
+"""Why an answer abstained: nothing retrieved, too little evidence in the sources, or the model said so."""
 
 
 class Citation(BaseModel):
@@ -20,6 +22,8 @@ class Citation(BaseModel):
     chunk_id: str
     quote: str
     inferred: bool = False  # the model wrote no [n]; lectern matched the answer to this source
+    # the sentences of the passage that hold the answer's words: what the UI and CLI highlight
+    highlights: list[str] = Field(default_factory=list)
 
 
 class Context(BaseModel):
@@ -33,12 +37,14 @@ class Context(BaseModel):
     title: str = ""
     text: str
     score: float | None = None
+    dense_score: float | None = None  # cosine similarity to the question (evidence for abstention)
     trimmed: bool = False
+    excerpt: bool = False  # the chunk's best sentences only (rag.evidence.select_sentences)
 
     @classmethod
     def from_document(cls, number: int, doc: Document) -> Context:
         meta = doc.metadata
-        score = meta.get("score")
+        score, dense = meta.get("score"), meta.get("dense_score")
         return cls(
             number=number,
             chunk_id=str(meta.get("chunk_id", "")),
@@ -48,6 +54,7 @@ class Context(BaseModel):
             title=str(meta.get("title", "")),
             text=doc.page_content,
             score=float(score) if score is not None else None,
+            dense_score=float(dense) if dense is not None else None,
             trimmed=bool(meta.get("trimmed", False)),
         )
 
@@ -79,6 +86,9 @@ class Answer(BaseModel):
     parse_error: str | None = None  # JSON was asked for but invalid: text parsing was used instead
     raw: str = ""  # the model's full output
     support: float | None = None  # share of the answer's new words found in its best cited source
+    # P(the answer is in the sources) from the evidence before generation (rag.evidence.assess)
+    evidence: float | None = None
+    abstained_by: AbstainReason | None = None
 
 
 SummaryMethod = Literal["stuff", "refine", "map_reduce"]

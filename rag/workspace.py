@@ -16,7 +16,7 @@ import shutil
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
@@ -29,6 +29,10 @@ from ingest.store import Collection, DocumentRow
 from rag.retrieval import Filters, Hit, LecternRetriever, Searcher
 from rag.settings import Settings, load_settings
 from rag.types import Answer, SummaryResult
+
+if TYPE_CHECKING:
+    from rag.evidence import Calibration
+    from rag.qa import QAChain
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _EMBEDDERS: dict[str, Embedder] = {}
@@ -62,14 +66,28 @@ def shared_llm(settings: Settings) -> BaseChatModel:
 
 
 def qa_options(settings: Settings) -> dict[str, Any]:
-    """build_qa_chain's options from the settings (k, prompt variant, answer length, min_score, JSON)."""
+    """build_qa_chain's options from the settings (k, prompt variant, answer length, min_score, JSON,
+    context form, evidence-based abstention)."""
     return {
         "k": settings.retrieval.k,
         "variant": settings.answer.prompt,
         "structured": settings.answer.structured,
         "max_new_tokens": settings.llm.max_new_tokens,
         "min_score": settings.retrieval.min_score,
+        "context": settings.answer.context,
+        "evidence": settings.answer.evidence,
+        "calibration": evidence_calibration(settings),
     }
+
+
+def evidence_calibration(settings: Settings) -> Calibration:
+    """The abstention model for this embedder: rag.evidence.CALIBRATED was fitted with MiniLM's
+    cosine scores (the accurate profile); other embedders score on another scale, so only the
+    question-word coverage is used with them."""
+    from rag.evidence import CALIBRATED, COVERAGE_ONLY
+
+    embed = settings.ingest.embed
+    return CALIBRATED if embed.profile == "accurate" and not embed.model else COVERAGE_ONLY
 
 
 class Workspace:
@@ -163,10 +181,10 @@ class Workspace:
         filters = Filters(tuple(self._source(s) for s in sources), page_min, page_max)
         return self.searcher().search(query, k=k, mode=mode, filters=filters, mmr=mmr)
 
-    def retriever(self, **options: Any) -> LecternRetriever:
+    def retriever(self, searcher: Searcher | None = None, **options: Any) -> LecternRetriever:
         r = self.settings.retrieval
         defaults: dict[str, Any] = {"k": r.k, "mode": r.mode, "mmr": r.mmr}
-        return LecternRetriever(searcher=self.searcher(), **{**defaults, **options})
+        return LecternRetriever(searcher=searcher or self.searcher(), **{**defaults, **options})
 
     def _source(self, source: str | Path) -> str:
         text = str(source)
@@ -179,28 +197,35 @@ class Workspace:
     def llm(self) -> BaseChatModel:
         return shared_llm(self.settings)
 
-    def _qa_options(self) -> dict[str, Any]:
-        return qa_options(self.settings)
+    def _qa_parts(self, options: dict[str, Any]) -> tuple[LecternRetriever, dict[str, Any]]:
+        """The retriever and the QA chain's options, weighing question words by this collection's IDF."""
+        searcher = self.searcher()
+        return self.retriever(searcher), {
+            **qa_options(self.settings),
+            "term_weights": searcher.term_weights,
+            **options,
+        }
 
-    def ask(self, question: str, **options: Any) -> Answer:
+    def qa_chain(self, **options: Any) -> QAChain:
+        """The QA chain over this collection, as the settings configure it (options override)."""
         from rag.qa import build_qa_chain
 
-        return build_qa_chain(self.llm, self.retriever(), **{**self._qa_options(), **options}).invoke(
-            question
-        )
+        retriever, merged = self._qa_parts(options)
+        return build_qa_chain(self.llm, retriever, **merged)
+
+    def ask(self, question: str, **options: Any) -> Answer:
+        return self.qa_chain(**options).invoke(question)
 
     def stream_ask(self, question: str, **options: Any) -> Iterator[str | Answer]:
         """Text as the model writes it, then the Answer with its citations."""
-        from rag.qa import build_qa_chain
-
-        chain = build_qa_chain(self.llm, self.retriever(), **{**self._qa_options(), **options})
-        return chain.stream_answer(question)
+        return self.qa_chain(**options).stream_answer(question)
 
     def chat_session(self, **options: Any) -> Any:
         from rag.chat import ConversationStore, build_chat_chain
 
         store = ConversationStore.for_data_dir(self.settings.data_dir)
-        return build_chat_chain(self.llm, self.retriever(), store, **{**self._qa_options(), **options})
+        retriever, merged = self._qa_parts(options)
+        return build_chat_chain(self.llm, retriever, store, **merged)
 
     def chat(self, question: str, conversation_id: str = "default") -> Answer:
         return self.chat_session().ask(conversation_id, question)

@@ -22,7 +22,8 @@ KINDS = {
 }
 MODES = ["hybrid", "dense", "bm25"]
 PROMPTS = {
-    "zero_shot": "Direct (recommended)",
+    "concise": "One short sentence (recommended)",
+    "zero_shot": "One or two sentences, the model may decline",
     "few_shot": "With worked examples",
     "chain_of_thought": "Reason first, then answer (slower)",
 }
@@ -89,6 +90,18 @@ prompt = left.selectbox(
     format_func=PROMPTS.__getitem__,
     help="How the question and its passages are put to the model; docs/ANSWERS.md compares them.",
 )
+excerpts = right.toggle(
+    "Show the model the best sentences only",
+    value=config.answer.context == "sentences",
+    help="The sentences of the passages that share the question's words, with their neighbours: "
+    "shorter prompts, faster and more accurate answers from small models. Off: the whole passages.",
+)
+evidence = right.toggle(
+    "Decline when the documents lack the question's subject",
+    value=config.answer.evidence,
+    help="Before asking the model, check that the question's rarer words are in the best passage; "
+    "if not, answer that the documents do not contain it (docs/ANSWERS.md).",
+)
 
 if st.button("Save settings", type="primary"):
     if kind != "fake" and not updates.get("model"):
@@ -98,7 +111,9 @@ if st.button("Save settings", type="primary"):
         data = config.model_dump()
         data["llm"].update(updates, temperature=temperature, max_new_tokens=int(max_tokens))
         data["retrieval"].update(mode=mode, k=int(k))
-        data["answer"].update(prompt=prompt)
+        data["answer"].update(
+            prompt=prompt, context="sentences" if excerpts else "chunks", evidence=bool(evidence)
+        )
         path = Settings(**data).save()
     if not outcome.failed:
         st.success(f"Saved to {path}; the CLI uses these settings too.")

@@ -298,11 +298,13 @@ def test_settings_are_saved_for_the_cli(open_app: OpenApp, data_dir: Path) -> No
     at.slider[0].set_value(0.5)
     at.number_input[1].set_value(128)
     at.selectbox[1].set_value("few_shot")
+    at.toggle[0].set_value(False)  # whole passages
     at = button(at, "Save settings").click().run()
     assert not at.exception
     assert at.success
     saved = tomllib.loads((data_dir / "settings.toml").read_text())
     assert saved["answer"]["prompt"] == "few_shot"
+    assert saved["answer"]["context"] == "chunks" and saved["answer"]["evidence"] is True
     assert saved["retrieval"]["mode"] == "bm25" and saved["retrieval"]["k"] == 3
     assert saved["llm"]["model"] == "packaged:qwen2.5-0.5b"
     assert saved["llm"]["temperature"] == 0.5 and saved["llm"]["max_new_tokens"] == 128

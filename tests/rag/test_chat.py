@@ -11,6 +11,7 @@ from ingest.errors import InvalidName
 from rag.chat import ConversationStore, CorruptConversation, Turn, build_chat_chain, clean_rewrite
 from rag.types import Answer
 from tests.rag.test_context import ListRetriever, WindowFake, make_doc, words
+from tests.rag.test_qa import PLAIN
 
 DOCS = [make_doc(1, "The pump is serviced every 500 hours."), make_doc(2, "Filters come in threes.")]
 
@@ -19,7 +20,7 @@ def session(tmp_path: Path, script: list[str], window: int = 600) -> tuple:
     llm = WindowFake(context_window=window, script=list(script))
     retriever = ListRetriever(docs=list(DOCS))
     store = ConversationStore.for_data_dir(tmp_path)
-    return build_chat_chain(llm, retriever, store, max_new_tokens=50), llm, retriever
+    return build_chat_chain(llm, retriever, store, max_new_tokens=50, **PLAIN), llm, retriever
 
 
 def test_first_question_is_not_rewritten_follow_up_is(tmp_path: Path) -> None:
@@ -71,7 +72,7 @@ def test_two_sessions_on_one_conversation_both_keep_their_turns(tmp_path: Path) 
 
     llm = WindowFake(context_window=600, script=["Every 500 hours [1]."])
     store = ConversationStore.for_data_dir(tmp_path)
-    first = build_chat_chain(llm, Interrupting(docs=list(DOCS)), store, max_new_tokens=50)
+    first = build_chat_chain(llm, Interrupting(docs=list(DOCS)), store, max_new_tokens=50, **PLAIN)
     first.ask("shared", "Pump?")
     contents = [t.content for t in store.load("shared").turns]
     assert contents == ["Filters?", "Filters come in threes [2].", "Pump?", "Every 500 hours [1]."]

@@ -20,6 +20,7 @@ from rag.prompts import (
     QA_JSON,
     QA_PROMPTS,
     REFINE_STEP,
+    answer_budget,
     format_sources,
     qa_prompt,
 )
@@ -71,7 +72,37 @@ def test_sources_are_numbered_with_file_and_page() -> None:
     )
 
 
-@pytest.mark.parametrize("template", [*QA_PROMPTS.values(), QA_JSON])
+def test_a_source_is_labelled_with_its_title_when_it_has_one() -> None:
+    ctx = Context(
+        number=2, chunk_id="a", source="/d/a1.txt", page=None, title="Alessandro Volta", text="He retired."
+    )
+    assert format_sources([ctx]) == "[2] (a1.txt: Alessandro Volta) He retired."
+    same = ctx.model_copy(update={"title": "a1.txt"})  # a title that is only the file name is not repeated
+    assert format_sources([same]) == "[2] (a1.txt) He retired."
+
+
+def test_the_concise_prompt_asks_for_one_sentence_and_offers_no_way_out() -> None:
+    """Abstention is decided by the evidence before the model is asked (rag.evidence): a 0.5B model
+    offered the abstain sentence took it on a third of answerable questions (docs/ANSWERS.md)."""
+    messages = QA_PROMPTS["concise"].format_messages(sources="S", question="Q")
+    assert "one short sentence" in messages[0].text and NO_ANSWER not in messages[0].text
+    assert messages[-1].text.endswith("Question: Q")
+
+
+@pytest.mark.parametrize(
+    ("question", "budget"),
+    [
+        ("Who designed it?", 48),
+        ("How many sons?", 48),
+        ("Why did it close?", 96),
+        ("How does a pump work?", 96),
+    ],
+)
+def test_answer_budget_by_question_type(question: str, budget: int) -> None:
+    assert answer_budget(question) == budget
+
+
+@pytest.mark.parametrize("template", [t for name, t in QA_PROMPTS.items() if name != "concise"] + [QA_JSON])
 def test_qa_prompts_ask_for_citations_and_the_abstain_sentence(template: ChatPromptTemplate) -> None:
     assert set(template.input_variables) == {"sources", "question"}
     messages = template.format_messages(sources="S", question="Q")

@@ -26,10 +26,17 @@ DOCS = [
 ]
 
 
+# The parsing tests below drive the model's output by script; they use the whole chunks, the zero-shot
+# prompt and no evidence gate (their made-up questions share no words with the sources), so the
+# model always sees the sources and its reply is what is parsed. tests/rag/test_evidence.py covers
+# the gate and the sentence selection.
+PLAIN = {"evidence": False, "context": "chunks", "variant": "zero_shot"}
+
+
 def chain(script: list[str], docs: list | None = None, **options: object) -> tuple:
     llm = WindowFake(context_window=600, script=list(script))
     retriever = ListRetriever(docs=list(DOCS if docs is None else docs))
-    return build_qa_chain(llm, retriever, **options), llm, retriever  # type: ignore[arg-type]
+    return build_qa_chain(llm, retriever, **{**PLAIN, **options}), llm, retriever  # type: ignore[arg-type]
 
 
 def test_parse_citations_forms() -> None:
@@ -50,8 +57,8 @@ def test_answer_with_citations_from_a_bare_string_or_a_dict() -> None:
         assert [c.number for c in answer.contexts] == [1, 2, 3]
     assert retriever.queries == ["How often?", "How often?"]
     user = llm.users[0]
-    assert "[1] (file1.pdf p.3) The pump is serviced every 500 hours." in user
-    assert "[2] (file2.pdf) Filters come in packs of three." in user
+    assert "[1] (file1.pdf p.3: File 1) The pump is serviced every 500 hours." in user
+    assert "[2] (file2.pdf: File 2) Filters come in packs of three." in user
     json.loads(answer.model_dump_json())  # JSON-serialisable
 
 
@@ -173,7 +180,7 @@ def test_unknown_variant() -> None:
 def test_long_sources_are_fitted_into_the_window() -> None:
     docs = [make_doc(i, words(150, f"d{i}x")) for i in range(1, 6)]
     llm = WindowFake(context_window=400)  # raises if the prompt + 100 new tokens overflow
-    qa = build_qa_chain(llm, ListRetriever(docs=docs), max_new_tokens=100)
+    qa = build_qa_chain(llm, ListRetriever(docs=docs), max_new_tokens=100, **PLAIN)
     answer = qa.invoke("q?")
     assert 1 <= len(answer.contexts) < 5
     assert llm.get_num_tokens_from_messages(llm.prompts[0]) <= 400 - 100

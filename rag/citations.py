@@ -1,0 +1,179 @@
+"""Citations: read the [n] a model wrote, check each against its source, infer them when the model
+wrote none, and find the sentences of a passage that hold the answer (what the UI highlights).
+
+    numbers = parse_citations("Eiffel designed it [1][3].")         -> [1, 3]
+    support = support_scores(answer, question, contexts)           -> {1: 0.9, 2: 0.1, ...}
+    marked, cited, share = attribute_sentences(answer, question, contexts)
+
+Support is the share of an answer's new words (stemmed, beyond the question's own) that a source
+holds, each word weighted by its rarity among the sources shown (IDF over the k passages) and in the
+collection (its IDF there, when the chain knows it): a name found in one passage outweighs topic
+words found in all of them, so the passage that holds the fact wins over the one that only shares
+its subject.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+from ingest import bm25
+from rag.evidence import TermWeights, sentence_spans
+from rag.prompts import NO_ANSWER
+from rag.types import Answer, Context
+
+CITATION = re.compile(r"\[\s*(\d+(?:\s*[,;]\s*\d+)*)\s*\]")
+_ABSTAIN = re.compile(
+    r"\b(i (?:do not|don't|dont) know"
+    r"|(?:do|does|did) not (?:contain|include|mention|provide|say)"
+    r"|(?:don't|doesn't|didn't) (?:contain|include|mention|provide|say)"
+    r"|no (?:relevant )?information"
+    r"|not (?:mentioned|provided|stated|specified) in the (?:sources|documents|context)"
+    r"|(?:cannot|can't|unable to) (?:be )?answer(?:ed)?"
+    r"|not enough information)\b"
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+SUPPORTED = 0.6  # weighted share of an answer's new words a source must hold to be its source
+UNSUPPORTED = 0.25  # a cited source holding less than this is replaced when another holds SUPPORTED
+MAX_HIGHLIGHTS = 2  # sentences highlighted per cited passage
+
+
+def parse_citations(text: str) -> list[int]:
+    """Source numbers cited as [n], [n, m] or [n][m], in order of first appearance, without repeats."""
+    found: list[int] = []
+    for match in CITATION.finditer(text):
+        found.extend(int(n) for n in re.split(r"[,;]", match.group(1)))
+    return list(dict.fromkeys(found))
+
+
+def strip_citations(text: str, numbers: set[int]) -> str:
+    """Remove the given numbers from [n] markers (a marker left empty disappears)."""
+    if not numbers:
+        return text
+
+    def keep(match: re.Match[str]) -> str:
+        kept = [n.strip() for n in re.split(r"[,;]", match.group(2)) if int(n) not in numbers]
+        return f"{match.group(1)}[{', '.join(kept)}]" if kept else ""
+
+    return re.sub(r"(\s?)" + CITATION.pattern, keep, text)
+
+
+def without_markers(text: str) -> str:
+    """The text with every [n] marker removed and spaces tidied."""
+    return " ".join(CITATION.sub(" ", text).split())
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.replace("\u2019", "'").lower().split())
+
+
+def is_abstention(text: str, *, cited: bool) -> bool:
+    """True when the model said it cannot answer: it opens with NO_ANSWER, or says it (or a common
+    "I don't know" phrasing) without citing any source, or wrote nothing but markers."""
+    norm = _normal(CITATION.sub(" ", text))  # "[1] The documents do not contain..." still abstains
+    if not norm.strip(" .,;:"):
+        return True
+    no_answer = _normal(NO_ANSWER)
+    if norm.startswith(no_answer):
+        return True
+    return not cited and (no_answer in norm or _ABSTAIN.search(norm) is not None)
+
+
+def _weights(
+    terms: set[str], contexts: Sequence[Context], collection: TermWeights | None
+) -> dict[str, float]:
+    """Each term's IDF over the passages shown (a word in one passage tells them apart, a word in all
+    does not), times its IDF in the collection when known (a name is rarer than a topic word)."""
+    docs = [set(bm25.terms(c.text)) for c in contexts]
+    n = len(docs)
+    local = {t: math.log1p((n - (df := sum(t in d for d in docs)) + 0.5) / (df + 0.5)) for t in terms}
+    if collection is None:
+        return local
+    rare = collection(sorted(terms))
+    return {t: local[t] * rare.get(t, 1.0) for t in terms}
+
+
+def _new_terms(text: str, question: str) -> set[str]:
+    words = set(bm25.terms(CITATION.sub(" ", text)))
+    return words - set(bm25.terms(question)) or words
+
+
+def support_scores(
+    answer: str, question: str, contexts: Sequence[Context], weights: TermWeights | None = None
+) -> dict[int, float]:
+    """For each source, the rarity-weighted share of the answer's new words that it contains: how
+    much of the answer it could have given. `weights` is the collection's IDF, when known."""
+    novel = _new_terms(answer, question)
+    if not novel or not contexts:
+        return {c.number: 0.0 for c in contexts}
+    weight = _weights(novel, contexts, weights)
+    total = sum(weight.values()) or 1.0
+    return {c.number: sum(weight[t] for t in novel & set(bm25.terms(c.text))) / total for c in contexts}
+
+
+def attribute(support: dict[int, float], threshold: float = SUPPORTED, most: int = 3) -> list[int]:
+    """Sources holding most (60%) of the answer's new words, and near the best one."""
+    best = max(support.values(), default=0.0)
+    if best < threshold:
+        return []
+    chosen = [n for n, s in sorted(support.items(), key=lambda kv: (-kv[1], kv[0])) if s >= 0.8 * best]
+    return sorted(chosen[:most])
+
+
+def _has_new_words(sentence: str, question: str) -> bool:
+    return bool(set(bm25.terms(sentence)) - set(bm25.terms(question)))
+
+
+def attribute_sentences(
+    answer: str, question: str, contexts: Sequence[Context], weights: TermWeights | None = None
+) -> tuple[str, list[int], float]:
+    """Mark each sentence with the sources that hold most of its new words.
+
+    Returns the answer with [n] markers after the supported sentences, the cited numbers in order,
+    and the share of sentences (with any new words) that some source supports.
+    """
+    parts = [p for p in _SENTENCE_END.split(answer.strip()) if p]
+    cited: list[int] = []
+    marked: list[str] = []
+    judged = supported = 0
+    for sentence in parts:
+        new = _has_new_words(sentence, question)  # a sentence that only restates the question is not judged
+        chosen = attribute(support_scores(sentence, question, contexts, weights)) if new else []
+        judged += new
+        supported += bool(chosen)
+        cited.extend(n for n in chosen if n not in cited)
+        marked.append(sentence + (" " + "".join(f"[{n}]" for n in chosen) if chosen else ""))
+    return " ".join(marked), cited, (supported / judged if judged else 0.0)
+
+
+def highlights(answer: str, question: str, passage: str, most: int = MAX_HIGHLIGHTS) -> list[str]:
+    """The sentences of `passage` that hold the most of the answer's new words (at least half as many
+    as the best sentence), in reading order: the evidence a reader should look at."""
+    novel = _new_terms(without_markers(answer), question)
+    if not novel:
+        return []
+    spans = sentence_spans(passage)
+    scored = []
+    for a, b in spans:
+        shared = len(novel & set(bm25.terms(passage[a:b])))
+        if shared:
+            scored.append((shared, a, b))
+    if not scored:
+        return []
+    best = max(s for s, _, _ in scored)
+    chosen = sorted(sorted(scored, key=lambda x: (-x[0], x[1]))[:most], key=lambda x: x[1])
+    return [passage[a:b] for s, a, b in chosen if s * 2 >= best]
+
+
+def grounding_note(answer: Answer, threshold: float = 0.5) -> str | None:
+    """A warning for the reader when little of an answer is found in its sources (None: no warning).
+
+    Small local models answer from memory when the sources lack the answer; this says so instead of
+    letting a made-up answer pass for a cited one."""
+    if answer.abstained or answer.support is None or answer.support >= threshold:
+        return None
+    if answer.support == 0:
+        return "No source supports this answer: it may be made up. Check it against the passages."
+    return f"Only {answer.support:.0%} of this answer is found in its sources: check it against the passages."

@@ -1,0 +1,192 @@
+"""Evidence for an answer before the model is asked: is the question's subject in the sources at all,
+and which sentences of the retrieved chunks bear on it?
+
+    weights = searcher.term_weights                      # IDF of the collection (or local_idf)
+    p = answerable(question, docs, weights)              # calibrated on CMU S08: P(answer is here)
+    contexts = select_sentences(question, contexts, weights)   # the best sentences, with neighbours
+
+A 0.5B model is a poor judge of "the sources do not say": it abstains on answerable questions and
+answers unanswerable ones. The words of the question are a better one. When the rare words of a
+question (a name, a term) are missing from the best chunk, and the best chunk is far from the
+question in embedding space, the answer is very likely not in the collection; `answerable` turns
+those two facts into a probability with a logistic model fitted on S08 (docs/ANSWERS.md).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from ingest import bm25
+from rag.types import Context
+
+TermWeights = Callable[[Sequence[str]], Mapping[str, float]]
+"""Stemmed terms -> their weight (IDF) in the collection; unknown terms weigh as the rarest."""
+
+# End of a sentence: . ! ? (and closing quotes) before a capital, digit or quote; or a line break.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*")
+_ABBREVIATION = re.compile(r"\b(?:[A-Z]|Mr|Mrs|Ms|Dr|St|Jr|Sr|vs|etc|e\.g|i\.e|No|Vol|pp|Fig|c|ca)\.$")
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence of `text`, whitespace trimmed; an abbreviation ("Dr.", "J.")
+    does not end a sentence."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        if _ABBREVIATION.search(text[start : match.start()]):
+            continue
+        spans.append((start, match.start()))
+        start = match.end()
+    spans.append((start, len(text)))
+    out = []
+    for a, b in spans:
+        piece = text[a:b]
+        lead = len(piece) - len(piece.lstrip())
+        a, b = a + lead, a + len(piece.rstrip())
+        if b > a:
+            out.append((a, b))
+    return out
+
+
+def sentences(text: str) -> list[str]:
+    return [text[a:b] for a, b in sentence_spans(text)]
+
+
+def local_idf(texts: Sequence[str]) -> TermWeights:
+    """IDF over the given passages alone: for retrievers that know no collection statistics."""
+    docs = [set(bm25.terms(t)) for t in texts]
+    n = len(docs)
+
+    def weights(terms: Sequence[str]) -> dict[str, float]:
+        return {t: math.log1p((n - (df := sum(t in d for d in docs)) + 0.5) / (df + 0.5)) for t in terms}
+
+    return weights
+
+
+def coverage(question_terms: Sequence[str], text: str, weights: Mapping[str, float]) -> float:
+    """Share of the question's terms, weighted by rarity, that occur in `text` (1.0 for no terms)."""
+    unique = set(question_terms)
+    total = sum(weights.get(t, 0.0) for t in unique)
+    if total <= 0:
+        return 1.0
+    present = set(bm25.terms(text))
+    return sum(weights.get(t, 0.0) for t in unique if t in present) / total
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A logistic model of P(the answer is in the sources) from the evidence features."""
+
+    coverage: float
+    dense: float
+    bias: float
+    threshold: float  # abstain below this probability
+
+    def probability(self, cover: float, dense: float | None) -> float:
+        z = self.coverage * cover + self.bias + (self.dense * dense if dense is not None else 0.0)
+        return 1.0 / (1.0 + math.exp(-z))
+
+
+# Fitted on CMU S08 (100 questions, each asked with its article and with it hidden; 5-fold cross-
+# validated), MiniLM embeddings: at 0.35 it keeps 92% of the answerable questions and abstains on
+# 85% of those whose article is missing. bench/answer_quality.py --calibrate refits it.
+CALIBRATED = Calibration(coverage=5.49, dense=10.43, bias=-8.49, threshold=0.35)
+# Without a dense score (BM25-only retrieval, or an embedder whose cosine scale differs): coverage alone.
+COVERAGE_ONLY = Calibration(coverage=6.75, dense=0.0, bias=-4.91, threshold=0.35)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the retrieved chunks say about answerability, before any generation."""
+
+    coverage: float  # of the question's weighted terms, in the best chunk (with its title)
+    dense: float | None  # the best chunk's cosine similarity to the question, when known
+    probability: float
+
+    @property
+    def answerable(self) -> bool:
+        return self.probability >= self.threshold
+
+    threshold: float = CALIBRATED.threshold
+
+
+def _text_with_title(ctx: Context) -> str:
+    return f"{ctx.title}\n{ctx.heading or ''}\n{ctx.text}"
+
+
+def assess(
+    question: str,
+    contexts: Sequence[Context],
+    weights: TermWeights | None = None,
+    calibration: Calibration | None = None,
+) -> Evidence:
+    """The evidence features of the best-ranked chunk and the calibrated probability."""
+    if not contexts:
+        return Evidence(0.0, None, 0.0)
+    terms = bm25.terms(question)
+    # Without the collection's statistics every word weighs the same: the k passages alone cannot
+    # tell a rare word of the question from a common one that they happen to lack.
+    w = weights(terms) if weights is not None else dict.fromkeys(terms, 1.0)
+    best = contexts[0]
+    cover = coverage(terms, _text_with_title(best), w)
+    dense = best.dense_score
+    model = calibration or (CALIBRATED if dense is not None else COVERAGE_ONLY)
+    return Evidence(cover, dense, model.probability(cover, dense), model.threshold)
+
+
+def select_sentences(
+    question: str,
+    contexts: Sequence[Context],
+    weights: TermWeights | None = None,
+    *,
+    top: int = 4,
+    neighbours: int = 1,
+    rank_penalty: float = 0.15,
+) -> list[Context]:
+    """The `top` sentences that share the most (rarity-weighted) terms with the question, each with
+    `neighbours` sentences either side, kept in their chunk and in reading order; chunks with no
+    chosen sentence are dropped and the rest renumbered from 1. A chunk's rank breaks near-ties. A
+    sentence that shares no word is never chosen for itself (only as a neighbour)."""
+    terms = set(bm25.terms(question))
+    lookup = weights or local_idf([c.text for c in contexts])
+    w = lookup(sorted(terms))
+    scored: list[tuple[float, int, int]] = []
+    spans = [sentence_spans(c.text) for c in contexts]
+    for ci, (ctx, chunk_spans) in enumerate(zip(contexts, spans, strict=True)):
+        # The chunk's title names its subject ("Alessandro Volta"), which its sentences call "he":
+        # the question's words found in the title are not looked for in the sentences.
+        wanted = (terms - set(bm25.terms(f"{ctx.title} {ctx.heading or ''}"))) or terms
+        for si, (a, b) in enumerate(chunk_spans):
+            shared = wanted & set(bm25.terms(ctx.text[a:b]))
+            if shared:
+                scored.append((sum(w.get(t, 0.0) for t in shared) - rank_penalty * ci, -ci, -si))
+    if not scored and contexts:  # no sentence shares a word with the question: the best chunk's opening
+        scored = [(0.0, 0, -si) for si in range(min(top, len(spans[0])))]
+    scored.sort(reverse=True)
+    keep: dict[int, set[int]] = {}
+    for _, neg_ci, neg_si in scored[:top]:
+        ci, si = -neg_ci, -neg_si
+        keep.setdefault(ci, set()).update(range(si - neighbours, si + neighbours + 1))
+    out: list[Context] = []
+    for ci in sorted(keep):
+        chunk_spans = spans[ci]
+        chosen = sorted(j for j in keep[ci] if 0 <= j < len(chunk_spans))
+        text = _join(contexts[ci].text, [chunk_spans[j] for j in chosen])
+        out.append(contexts[ci].model_copy(update={"number": len(out) + 1, "text": text, "excerpt": True}))
+    return out
+
+
+def _join(text: str, spans: Sequence[tuple[int, int]]) -> str:
+    """The spans of `text` in order; a gap between non-adjacent sentences is marked with an ellipsis."""
+    parts: list[str] = []
+    last_end: int | None = None
+    for a, b in spans:
+        if last_end is not None:
+            gap = text[last_end:a]
+            parts.append(" " if not gap.strip() else " … ")
+        parts.append(text[a:b])
+        last_end = b
+    return "".join(parts)

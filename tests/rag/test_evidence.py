@@ -1,0 +1,150 @@
+"""Evidence before generation: sentence spans, coverage, the calibrated abstention, sentence
+selection; and the QA chain's use of them with the fake model."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.evidence import (
+    CALIBRATED,
+    COVERAGE_ONLY,
+    Calibration,
+    assess,
+    coverage,
+    local_idf,
+    select_sentences,
+    sentence_spans,
+    sentences,
+)
+from rag.prompts import NO_ANSWER
+from rag.qa import build_qa_chain
+from rag.types import Context
+from tests.rag.test_context import ListRetriever, WindowFake, make_doc
+
+VOLTA = (
+    "Alessandro Volta was an Italian physicist. He invented the battery in 1800. "
+    "Napoleon made him a count in 1810. In 1819, he retired to his country house in Camnago. "
+    "He died there on 5 March 1827."
+)
+
+
+def ctx(number: int, text: str, title: str = "", dense: float | None = None) -> Context:
+    return Context(
+        number=number,
+        chunk_id=f"c{number}",
+        source=f"/d/{number}.txt",
+        title=title,
+        text=text,
+        dense_score=dense,
+    )
+
+
+def test_sentence_spans_keep_abbreviations_and_trim() -> None:
+    text = "  Dr. Smith met J. Doe in St. Louis. They left!  Then (a) it rained?\nNew line here"
+    assert sentences(text) == [
+        "Dr. Smith met J. Doe in St. Louis.",
+        "They left!",
+        "Then (a) it rained?",
+        "New line here",
+    ]
+    for a, b in sentence_spans(text):
+        assert text[a:b] == text[a:b].strip()
+    assert sentences("") == []
+
+
+def test_coverage_weighs_rare_words() -> None:
+    weights = {"volta": 5.0, "retir": 1.0}
+    assert coverage(["volta", "retir"], "Volta retired in 1819.", weights) == 1.0
+    assert coverage(["volta", "retir"], "The king retired.", weights) == pytest.approx(1 / 6)
+    assert coverage([], "anything", weights) == 1.0
+
+
+def test_local_idf_ranks_a_word_of_one_passage_above_a_word_of_all() -> None:
+    w = local_idf(["volta battery", "volta count", "volta house"])(["volta", "batteri", "unseen"])
+    assert w["batteri"] > w["volta"] and w["unseen"] > w["batteri"]
+
+
+def test_calibration_is_monotone_and_thresholded() -> None:
+    model = Calibration(coverage=5.0, dense=10.0, bias=-8.0, threshold=0.5)
+    assert model.probability(1.0, 0.6) > model.probability(0.5, 0.6) > model.probability(0.5, 0.2)
+    assert model.probability(1.0, None) == pytest.approx(1 / (1 + 2.718281828**3), rel=1e-6)
+    # the shipped models: a question whose words are all in a close passage is answerable; one whose
+    # name is missing from a distant passage is not
+    assert CALIBRATED.probability(1.0, 0.6) > CALIBRATED.threshold > CALIBRATED.probability(0.4, 0.25)
+    assert (
+        COVERAGE_ONLY.probability(1.0, None) > COVERAGE_ONLY.threshold > COVERAGE_ONLY.probability(0.3, None)
+    )
+
+
+def test_assess_uses_the_best_chunk_and_its_title() -> None:
+    weights = {"volta": 5.0, "retir": 1.0}.__class__  # unused; collection weights below
+    idf = lambda terms: {t: {"volta": 5.0, "retir": 1.0}.get(t, 1.0) for t in terms}  # noqa: E731
+    # the name is in the title only: still covered
+    e = assess("When did Volta retire?", [ctx(1, "In 1819, he retired.", "Alessandro Volta", 0.6)], idf)
+    assert e.coverage == 1.0 and e.answerable
+    # the article is missing: another text shares only "retire"
+    e = assess("When did Volta retire?", [ctx(1, "The king retired in 1500.", "Kings", 0.3)], idf)
+    assert e.coverage == pytest.approx(1 / 6) and not e.answerable
+    assert weights is dict
+    assert assess("Q?", []).probability == 0.0
+
+
+def test_select_sentences_keeps_the_best_with_neighbours_in_order() -> None:
+    contexts = [
+        ctx(1, "Filler about nothing. More filler here. Still nothing."),
+        ctx(2, VOLTA, "Alessandro Volta"),
+    ]
+    chosen = select_sentences("When did Volta retire?", contexts, top=1, neighbours=1)
+    assert [c.number for c in chosen] == [1] and chosen[0].chunk_id == "c2" and chosen[0].excerpt
+    assert chosen[0].text == (
+        "Napoleon made him a count in 1810. In 1819, he retired to his country house in Camnago. "
+        "He died there on 5 March 1827."
+    )
+    # two sentences apart: an ellipsis marks the gap
+    apart = select_sentences(
+        "Who invented the battery? When did he die?", [ctx(1, VOLTA)], top=2, neighbours=0
+    )
+    assert apart[0].text == "He invented the battery in 1800. … He died there on 5 March 1827."
+
+
+def test_the_chain_abstains_on_missing_evidence_without_calling_the_model() -> None:
+    llm = WindowFake(context_window=600, script=["should not be used"])
+    docs = [make_doc(1, "The king retired in 1500."), make_doc(2, "Kings ruled long.")]
+    qa = build_qa_chain(
+        llm, ListRetriever(docs=docs), term_weights=lambda ts: {t: 5.0 if t == "volta" else 1.0 for t in ts}
+    )
+    answer = qa.invoke("When did Volta retire?")
+    assert answer.abstained and answer.abstained_by == "evidence" and answer.answer == NO_ANSWER
+    assert answer.evidence is not None and answer.evidence < CALIBRATED.threshold
+    assert llm.prompts == []  # the model was never asked
+    streamed = list(qa.stream_answer("When did Volta retire?"))
+    assert streamed[0] == NO_ANSWER and streamed[-1].abstained_by == "evidence"
+
+
+def test_the_chain_shows_the_best_sentences_and_highlights_the_support() -> None:
+    llm = WindowFake(context_window=600, script=["He retired in 1819."])
+    docs = [make_doc(2, VOLTA), make_doc(1, "Kings ruled long. Nothing else here.")]
+    qa = build_qa_chain(llm, ListRetriever(docs=docs))
+    answer = qa.invoke("When did Volta retire?")
+    prompt = llm.users[0]
+    assert "In 1819, he retired to his country house" in prompt and "Kings ruled long" not in prompt
+    assert not answer.abstained and answer.evidence is not None and answer.evidence >= CALIBRATED.threshold
+    # no [n] written: the source is found from the answer's words, and its sentence highlighted
+    [citation] = answer.citations
+    assert citation.inferred and citation.chunk_id == "c2"
+    assert citation.highlights == ["In 1819, he retired to his country house in Camnago."]
+    assert answer.answer == "He retired in 1819. [1]"
+
+
+def test_the_concise_prompt_asks_for_a_short_budget_and_stops_at_a_blank_line() -> None:
+    seen: list[dict] = []
+
+    class Recording(WindowFake):
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append({"stop": stop, **kwargs})
+            return super()._generate(messages, stop, run_manager, **kwargs)
+
+    llm = Recording(context_window=600, script=["In 1819 [1]."])
+    qa = build_qa_chain(llm, ListRetriever(docs=[make_doc(1, VOLTA)]), max_new_tokens=256)
+    qa.invoke("When did Volta retire?")
+    assert seen == [{"stop": ["\n\n"], "max_new_tokens": 48}]
