@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ingest.errors import DocumentError, LecternError
@@ -277,11 +278,14 @@ def _print_citations(answer: Answer) -> None:
         out.print("\n[bold]Sources[/bold]")
     for c in answer.citations:
         where = Path(c.source).name + (f", page {c.page}" if c.page else "")
-        quote = " ".join(c.quote.split())
-        out.print(
-            f"[{c.number}] [cyan]{where}[/cyan]: {quote[:240]}{'…' if len(quote) > 240 else ''}",
-            highlight=False,
-        )
+        out.print(f"[{c.number}] [cyan]{escape(where)}[/cyan]: ", end="", highlight=False)
+        if c.highlights:  # the sentences that hold the answer, marked
+            out.print(
+                " … ".join(f"[bold yellow]{escape(' '.join(h.split()))}[/bold yellow]" for h in c.highlights)
+            )
+        else:
+            quote = " ".join(c.quote.split())
+            out.print(f"{escape(quote[:240])}{'…' if len(quote) > 240 else ''}", highlight=False)
 
 
 def _print_grounding(answer: Answer) -> None:
@@ -459,19 +463,34 @@ def eval_retrieval(
 @eval_app.command("answers")
 def eval_answers(
     qa_dir: Annotated[Path, typer.Option("--qa-dir", help="A folder laid out like the CMU QA dataset.")],
-    limit: Annotated[int, typer.Option(help="How many answerable questions to sample.")] = 50,
+    limit: Annotated[int, typer.Option(help="How many answerable questions to sample (quote n >= 60).")] = 60,
     backend: BackendOpt = None,
     model: ModelOpt = None,
     prompt: PromptOpt = None,
+    context: Annotated[
+        str | None, typer.Option(help="What the model is shown: sentences (best ones) | chunks (whole).")
+    ] = None,
+    evidence: Annotated[
+        bool | None,
+        typer.Option(
+            "--evidence/--no-evidence", help="Abstain when the sources lack the question's subject."
+        ),
+    ] = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write one JSON line per question (answer, gold, citations...)."),
+    ] = None,
     data_dir: DataDir = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Answer quality: gold answer contained, citation hits, abstentions when the article is missing."""
+    """Answer quality: gold answer contained (strict, lenient, F1), in the sources, cited passage,
+    abstentions with the article and without it, seconds per answer."""
     from rag.evaluate_answers import eval_answers_command
 
     with _edge():
-        settings = _settings(data_dir, llm=_llm_flags(backend, model), answer={"prompt": prompt})
-        eval_answers_command(qa_dir, settings, limit, as_json=as_json)
+        answer = {"prompt": prompt, "context": context, "evidence": evidence}
+        settings = _settings(data_dir, llm=_llm_flags(backend, model), answer=answer)
+        eval_answers_command(qa_dir, settings, limit, as_json=as_json, out_path=out_path)
 
 
 # -- the web UI ----------------------------------------------------------------------------------------

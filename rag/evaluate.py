@@ -9,7 +9,6 @@ answer given for it.
 from __future__ import annotations
 
 import csv
-import re
 import statistics
 import tempfile
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ingest.errors import LecternError
+from rag.answer_metrics import normalise
 
 if TYPE_CHECKING:
     from rag.retrieval import Searcher
@@ -28,16 +28,10 @@ if TYPE_CHECKING:
 QA_FILE = "question_answer_pairs.txt"
 ARTICLE_SUFFIX = ".txt.clean"
 KS = (1, 5, 10)
-_NON_ALNUM = re.compile(r"[^0-9a-z]+")
 
 
 class BadQADir(LecternError):
     """The --qa-dir folder is not laid out like the CMU dataset."""
-
-
-def normalise(text: str) -> str:
-    """Lowercase, non-alphanumerics to spaces, spaces collapsed."""
-    return " ".join(_NON_ALNUM.sub(" ", text.lower()).split())
 
 
 @dataclass

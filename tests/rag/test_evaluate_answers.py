@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Sequence
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 
 import rag.evaluate_answers as ea
 from rag.evaluate import QAItem
-from rag.types import Answer, Citation
+from rag.types import Answer, Citation, Context
 from tests.conftest import CMU_DATA
 
 CMU = CMU_DATA / "S08"
@@ -42,11 +44,16 @@ def tiny_qa(root: Path) -> Path:
     return root
 
 
-def answer(text: str, sources: Sequence[Path] = (), abstained: bool = False) -> Answer:
+def answer(
+    text: str, sources: Sequence[Path] = (), abstained: bool = False, passages: Sequence[str] = ()
+) -> Answer:
+    """An Answer citing `sources` as [1], [2]...; `passages` are the texts the model was shown."""
     cites = [
-        Citation(number=i, source=str(s), page=None, chunk_id="c", quote="") for i, s in enumerate(sources, 1)
+        Citation(number=i, source=str(s), page=None, chunk_id=f"c{i}", quote="")
+        for i, s in enumerate(sources, 1)
     ]
-    return Answer(question="q", answer=text, citations=cites, abstained=abstained)
+    contexts = [Context(number=i, chunk_id=f"c{i}", source="s", text=t) for i, t in enumerate(passages, 1)]
+    return Answer(question="q", answer=text, citations=cites, contexts=contexts, abstained=abstained)
 
 
 def test_sample_answerable_is_deterministic_and_in_file_order(tmp_path: Path) -> None:
@@ -74,10 +81,13 @@ def test_answer_metrics_hand_computed(tmp_path: Path) -> None:
         QAItem("q4", b, "B", ["radioactivity"]),  # contained, cites a and b: hit
     ]
     answers = {
-        "q1": answer("Edith Varley designed it. [1]", [a]),
-        "q2": answer("In 1853. [1]", [b]),
-        "q3": answer("I don't know.", abstained=True),
-        "q4": answer("Radioactivity! [1][2]", [a, b]),
+        # right, and the cited passage holds it: a precise citation
+        "q1": answer("Edith Varley designed it. [1]", [a], passages=["It was designed by Edith Varley."]),
+        # wrong, though the passage shown held the answer
+        "q2": answer("In 1853. [1]", [b], passages=["It was first lit in 1852."]),
+        "q3": answer("I don't know.", abstained=True, passages=["Nothing here."]),
+        # right (from memory): neither cited passage holds it
+        "q4": answer("Radioactivity! [1][2]", [a, b], passages=["He studied rays.", "He found uranium."]),
     }
     without = {"q1": True, "q2": False, "q3": True, "q4": True}
     seen: list[tuple[int, int]] = []
@@ -91,9 +101,16 @@ def test_answer_metrics_hand_computed(tmp_path: Path) -> None:
     assert m["mean_seconds"] >= 0
     assert {k: v for k, v in m.items() if k != "mean_seconds"} == {
         "answer_contains": 0.5,
+        "answer_lenient": 0.5,
+        # F1 per question (markers dropped): q1 P=2/4 R=1 -> 2/3; q2 0; q3 abstained 0; q4 1
+        "token_f1": round((2 / 3 + 0 + 0 + 1) / 4, 4),
+        "context_has_answer": 0.5,  # q1 and q2
+        "generation_efficiency": 1.0,  # 2 right of the 2 whose sources held the answer
         "citation_hit": round(2 / 3, 4),
+        "citation_precision": 0.5,  # of q1 and q4 (right), only q1's cited passage holds it
         "abstain_rate": 0.75,
         "answered_abstain_rate": 0.25,
+        "mean_answer_tokens": 0.0,  # not counted here
         "n": 4,
     }
     assert set(m) == set(ea.KEYS)
@@ -105,34 +122,29 @@ def test_run_answer_eval_with_fake_models(
 ) -> None:
     settings.llm.backend = "fake"
     qa = tiny_qa(tmp_path / "qa")
-    hidden: list[tuple[Path, set[str]]] = []
-    real = ea.answer_metrics
-
-    def spy(items: Any, ask: Any, ask_without: Any, progress: Any = None) -> dict[str, float]:
-        def recording(item: QAItem) -> Answer:
-            result = ask_without(item)
-            hidden.append((item.article, {c.source for c in result.contexts}))
-            return result
-
-        return real(items, ask, recording, progress)
-
-    monkeypatch.setattr(ea, "answer_metrics", spy)
-    m = ea.run_answer_eval(qa, settings, limit=None, workdir=tmp_path)
+    lines = StringIO()
+    m = ea.run_answer_eval(qa, settings, limit=None, workdir=tmp_path, out=lines)
     assert set(m) == set(ea.KEYS)
     assert m["n"] == 3  # the yes/no question is not answerable
     for key in ("answer_contains", "citation_hit", "abstain_rate", "answered_abstain_rate"):
         assert 0.0 <= m[key] <= 1.0
-    # the fake model quotes and cites the first source's first sentence, so it never abstains when
-    # given sources. Top chunks here: Becquerel's first ("Henri_Becquerel ...": contains the gold),
-    # Celsius's first ("Anders_Celsius ...": not 1733) and a Celsius chunk on his thermometer (no name)
-    assert m["answer_contains"] == round(1 / 3, 4)
-    assert m["citation_hit"] == 1.0
+    records = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert [r["question"][:20] for r in records] == [
+        "Who determined the d",
+        "When did Celsius pub",
+        "Who won the 1903 Nob",
+    ]
+    assert set(records[0]) == {f.name for f in dataclasses.fields(ea.QuestionRecord)}
+    # the fake model quotes and cites the first sentence it is shown. Becquerel's best sentence
+    # names him (right); Celsius's best sentences for the two Celsius questions name him but not 1733
+    assert [r["contains"] for r in records] == [True, False, True]
+    assert m["answer_contains"] == round(2 / 3, 4) and m["citation_hit"] == 1.0
     assert m["answered_abstain_rate"] == 0.0
-    assert m["abstain_rate"] == 0.0
+    # with the article hidden the other article lacks the question's subject: the evidence abstains
+    assert m["abstain_rate"] == 1.0
     # the pass without the article never showed the model a chunk of it
-    assert len(hidden) == 3
-    for article, sources in hidden:
-        assert sources and str(article.resolve()) not in sources
+    for r in records:
+        assert r["article"] not in r["hidden_sources"]
     assert not list(tmp_path.glob("lectern-eval-*"))  # the temporary collection is gone
 
 

@@ -1,0 +1,109 @@
+"""Answer quality and speed of several QA configurations side by side, in one run, on one index.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.answer_quality --qa-dir ../shared/data/cmu-wikiqa/S09 \
+        --limit 60 --config baseline --config lectern [--model packaged:qwen2.5-0.5b] [--out DIR]
+
+Each sampled question is asked by every configuration in turn before the next question (with its
+article, then with it hidden), so a change in the machine's load hits all of them alike and the
+seconds per answer compare. Configurations (CONFIGS) are settings overrides:
+- `baseline`: what lectern did before docs/ANSWERS.md's fourth run (zero-shot prompt, the five
+  whole chunks, 256 new tokens, only the model decides to abstain);
+- `lectern`: the current defaults (concise prompt, best sentences, evidence-based abstention);
+- `chunks`, `no-evidence`: the defaults less one lever each, to see what each is worth.
+Prints one JSON line per configuration (rag.evaluate_answers.KEYS) and writes per-question JSONL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rag.evaluate import load_qa
+from rag.evaluate_answers import QuestionRecord, answer_eval, summarise
+from rag.settings import Settings, load_settings
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "baseline": {
+        "answer": {"prompt": "zero_shot", "context": "chunks", "evidence": False},
+        "llm": {"max_new_tokens": 256},
+    },
+    "lectern": {},
+    "chunks": {"answer": {"context": "chunks"}},
+    "no-evidence": {"answer": {"evidence": False}},
+}
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--qa-dir", type=Path, required=True)
+    ap.add_argument("--limit", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config", action="append", choices=sorted(CONFIGS))
+    ap.add_argument("--model", default="packaged:qwen2.5-0.5b")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for the model")
+    ap.add_argument("--data-dir", type=Path, default=Path(".lectern-data/bench"))
+    ap.add_argument("--out", type=Path, default=Path("bench/out"))
+    args = ap.parse_args()
+    names = args.config or ["baseline", "lectern"]
+    common = {"llm": {"model": args.model, "threads": args.threads}}
+    settings: dict[str, Settings] = {
+        name: load_settings(
+            data_dir=args.data_dir, ingest={"parse_workers": 0}, **_merge(common, CONFIGS[name])
+        )
+        for name in names
+    }
+    first = settings[names[0]]
+    args.out.mkdir(parents=True, exist_ok=True)
+    records: dict[str, list[QuestionRecord]] = {name: [] for name in names}
+    tag = f"{args.qa_dir.name}-{args.model.replace(':', '_').replace('/', '_')}"
+    t0 = time.perf_counter()
+    with answer_eval(args.qa_dir, first, args.limit, args.seed) as session:
+        runs = {name: session.asker(settings[name]) for name in names}
+        files = {name: (args.out / f"answers-{tag}-{name}.jsonl").open("w") for name in names}
+        try:
+            for i, item in enumerate(session.items, 1):
+                for name in names:
+                    record = runs[name](item)
+                    records[name].append(record)
+                    files[name].write(json.dumps(record.__dict__) + "\n")
+                    files[name].flush()
+                print(f"{i}/{len(session.items)}", flush=True, end="\r")
+        finally:
+            for fh in files.values():
+                fh.close()
+    print()
+    cpu = _cpu()
+    for name in names:
+        metrics = summarise(records[name])
+        print(
+            json.dumps({"config": name, "set": args.qa_dir.name, "model": args.model, "cpu": cpu, **metrics})
+        )
+    print(json.dumps({"wall_s": round(time.perf_counter() - t0, 1), "questions": len(load_qa(args.qa_dir))}))
+
+
+def _cpu() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?"
+    )
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    marks = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, {' '.join(marks)}"
+
+
+if __name__ == "__main__":
+    main()
