@@ -37,6 +37,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 SUPPORTED = 0.6  # weighted share of an answer's new words a source must hold to be its source
 UNSUPPORTED = 0.25  # a cited source holding less than this is replaced when another holds SUPPORTED
+FALLBACK_SUPPORTED = 0.4  # an answer no sentence of which is attributed cites a source holding this much
 MAX_HIGHLIGHTS = 2  # sentences highlighted per cited passage
 
 
@@ -88,7 +89,8 @@ def _weights(
     does not), times its IDF in the collection when known (a name is rarer than a topic word)."""
     docs = [set(bm25.terms(c.text)) for c in contexts]
     n = len(docs)
-    local = {t: math.log1p((n - (df := sum(t in d for d in docs)) + 0.5) / (df + 0.5)) for t in terms}
+    # A word in no passage tells none apart: it weighs as a word found in one.
+    local = {t: math.log1p((n - (df := max(1, sum(t in d for d in docs))) + 0.5) / (df + 0.5)) for t in terms}
     if collection is None:
         return local
     rare = collection(sorted(terms))
@@ -135,16 +137,27 @@ def attribute_sentences(
     and the share of sentences (with any new words) that some source supports.
     """
     parts = [p for p in _SENTENCE_END.split(answer.strip()) if p]
+    # An answer that only restates the question ("Avogadro's last name is Avogadro.") is judged on
+    # all its words; otherwise a sentence that only restates it is not judged.
+    restates = not any(_has_new_words(p, question) for p in parts)
     cited: list[int] = []
     marked: list[str] = []
     judged = supported = 0
     for sentence in parts:
-        new = _has_new_words(sentence, question)  # a sentence that only restates the question is not judged
+        new = restates or _has_new_words(sentence, question)
         chosen = attribute(support_scores(sentence, question, contexts, weights)) if new else []
         judged += new
         supported += bool(chosen)
         cited.extend(n for n in chosen if n not in cited)
         marked.append(sentence + (" " + "".join(f"[{n}]" for n in chosen) if chosen else ""))
+    if not cited and parts and contexts:
+        # No sentence is held mostly by one source, but the answer as a whole may be: cite the
+        # source that holds the most of it, when that is a fair share.
+        whole = support_scores(answer, question, contexts, weights)
+        best = min(whole, key=lambda n: (-whole[n], n))
+        if whole[best] >= FALLBACK_SUPPORTED - 1e-9:
+            marked[-1] += f" [{best}]"
+            return " ".join(marked), [best], whole[best]
     return " ".join(marked), cited, (supported / judged if judged else 0.0)
 
 

@@ -3,6 +3,8 @@ and the sentences highlighted in a cited passage."""
 
 from __future__ import annotations
 
+import pytest
+
 from rag.citations import attribute_sentences, highlights, support_scores, without_markers
 from rag.qa import build_qa_chain
 from rag.types import Context
@@ -56,3 +58,29 @@ def test_highlights_are_the_sentences_holding_the_answer() -> None:
     ]
     assert highlights("Nothing in common.", QUESTION, passage) == []
     assert without_markers("Varley [1][2] did [3, 4].") == "Varley did ."
+
+
+def test_an_answer_that_restates_the_question_still_cites_its_source() -> None:
+    ctxs = [
+        Context(number=1, chunk_id="a", source="/d/a.txt", text="Kings ruled the land for long."),
+        Context(number=2, chunk_id="b", source="/d/b.txt", text="Amedeo Avogadro was an Italian savant."),
+    ]
+    marked, cited, _ = attribute_sentences(
+        "Amedeo Avogadro's last name is Avogadro.", "What is Amedeo Avogadro's last name?", ctxs
+    )
+    assert cited == [2] and marked.endswith("[2]")
+
+
+def test_an_answer_held_as_a_whole_by_one_source_cites_it() -> None:
+    ctxs = [
+        Context(
+            number=1, chunk_id="a", source="/d/a.txt", text="The scale was reversed by Linnaeus in 1744."
+        ),
+        Context(number=2, chunk_id="b", source="/d/b.txt", text="Rain fell all summer."),
+    ]
+    # two sentences, neither held 60% by one source, the whole answer mostly by source 1
+    answer = "The scale was reversed later. Linnaeus did it, some say in spring."
+    marked, cited, share = attribute_sentences(answer, "What happened to the scale?", ctxs)
+    assert cited == [1] and marked.endswith("[1]") and share == pytest.approx(0.4)
+    # nothing in common: no citation is made up
+    assert attribute_sentences("Bananas are yellow.", "What happened?", ctxs)[1] == []
