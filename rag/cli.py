@@ -288,6 +288,14 @@ def _print_citations(answer: Answer) -> None:
             out.print(f"{escape(quote[:240])}{'…' if len(quote) > 240 else ''}", highlight=False)
 
 
+def _say_model(ws: Workspace) -> None:
+    """Which model answers, on stderr, once: `packaged:auto` says what it picked and why."""
+    llm = ws.llm
+    why = getattr(llm, "chosen_because", "")
+    if why:
+        err.print(f"[dim]model: {getattr(llm, 'model_name', '?')} (auto: {why})[/dim]", highlight=False)
+
+
 def _print_grounding(answer: Answer) -> None:
     from rag.qa import grounding_note
 
@@ -333,6 +341,7 @@ def ask(
         )
         ws = _workspace(collection, settings)
         ws.collection()
+        _say_model(ws)
         if as_json:
             out.print_json(ws.ask(question).model_dump_json())
             return
@@ -359,6 +368,7 @@ def chat(
         settings = _settings(data_dir, llm=_llm_flags(backend, model), answer={"prompt": prompt})
         ws = _workspace(collection, settings)
         ws.collection()
+        _say_model(ws)
         session = ws.chat_session()
         last: Answer | None = None
         out.print(

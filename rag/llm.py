@@ -37,7 +37,7 @@ from pydantic import ConfigDict, Field
 from ingest.embed import cpu_has_native_bf16
 from ingest.errors import UnknownKey
 from rag.errors import ContextTooLong, LLMServerError, LLMUnavailable, ModelNotFound
-from rag.models import PACKAGED_PREFIX, file_key, packaged_gguf
+from rag.models import AUTO, PACKAGED_PREFIX, Hardware, choose_packaged, file_key, installed, packaged_gguf
 from rag.settings import LLMSettings
 
 CONVERSIONS = 0
@@ -123,6 +123,7 @@ class LocalChatModel(LecternChatModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     model_name: str = "local"
+    chosen_because: str = ""  # packaged:auto: why this model was picked for this machine
     temperature: float = 0.0
     repetition_penalty: float = 1.0
     batch_size: int = 8
@@ -518,7 +519,10 @@ def build_local(settings: LLMSettings, models_dir: Path) -> LocalChatModel:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = _resolve_dtype(settings.dtype, device)
-    source, gguf = resolve_local(settings.model, models_dir, dtype)
+    name, why = settings.model, ""
+    if name == AUTO:
+        name, why = choose_packaged(installed(), Hardware.here(cuda=device == "cuda"))
+    source, gguf = resolve_local(name, models_dir, dtype)
     if device == "cpu":
         torch.set_num_threads(settings.threads or os.cpu_count() or 1)
     load: dict[str, Any] = {"dtype": dtype}
@@ -542,7 +546,8 @@ def build_local(settings: LLMSettings, models_dir: Path) -> LocalChatModel:
         tok.pad_token = tok.eos_token
     window = settings.context_window or int(getattr(model.config, "max_position_embeddings", 2048))
     return LocalChatModel(
-        model_name=settings.model,
+        model_name=name,
+        chosen_because=why,
         hf_model=model,
         tokenizer=tok,
         context_window=window,

