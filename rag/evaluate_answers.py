@@ -226,7 +226,7 @@ class AnswerEval:
         from rag.context import count_tokens
         from rag.qa import QAChain, build_qa_chain
         from rag.retrieval import Filters, LecternRetriever
-        from rag.workspace import qa_options, shared_llm
+        from rag.workspace import qa_options, shared_llm, shared_reranker
 
         llm = shared_llm(settings)
         r = settings.retrieval
@@ -234,7 +234,13 @@ class AnswerEval:
 
         def chain(filters: Filters | None) -> QAChain:
             retriever = LecternRetriever(
-                searcher=self.searcher, k=r.k, mode=r.mode, mmr=r.mmr, filters=filters
+                searcher=self.searcher,
+                k=r.k,
+                mode=r.mode,
+                mmr=r.mmr,
+                filters=filters,
+                reranker=shared_reranker(r.reranker) if r.reranker else None,
+                rerank_candidates=r.rerank_candidates,
             )
             return build_qa_chain(llm, retriever, **options)
 

@@ -208,9 +208,15 @@ class LecternRetriever(BaseRetriever):
     mode: str = "hybrid"
     filters: Filters | None = None
     mmr: bool = False
+    reranker: Any = None  # a rag.rerank.CrossEncoderReranker: fetch rerank_candidates, keep the best k
+    rerank_candidates: int = 20
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:
-        hits = self.searcher.search(query, k=self.k, mode=self.mode, filters=self.filters, mmr=self.mmr)
-        return [h.to_document() for h in hits]
+        fetch = max(self.k, self.rerank_candidates) if self.reranker is not None else self.k
+        hits = self.searcher.search(query, k=fetch, mode=self.mode, filters=self.filters, mmr=self.mmr)
+        docs = [h.to_document() for h in hits]
+        if self.reranker is not None:
+            docs = self.reranker.rerank(query, docs, self.k)
+        return docs

@@ -45,6 +45,9 @@ class RetrievalSettings(BaseModel):
     dense_weight: float = Field(0.4, ge=0.0)
     bm25_weight: float = Field(0.6, ge=0.0)
     min_score: float = 0.0
+    # a local cross-encoder folder (rag.rerank): reorders the best rerank_candidates hits, keeps k
+    reranker: str | None = None
+    rerank_candidates: int = Field(20, ge=1, le=200)
 
 
 AnswerContext = Literal["sentences", "chunks"]

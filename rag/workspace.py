@@ -65,6 +65,19 @@ def shared_llm(settings: Settings) -> BaseChatModel:
         return _LLMS[key]
 
 
+_RERANKERS: dict[str, Any] = {}
+
+
+def shared_reranker(path: str) -> Any:
+    """One cross-encoder per folder, loaded on first use."""
+    from rag.rerank import CrossEncoderReranker
+
+    with _BUILD_LOCK:
+        if path not in _RERANKERS:
+            _RERANKERS[path] = CrossEncoderReranker(path)
+        return _RERANKERS[path]
+
+
 def qa_options(settings: Settings) -> dict[str, Any]:
     """build_qa_chain's options from the settings (k, prompt variant, answer length, min_score, JSON,
     context form, evidence-based abstention)."""
@@ -183,7 +196,13 @@ class Workspace:
 
     def retriever(self, searcher: Searcher | None = None, **options: Any) -> LecternRetriever:
         r = self.settings.retrieval
-        defaults: dict[str, Any] = {"k": r.k, "mode": r.mode, "mmr": r.mmr}
+        defaults: dict[str, Any] = {
+            "k": r.k,
+            "mode": r.mode,
+            "mmr": r.mmr,
+            "reranker": shared_reranker(r.reranker) if r.reranker else None,
+            "rerank_candidates": r.rerank_candidates,
+        }
         return LecternRetriever(searcher=searcher or self.searcher(), **{**defaults, **options})
 
     def _source(self, source: str | Path) -> str:
