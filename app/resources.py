@@ -16,6 +16,7 @@ from typing import Protocol
 import streamlit as st
 from langchain_core.language_models import BaseChatModel
 
+from ingest.atomic import atomic_write_bytes
 from ingest.embed import Embedder
 from ingest.errors import InvalidName
 from ingest.settings import EmbedSettings
@@ -158,9 +159,7 @@ def save_uploads(
         except InvalidName as err:
             rejected.append(err)
             continue
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
-        tmp.write_bytes(bytes(f.getbuffer()))
-        tmp.replace(target)
+        atomic_write_bytes(target, bytes(f.getbuffer()))
         saved.append(target)
     return saved, rejected
 

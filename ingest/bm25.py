@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import IO
 
 import numpy as np
 from scipy import sparse
@@ -243,18 +244,17 @@ class BM25Matrix:
             out[w.indices[lo:hi]] += w.data[lo:hi]  # rows are unique within a column
         return out
 
-    def save(self, path: str) -> None:
+    def save(self, fh: IO[bytes]) -> None:
         w = self.weights
-        with open(path, "wb") as fh:
-            np.savez(
-                fh,
-                ids=self.ids,
-                data=w.data,
-                indices=w.indices,
-                indptr=w.indptr,
-                shape=np.array(w.shape),
-                params=np.array([self.k1, self.b]),
-            )
+        np.savez(
+            fh,
+            ids=self.ids,
+            data=w.data,
+            indices=w.indices,
+            indptr=w.indptr,
+            shape=np.array(w.shape),
+            params=np.array([self.k1, self.b]),
+        )
 
     @classmethod
     def load(cls, path: str) -> BM25Matrix:

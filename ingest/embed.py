@@ -12,8 +12,6 @@ import hashlib
 import importlib.util
 import json
 import re
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from ingest.atomic import atomic_folder
 from ingest.errors import IndexMismatch, UnknownKey
 from ingest.settings import EmbedSettings
 
@@ -294,16 +293,9 @@ def distilled_minilm(models_dir: Path, pca_dims: int = 256) -> Path:
         return target
     from model2vec.distill import distill
 
-    models_dir.mkdir(parents=True, exist_ok=True)
     static = distill(model_name=str(source), pca_dims=pca_dims)
-    tmp = Path(tempfile.mkdtemp(prefix=".distill-", dir=models_dir))
-    try:
+    with atomic_folder(target, done="config.json") as tmp:
         static.save_pretrained(str(tmp))
-        tmp.rename(target)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "config.json").is_file():  # not a lost race with another process
-            raise
     return target
 
 

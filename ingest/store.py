@@ -19,9 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import sqlite3
-import tempfile
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -32,6 +30,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
+from ingest.atomic import atomic_open, atomic_write_bytes
 from ingest.bm25 import TOKENIZER, BM25Matrix, Vocabulary
 from ingest.errors import IndexLocked, IndexMismatch
 
@@ -116,22 +115,6 @@ class NewChunk:
     text: str
     context: str
     terms: list[str]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write next to the target, fsync, rename: a reader sees the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _sha256(data: bytes) -> str:
@@ -564,18 +547,8 @@ class Writer:
         faiss_name, bm25_name = f"index-{gen}.faiss", f"bm25-{gen}.npz"
         data = np.asarray(faiss.serialize_index(snap.index)).tobytes()
         atomic_write_bytes(self.c.path / faiss_name, data)
-        fd, tmp = tempfile.mkstemp(prefix=".bm25.", dir=self.c.path)
-        os.fchmod(fd, 0o644)
-        os.close(fd)
-        try:
-            snap.bm25.save(tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.c.path / bm25_name)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with atomic_open(self.c.path / bm25_name) as fh:
+            snap.bm25.save(fh)
         state = {
             "generation": gen,
             "faiss": faiss_name,
