@@ -200,9 +200,6 @@ class Snapshot:
             out[i] = float(scores[p]) if ok else 0.0
         return out
 
-    def vectors_for(self, ids: Sequence[int]) -> np.ndarray:
-        return np.vstack([self.index.reconstruct(int(i)) for i in ids]) if ids else np.zeros((0, 0))
-
 
 class Collection:
     """One named collection folder. Open for reading with `Collection.open`; write with `writer()`."""
@@ -347,14 +344,17 @@ class Collection:
                 out[int(r[0])] = StoredChunk(*r)
         return out
 
-    def vectors(self, ids: Sequence[int]) -> np.ndarray:
-        """Stored vectors of these rows, in order (a deleted row is left out)."""
-        if not ids:
-            return np.zeros((0, self.manifest.dimension), dtype=np.float32)
-        marks = ",".join("?" * len(ids))
-        found = dict(self.db.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks})", list(ids)))
-        rows = [np.frombuffer(found[i], dtype=np.float32) for i in ids if i in found]
-        return np.vstack(rows) if rows else np.zeros((0, self.manifest.dimension), dtype=np.float32)
+    def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Stored vectors by row id. A row deleted since the caller's snapshot is absent: keyed by id,
+        never by position, so one missing row cannot shift the others onto the wrong chunks."""
+        out: dict[int, np.ndarray] = {}
+        ids = list(ids)
+        for lo in range(0, len(ids), 500):
+            part = ids[lo : lo + 500]
+            marks = ",".join("?" * len(part))
+            for i, blob in self.db.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks})", part):
+                out[int(i)] = np.frombuffer(blob, dtype=np.float32)
+        return out
 
     def filter_ids(
         self, sources: Sequence[str] | None = None, page_min: int | None = None, page_max: int | None = None
