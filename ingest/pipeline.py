@@ -23,7 +23,7 @@ import numpy as np
 from ingest import bm25
 from ingest.chunk import MAX_CONTEXT_TOKENS, chunk_document, context_line, embedding_text
 from ingest.embed import Embedder, HFTokenizer, word_offsets
-from ingest.errors import DocumentError, IndexMismatch
+from ingest.errors import ChunkTooLarge, DocumentError, LecternError
 from ingest.load import iter_files, load
 from ingest.settings import IngestSettings
 from ingest.store import Collection, DocumentRow, Manifest, NewChunk
@@ -187,14 +187,16 @@ def source_key(path: Path) -> str:
     return str(path.resolve())
 
 
+def chunking_of(settings: IngestSettings) -> dict[str, int]:
+    """The chunking a manifest records, and that later ingests must match."""
+    return {"chunk_tokens": settings.chunk.chunk_tokens, "overlap_tokens": settings.chunk.overlap_tokens}
+
+
 def manifest_for(embedder: Embedder, settings: IngestSettings) -> Manifest:
     return Manifest(
         embedder=embedder.identity,
         dimension=embedder.dimension,
-        chunking={
-            "chunk_tokens": settings.chunk.chunk_tokens,
-            "overlap_tokens": settings.chunk.overlap_tokens,
-        },
+        chunking=chunking_of(settings),
         index=settings.index.model_dump(),
         profile=None if settings.embed.model else settings.embed.profile,
     )
@@ -203,23 +205,26 @@ def manifest_for(embedder: Embedder, settings: IngestSettings) -> Manifest:
 def open_collection(
     path: Path, embedder: Embedder, settings: IngestSettings, create: bool = True
 ) -> Collection:
-    """Open a collection, creating it with this embedder; refuse one built with another embedder."""
+    """Open a collection for writing, creating it with this embedder and chunking; refuse one built
+    with another embedder (IndexMismatch) or cut into other chunk sizes (ChunkingMismatch)."""
     if not Collection.exists(path):
         if not create:
             raise FileNotFoundError(path)
         return Collection.create(path, manifest_for(embedder, settings))
     col = Collection.open(path)
-    col.manifest.check_compatible(embedder.identity, embedder.dimension, path)
+    try:
+        col.manifest.check_compatible(embedder.identity, embedder.dimension, path)
+        col.manifest.check_chunking(chunking_of(settings), path)
+    except LecternError:
+        col.close()
+        raise
     return col
 
 
 def _check_chunking(embedder: Embedder, chunk_tokens: int) -> None:
     room = embedder.max_tokens - MAX_CONTEXT_TOKENS - 1
     if chunk_tokens > room:
-        raise IndexMismatch(
-            f"chunk_tokens={chunk_tokens} does not fit the embedder's window: at most {room} "
-            f"({embedder.max_tokens} word pieces less {MAX_CONTEXT_TOKENS + 1} for the title line)"
-        )
+        raise ChunkTooLarge(chunk_tokens, room, embedder.max_tokens, MAX_CONTEXT_TOKENS + 1)
 
 
 def parse_workers(settings: IngestSettings, embedder: Embedder) -> int:

@@ -32,7 +32,7 @@ from filelock import FileLock, Timeout
 
 from ingest.atomic import atomic_open, atomic_write_bytes
 from ingest.bm25 import TOKENIZER, BM25Matrix, Vocabulary
-from ingest.errors import IndexLocked, IndexMismatch
+from ingest.errors import ChunkingMismatch, IndexLocked, IndexMismatch
 
 FORMAT_VERSION = 1
 SCHEMA = """
@@ -75,6 +75,11 @@ class Manifest:
             )
         if self.bm25_tokenizer != TOKENIZER:
             raise IndexMismatch(f"{where}: BM25 tokenizer {self.bm25_tokenizer}, expected {TOKENIZER}")
+
+    def check_chunking(self, chunking: dict[str, Any], where: Path) -> None:
+        """New documents must be cut like the ones already in: refuse other chunk sizes."""
+        if self.chunking and self.chunking != chunking:
+            raise ChunkingMismatch(where, self.chunking, chunking)
 
 
 @dataclass(frozen=True)

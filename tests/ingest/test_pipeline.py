@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.embed import FakeEmbedder
-from ingest.errors import IndexMismatch
+from ingest.embed import FakeEmbedder, build_embedder
+from ingest.errors import ChunkingMismatch, ChunkTooLarge, EmbedderNotFound, IndexMismatch
 from ingest.pipeline import Progress, delete, ingest, source_key
-from ingest.settings import IngestSettings
+from ingest.settings import EmbedSettings, IngestSettings
 from ingest.store import Collection
 from rag.retrieval import Searcher
 from rag.settings import RetrievalSettings
@@ -170,8 +170,26 @@ def test_other_embedder_is_refused(corpus: Path, tmp_path: Path, cfg: IngestSett
 
 def test_chunk_size_must_fit_the_window(corpus: Path, tmp_path: Path) -> None:
     too_big = IngestSettings(parse_workers=0, chunk={"chunk_tokens": 250})
-    with pytest.raises(IndexMismatch, match="window"):
+    with pytest.raises(ChunkTooLarge, match="window"):
         ingest([corpus], tmp_path / "col", FakeEmbedder(max_tokens=254), too_big)
+
+
+def test_other_chunking_is_refused(corpus: Path, tmp_path: Path, cfg: IngestSettings) -> None:
+    """The manifest records the chunking; documents cut otherwise would mix chunk sizes."""
+    col_path = tmp_path / "col"
+    ingest([corpus / "alpha.txt"], col_path, FakeEmbedder(), cfg)
+    other = cfg.model_copy(update={"chunk": cfg.chunk.model_copy(update={"chunk_tokens": 48})})
+    with pytest.raises(ChunkingMismatch) as info:
+        ingest([corpus / "beta.md"], col_path, FakeEmbedder(), other)
+    assert "chunk_tokens=32" in str(info.value) and "chunk_tokens=48" in str(info.value)
+    assert not isinstance(info.value, IndexMismatch)  # that one means another embedder
+    assert [Path(s).name for s in Collection.open(col_path).content_hashes()] == ["alpha.txt"]
+    assert by_name(ingest([corpus / "beta.md"], col_path, FakeEmbedder(), cfg)) == {"beta.md": "added"}
+
+
+def test_a_missing_embedder_folder_is_its_own_error(tmp_path: Path) -> None:
+    with pytest.raises(EmbedderNotFound, match="no-such-model"):
+        build_embedder(EmbedSettings(model=str(tmp_path / "no-such-model")), tmp_path)
 
 
 def test_missing_path_and_failed_files_are_reported(tmp_path: Path, cfg: IngestSettings) -> None:
