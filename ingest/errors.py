@@ -109,6 +109,21 @@ class CollectionNotFound(LecternError):
         super().__init__(f"no collection named {name!r} (known: {listed})")
 
 
+class DocumentNotFound(LecternError):
+    """A source asked for by name is not in the collection; `known` lists (some of) those that are."""
+
+    SHOWN = 5
+
+    def __init__(self, source: str, collection: str, known: list[str]) -> None:
+        self.source = source
+        self.collection = collection
+        self.known = known
+        listed = ", ".join(known[: self.SHOWN]) if known else "none yet"
+        if len(known) > self.SHOWN:
+            listed += f" and {len(known) - self.SHOWN} more"
+        super().__init__(f"no document {source!r} in collection {collection!r} (known: {listed})")
+
+
 class InvalidName(LecternError):
     """A collection or conversation name that could escape its folder."""
 

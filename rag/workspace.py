@@ -22,7 +22,7 @@ from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
 
 from ingest.embed import Embedder, build_embedder
-from ingest.errors import CollectionNotFound, InvalidName
+from ingest.errors import CollectionNotFound, DocumentNotFound, InvalidName
 from ingest.pipeline import (
     IngestReport,
     ProgressFn,
@@ -216,7 +216,7 @@ class Workspace:
             key = self._source(source)
             chunks = col.chunks_of(key)
             if not chunks:
-                raise CollectionNotFound(f"{source} in {self.name}", [d.source for d in col.documents()])
+                raise DocumentNotFound(str(source), self.name, [d.source for d in col.documents()])
             hits = [Hit(c, 1.0, collection=self.name) for c in chunks]
             return [h.to_document() for h in hits], f"document {source}"
         if query is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ingest.embed import FakeEmbedder
-from ingest.errors import CollectionNotFound, InvalidName
+from ingest.errors import CollectionNotFound, DocumentNotFound, InvalidName
 from rag.workspace import Workspace, check_name
 from tests.conftest import SAMPLE_DOCS, SAMPLE_EXCLUDE
 from tests.fixtures.bad_inputs import make_bad_corpus, text_pdf
@@ -69,14 +69,18 @@ def test_a_collection_keeps_its_profile(data_dir: Path) -> None:
     assert Workspace(collection="quick", settings=same).embed_settings().profile == "fast"
 
     other = Workspace(
-        collection="quick", settings=load_settings(data_dir=data_dir, ingest={"embed": {"profile": "accurate"}})
+        collection="quick",
+        settings=load_settings(data_dir=data_dir, ingest={"embed": {"profile": "accurate"}}),
     )
     for call in (other.embed_settings, lambda: other.ingest([]), lambda: other.search("anything")):
         with pytest.raises(ProfileMismatch) as info:
             call()
         assert "'fast'" in str(info.value) and "'accurate'" in str(info.value)
         assert isinstance(info.value, IndexMismatch)
-    assert Workspace(collection="new", settings=load_settings(data_dir=data_dir)).embed_settings().profile is None
+    assert (
+        Workspace(collection="new", settings=load_settings(data_dir=data_dir)).embed_settings().profile
+        is None
+    )
 
 
 def test_a_new_collection_records_the_default_profile(data_dir: Path) -> None:
@@ -113,8 +117,23 @@ def test_scope_documents_of_one_source_in_order(fake_ws: Workspace, tmp_path: Pa
     docs, scope = fake_ws.scope_documents(source=path)
     assert scope == f"document {path}" and len(docs) > 2
     assert [d.metadata["start"] for d in docs] == sorted(d.metadata["start"] for d in docs)
-    with pytest.raises(CollectionNotFound):
+    with pytest.raises(DocumentNotFound):
         fake_ws.scope_documents(source=tmp_path / "other.txt")
+
+
+def test_summarize_an_unknown_document_names_it_and_lists_known_ones(
+    fake_ws: Workspace, tmp_path: Path
+) -> None:
+    for i in range(7):
+        (tmp_path / f"doc{i}.txt").write_text(f"Doc {i}\n\nSome words about topic {i}.\n")
+    fake_ws.ingest([tmp_path])
+    with pytest.raises(DocumentNotFound) as info:
+        fake_ws.summarize(source="missing.pdf")
+    message = str(info.value)
+    assert message.startswith("no document 'missing.pdf' in collection 'test' (known: ")
+    assert "doc0.txt" in message and message.endswith("and 2 more)")
+    assert "no collection" not in message
+    assert info.value.known == [d.source for d in fake_ws.documents()]
 
 
 # --- end to end, real MiniLM --------------------------------------------------------------------------
