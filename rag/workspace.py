@@ -5,15 +5,14 @@
     ws.ask("Who designed the tower?")
     ws.summarize(source="./my-docs/report.pdf", method="map_reduce")
 
-Heavy objects (the embedder, the LLM) are built on first use and shared by every Workspace of
-the process that asks for the same settings.
+Heavy objects (the embedder, the LLM) are built on first use and kept in rag.model_cache.MODELS,
+shared by every Workspace of the process, keyed by what was loaded (not by the whole settings).
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
 
-from ingest.embed import Embedder, build_embedder
+from ingest.embed import Embedder
 from ingest.errors import CollectionNotFound, DocumentNotFound, InvalidName
 from ingest.pipeline import (
     IngestReport,
@@ -34,14 +33,12 @@ from ingest.pipeline import (
 )
 from ingest.settings import EmbedSettings
 from ingest.store import Collection, DocumentRow
+from rag.model_cache import MODELS
 from rag.retrieval import Filters, Hit, LecternRetriever, Searcher
 from rag.settings import Settings, load_settings
 from rag.types import Answer, SummaryResult
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_EMBEDDERS: dict[str, Embedder] = {}
-_LLMS: dict[str, BaseChatModel] = {}
-_BUILD_LOCK = threading.Lock()
 
 
 def check_name(name: str) -> str:
@@ -52,21 +49,13 @@ def check_name(name: str) -> str:
 
 
 def shared_embedder(embed: EmbedSettings, models_dir: Path) -> Embedder:
-    key = embed.model_dump_json() + str(models_dir)
-    with _BUILD_LOCK:
-        if key not in _EMBEDDERS:
-            _EMBEDDERS[key] = build_embedder(embed, models_dir)
-        return _EMBEDDERS[key]
+    """The process's embedder for these settings (rag.model_cache.MODELS)."""
+    return MODELS.embedder(embed, models_dir)
 
 
 def shared_llm(settings: Settings) -> BaseChatModel:
-    from rag.llm import build_llm
-
-    key = settings.llm.model_dump_json() + str(settings.models_dir)
-    with _BUILD_LOCK:
-        if key not in _LLMS:
-            _LLMS[key] = build_llm(settings.llm, settings.models_dir)
-        return _LLMS[key]
+    """The process's chat model for these settings, with their generation parameters (MODELS)."""
+    return MODELS.llm(settings.llm, settings.models_dir)
 
 
 def qa_options(settings: Settings) -> dict[str, Any]:
