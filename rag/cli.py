@@ -488,9 +488,10 @@ def ui(
         env["LECTERN_DATA_DIR"] = str(data_dir)
     if collection is not None:
         env["LECTERN_COLLECTION"] = collection
+    # toolbarMode minimal: a served app, not a developer's session (no "Deploy" button, no dev menu).
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(main), "--server.port", str(port), "--server.address", host,
-        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
     ]  # fmt: skip
     raise typer.Exit(subprocess.call(cmd, env=env))
 

@@ -153,6 +153,23 @@ def test_data_dir_flag(runner: CliRunner, docs: Path, tmp_path: Path) -> None:
     assert (other / "collections" / "notes" / "manifest.json").is_file()
 
 
+def test_ui_serves_the_app_without_the_developer_toolbar(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No "Deploy" button or developer menu in the served app: `lectern ui` passes toolbarMode."""
+    import rag.cli
+
+    calls: list[tuple[list[str], dict[str, str]]] = []
+    monkeypatch.setattr(rag.cli.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    result = run(runner, "ui", "-c", "notes", "--port", "8642", "--data-dir", str(tmp_path / "d"))
+    assert result.exit_code == 0, result.output
+    [(cmd, env)] = calls
+    assert cmd[cmd.index("--client.toolbarMode") + 1] == "minimal"
+    assert cmd[cmd.index("--server.port") + 1] == "8642" and cmd[cmd.index("--server.headless") + 1] == "true"
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("main.py")
+    assert env["LECTERN_COLLECTION"] == "notes" and env["LECTERN_DATA_DIR"] == str(tmp_path / "d")
+
+
 @pytest.fixture
 def tiny_qa(tmp_path: Path) -> Path:
     if not (CMU / "question_answer_pairs.txt").is_file():
