@@ -1,7 +1,8 @@
 """What the pages share: settings, the current Workspace, heavy models loaded once, saved uploads.
 
-Heavy objects go through st.cache_resource (and rag.workspace's per-process sharing), so the first
-page that needs one shows a spinner and every later rerun, tab and page reuses it.
+Heavy models live in rag.model_cache.MODELS, the cache the CLI and the Python API use too (keyed by
+what was loaded, bounded): the first page that needs one shows a spinner, every later rerun, tab
+and page reuses it, and a new temperature on the Settings page loads nothing.
 """
 
 from __future__ import annotations
@@ -10,17 +11,19 @@ import os
 import re
 import uuid
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Protocol
 
 import streamlit as st
 from langchain_core.language_models import BaseChatModel
 
+from ingest.atomic import atomic_write_bytes
 from ingest.embed import Embedder
 from ingest.errors import InvalidName
-from ingest.settings import EmbedSettings
+from rag.model_cache import MODELS
 from rag.settings import Settings, load_settings
-from rag.workspace import Workspace, check_name, shared_embedder, shared_llm
+from rag.workspace import Workspace, check_name
 
 UPLOADS_DIR = "uploads"
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')
@@ -100,26 +103,24 @@ def close_workspace() -> None:
         ws.close()
 
 
-# -- heavy models, loaded once per process -------------------------------------------------------
-@st.cache_resource(show_spinner="Loading the embedding model…")
-def _embedder(key: str, _embed: EmbedSettings, _models_dir: Path) -> Embedder:
-    return shared_embedder(_embed, _models_dir)
-
-
-@st.cache_resource(show_spinner="Loading the language model (the first use may convert it, up to a minute)…")
-def _llm(key: str, _settings: Settings) -> BaseChatModel:
-    return shared_llm(_settings)
+# -- heavy models, loaded once per process (rag.model_cache) --------------------------------------
+def _loading(ready: bool, message: str) -> AbstractContextManager[object]:
+    return nullcontext() if ready else st.spinner(message)
 
 
 def embedder(ws: Workspace) -> Embedder:
-    """Load the collection's embedder with a spinner the first time; Workspace then reuses it."""
-    embed = ws.embed_settings()
-    return _embedder(embed.model_dump_json() + str(ws.settings.models_dir), embed, ws.settings.models_dir)
+    """Load the collection's embedder, with a spinner the first time; Workspace then reuses it."""
+    with _loading(
+        MODELS.has_embedder(ws.embed_settings(), ws.settings.models_dir), "Loading the embedding model…"
+    ):
+        return ws.embedder
 
 
 def llm(ws: Workspace) -> BaseChatModel:
-    config = ws.settings
-    return _llm(config.llm.model_dump_json() + str(config.models_dir), config)
+    """Load the chat model, with a spinner when it is not loaded yet (a GGUF may be converted first)."""
+    ready = MODELS.has_llm(ws.settings.llm, ws.settings.models_dir)
+    with _loading(ready, "Loading the language model (the first use may convert it, up to a minute)…"):
+        return ws.llm
 
 
 # -- uploads -------------------------------------------------------------------------------------
@@ -158,9 +159,7 @@ def save_uploads(
         except InvalidName as err:
             rejected.append(err)
             continue
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
-        tmp.write_bytes(bytes(f.getbuffer()))
-        tmp.replace(target)
+        atomic_write_bytes(target, bytes(f.getbuffer()))
         saved.append(target)
     return saved, rejected
 

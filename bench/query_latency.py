@@ -40,13 +40,15 @@ def sentences() -> list[str]:
     return out
 
 
-def build(path: Path, n_chunks: int, embedder_identity: dict, dim: int) -> None:
+def build(
+    path: Path, n_chunks: int, embedder_identity: dict, dim: int, per_doc: int = 1000, kind: str = "flat"
+) -> None:
+    """A synthetic collection of `n_chunks` in documents of `per_doc` chunks, written in one writer."""
     rng = random.Random(0)
     sents = sentences()
-    manifest = Manifest(embedder=embedder_identity, dimension=dim, chunking={}, index={"kind": "flat"})
+    manifest = Manifest(embedder=embedder_identity, dimension=dim, chunking={}, index={"kind": kind})
     col = Collection.create(path, manifest)
     vec_rng = np.random.default_rng(0)
-    per_doc = 1000
     with col.writer() as w:
         for d in range(0, n_chunks, per_doc):
             chunks = []

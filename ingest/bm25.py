@@ -1,16 +1,18 @@
-"""BM25 over a sparse term matrix that updates incrementally.
+"""BM25 over a sparse term-count matrix that updates incrementally.
 
-Each chunk's terms are stored once, at ingest, as integer ids; the matrix is rebuilt from those ids
-with numpy alone (no re-tokenising), so a delete or an update never re-reads documents. Scores are
-exact Okapi BM25 (k1, b), computed for every chunk at once from the query terms' columns.
+Each chunk's terms are stored once, at ingest, as integer ids. The matrix holds raw counts and the
+live rows' statistics; a delete marks rows dead and subtracts their own terms from the statistics,
+an add appends rows in memory, so neither re-reads other chunks nor re-tokenises anything. Scores
+are exact Okapi BM25 (k1, b) over the live rows, computed from the query terms' columns.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import cached_property, lru_cache
+from typing import IO
 
 import numpy as np
 from scipy import sparse
@@ -200,74 +202,182 @@ class Vocabulary:
         return [self.ids[w] for w in words if w in self.ids]
 
 
-@dataclass
-class BM25Matrix:
-    """Rows are chunks (in `ids` order), columns terms; values are ready-to-sum BM25 weights."""
+FORMAT = 2  # saved arrays: 1 held baked weights; 2 holds raw counts and lengths
 
-    ids: np.ndarray  # int64 chunk row ids
-    weights: sparse.csc_matrix
+
+def _counts(n_rows: int, width: int, rows: np.ndarray, cols: np.ndarray) -> sparse.csc_matrix:
+    tf = sparse.csr_matrix(
+        (np.ones(len(cols), dtype=np.float32), (rows, cols.astype(np.int64))), shape=(n_rows, width)
+    )
+    tf.sum_duplicates()
+    return tf.tocsc()
+
+
+@dataclass(frozen=True)
+class BM25Matrix:
+    """Raw term counts, rows are chunks (in ascending `ids` order), columns terms, plus the live rows'
+    statistics (document frequencies, total length). Weights are computed per query from them, so a
+    removed row only marks itself dead and updates the statistics (proportional to its own terms):
+    the scores stay exact Okapi BM25 over the live rows, with nothing rebuilt.
+
+    Immutable: `without` and `with_rows` return new matrices that share what did not change."""
+
+    ids: np.ndarray  # int64 chunk row ids, ascending (row ids are never reused, so appends keep the order)
+    tf: sparse.csc_matrix  # float32 term counts
+    lengths: np.ndarray  # float32 terms per row
+    live: np.ndarray  # bool per row: False for rows deleted since the counts were written
+    df: np.ndarray  # float32 live rows that hold each term
+    n_live: int
+    total_length: float  # of the live rows
     k1: float = 1.2
     b: float = 0.75
+
+    @classmethod
+    def from_arrays(
+        cls,
+        ids: np.ndarray,
+        term_arrays: Sequence[np.ndarray],
+        vocab_size: int,
+        k1: float = 1.2,
+        b: float = 0.75,
+    ) -> BM25Matrix:
+        n = len(ids)
+        lengths = np.array([len(a) for a in term_arrays], dtype=np.float32)
+        cols = np.concatenate(term_arrays).astype(np.int64) if n else np.zeros(0, dtype=np.int64)
+        rows = np.repeat(np.arange(n, dtype=np.int64), lengths.astype(np.int64))
+        width = max(vocab_size, int(cols.max()) + 1 if len(cols) else 0, 1)
+        tf = _counts(n, width, rows, cols)
+        live = np.ones(n, dtype=bool)
+        return cls._with_stats(np.asarray(ids, dtype=np.int64), tf, lengths, live, k1, b)
 
     @classmethod
     def build(
         cls, ids: np.ndarray, term_blobs: Sequence[bytes], vocab_size: int, k1: float = 1.2, b: float = 0.75
     ) -> BM25Matrix:
-        n = len(ids)
+        """From the term ids stored with each chunk (int32 blobs), in row order."""
         arrays = [np.frombuffer(blob, dtype=np.int32) for blob in term_blobs]
-        lengths = np.array([len(a) for a in arrays], dtype=np.int64)
-        cols = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)
-        rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
-        width = max(vocab_size, int(cols.max()) + 1 if len(cols) else 0, 1)
-        tf = sparse.csr_matrix(
-            (np.ones(len(cols), dtype=np.float32), (rows, cols.astype(np.int64))), shape=(n, width)
-        )
-        tf.sum_duplicates()
-        df = np.bincount(tf.indices, minlength=width).astype(np.float32)
-        idf = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
-        avgdl = float(lengths.mean()) if n else 1.0
-        norm = (k1 * (1 - b + b * lengths / max(avgdl, 1e-9))).astype(np.float32)
-        data = tf.data
-        row_of = np.repeat(np.arange(n), np.diff(tf.indptr))
-        tf.data = (data * (k1 + 1) / (data + norm[row_of])) * idf[tf.indices]
-        return cls(np.asarray(ids, dtype=np.int64), tf.tocsc(), k1, b)
-
-    def idf(self, term_ids: Sequence[int]) -> np.ndarray:
-        """BM25's IDF of each term (a term no chunk holds gets the largest, log(1 + 2n + 1))."""
-        n = len(self.ids)
-        width = self.weights.shape[1]
-        counts = np.diff(self.weights.indptr)
-        df = np.array([counts[t] if 0 <= t < width else 0 for t in term_ids], dtype=np.float64)
-        return np.log1p((n - df + 0.5) / (df + 0.5))
-
-    def scores(self, term_ids: Sequence[int]) -> np.ndarray:
-        """BM25 score of every row for a query (a repeated query term counts once)."""
-        out = np.zeros(len(self.ids), dtype=np.float32)
-        w = self.weights
-        for t in set(term_ids):
-            if t >= w.shape[1]:
-                continue
-            lo, hi = w.indptr[t], w.indptr[t + 1]
-            out[w.indices[lo:hi]] += w.data[lo:hi]  # rows are unique within a column
-        return out
-
-    def save(self, path: str) -> None:
-        w = self.weights
-        with open(path, "wb") as fh:
-            np.savez(
-                fh,
-                ids=self.ids,
-                data=w.data,
-                indices=w.indices,
-                indptr=w.indptr,
-                shape=np.array(w.shape),
-                params=np.array([self.k1, self.b]),
-            )
+        return cls.from_arrays(ids, arrays, vocab_size, k1, b)
 
     @classmethod
-    def load(cls, path: str) -> BM25Matrix:
+    def _with_stats(
+        cls,
+        ids: np.ndarray,
+        tf: sparse.csc_matrix,
+        lengths: np.ndarray,
+        live: np.ndarray,
+        k1: float,
+        b: float,
+    ) -> BM25Matrix:
+        """Statistics counted from the matrix itself: O(nonzeros), for building and loading only."""
+        width = tf.shape[1]
+        col_of = np.repeat(np.arange(width, dtype=np.int64), np.diff(tf.indptr))
+        df = np.bincount(col_of[live[tf.indices]], minlength=width).astype(np.float32)
+        return cls(ids, tf, lengths, live, df, int(live.sum()), float(lengths[live].sum()), k1, b)
+
+    @property
+    def dead_ids(self) -> np.ndarray:
+        return self.ids[~self.live]
+
+    @cached_property
+    def _norm(self) -> np.ndarray:
+        avgdl = self.total_length / self.n_live if self.n_live else 1.0
+        return (self.k1 * (1 - self.b + self.b * self.lengths / max(avgdl, 1e-9))).astype(np.float32)
+
+    def idf(self, term_ids: Sequence[int]) -> np.ndarray:
+        """BM25's IDF of each term over the live rows (a term no live chunk holds gets the largest)."""
+        width = len(self.df)
+        df = np.array([self.df[t] if 0 <= t < width else 0.0 for t in term_ids], dtype=np.float64)
+        return np.log1p((self.n_live - df + 0.5) / (df + 0.5))
+
+    def scores(self, term_ids: Sequence[int]) -> np.ndarray:
+        """BM25 score of every row for a query (a repeated query term counts once; dead rows score 0)."""
+        out = np.zeros(len(self.ids), dtype=np.float32)
+        if not self.n_live:
+            return out
+        tf, norm, k1 = self.tf, self._norm, self.k1
+        for t in set(term_ids):
+            if t >= tf.shape[1] or self.df[t] <= 0:
+                continue
+            idf = np.float32(np.log1p((self.n_live - self.df[t] + 0.5) / (self.df[t] + 0.5)))
+            lo, hi = tf.indptr[t], tf.indptr[t + 1]
+            rows, counts = tf.indices[lo:hi], tf.data[lo:hi]
+            out[rows] += counts * (k1 + 1) / (counts + norm[rows]) * idf  # rows are unique within a column
+        if self.n_live < len(self.ids):
+            out[~self.live] = 0.0
+        return out
+
+    def without(self, removed: Mapping[int, np.ndarray]) -> BM25Matrix:
+        """The matrix with these rows dead: their own terms (`removed[id]`, the term ids stored with
+        the chunk) update the statistics; nothing else is read or rebuilt."""
+        if not removed or not len(self.ids):
+            return self
+        want = np.fromiter(removed, dtype=np.int64, count=len(removed))
+        pos = np.minimum(np.searchsorted(self.ids, want), len(self.ids) - 1)
+        found = (self.ids[pos] == want) & self.live[pos]
+        if not found.any():
+            return self
+        rows = pos[found]
+        live = self.live.copy()
+        live[rows] = False
+        df = self.df.copy()
+        gone = [np.unique(np.asarray(removed[int(i)], dtype=np.int64)) for i in want[found]]
+        cols = np.concatenate(gone)
+        np.subtract.at(df, cols[cols < len(df)], 1.0)
+        return replace(
+            self,
+            live=live,
+            df=df,
+            n_live=self.n_live - len(rows),
+            total_length=self.total_length - float(self.lengths[rows].sum()),
+        )
+
+    def with_rows(
+        self, ids: np.ndarray, term_arrays: Sequence[np.ndarray], vocab_size: int, drop_dead: bool
+    ) -> BM25Matrix:
+        """New rows appended (their ids above every present one); dead rows dropped when asked.
+        In memory, O(nonzeros): no stored chunk is read again."""
+        keep = np.flatnonzero(self.live) if drop_dead else np.arange(len(self.ids))
+        added = BM25Matrix.from_arrays(np.asarray(ids, dtype=np.int64), term_arrays, 1)
+        width = max(vocab_size, self.tf.shape[1], added.tf.shape[1], 1)
+        old = self.tf.tocsr()[keep]  # a new matrix: the shared one is never changed
+        new = added.tf.tocsr()
+        old.resize((old.shape[0], width))
+        new.resize((new.shape[0], width))
+        tf = sparse.vstack([old, new], format="csc", dtype=np.float32)
+        all_ids = np.concatenate([self.ids[keep], added.ids])
+        if len(all_ids) > 1 and not (np.diff(all_ids) > 0).all():
+            raise ValueError("BM25 rows must be appended in ascending id order")
+        lengths = np.concatenate([self.lengths[keep], added.lengths])
+        live = np.concatenate([self.live[keep], np.ones(len(added.ids), dtype=bool)])
+        return BM25Matrix._with_stats(all_ids, tf, lengths, live, self.k1, self.b)
+
+    def save(self, fh: IO[bytes]) -> None:
+        """Counts of every row, dead ones included (the snapshot's tombstones say which are dead)."""
+        tf = self.tf
+        np.savez(
+            fh,
+            format=np.array([FORMAT]),
+            ids=self.ids,
+            data=tf.data,
+            indices=tf.indices,
+            indptr=tf.indptr,
+            shape=np.array(tf.shape),
+            lengths=self.lengths,
+            params=np.array([self.k1, self.b]),
+        )
+
+    @classmethod
+    def load(cls, path: str, dead: np.ndarray | None = None) -> BM25Matrix:
+        """A saved matrix with the `dead` row ids marked dead; ValueError for another format."""
         with np.load(path, allow_pickle=False) as z:
+            if "format" not in z.files or int(z["format"][0]) != FORMAT:
+                raise ValueError(f"{path}: BM25 snapshot of another format")
             shape = tuple(int(x) for x in z["shape"])
-            weights = sparse.csc_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
+            tf = sparse.csc_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
             k1, b = (float(x) for x in z["params"])
-            return cls(z["ids"], weights, k1, b)
+            ids = np.asarray(z["ids"], dtype=np.int64)
+            lengths = np.asarray(z["lengths"], dtype=np.float32)
+        live = np.ones(len(ids), dtype=bool)
+        if dead is not None and len(dead):
+            live &= ~np.isin(ids, dead)
+        return cls._with_stats(ids, tf, lengths, live, k1, b)

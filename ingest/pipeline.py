@@ -23,9 +23,9 @@ import numpy as np
 from ingest import bm25
 from ingest.chunk import MAX_CONTEXT_TOKENS, chunk_document, context_line, embedding_text
 from ingest.embed import Embedder, HFTokenizer, word_offsets
-from ingest.errors import DocumentError, IndexMismatch
+from ingest.errors import ChunkTooLarge, DocumentError, LecternError, ProfileMismatch
 from ingest.load import iter_files, load
-from ingest.settings import IngestSettings
+from ingest.settings import EmbedSettings, IngestSettings
 from ingest.store import Collection, DocumentRow, Manifest, NewChunk
 
 EMBED_SLICE = 256  # chunks embedded per call: bounds memory and keeps progress moving
@@ -187,39 +187,62 @@ def source_key(path: Path) -> str:
     return str(path.resolve())
 
 
+def chunking_of(settings: IngestSettings) -> dict[str, int]:
+    """The chunking a manifest records, and that later ingests must match."""
+    return {"chunk_tokens": settings.chunk.chunk_tokens, "overlap_tokens": settings.chunk.overlap_tokens}
+
+
 def manifest_for(embedder: Embedder, settings: IngestSettings) -> Manifest:
     return Manifest(
         embedder=embedder.identity,
         dimension=embedder.dimension,
-        chunking={
-            "chunk_tokens": settings.chunk.chunk_tokens,
-            "overlap_tokens": settings.chunk.overlap_tokens,
-        },
+        chunking=chunking_of(settings),
         index=settings.index.model_dump(),
-        profile=None if settings.embed.model else settings.embed.profile,
+        profile=settings.embed.chosen_profile,
     )
+
+
+def embed_settings_for(collection_path: Path, requested: EmbedSettings) -> EmbedSettings:
+    """The one rule for which embedder a collection uses (CLI, Python API and web UI alike): the one
+    it was created with. Unset, the profile is the manifest's (`accurate` for a new collection); an
+    explicit request for another profile is ProfileMismatch, naming both. A `model` folder is
+    checked against the manifest's embedder when the collection is opened (IndexMismatch)."""
+    if not Collection.exists(collection_path) or requested.model:
+        return requested
+    manifest = Collection.read_manifest(collection_path)
+    created = manifest.profile or str(manifest.embedder.get("name"))
+    if requested.profile is not None and requested.profile != manifest.profile:
+        raise ProfileMismatch(collection_path.name, created, requested.profile)
+    if manifest.profile:
+        return requested.model_copy(update={"profile": manifest.profile})
+    if manifest.embedder.get("kind") == "fake":
+        return requested.model_copy(update={"model": "fake"})
+    return requested
 
 
 def open_collection(
     path: Path, embedder: Embedder, settings: IngestSettings, create: bool = True
 ) -> Collection:
-    """Open a collection, creating it with this embedder; refuse one built with another embedder."""
+    """Open a collection for writing, creating it with this embedder and chunking; refuse one built
+    with another embedder (IndexMismatch) or cut into other chunk sizes (ChunkingMismatch)."""
     if not Collection.exists(path):
         if not create:
             raise FileNotFoundError(path)
         return Collection.create(path, manifest_for(embedder, settings))
     col = Collection.open(path)
-    col.manifest.check_compatible(embedder.identity, embedder.dimension, path)
+    try:
+        col.manifest.check_compatible(embedder.identity, embedder.dimension, path)
+        col.manifest.check_chunking(chunking_of(settings), path)
+    except LecternError:
+        col.close()
+        raise
     return col
 
 
 def _check_chunking(embedder: Embedder, chunk_tokens: int) -> None:
     room = embedder.max_tokens - MAX_CONTEXT_TOKENS - 1
     if chunk_tokens > room:
-        raise IndexMismatch(
-            f"chunk_tokens={chunk_tokens} does not fit the embedder's window: at most {room} "
-            f"({embedder.max_tokens} word pieces less {MAX_CONTEXT_TOKENS + 1} for the title line)"
-        )
+        raise ChunkTooLarge(chunk_tokens, room, embedder.max_tokens, MAX_CONTEXT_TOKENS + 1)
 
 
 def parse_workers(settings: IngestSettings, embedder: Embedder) -> int:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 Profile = Literal["accurate", "fast"]
+DEFAULT_PROFILE: Profile = "accurate"
 IndexKind = Literal["flat", "hnsw", "ivf"]
 
 
@@ -14,16 +15,23 @@ class EmbedSettings(BaseModel):
     """Which embedder and how it runs.
 
     `profile` picks a packaged embedder when `model` is unset: `accurate` is MiniLM, `fast` a static
-    model2vec embedder distilled from it once and cached in the data directory. `model` names any
-    sentence-transformers model folder (or `fake` for the deterministic test embedder).
+    model2vec embedder distilled from it once and cached in the data directory. Unset, a collection
+    keeps the profile it was created with, and a new one gets `accurate` (the rule:
+    ingest.pipeline.embed_settings_for). `model` names any sentence-transformers model folder (or
+    `fake` for the deterministic test embedder).
     """
 
-    profile: Profile = "accurate"
+    profile: Profile | None = None
     model: str | None = None
     batch_size: int = Field(16, ge=1)  # measured: larger batches pad more and ran slower on 2 cores
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # auto: fp16 on CUDA; bf16 autocast on a CPU with native bf16 (avx512_bf16/amx), else fp32
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+    @property
+    def chosen_profile(self) -> Profile | None:
+        """The profile that builds the embedder: None when `model` names one instead."""
+        return None if self.model else (self.profile or DEFAULT_PROFILE)
 
 
 class ChunkSettings(BaseModel):

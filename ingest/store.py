@@ -4,26 +4,34 @@ Layout of a collection folder:
     manifest.json    embedder, dimension, metric, normalisation, chunking, format version
     chunks.sqlite    documents, chunks (text, metadata, vector, BM25 term ids), vocabulary, meta
     state.json       which snapshot files belong to which generation of the SQLite data
-    index-G.faiss    FAISS index of generation G (IndexIDMap2 over the chosen index kind)
-    bm25-G.npz       BM25 weights of generation G (numpy arrays, loaded with allow_pickle=False)
+    index-G.faiss    FAISS index written at generation G (IndexIDMap2 over the chosen index kind)
+    bm25-G.npz       BM25 term counts written at generation G (numpy arrays, no pickle)
+    dead-G.npy       row ids deleted since those two were written (tombstones; absent when none)
     .lock            the writers' file lock
 
 Every document is replaced in one SQLite transaction, which bumps the generation. Snapshot files are
 written to temporary names and renamed, state.json last. A reader whose state.json is older than the
 SQLite generation (a writer was killed in between) rebuilds the snapshot from SQLite in memory, so it
 never sees a half-written index; the next writer persists the repair.
+
+What a write costs: a delete alone writes the list of deleted row ids and state.json, nothing
+else (the index and BM25 files keep the rows as tombstones, which searches skip). An add updates
+the index and the BM25 counts in memory, without reading the other rows again, and writes both
+files whole, dropping the tombstones (HNSW and IVF indexes cannot drop rows under FAISS's id map:
+they keep them until they are a quarter of the index, then are rebuilt from SQLite, as is an IVF
+index that has outgrown its training).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
-import os
 import sqlite3
-import tempfile
 import time
 import zipfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,10 +40,15 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
+from ingest.atomic import atomic_open, atomic_write_bytes
 from ingest.bm25 import TOKENIZER, BM25Matrix, Vocabulary
-from ingest.errors import IndexLocked, IndexMismatch
+from ingest.errors import ChunkingMismatch, IndexLocked, IndexMismatch
+from ingest.snapshot import Snapshot, can_remove, needs_rebuild, new_index
 
 FORMAT_VERSION = 1
+WORK: Counter[str] = Counter()
+"""Work this process did on collections (rows read back from SQLite, snapshot bytes written, full
+rebuilds): tests and benchmarks count these instead of timing."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents(
     source TEXT PRIMARY KEY, content_hash TEXT NOT NULL, title TEXT, format TEXT, pages INTEGER,
@@ -76,6 +89,11 @@ class Manifest:
             )
         if self.bm25_tokenizer != TOKENIZER:
             raise IndexMismatch(f"{where}: BM25 tokenizer {self.bm25_tokenizer}, expected {TOKENIZER}")
+
+    def check_chunking(self, chunking: dict[str, Any], where: Path) -> None:
+        """New documents must be cut like the ones already in: refuse other chunk sizes."""
+        if self.chunking and self.chunking != chunking:
+            raise ChunkingMismatch(where, self.chunking, chunking)
 
 
 @dataclass(frozen=True)
@@ -118,22 +136,6 @@ class NewChunk:
     terms: list[str]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write next to the target, fsync, rename: a reader sees the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -152,73 +154,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
-
-
-class Snapshot:
-    """FAISS and BM25 of one generation, immutable once built: safe to share between readers."""
-
-    def __init__(self, generation: int, index: Any, bm25: BM25Matrix) -> None:
-        import faiss
-
-        self.generation = generation
-        self.index = index
-        self.bm25 = bm25
-        self.size = int(index.ntotal)
-        self._faiss = faiss
-        self._last: tuple[tuple[int, ...], np.ndarray] = ((), np.zeros(0, dtype=np.float32))
-
-    def _bm25_scores(self, term_ids: Sequence[int]) -> np.ndarray:
-        """All BM25 scores for a query; the last one is kept, as hybrid fusion asks twice."""
-        key = tuple(sorted(set(term_ids)))
-        last = self._last
-        if last[0] != key or not key:
-            last = (key, self.bm25.scores(key))
-            self._last = last  # one tuple store: safe to race, at worst recomputed
-        return last[1]
-
-    def dense(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        if self.size == 0 or k <= 0:
-            return []
-        q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
-        params = None
-        if allowed is not None:
-            if len(allowed) == 0:
-                return []
-            selector = self._faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-            params = self._faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
-        scores, ids = self.index.search(q, min(k, self.size), params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-
-    def lexical(
-        self, term_ids: Sequence[int], k: int, allowed: np.ndarray | None = None
-    ) -> list[tuple[int, float]]:
-        if self.size == 0 or not term_ids or k <= 0:
-            return []
-        scores = self._bm25_scores(term_ids)
-        if allowed is not None:
-            mask = np.isin(self.bm25.ids, allowed)
-            scores = np.where(mask, scores, 0.0)
-        k = min(k, int((scores > 0).sum()))
-        if k == 0:
-            return []
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(int(self.bm25.ids[i]), float(scores[i])) for i in top]
-
-    def bm25_scores_for(self, term_ids: Sequence[int], ids: Sequence[int]) -> dict[int, float]:
-        """Exact BM25 scores of given chunks, for fusing with dense candidates."""
-        if not term_ids or not ids:
-            return {i: 0.0 for i in ids}
-        scores = self._bm25_scores(term_ids)
-        pos = np.searchsorted(self.bm25.ids, np.asarray(ids, dtype=np.int64))
-        out: dict[int, float] = {}
-        for i, p in zip(ids, pos, strict=True):
-            ok = p < len(self.bm25.ids) and self.bm25.ids[p] == i
-            out[i] = float(scores[p]) if ok else 0.0
-        return out
-
-    def vectors_for(self, ids: Sequence[int]) -> np.ndarray:
-        return np.vstack([self.index.reconstruct(int(i)) for i in ids]) if ids else np.zeros((0, 0))
 
 
 class Collection:
@@ -281,7 +216,22 @@ class Collection:
         self._snapshot = snap
         return snap
 
-    def _load_snapshot(self, state: dict[str, Any]) -> Snapshot | None:
+    def _read_dead(self, state: dict[str, Any]) -> np.ndarray | None:
+        """The tombstones state.json names (empty when none); None when the file is missing or damaged."""
+        name = state.get("dead")
+        if not name:
+            return np.zeros(0, dtype=np.int64)
+        try:
+            data = (self.path / name).read_bytes()
+            if _sha256(data) != state.get("dead_sha256"):
+                return None
+            return np.asarray(np.load(io.BytesIO(data), allow_pickle=False), dtype=np.int64)
+        except (OSError, ValueError, EOFError):
+            return None
+
+    def _load_snapshot(self, state: dict[str, Any], rows: int | None = None) -> Snapshot | None:
+        """The snapshot state.json points to, checked against SQLite (`rows` live chunks, by default
+        the count now); None when anything is missing, damaged or disagrees."""
         import faiss
 
         try:
@@ -291,43 +241,24 @@ class Collection:
                 "bm25_sha256"
             ):
                 return None  # damaged in place: rebuild from SQLite, never trust
+            dead = self._read_dead(state)
+            if dead is None:
+                return None
             index = faiss.deserialize_index(np.frombuffer(faiss_bytes, dtype=np.uint8))
-            bm25 = BM25Matrix.load(str(bm25_path))
+            bm25 = BM25Matrix.load(str(bm25_path), dead)
         except (OSError, RuntimeError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
             return None  # a snapshot we cannot read is rebuilt, never trusted
-        if index.d != self.manifest.dimension or not index.ntotal == len(bm25.ids) == self.count_chunks():
+        if index.d != self.manifest.dimension or index.ntotal != len(bm25.ids):
             return None
-        return Snapshot(int(state["generation"]), index, bm25)
-
-    def _new_index(self, vectors: np.ndarray, ids: np.ndarray) -> Any:
-        import faiss
-
-        base: Any
-
-        kind = self.manifest.index.get("kind", "flat")
-        dim = self.manifest.dimension
-        n = len(ids)
-        if kind == "hnsw":
-            base = faiss.IndexHNSWFlat(
-                dim, int(self.manifest.index.get("hnsw_m", 32)), faiss.METRIC_INNER_PRODUCT
-            )
-            base.hnsw.efSearch = 128
-        elif kind == "ivf" and n >= 1024:
-            lists = int(self.manifest.index.get("ivf_lists") or max(16, int(4 * np.sqrt(n))))
-            lists = min(lists, n // 39)
-            quantizer = faiss.IndexFlatIP(dim)
-            base = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
-            base.train(vectors)
-            base.nprobe = max(1, lists // 8)
-        else:
-            base = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIDMap2(base)
-        if n:
-            index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
-        return index
+        if bm25.n_live != (self.count_chunks() if rows is None else rows) or len(bm25.dead_ids) != len(dead):
+            return None
+        return Snapshot(int(state["generation"]), index, bm25, persisted=True)
 
     def _build_snapshot(self, generation: int) -> Snapshot:
+        """Everything from SQLite: every row read back, the index built anew (counted in WORK)."""
         rows = self.db.execute("SELECT id, vector, terms FROM chunks ORDER BY id").fetchall()
+        WORK["rows_read"] += len(rows)
+        WORK["rebuilds"] += 1
         dim = self.manifest.dimension
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         vectors = (
@@ -337,7 +268,8 @@ class Collection:
         )
         vocab_size = int(self.db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM vocab").fetchone()[0])
         bm25 = BM25Matrix.build(ids, [r[2] for r in rows], vocab_size)
-        return Snapshot(generation, self._new_index(vectors, ids), bm25)
+        index = new_index(self.manifest.index.get("kind", "flat"), dim, vectors, ids, self.manifest.index)
+        return Snapshot(generation, index, bm25)
 
     def vocabulary(self, words: Sequence[str]) -> dict[str, int]:
         """The term ids of those `words` the collection has seen."""
@@ -367,14 +299,17 @@ class Collection:
                 out[int(r[0])] = StoredChunk(*r)
         return out
 
-    def vectors(self, ids: Sequence[int]) -> np.ndarray:
-        """Stored vectors of these rows, in order (a deleted row is left out)."""
-        if not ids:
-            return np.zeros((0, self.manifest.dimension), dtype=np.float32)
-        marks = ",".join("?" * len(ids))
-        found = dict(self.db.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks})", list(ids)))
-        rows = [np.frombuffer(found[i], dtype=np.float32) for i in ids if i in found]
-        return np.vstack(rows) if rows else np.zeros((0, self.manifest.dimension), dtype=np.float32)
+    def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Stored vectors by row id. A row deleted since the caller's snapshot is absent: keyed by id,
+        never by position, so one missing row cannot shift the others onto the wrong chunks."""
+        out: dict[int, np.ndarray] = {}
+        ids = list(ids)
+        for lo in range(0, len(ids), 500):
+            part = ids[lo : lo + 500]
+            marks = ",".join("?" * len(part))
+            for i, blob in self.db.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks})", part):
+                out[int(i)] = np.frombuffer(blob, dtype=np.float32)
+        return out
 
     def filter_ids(
         self, sources: Sequence[str] | None = None, page_min: int | None = None, page_max: int | None = None
@@ -451,16 +386,29 @@ class Collection:
 
 
 class Writer:
-    """Applies document replacements to SQLite (atomically each) and to an in-memory snapshot."""
+    """Applies document replacements to SQLite (atomically each), then `persist` brings the snapshot
+    files up to date: see the module docstring for what each kind of change costs."""
 
     def __init__(self, collection: Collection) -> None:
         self.c = collection
         self.db = collection.db
-        self.vocab = Vocabulary(self.db.execute("SELECT term, id FROM vocab").fetchall())
-        self.snapshot = collection.snapshot()  # repaired here if a killed writer left it stale
-        self._dirty = self.snapshot.generation != collection._state().get("generation")
-        self._pending_vectors: dict[int, np.ndarray] = {}
-        self._removed: list[int] = []
+        self._vocab: Vocabulary | None = None
+        self._state = collection._state()
+        self._start = collection.generation()
+        self._files_current = self._state.get("generation") == self._start
+        self._dirty = not self._files_current  # a killed writer left them stale: repaired on persist
+        self._added_vectors: dict[int, np.ndarray] = {}
+        self._added_terms: dict[int, np.ndarray] = {}
+        self._removed: dict[int, np.ndarray] = {}  # row id -> its stored term ids
+
+    @property
+    def vocab(self) -> Vocabulary:
+        """The term ids, read on the first add only (a delete never needs them)."""
+        if self._vocab is None:
+            rows = self.db.execute("SELECT term, id FROM vocab").fetchall()
+            WORK["vocab_rows_read"] += len(rows)
+            self._vocab = Vocabulary(rows)
+        return self._vocab
 
     def _bump(self) -> int:
         gen = self.c.generation() + 1
@@ -474,6 +422,12 @@ class Writer:
         top = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()[0]
         return int(top) + 1
 
+    def _take(self, source: str) -> dict[int, np.ndarray]:
+        """Delete this source's chunks (inside the caller's transaction); their ids and term ids."""
+        rows = self.db.execute("SELECT id, terms FROM chunks WHERE source = ?", (source,)).fetchall()
+        self.db.execute("DELETE FROM chunks WHERE source = ?", (source,))
+        return {int(i): np.frombuffer(t, dtype=np.int32) for i, t in rows}
+
     def replace_document(self, doc: DocumentRow, chunks: Sequence[NewChunk], vectors: np.ndarray) -> None:
         """Exactly this source's chunks are replaced, in one transaction; ids are never reused."""
         if len(chunks) != len(vectors):
@@ -486,8 +440,7 @@ class Writer:
         term_arrays = [self.vocab.encode(ch.terms) for ch in chunks]
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            old = [r[0] for r in self.db.execute("SELECT id FROM chunks WHERE source = ?", (doc.source,))]
-            self.db.execute("DELETE FROM chunks WHERE source = ?", (doc.source,))
+            old = self._take(doc.source)
             if self.vocab.new:
                 self.db.executemany("INSERT OR IGNORE INTO vocab(term, id) VALUES(?, ?)", self.vocab.new)
             first = self._next_id()
@@ -515,17 +468,17 @@ class Writer:
             self.db.execute("ROLLBACK")
             raise
         self.vocab.new.clear()
-        self._removed.extend(old)
+        self._removed.update(old)
         for i in range(len(chunks)):
-            self._pending_vectors[first + i] = vectors[i]
+            self._added_vectors[first + i] = vectors[i]
+            self._added_terms[first + i] = term_arrays[i]
         self._dirty = True
 
     def delete_document(self, source: str) -> int:
         """Remove one source's chunks: a few row deletes, no re-embedding, no rebuild of the rest."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            old = [r[0] for r in self.db.execute("SELECT id FROM chunks WHERE source = ?", (source,))]
-            self.db.execute("DELETE FROM chunks WHERE source = ?", (source,))
+            old = self._take(source)
             gone = self.db.execute("DELETE FROM documents WHERE source = ?", (source,)).rowcount
             if gone:
                 self._bump()
@@ -534,68 +487,126 @@ class Writer:
             self.db.execute("ROLLBACK")
             raise
         if gone:
-            self._removed.extend(old)
+            self._removed.update(old)
             self._dirty = True
         return len(old) if gone else -1
 
     def persist(self) -> None:
-        """Write the snapshot files of the current generation, then point state.json at them."""
+        """Bring the snapshot files to the current generation, then point state.json at them."""
         if not self._dirty:
             return
+        gen = self.c.generation()
+        added = sorted(i for i in self._added_vectors if i not in self._removed)
+        gone = {i: t for i, t in self._removed.items() if i not in self._added_vectors}
+        if not added and self._files_current and self._tombstone(gen, gone):
+            self._reset()
+            return
+        base = self._start_snapshot()
+        snap = self.c._build_snapshot(gen) if base is None else self._updated(base, gen, added, gone)
+        self._write(snap)
+        self._reset()
+
+    def _start_snapshot(self) -> Snapshot | None:
+        """The structures as they were when this writer began, or None if only SQLite has them now."""
+        held = self.c._snapshot
+        if held is not None and held.generation == self._start:
+            return held
+        if not self._files_current:
+            return None
+        rows_then = self.c.count_chunks() - len(self._added_vectors) + len(self._removed)
+        return self.c._load_snapshot(self._state, rows_then)
+
+    def _tombstone(self, gen: int, gone: dict[int, np.ndarray]) -> bool:
+        """A delete alone: add the rows to the tombstone list and point state.json at it; the index and
+        BM25 files are left as they are. False when the tombstones are due for a full write."""
+        rows, old = self._state.get("rows"), self.c._read_dead(self._state)
+        if rows is None or old is None:
+            return False
+        dead = np.union1d(old, np.fromiter(gone, dtype=np.int64, count=len(gone)))
+        if len(dead) > 0.25 * int(rows):
+            return False  # searches would wade through the dead: write the index anew, without them
+        held = self.c._snapshot
+        name = f"dead-{gen}.npy"
+        buf = io.BytesIO()
+        np.save(buf, dead)
+        data = buf.getvalue()
+        atomic_write_bytes(self.c.path / name, data)
+        state = {**self._state, "generation": gen, "dead": name, "dead_sha256": _sha256(data)}
+        self._publish(state, len(data))
+        if held is not None and held.generation == self._start and held.persisted:
+            self.c._snapshot = Snapshot(gen, held.index, held.bm25.without(gone), persisted=True)
+        return True
+
+    def _updated(self, base: Snapshot, gen: int, added: list[int], gone: dict[int, np.ndarray]) -> Snapshot:
+        """`base` with the rows removed and added, in memory; rebuilt from SQLite when its kind needs it."""
         import faiss
 
-        gen = self.c.generation()
-        index = faiss.clone_index(self.snapshot.index)  # readers may hold the old one
-        incremental = self.c.manifest.index.get("kind", "flat") == "flat" and self.snapshot.size > 0
-        if incremental:
-            if self._removed:
-                index.remove_ids(np.array(self._removed, dtype=np.int64))  # type: ignore[arg-type]
-            removed = set(self._removed)
-            live = [i for i in self._pending_vectors if i not in removed]
-            if live:
-                index.add_with_ids(
-                    np.vstack([self._pending_vectors[i] for i in live]), np.array(live, dtype=np.int64)
-                )
-            rows = self.db.execute("SELECT id, terms FROM chunks ORDER BY id").fetchall()
-            vocab_size = len(self.vocab.ids)
-            bm25 = BM25Matrix.build(
-                np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows], vocab_size
-            )
-            snap = Snapshot(gen, index, bm25)
-        else:
-            snap = self.c._build_snapshot(gen)
+        kind = self.c.manifest.index.get("kind", "flat")
+        bm25 = base.bm25.without(gone)
+        if needs_rebuild(kind, base.index, bm25.n_live + len(added), len(bm25.dead_ids)):
+            return self.c._build_snapshot(gen)
+        index = faiss.clone_index(base.index)  # readers may hold the old one
+        drop = can_remove(index)
+        if drop and len(bm25.dead_ids):
+            index.remove_ids(np.ascontiguousarray(bm25.dead_ids, dtype=np.int64))  # type: ignore[arg-type]
+        if added:
+            vectors = np.vstack([self._added_vectors[i] for i in added])
+            index.add_with_ids(vectors, np.array(added, dtype=np.int64))
+        if added or (drop and len(bm25.dead_ids)):
+            width = len(self._vocab.ids) if self._vocab is not None else bm25.tf.shape[1]
+            terms = [self._added_terms[i] for i in added]
+            bm25 = bm25.with_rows(np.array(added, dtype=np.int64), terms, width, drop_dead=drop)
+        return Snapshot(gen, index, bm25)
+
+    def _write(self, snap: Snapshot) -> None:
+        """Write the index, the BM25 counts and the tombstones in full, then state.json."""
+        import faiss
+
+        gen = snap.generation
         faiss_name, bm25_name = f"index-{gen}.faiss", f"bm25-{gen}.npz"
         data = np.asarray(faiss.serialize_index(snap.index)).tobytes()
         atomic_write_bytes(self.c.path / faiss_name, data)
-        fd, tmp = tempfile.mkstemp(prefix=".bm25.", dir=self.c.path)
-        os.fchmod(fd, 0o644)
-        os.close(fd)
-        try:
-            snap.bm25.save(tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.c.path / bm25_name)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        state = {
+        with atomic_open(self.c.path / bm25_name) as fh:
+            snap.bm25.save(fh)
+        state: dict[str, Any] = {
             "generation": gen,
             "faiss": faiss_name,
             "bm25": bm25_name,
             "faiss_sha256": _sha256(data),
             "bm25_sha256": _sha256_file(self.c.path / bm25_name),
-            "written": time.time(),
+            "rows": int(snap.index.ntotal),
+            "dead": None,
         }
-        atomic_write_bytes(self.c.path / "state.json", json.dumps(state).encode())
-        for old in self.c.path.glob("index-*.faiss"):
-            if old.name != faiss_name:
-                old.unlink(missing_ok=True)
-        for old in self.c.path.glob("bm25-*.npz"):
-            if old.name != bm25_name:
-                old.unlink(missing_ok=True)
-        self.snapshot = snap
+        written = len(data) + (self.c.path / bm25_name).stat().st_size
+        if len(snap.dead):
+            buf = io.BytesIO()
+            np.save(buf, snap.dead)
+            dead = buf.getvalue()
+            atomic_write_bytes(self.c.path / f"dead-{gen}.npy", dead)
+            state.update(dead=f"dead-{gen}.npy", dead_sha256=_sha256(dead))
+            written += len(dead)
+        self._publish(state, written)
+        WORK["full_writes"] += 1
+        snap.persisted = True
         self.c._snapshot = snap
-        self._pending_vectors.clear()
+
+    def _publish(self, state: dict[str, Any], written: int) -> None:
+        """state.json last, then the files it no longer names are removed."""
+        state = {**state, "written": time.time()}
+        body = json.dumps(state).encode()
+        atomic_write_bytes(self.c.path / "state.json", body)
+        WORK["snapshot_bytes_written"] += written + len(body)
+        keep = {state.get("faiss"), state.get("bm25"), state.get("dead")}
+        for pattern in ("index-*.faiss", "bm25-*.npz", "dead-*.npy"):
+            for old in self.c.path.glob(pattern):
+                if old.name not in keep:
+                    old.unlink(missing_ok=True)
+        self._state = state
+
+    def _reset(self) -> None:
+        self._added_vectors.clear()
+        self._added_terms.clear()
         self._removed.clear()
+        self._start = self.c.generation()
+        self._files_current = True
         self._dirty = False

@@ -7,9 +7,7 @@ session.ask("pump", "How often is it serviced?")  # -> Answer
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +18,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.retrievers import BaseRetriever
 from pydantic import BaseModel, Field, ValidationError
 
+from ingest.atomic import atomic_write_text
 from ingest.errors import InvalidName, LecternError
 from rag.context import (
     MIN_TRIMMED_TOKENS,
@@ -104,14 +103,7 @@ class ConversationStore:
         conversation.updated = _now()
         conversation.created = conversation.created or conversation.updated
         data = json.dumps(conversation.model_dump(mode="json"), ensure_ascii=False, indent=1)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{conversation.id}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, data, perms=0o600)  # conversations stay private to their user
         return path
 
     def append(self, conversation_id: str, turns: list[Turn]) -> Conversation:

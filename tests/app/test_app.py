@@ -313,6 +313,26 @@ def test_settings_are_saved_for_the_cli(open_app: OpenApp, data_dir: Path) -> No
     assert any("LECTERN_LLM__BACKEND=fake" in w.value for w in at.warning)
 
 
+def test_new_generation_settings_load_no_second_model(open_app: OpenApp, ingested: Path) -> None:
+    """The UI asks rag.model_cache like the CLI and the API: a new answer length or temperature saved
+    on the Settings page is applied to the loaded model, not loaded again."""
+    from rag.model_cache import MODELS
+    from rag.workspace import Workspace
+
+    at = open_app("ask")
+    at.chat_input[0].set_value("Who designed the tower?").run()
+    loads = MODELS.loads["llm"]
+    at = open_app("settings")
+    at.slider[0].set_value(0.5)
+    at.number_input[1].set_value(64)
+    assert not button(at, "Save settings").click().run().exception
+    at = open_app("ask")
+    at.chat_input[0].set_value("When was it first lit?").run()
+    assert not at.exception and [m.name for m in at.chat_message] == ["user", "assistant"]
+    assert MODELS.loads["llm"] == loads
+    assert getattr(resources.llm(Workspace()), "max_new_tokens", None) == 64
+
+
 def test_openai_settings_need_a_model(open_app: OpenApp, data_dir: Path) -> None:
     at = open_app("settings")
     at.radio[0].set_value("openai").run()

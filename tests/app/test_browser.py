@@ -67,6 +67,7 @@ def test_upload_ask_and_see_citations(server: str) -> None:
         try:
             page.goto(server)
             expect(page.get_by_role("heading", name="Library · default")).to_be_visible()
+            expect(page.get_by_role("button", name="Deploy")).to_have_count(0)  # a served app, no dev toolbar
 
             # upload and ingest: the report and the document list come back
             page.locator('input[type="file"]').set_input_files(str(SAMPLE_DOCS / "marrow_point_light.pdf"))

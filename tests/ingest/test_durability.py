@@ -10,12 +10,14 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
+from ingest import store
 from ingest.embed import FakeEmbedder
 from ingest.errors import IndexLocked
 from ingest.pipeline import ingest, source_key
@@ -29,18 +31,24 @@ CFG = IngestSettings(parse_workers=0, lock_timeout_s=5.0, chunk={"chunk_tokens":
 
 KILLABLE = textwrap.dedent(
     """
-    import sys, time
+    import sys
     from pathlib import Path
     from ingest.embed import FakeEmbedder
     from ingest.pipeline import ingest
     from ingest.settings import IngestSettings
 
-    def slow(progress):
-        time.sleep(0.03)  # so that a kill lands mid-ingest
+    done, embedded = int(sys.argv[3]), sys.argv[4] == "embedded"
+    current = f"doc{done if embedded else done - 1:03d}.txt"  # the one just embedded, or just written
+
+    def stop_here(progress):
+        # Tell the parent where the ingest stands, then wait there for its SIGKILL.
+        if progress.files_done == done and str(progress.current).endswith(current):
+            print("ready", flush=True)
+            sys.stdin.readline()
 
     cfg = IngestSettings(parse_workers=0, chunk={"chunk_tokens": 16, "overlap_tokens": 4})
-    ingest([Path(sys.argv[1])], Path(sys.argv[2]), FakeEmbedder(), cfg, progress=slow)
-    print("finished")
+    ingest([Path(sys.argv[1])], Path(sys.argv[2]), FakeEmbedder(), cfg, progress=stop_here)
+    print("finished", flush=True)
     """
 )
 
@@ -81,22 +89,28 @@ def check_consistent(col_path: Path) -> Collection:
     return col
 
 
-def test_sigkill_mid_ingest_leaves_a_consistent_collection(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("done", "where"),
+    [(3, "committed"), (5, "embedded")],
+    ids=["between-documents", "embedded-not-written"],
+)
+def test_sigkill_mid_ingest_leaves_a_consistent_collection(tmp_path: Path, done: int, where: str) -> None:
+    """The child says where it stands and waits there: the kill lands at a known point, no sleeps.
+    "committed": after `done` documents were written; "embedded": the next one is embedded, not written."""
     docs = write_files(tmp_path / "docs")
     col_path = tmp_path / "col"
     script = tmp_path / "killable.py"
     script.write_text(KILLABLE)
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(docs), str(col_path)],
+        [sys.executable, str(script), str(docs), str(col_path), str(done), where],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 60
-        while documents_count(col_path / "chunks.sqlite") < 3:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the ingest never started"
-            time.sleep(0.01)
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline().decode().strip()
+        assert line == "ready", proc.stderr.read().decode()  # it stopped where asked, not finished
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -104,8 +118,7 @@ def test_sigkill_mid_ingest_leaves_a_consistent_collection(tmp_path: Path) -> No
             proc.kill()
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    done = documents_count(col_path / "chunks.sqlite")
-    assert 3 <= done < N_FILES, "the kill did not land mid-ingest"
+    assert documents_count(col_path / "chunks.sqlite") == done  # the kill landed mid-ingest
 
     col = check_consistent(col_path)
     col.close()
@@ -240,19 +253,41 @@ def test_index_file_damaged_in_place_is_not_trusted(built: Path) -> None:
     check_dense(built)
 
 
-def test_second_writer_gets_index_locked(built: Path, tmp_path: Path) -> None:
+class SpyLock(FileLock):
+    """The store's FileLock, recording each timeout it was given and announcing each acquire."""
+
+    timeouts: ClassVar[list[float]] = []
+    trying: ClassVar[threading.Event] = threading.Event()
+
+    def acquire(self, *args: Any, **kwargs: Any) -> Any:
+        SpyLock.timeouts.append(float(self.timeout))
+        SpyLock.trying.set()
+        return super().acquire(*args, **kwargs)
+
+
+@pytest.fixture
+def spy_lock(monkeypatch: pytest.MonkeyPatch) -> type[SpyLock]:
+    monkeypatch.setattr(store, "FileLock", SpyLock)
+    SpyLock.timeouts = []
+    SpyLock.trying = threading.Event()
+    return SpyLock
+
+
+def test_second_writer_gets_index_locked(built: Path, tmp_path: Path, spy_lock: type[SpyLock]) -> None:
     holder = Collection.open(built)
     other = Collection.open(built)
     try:
         with holder.writer(timeout=1):
-            t0 = time.perf_counter()
-            with pytest.raises(IndexLocked), other.writer(timeout=0.3):
+            with (
+                pytest.raises(IndexLocked, match="being written by another process"),
+                other.writer(timeout=0.3),
+            ):
                 pass
-            assert time.perf_counter() - t0 >= 0.25  # it waited for its timeout first
             with pytest.raises(IndexLocked):
                 ingest(
                     [tmp_path / "docs"], built, FakeEmbedder(), CFG.model_copy(update={"lock_timeout_s": 0.2})
                 )
+        assert spy_lock.timeouts == [1.0, 0.3, 0.2]  # each waited for its own timeout, not forever
         with other.writer(timeout=0.3):  # released: the next writer gets in
             pass
     finally:
@@ -260,27 +295,45 @@ def test_second_writer_gets_index_locked(built: Path, tmp_path: Path) -> None:
         other.close()
 
 
-def test_second_writer_waits_for_the_first(built: Path, tmp_path: Path) -> None:
+def test_second_writer_waits_for_the_first(built: Path, tmp_path: Path, spy_lock: type[SpyLock]) -> None:
+    """Ordered by events, not sleeps: the holder has the lock, the ingest asks for it, then the
+    holder lets go; the ingest gets in only after that."""
     holder = Collection.open(built)
-    released = threading.Event()
+    held, release = threading.Event(), threading.Event()
+    order: list[str] = []
 
     def hold() -> None:
         with holder.writer(timeout=1):
-            time.sleep(0.5)
-        released.set()
+            held.set()
+            release.wait(60)
+            order.append("holder lets go")
 
-    thread = threading.Thread(target=hold)
-    thread.start()
-    time.sleep(0.1)
     extra = tmp_path / "extra"
     extra.mkdir()
     (extra / "late.txt").write_text("Late\n\nmarker77 waits its turn.\n")
+    reports: list[Any] = []
+
+    def add() -> None:
+        reports.append(
+            ingest([extra], built, FakeEmbedder(), CFG, progress=lambda p: order.append("ingest in"))
+        )
+
+    holding = threading.Thread(target=hold)
+    holding.start()
+    assert held.wait(60)
+    spy_lock.trying.clear()
+    adding = threading.Thread(target=add)
     try:
-        report = ingest([extra], built, FakeEmbedder(), CFG)
-        assert released.is_set()  # it only got in after the holder let go
-        assert [r.status for r in report.results] == ["added"]
+        adding.start()
+        assert spy_lock.trying.wait(60)  # the ingest asks for the lock while the holder has it
+        release.set()
+        adding.join(60)
+        assert order[0] == "holder lets go" and "ingest in" in order  # it only got in afterwards
+        assert [r.status for r in reports[0].results] == ["added"]
     finally:
-        thread.join()
+        release.set()
+        holding.join()
+        adding.join()
         holder.close()
     assert marker_source(built, 77) == "late.txt"
     assert source_key(extra / "late.txt") in Collection.open(built).content_hashes()

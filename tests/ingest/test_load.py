@@ -146,6 +146,35 @@ def test_clean_text_removes_controls_and_joins_hyphenated_words_conservatively()
     )
 
 
+@pytest.mark.parametrize(
+    ("line", "cleaned"),
+    [
+        ("1.2 Export to text files . . . . . . . . . . . . . . . . . . . . 4", "1.2 Export to text files 4"),
+        ("Reading data from files......................33", "Reading data from files 33"),
+        ("Recycling rule . . . . . . . . . . . . . . . . 9, 22", "Recycling rule 9, 22"),
+        ("Appendix A References \u2026\u2026\u2026 33", "Appendix A References 33"),
+        ("Use ... for the rest, and so on...", "Use ... for the rest, and so on..."),  # R dots, prose
+        ("version 4.2.2, section 1.1.1 and a.b.c.d", "version 4.2.2, section 1.1.1 and a.b.c.d"),
+    ],
+)
+def test_dot_leaders_collapse(line: str, cleaned: str) -> None:
+    """Table-of-contents and index pages are mostly dot leaders: kept, they made such pages match
+    every question (their few words fill a chunk of dots)."""
+    assert clean_text(line) == cleaned
+
+
+def test_dot_leaders_collapse_in_every_format(tmp_path: Path) -> None:
+    toc = [
+        "Table of Contents",
+        "1 Introduction . . . . . . . . . . . . . . . . 3",
+        "2 Reading data ........ 8",
+    ]
+    pdf = load(write(tmp_path, "manual.pdf", build_pdf([toc])))
+    assert pdf.units[0].text == "Table of Contents\n1 Introduction 3\n2 Reading data 8"
+    text = load(write(tmp_path, "notes.txt", "\n".join(toc).encode()))
+    assert ". ." not in text.units[0].text and "...." not in text.units[0].text
+
+
 # --- text ----------------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from ingest.embed import FakeEmbedder
 from ingest.errors import IndexMismatch
 from ingest.pipeline import manifest_for
 from ingest.settings import IngestSettings
-from ingest.store import FORMAT_VERSION, Collection, DocumentRow, Manifest, NewChunk, atomic_write_bytes
+from ingest.store import FORMAT_VERSION, Collection, DocumentRow, Manifest, NewChunk
 
 EMB = FakeEmbedder()
 
@@ -169,11 +169,3 @@ def test_stats(col: Collection) -> None:
     put(col, "a", ["apples grow on trees", "apples are red"])
     s = col.stats()
     assert (s["documents"], s["chunks"], s["embedder"]) == (1, 2, "fake-64")
-
-
-def test_atomic_write_bytes_replaces_whole_file(tmp_path: Path) -> None:
-    target = tmp_path / "f.json"
-    atomic_write_bytes(target, b"old")
-    atomic_write_bytes(target, b"new content")
-    assert target.read_bytes() == b"new content"
-    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]

@@ -148,3 +148,31 @@ def test_lectern_retriever_is_a_langchain_retriever(ws) -> None:  # type: ignore
     assert [d.metadata["page"] for d in filtered] == [5]
     batch = retriever.batch(["apples", "pears"])
     assert len(batch) == 2 and all(batch)
+
+
+@pytest.mark.parametrize("mmr", [False, True])
+def test_a_delete_between_snapshot_and_vector_read_does_not_misalign_scores(
+    ws, monkeypatch: pytest.MonkeyPatch, mmr: bool
+) -> None:  # type: ignore[no-untyped-def]
+    """Search reads the snapshot, then stored vectors; a delete landing in between used to shift every
+    vector read after the deleted row onto the wrong chunk (they were matched by position)."""
+    import numpy as np
+
+    from ingest.pipeline import delete
+
+    col = ws.collection()
+    ws.settings.retrieval.fetch_k = 1  # few dense candidates: the lexical ones need their vectors read
+    query = "orchard codling cellar"
+    dense_top = {h.chunk.id for h in ws.search(query, k=3, mode="dense")}
+    lexical = [h for h in ws.search(query, k=3, mode="bm25") if h.chunk.id not in dense_top]
+    assert [names([h])[0] for h in lexical[:2]] == ["storage.txt", "pests.txt"]  # read in this order
+    stale = col.snapshot()  # the search took its snapshot just before the delete
+    monkeypatch.setattr(type(col), "snapshot", lambda self: stale)
+    assert delete(ws.path, [lexical[0].chunk.source])[lexical[0].chunk.source] == 1
+
+    qvec = ws.embedder.embed_query(query)
+    hits = ws.search(query, k=3, mode="hybrid", mmr=mmr)
+    assert "pests.txt" in names(hits) and "storage.txt" not in names(hits)
+    for h in hits:
+        stored = col.db.execute("SELECT vector FROM chunks WHERE id = ?", (h.chunk.id,)).fetchone()[0]
+        assert h.dense == pytest.approx(float(np.frombuffer(stored, dtype=np.float32) @ qvec), abs=1e-5)

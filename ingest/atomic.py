@@ -1,0 +1,95 @@
+"""Atomic writes: a reader, or a restart after a crash, sees the old file or the new one, never a part.
+
+The one recipe, for files and for whole folders (converted models): write a temporary name in the
+same folder, flush, fsync, rename over the target, fsync the folder so the rename itself survives a
+power cut. Every file lectern writes in place goes through here (ingest, rag and app alike).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new entry in `folder` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename is still atomic there
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(
+    path: Path, mode: str = "wb", *, perms: int = 0o644, encoding: str | None = None
+) -> Iterator[IO[Any]]:
+    """A file open for writing whose content replaces `path` only when the block ends without error.
+
+    The handle's `name` is the temporary path, for checks that read the file back before it is
+    published. `perms` are the new file's permissions (0o600 for files that may hold secrets)."""
+    if "w" not in mode:
+        raise ValueError(f"atomic_open writes: mode {mode!r} has no 'w'")
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, perms)
+        os.close(fd)
+        with open(tmp, mode, encoding=encoding if "b" not in mode else None) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, perms: int = 0o644) -> None:
+    with atomic_open(path, "wb", perms=perms) as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: Path, text: str, *, perms: int = 0o644, encoding: str = "utf-8") -> None:
+    with atomic_open(path, "w", perms=perms, encoding=encoding) as fh:
+        fh.write(text)
+
+
+@contextlib.contextmanager
+def atomic_folder(target: Path, *, done: str) -> Iterator[Path]:
+    """A temporary folder beside `target`, renamed to `target` when the block ends without error.
+
+    `done` names the file that marks a complete folder: when another process published `target`
+    first (the rename fails and `target/done` exists), its copy is kept and ours is dropped."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        for root, _, files in os.walk(tmp):
+            for name in files:
+                with open(os.path.join(root, name), "rb") as fh:
+                    os.fsync(fh.fileno())
+            fsync_dir(Path(root))
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / done).is_file():  # not a lost race with another process: a real failure
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(target.parent)
