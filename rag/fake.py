@@ -25,14 +25,18 @@ from pydantic import Field
 from rag.llm import LecternChatModel
 
 DONT_KNOW = "I don't know based on the documents."
-_SOURCE = re.compile(r"^\s*(?:\[(\d+)\]:?|Source\s+(\d+):)\s*(\S.*)$", re.MULTILINE | re.IGNORECASE)
+# a numbered source, its "(file p.2: title)" label skipped
+_SOURCE = re.compile(
+    r"^\s*(?:\[(\d+)\]:?|Source\s+(\d+):)\s*(?:\([^)\n]*\)\s*)?(\S.*)$", re.MULTILINE | re.IGNORECASE
+)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 def first_sentences(text: str, n: int = 1) -> str:
     """The first `n` sentences of `text`, whitespace collapsed."""
     flat = " ".join(text.split())
-    return " ".join(_SENTENCE.split(flat)[:n]).strip()
+    parts = [p for p in _SENTENCE.split(flat) if not re.fullmatch(r"[\d.()]+", p)]  # "2." numbers a heading
+    return " ".join(parts[:n]).strip()
 
 
 class FakeChatModel(LecternChatModel):

@@ -120,7 +120,7 @@ def test_python_api_block_runs_with_fakes(tmp_path: Path) -> None:
 def test_python_api_block_runs_with_real_models(tmp_path: Path, models_dir: Path) -> None:
     env = clean_env(
         shared_models(tmp_path, models_dir),
-        LECTERN_LLM__MODEL="packaged:smollm2",
+        LECTERN_LLM__MODEL="packaged:qwen2.5-0.5b",  # what packaged:auto picks on a 2-core CPU
         LECTERN_LLM__MAX_NEW_TOKENS="32",
     )
     result = run_script(api_block(), tmp_path, env, timeout=580)

@@ -34,10 +34,10 @@ pytestmark = [
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    """`lectern ui` on a free port with a fresh data dir, the default embedder and packaged smollm2."""
+    """`lectern ui` on a free port with a fresh data dir, the default embedder and the default model (Qwen 0.5B)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
-    env["LECTERN_LLM__MODEL"] = "packaged:smollm2"
+    env["LECTERN_LLM__MODEL"] = "packaged:qwen2.5-0.5b"  # the default on this kind of machine
     lectern = Path(sys.executable).with_name("lectern")
     log = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen(

@@ -28,7 +28,7 @@ def picked(settings: Settings) -> tuple[int, int, float, str]:
 def test_each_layer_overrides_the_one_below(
     layers: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert picked(load_settings()) == (5, 256, 0.0, "zero_shot")  # the defaults
+    assert picked(load_settings()) == (5, 256, 0.0, "concise")  # the defaults
 
     (data_dir / "settings.toml").write_text(
         '[retrieval]\nk = 6\n[llm]\nmax_new_tokens = 100\ntemperature = 0.1\n[answer]\nprompt = "few_shot"\n'
