@@ -245,7 +245,7 @@ class BM25Matrix:
         lengths = np.array([len(a) for a in term_arrays], dtype=np.float32)
         cols = np.concatenate(term_arrays).astype(np.int64) if n else np.zeros(0, dtype=np.int64)
         rows = np.repeat(np.arange(n, dtype=np.int64), lengths.astype(np.int64))
-        width = max(vocab_size, int(cols.max()) + 1 if len(cols) else 0, 1)
+        width = max(vocab_size, int(np.max(cols, initial=0)) + 1, 1)
         tf = _counts(n, width, rows, cols)
         live = np.ones(n, dtype=bool)
         return cls._with_stats(np.asarray(ids, dtype=np.int64), tf, lengths, live, k1, b)
