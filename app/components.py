@@ -10,9 +10,9 @@ from pathlib import Path
 import streamlit as st
 from pydantic import ValidationError
 
-from ingest.errors import LecternError
-from ingest.pipeline import IngestReport, Progress
-from rag.types import Citation, Context
+from lectern.errors import LecternError
+from lectern.ingest.pipeline import IngestReport, Progress
+from lectern.rag.types import Citation, Context
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#+\-.!|~$])")
 

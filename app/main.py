@@ -11,8 +11,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import components, resources
-from rag.workspace import Workspace
+from lectern.app import components, resources
+from lectern.rag.workspace import Workspace
 
 VIEWS = Path(__file__).parent / "views"  # not pages/: that name turns on the old file-based navigation
 

@@ -18,12 +18,12 @@ from typing import Protocol
 import streamlit as st
 from langchain_core.language_models import BaseChatModel
 
-from ingest.atomic import atomic_write_bytes
-from ingest.embed import Embedder
-from ingest.errors import InvalidName
-from rag.model_cache import MODELS
-from rag.settings import Settings, load_settings
-from rag.workspace import Workspace, check_name
+from lectern.errors import InvalidName
+from lectern.ingest.atomic import atomic_write_bytes
+from lectern.ingest.embed import Embedder
+from lectern.rag.model_cache import MODELS
+from lectern.rag.settings import Settings, load_settings
+from lectern.rag.workspace import Workspace, check_name
 
 UPLOADS_DIR = "uploads"
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')

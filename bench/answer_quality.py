@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rag.evaluate import load_qa
-from rag.evaluate_answers import QuestionRecord, answer_eval, summarise
-from rag.settings import Settings, load_settings
+from lectern.rag.evaluate import load_qa
+from lectern.rag.evaluate_answers import QuestionRecord, answer_eval, summarise
+from lectern.rag.settings import Settings, load_settings
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "baseline": {

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.query_latency import build
-from ingest import store
-from ingest.pipeline import delete
-from ingest.store import Collection, DocumentRow, NewChunk
+from lectern.ingest import store
+from lectern.ingest.pipeline import delete
+from lectern.ingest.store import Collection, DocumentRow, NewChunk
 
 DIM = 384
 IDENTITY = {"kind": "fake", "name": f"bench-{DIM}", "normalize": True}

@@ -42,9 +42,9 @@ def run_tutorial(files: list[Path]) -> dict[str, float]:
 
 def run_lectern(files: list[Path], name: str, data_dir: Path, repeat: bool) -> dict[str, float]:
     """`name` is a profile, or `accurate-fp32`: MiniLM without bf16, as on CPUs that lack it."""
-    from ingest.pipeline import ingest
-    from rag.settings import load_settings
-    from rag.workspace import shared_embedder
+    from lectern.ingest.pipeline import ingest
+    from lectern.rag.settings import load_settings
+    from lectern.rag.workspace import shared_embedder
 
     settings = load_settings(data_dir=data_dir)
     profile, _, precision = name.partition("-")
@@ -58,7 +58,7 @@ def run_lectern(files: list[Path], name: str, data_dir: Path, repeat: bool) -> d
     seconds = time.perf_counter() - t0
     if not report.ok:
         raise SystemExit(f"failed: {[(r.path, r.reason) for r in report.failed]}")
-    from ingest.store import Collection
+    from lectern.ingest.store import Collection
 
     col = Collection.open(collection)
     chars = sum(len(r[0]) for r in col.db.execute("SELECT text FROM chunks"))
@@ -111,7 +111,7 @@ def main() -> None:
         data_dir = Path(tmp)
         # The fast profile's one-off distillation is a model build, not ingestion: do it first.
         subprocess.run(
-            [sys.executable, "-c", "from pathlib import Path; from ingest.embed import distilled_minilm; "
+            [sys.executable, "-c", "from pathlib import Path; from lectern.ingest.embed import distilled_minilm; "
              f"distilled_minilm(Path({str(data_dir / 'models')!r}))"],
             check=True, capture_output=True,
         )  # fmt: skip

@@ -28,8 +28,8 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
-from rag.llm import LocalChatModel, build_llm, to_chat_dicts
-from rag.settings import LLMSettings
+from lectern.rag.llm import LocalChatModel, build_llm, to_chat_dicts
+from lectern.rag.settings import LLMSettings
 
 PROMPT = "Write a short paragraph about the history of the printing press."
 BATCH_PROMPTS = [f"Write one sentence about the number {i}." for i in range(8)]
@@ -163,8 +163,8 @@ _LOAD_CHILD = """
 import json, sys, time
 from pathlib import Path
 from bench.llm_speed import QA, qa_messages
-from rag.llm import build_llm
-from rag.settings import LLMSettings
+from lectern.rag.llm import build_llm
+from lectern.rag.settings import LLMSettings
 start = time.perf_counter()
 llm = build_llm(LLMSettings(model=sys.argv[1], dtype="bfloat16", device="cpu", max_new_tokens=32), Path(sys.argv[2]))
 load = time.perf_counter() - start
@@ -183,7 +183,7 @@ def bench_cache(model: str, models_dir: Path) -> dict[str, Any]:
 
     import torch
 
-    from rag.llm import resolve_local
+    from lectern.rag.llm import resolve_local
 
     results: dict[str, Any] = {}
     texts: dict[str, list[str]] = {}

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest import bm25
-from ingest.store import Collection, DocumentRow, Manifest, NewChunk
-from rag.evaluate import load_qa
-from rag.retrieval import Searcher
-from rag.settings import load_settings
-from rag.workspace import shared_embedder
+from lectern.ingest import bm25
+from lectern.ingest.store import Collection, DocumentRow, Manifest, NewChunk
+from lectern.rag.evaluate import load_qa
+from lectern.rag.retrieval import Searcher
+from lectern.rag.settings import load_settings
+from lectern.rag.workspace import shared_embedder
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmu-wikiqa"
 
@@ -92,7 +92,7 @@ def main() -> None:
         # Baseline: LangChain's FAISS vector store over the same vectors, same MiniLM for the query.
         from langchain_community.vectorstores import FAISS
 
-        from ingest.embed import LangChainEmbeddings
+        from lectern.ingest.embed import LangChainEmbeddings
 
         rows = col.db.execute("SELECT text, vector FROM chunks").fetchall()
         pairs = [(r[0], np.frombuffer(r[1], dtype=np.float32).tolist()) for r in rows]

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from bench import tutorial
-from rag.evaluate import RankedChunk, articles_of, load_qa, retrieval_metrics, run_retrieval_eval
-from rag.settings import load_settings
+from lectern.rag.evaluate import RankedChunk, articles_of, load_qa, retrieval_metrics, run_retrieval_eval
+from lectern.rag.settings import load_settings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmu-wikiqa"
 

@@ -23,10 +23,10 @@ from typing import Any
 
 from langchain_core.documents import Document
 
-from rag.context import count_tokens, split_to_tokens
-from rag.llm import LocalChatModel, build_llm
-from rag.settings import LLMSettings
-from rag.summarize import map_reduce
+from lectern.rag.context import count_tokens, split_to_tokens
+from lectern.rag.llm import LocalChatModel, build_llm
+from lectern.rag.settings import LLMSettings
+from lectern.rag.summarize import map_reduce
 
 R_INTRO = Path("/usr/share/R/doc/manual/R-intro.pdf")
 CALLS: list[tuple[int, int]] = []  # (prompts in one generate call, new tokens of all of them)
@@ -46,7 +46,7 @@ def _record_generate_calls() -> None:
 
 def load_chunks(llm: LocalChatModel, pdf: Path, first: int, pages: int, chunk_tokens: int) -> list[Document]:
     """Pages [first, first + pages) of `pdf` cut into pieces of at most `chunk_tokens` model tokens."""
-    from ingest.load import load
+    from lectern.ingest.load import load
 
     units = [u for u in load(pdf).units if u.page is not None and first <= u.page < first + pages]
     text = "\n\n".join(u.text for u in units)

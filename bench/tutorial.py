@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ingest.embed import packaged_minilm_path
+from lectern.ingest.embed import packaged_minilm_path
 
 
 def load(paths: Sequence[Path]) -> list[Any]:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ingest.load import LoadedDocument, Unit
+from lectern.ingest.load import LoadedDocument, Unit
 
 OffsetsFn = Callable[[Sequence[str]], list[list[tuple[int, int]]]]
 _BREAK = re.compile(r"\n\s*\n|(?<=[.!?:;])[\"')\]]*\s+|\n")

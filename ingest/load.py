@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from bs4 import BeautifulSoup, Tag
     from pypdf import PdfReader
 
-from ingest.errors import (
+from lectern.errors import (
     CorruptDocument,
     DocumentError,
     EmptyDocument,

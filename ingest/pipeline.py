@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from ingest import bm25
-from ingest.chunk import MAX_CONTEXT_TOKENS, chunk_document, context_line, embedding_text
-from ingest.embed import Embedder, HFTokenizer, word_offsets
-from ingest.errors import ChunkTooLarge, DocumentError, LecternError, ProfileMismatch
-from ingest.load import iter_files, load
-from ingest.settings import EmbedSettings, IngestSettings
-from ingest.store import Collection, DocumentRow, Manifest, NewChunk
+from lectern.errors import ChunkTooLarge, DocumentError, LecternError, ProfileMismatch
+from lectern.ingest import bm25
+from lectern.ingest.chunk import MAX_CONTEXT_TOKENS, chunk_document, context_line, embedding_text
+from lectern.ingest.embed import Embedder, HFTokenizer, word_offsets
+from lectern.ingest.load import iter_files, load
+from lectern.ingest.settings import EmbedSettings, IngestSettings
+from lectern.ingest.store import Collection, DocumentRow, Manifest, NewChunk
 
 EMBED_SLICE = 256  # chunks embedded per call: bounds memory and keeps progress moving
 
@@ -176,7 +176,7 @@ def parse_file(
             NewChunk(ch.chunk_id, ch.page, ch.heading, ch.start, ch.end, ch.ordinal, ch.text, ctx, terms)
         )
     if not new:
-        from ingest.errors import EmptyDocument
+        from lectern.errors import EmptyDocument
 
         raise EmptyDocument(path, "no text to index")
     return Parsed(source, content_hash, size, doc.title, doc.format, doc.pages, list(doc.warnings), new)

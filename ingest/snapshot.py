@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ingest.bm25 import BM25Matrix
+from lectern.ingest.bm25 import BM25Matrix
 
 HNSW_EF_SEARCH = 128
 IVF_MIN_ROWS = 1024  # below this an ivf collection uses a flat index (nothing to train on)

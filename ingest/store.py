@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from ingest.atomic import atomic_open, atomic_write_bytes
-from ingest.bm25 import TOKENIZER, BM25Matrix, Vocabulary
-from ingest.errors import ChunkingMismatch, IndexLocked, IndexMismatch
-from ingest.snapshot import Snapshot, can_remove, needs_rebuild, new_index
+from lectern.errors import ChunkingMismatch, IndexLocked, IndexMismatch
+from lectern.ingest.atomic import atomic_open, atomic_write_bytes
+from lectern.ingest.bm25 import TOKENIZER, BM25Matrix, Vocabulary
+from lectern.ingest.snapshot import Snapshot, can_remove, needs_rebuild, new_index
 
 FORMAT_VERSION = 1
 WORK: Counter[str] = Counter()

@@ -18,9 +18,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.retrievers import BaseRetriever
 from pydantic import BaseModel, Field, ValidationError
 
-from ingest.atomic import atomic_write_text
-from ingest.errors import InvalidName, LecternError
-from rag.context import (
+from lectern.errors import ContextTooLong, CorruptConversation, InvalidName
+from lectern.ingest.atomic import atomic_write_text
+from lectern.rag.context import (
     MIN_TRIMMED_TOKENS,
     context_window,
     count_tokens,
@@ -28,20 +28,12 @@ from rag.context import (
     prompt_tokens,
     trim_to_tokens,
 )
-from rag.errors import ContextTooLong
-from rag.prompts import CONDENSE_QUESTION, NO_ANSWER
-from rag.qa import QAChain, build_qa_chain, question_of
-from rag.types import Answer, Citation
+from lectern.rag.prompts import CONDENSE_QUESTION, NO_ANSWER
+from lectern.rag.qa import QAChain, build_qa_chain, question_of
+from lectern.rag.types import Answer, Citation
 
 CONVERSATIONS_DIR = "conversations"
 _VALID_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-class CorruptConversation(LecternError):
-    def __init__(self, path: str | Path, detail: str) -> None:
-        self.path = str(path)
-        self.detail = detail
-        super().__init__(f"{self.path}: {detail}")
 
 
 class Turn(BaseModel):

@@ -18,10 +18,10 @@ import math
 import re
 from collections.abc import Sequence
 
-from ingest import bm25
-from rag.evidence import TermWeights, sentence_spans
-from rag.prompts import NO_ANSWER
-from rag.types import Answer, Context
+from lectern.ingest import bm25
+from lectern.rag.evidence import TermWeights, sentence_spans
+from lectern.rag.prompts import NO_ANSWER
+from lectern.rag.types import Answer, Context
 
 CITATION = re.compile(r"\[\s*(\d+(?:\s*[,;]\s*\d+)*)\s*\]")
 _ABSTAIN = re.compile(

@@ -10,10 +10,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate
 
-from ingest.errors import LecternError
-from rag.errors import ContextTooLong
-from rag.prompts import SOURCE_SEPARATOR, format_source
-from rag.types import Context
+from lectern.errors import ContextTooLong, TokenCountUnavailable
+from lectern.rag.prompts import SOURCE_SEPARATOR, format_source
+from lectern.rag.types import Context
 
 __all__ = [
     "ContextTooLong",
@@ -33,17 +32,6 @@ DEFAULT_CONTEXT_WINDOW = 2048
 MESSAGE_OVERHEAD = 4  # chat-template role markers per message, beyond the "Role: " prefix counted
 MIN_TRIMMED_TOKENS = 8  # a trimmed source shorter than this is dropped instead
 MAX_CHARS_PER_TOKEN = 32  # bounds the binary search: no prefix of more than this per token is tried
-
-
-class TokenCountUnavailable(LecternError):
-    """The model's token counter returned 0 for non-empty text (LangChain's offline default)."""
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-        super().__init__(
-            f"{model} cannot count tokens (get_num_tokens returned 0 for non-empty text); "
-            "the backend must count with the model's own tokenizer"
-        )
 
 
 def context_window(llm: Any) -> int:

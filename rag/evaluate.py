@@ -18,20 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ingest.errors import LecternError
-from rag.answer_metrics import normalise
+from lectern.errors import BadQADir, LecternError
+from lectern.rag.answer_metrics import normalise
 
 if TYPE_CHECKING:
-    from rag.retrieval import Searcher
-    from rag.settings import Settings
+    from lectern.rag.retrieval import Searcher
+    from lectern.rag.settings import Settings
 
 QA_FILE = "question_answer_pairs.txt"
 ARTICLE_SUFFIX = ".txt.clean"
 KS = (1, 5, 10)
-
-
-class BadQADir(LecternError):
-    """The --qa-dir folder is not laid out like the CMU dataset."""
 
 
 @dataclass
@@ -159,10 +155,10 @@ def eval_searcher(
     articles: Sequence[Path], settings: Settings, workdir: Path | None = None
 ) -> Iterator[Searcher]:
     """A Searcher over a temporary collection of `articles`, removed afterwards."""
-    from ingest.pipeline import ingest
-    from ingest.store import Collection
-    from rag.retrieval import Searcher
-    from rag.workspace import shared_embedder
+    from lectern.ingest.pipeline import ingest
+    from lectern.ingest.store import Collection
+    from lectern.rag.retrieval import Searcher
+    from lectern.rag.workspace import shared_embedder
 
     embedder = shared_embedder(settings.ingest.embed, settings.models_dir)
     with tempfile.TemporaryDirectory(prefix="lectern-eval-", dir=workdir) as tmp:

@@ -25,16 +25,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from rag.answer_metrics import contains_gold, context_has_answer, lenient_contains, token_f1
-from rag.citations import without_markers
-from rag.evaluate import QAItem, articles_of, eval_searcher, load_qa
+from lectern.rag.answer_metrics import contains_gold, context_has_answer, lenient_contains, token_f1
+from lectern.rag.citations import without_markers
+from lectern.rag.evaluate import QAItem, articles_of, eval_searcher, load_qa
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from rag.retrieval import Searcher
-    from rag.settings import Settings
-    from rag.types import Answer
+    from lectern.rag.retrieval import Searcher
+    from lectern.rag.settings import Settings
+    from lectern.rag.types import Answer
 
 Progress = Callable[[int, int], None]
 KEYS = (
@@ -214,7 +214,7 @@ class AnswerEval:
     `run(settings)` measures one configuration; call it again for another, on the same index."""
 
     def __init__(self, items: list[QAItem], articles: list[Path], searcher: Searcher) -> None:
-        from ingest.pipeline import source_key
+        from lectern.ingest.pipeline import source_key
 
         self.items = items
         self.articles = articles
@@ -223,10 +223,10 @@ class AnswerEval:
 
     def asker(self, settings: Settings) -> Callable[[QAItem], QuestionRecord]:
         """A function that asks one question with these settings, with its article and without it."""
-        from rag.context import count_tokens
-        from rag.qa import QAChain, build_qa_chain
-        from rag.retrieval import Filters, LecternRetriever
-        from rag.workspace import qa_options, shared_llm, shared_reranker
+        from lectern.rag.context import count_tokens
+        from lectern.rag.qa import QAChain, build_qa_chain
+        from lectern.rag.retrieval import Filters, LecternRetriever
+        from lectern.rag.workspace import qa_options, shared_llm, shared_reranker
 
         llm = shared_llm(settings)
         r = settings.retrieval

@@ -19,8 +19,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ingest import bm25
-from rag.types import Context
+from lectern.ingest import bm25
+from lectern.rag.types import Context
 
 TermWeights = Callable[[Sequence[str]], Mapping[str, float]]
 """Stemmed terms -> their weight (IDF) in the collection; unknown terms weigh as the rarest."""

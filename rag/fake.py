@@ -22,7 +22,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import RunnableConfig
 from pydantic import Field
 
-from rag.llm import LecternChatModel
+from lectern.rag.llm import LecternChatModel
 
 DONT_KNOW = "I don't know based on the documents."
 # a numbered source, its "(file p.2: title)" label skipped

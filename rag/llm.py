@@ -32,12 +32,19 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field
 
-from ingest.atomic import atomic_folder
-from ingest.embed import cpu_has_native_bf16
-from ingest.errors import UnknownKey
-from rag.errors import ContextTooLong, LLMServerError, LLMUnavailable, ModelNotFound
-from rag.models import AUTO, PACKAGED_PREFIX, Hardware, choose_packaged, file_key, installed, packaged_gguf
-from rag.settings import LLMSettings
+from lectern.errors import ContextTooLong, LLMServerError, LLMUnavailable, ModelNotFound, UnknownKey
+from lectern.ingest.atomic import atomic_folder
+from lectern.ingest.embed import cpu_has_native_bf16
+from lectern.rag.models import (
+    AUTO,
+    PACKAGED_PREFIX,
+    Hardware,
+    choose_packaged,
+    file_key,
+    installed,
+    packaged_gguf,
+)
+from lectern.rag.settings import LLMSettings
 
 CONVERSIONS = 0
 """How many GGUF -> safetensors conversions this process ran (tests prove the cache by this count)."""
@@ -695,7 +702,7 @@ def build_openai(settings: LLMSettings, models_dir: Path) -> OpenAIChatModel:
 
 
 def build_fake(settings: LLMSettings, models_dir: Path) -> BaseChatModel:
-    from rag.fake import FakeChatModel
+    from lectern.rag.fake import FakeChatModel
 
     return FakeChatModel(
         context_window=settings.context_window or 2048, max_new_tokens=settings.max_new_tokens

@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
-from ingest.embed import Embedder, build_embedder
-from ingest.settings import EmbedSettings
-from rag.settings import LLMSettings
+from lectern.ingest.embed import Embedder, build_embedder
+from lectern.ingest.settings import EmbedSettings
+from lectern.rag.settings import LLMSettings
 
 LOADED_BY: dict[str, tuple[str, ...]] = {
     "local": ("model", "device", "dtype", "threads"),  # threads: torch's pool is set when it loads
@@ -114,7 +114,7 @@ class ModelCache:
 
     def llm(self, settings: LLMSettings, models_dir: Path) -> BaseChatModel:
         """The chat model `settings` ask for, loaded at most once, with their generation parameters."""
-        from rag.llm import build_llm
+        from lectern.rag.llm import build_llm
 
         native = settings.model_copy(update={"context_window": None})  # the cached one keeps its own
         base = self._llms.get(
@@ -149,7 +149,7 @@ class ModelCache:
 
     def reranker(self, path: str) -> Any:
         """The cross-encoder in this folder (rag.rerank), loaded at most once."""
-        from rag.rerank import CrossEncoderReranker
+        from lectern.rag.rerank import CrossEncoderReranker
 
         key = (str(Path(path).expanduser().resolve()),)
         return self._rerankers.get(key, lambda: CrossEncoderReranker(path), self.loads, "reranker")

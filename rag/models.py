@@ -22,9 +22,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.atomic import atomic_open, atomic_write_text
-from ingest.errors import UnknownKey
-from rag.errors import CorruptModel, ModelNotFound
+from lectern.errors import CorruptModel, ModelNotFound, UnknownKey
+from lectern.ingest.atomic import atomic_open, atomic_write_text
 
 GGUF_MAGIC = b"GGUF"
 PACKAGED_PREFIX = "packaged:"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from langchain_core.prompts import ChatPromptTemplate
 
-from ingest.errors import UnknownKey
-from rag.types import Context
+from lectern.errors import UnknownKey
+from lectern.rag.types import Context
 
 NO_ANSWER = "The documents do not contain the answer."
 _HOW_MUCH = re.compile(r"how (?:many|much|long|old|far|big|large|tall|high|often)\b")

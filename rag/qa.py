@@ -21,8 +21,8 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, Field
 
-from ingest.errors import UnknownKey
-from rag.citations import (
+from lectern.errors import UnknownKey
+from lectern.rag.citations import (
     UNSUPPORTED,
     attribute_sentences,
     grounding_note,
@@ -32,10 +32,10 @@ from rag.citations import (
     strip_citations,
     support_scores,
 )
-from rag.context import fit_contexts, generation_kwargs
-from rag.evidence import Calibration, Evidence, TermWeights, assess, select_sentences
-from rag.prompts import CONCISE_STOP, NO_ANSWER, answer_budget, format_sources, qa_prompt
-from rag.types import AbstainReason, Answer, Citation, Context, quote_of
+from lectern.rag.context import fit_contexts, generation_kwargs
+from lectern.rag.evidence import Calibration, Evidence, TermWeights, assess, select_sentences
+from lectern.rag.prompts import CONCISE_STOP, NO_ANSWER, answer_budget, format_sources, qa_prompt
+from lectern.rag.types import AbstainReason, Answer, Citation, Context, quote_of
 
 __all__ = [
     "QAChain",

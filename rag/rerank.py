@@ -17,7 +17,7 @@ from typing import Any
 
 from langchain_core.documents import Document
 
-from rag.errors import ModelNotFound
+from lectern.errors import ModelNotFound
 
 
 class CrossEncoderReranker:

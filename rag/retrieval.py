@@ -18,11 +18,11 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from ingest import bm25
-from ingest.embed import Embedder
-from ingest.errors import UnknownKey
-from ingest.store import Collection, StoredChunk
-from rag.settings import RetrievalSettings
+from lectern.errors import UnknownKey
+from lectern.ingest import bm25
+from lectern.ingest.embed import Embedder
+from lectern.ingest.store import Collection, StoredChunk
+from lectern.rag.settings import RetrievalSettings
 
 MODES = ("hybrid", "dense", "bm25")
 Scored = list[tuple[int, float, float | None, float | None]]  # id, score, dense, bm25

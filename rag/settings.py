@@ -19,8 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from ingest.atomic import atomic_write_text
-from ingest.settings import IngestSettings
+from lectern.ingest.atomic import atomic_write_text
+from lectern.ingest.settings import IngestSettings
 
 RetrievalMode = Literal["hybrid", "dense", "bm25"]
 QAPrompt = Literal[

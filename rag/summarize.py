@@ -15,8 +15,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate
 
-from ingest.errors import LecternError, UnknownKey
-from rag.context import (
+from lectern.errors import ContextTooLong, NothingToSummarize, UnknownKey
+from lectern.rag.context import (
     context_window,
     count_messages,
     count_tokens,
@@ -25,19 +25,13 @@ from rag.context import (
     split_to_tokens,
     trim_to_tokens,
 )
-from rag.errors import ContextTooLong
-from rag.prompts import REFINE_INITIAL, REFINE_STEP, SUMMARIZE_MAP, SUMMARIZE_REDUCE, SUMMARIZE_STUFF
-from rag.types import SummaryResult
+from lectern.rag.prompts import REFINE_INITIAL, REFINE_STEP, SUMMARIZE_MAP, SUMMARIZE_REDUCE, SUMMARIZE_STUFF
+from lectern.rag.types import SummaryResult
 
 Progress = Callable[[int, int], None]
 SEPARATOR = "\n\n"
 MIN_PIECE_TOKENS = 16  # below this the window is too small to summarize anything
 MAX_COLLAPSE_ROUNDS = 10
-
-
-class NothingToSummarize(LecternError):
-    def __init__(self) -> None:
-        super().__init__("nothing to summarize: no text in the given documents")
 
 
 class Summarizer(Protocol):

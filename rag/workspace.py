@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
 
-from ingest.embed import Embedder
-from ingest.errors import CollectionNotFound, DocumentNotFound, InvalidName
-from ingest.pipeline import (
+from lectern.errors import CollectionNotFound, DocumentNotFound, InvalidName
+from lectern.ingest.embed import Embedder
+from lectern.ingest.pipeline import (
     IngestReport,
     ProgressFn,
     delete,
@@ -31,16 +31,16 @@ from ingest.pipeline import (
     open_collection,
     source_key,
 )
-from ingest.settings import EmbedSettings
-from ingest.store import Collection, DocumentRow
-from rag.model_cache import MODELS
-from rag.retrieval import Filters, Hit, LecternRetriever, Searcher
-from rag.settings import Settings, load_settings
-from rag.types import Answer, SummaryResult
+from lectern.ingest.settings import EmbedSettings
+from lectern.ingest.store import Collection, DocumentRow
+from lectern.rag.model_cache import MODELS
+from lectern.rag.retrieval import Filters, Hit, LecternRetriever, Searcher
+from lectern.rag.settings import Settings, load_settings
+from lectern.rag.types import Answer, SummaryResult
 
 if TYPE_CHECKING:
-    from rag.evidence import Calibration
-    from rag.qa import QAChain
+    from lectern.rag.evidence import Calibration
+    from lectern.rag.qa import QAChain
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -86,7 +86,7 @@ def evidence_calibration(settings: Settings) -> Calibration:
     """The abstention model for this embedder: rag.evidence.CALIBRATED was fitted with MiniLM's
     cosine scores (the accurate profile); other embedders score on another scale, so only the
     question-word coverage is used with them."""
-    from rag.evidence import CALIBRATED, COVERAGE_ONLY
+    from lectern.rag.evidence import CALIBRATED, COVERAGE_ONLY
 
     embed = settings.ingest.embed
     return CALIBRATED if embed.profile == "accurate" and not embed.model else COVERAGE_ONLY
@@ -210,7 +210,7 @@ class Workspace:
 
     def qa_chain(self, **options: Any) -> QAChain:
         """The QA chain over this collection, as the settings configure it (options override)."""
-        from rag.qa import build_qa_chain
+        from lectern.rag.qa import build_qa_chain
 
         retriever, merged = self._qa_parts(options)
         return build_qa_chain(self.llm, retriever, **merged)
@@ -223,7 +223,7 @@ class Workspace:
         return self.qa_chain(**options).stream_answer(question)
 
     def chat_session(self, **options: Any) -> Any:
-        from rag.chat import ConversationStore, build_chat_chain
+        from lectern.rag.chat import ConversationStore, build_chat_chain
 
         store = ConversationStore.for_data_dir(self.settings.data_dir)
         retriever, merged = self._qa_parts(options)
@@ -262,7 +262,7 @@ class Workspace:
         progress: Any = None,
         token_max: int | None = None,
     ) -> SummaryResult:
-        from rag.summarize import summarize
+        from lectern.rag.summarize import summarize
 
         docs, scope = self.scope_documents(source=source, query=query)
         return summarize(

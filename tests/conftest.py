@@ -48,7 +48,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def settings(data_dir: Path):  # type: ignore[no-untyped-def]
     """Settings rooted in the tmp data dir, with the fake embedder and inline parsing (fast)."""
-    from rag.settings import load_settings
+    from lectern.rag.settings import load_settings
 
     return load_settings(
         data_dir=data_dir,
@@ -59,7 +59,7 @@ def settings(data_dir: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def fake_ws(settings):  # type: ignore[no-untyped-def]
     """A Workspace over an (empty) collection named `test`, with the fake embedder."""
-    from rag.workspace import Workspace
+    from lectern.rag.workspace import Workspace
 
     ws = Workspace(collection="test", settings=settings)
     yield ws
@@ -69,7 +69,7 @@ def fake_ws(settings):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def minilm_tokenizer():  # type: ignore[no-untyped-def]
     """The real MiniLM tokenizer (Rust, fast to load): chunk sizes are measured in its word pieces."""
-    from ingest.embed import HFTokenizer, packaged_minilm_path
+    from lectern.ingest.embed import HFTokenizer, packaged_minilm_path
 
     return HFTokenizer(packaged_minilm_path() / "tokenizer.json")
 

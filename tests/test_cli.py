@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rag.cli import app
+from lectern.cli import app
 from tests.conftest import CMU_DATA
 from tests.fixtures.bad_inputs import text_pdf
 
@@ -59,7 +59,7 @@ def test_help(runner: CliRunner) -> None:
 
 
 def test_help_is_fast_and_imports_no_torch() -> None:
-    code = "import sys; from rag.cli import app; assert 'torch' not in sys.modules and 'faiss' not in sys.modules"
+    code = "import sys; from lectern.cli import app; assert 'torch' not in sys.modules and 'faiss' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -133,7 +133,7 @@ def test_a_collection_keeps_its_profile(
     runner: CliRunner, docs: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     """The CLI applies the library's rule: another profile than the collection's is exit 2, naming both."""
-    from rag.settings import load_settings
+    from lectern.rag.settings import load_settings
     from tests.rag.test_workspace_ingest import made_with_profile
 
     monkeypatch.delenv("LECTERN_INGEST__EMBED__MODEL")
@@ -157,10 +157,10 @@ def test_ui_serves_the_app_without_the_developer_toolbar(
     runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """No "Deploy" button or developer menu in the served app: `lectern ui` passes toolbarMode."""
-    import rag.cli
+    import lectern.cli
 
     calls: list[tuple[list[str], dict[str, str]]] = []
-    monkeypatch.setattr(rag.cli.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setattr(lectern.cli.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
     result = run(runner, "ui", "-c", "notes", "--port", "8642", "--data-dir", str(tmp_path / "d"))
     assert result.exit_code == 0, result.output
     [(cmd, env)] = calls

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rag.cli import app
+from lectern.cli import app
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_ask_streams_the_answer_then_numbered_sources(runner: CliRunner) -> None
 
 
 def test_ask_json_is_a_validated_answer(runner: CliRunner) -> None:
-    from rag.types import Answer
+    from lectern.rag.types import Answer
 
     result = runner.invoke(app, ["ask", "What do the otters eat?", "-c", "notes", "--json"])
     assert result.exit_code == 0, result.output
@@ -77,8 +77,8 @@ def test_summarize_a_query_and_an_unknown_method(runner: CliRunner) -> None:
 def test_ask_warns_when_no_source_supports_the_answer(
     runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rag.types import Answer
-    from rag.workspace import Workspace
+    from lectern.rag.types import Answer
+    from lectern.rag.workspace import Workspace
 
     def made_up(self: Workspace, question: str, **options: object):  # type: ignore[no-untyped-def]
         yield "Otters are purple."
@@ -91,10 +91,10 @@ def test_ask_warns_when_no_source_supports_the_answer(
 
 @pytest.mark.parametrize("variant", ["few_shot", "chain_of_thought"])
 def test_the_prompt_setting_picks_the_qa_template(runner: CliRunner, variant: str) -> None:
-    from rag.fake import FakeChatModel
-    from rag.prompts import QA_PROMPTS
-    from rag.settings import load_settings
-    from rag.workspace import Workspace
+    from lectern.rag.fake import FakeChatModel
+    from lectern.rag.prompts import QA_PROMPTS
+    from lectern.rag.settings import load_settings
+    from lectern.rag.workspace import Workspace
 
     ws = Workspace(collection="notes", settings=load_settings(answer={"prompt": variant}))
     assert ws.ask("What do the otters eat?").citations

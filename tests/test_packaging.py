@@ -1,17 +1,20 @@
-"""pyproject.toml declares what the code imports: nothing missing, nothing declared and never used."""
+"""Packaging: pyproject.toml declares what the code imports, and lectern installs under one name."""
 
 from __future__ import annotations
 
 import ast
 import importlib.metadata
 import re
+import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-OURS = {"ingest", "rag", "app", "lectern", "bench", "tests"}
+OURS = {"lectern", "bench", "tests"}
+FOLDERS = ("ingest", "rag", "app", "lectern")  # lectern.ingest, lectern.rag, lectern.app, lectern
 # Declared but not imported, on purpose: each with the reason.
 USED_WITHOUT_IMPORT = {
     "accelerate": 'transformers needs it for device_map="auto"',
@@ -47,7 +50,7 @@ def imported_distributions(*folders: str, installed: bool = True) -> set[str]:
 
 def test_core_dependencies_are_what_the_packages_import() -> None:
     declared = requirement_names(PROJECT["dependencies"])
-    imported = imported_distributions("ingest", "rag", "app", "lectern")
+    imported = imported_distributions(*FOLDERS)
     assert imported - declared == set(), "imported but not declared"
     assert declared - imported == set(USED_WITHOUT_IMPORT), "declared but never imported"
 
@@ -64,3 +67,87 @@ def test_bench_needs_only_the_bench_extra() -> None:
 
 def test_supported_pythons() -> None:
     assert PROJECT["requires-python"] == ">=3.11,<3.14"
+
+
+# -- one installed name ------------------------------------------------------------------------------
+def test_the_code_imports_through_lectern_only() -> None:
+    """`import rag.x` beside `import lectern.rag.x` would load one file as two modules, with two copies
+    of every cache and class (an `except LecternError` would miss errors of the other copy)."""
+    bare = []
+    for folder in (*FOLDERS, "bench", "tests"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                    names = [node.module]
+                bare += [
+                    f"{path.relative_to(ROOT)}: {n}"
+                    for n in names
+                    if n.split(".")[0] in {"app", "rag", "ingest"}
+                ]
+    assert bare == []
+
+
+def test_installed_lectern_puts_no_generic_module_in_site_packages(tmp_path: Path) -> None:
+    """In a fresh process outside the checkout, only `lectern` is importable: app, rag and ingest are not
+    (they would collide with other projects' modules), and every layer loads under lectern."""
+    code = (
+        "import importlib.util as u, sys\n"
+        "assert [n for n in ('app', 'rag', 'ingest') if u.find_spec(n)] == []\n"
+        "import lectern, lectern.cli, lectern.rag.qa, lectern.ingest.pipeline, lectern.app.resources\n"
+        "assert lectern.Workspace.__module__ == 'lectern.rag.workspace'\n"
+        "assert sorted({m.split('.')[0] for m in sys.modules} & {'app', 'rag', 'ingest'}) == []\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_the_wheel_holds_one_top_level_package(tmp_path: Path) -> None:
+    """What `pip install lectern` puts in site-packages: lectern/ and its metadata, nothing else."""
+    build = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        str(tmp_path),
+    ]
+    subprocess.run([*build, str(ROOT)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("lectern-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {
+        "lectern",
+        f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info",
+    }
+    for module in ("lectern/cli.py", "lectern/errors.py", "lectern/ingest/pipeline.py", "lectern/rag/qa.py",
+                   "lectern/app/main.py", "lectern/app/views/ask.py"):  # fmt: skip
+        assert module in names
+    assert len(names) == len(set(names))  # the symlinks in the checkout do not copy a folder twice
+
+
+def lectern_imports(folder: str) -> set[str]:
+    found: set[str] = set()
+    for path in (ROOT / folder).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.startswith("lectern"))
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lectern"):
+                found.add(node.module)
+    return found
+
+
+def test_imports_flow_one_way() -> None:
+    """app -> rag -> ingest, and lectern.errors is the leaf every layer may use."""
+    assert {
+        m for m in lectern_imports("ingest") if not m.startswith(("lectern.ingest", "lectern.errors"))
+    } == set()
+    assert {m for m in lectern_imports("rag") if m.startswith(("lectern.app", "lectern.cli"))} == set()
+    errors = ast.parse((ROOT / "lectern" / "errors.py").read_text(encoding="utf-8"))
+    assert [
+        n for n in ast.walk(errors) if isinstance(n, ast.ImportFrom) and "lectern" in (n.module or "")
+    ] == []

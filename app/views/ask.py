@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import components, resources
-from rag.chat import ConversationStore, Turn
-from rag.qa import grounding_note
-from rag.types import Answer
+from lectern.app import components, resources
+from lectern.rag.chat import ConversationStore, Turn
+from lectern.rag.qa import grounding_note
+from lectern.rag.types import Answer
 
 ws = resources.workspace()
 conversation = resources.sticky("conversation", resources.new_conversation_id())

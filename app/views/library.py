@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import components, resources
+from lectern.app import components, resources
 
 ws = resources.workspace()
 st.header(f"Library · {ws.name}")

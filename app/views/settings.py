@@ -10,9 +10,9 @@ from typing import Any
 
 import streamlit as st
 
-from app import components, resources
-from rag.models import AUTO, installed
-from rag.settings import Settings
+from lectern.app import components, resources
+from lectern.rag.models import AUTO, installed
+from lectern.rag.settings import Settings
 
 KINDS = {
     "packaged": "Packaged local model",

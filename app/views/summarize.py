@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import components, resources
-from rag.types import SummaryResult
+from lectern.app import components, resources
+from lectern.rag.types import SummaryResult
 
 METHODS = ["auto", "stuff", "refine", "map_reduce"]
 SCOPES = ["A document", "The whole collection", "A query"]

@@ -47,7 +47,7 @@ def open_app(data_dir: Path) -> Callable[..., AppTest]:
 @pytest.fixture
 def ingested(data_dir: Path) -> Path:
     """The sample documents ingested into the `default` collection through the Python API."""
-    from rag.workspace import Workspace
+    from lectern.rag.workspace import Workspace
 
     ws = Workspace()
     report = ws.ingest([SAMPLE_DOCS])

@@ -11,10 +11,10 @@ import pytest
 from filelock import FileLock
 from streamlit.testing.v1 import AppTest
 
-from app import resources
-from ingest.errors import InvalidName
-from rag.chat import ConversationStore
-from rag.settings import load_settings
+from lectern.app import resources
+from lectern.errors import InvalidName
+from lectern.rag.chat import ConversationStore
+from lectern.rag.settings import load_settings
 from tests.app.conftest import SAMPLE_DOCS
 from tests.fixtures.bad_inputs import text_pdf
 
@@ -82,7 +82,7 @@ def test_bad_upload_names_are_rejected(data_dir: Path, name: str) -> None:
 
 def test_uploaded_files_are_ingested_from_the_uploads_folder(data_dir: Path) -> None:
     """The upload path in full, minus the browser widget that AppTest cannot drive."""
-    from rag.workspace import Workspace
+    from lectern.rag.workspace import Workspace
 
     config = load_settings()
     saved, _ = resources.save_uploads(
@@ -279,7 +279,7 @@ def test_summarize_the_collection(open_app: OpenApp, ingested: Path) -> None:
 
 
 def _sources() -> list[str]:
-    from rag.workspace import Workspace
+    from lectern.rag.workspace import Workspace
 
     ws = Workspace()
     try:
@@ -316,8 +316,8 @@ def test_settings_are_saved_for_the_cli(open_app: OpenApp, data_dir: Path) -> No
 def test_new_generation_settings_load_no_second_model(open_app: OpenApp, ingested: Path) -> None:
     """The UI asks rag.model_cache like the CLI and the API: a new answer length or temperature saved
     on the Settings page is applied to the loaded model, not loaded again."""
-    from rag.model_cache import MODELS
-    from rag.workspace import Workspace
+    from lectern.rag.model_cache import MODELS
+    from lectern.rag.workspace import Workspace
 
     at = open_app("ask")
     at.chat_input[0].set_value("Who designed the tower?").run()
@@ -346,8 +346,8 @@ def test_an_answer_without_citations_shows_the_passages_given() -> None:
     """Small models sometimes cite nothing: the passages they were shown still appear, with file and page."""
 
     def script() -> None:
-        from app import components
-        from rag.types import Context
+        from lectern.app import components
+        from lectern.rag.types import Context
 
         contexts = [
             Context(

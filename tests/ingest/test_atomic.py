@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest import atomic
-from ingest.atomic import atomic_folder, atomic_open, atomic_write_bytes, atomic_write_text
+from lectern.ingest import atomic
+from lectern.ingest.atomic import atomic_folder, atomic_open, atomic_write_bytes, atomic_write_text
 
 
 def test_write_replaces_the_whole_file_and_leaves_no_temp(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from ingest.bm25 import BM25Matrix
+from lectern.ingest.bm25 import BM25Matrix
 
 DOCS = [[0, 1, 1, 2], [1, 3], [2, 2, 2, 4, 5], [0, 5], [3, 4, 1], [6]]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ingest.chunk import Chunk, chunk_document, split_unit
-from ingest.embed import word_offsets
-from ingest.load import LoadedDocument, Unit, load
+from lectern.ingest.chunk import Chunk, chunk_document, split_unit
+from lectern.ingest.embed import word_offsets
+from lectern.ingest.load import LoadedDocument, Unit, load
 from tests.conftest import SAMPLE_DOCS
 from tests.fixtures.bad_inputs import build_pdf
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest import bm25
-from ingest.embed import FakeEmbedder
-from ingest.pipeline import delete, manifest_for
-from ingest.settings import IngestSettings
-from ingest.store import WORK, Collection
+from lectern.ingest import bm25
+from lectern.ingest.embed import FakeEmbedder
+from lectern.ingest.pipeline import delete, manifest_for
+from lectern.ingest.settings import IngestSettings
+from lectern.ingest.store import WORK, Collection
 from tests.ingest.test_store import put
 
 EMB = FakeEmbedder()

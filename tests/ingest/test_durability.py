@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 from filelock import FileLock
 
-from ingest import store
-from ingest.embed import FakeEmbedder
-from ingest.errors import IndexLocked
-from ingest.pipeline import ingest, source_key
-from ingest.settings import IngestSettings
-from ingest.store import Collection, Writer
-from rag.retrieval import Searcher
-from rag.settings import RetrievalSettings
+from lectern.errors import IndexLocked
+from lectern.ingest import store
+from lectern.ingest.embed import FakeEmbedder
+from lectern.ingest.pipeline import ingest, source_key
+from lectern.ingest.settings import IngestSettings
+from lectern.ingest.store import Collection, Writer
+from lectern.rag.retrieval import Searcher
+from lectern.rag.settings import RetrievalSettings
 
 N_FILES = 60
 CFG = IngestSettings(parse_workers=0, lock_timeout_s=5.0, chunk={"chunk_tokens": 16, "overlap_tokens": 4})
@@ -33,9 +33,9 @@ KILLABLE = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from ingest.embed import FakeEmbedder
-    from ingest.pipeline import ingest
-    from ingest.settings import IngestSettings
+    from lectern.ingest.embed import FakeEmbedder
+    from lectern.ingest.pipeline import ingest
+    from lectern.ingest.settings import IngestSettings
 
     done, embedded = int(sys.argv[3]), sys.argv[4] == "embedded"
     current = f"doc{done if embedded else done - 1:03d}.txt"  # the one just embedded, or just written

@@ -9,11 +9,11 @@ import faiss
 import numpy as np
 import pytest
 
-from ingest.embed import FakeEmbedder
-from ingest.pipeline import delete, manifest_for
-from ingest.settings import IngestSettings
-from ingest.snapshot import base_of
-from ingest.store import WORK, Collection, DocumentRow, NewChunk
+from lectern.ingest.embed import FakeEmbedder
+from lectern.ingest.pipeline import delete, manifest_for
+from lectern.ingest.settings import IngestSettings
+from lectern.ingest.snapshot import base_of
+from lectern.ingest.store import WORK, Collection, DocumentRow, NewChunk
 
 EMB = FakeEmbedder()
 PER_DOC = 40

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pypdf import PageObject
 
-from ingest.errors import (
+from lectern.errors import (
     CorruptDocument,
     DocumentError,
     EmptyDocument,
@@ -16,8 +16,8 @@ from ingest.errors import (
     EncryptedDocument,
     UnsupportedFormat,
 )
-from ingest.load import LOADERS, LoadedDocument, Unit, _glob_regex, clean_text, iter_files, load
-from ingest.settings import IngestSettings
+from lectern.ingest.load import LOADERS, LoadedDocument, Unit, _glob_regex, clean_text, iter_files, load
+from lectern.ingest.settings import IngestSettings
 from tests.fixtures.bad_inputs import (
     SAMPLE_DOCS,
     binary_bytes,

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from ingest.embed import FakeEmbedder, build_embedder
-from ingest.errors import ChunkingMismatch, ChunkTooLarge, EmbedderNotFound, IndexMismatch
-from ingest.pipeline import Progress, delete, ingest, source_key
-from ingest.settings import EmbedSettings, IngestSettings
-from ingest.store import WORK, Collection
-from rag.retrieval import Searcher
-from rag.settings import RetrievalSettings
+from lectern.errors import ChunkingMismatch, ChunkTooLarge, EmbedderNotFound, IndexMismatch
+from lectern.ingest.embed import FakeEmbedder, build_embedder
+from lectern.ingest.pipeline import Progress, delete, ingest, source_key
+from lectern.ingest.settings import EmbedSettings, IngestSettings
+from lectern.ingest.store import WORK, Collection
+from lectern.rag.retrieval import Searcher
+from lectern.rag.settings import RetrievalSettings
 from tests.fixtures.bad_inputs import make_bad_corpus, text_pdf
 
 FILES = {

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest import bm25
-from ingest.embed import FakeEmbedder
-from ingest.errors import IndexMismatch
-from ingest.pipeline import manifest_for
-from ingest.settings import IngestSettings
-from ingest.store import FORMAT_VERSION, Collection, DocumentRow, Manifest, NewChunk
+from lectern.errors import IndexMismatch
+from lectern.ingest import bm25
+from lectern.ingest.embed import FakeEmbedder
+from lectern.ingest.pipeline import manifest_for
+from lectern.ingest.settings import IngestSettings
+from lectern.ingest.store import FORMAT_VERSION, Collection, DocumentRow, Manifest, NewChunk
 
 EMB = FakeEmbedder()
 

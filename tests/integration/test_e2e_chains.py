@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.errors import ContextTooLong
+from lectern.errors import ContextTooLong
 from tests.conftest import SAMPLE_DOCS, SAMPLE_EXCLUDE
 
 pytestmark = pytest.mark.e2e
@@ -16,8 +16,8 @@ PDF = SAMPLE_DOCS / "marrow_point_light.pdf"
 
 @pytest.fixture(scope="module")
 def real_ws(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[object]:
-    from rag.settings import Settings
-    from rag.workspace import Workspace
+    from lectern.rag.settings import Settings
+    from lectern.rag.workspace import Workspace
 
     data = tmp_path_factory.mktemp("e2e-data")
     (data / "models").symlink_to(models_dir, target_is_directory=True)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from rag.answer_metrics import canonical, contains_gold, context_has_answer, lenient_contains, token_f1
+from lectern.rag.answer_metrics import (
+    canonical,
+    contains_gold,
+    context_has_answer,
+    lenient_contains,
+    token_f1,
+)
 
 
 def test_contains_gold_on_word_boundaries() -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ingest.errors import InvalidName
-from rag.chat import ConversationStore, CorruptConversation, Turn, build_chat_chain, clean_rewrite
-from rag.types import Answer
+from lectern.errors import CorruptConversation, InvalidName
+from lectern.rag.chat import ConversationStore, Turn, build_chat_chain, clean_rewrite
+from lectern.rag.types import Answer
 from tests.rag.test_context import ListRetriever, WindowFake, make_doc, words
 from tests.rag.test_qa import PLAIN
 

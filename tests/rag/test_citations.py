@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from rag.citations import attribute_sentences, highlights, support_scores, without_markers
-from rag.qa import build_qa_chain
-from rag.types import Context
+from lectern.rag.citations import attribute_sentences, highlights, support_scores, without_markers
+from lectern.rag.qa import build_qa_chain
+from lectern.rag.types import Context
 from tests.rag.test_context import ListRetriever, WindowFake, make_doc
 from tests.rag.test_qa import PLAIN
 

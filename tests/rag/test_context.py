@@ -16,7 +16,8 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
 from pydantic import Field
 
-from rag.context import (
+from lectern.errors import ContextTooLong
+from lectern.rag.context import (
     DEFAULT_CONTEXT_WINDOW,
     TokenCountUnavailable,
     context_window,
@@ -27,9 +28,8 @@ from rag.context import (
     split_to_tokens,
     trim_to_tokens,
 )
-from rag.errors import ContextTooLong
-from rag.prompts import QA_ZERO_SHOT, format_sources
-from rag.types import Context
+from lectern.rag.prompts import QA_ZERO_SHOT, format_sources
+from lectern.rag.types import Context
 
 
 class WindowFake(BaseChatModel):

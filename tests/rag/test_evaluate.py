@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.evaluate import BadQADir, QAItem, RankedChunk, articles_of, load_qa, normalise, retrieval_metrics
+from lectern.errors import BadQADir
+from lectern.rag.evaluate import QAItem, RankedChunk, articles_of, load_qa, normalise, retrieval_metrics
 
 HEADER = "ArticleTitle\tQuestion\tAnswer\tDifficultyFromQuestioner\tDifficultyFromAnswerer\tArticleFile"
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-import rag.evaluate_answers as ea
-from rag.evaluate import QAItem
-from rag.types import Answer, Citation, Context
+import lectern.rag.evaluate_answers as ea
+from lectern.rag.evaluate import QAItem
+from lectern.rag.types import Answer, Citation, Context
 from tests.conftest import CMU_DATA
 
 CMU = CMU_DATA / "S08"
@@ -170,7 +170,7 @@ def test_e2e_answer_eval_minilm_smollm2(tmp_path: Path, data_dir: Path) -> None:
 
     from rich.console import Console
 
-    from rag.settings import load_settings
+    from lectern.rag.settings import load_settings
 
     settings = load_settings(
         data_dir=data_dir,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.evidence import (
+from lectern.rag.evidence import (
     CALIBRATED,
     COVERAGE_ONLY,
     Calibration,
@@ -16,9 +16,9 @@ from rag.evidence import (
     sentence_spans,
     sentences,
 )
-from rag.prompts import NO_ANSWER
-from rag.qa import build_qa_chain
-from rag.types import Context
+from lectern.rag.prompts import NO_ANSWER
+from lectern.rag.qa import build_qa_chain
+from lectern.rag.types import Context
 from tests.rag.test_context import ListRetriever, WindowFake, make_doc
 
 VOLTA = (

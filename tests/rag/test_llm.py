@@ -19,12 +19,11 @@ import pytest
 import torch
 from langchain_core.messages import HumanMessage, SystemMessage
 
-import rag.llm as llm_mod
-from ingest.errors import UnknownKey
-from rag.errors import ContextTooLong, LLMServerError, LLMUnavailable
-from rag.fake import DONT_KNOW, FakeChatModel
-from rag.llm import LLM_BACKENDS, build_llm, fit_check
-from rag.settings import LLMSettings
+import lectern.rag.llm as llm_mod
+from lectern.errors import ContextTooLong, LLMServerError, LLMUnavailable, UnknownKey
+from lectern.rag.fake import DONT_KNOW, FakeChatModel
+from lectern.rag.llm import LLM_BACKENDS, build_llm, fit_check
+from lectern.rag.settings import LLMSettings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -277,7 +276,7 @@ def test_cuda_loads_in_half_precision(smol_dir: Path) -> None:
 def test_cpu_dtype_is_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from rag import llm as llm_module
+    from lectern.rag import llm as llm_module
 
     monkeypatch.setattr(llm_module, "cpu_has_native_bf16", lambda: True)
     assert llm_module._resolve_dtype("auto", "cpu") == torch.bfloat16
@@ -303,7 +302,7 @@ def test_bf16_weights_answer_the_known_question(smol_dir: Path) -> None:
 def test_repetition_penalty_spares_the_prompt_tokens() -> None:
     import torch
 
-    from rag.llm import _penalty_after
+    from lectern.rag.llm import _penalty_after
 
     processor = _penalty_after(prompt_len=3, penalty=2.0)
     scores = torch.tensor([[4.0, 4.0, 4.0, -4.0, 4.0]])

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-import rag.llm as llm_mod
-from ingest.settings import EmbedSettings
-from rag.llm import LocalChatModel, OpenAIChatModel
-from rag.model_cache import LOADED_BY, MODELS, PER_CALL, ModelCache
-from rag.settings import LLMSettings, load_settings
-from rag.workspace import Workspace
+import lectern.rag.llm as llm_mod
+from lectern.ingest.settings import EmbedSettings
+from lectern.rag.llm import LocalChatModel, OpenAIChatModel
+from lectern.rag.model_cache import LOADED_BY, MODELS, PER_CALL, ModelCache
+from lectern.rag.settings import LLMSettings, load_settings
+from lectern.rag.workspace import Workspace
 
 
 @pytest.fixture

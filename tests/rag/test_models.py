@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.errors import UnknownKey
-from rag import models
-from rag.errors import CorruptModel, ModelNotFound
+from lectern.errors import CorruptModel, ModelNotFound, UnknownKey
+from lectern.rag import models
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

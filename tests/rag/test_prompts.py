@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from langchain_core.prompts import ChatPromptTemplate
 
-from ingest.errors import UnknownKey
-from rag.prompts import (
+from lectern.errors import UnknownKey
+from lectern.rag.prompts import (
     ALL_PROMPTS,
     CONDENSE_QUESTION,
     NO_ANSWER,
@@ -24,7 +24,7 @@ from rag.prompts import (
     format_sources,
     qa_prompt,
 )
-from rag.types import Context
+from lectern.rag.types import Context
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 

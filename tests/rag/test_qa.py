@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from ingest.errors import UnknownKey
-from rag.prompts import NO_ANSWER
-from rag.qa import (
+from lectern.errors import UnknownKey
+from lectern.rag.prompts import NO_ANSWER
+from lectern.rag.qa import (
     build_qa_chain,
     grounding_note,
     is_abstention,
@@ -16,7 +16,7 @@ from rag.qa import (
     split_reasoning,
     stream_answer,
 )
-from rag.types import QUOTE_CHARS, Answer
+from lectern.rag.types import QUOTE_CHARS, Answer
 from tests.rag.test_context import ListRetriever, WindowFake, make_doc, words
 
 DOCS = [
@@ -261,7 +261,7 @@ def test_each_sentence_is_cited_with_the_source_it_came_from() -> None:
 
 
 def test_grounding_note_warns_only_for_weakly_supported_answers() -> None:
-    from rag.qa import grounding_note
+    from lectern.rag.qa import grounding_note
 
     made_up = chain(["Bananas ripen quickly in July."])[0].invoke("How are filters sold?")
     assert "may be made up" in (grounding_note(made_up) or "")

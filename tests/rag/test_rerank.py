@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from langchain_core.documents import Document
 
-from rag.errors import ModelNotFound
-from rag.rerank import CrossEncoderReranker
+from lectern.errors import ModelNotFound
+from lectern.rag.rerank import CrossEncoderReranker
 
 WORDS = [
     "the",
@@ -87,7 +87,7 @@ def test_a_folder_without_a_model_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_workspace_retriever_reranks_more_candidates(tiny_cross_encoder: Path, settings: object) -> None:
-    from rag.workspace import Workspace
+    from lectern.rag.workspace import Workspace
     from tests.conftest import SAMPLE_DOCS, SAMPLE_EXCLUDE
 
     ws = Workspace(collection="rr", settings=settings)  # type: ignore[arg-type]

@@ -8,8 +8,8 @@ import pytest
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 
-from ingest.errors import UnknownKey
-from rag.retrieval import MODES, Filters, LecternRetriever, Searcher
+from lectern.errors import UnknownKey
+from lectern.rag.retrieval import MODES, Filters, LecternRetriever, Searcher
 from tests.fixtures.bad_inputs import build_pdf
 
 NOISY = "Noisy\n\n" + "\n\n".join(f"Orchard apples harvest apples orchard number {i}." for i in range(12))
@@ -126,8 +126,8 @@ def test_min_score_drops_weak_hits(ws) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_searcher_refuses_another_embedder(ws) -> None:  # type: ignore[no-untyped-def]
-    from ingest.embed import FakeEmbedder
-    from ingest.errors import IndexMismatch
+    from lectern.errors import IndexMismatch
+    from lectern.ingest.embed import FakeEmbedder
 
     with pytest.raises(IndexMismatch):
         Searcher(ws.collection(), FakeEmbedder(dimension=16), ws.settings.retrieval)
@@ -158,7 +158,7 @@ def test_a_delete_between_snapshot_and_vector_read_does_not_misalign_scores(
     vector read after the deleted row onto the wrong chunk (they were matched by position)."""
     import numpy as np
 
-    from ingest.pipeline import delete
+    from lectern.ingest.pipeline import delete
 
     col = ws.collection()
     ws.settings.retrieval.fetch_k = 1  # few dense candidates: the lexical ones need their vectors read

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.cli import _settings
-from rag.settings import Settings, load_settings
+from lectern.cli import _settings
+from lectern.rag.settings import Settings, load_settings
 
 
 @pytest.fixture

@@ -8,9 +8,8 @@ import re
 import pytest
 from langchain_core.documents import Document
 
-from ingest.errors import UnknownKey
-from rag.errors import ContextTooLong
-from rag.summarize import (
+from lectern.errors import ContextTooLong, UnknownKey
+from lectern.rag.summarize import (
     SUMMARIZERS,
     NothingToSummarize,
     choose_method,
@@ -19,7 +18,7 @@ from rag.summarize import (
     stuff,
     summarize,
 )
-from rag.types import SummaryResult
+from lectern.rag.types import SummaryResult
 from tests.rag.test_context import WindowFake, make_doc, words
 
 REDUCE_HEAD = "These are summaries"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ingest.embed import FakeEmbedder
-from ingest.errors import CollectionNotFound, DocumentNotFound, InvalidName
-from rag.workspace import Workspace, check_name
+from lectern.errors import CollectionNotFound, DocumentNotFound, InvalidName
+from lectern.ingest.embed import FakeEmbedder
+from lectern.rag.workspace import Workspace, check_name
 from tests.conftest import SAMPLE_DOCS, SAMPLE_EXCLUDE
 from tests.fixtures.bad_inputs import make_bad_corpus, text_pdf
 
@@ -36,7 +36,7 @@ def test_ingest_search_delete_roundtrip(fake_ws: Workspace, tmp_path: Path) -> N
 def test_collection_embedder_comes_from_the_manifest(fake_ws: Workspace, tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("Alpha\n\nSome words.\n")
     fake_ws.ingest([tmp_path / "a.txt"])
-    from rag.settings import load_settings
+    from lectern.rag.settings import load_settings
 
     plain = Workspace(collection="test", settings=load_settings(data_dir=fake_ws.settings.data_dir))
     assert plain.settings.ingest.embed.model is None  # the settings alone would pick MiniLM
@@ -46,8 +46,8 @@ def test_collection_embedder_comes_from_the_manifest(fake_ws: Workspace, tmp_pat
 
 def made_with_profile(settings, name: str, profile: str) -> None:  # type: ignore[no-untyped-def]
     """A collection whose manifest says it was created with `profile` (no model is loaded)."""
-    from ingest.pipeline import chunking_of
-    from ingest.store import Collection, Manifest
+    from lectern.ingest.pipeline import chunking_of
+    from lectern.ingest.store import Collection, Manifest
 
     embedder = {"kind": "sentence-transformers", "name": f"{profile}-model", "normalize": True}
     manifest = Manifest(embedder, 384, chunking_of(settings.ingest), {"kind": "flat"}, profile=profile)
@@ -57,8 +57,8 @@ def made_with_profile(settings, name: str, profile: str) -> None:  # type: ignor
 def test_a_collection_keeps_its_profile(data_dir: Path) -> None:
     """One rule (ingest.pipeline.embed_settings_for): unset means the manifest's profile; another
     profile asked for is an error naming both, before any model is loaded."""
-    from ingest.errors import IndexMismatch, ProfileMismatch
-    from rag.settings import load_settings
+    from lectern.errors import IndexMismatch, ProfileMismatch
+    from lectern.rag.settings import load_settings
 
     made_with_profile(load_settings(data_dir=data_dir), "quick", "fast")
     unset = Workspace(collection="quick", settings=load_settings(data_dir=data_dir))
@@ -83,8 +83,8 @@ def test_a_collection_keeps_its_profile(data_dir: Path) -> None:
 
 
 def test_a_new_collection_records_the_default_profile(data_dir: Path) -> None:
-    from ingest.pipeline import manifest_for
-    from ingest.settings import IngestSettings
+    from lectern.ingest.pipeline import manifest_for
+    from lectern.ingest.settings import IngestSettings
 
     assert manifest_for(FakeEmbedder(), IngestSettings()).profile == "accurate"
     assert manifest_for(FakeEmbedder(), IngestSettings(embed={"profile": "fast"})).profile == "fast"
@@ -141,7 +141,7 @@ def test_summarize_an_unknown_document_names_it_and_lists_known_ones(
 @pytest.fixture(scope="module")
 def minilm_sample(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """sample_docs (without README.md and make_pdf.py) ingested once with the accurate profile."""
-    from rag.settings import load_settings
+    from lectern.rag.settings import load_settings
 
     data = tmp_path_factory.mktemp("e2e-data")
     settings = load_settings(data_dir=data)
@@ -179,7 +179,7 @@ def test_e2e_sample_questions(minilm_sample: Workspace, question: str, file: str
 
 @pytest.mark.e2e
 def test_e2e_bad_corpus_with_minilm(tmp_path: Path) -> None:
-    from rag.settings import load_settings
+    from lectern.rag.settings import load_settings
 
     folder = tmp_path / "bad"
     expected = make_bad_corpus(folder)
@@ -202,7 +202,7 @@ def test_e2e_bad_corpus_with_minilm(tmp_path: Path) -> None:
 
 
 def _fast_model_dir() -> str:
-    from ingest.embed import _model_name, packaged_minilm_path
+    from lectern.ingest.embed import _model_name, packaged_minilm_path
 
     return f"minilm-m2v-256-{_model_name(packaged_minilm_path()).split('@')[1]}"
 
@@ -211,8 +211,8 @@ def _fast_model_dir() -> str:
 def fast_data_dir(tmp_path: Path, models_dir: Path) -> Path:
     """A data dir whose models/ holds the distilled fast model: copied from the user's cache, or
     distilled once per session (about a minute on 2 cores)."""
-    from ingest.embed import distilled_minilm
-    from rag.settings import default_data_dir
+    from lectern.ingest.embed import distilled_minilm
+    from lectern.rag.settings import default_data_dir
 
     name = _fast_model_dir()
     cached = default_data_dir() / "models" / name
@@ -232,7 +232,7 @@ def test_e2e_fast_profile(fast_data_dir: Path, monkeypatch: pytest.MonkeyPatch) 
     """The fast profile (a static model2vec distillate of MiniLM) finds the right document."""
     import model2vec.distill
 
-    from rag.settings import load_settings
+    from lectern.rag.settings import load_settings
 
     def no_distillation(*args: object, **kwargs: object) -> None:
         raise AssertionError("distilled again: the cached fast model should have been used")

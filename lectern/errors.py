@@ -1,4 +1,8 @@
-"""Typed errors of the ingestion layer: they carry the facts, the edges word them."""
+"""Every error lectern raises on purpose, in one place. Each type means one thing and carries the facts
+(path, field, tokens, URL, reason); the edges (CLI, web UI, server) word them for people.
+
+This module imports nothing of lectern's, so every layer (ingest, rag, app, the CLI) can use it.
+"""
 
 from __future__ import annotations
 
@@ -139,3 +143,80 @@ class UnknownKey(LecternError):
 
 class IndexLocked(LecternError):
     """Another writer holds the collection's lock."""
+
+
+# --- answering: models, prompts, conversations, evaluation ---
+
+
+class ContextTooLong(LecternError):
+    """A prompt does not fit the model's context window; `field` names the part that overflowed."""
+
+    def __init__(self, tokens: int, window: int, field: str) -> None:
+        self.tokens = tokens
+        self.window = window
+        self.field = field
+        super().__init__(f"{field} needs {tokens} tokens but the model's context window is {window}")
+
+
+class LLMUnavailable(LecternError):
+    """The model server could not be reached (refused, timed out, DNS...)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot reach the model server at {url}: {reason}")
+
+
+class LLMServerError(LecternError):
+    """The model server answered with an HTTP error; `message` is what the server said."""
+
+    def __init__(self, url: str, status: int, message: str) -> None:
+        self.url = url
+        self.status = status
+        self.message = message
+        super().__init__(f"model server at {url} answered HTTP {status}: {message}")
+
+
+class ModelNotFound(LecternError):
+    """The asked-for model is neither packaged, a folder, a .gguf file nor in the local HF cache."""
+
+    def __init__(self, model: str, detail: str) -> None:
+        self.model = model
+        self.detail = detail
+        super().__init__(f"model {model!r} not found: {detail}")
+
+
+class CorruptModel(LecternError):
+    """A packaged model's parts or joined file failed verification (checksum, size, GGUF header)."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"{path}: {detail}")
+
+
+class TokenCountUnavailable(LecternError):
+    """The model's token counter returned 0 for non-empty text (LangChain's offline default)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(
+            f"{model} cannot count tokens (get_num_tokens returned 0 for non-empty text); "
+            "the backend must count with the model's own tokenizer"
+        )
+
+
+class NothingToSummarize(LecternError):
+    def __init__(self) -> None:
+        super().__init__("nothing to summarize: no text in the given documents")
+
+
+class CorruptConversation(LecternError):
+    def __init__(self, path: str | Path, detail: str) -> None:
+        self.path = str(path)
+        self.detail = detail
+        super().__init__(f"{self.path}: {detail}")
+
+
+class BadQADir(LecternError):
+    """The --qa-dir folder is not laid out like the CMU dataset."""

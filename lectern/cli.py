@@ -19,13 +19,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ingest.errors import DocumentError, LecternError
+from lectern.errors import DocumentError, LecternError
 
 if TYPE_CHECKING:
-    from ingest.pipeline import IngestReport
-    from rag.settings import Settings
-    from rag.types import Answer
-    from rag.workspace import Workspace
+    from lectern.ingest.pipeline import IngestReport
+    from lectern.rag.settings import Settings
+    from lectern.rag.types import Answer
+    from lectern.rag.workspace import Workspace
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="lectern: private, local RAG over your documents."
@@ -53,7 +53,7 @@ ModelOpt = Annotated[
 
 def _settings(data_dir: Path | None = None, **nested: Any) -> Settings:
     """CLI flags on top of every other settings source."""
-    from rag.settings import load_settings
+    from lectern.rag.settings import load_settings
 
     base = load_settings(data_dir=data_dir)
     if not nested:
@@ -69,7 +69,7 @@ def _settings(data_dir: Path | None = None, **nested: Any) -> Settings:
 
 
 def _workspace(collection: str | None, settings: Settings) -> Workspace:
-    from rag.workspace import Workspace
+    from lectern.rag.workspace import Workspace
 
     return Workspace(collection=collection, settings=settings)
 
@@ -290,7 +290,7 @@ def _say_model(ws: Workspace) -> None:
 
 
 def _print_grounding(answer: Answer) -> None:
-    from rag.qa import grounding_note
+    from lectern.rag.qa import grounding_note
 
     note = grounding_note(answer)
     if note:
@@ -298,7 +298,7 @@ def _print_grounding(answer: Answer) -> None:
 
 
 def _stream(parts: Iterator[Any]) -> Answer:
-    from rag.types import Answer
+    from lectern.rag.types import Answer
 
     answer: Answer | None = None
     for part in parts:
@@ -445,7 +445,7 @@ def eval_retrieval(
     as_json: JsonOpt = False,
 ) -> None:
     """Retrieval quality: article and answer hit@1/5/10, MRR@10, mean query milliseconds."""
-    from rag.evaluate import run_retrieval_eval
+    from lectern.rag.evaluate import run_retrieval_eval
 
     with _edge():
         settings = _settings(data_dir, **{"ingest.embed": {"profile": profile}})
@@ -488,7 +488,7 @@ def eval_answers(
 ) -> None:
     """Answer quality: gold answer contained (strict, lenient, F1), in the sources, cited passage,
     abstentions with the article and without it, seconds per answer."""
-    from rag.evaluate_answers import eval_answers_command
+    from lectern.rag.evaluate_answers import eval_answers_command
 
     with _edge():
         answer = {"prompt": prompt, "context": context, "evidence": evidence}
@@ -507,7 +507,7 @@ def ui(
     """Open the Streamlit web UI."""
     import importlib.util
 
-    spec = importlib.util.find_spec("app")
+    spec = importlib.util.find_spec("lectern.app")
     if spec is None or not spec.submodule_search_locations:
         err.print("[red]error:[/red] the app package is not installed")
         raise typer.Exit(2)
