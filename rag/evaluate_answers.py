@@ -230,7 +230,11 @@ class AnswerEval:
 
         llm = shared_llm(settings)
         r = settings.retrieval
-        options = {**qa_options(settings), "term_weights": self.searcher.term_weights}
+        options = {
+            **qa_options(settings),
+            "term_weights": self.searcher.term_weights,
+            "spelling": self.searcher.spelled,
+        }
 
         def chain(filters: Filters | None) -> QAChain:
             retriever = LecternRetriever(

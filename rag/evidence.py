@@ -122,11 +122,14 @@ def assess(
     contexts: Sequence[Context],
     weights: TermWeights | None = None,
     calibration: Calibration | None = None,
+    *,
+    terms: Sequence[str] | None = None,
 ) -> Evidence:
-    """The evidence features of the best-ranked chunk and the calibrated probability."""
+    """The evidence features of the best-ranked chunk and the calibrated probability. `terms` are
+    the question's terms when the caller has them already (spelled by Searcher.spelled)."""
     if not contexts:
         return Evidence(0.0, None, 0.0)
-    terms = bm25.terms(question)
+    terms = list(terms) if terms is not None else bm25.terms(question)
     # Without the collection's statistics every word weighs the same: the k passages alone cannot
     # tell a rare word of the question from a common one that they happen to lack.
     w = weights(terms) if weights is not None else dict.fromkeys(terms, 1.0)
@@ -145,12 +148,14 @@ def select_sentences(
     top: int = 4,
     neighbours: int = 1,
     rank_penalty: float = 0.15,
+    terms: Sequence[str] | None = None,
 ) -> list[Context]:
     """The `top` sentences that share the most (rarity-weighted) terms with the question, each with
     `neighbours` sentences either side, kept in their chunk and in reading order; chunks with no
     chosen sentence are dropped and the rest renumbered from 1. A chunk's rank breaks near-ties. A
-    sentence that shares no word is never chosen for itself (only as a neighbour)."""
-    terms = set(bm25.terms(question))
+    sentence that shares no word is never chosen for itself (only as a neighbour). `terms`: the
+    question's terms, when the caller has them already."""
+    terms = set(terms) if terms is not None else set(bm25.terms(question))
     lookup = weights or local_idf([c.text for c in contexts])
     w = lookup(sorted(terms))
     scored: list[tuple[float, int, int]] = []

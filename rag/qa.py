@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, Field
 
 from lectern.errors import UnknownKey
+from lectern.ingest import bm25
 from lectern.rag.citations import (
     UNSUPPORTED,
     attribute_sentences,
@@ -94,6 +95,7 @@ class QAChain(Runnable[QAInput, Answer]):
         evidence: bool = True,
         term_weights: TermWeights | None = None,
         calibration: Calibration | None = None,
+        spelling: Callable[[Sequence[str]], list[str]] | None = None,
     ) -> None:
         if context not in CONTEXT_FORMS:
             raise UnknownKey("answer context", context, list(CONTEXT_FORMS))
@@ -109,6 +111,7 @@ class QAChain(Runnable[QAInput, Answer]):
         self.evidence = evidence
         self.term_weights = term_weights
         self.calibration = calibration
+        self.spelling = spelling
 
     def _generation(self, question: str) -> dict[str, Any]:
         """Per-call generation options: a concise prompt gets a short answer budget and stops at a
@@ -152,15 +155,20 @@ class QAChain(Runnable[QAInput, Answer]):
         docs = [d for d in docs if (score := _score(d)) is None or score >= self.min_score]
         return docs[: self.k] if self.k is not None else docs
 
+    def terms(self, question: str) -> list[str]:
+        """The question's stemmed terms, misspelled ones corrected against the collection's words."""
+        terms = bm25.terms(question)
+        return self.spelling(terms) if self.spelling is not None else terms
+
     def assess(self, question: str, contexts: list[Context]) -> Evidence:
         """How likely the answer is in these sources, from the question's words and the best score."""
-        return assess(question, contexts, self.term_weights, self.calibration)
+        return assess(question, contexts, self.term_weights, self.calibration, terms=self.terms(question))
 
     def select(self, question: str, contexts: list[Context]) -> list[Context]:
         """What the model is shown: the best sentences with their neighbours, or the whole chunks."""
         if self.context == "chunks":
             return contexts
-        return select_sentences(question, contexts, self.term_weights)
+        return select_sentences(question, contexts, self.term_weights, terms=self.terms(question))
 
     def prepare(self, question: str, config: RunnableConfig | None = None) -> _Prepared:
         docs = self.retrieve(question, config)
@@ -268,7 +276,7 @@ class QAChain(Runnable[QAInput, Answer]):
 def build_qa_chain(llm: BaseChatModel, retriever: BaseRetriever, **options: Any) -> QAChain:
     """The QA runnable: `.invoke({"question": q})` or `.invoke(q)` -> Answer; `.stream_answer(q)`.
     Options are QAChain's (k, variant, max_new_tokens, min_score, structured, context, evidence,
-    term_weights, calibration)."""
+    term_weights, calibration, spelling)."""
     return QAChain(llm, retriever, **options)
 
 

@@ -25,6 +25,20 @@ from lectern.ingest.store import Collection, StoredChunk
 from lectern.rag.settings import RetrievalSettings
 
 MODES = ("hybrid", "dense", "bm25")
+MIN_SPELLED = 5  # Searcher.spelled corrects terms of at least this many letters
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def one_edit_away(term: str) -> set[str]:
+    """Every string one deletion, transposition, substitution or insertion (a-z) away from `term`."""
+    splits = [(term[:i], term[i:]) for i in range(len(term) + 1)]
+    deletes = {a + b[1:] for a, b in splits if b}
+    swaps = {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+    replaces = {a + c + b[1:] for a, b in splits if b for c in _LETTERS}
+    inserts = {a + c + b for a, b in splits for c in _LETTERS}
+    return (deletes | swaps | replaces | inserts) - {term}
+
+
 Scored = list[tuple[int, float, float | None, float | None]]  # id, score, dense, bm25
 
 
@@ -121,7 +135,7 @@ class Searcher:
             assert qvec is not None
             dense = snap.dense(qvec, fetch if mode == "hybrid" or use_mmr else k, allowed)
         if mode in ("bm25", "hybrid"):
-            term_ids = self.collection.term_ids(bm25.terms(query))
+            term_ids = self.collection.term_ids(self.spelled(bm25.terms(query)))
             lexical = snap.lexical(term_ids, fetch if mode == "hybrid" or use_mmr else k, allowed)
         scored: Scored
         if mode == "dense":
@@ -141,6 +155,34 @@ class Searcher:
             for i, s, d, lx in scored
             if i in chunks and s >= self.settings.min_score
         ]
+
+    def spelled(self, terms: Sequence[str]) -> list[str]:
+        """The query's terms with each one the collection has never seen replaced by the commonest
+        term one edit away (a letter missing, extra, wrong, or two swapped): "netwon" -> "newton".
+
+        A misspelled name otherwise drops out of BM25 and, weighing as the rarest word, makes the
+        evidence gate abstain on a question whose answer is right there. Short terms (under
+        MIN_SPELLED letters) and terms with digits are left alone: too many words lie one edit away.
+        """
+        unseen = [t for t in dict.fromkeys(terms) if len(t) >= MIN_SPELLED and t.isalpha() and t.isascii()]
+        known = self.collection.vocabulary(unseen)
+        unseen = [t for t in unseen if t not in known]
+        if not unseen:
+            return list(terms)
+        candidates = {t: one_edit_away(t) for t in unseen}
+        found = self.collection.vocabulary(sorted({c for cs in candidates.values() for c in cs}))
+        if not found:
+            return list(terms)
+        bm = self.collection.snapshot().bm25
+        names = list(found)
+        idf = dict(zip(names, bm.idf([found[n] for n in names]).tolist(), strict=True))
+        rarest = float(bm.idf([-1])[0])  # a term no live chunk holds (deleted since) is no correction
+        fixes: dict[str, str] = {}
+        for term, options in candidates.items():
+            live = [(idf[c], c) for c in options if c in idf and idf[c] < rarest]
+            if live:
+                fixes[term] = min(live)[1]
+        return [fixes.get(t, t) for t in terms]
 
     def term_weights(self, terms: Sequence[str]) -> dict[str, float]:
         """The collection's IDF of each stemmed term (rag.evidence weighs a question's words by it);

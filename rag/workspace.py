@@ -205,6 +205,7 @@ class Workspace:
         return self.retriever(searcher), {
             **qa_options(self.settings),
             "term_weights": searcher.term_weights,
+            "spelling": searcher.spelled,
             **options,
         }
 

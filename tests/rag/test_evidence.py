@@ -121,6 +121,22 @@ def test_the_chain_abstains_on_missing_evidence_without_calling_the_model() -> N
     assert streamed[0] == NO_ANSWER and streamed[-1].abstained_by == "evidence"
 
 
+def test_a_misspelled_subject_is_spelled_before_the_evidence_is_weighed() -> None:
+    """ "Vlota" weighs as the rarest word and is in no source: without spelling the chain abstains on a
+    question its sources answer; with the collection's spelling it answers."""
+    docs = [make_doc(2, VOLTA)]
+    weights = lambda ts: {t: 5.0 if t in ("volta", "vlota") else 1.0 for t in ts}  # noqa: E731
+    spelling = lambda ts: ["volta" if t == "vlota" else t for t in ts]  # noqa: E731
+    plain = build_qa_chain(
+        WindowFake(context_window=600, script=["x"]), ListRetriever(docs=docs), term_weights=weights
+    )
+    assert plain.invoke("When did Vlota retire?").abstained_by == "evidence"
+    llm = WindowFake(context_window=600, script=["He retired in 1819."])
+    spelled = build_qa_chain(llm, ListRetriever(docs=docs), term_weights=weights, spelling=spelling)
+    answer = spelled.invoke("When did Vlota retire?")
+    assert not answer.abstained and "In 1819, he retired" in llm.users[0]
+
+
 def test_the_chain_shows_the_best_sentences_and_highlights_the_support() -> None:
     llm = WindowFake(context_window=600, script=["He retired in 1819."])
     docs = [make_doc(2, VOLTA), make_doc(1, "Kings ruled long. Nothing else here.")]

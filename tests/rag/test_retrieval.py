@@ -9,7 +9,8 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 
 from lectern.errors import UnknownKey
-from lectern.rag.retrieval import MODES, Filters, LecternRetriever, Searcher
+from lectern.ingest import bm25
+from lectern.rag.retrieval import MODES, Filters, LecternRetriever, Searcher, one_edit_away
 from tests.fixtures.bad_inputs import build_pdf
 
 NOISY = "Noisy\n\n" + "\n\n".join(f"Orchard apples harvest apples orchard number {i}." for i in range(12))
@@ -176,3 +177,26 @@ def test_a_delete_between_snapshot_and_vector_read_does_not_misalign_scores(
     for h in hits:
         stored = col.db.execute("SELECT vector FROM chunks WHERE id = ?", (h.chunk.id,)).fetchone()[0]
         assert h.dense == pytest.approx(float(np.frombuffer(stored, dtype=np.float32) @ qvec), abs=1e-5)
+
+
+def test_one_edit_away() -> None:
+    near = one_edit_away("netwon")
+    assert {"newton", "netwo", "netwonn", "nettwon", "metwon"} <= near  # swap, delete, insert, replace
+    assert "netwon" not in near
+    # "abcd": 4 deletions, 3 swaps, 4 x 25 substitutions, 5 x 26 insertions less the 4 counted twice
+    # (an "a" inserted before or after the "a" is the same string).
+    assert len(one_edit_away("abcd")) == 4 + 3 + 100 + 126
+
+
+def test_spelled_corrects_unseen_terms_to_the_commonest_near_term(ws) -> None:  # type: ignore[no-untyped-def]
+    searcher = ws.searcher()
+    # "orchrd" (a letter missing) and "cellra" (two swapped) are one edit from the collection's words;
+    # "pruend" and "apples" are left: the first is two edits away, the second is known.
+    terms = bm25.terms("orchrd cellra pruend apples")
+    assert searcher.spelled(terms) == [*bm25.terms("orchard cellar"), "pruend", *bm25.terms("apples")]
+    assert searcher.spelled(bm25.terms("moth 1990s")) == bm25.terms("moth 1990s")  # short or not a word
+
+
+def test_a_misspelled_name_still_finds_its_passage_by_bm25(ws) -> None:  # type: ignore[no-untyped-def]
+    hits = ws.search("sheras", k=1, mode="bm25")  # "shears" with two letters swapped
+    assert names(hits) == ["pruning.txt"]
