@@ -120,6 +120,7 @@ def test_long_history_is_trimmed_to_the_window_oldest_first(tmp_path: Path) -> N
     chat.ask("long", "What about it?")  # WindowFake raises if any prompt overflows
     rewrite = llm.users[0]
     assert "ans9" in rewrite and "old0" not in rewrite
+    assert rewrite.count(" …") == 1  # the oldest turn kept is cut short, and says so
     assert llm.get_num_tokens_from_messages(llm.prompts[0]) <= llm_window - chat.rewrite_max_new_tokens
 
 
