@@ -23,7 +23,7 @@ from lectern.ingest.atomic import atomic_write_text
 from lectern.rag.context import ensure_fits, generation_kwargs, pack, prompt_tokens, trim_to_fit
 from lectern.rag.prompts import CONDENSE_QUESTION, NO_ANSWER
 from lectern.rag.qa import QAChain, build_qa_chain, question_of
-from lectern.rag.types import Answer, Citation
+from lectern.rag.types import Answer, Citation, answer_text, final_answer
 
 CONVERSATIONS_DIR = "conversations"
 _VALID_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -137,12 +137,7 @@ class ChatSession:
 
     def ask(self, conversation_id: str, question: str) -> Answer:
         """Answer a question in a conversation and record both turns."""
-        answer: Answer | None = None
-        for part in self._run(conversation_id, question, stream=False):
-            if isinstance(part, Answer):
-                answer = part
-        assert answer is not None
-        return answer
+        return final_answer(self._run(conversation_id, question, stream=False))
 
     def stream_ask(self, conversation_id: str, question: str) -> Iterator[str | Answer]:
         """Like ask, streaming: str chunks as the model writes, then the Answer (see QAChain.stream_answer)."""
@@ -198,16 +193,10 @@ class ChatSession:
         question = question_of(question)
         conversation = self.store.load(conversation_id)
         standalone = self.condense(conversation.turns, question)
-        answer: Answer | None = None
         if stream:
-            for part in self.qa.stream_answer(standalone):
-                if isinstance(part, Answer):
-                    answer = part
-                else:
-                    yield part
+            answer = yield from answer_text(self.qa.stream_answer(standalone))
         else:
             answer = self.qa.invoke(standalone)
-        assert answer is not None
         answer.question = question
         answer.rewritten_question = standalone if standalone != question else None
         self.store.append(
