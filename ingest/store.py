@@ -42,8 +42,9 @@ from filelock import FileLock, Timeout
 
 from lectern.errors import ChunkingMismatch, IndexLocked, IndexMismatch
 from lectern.ingest.atomic import atomic_open, atomic_write_bytes
-from lectern.ingest.bm25 import TOKENIZER, BM25Matrix, Vocabulary
+from lectern.ingest.bm25 import BM25Matrix, Vocabulary
 from lectern.ingest.snapshot import Snapshot, can_remove, needs_rebuild, new_index
+from lectern.ingest.tokenize import TOKENIZER
 
 FORMAT_VERSION = 1
 WORK: Counter[str] = Counter()

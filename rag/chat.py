@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from lectern.errors import CorruptConversation, InvalidName
 from lectern.ingest.atomic import atomic_write_text
+from lectern.ingest.tokenize import fold
 from lectern.rag.context import ensure_fits, generation_kwargs, pack, prompt_tokens, trim_to_fit
 from lectern.rag.prompts import CONDENSE_QUESTION, NO_ANSWER
 from lectern.rag.qa import QAChain, build_qa_chain, question_of
@@ -225,7 +226,7 @@ _REFUSALS = ("i don't know", "i do not know", "i'm sorry", "i am sorry", "sorry"
 
 def is_refusal(text: str) -> bool:
     """A rewrite that refuses instead of rephrasing: the original question is used instead."""
-    return " ".join(text.replace("\u2019", "'").lower().split()).startswith(_REFUSALS)
+    return fold(text).startswith(_REFUSALS)
 
 
 def clean_rewrite(raw: str) -> str:
