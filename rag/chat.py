@@ -56,7 +56,7 @@ def check_conversation_id(conversation_id: str) -> str:
 
 
 class ConversationStore:
-    """One JSON file per conversation in `directory`, written atomically (temp file + os.replace).
+    """One JSON file per conversation in `directory`, written by ingest.atomic (temp, fsync, rename).
 
     `append` re-reads the file under a lock, so two sessions on one conversation (two browser tabs, a
     tab and the CLI) both keep their turns instead of the last writer winning."""

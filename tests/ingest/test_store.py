@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lectern.errors import IndexMismatch
-from lectern.ingest import tokenize
+from lectern.ingest import atomic, tokenize
 from lectern.ingest.embed import FakeEmbedder
 from lectern.ingest.pipeline import manifest_for
 from lectern.ingest.settings import IngestSettings
@@ -169,3 +169,25 @@ def test_stats(col: Collection) -> None:
     put(col, "a", ["apples grow on trees", "apples are red"])
     s = col.stats()
     assert (s["documents"], s["chunks"], s["embedder"]) == (1, 2, "fake-64")
+
+
+def test_every_file_a_collection_writes_goes_through_the_atomic_helper(
+    col: Collection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """manifest, index, BM25 counts, tombstones and state.json: each is published by ingest.atomic
+    (temp, fsync, rename, fsync the folder); only SQLite and the lock file are written otherwise."""
+    published: list[str] = []
+    real_replace = atomic.os.replace
+    monkeypatch.setattr(
+        atomic.os, "replace", lambda a, b: (published.append(Path(b).name), real_replace(a, b))[1]
+    )
+    put(col, "a.txt", ["apples are red"])
+    put(col, "b.txt", ["bananas are yellow", "pears are green", "plums are blue", "figs are brown"])
+    with col.writer(timeout=2) as w:
+        w.delete_document("a.txt")  # one row of five: tombstones only
+    state = json.loads((col.path / "state.json").read_text())
+    assert state["dead"] and state["dead"] in published
+    snapshot_files = {p.name for p in col.path.iterdir()} - {".lock"}
+    snapshot_files = {n for n in snapshot_files if not n.startswith("chunks.sqlite")}
+    assert snapshot_files == {"manifest.json", "state.json", state["faiss"], state["bm25"], state["dead"]}
+    assert snapshot_files - {"manifest.json"} <= set(published)  # the manifest was written by the fixture
