@@ -1,4 +1,8 @@
-"""Context-window fitting: count tokens with the model's own counter and keep every prompt inside the window."""
+"""Context-window fitting: count tokens with the model's own counter and keep every prompt inside the window.
+
+One packer (`pack`: the leading items that fit a budget, the next one trimmed) and one overflow check
+(`ensure_fits`) serve the QA sources, the summary pieces and the chat history alike.
+"""
 
 from __future__ import annotations
 
