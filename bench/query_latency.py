@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lectern.ingest import bm25
+from lectern.ingest import tokenize
 from lectern.ingest.store import Collection, DocumentRow, Manifest, NewChunk
 from lectern.rag.evaluate import load_qa
 from lectern.rag.retrieval import Searcher
@@ -54,7 +54,9 @@ def build(
             chunks = []
             for i in range(min(per_doc, n_chunks - d)):
                 text = " ".join(rng.choice(sents) for _ in range(6))
-                chunks.append(NewChunk(f"c{d + i}", None, None, 0, len(text), i, text, "", bm25.terms(text)))
+                chunks.append(
+                    NewChunk(f"c{d + i}", None, None, 0, len(text), i, text, "", tokenize.terms(text))
+                )
             vectors = vec_rng.standard_normal((len(chunks), dim)).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
             row = DocumentRow(f"synthetic-{d // per_doc}.txt", str(d), "synthetic", "text", 1, 0, 0, [], 0.0)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from lectern.errors import ChunkTooLarge, DocumentError, LecternError, ProfileMismatch
-from lectern.ingest import bm25
+from lectern.ingest import tokenize
 from lectern.ingest.chunk import MAX_CONTEXT_TOKENS, chunk_document, context_line, embedding_text
 from lectern.ingest.embed import Embedder, HFTokenizer, word_offsets
 from lectern.ingest.load import iter_files, load
@@ -171,7 +171,7 @@ def parse_file(
             unit = units.get((ch.page, ch.heading)) or doc.units[0]
             contexts[key] = _clip_context(context_line(doc, unit), offsets)
         ctx = contexts[key]
-        terms = bm25.terms(embedding_text(ctx, ch.text))
+        terms = tokenize.terms(embedding_text(ctx, ch.text))
         new.append(
             NewChunk(ch.chunk_id, ch.page, ch.heading, ch.start, ch.end, ch.ordinal, ch.text, ctx, terms)
         )

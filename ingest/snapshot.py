@@ -3,16 +3,25 @@
 Immutable once built, so readers share them. Rows deleted since the files were written stay in
 both as tombstones (the BM25 matrix marks them dead, FAISS searches skip them), which is what lets
 a delete write a list of ids instead of the whole index. The index kinds and how each is built or
-searched also live here; ingest.store decides when to write which file.
+searched also live here, and so do the snapshot's files (index-G.faiss, bm25-G.npz, dead-G.npy and
+state.json, which names them): how they are written, checked and read. ingest.store, the SQLite
+side, decides when to write which.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import io
+import json
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lectern.ingest.atomic import atomic_open, atomic_write_bytes
 from lectern.ingest.bm25 import BM25Matrix
 
 HNSW_EF_SEARCH = 128
@@ -167,3 +176,123 @@ class Snapshot:
             ok = p < len(self.bm25.ids) and self.bm25.ids[p] == i
             out[i] = float(scores[p]) if ok else 0.0
         return out
+
+
+# --- on disk: the files of one generation, and state.json that names them ---------------------------
+
+STATE = "state.json"
+_FILES = ("index-*.faiss", "bm25-*.npz", "dead-*.npy")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    """Which files hold which generation's snapshot; generation -1 before the first is written."""
+    try:
+        return dict(json.loads((folder / STATE).read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return {"generation": -1}
+
+
+def read_tombstones(folder: Path, state: dict[str, Any]) -> np.ndarray | None:
+    """The deleted row ids the state names (empty when none); None when the file is missing or damaged."""
+    name = state.get("dead")
+    if not name:
+        return np.zeros(0, dtype=np.int64)
+    try:
+        data = (folder / name).read_bytes()
+        if sha256(data) != state.get("dead_sha256"):
+            return None
+        return np.asarray(np.load(io.BytesIO(data), allow_pickle=False), dtype=np.int64)
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def load_files(
+    folder: Path, state: dict[str, Any], dimension: int, live_rows: Callable[[], int]
+) -> Snapshot | None:
+    """The snapshot the state names, checked against its hashes and against SQLite (`dimension`, and
+    `live_rows()` chunks); None when anything is missing, damaged or disagrees: it is then rebuilt."""
+    import faiss
+
+    try:
+        faiss_bytes = (folder / state["faiss"]).read_bytes()
+        bm25_path = folder / state["bm25"]
+        if sha256(faiss_bytes) != state.get("faiss_sha256") or sha256_file(bm25_path) != state.get(
+            "bm25_sha256"
+        ):
+            return None  # damaged in place: rebuild from SQLite, never trust
+        dead = read_tombstones(folder, state)
+        if dead is None:
+            return None
+        index = faiss.deserialize_index(np.frombuffer(faiss_bytes, dtype=np.uint8))
+        bm25 = BM25Matrix.load(str(bm25_path), dead)
+    except (OSError, RuntimeError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None  # a snapshot we cannot read is rebuilt, never trusted
+    if index.d != dimension or index.ntotal != len(bm25.ids):
+        return None
+    if bm25.n_live != live_rows() or len(bm25.dead_ids) != len(dead):
+        return None
+    return Snapshot(int(state["generation"]), index, bm25, persisted=True)
+
+
+def write_tombstones(folder: Path, generation: int, dead: np.ndarray) -> tuple[dict[str, Any], int]:
+    """dead-G.npy: the state entries that name it, and the bytes written."""
+    name = f"dead-{generation}.npy"
+    buf = io.BytesIO()
+    np.save(buf, dead)
+    data = buf.getvalue()
+    atomic_write_bytes(folder / name, data)
+    return {"dead": name, "dead_sha256": sha256(data)}, len(data)
+
+
+def write_files(folder: Path, snap: Snapshot) -> tuple[dict[str, Any], int]:
+    """The index, the BM25 counts and the tombstones written in full: the state that names them (not
+    yet published) and the bytes written."""
+    import faiss
+
+    gen = snap.generation
+    faiss_name, bm25_name = f"index-{gen}.faiss", f"bm25-{gen}.npz"
+    data = np.asarray(faiss.serialize_index(snap.index)).tobytes()
+    atomic_write_bytes(folder / faiss_name, data)
+    with atomic_open(folder / bm25_name) as fh:
+        snap.bm25.save(fh)
+    state: dict[str, Any] = {
+        "generation": gen,
+        "faiss": faiss_name,
+        "bm25": bm25_name,
+        "faiss_sha256": sha256(data),
+        "bm25_sha256": sha256_file(folder / bm25_name),
+        "rows": int(snap.index.ntotal),
+        "dead": None,
+    }
+    written = len(data) + (folder / bm25_name).stat().st_size
+    if len(snap.dead):
+        entries, size = write_tombstones(folder, gen, snap.dead)
+        state.update(entries)
+        written += size
+    return state, written
+
+
+def publish(folder: Path, state: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """state.json written last, then the snapshot files it no longer names are removed; the state as
+    written and its size."""
+    state = {**state, "written": time.time()}
+    body = json.dumps(state).encode()
+    atomic_write_bytes(folder / STATE, body)
+    keep = {state.get("faiss"), state.get("bm25"), state.get("dead")}
+    for pattern in _FILES:
+        for old in folder.glob(pattern):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+    return state, len(body)

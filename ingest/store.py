@@ -9,6 +9,10 @@ Layout of a collection folder:
     dead-G.npy       row ids deleted since those two were written (tombstones; absent when none)
     .lock            the writers' file lock
 
+This module is the SQLite side: the schema, reads, each writer's transactions, and when to write
+which snapshot file. ingest/snapshot.py is the FAISS and BM25 side: the structures, and how their
+files (and state.json) are written, checked and read.
+
 Every document is replaced in one SQLite transaction, which bumps the generation. Snapshot files are
 written to temporary names and renamed, state.json last. A reader whose state.json is older than the
 SQLite generation (a writer was killed in between) rebuilds the snapshot from SQLite in memory, so it
@@ -25,12 +29,9 @@ index that has outgrown its training).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import json
 import sqlite3
 import time
-import zipfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,9 +42,21 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from lectern.errors import ChunkingMismatch, IndexLocked, IndexMismatch
-from lectern.ingest.atomic import atomic_open, atomic_write_bytes
-from lectern.ingest.bm25 import TOKENIZER, BM25Matrix, Vocabulary
-from lectern.ingest.snapshot import Snapshot, can_remove, needs_rebuild, new_index
+from lectern.ingest.atomic import atomic_write_bytes
+from lectern.ingest.bm25 import BM25Matrix, Vocabulary
+from lectern.ingest.snapshot import (
+    Snapshot,
+    can_remove,
+    load_files,
+    needs_rebuild,
+    new_index,
+    publish,
+    read_state,
+    read_tombstones,
+    write_files,
+    write_tombstones,
+)
+from lectern.ingest.tokenize import TOKENIZER
 
 FORMAT_VERSION = 1
 WORK: Counter[str] = Counter()
@@ -136,18 +149,6 @@ class NewChunk:
     terms: list[str]
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -196,18 +197,12 @@ class Collection:
         row = self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         return int(row[0]) if row else 0
 
-    def _state(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads((self.path / "state.json").read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            return {"generation": -1}
-
     def snapshot(self) -> Snapshot:
         """The search structures for the current data, loaded once per generation."""
         gen = self.generation()
         if self._snapshot is not None and self._snapshot.generation == gen:
             return self._snapshot
-        state = self._state()
+        state = read_state(self.path)
         snap = None
         if state.get("generation") == gen:
             snap = self._load_snapshot(state)
@@ -216,43 +211,12 @@ class Collection:
         self._snapshot = snap
         return snap
 
-    def _read_dead(self, state: dict[str, Any]) -> np.ndarray | None:
-        """The tombstones state.json names (empty when none); None when the file is missing or damaged."""
-        name = state.get("dead")
-        if not name:
-            return np.zeros(0, dtype=np.int64)
-        try:
-            data = (self.path / name).read_bytes()
-            if _sha256(data) != state.get("dead_sha256"):
-                return None
-            return np.asarray(np.load(io.BytesIO(data), allow_pickle=False), dtype=np.int64)
-        except (OSError, ValueError, EOFError):
-            return None
-
     def _load_snapshot(self, state: dict[str, Any], rows: int | None = None) -> Snapshot | None:
-        """The snapshot state.json points to, checked against SQLite (`rows` live chunks, by default
-        the count now); None when anything is missing, damaged or disagrees."""
-        import faiss
-
-        try:
-            faiss_bytes = (self.path / state["faiss"]).read_bytes()
-            bm25_path = self.path / state["bm25"]
-            if _sha256(faiss_bytes) != state.get("faiss_sha256") or _sha256_file(bm25_path) != state.get(
-                "bm25_sha256"
-            ):
-                return None  # damaged in place: rebuild from SQLite, never trust
-            dead = self._read_dead(state)
-            if dead is None:
-                return None
-            index = faiss.deserialize_index(np.frombuffer(faiss_bytes, dtype=np.uint8))
-            bm25 = BM25Matrix.load(str(bm25_path), dead)
-        except (OSError, RuntimeError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-            return None  # a snapshot we cannot read is rebuilt, never trusted
-        if index.d != self.manifest.dimension or index.ntotal != len(bm25.ids):
-            return None
-        if bm25.n_live != (self.count_chunks() if rows is None else rows) or len(bm25.dead_ids) != len(dead):
-            return None
-        return Snapshot(int(state["generation"]), index, bm25, persisted=True)
+        """The snapshot state.json names, checked against SQLite (`rows` live chunks, by default the
+        count now); None when it cannot be trusted."""
+        return load_files(
+            self.path, state, self.manifest.dimension, lambda: self.count_chunks() if rows is None else rows
+        )
 
     def _build_snapshot(self, generation: int) -> Snapshot:
         """Everything from SQLite: every row read back, the index built anew (counted in WORK)."""
@@ -393,7 +357,7 @@ class Writer:
         self.c = collection
         self.db = collection.db
         self._vocab: Vocabulary | None = None
-        self._state = collection._state()
+        self._state = read_state(collection.path)
         self._start = collection.generation()
         self._files_current = self._state.get("generation") == self._start
         self._dirty = not self._files_current  # a killed writer left them stale: repaired on persist
@@ -519,20 +483,15 @@ class Writer:
     def _tombstone(self, gen: int, gone: dict[int, np.ndarray]) -> bool:
         """A delete alone: add the rows to the tombstone list and point state.json at it; the index and
         BM25 files are left as they are. False when the tombstones are due for a full write."""
-        rows, old = self._state.get("rows"), self.c._read_dead(self._state)
+        rows, old = self._state.get("rows"), read_tombstones(self.c.path, self._state)
         if rows is None or old is None:
             return False
         dead = np.union1d(old, np.fromiter(gone, dtype=np.int64, count=len(gone)))
         if len(dead) > 0.25 * int(rows):
             return False  # searches would wade through the dead: write the index anew, without them
         held = self.c._snapshot
-        name = f"dead-{gen}.npy"
-        buf = io.BytesIO()
-        np.save(buf, dead)
-        data = buf.getvalue()
-        atomic_write_bytes(self.c.path / name, data)
-        state = {**self._state, "generation": gen, "dead": name, "dead_sha256": _sha256(data)}
-        self._publish(state, len(data))
+        entries, written = write_tombstones(self.c.path, gen, dead)
+        self._publish({**self._state, "generation": gen, **entries}, written)
         if held is not None and held.generation == self._start and held.persisted:
             self.c._snapshot = Snapshot(gen, held.index, held.bm25.without(gone), persisted=True)
         return True
@@ -560,31 +519,7 @@ class Writer:
 
     def _write(self, snap: Snapshot) -> None:
         """Write the index, the BM25 counts and the tombstones in full, then state.json."""
-        import faiss
-
-        gen = snap.generation
-        faiss_name, bm25_name = f"index-{gen}.faiss", f"bm25-{gen}.npz"
-        data = np.asarray(faiss.serialize_index(snap.index)).tobytes()
-        atomic_write_bytes(self.c.path / faiss_name, data)
-        with atomic_open(self.c.path / bm25_name) as fh:
-            snap.bm25.save(fh)
-        state: dict[str, Any] = {
-            "generation": gen,
-            "faiss": faiss_name,
-            "bm25": bm25_name,
-            "faiss_sha256": _sha256(data),
-            "bm25_sha256": _sha256_file(self.c.path / bm25_name),
-            "rows": int(snap.index.ntotal),
-            "dead": None,
-        }
-        written = len(data) + (self.c.path / bm25_name).stat().st_size
-        if len(snap.dead):
-            buf = io.BytesIO()
-            np.save(buf, snap.dead)
-            dead = buf.getvalue()
-            atomic_write_bytes(self.c.path / f"dead-{gen}.npy", dead)
-            state.update(dead=f"dead-{gen}.npy", dead_sha256=_sha256(dead))
-            written += len(dead)
+        state, written = write_files(self.c.path, snap)
         self._publish(state, written)
         WORK["full_writes"] += 1
         snap.persisted = True
@@ -592,16 +527,8 @@ class Writer:
 
     def _publish(self, state: dict[str, Any], written: int) -> None:
         """state.json last, then the files it no longer names are removed."""
-        state = {**state, "written": time.time()}
-        body = json.dumps(state).encode()
-        atomic_write_bytes(self.c.path / "state.json", body)
-        WORK["snapshot_bytes_written"] += written + len(body)
-        keep = {state.get("faiss"), state.get("bm25"), state.get("dead")}
-        for pattern in ("index-*.faiss", "bm25-*.npz", "dead-*.npy"):
-            for old in self.c.path.glob(pattern):
-                if old.name not in keep:
-                    old.unlink(missing_ok=True)
-        self._state = state
+        self._state, size = publish(self.c.path, state)
+        WORK["snapshot_bytes_written"] += written + size
 
     def _reset(self) -> None:
         self._added_vectors.clear()

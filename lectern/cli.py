@@ -298,16 +298,11 @@ def _print_grounding(answer: Answer) -> None:
 
 
 def _stream(parts: Iterator[Any]) -> Answer:
-    from lectern.rag.types import Answer
+    """Print the answer's text as it streams; the final Answer is returned."""
+    from lectern.rag.types import final_answer
 
-    answer: Answer | None = None
-    for part in parts:
-        if isinstance(part, Answer):
-            answer = part
-        else:
-            out.print(part, end="", highlight=False, markup=False)
+    answer = final_answer(parts, lambda text: out.print(text, end="", highlight=False, markup=False))
     out.print()
-    assert answer is not None
     return answer
 
 

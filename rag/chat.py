@@ -18,19 +18,13 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.retrievers import BaseRetriever
 from pydantic import BaseModel, Field, ValidationError
 
-from lectern.errors import ContextTooLong, CorruptConversation, InvalidName
+from lectern.errors import CorruptConversation, InvalidName
 from lectern.ingest.atomic import atomic_write_text
-from lectern.rag.context import (
-    MIN_TRIMMED_TOKENS,
-    context_window,
-    count_tokens,
-    generation_kwargs,
-    prompt_tokens,
-    trim_to_tokens,
-)
+from lectern.ingest.tokenize import fold
+from lectern.rag.context import ensure_fits, generation_kwargs, pack, prompt_tokens, trim_to_fit
 from lectern.rag.prompts import CONDENSE_QUESTION, NO_ANSWER
 from lectern.rag.qa import QAChain, build_qa_chain, question_of
-from lectern.rag.types import Answer, Citation
+from lectern.rag.types import Answer, Citation, answer_text, final_answer
 
 CONVERSATIONS_DIR = "conversations"
 _VALID_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -62,7 +56,7 @@ def check_conversation_id(conversation_id: str) -> str:
 
 
 class ConversationStore:
-    """One JSON file per conversation in `directory`, written atomically (temp file + os.replace).
+    """One JSON file per conversation in `directory`, written by ingest.atomic (temp, fsync, rename).
 
     `append` re-reads the file under a lock, so two sessions on one conversation (two browser tabs, a
     tab and the CLI) both keep their turns instead of the last writer winning."""
@@ -144,12 +138,7 @@ class ChatSession:
 
     def ask(self, conversation_id: str, question: str) -> Answer:
         """Answer a question in a conversation and record both turns."""
-        answer: Answer | None = None
-        for part in self._run(conversation_id, question, stream=False):
-            if isinstance(part, Answer):
-                answer = part
-        assert answer is not None
-        return answer
+        return final_answer(self._run(conversation_id, question, stream=False))
 
     def stream_ask(self, conversation_id: str, question: str) -> Iterator[str | Answer]:
         """Like ask, streaming: str chunks as the model writes, then the Answer (see QAChain.stream_answer)."""
@@ -172,48 +161,43 @@ class ChatSession:
         return question if not rewritten or is_refusal(rewritten) else rewritten
 
     def fit_history(self, turns: list[Turn], question: str) -> str:
-        """The most recent turns that fit the window beside the rewrite prompt (oldest dropped first)."""
-        window = context_window(self.llm)
-        fixed = prompt_tokens(self.llm, CONDENSE_QUESTION, history="", question=question)
-        budget = window - self.rewrite_max_new_tokens - fixed
-        if budget < 0:
-            raise ContextTooLong(tokens=fixed + self.rewrite_max_new_tokens, window=window, field="question")
-        kept: list[Turn] = []
-        used = 0
-        for turn in reversed(turns):
-            cost = count_tokens(self.llm, format_history([turn])) + 1
-            if used + cost > budget:
-                room = budget - used - 4  # role label and newline
-                if room >= MIN_TRIMMED_TOKENS:
-                    text = trim_to_tokens(self.llm, turn.content, room)
-                    kept.append(turn.model_copy(update={"content": text + " …"}))
-                break
-            kept.append(turn)
-            used += cost
-        kept.reverse()
-        history = format_history(kept)
-        while kept and prompt_tokens(self.llm, CONDENSE_QUESTION, history=history, question=question) > (
-            window - self.rewrite_max_new_tokens
-        ):
-            kept.pop(0)
-            history = format_history(kept)
-        return history
+        """The most recent turns that fit the window beside the rewrite prompt (oldest dropped first,
+        the oldest one kept possibly cut short and marked with "…")."""
+        llm = self.llm
+        fixed = prompt_tokens(llm, CONDENSE_QUESTION, history="", question=question)
+        budget = ensure_fits(llm, fixed, self.rewrite_max_new_tokens, field="question")
+
+        def measure(newest_first: list[Turn]) -> int:
+            history = format_history(newest_first[::-1])
+            return prompt_tokens(llm, CONDENSE_QUESTION, history=history, question=question) - fixed
+
+        def trim(turn: Turn, room: int) -> Turn | None:
+            def cut(text: str) -> Turn:
+                return turn.model_copy(update={"content": text + " …"})
+
+            text = trim_to_fit(llm, turn.content, room, lambda t: format_history([cut(t)]))
+            return None if text is None else cut(text)
+
+        kept = pack(
+            llm,
+            turns[::-1],
+            budget,
+            render=lambda turn: format_history([turn]),
+            separator="\n",
+            trim=trim,
+            measure=measure,
+        )
+        return format_history(kept[::-1])
 
     def _run(self, conversation_id: str, question: str, *, stream: bool) -> Iterator[str | Answer]:
         check_conversation_id(conversation_id)
         question = question_of(question)
         conversation = self.store.load(conversation_id)
         standalone = self.condense(conversation.turns, question)
-        answer: Answer | None = None
         if stream:
-            for part in self.qa.stream_answer(standalone):
-                if isinstance(part, Answer):
-                    answer = part
-                else:
-                    yield part
+            answer = yield from answer_text(self.qa.stream_answer(standalone))
         else:
             answer = self.qa.invoke(standalone)
-        assert answer is not None
         answer.question = question
         answer.rewritten_question = standalone if standalone != question else None
         self.store.append(
@@ -242,7 +226,7 @@ _REFUSALS = ("i don't know", "i do not know", "i'm sorry", "i am sorry", "sorry"
 
 def is_refusal(text: str) -> bool:
     """A rewrite that refuses instead of rephrasing: the original question is used instead."""
-    return " ".join(text.replace("\u2019", "'").lower().split()).startswith(_REFUSALS)
+    return fold(text).startswith(_REFUSALS)
 
 
 def clean_rewrite(raw: str) -> str:

@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from lectern.ingest import bm25
+from lectern.ingest import tokenize
 from lectern.rag.evidence import TermWeights, sentence_spans
 from lectern.rag.prompts import NO_ANSWER
 from lectern.rag.types import Answer, Context
@@ -66,17 +66,13 @@ def without_markers(text: str) -> str:
     return " ".join(CITATION.sub(" ", text).split())
 
 
-def _normal(text: str) -> str:
-    return " ".join(text.replace("\u2019", "'").lower().split())
-
-
 def is_abstention(text: str, *, cited: bool) -> bool:
     """True when the model said it cannot answer: it opens with NO_ANSWER, or says it (or a common
     "I don't know" phrasing) without citing any source, or wrote nothing but markers."""
-    norm = _normal(CITATION.sub(" ", text))  # "[1] The documents do not contain..." still abstains
+    norm = tokenize.fold(CITATION.sub(" ", text))  # "[1] The documents do not contain..." still abstains
     if not norm.strip(" .,;:"):
         return True
-    no_answer = _normal(NO_ANSWER)
+    no_answer = tokenize.fold(NO_ANSWER)
     if norm.startswith(no_answer):
         return True
     return not cited and (no_answer in norm or _ABSTAIN.search(norm) is not None)
@@ -87,7 +83,7 @@ def _weights(
 ) -> dict[str, float]:
     """Each term's IDF over the passages shown (a word in one passage tells them apart, a word in all
     does not), times its IDF in the collection when known (a name is rarer than a topic word)."""
-    docs = [set(bm25.terms(c.text)) for c in contexts]
+    docs = [set(tokenize.terms(c.text)) for c in contexts]
     n = len(docs)
     # A word in no passage tells none apart: it weighs as a word found in one.
     local = {t: math.log1p((n - (df := max(1, sum(t in d for d in docs))) + 0.5) / (df + 0.5)) for t in terms}
@@ -98,8 +94,8 @@ def _weights(
 
 
 def _new_terms(text: str, question: str) -> set[str]:
-    words = set(bm25.terms(CITATION.sub(" ", text)))
-    return words - set(bm25.terms(question)) or words
+    words = set(tokenize.terms(CITATION.sub(" ", text)))
+    return words - set(tokenize.terms(question)) or words
 
 
 def support_scores(
@@ -112,7 +108,7 @@ def support_scores(
         return {c.number: 0.0 for c in contexts}
     weight = _weights(novel, contexts, weights)
     total = sum(weight.values()) or 1.0
-    return {c.number: sum(weight[t] for t in novel & set(bm25.terms(c.text))) / total for c in contexts}
+    return {c.number: sum(weight[t] for t in novel & set(tokenize.terms(c.text))) / total for c in contexts}
 
 
 def attribute(support: dict[int, float], threshold: float = SUPPORTED, most: int = 3) -> list[int]:
@@ -125,7 +121,7 @@ def attribute(support: dict[int, float], threshold: float = SUPPORTED, most: int
 
 
 def _has_new_words(sentence: str, question: str) -> bool:
-    return bool(set(bm25.terms(sentence)) - set(bm25.terms(question)))
+    return bool(set(tokenize.terms(sentence)) - set(tokenize.terms(question)))
 
 
 def attribute_sentences(
@@ -170,7 +166,7 @@ def highlights(answer: str, question: str, passage: str, most: int = MAX_HIGHLIG
     spans = sentence_spans(passage)
     scored = []
     for a, b in spans:
-        shared = len(novel & set(bm25.terms(passage[a:b])))
+        shared = len(novel & set(tokenize.terms(passage[a:b])))
         if shared:
             scored.append((shared, a, b))
     if not scored:

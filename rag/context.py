@@ -1,9 +1,13 @@
-"""Context-window fitting: count tokens with the model's own counter and keep every prompt inside the window."""
+"""Context-window fitting: count tokens with the model's own counter and keep every prompt inside the window.
+
+One packer (`pack`: the leading items that fit a budget, the next one trimmed) and one overflow check
+(`ensure_fits`) serve the QA sources, the summary pieces and the chat history alike.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
@@ -20,11 +24,15 @@ __all__ = [
     "context_window",
     "count_messages",
     "count_tokens",
+    "ensure_fits",
     "fit_contexts",
     "fit_documents",
     "generation_kwargs",
+    "pack",
     "prompt_tokens",
     "split_to_tokens",
+    "tokens_left",
+    "trim_to_fit",
     "trim_to_tokens",
 ]
 
@@ -32,6 +40,9 @@ DEFAULT_CONTEXT_WINDOW = 2048
 MESSAGE_OVERHEAD = 4  # chat-template role markers per message, beyond the "Role: " prefix counted
 MIN_TRIMMED_TOKENS = 8  # a trimmed source shorter than this is dropped instead
 MAX_CHARS_PER_TOKEN = 32  # bounds the binary search: no prefix of more than this per token is tried
+SHRINK_ROUNDS = 5  # pack: tries at a smaller budget before dropping items from the end
+
+T = TypeVar("T")
 
 
 def context_window(llm: Any) -> int:
@@ -109,6 +120,89 @@ def split_to_tokens(llm: BaseChatModel, text: str, max_tokens: int) -> list[str]
     return pieces
 
 
+def tokens_left(llm: Any, used: int, max_new_tokens: int) -> int:
+    """Tokens of the window still free once a prompt of `used` tokens and `max_new_tokens` of output are in."""
+    return context_window(llm) - max_new_tokens - used
+
+
+def ensure_fits(llm: Any, used: int, max_new_tokens: int, field: str) -> int:
+    """tokens_left, refusing a prompt that leaves no room for the output: ContextTooLong naming `field`."""
+    left = tokens_left(llm, used, max_new_tokens)
+    if left < 0:
+        raise ContextTooLong(tokens=used + max_new_tokens, window=context_window(llm), field=field)
+    return left
+
+
+def trim_to_fit(llm: BaseChatModel, text: str, room: int, render: Callable[[str], str] = str) -> str | None:
+    """The longest prefix of `text` whose render(prefix) counts at most `room` tokens, or None when
+    too little of it would fit to be worth keeping (under MIN_TRIMMED_TOKENS of room)."""
+    if room < MIN_TRIMMED_TOKENS:
+        return None
+    prefix = _largest_prefix(
+        text[: room * MAX_CHARS_PER_TOKEN], lambda t: count_tokens(llm, render(t)) <= room
+    )
+    if not prefix or count_tokens(llm, prefix) < MIN_TRIMMED_TOKENS // 2:
+        return None
+    return prefix
+
+
+def pack(
+    llm: BaseChatModel,
+    items: Sequence[T],
+    budget: int,
+    *,
+    render: Callable[[T], str] = str,
+    separator: str = "",
+    trim: Callable[[T, int], T | None] | None = None,
+    measure: Callable[[list[T]], int] | None = None,
+) -> list[T]:
+    """The leading `items` that fit `budget` tokens: each counted as render(item), with `separator`
+    between two. The first that does not fit is passed to trim(item, room) with the tokens left and
+    kept if trim returns one; the rest are dropped.
+
+    `measure(kept)`, when given, counts what the kept items really take in the prompt: counts of parts
+    need not add up to the count of the whole (a tokenizer merges across joins), so the budget
+    shrinks by the excess until the whole fits, and as a last resort items are dropped from the end.
+    """
+    sep = count_tokens(llm, separator)
+    room = budget
+    kept: list[T] = []
+    for _ in range(SHRINK_ROUNDS):
+        kept = _greedy(llm, items, room, render, sep, trim)
+        if measure is None:
+            return kept
+        excess = measure(kept) - budget
+        if excess <= 0:
+            return kept
+        room -= max(excess, 1)
+    while kept and measure is not None and measure(kept) > budget:
+        kept.pop()
+    return kept
+
+
+def _greedy(
+    llm: BaseChatModel,
+    items: Sequence[T],
+    budget: int,
+    render: Callable[[T], str],
+    sep: int,
+    trim: Callable[[T, int], T | None] | None,
+) -> list[T]:
+    kept: list[T] = []
+    used = 0
+    for item in items:
+        gap = sep if kept else 0
+        cost = count_tokens(llm, render(item)) + gap
+        if used + cost <= budget:
+            kept.append(item)
+            used += cost
+            continue
+        if trim is not None and (cut := trim(item, budget - used - gap)) is not None:
+            kept.append(cut)
+        break
+    return kept
+
+
 def fit_contexts(
     llm: BaseChatModel,
     template: ChatPromptTemplate,
@@ -124,61 +218,23 @@ def fit_contexts(
     `max_new_tokens` reserved for the answer. Raises ContextTooLong(field="question") when the
     question alone does not leave room for the answer.
     """
-    window = context_window(llm)
-    limit = window - max_new_tokens
     fixed = prompt_tokens(llm, template, sources="", question=question, **variables)
-    if fixed > limit:
-        raise ContextTooLong(tokens=fixed + max_new_tokens, window=window, field="question")
+    budget = ensure_fits(llm, fixed, max_new_tokens, field="question")
 
-    def total(kept: list[Context]) -> int:
-        return prompt_tokens(llm, template, sources=_render(kept), question=question, **variables)
+    def measure(kept: list[Context]) -> int:
+        return prompt_tokens(llm, template, sources=_render(kept), question=question, **variables) - fixed
 
-    budget = limit - fixed
-    for _ in range(5):  # counts of parts need not add up exactly; shrink until the whole fits
-        kept = _pack(llm, contexts, budget)
-        excess = total(kept) - limit
-        if excess <= 0:
-            return kept
-        budget -= max(excess, 1)
-    while kept and total(kept) > limit:
-        kept.pop()
-    return kept
+    def trim(ctx: Context, room: int) -> Context | None:
+        text = trim_to_fit(llm, ctx.text, room, lambda t: format_source(ctx.model_copy(update={"text": t})))
+        return None if text is None else ctx.model_copy(update={"text": text, "trimmed": True})
+
+    return pack(
+        llm, contexts, budget, render=format_source, separator=SOURCE_SEPARATOR, trim=trim, measure=measure
+    )
 
 
 def _render(contexts: Sequence[Context]) -> str:
     return SOURCE_SEPARATOR.join(format_source(c) for c in contexts)
-
-
-def _pack(llm: BaseChatModel, contexts: Sequence[Context], budget: int) -> list[Context]:
-    kept: list[Context] = []
-    used = 0
-    sep = count_tokens(llm, SOURCE_SEPARATOR)
-    for ctx in contexts:
-        cost = count_tokens(llm, format_source(ctx)) + (sep if kept else 0)
-        if used + cost <= budget:
-            kept.append(ctx)
-            used += cost
-            continue
-        room = budget - used - (sep if kept else 0)
-        trimmed = _trim_source(llm, ctx, room)
-        if trimmed is not None:
-            kept.append(trimmed)
-        break
-    return kept
-
-
-def _trim_source(llm: BaseChatModel, ctx: Context, room: int) -> Context | None:
-    """The source cut to fit `room` tokens as formatted, or None when too little of it would fit."""
-    if room < MIN_TRIMMED_TOKENS:
-        return None
-
-    def fits(text: str) -> bool:
-        return count_tokens(llm, format_source(ctx.model_copy(update={"text": text}))) <= room
-
-    text = _largest_prefix(ctx.text[: room * MAX_CHARS_PER_TOKEN], fits)
-    if not text or count_tokens(llm, text) < MIN_TRIMMED_TOKENS // 2:
-        return None
-    return ctx.model_copy(update={"text": text, "trimmed": True})
 
 
 def fit_documents(

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from lectern.ingest import bm25
+from lectern.ingest import tokenize
 from lectern.rag.types import Context
 
 TermWeights = Callable[[Sequence[str]], Mapping[str, float]]
@@ -57,7 +57,7 @@ def sentences(text: str) -> list[str]:
 
 def local_idf(texts: Sequence[str]) -> TermWeights:
     """IDF over the given passages alone: for retrievers that know no collection statistics."""
-    docs = [set(bm25.terms(t)) for t in texts]
+    docs = [set(tokenize.terms(t)) for t in texts]
     n = len(docs)
 
     def weights(terms: Sequence[str]) -> dict[str, float]:
@@ -72,7 +72,7 @@ def coverage(question_terms: Sequence[str], text: str, weights: Mapping[str, flo
     total = sum(weights.get(t, 0.0) for t in unique)
     if total <= 0:
         return 1.0
-    present = set(bm25.terms(text))
+    present = set(tokenize.terms(text))
     return sum(weights.get(t, 0.0) for t in unique if t in present) / total
 
 
@@ -129,7 +129,7 @@ def assess(
     the question's terms when the caller has them already (spelled by Searcher.spelled)."""
     if not contexts:
         return Evidence(0.0, None, 0.0)
-    terms = list(terms) if terms is not None else bm25.terms(question)
+    terms = list(terms) if terms is not None else tokenize.terms(question)
     # Without the collection's statistics every word weighs the same: the k passages alone cannot
     # tell a rare word of the question from a common one that they happen to lack.
     w = weights(terms) if weights is not None else dict.fromkeys(terms, 1.0)
@@ -155,17 +155,17 @@ def select_sentences(
     chosen sentence are dropped and the rest renumbered from 1. A chunk's rank breaks near-ties. A
     sentence that shares no word is never chosen for itself (only as a neighbour). `terms`: the
     question's terms, when the caller has them already."""
-    terms = set(terms) if terms is not None else set(bm25.terms(question))
+    asked = set(terms) if terms is not None else set(tokenize.terms(question))
     lookup = weights or local_idf([c.text for c in contexts])
-    w = lookup(sorted(terms))
+    w = lookup(sorted(asked))
     scored: list[tuple[float, int, int]] = []
     spans = [sentence_spans(c.text) for c in contexts]
     for ci, (ctx, chunk_spans) in enumerate(zip(contexts, spans, strict=True)):
         # The chunk's title names its subject ("Alessandro Volta"), which its sentences call "he":
         # the question's words found in the title are not looked for in the sentences.
-        wanted = (terms - set(bm25.terms(f"{ctx.title} {ctx.heading or ''}"))) or terms
+        wanted = (asked - set(tokenize.terms(f"{ctx.title} {ctx.heading or ''}"))) or asked
         for si, (a, b) in enumerate(chunk_spans):
-            shared = wanted & set(bm25.terms(ctx.text[a:b]))
+            shared = wanted & set(tokenize.terms(ctx.text[a:b]))
             if shared:
                 scored.append((sum(w.get(t, 0.0) for t in shared) - rank_penalty * ci, -ci, -si))
     if not scored and contexts:  # no sentence shares a word with the question: the best chunk's opening

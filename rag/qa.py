@@ -22,7 +22,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, Field
 
 from lectern.errors import UnknownKey
-from lectern.ingest import bm25
+from lectern.ingest import tokenize
 from lectern.rag.citations import (
     UNSUPPORTED,
     attribute_sentences,
@@ -157,7 +157,7 @@ class QAChain(Runnable[QAInput, Answer]):
 
     def terms(self, question: str) -> list[str]:
         """The question's stemmed terms, misspelled ones corrected against the collection's words."""
-        terms = bm25.terms(question)
+        terms = tokenize.terms(question)
         return self.spelling(terms) if self.spelling is not None else terms
 
     def assess(self, question: str, contexts: list[Context]) -> Evidence:

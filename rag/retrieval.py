@@ -19,7 +19,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
 from lectern.errors import UnknownKey
-from lectern.ingest import bm25
+from lectern.ingest import tokenize
 from lectern.ingest.embed import Embedder
 from lectern.ingest.store import Collection, StoredChunk
 from lectern.rag.settings import RetrievalSettings
@@ -135,7 +135,7 @@ class Searcher:
             assert qvec is not None
             dense = snap.dense(qvec, fetch if mode == "hybrid" or use_mmr else k, allowed)
         if mode in ("bm25", "hybrid"):
-            term_ids = self.collection.term_ids(self.spelled(bm25.terms(query)))
+            term_ids = self.collection.term_ids(self.spelled(tokenize.terms(query)))
             lexical = snap.lexical(term_ids, fetch if mode == "hybrid" or use_mmr else k, allowed)
         scored: Scored
         if mode == "dense":

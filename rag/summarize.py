@@ -20,9 +20,12 @@ from lectern.rag.context import (
     context_window,
     count_messages,
     count_tokens,
+    ensure_fits,
     generation_kwargs,
+    pack,
     prompt_tokens,
     split_to_tokens,
+    tokens_left,
     trim_to_tokens,
 )
 from lectern.rag.prompts import REFINE_INITIAL, REFINE_STEP, SUMMARIZE_MAP, SUMMARIZE_REDUCE, SUMMARIZE_STUFF
@@ -55,7 +58,6 @@ class _Calls:
         self, llm: BaseChatModel, max_new_tokens: int, progress: Progress | None, total: int
     ) -> None:
         self.llm = llm
-        self.limit = context_window(llm) - max_new_tokens
         self.max_new_tokens = max_new_tokens
         self.progress = progress
         self.done = 0
@@ -63,9 +65,7 @@ class _Calls:
         self.gen = generation_kwargs(llm, max_new_tokens)
 
     def check(self, messages: list[BaseMessage], field: str) -> list[BaseMessage]:
-        n = count_messages(self.llm, messages)
-        if n > self.limit:
-            raise ContextTooLong(tokens=n + self.max_new_tokens, window=context_window(self.llm), field=field)
+        ensure_fits(self.llm, count_messages(self.llm, messages), self.max_new_tokens, field)
         return messages
 
     def one(self, template: ChatPromptTemplate, field: str = "documents", **variables: Any) -> str:
@@ -101,36 +101,35 @@ def _texts(docs: Sequence[Document]) -> list[str]:
 
 def _room(llm: BaseChatModel, template: ChatPromptTemplate, max_new_tokens: int, **variables: Any) -> int:
     """Tokens left for {text} in `template` once the answer is reserved."""
-    return context_window(llm) - max_new_tokens - prompt_tokens(llm, template, text="", **variables)
+    return tokens_left(llm, prompt_tokens(llm, template, text="", **variables), max_new_tokens)
 
 
-def pack(llm: BaseChatModel, texts: Sequence[str], budget: int) -> list[str]:
+def pack_texts(llm: BaseChatModel, texts: Sequence[str], budget: int) -> list[str]:
     """Group consecutive texts into pieces of at most `budget` tokens; a longer text is split."""
     if budget < MIN_PIECE_TOKENS:
         raise ContextTooLong(tokens=MIN_PIECE_TOKENS - budget, window=context_window(llm), field="prompt")
-    sep = count_tokens(llm, SEPARATOR)
+    parts = [
+        part
+        for text in texts
+        for part in (split_to_tokens(llm, text, budget) if count_tokens(llm, text) > budget else [text])
+    ]
+
+    def measure(group: list[str]) -> int:
+        return count_tokens(llm, SEPARATOR.join(group))
+
     pieces: list[str] = []
-    current: list[str] = []
-    used = 0
-    for text in texts:
-        for part in split_to_tokens(llm, text, budget) if count_tokens(llm, text) > budget else [text]:
-            cost = count_tokens(llm, part)
-            if current and used + sep + cost > budget:
-                pieces.append(SEPARATOR.join(current))
-                current, used = [], 0
-            used += cost + (sep if current else 0)
-            current.append(part)
-    if current:
-        pieces.append(SEPARATOR.join(current))
-    out: list[str] = []  # counts of parts need not add up exactly: re-check the joined pieces
-    for piece in pieces:
-        out.extend(split_to_tokens(llm, piece, budget) if count_tokens(llm, piece) > budget else [piece])
-    return out
+    start = 0
+    while start < len(parts):
+        rest = parts[start:]
+        group = pack(llm, rest, budget, separator=SEPARATOR, measure=measure) or rest[:1]
+        pieces.append(SEPARATOR.join(group))
+        start += len(group)
+    return pieces
 
 
 def fits_stuff(llm: BaseChatModel, docs: Sequence[Document], *, max_new_tokens: int = 256) -> bool:
     text = SEPARATOR.join(_texts(docs))
-    return prompt_tokens(llm, SUMMARIZE_STUFF, text=text) <= context_window(llm) - max_new_tokens
+    return tokens_left(llm, prompt_tokens(llm, SUMMARIZE_STUFF, text=text), max_new_tokens) >= 0
 
 
 def choose_method(llm: BaseChatModel, docs: Sequence[Document], *, max_new_tokens: int = 256) -> str:
@@ -172,7 +171,7 @@ def refine(
     budget = _room(llm, REFINE_STEP, max_new_tokens, summary="") - max_new_tokens
     if token_max is not None:
         budget = min(budget, token_max)
-    pieces = pack(llm, _texts(docs), budget)
+    pieces = pack_texts(llm, _texts(docs), budget)
     calls = _Calls(llm, max_new_tokens, progress, total=len(pieces))
     summary = calls.one(REFINE_INITIAL, text=pieces[0])
     for piece in pieces[1:]:
@@ -198,7 +197,7 @@ def map_reduce(
         raise ValueError("batch_size must be at least 1")
     cap = _room(llm, SUMMARIZE_REDUCE, max_new_tokens)
     limit = min(token_max, cap) if token_max is not None else cap
-    pieces = pack(llm, _texts(docs), min(_room(llm, SUMMARIZE_MAP, max_new_tokens), limit))
+    pieces = pack_texts(llm, _texts(docs), min(_room(llm, SUMMARIZE_MAP, max_new_tokens), limit))
     calls = _Calls(llm, max_new_tokens, progress, total=len(pieces) + (len(pieces) > 1))
     summaries = calls.batch(SUMMARIZE_MAP, pieces, batch_size)
     rounds = 0
@@ -207,7 +206,7 @@ def map_reduce(
         if rounds > MAX_COLLAPSE_ROUNDS:
             tokens = count_tokens(llm, SEPARATOR.join(summaries))
             raise ContextTooLong(tokens=tokens, window=limit, field="summaries")
-        groups = pack(llm, summaries, limit)
+        groups = pack_texts(llm, summaries, limit)
         calls.total = calls.done + len(groups) + 1
         summaries = calls.batch(SUMMARIZE_REDUCE, groups, batch_size)
     if len(summaries) == 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,6 +90,36 @@ class Answer(BaseModel):
     # P(the answer is in the sources) from the evidence before generation (rag.evidence.assess)
     evidence: float | None = None
     abstained_by: AbstainReason | None = None
+
+
+AnswerStream = Iterable[str | Answer]
+"""What QAChain.stream_answer and ChatSession.stream_ask yield: the model's text in str chunks as it
+is written, then the Answer, last."""
+
+
+def answer_text(parts: AnswerStream) -> Generator[str, None, Answer]:
+    """The text chunks of an answer stream, returning its Answer: `answer = yield from answer_text(parts)`."""
+    answer: Answer | None = None
+    for part in parts:
+        if isinstance(part, Answer):
+            answer = part
+        else:
+            yield part
+    if answer is None:
+        raise RuntimeError("the answer stream ended without an Answer")
+    return answer
+
+
+def final_answer(parts: AnswerStream, on_text: Callable[[str], None] | None = None) -> Answer:
+    """Consume an answer stream: each text chunk goes to `on_text` (printed, shown), the Answer is returned."""
+    text = answer_text(parts)
+    while True:
+        try:
+            chunk = next(text)
+        except StopIteration as end:
+            return end.value
+        if on_text is not None:
+            on_text(chunk)
 
 
 SummaryMethod = Literal["stuff", "refine", "map_reduce"]

@@ -11,7 +11,7 @@ import streamlit as st
 from lectern.app import components, resources
 from lectern.rag.chat import ConversationStore, Turn
 from lectern.rag.qa import grounding_note
-from lectern.rag.types import Answer
+from lectern.rag.types import final_answer
 
 ws = resources.workspace()
 conversation = resources.sticky("conversation", resources.new_conversation_id())
@@ -47,19 +47,17 @@ if question:
         session = ws.chat_session()
         box = st.empty()
         box.markdown("_Searching the documents…_")
-        text = ""
-        answer: Answer | None = None
-        for part in session.stream_ask(conversation, question):
-            if isinstance(part, Answer):
-                answer = part
-            else:
-                text += part
-                box.markdown(text + " ▌")
-        if answer is not None:
-            box.markdown(answer.answer)
-            if answer.rewritten_question:
-                st.caption(f"Searched for: {answer.rewritten_question}")
-            components.citations(answer.citations, answer.contexts)
-            note = grounding_note(answer)
-            if note:
-                st.warning(note)
+        written: list[str] = []
+
+        def show(text: str) -> None:
+            written.append(text)
+            box.markdown("".join(written) + " ▌")
+
+        answer = final_answer(session.stream_ask(conversation, question), show)
+        box.markdown(answer.answer)
+        if answer.rewritten_question:
+            st.caption(f"Searched for: {answer.rewritten_question}")
+        components.citations(answer.citations, answer.contexts)
+        note = grounding_note(answer)
+        if note:
+            st.warning(note)

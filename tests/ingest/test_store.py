@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lectern.errors import IndexMismatch
-from lectern.ingest import bm25
+from lectern.ingest import atomic, tokenize
 from lectern.ingest.embed import FakeEmbedder
 from lectern.ingest.pipeline import manifest_for
 from lectern.ingest.settings import IngestSettings
@@ -23,7 +23,7 @@ EMB = FakeEmbedder()
 
 def make_chunks(source: str, texts: list[str], page: int | None = None) -> tuple[list[NewChunk], np.ndarray]:
     chunks = [
-        NewChunk(f"{source}-{i}-{t}", page, None, 0, len(t), i, t, "", bm25.terms(t))
+        NewChunk(f"{source}-{i}-{t}", page, None, 0, len(t), i, t, "", tokenize.terms(t))
         for i, t in enumerate(texts)
     ]
     return chunks, EMB.embed(texts)
@@ -53,7 +53,7 @@ def test_manifest_is_json_and_describes_the_index(col: Collection) -> None:
     assert data["metric"] == "inner_product" and data["normalized"] is True
     assert data["chunking"] == {"chunk_tokens": 200, "overlap_tokens": 40}
     assert data["format_version"] == FORMAT_VERSION
-    assert data["bm25_tokenizer"] == bm25.TOKENIZER
+    assert data["bm25_tokenizer"] == tokenize.TOKENIZER
     assert Collection.open(col.path).manifest == col.manifest
 
 
@@ -104,7 +104,7 @@ def test_snapshot_loaded_once_per_generation_and_seen_by_other_readers(col: Coll
         put(col, "b", ["bananas are yellow", "bananas are long"])
         second = reader.snapshot()
         assert second is not first and second.size == 3
-        hits = second.lexical(reader.term_ids(bm25.terms("bananas")), 5)
+        hits = second.lexical(reader.term_ids(tokenize.terms("bananas")), 5)
         assert {reader.fetch([i])[i].source for i, _ in hits} == {"b"}
     finally:
         reader.close()
@@ -145,7 +145,7 @@ def test_delete_document(col: Collection) -> None:
     assert [d.source for d in col.documents()] == ["b"]
     snap = col.snapshot()
     assert snap.size == 1
-    assert snap.lexical(col.term_ids(bm25.terms("apples")), 5) == []
+    assert snap.lexical(col.term_ids(tokenize.terms("apples")), 5) == []
     assert [col.fetch([i])[i].source for i, _ in snap.dense(EMB.embed_query("apples red"), 5)] == ["b"]
 
 
@@ -169,3 +169,25 @@ def test_stats(col: Collection) -> None:
     put(col, "a", ["apples grow on trees", "apples are red"])
     s = col.stats()
     assert (s["documents"], s["chunks"], s["embedder"]) == (1, 2, "fake-64")
+
+
+def test_every_file_a_collection_writes_goes_through_the_atomic_helper(
+    col: Collection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """manifest, index, BM25 counts, tombstones and state.json: each is published by ingest.atomic
+    (temp, fsync, rename, fsync the folder); only SQLite and the lock file are written otherwise."""
+    published: list[str] = []
+    real_replace = atomic.os.replace
+    monkeypatch.setattr(
+        atomic.os, "replace", lambda a, b: (published.append(Path(b).name), real_replace(a, b))[1]
+    )
+    put(col, "a.txt", ["apples are red"])
+    put(col, "b.txt", ["bananas are yellow", "pears are green", "plums are blue", "figs are brown"])
+    with col.writer(timeout=2) as w:
+        w.delete_document("a.txt")  # one row of five: tombstones only
+    state = json.loads((col.path / "state.json").read_text())
+    assert state["dead"] and state["dead"] in published
+    snapshot_files = {p.name for p in col.path.iterdir()} - {".lock"}
+    snapshot_files = {n for n in snapshot_files if not n.startswith("chunks.sqlite")}
+    assert snapshot_files == {"manifest.json", "state.json", state["faiss"], state["bm25"], state["dead"]}
+    assert snapshot_files - {"manifest.json"} <= set(published)  # the manifest was written by the fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lectern.errors import CorruptConversation, InvalidName
+from lectern.ingest import atomic
 from lectern.rag.chat import ConversationStore, Turn, build_chat_chain, clean_rewrite
 from lectern.rag.types import Answer
 from tests.rag.test_context import ListRetriever, WindowFake, make_doc, words
@@ -120,6 +121,7 @@ def test_long_history_is_trimmed_to_the_window_oldest_first(tmp_path: Path) -> N
     chat.ask("long", "What about it?")  # WindowFake raises if any prompt overflows
     rewrite = llm.users[0]
     assert "ans9" in rewrite and "old0" not in rewrite
+    assert rewrite.count(" …") == 1  # the oldest turn kept is cut short, and says so
     assert llm.get_num_tokens_from_messages(llm.prompts[0]) <= llm_window - chat.rewrite_max_new_tokens
 
 
@@ -143,3 +145,19 @@ def test_clean_rewrite() -> None:
         "How often is it serviced?"
     )
     assert clean_rewrite("   ") == ""
+
+
+def test_a_conversation_is_saved_by_the_atomic_helper_with_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The conversation store had a hand-written temp-and-rename without fsync: it now uses ingest.atomic."""
+    events: list[str] = []
+    real_fsync, real_replace = atomic.os.fsync, atomic.os.replace
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(
+        atomic.os, "replace", lambda a, b: (events.append(f"rename {Path(b).name}"), real_replace(a, b))[1]
+    )
+    store = ConversationStore.for_data_dir(tmp_path)
+    store.append("c1", [Turn(role="user", content="hello")])
+    assert events == ["fsync", "rename c1.json", "fsync"]
+    assert (store.path("c1").stat().st_mode & 0o777) == 0o600

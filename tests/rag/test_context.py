@@ -19,15 +19,21 @@ from pydantic import Field
 from lectern.errors import ContextTooLong
 from lectern.rag.context import (
     DEFAULT_CONTEXT_WINDOW,
+    MIN_TRIMMED_TOKENS,
     TokenCountUnavailable,
     context_window,
     count_messages,
     count_tokens,
+    ensure_fits,
     fit_contexts,
     fit_documents,
+    pack,
     split_to_tokens,
+    tokens_left,
+    trim_to_fit,
     trim_to_tokens,
 )
+from lectern.rag.fake import FakeChatModel
 from lectern.rag.prompts import QA_ZERO_SHOT, format_sources
 from lectern.rag.types import Context
 
@@ -242,3 +248,85 @@ def test_trim_and_split_by_tokens() -> None:
     assert all(count_tokens(llm, p) <= 10 for p in pieces)
     assert " ".join(pieces).split() == text.split()
     assert trim_to_tokens(llm, text, 0) == ""
+
+
+# --- the one packer and the one overflow check, shared by QA, summaries and chat history ---
+
+
+def test_ensure_fits_returns_the_room_left_and_names_the_overflowing_field() -> None:
+    llm = FakeChatModel(context_window=100)
+    assert tokens_left(llm, 70, 20) == 10
+    assert ensure_fits(llm, 80, 20, field="question") == 0
+    assert tokens_left(llm, 81, 20) == -1
+    with pytest.raises(ContextTooLong) as info:
+        ensure_fits(llm, 81, 20, field="history")
+    assert (info.value.tokens, info.value.window, info.value.field) == (101, 100, "history")
+
+
+def test_pack_keeps_leading_items_and_counts_the_separator_between_them() -> None:
+    llm = FakeChatModel()
+    items = [words(3, "a"), words(3, "b"), words(3, "c")]
+    assert pack(llm, items, 9) == items
+    assert pack(llm, items, 8) == items[:2]  # no trim: the first that does not fit ends the pack
+    # a separator of one token between two items: 3 + 1 + 3 fits 7, the third would need 11
+    assert pack(llm, items, 10, separator=" | ") == items[:2]
+    assert pack(llm, items, 11, separator=" | ") == items
+    assert pack(llm, [words(5)], 4) == []
+
+
+def test_pack_trims_the_first_item_that_does_not_fit_to_the_room_left() -> None:
+    llm = FakeChatModel()
+    rooms: list[int] = []
+
+    def trim(item: str, room: int) -> str | None:
+        rooms.append(room)
+        return trim_to_fit(llm, item, room)
+
+    items = [words(10, "a"), words(30, "b"), words(10, "c")]
+    kept = pack(llm, items, 25, separator=" | ", trim=trim)
+    assert rooms == [25 - 10 - 1]  # only the overflowing item, once, with the separator paid for
+    assert kept == [items[0], words(14, "b")]
+    assert pack(llm, items, 15, trim=trim) == [items[0]]  # 5 tokens left: too little to keep a piece
+
+
+def test_pack_renders_items_to_count_them() -> None:
+    llm = FakeChatModel()
+    items = [1, 2, 3]
+    assert pack(llm, items, 6, render=lambda n: words(n)) == [1, 2, 3]
+    assert pack(llm, items, 5, render=lambda n: words(n)) == [1, 2]
+
+
+def test_pack_shrinks_when_the_whole_counts_more_than_its_parts() -> None:
+    llm = FakeChatModel()
+    items = [words(4, t) for t in "abcdef"]
+    calls: list[int] = []
+
+    def measure(kept: list[str]) -> int:  # a tokenizer that adds a token at every join
+        calls.append(len(kept))
+        return sum(count_tokens(llm, k) for k in kept) + max(len(kept) - 1, 0)
+
+    kept = pack(llm, items, 16, measure=measure)
+    assert kept == items[:3] and measure(kept) <= 16
+    assert calls[0] == 4  # the first pack (4 items, 19 tokens) was measured and shrunk
+
+
+def test_pack_drops_from_the_end_when_shrinking_does_not_converge() -> None:
+    llm = FakeChatModel()
+    items = [words(2, t) for t in "abcd"]
+    measured: list[int] = []
+
+    def measure(kept: list[str]) -> int:  # one token over whenever two or more items are joined
+        measured.append(len(kept))
+        return 11 if len(kept) >= 2 else 2 * len(kept)
+
+    assert pack(llm, items, 10, measure=measure) == items[:1]
+    assert measured == [4, 4, 4, 3, 3, 3, 2, 1]  # five packs at budgets 10..6, then two drops
+
+
+def test_trim_to_fit_counts_the_rendered_form_and_refuses_a_sliver() -> None:
+    llm = FakeChatModel()
+    text = words(50)
+    assert trim_to_fit(llm, text, 12) == words(12)
+    assert trim_to_fit(llm, text, 12, render=lambda t: f"label: {t} …") == words(10)
+    assert trim_to_fit(llm, text, MIN_TRIMMED_TOKENS - 1) is None
+    assert trim_to_fit(llm, text, 20, render=lambda t: words(17) + " " + t) is None  # 3 words left

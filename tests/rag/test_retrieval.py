@@ -9,7 +9,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 
 from lectern.errors import UnknownKey
-from lectern.ingest import bm25
+from lectern.ingest import tokenize
 from lectern.rag.retrieval import MODES, Filters, LecternRetriever, Searcher, one_edit_away
 from tests.fixtures.bad_inputs import build_pdf
 
@@ -192,9 +192,11 @@ def test_spelled_corrects_unseen_terms_to_the_commonest_near_term(ws) -> None:  
     searcher = ws.searcher()
     # "orchrd" (a letter missing) and "cellra" (two swapped) are one edit from the collection's words;
     # "pruend" and "apples" are left: the first is two edits away, the second is known.
-    terms = bm25.terms("orchrd cellra pruend apples")
-    assert searcher.spelled(terms) == [*bm25.terms("orchard cellar"), "pruend", *bm25.terms("apples")]
-    assert searcher.spelled(bm25.terms("moth 1990s")) == bm25.terms("moth 1990s")  # short or not a word
+    terms = tokenize.terms("orchrd cellra pruend apples")
+    assert searcher.spelled(terms) == [*tokenize.terms("orchard cellar"), "pruend", *tokenize.terms("apples")]
+    assert searcher.spelled(tokenize.terms("moth 1990s")) == tokenize.terms(
+        "moth 1990s"
+    )  # short or not a word
 
 
 def test_a_misspelled_name_still_finds_its_passage_by_bm25(ws) -> None:  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ from lectern.rag.summarize import (
     NothingToSummarize,
     choose_method,
     map_reduce,
+    pack_texts,
     refine,
     stuff,
     summarize,
@@ -133,3 +134,14 @@ def test_refine_keeps_the_running_summary_within_its_allowance() -> None:
     result = refine(llm, chunks(6), max_new_tokens=20)  # the fake's summaries are far too long
     assert result.steps == len(llm.prompts) >= 2
     assert all(u.count("long") <= 20 for u in llm.users[1:])
+
+
+def test_pack_texts_groups_in_order_and_splits_a_text_longer_than_the_budget() -> None:
+    llm = WindowFake()
+    texts = [words(10, "a"), words(10, "b"), words(45, "c"), words(5, "d")]
+    pieces = pack_texts(llm, texts, 20)
+    assert [llm.get_num_tokens(p) for p in pieces] == [20, 20, 20, 10]
+    assert pieces[0] == texts[0] + "\n\n" + texts[1]
+    assert " ".join(" ".join(pieces).split()) == " ".join(texts)  # every word once, in order
+    with pytest.raises(ContextTooLong):
+        pack_texts(llm, texts, 10)  # under 16 tokens a piece: too small to summarize anything
