@@ -298,11 +298,16 @@ def _print_grounding(answer: Answer) -> None:
 
 
 def _stream(parts: Iterator[Any]) -> Answer:
-    """Print the answer's text as it streams; the final Answer is returned."""
+    """Print the answer's text as it streams; the final Answer is returned. When the streamed answer
+    failed the check (rag.verify) and was replaced, the replacement is printed under a note."""
     from lectern.rag.types import final_answer
 
     answer = final_answer(parts, lambda text: out.print(text, end="", highlight=False, markup=False))
     out.print()
+    if answer.retried:
+        again = "a second try failed too" if answer.abstained else "from the sources' own words"
+        out.print(f"[dim](that answer {answer.retried}; {again}:)[/dim]")
+        out.print(answer.answer, highlight=False, markup=False)
     return answer
 
 

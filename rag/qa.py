@@ -35,8 +35,17 @@ from lectern.rag.citations import (
 )
 from lectern.rag.context import fit_contexts, generation_kwargs
 from lectern.rag.evidence import Calibration, Evidence, TermWeights, assess, select_sentences
-from lectern.rag.prompts import CONCISE_STOP, NO_ANSWER, answer_budget, format_sources, qa_prompt
+from lectern.rag.prompts import (
+    CONCISE_STOP,
+    EXTRACT_TOKENS,
+    NO_ANSWER,
+    QA_EXTRACT,
+    answer_budget,
+    format_sources,
+    qa_prompt,
+)
 from lectern.rag.types import AbstainReason, Answer, Citation, Context, quote_of
+from lectern.rag.verify import answer_problem, clean_span, locate
 
 __all__ = [
     "QAChain",
@@ -96,6 +105,7 @@ class QAChain(Runnable[QAInput, Answer]):
         term_weights: TermWeights | None = None,
         calibration: Calibration | None = None,
         spelling: Callable[[Sequence[str]], list[str]] | None = None,
+        verify: bool = True,
     ) -> None:
         if context not in CONTEXT_FORMS:
             raise UnknownKey("answer context", context, list(CONTEXT_FORMS))
@@ -112,6 +122,7 @@ class QAChain(Runnable[QAInput, Answer]):
         self.term_weights = term_weights
         self.calibration = calibration
         self.spelling = spelling
+        self.verify = verify
 
     def _generation(self, question: str) -> dict[str, Any]:
         """Per-call generation options: a concise prompt gets a short answer budget and stops at a
@@ -126,7 +137,7 @@ class QAChain(Runnable[QAInput, Answer]):
         if prepared.messages is None:
             return self._abstain(prepared)
         raw = self.llm.invoke(prepared.messages, config, **self._generation(prepared.question)).text
-        return self.finish(prepared, raw)
+        return self.check(prepared, self.finish(prepared, raw), config)
 
     def stream_answer(self, input: QAInput, config: RunnableConfig | None = None) -> Iterator[str | Answer]:
         """Yield the model's text as it streams (str chunks), then the final Answer, always last.
@@ -147,7 +158,7 @@ class QAChain(Runnable[QAInput, Answer]):
             if text:
                 parts.append(text)
                 yield text
-        yield self.finish(prepared, "".join(parts))
+        yield self.check(prepared, self.finish(prepared, "".join(parts)), config)
 
     def retrieve(self, question: str, config: RunnableConfig | None = None) -> list[Document]:
         """Retrieved documents in rank order, cut to k and to those scoring at least min_score."""
@@ -200,6 +211,41 @@ class QAChain(Runnable[QAInput, Answer]):
                 passage = next(c.text for c in prepared.contexts if c.number == citation.number)
                 citation.highlights = highlights(answer.answer, prepared.question, passage)
         return answer
+
+    def check(self, prepared: _Prepared, answer: Answer, config: RunnableConfig | None = None) -> Answer:
+        """The answer as it is when it passes rag.verify's check; else the model is asked once for a
+        source's exact words, and the span is shown (citing the source that holds it) when it passes
+        the check and is found in a source, or the chain abstains."""
+        if not self.verify or answer.abstained or self.variant != "concise" or self.structured:
+            return answer
+        problem = answer_problem(answer.answer, prepared.question, prepared.contexts)
+        if problem is None:
+            return answer
+        messages = QA_EXTRACT.format_messages(
+            sources=format_sources(prepared.contexts), question=prepared.question
+        )
+        options = {**generation_kwargs(self.llm, EXTRACT_TOKENS), "stop": ["\n"]}
+        raw = self.llm.invoke(messages, config, **options).text
+        span = clean_span(raw)
+        number = None
+        if span and answer_problem(span, prepared.question, prepared.contexts) is None:
+            number = locate(span, prepared.contexts)
+        update: dict[str, Any] = {
+            "retried": problem,
+            "raw": f"{answer.raw}\n{raw}",
+            "unsupported_citations": [],
+        }
+        if number is None:
+            update.update(
+                answer=NO_ANSWER, citations=[], abstained=True, abstained_by="unsupported", support=None
+            )
+            return answer.model_copy(update=update)
+        ctx = next(c for c in prepared.contexts if c.number == number)
+        citation = _citation(ctx).model_copy(
+            update={"highlights": highlights(span, prepared.question, ctx.text)}
+        )
+        update.update(answer=f"{span} [{number}]", citations=[citation], support=1.0)
+        return answer.model_copy(update=update)
 
     def _parse(self, prepared: _Prepared, raw: str) -> Answer:
         parse_error: str | None = None
@@ -276,7 +322,7 @@ class QAChain(Runnable[QAInput, Answer]):
 def build_qa_chain(llm: BaseChatModel, retriever: BaseRetriever, **options: Any) -> QAChain:
     """The QA runnable: `.invoke({"question": q})` or `.invoke(q)` -> Answer; `.stream_answer(q)`.
     Options are QAChain's (k, variant, max_new_tokens, min_score, structured, context, evidence,
-    term_weights, calibration, spelling)."""
+    term_weights, calibration, spelling, verify)."""
     return QAChain(llm, retriever, **options)
 
 

@@ -65,6 +65,9 @@ class AnswerSettings(BaseModel):
     # abstain without asking the model when the question's subject is not in the sources
     # (rag.evidence, calibrated on S08); off: only the model decides
     evidence: bool = True
+    # check the answer (rag.verify): one that restates the question or says what no source says is
+    # asked again for a source's exact words, or the chain abstains
+    verify: bool = True
 
 
 class LLMSettings(BaseModel):

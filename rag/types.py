@@ -10,8 +10,9 @@ from langchain_core.documents import Document
 from pydantic import BaseModel, Field
 
 QUOTE_CHARS = 300
-AbstainReason = Literal["retrieval", "evidence", "model"]
-"""Why an answer abstained: nothing retrieved, too little evidence in the sources, or the model said so."""
+AbstainReason = Literal["retrieval", "evidence", "model", "unsupported"]
+"""Why an answer abstained: nothing retrieved, too little evidence in the sources, the model said so,
+or its answer failed the check twice (restated the question, or said what no source says)."""
 
 
 class Citation(BaseModel):
@@ -90,6 +91,8 @@ class Answer(BaseModel):
     # P(the answer is in the sources) from the evidence before generation (rag.evidence.assess)
     evidence: float | None = None
     abstained_by: AbstainReason | None = None
+    # the check the model's first answer failed (rag.verify), when it was asked again for a source's words
+    retried: str | None = None
 
 
 AnswerStream = Iterable[str | Answer]

@@ -78,6 +78,7 @@ def qa_options(settings: Settings) -> dict[str, Any]:
         "min_score": settings.retrieval.min_score,
         "context": settings.answer.context,
         "evidence": settings.answer.evidence,
+        "verify": settings.answer.verify,
         "calibration": evidence_calibration(settings),
     }
 

@@ -57,6 +57,9 @@ if question:
         box.markdown(answer.answer)
         if answer.rewritten_question:
             st.caption(f"Searched for: {answer.rewritten_question}")
+        if answer.retried:
+            again = "a second try failed too" if answer.abstained else "this is from the sources' own words"
+            st.caption(f"The model's first answer {answer.retried}; {again}.")
         components.citations(answer.citations, answer.contexts)
         note = grounding_note(answer)
         if note:

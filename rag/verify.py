@@ -1,0 +1,83 @@
+"""The answer check: does the answer say something the question does not, and do the sources say it?
+
+    problem = answer_problem(answer_text, question, contexts)   # None, RESTATES or NOT_IN_SOURCES
+    span = clean_span(raw)                                      # what the extract prompt returned
+    number = locate(span, contexts)                             # the source holding it, or None
+
+A 0.5B model sometimes hands the question back as its answer ("Turtle eggs are covered in when they
+incubate.") or writes words that no source holds. Such an answer is not shown: the chain asks once
+more, for the exact words of a source (prompts.QA_EXTRACT), checks that the span is in a source and
+says something new, and cites that source; when the span fails too, the chain abstains
+(abstained_by="unsupported"). The check reads words only, so it costs nothing when the answer passes
+(almost always: 4 of 57 answered S08 questions failed it, docs/ANSWERS.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from lectern.ingest import tokenize
+from lectern.rag.citations import CITATION
+from lectern.rag.types import Context
+
+RESTATES = "restates the question"
+NOT_IN_SOURCES = "says what no source says"
+
+# A question that starts like these is answered by yes or no, which need no new word.
+_YES_NO = re.compile(
+    r"^(?:is|are|was|were|am|do|does|did|can|could|has|have|had|will|would|shall|should|may|might|must)\b",
+    re.IGNORECASE,
+)
+IN_SOURCES = 0.5  # share of the answer's new words the shown sources must hold
+SPAN_IN_SOURCE = 0.8  # share of a span's words one source must hold for the span to be its
+
+
+def new_terms(text: str, question: str) -> set[str]:
+    """The answer's stemmed words that the question does not have."""
+    return set(tokenize.terms(CITATION.sub(" ", text))) - set(tokenize.terms(question))
+
+
+def answer_problem(answer: str, question: str, contexts: Sequence[Context]) -> str | None:
+    """Why this answer should not be shown as it is (RESTATES, NOT_IN_SOURCES), or None.
+
+    A yes/no question is never faulted for adding no word. A word counts as in the sources when a
+    shown passage or its title holds it."""
+    if _YES_NO.match(question.strip()):
+        return None
+    novel = new_terms(answer, question)
+    if not novel:
+        return RESTATES
+    shown: set[str] = set()
+    for ctx in contexts:
+        shown.update(tokenize.terms(f"{ctx.title or ''} {ctx.text}"))
+    return None if len(novel & shown) / len(novel) >= IN_SOURCES else NOT_IN_SOURCES
+
+
+def clean_span(raw: str) -> str:
+    """The extract prompt's reply as an answer: its first line, [n] markers, quotes, a leading
+    "Answer:" and a final full stop removed."""
+    line = next((ln for ln in raw.strip().splitlines() if ln.strip()), "")
+    line = re.sub(r"(?i)^\s*\**answer\**\s*:\s*", "", line)
+    line = " ".join(CITATION.sub(" ", line).split())
+    return line.strip(" .").strip("\"'“”‘’").rstrip(".").strip()
+
+
+def locate(span: str, contexts: Sequence[Context]) -> int | None:
+    """The number of the source that holds the span: word for word (case and spacing aside) first,
+    else the source holding the largest share (at least SPAN_IN_SOURCE) of its words."""
+    if not span.strip():
+        return None
+    wanted = tokenize.fold(span)
+    for ctx in contexts:
+        if wanted in tokenize.fold(ctx.text):
+            return ctx.number
+    words = set(tokenize.terms(span))
+    if not words:
+        return None
+    best, share = None, 0.0
+    for ctx in contexts:
+        held = len(words & set(tokenize.terms(ctx.text))) / len(words)
+        if held > share:
+            best, share = ctx.number, held
+    return best if share >= SPAN_IN_SOURCE else None

@@ -1,0 +1,79 @@
+"""rag.verify and the QA chain's check: an answer that restates the question or says what no source
+says is asked again for a source's exact words; a span no source holds becomes an abstention."""
+
+from __future__ import annotations
+
+from lectern.rag.prompts import NO_ANSWER
+from lectern.rag.qa import QAChain, build_qa_chain
+from lectern.rag.verify import NOT_IN_SOURCES, RESTATES, answer_problem, clean_span, locate
+from tests.rag.test_context import ListRetriever, WindowFake, make_doc
+from tests.rag.test_evidence import ctx
+
+TURTLES = (
+    "Sea turtles lay their eggs on sandy beaches. The eggs are covered in mud or sand while they "
+    "incubate. The hatchlings dig their way to the surface."
+)
+SOURCES = [ctx(1, "Kings ruled long. Nothing else here."), ctx(2, TURTLES, "Turtle")]
+
+
+def test_answer_problem() -> None:
+    q = "What are turtle eggs covered in when they incubate?"
+    assert answer_problem("Turtle eggs are covered in when they incubate. [1]", q, SOURCES) == RESTATES
+    assert answer_problem("They are covered in mud or sand. [2]", q, SOURCES) is None
+    assert answer_problem("They are covered in golden velvet blankets.", q, SOURCES) == NOT_IN_SOURCES
+    # half of the new words in the sources is enough: small models paraphrase
+    assert answer_problem("Mud or sand, then velvet.", q, SOURCES) is None
+    # a yes/no question needs no new word
+    assert answer_problem("Yes, turtle eggs incubate.", "Do turtle eggs incubate?", SOURCES) is None
+    # a word of the source's title counts as in the sources
+    assert answer_problem("A turtle.", "What lays eggs on sandy beaches?", SOURCES) is None
+
+
+def test_clean_span_and_locate() -> None:
+    assert clean_span('Answer: "mud or sand". [2]\nmore') == "mud or sand"
+    assert locate("mud or sand", SOURCES) == 2  # word for word
+    assert locate("Mud  OR sand", SOURCES) == 2  # case and spacing aside
+    assert locate("sand and mud covering", SOURCES) == 2  # most of its words in one source
+    assert locate("golden velvet", SOURCES) is None
+    assert locate("", SOURCES) is None
+
+
+def turtle_chain(*replies: str) -> tuple[WindowFake, QAChain]:
+    llm = WindowFake(context_window=800, script=list(replies))
+    docs = [make_doc(2, TURTLES), make_doc(1, "Kings ruled long. Nothing else here.")]
+    return llm, build_qa_chain(llm, ListRetriever(docs=docs), evidence=False)
+
+
+def test_a_restated_question_is_asked_again_and_the_span_cites_its_source() -> None:
+    llm, qa = turtle_chain("Turtle eggs are covered in when they incubate.", "mud or sand")
+    answer = qa.invoke("What are turtle eggs covered in when they incubate?")
+    assert len(llm.prompts) == 2 and "exact words" in llm.prompts[1][0].text
+    assert answer.retried == RESTATES and not answer.abstained
+    assert answer.answer == "mud or sand [1]"
+    [citation] = answer.citations
+    assert citation.chunk_id == "c2" and citation.highlights == [
+        "The eggs are covered in mud or sand while they incubate."
+    ]
+
+
+def test_a_span_no_source_holds_becomes_an_abstention() -> None:
+    _, qa = turtle_chain("They are wrapped in golden velvet blankets.", "golden velvet")
+    streamed = list(qa.stream_answer("What are turtle eggs covered in when they incubate?"))
+    answer = streamed[-1]
+    assert "".join(p for p in streamed if isinstance(p, str)) == "They are wrapped in golden velvet blankets."
+    assert answer.abstained and answer.abstained_by == "unsupported" and answer.answer == NO_ANSWER
+    assert answer.retried == NOT_IN_SOURCES and answer.citations == []
+    assert "golden velvet" in answer.raw.splitlines()[-1]  # both outputs kept for inspection
+
+
+def test_an_answer_that_passes_costs_no_second_call() -> None:
+    llm, qa = turtle_chain("They are covered in mud or sand.")
+    answer = qa.invoke("What are turtle eggs covered in when they incubate?")
+    assert len(llm.prompts) == 1 and answer.retried is None and not answer.abstained
+
+
+def test_the_check_can_be_turned_off() -> None:
+    llm = WindowFake(context_window=800, script=["Turtle eggs are covered in when they incubate."])
+    qa = build_qa_chain(llm, ListRetriever(docs=[make_doc(2, TURTLES)]), evidence=False, verify=False)
+    answer = qa.invoke("What are turtle eggs covered in when they incubate?")
+    assert len(llm.prompts) == 1 and answer.retried is None
