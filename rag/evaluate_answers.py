@@ -108,6 +108,8 @@ class QuestionRecord:
     hidden_abstained: bool = False
     hidden_seconds: float = 0.0
     hidden_sources: list[str] = field(default_factory=list)  # what the ask without the article saw
+    abstained_by: str | None = None  # retrieval, evidence, model or unsupported (rag.types.AbstainReason)
+    retried: str | None = None  # the check the first answer failed, when it was asked again (rag.verify)
 
     @classmethod
     def of(
@@ -140,6 +142,8 @@ class QuestionRecord:
             hidden_abstained=hidden.abstained,
             hidden_seconds=round(hidden_s, 3),
             hidden_sources=sorted({Path(c.source).name for c in hidden.contexts}),
+            abstained_by=answer.abstained_by,
+            retried=answer.retried,
         )
 
 
