@@ -175,7 +175,7 @@ class Workspace:
         page_max: int | None = None,
         mmr: bool | None = None,
     ) -> list[Hit]:
-        filters = Filters(tuple(self._source(s) for s in sources), page_min, page_max)
+        filters = Filters(tuple(self._known_source(s) for s in sources), page_min, page_max)
         return self.searcher().search(query, k=k, mode=mode, filters=filters, mmr=mmr)
 
     def retriever(self, searcher: Searcher | None = None, **options: Any) -> LecternRetriever:
@@ -188,6 +188,15 @@ class Workspace:
             "rerank_candidates": r.rerank_candidates,
         }
         return LecternRetriever(searcher=searcher or self.searcher(), **{**defaults, **options})
+
+    def _known_source(self, source: str | Path) -> str:
+        """The collection's key for a document asked for by path; DocumentNotFound when it holds none
+        (a filter on a mistyped name would otherwise return no hits and look like a poor search)."""
+        key = self._source(source)
+        documents = self.collection().content_hashes()
+        if key not in documents:
+            raise DocumentNotFound(str(source), self.name, sorted(documents))
+        return key
 
     def _source(self, source: str | Path) -> str:
         text = str(source)

@@ -8,7 +8,7 @@ import pytest
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 
-from lectern.errors import UnknownKey
+from lectern.errors import DocumentNotFound, UnknownKey
 from lectern.ingest import tokenize
 from lectern.rag.retrieval import MODES, Filters, LecternRetriever, Searcher, one_edit_away
 from tests.fixtures.bad_inputs import build_pdf
@@ -87,6 +87,13 @@ def test_source_filter_applies_before_the_top_k_cut(ws, mode: str) -> None:  # t
     hits = ws.search(query, k=allowed + 3, mode=mode, sources=[source])  # fewer allowed chunks than k
     assert set(names(hits)) == {"quiet.txt"}
     assert len(hits) == (allowed if mode != "bm25" else 2)  # BM25 returns only chunks with a query term
+
+
+def test_a_source_filter_naming_no_document_is_an_error(ws) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(
+        DocumentNotFound, match=r"no document 'mising\.txt' in collection 'test' \(known: .*cider0\.txt"
+    ):
+        ws.search("orchard", sources=["mising.txt"])
 
 
 @pytest.mark.parametrize("mode", MODES)
