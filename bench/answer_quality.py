@@ -9,7 +9,7 @@ seconds per answer compare. Configurations (CONFIGS) are settings overrides:
 - `baseline`: what lectern did before docs/ANSWERS.md's fourth run (zero-shot prompt, the five
   whole chunks, 256 new tokens, only the model decides to abstain);
 - `lectern`: the current defaults (concise prompt, best sentences, evidence-based abstention);
-- `chunks`, `no-evidence`, `no-verify`: the defaults less one lever each, to see what each is worth.
+- `chunks`, `no-evidence`, `no-verify`, `no-spelling`: the defaults less one lever each, to see what each is worth.
 Prints one JSON line per configuration (rag.evaluate_answers.KEYS) and writes per-question JSONL.
 """
 
@@ -35,6 +35,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "chunks": {"answer": {"context": "chunks"}},
     "no-evidence": {"answer": {"evidence": False}},
     "no-verify": {"answer": {"verify": False}},
+    "no-spelling": {"retrieval": {"spelling": False}},
 }
 
 

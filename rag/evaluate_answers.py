@@ -229,20 +229,22 @@ class AnswerEval:
         """A function that asks one question with these settings, with its article and without it."""
         from lectern.rag.context import count_tokens
         from lectern.rag.qa import QAChain, build_qa_chain
-        from lectern.rag.retrieval import Filters, LecternRetriever
+        from lectern.rag.retrieval import Filters, LecternRetriever, Searcher
         from lectern.rag.workspace import qa_options, shared_llm, shared_reranker
 
         llm = shared_llm(settings)
         r = settings.retrieval
+        # the index is shared; these settings' retrieval options (weights, spelling...) are not
+        searcher = Searcher(self.searcher.collection, self.searcher.embedder, r)
         options = {
             **qa_options(settings),
-            "term_weights": self.searcher.term_weights,
-            "spelling": self.searcher.spelled,
+            "term_weights": searcher.term_weights,
+            "spelling": searcher.spelled,
         }
 
         def chain(filters: Filters | None) -> QAChain:
             retriever = LecternRetriever(
-                searcher=self.searcher,
+                searcher=searcher,
                 k=r.k,
                 mode=r.mode,
                 mmr=r.mmr,

@@ -49,6 +49,9 @@ class RetrievalSettings(BaseModel):
     # a local cross-encoder folder (rag.rerank): reorders the best rerank_candidates hits, keeps k
     reranker: str | None = None
     rerank_candidates: int = Field(20, ge=1, le=200)
+    # correct a query word the collection has never seen to its commonest word one edit away
+    # ("Netwon" -> "Newton") for BM25 and the evidence gate (rag.retrieval.Searcher.spelled)
+    spelling: bool = True
 
 
 AnswerContext = Literal["sentences", "chunks"]

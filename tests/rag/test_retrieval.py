@@ -209,3 +209,9 @@ def test_spelled_corrects_unseen_terms_to_the_commonest_near_term(ws) -> None:  
 def test_a_misspelled_name_still_finds_its_passage_by_bm25(ws) -> None:  # type: ignore[no-untyped-def]
     hits = ws.search("sheras", k=1, mode="bm25")  # "shears" with two letters swapped
     assert names(hits) == ["pruning.txt"]
+
+
+def test_spelling_can_be_turned_off(ws) -> None:  # type: ignore[no-untyped-def]
+    ws.settings.retrieval.spelling = False
+    assert ws.searcher().spelled(["orchrd"]) == ["orchrd"]
+    assert ws.search("sheras", k=1, mode="bm25") == []
