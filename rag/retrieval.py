@@ -164,6 +164,8 @@ class Searcher:
         evidence gate abstain on a question whose answer is right there. Short terms (under
         MIN_SPELLED letters) and terms with digits are left alone: too many words lie one edit away.
         """
+        if not self.settings.spelling:
+            return list(terms)
         unseen = [t for t in dict.fromkeys(terms) if len(t) >= MIN_SPELLED and t.isalpha() and t.isascii()]
         known = self.collection.vocabulary(unseen)
         unseen = [t for t in unseen if t not in known]
