@@ -104,7 +104,16 @@ def _cpu() -> str:
     )
     flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
     marks = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{model}, {os.cpu_count()} cores, {' '.join(marks)}"
+    described = f"{model}, {os.cpu_count()} cores, {' '.join(marks)}"
+    # ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 make torch run as on an AVX2-only CPU (no bf16):
+    # say so, since /proc/cpuinfo still lists the flags.
+    import torch
+
+    used = torch.backends.cpu.get_cpu_capability()
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return described + (
+        f"; torch kernels limited to {used}, oneDNN to {limit}" if limit else f"; torch uses {used}"
+    )
 
 
 if __name__ == "__main__":
