@@ -227,8 +227,7 @@ def error_response(error: BaseException) -> JSONResponse:
 
 
 def _http_error(error: HTTPException) -> JSONResponse:
-    if isinstance(error.__cause__, APIError):  # the Gate's BodyTooLarge while FastAPI read the body
-        return error_response(error.__cause__)
+    """Starlette's own errors (no such route, wrong method) in OpenAI's shape."""
     api = APIError(str(error.detail))
     api.status = error.status_code
     api.type = "not_found_error" if error.status_code == 404 else "invalid_request_error"
@@ -530,11 +529,7 @@ def _rag_chain(server: Server, body: ChatRequest, llm: QueuedChatModel) -> Any:
     from lectern.rag.retrieval import Filters
     from lectern.rag.workspace import qa_options
 
-    name = body.model[len(RAG_PREFIX) :]
-    if name not in server.collections():
-        raise UnknownModel(f"model {body.model!r} not found: no collection {name!r}", param="model",
-                           code="model_not_found")  # fmt: skip
-    ws = server.workspace(name)
+    ws = server.workspace(body.model[len(RAG_PREFIX) :])
     searcher = ws.searcher()
     retrieval: dict[str, Any] = {}
     if body.k is not None:
@@ -561,15 +556,19 @@ async def rag_chat(server: Server, body: ChatRequest, request: Request) -> Any:
     question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "").strip()
     if not question:
         raise APIError("a RAG model needs a user message with the question", param="messages")
+    name = body.model[len(RAG_PREFIX) :]
+    if name not in server.collections():
+        raise UnknownModel(f"model {body.model!r} not found: no collection {name!r}", param="model",
+                           code="model_not_found")  # fmt: skip
     server.batcher.check_capacity()
     llm = server.queued(body.limit(), body.temperature)
-    chain = _rag_chain(server, body, llm)
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[Event] = asyncio.Queue()
     sink = _async_sink(loop, events)
 
-    def work() -> None:
+    def work() -> None:  # retrieval (the embedder's first load too) off the event loop
         try:
+            chain = _rag_chain(server, body, llm)
             for part in chain.stream_answer(question):
                 sink(("answer", part) if isinstance(part, Answer) else ("text", part))
         except Exception as error:

@@ -385,6 +385,13 @@ class QueuedChatModel(LecternChatModel):
     ) -> int:
         return int(self.base.get_num_tokens_from_messages(messages))
 
+    def batch(
+        self, inputs: Any, config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
+    ) -> Any:
+        """All inputs submitted at once (a summary's map step), so they share the worker's batches."""
+        config = {**(config or {}), "max_concurrency": max(1, len(inputs))}
+        return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+
     def _events(self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any) -> Iterator[Event]:
         import queue
 
