@@ -412,58 +412,83 @@ def sse(data: Any) -> str:
     return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
-async def generate(server: Server, job: Job, body: GenerationRequest, request: Request, *, chat: bool) -> Any:
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue[Event] = asyncio.Queue()
-    job.sink = _async_sink(loop, events)
-    server.batcher.submit(job)  # ServerBusy (503) past the queue bound
-    prompt_tokens = job.prompt_tokens
-    rid, created = new_id("chatcmpl" if chat else "cmpl"), now()
-    if not body.stream:
+@dataclass
+class Ending:
+    """How a generation ended, as the response says it: finish reason, usage, extra fields (a RAG
+    model's `sources`) and, when the chain cleaned it, the final text of a non-streamed answer."""
 
-        async def collect() -> tuple[str, Finish]:
+    reason: str
+    usage: dict[str, int]
+    extra: dict[str, Any] = field(default_factory=dict)
+    text: str | None = None
+
+
+async def respond(
+    request: Request,
+    shape: Shape,
+    events: asyncio.Queue[Event],
+    cancelled: threading.Event,
+    stream: bool,
+    ending: Callable[[Any], Ending],
+) -> Any:
+    """The one answer loop: ("text", str) events, then ("done", x) (`ending(x)` says how it ended)
+    or ("error", exception), as one response or as an event stream. However it ends (done, client
+    gone, handler cancelled), `cancelled` is set, which stops the generation at its next token."""
+    if not stream:
+
+        async def collect() -> tuple[str, Ending]:
             parts: list[str] = []
             while True:
-                event = await events.get()
-                if event[0] == "text":
-                    parts.append(event[1])
-                elif event[0] == "error":
-                    raise event[1]
+                kind, value = await events.get()
+                if kind == "text":
+                    parts.append(value)
+                elif kind == "error":
+                    raise value
                 else:
-                    return "".join(parts), event[1]
+                    return "".join(parts), ending(value)
 
         try:
-            text, finish = await _watching(request, job.cancelled, collect())
+            text, end = await _watching(request, cancelled, collect())
         finally:
-            job.cancelled.set()  # no-op when done; stops the rows when the handler was cancelled
-        shaped = Shape(rid, created, body.model, chat, body.include_usage())
-        return shaped.whole(text, finish.reason, usage(prompt_tokens, finish.completion_tokens))
-
-    shape = Shape(rid, created, body.model, chat, body.include_usage())
+            cancelled.set()  # no-op when done; stops the rows when the handler was cancelled
+        return shape.whole(end.text if end.text is not None else text, end.reason, end.usage, **end.extra)
 
     async def frames() -> AsyncIterator[str]:
         try:
-            if chat:
+            if shape.chat:
                 yield sse(shape.chunk({"role": "assistant", "content": ""}))
             while True:
-                event = await events.get()
-                if event[0] == "text":
-                    yield sse(shape.chunk({"content": event[1]}) if chat else shape.chunk(event[1]))
-                elif event[0] == "error":
-                    api = as_api_error(event[1])
+                kind, value = await events.get()
+                if kind == "text":
+                    yield sse(shape.chunk({"content": value} if shape.chat else value))
+                elif kind == "error":
+                    api = as_api_error(value)
                     yield sse(error_body(api.message, api.type, api.param, api.code))
                     break
                 else:
-                    finish: Finish = event[1]
-                    yield sse(shape.chunk({} if chat else "", finish.reason))
+                    end = ending(value)
+                    yield sse(shape.chunk({} if shape.chat else "", end.reason, **end.extra))
                     if shape.include_usage:
-                        yield sse(shape.usage_chunk(usage(prompt_tokens, finish.completion_tokens)))
+                        yield sse(shape.usage_chunk(end.usage))
                     break
             yield "data: [DONE]\n\n"
         finally:
-            job.cancelled.set()  # the client left mid-stream: the row stops at its next token
+            cancelled.set()  # the client left mid-stream: the row stops at its next token
 
     return event_stream(frames())
+
+
+async def generate(server: Server, job: Job, body: GenerationRequest, request: Request, *, chat: bool) -> Any:
+    """A chat or text completion of the local model through the batcher."""
+    events: asyncio.Queue[Event] = asyncio.Queue()
+    job.sink = _async_sink(asyncio.get_running_loop(), events)
+    server.batcher.submit(job)  # ServerBusy (503) past the queue bound
+    shape = Shape(new_id("chatcmpl" if chat else "cmpl"), now(), body.model, chat, body.include_usage())
+
+    def ending(finish: Finish) -> Ending:
+        return Ending(finish.reason, usage(job.prompt_tokens, finish.completion_tokens))
+
+    return await respond(request, shape, events, job.cancelled, body.stream, ending)
 
 
 def event_stream(frames: AsyncIterator[str]) -> StreamingResponse:
@@ -570,7 +595,7 @@ async def rag_chat(server: Server, body: ChatRequest, request: Request) -> Any:
         try:
             chain = _rag_chain(server, body, llm)
             for part in chain.stream_answer(question):
-                sink(("answer", part) if isinstance(part, Answer) else ("text", part))
+                sink(("done", part) if isinstance(part, Answer) else ("text", part))
         except Exception as error:
             sink(("error", error))
 
@@ -580,43 +605,11 @@ async def rag_chat(server: Server, body: ChatRequest, request: Request) -> Any:
         return usage(sum(p for p, _ in llm.usage), sum(c for _, c in llm.usage))
 
     shape = Shape(new_id("chatcmpl"), now(), body.model, True, body.include_usage())
-    if not body.stream:
 
-        async def collect() -> Any:
-            while True:
-                event = await events.get()
-                if event[0] == "error":
-                    raise event[1]
-                if event[0] == "answer":
-                    return event[1]
+    def ending(answer: Answer) -> Ending:
+        return Ending("stop", used(), {"sources": sources_of(answer)}, text=answer.answer)
 
-        try:
-            answer = await _watching(request, llm.cancelled, collect())
-        finally:
-            llm.cancelled.set()
-        return shape.whole(answer.answer, "stop", used(), sources=sources_of(answer))
-
-    async def frames() -> AsyncIterator[str]:
-        try:
-            yield sse(shape.chunk({"role": "assistant", "content": ""}))
-            while True:
-                event = await events.get()
-                if event[0] == "text":
-                    yield sse(shape.chunk({"content": event[1]}))
-                elif event[0] == "error":
-                    api = as_api_error(event[1])
-                    yield sse(error_body(api.message, api.type, api.param, api.code))
-                    break
-                else:
-                    yield sse(shape.chunk({}, "stop", sources=sources_of(event[1])))
-                    if shape.include_usage:
-                        yield sse(shape.usage_chunk(used()))
-                    break
-            yield "data: [DONE]\n\n"
-        finally:
-            llm.cancelled.set()
-
-    return event_stream(frames())
+    return await respond(request, shape, events, llm.cancelled, body.stream, ending)
 
 
 # --------------------------------------------------------------------------- embeddings and summaries
