@@ -231,10 +231,20 @@ class APIError(LecternError):
     status = 400
     type = "invalid_request_error"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        type: str | None = None,
+    ) -> None:
         self.message = message
         self.param = param
         self.code = code
+        self.status = status or self.status
+        self.type = type or self.type
         super().__init__(message)
 
 

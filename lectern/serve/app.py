@@ -211,13 +211,9 @@ def as_api_error(error: BaseException) -> APIError:
         return error
     for kind, (status, type_, code) in LIBRARY_ERRORS.items():
         if isinstance(error, kind):
-            api = APIError(str(error), code=code)
-            api.status, api.type = status, type_
-            return api
+            return APIError(str(error), code=code, status=status, type=type_)
     log.exception("internal error", exc_info=error)
-    api = APIError(f"internal error: {type(error).__name__}")
-    api.status, api.type = 500, "server_error"
-    return api
+    return APIError(f"internal error: {type(error).__name__}", status=500, type="server_error")
 
 
 def error_response(error: BaseException) -> JSONResponse:
@@ -228,10 +224,8 @@ def error_response(error: BaseException) -> JSONResponse:
 
 def _http_error(error: HTTPException) -> JSONResponse:
     """Starlette's own errors (no such route, wrong method) in OpenAI's shape."""
-    api = APIError(str(error.detail))
-    api.status = error.status_code
-    api.type = "not_found_error" if error.status_code == 404 else "invalid_request_error"
-    return error_response(api)
+    kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
+    return error_response(APIError(str(error.detail), status=error.status_code, type=kind))
 
 
 # --------------------------------------------------------------------------- the app
