@@ -113,7 +113,9 @@ class Server:
 
         with self._lock:
             if name not in self._workspaces:
-                self._workspaces[name] = Workspace(collection=name, settings=self.settings)
+                ws = Workspace(collection=name, settings=self.settings)
+                ws.collection()  # CollectionNotFound (404) for a name that is not one: nothing cached
+                self._workspaces[name] = ws
             return self._workspaces[name]
 
     def embedder(self) -> Any:

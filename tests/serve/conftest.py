@@ -34,6 +34,20 @@ class EndlessFake(FakeChatModel):
             yield self._chunk("tick ", run_manager)
 
 
+class FailingFake(FakeChatModel):
+    """Streams one word, then fails: an error after the stream has started."""
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        yield self._chunk("partial ", run_manager)
+        raise RuntimeError("the model fell over")
+
+
 @contextmanager
 def serving(settings: Any, llm: Any, **options: Any) -> Iterator[str]:
     """`build_app` under uvicorn on a free loopback port; yields the base URL."""

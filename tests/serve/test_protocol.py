@@ -16,7 +16,7 @@ import pytest
 from lectern.errors import APIError
 from lectern.rag.fake import DONT_KNOW, FakeChatModel
 from lectern.serve import check_exposure
-from tests.serve.conftest import EndlessFake, health, serving, sse_events, wait_for
+from tests.serve.conftest import EndlessFake, FailingFake, health, serving, sse_events, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "Hello there"}]}
@@ -351,6 +351,17 @@ def test_cli_refuses_a_public_host_without_a_key_before_loading_a_model() -> Non
     result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--backend", "fake"])
     assert result.exit_code == 2
     assert "--api-key" in result.output
+
+
+def test_an_error_after_the_stream_started_is_a_data_frame_then_done(settings: Any) -> None:
+    with serving(settings, FailingFake()) as url:
+        events = sse_events(stream_lines(url, {**CHAT, "stream": True}))
+        assert events[-1] == "[DONE]"
+        assert json.loads(events[1])["choices"][0]["delta"]["content"] == "partial "
+        error = json.loads(events[-2])
+        assert set(error) == {"error"} and error["error"]["type"] == "server_error"
+        _error(post(url, "/v1/chat/completions", CHAT), 500)  # not streamed: a 500 in the same shape
+        assert httpx.get(f"{url}/health").json()["status"] == "ok"
 
 
 def test_a_bad_request_never_takes_the_server_down(fake_url: str) -> None:
