@@ -1,8 +1,13 @@
 """`lectern serve`: an OpenAI-compatible API server for the local model and lectern's RAG chains.
 
-    protocol.py  request bodies and response shapes (OpenAI's wire format, lectern's extras)
-    batching.py  the model worker: concurrent requests join the next generation batch
-    app.py       the FastAPI routes, API keys, body limit and errors in OpenAI's shape
+    app.py          the FastAPI app: its routes over the loaded model, the batcher and the collections
+    protocol.py     request bodies and response shapes (OpenAI's wire format, lectern's extras)
+    edges.py        API keys and the body limit before any route; errors in OpenAI's shape
+    batching.py     the model worker: concurrent requests join the next generation batch
+    completions.py  chat and text completions of the local model
+    rag.py          the RAG models (lectern-rag/<collection>, with sources) and /v1/summarize
+    embeddings.py   /v1/embeddings over the ingestion embedder
+    answers.py      the one loop from a generation's events to a response or an event stream
 
 `run` is what the CLI calls: it refuses a non-loopback address without a key, loads the model once
 and serves with uvicorn.

@@ -5,8 +5,10 @@ the response and stream-chunk dicts. lectern's own extras are documented fields:
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
@@ -14,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from lectern.errors import APIError
 
 MAX_STOPS = 4  # as OpenAI
+RAG_PREFIX = "lectern-rag/"  # a RAG model per collection: lectern-rag/<collection>
+EMBED_MODEL = "lectern-embed"
 
 
 class StreamOptions(BaseModel):
@@ -190,3 +194,46 @@ def error_body(message: str, type: str, param: str | None = None, code: str | No
 
 def model_card(model_id: str, created: int, owned_by: str = "lectern") -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}
+
+
+def sse(data: Any) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+@dataclass
+class Shape:
+    """The response and chunk dicts of one chat or text completion."""
+
+    id: str
+    created: int
+    model: str
+    chat: bool
+    include_usage: bool
+
+    def _base(self, stream: bool) -> dict[str, Any]:
+        kind = ("chat.completion" if self.chat else "text_completion") + (
+            ".chunk" if stream and self.chat else ""
+        )
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+
+    def whole(self, text: str, reason: str, used: dict[str, int], **extra: Any) -> dict[str, Any]:
+        if self.chat:
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}}
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None}
+        choice["finish_reason"] = reason
+        return {**self._base(False), "choices": [choice], "usage": used, **extra}
+
+    def chunk(self, delta: Any, reason: str | None = None, **extra: Any) -> dict[str, Any]:
+        if self.chat:
+            choice: dict[str, Any] = {"index": 0, "delta": delta}
+        else:
+            choice = {"index": 0, "text": delta, "logprobs": None}
+        choice["finish_reason"] = reason
+        out = {**self._base(True), "choices": [choice], **extra}
+        if self.include_usage:
+            out["usage"] = None
+        return out
+
+    def usage_chunk(self, used: dict[str, int]) -> dict[str, Any]:
+        return {**self._base(True), "choices": [], "usage": used}
