@@ -525,6 +525,44 @@ def ui(
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
+# -- the API server -------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; not loopback needs --api-key.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key", envvar="LECTERN_SERVE_API_KEY", help="A key clients must send (repeatable)."
+        ),
+    ] = None,
+    collection: Annotated[
+        str | None, typer.Option("--collection", "-c", help="Default collection of /v1/summarize.")
+    ] = None,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    max_batch: Annotated[int, typer.Option(help="Most requests per generation batch (1: no batching).")] = 8,
+    max_queue: Annotated[int, typer.Option(help="Waiting requests past which the server answers 503.")] = 32,
+    insecure_no_api_key: Annotated[
+        bool, typer.Option("--insecure-no-api-key", help="Serve a non-loopback address without a key.")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+    data_dir: DataDir = None,
+) -> None:
+    """Serve the model and the collections over an OpenAI-compatible API (/v1/chat/completions...)."""
+    from lectern.serve import check_exposure, run
+    from lectern.serve.app import ServeOptions
+
+    with _edge():
+        check_exposure(host, bool(api_key), insecure_no_api_key)  # before loading a model
+        settings = _settings(data_dir, llm=_llm_flags(backend, model))
+        options = ServeOptions(api_keys=tuple(api_key or ()), collection=collection, max_batch=max_batch,
+                               max_queue=max_queue)  # fmt: skip
+        run(
+            settings, host=host, port=port, options=options, insecure=insecure_no_api_key, log_level=log_level
+        )
+
+
 def main() -> None:
     app()
 

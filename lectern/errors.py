@@ -220,3 +220,55 @@ class CorruptConversation(LecternError):
 
 class BadQADir(LecternError):
     """The --qa-dir folder is not laid out like the CMU dataset."""
+
+
+# --- the API server (lectern serve) ---
+
+
+class APIError(LecternError):
+    """A request the server refuses, with its HTTP status and OpenAI's error fields (type, param, code)."""
+
+    status = 400
+    type = "invalid_request_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        type: str | None = None,
+    ) -> None:
+        self.message = message
+        self.param = param
+        self.code = code
+        self.status = status or self.status
+        self.type = type or self.type
+        super().__init__(message)
+
+
+class Unauthorized(APIError):
+    status = 401
+    type = "authentication_error"
+
+
+class UnknownModel(APIError):
+    status = 404
+    type = "not_found_error"
+
+
+class BodyTooLarge(APIError):
+    status = 413
+
+
+class ServerBusy(APIError):
+    """The generation queue is full: the client should retry after `retry_after_s`."""
+
+    status = 503
+    type = "server_busy"
+
+    def __init__(self, waiting: int, retry_after_s: int = 1) -> None:
+        self.waiting = waiting
+        self.retry_after_s = retry_after_s
+        super().__init__(f"the server is busy ({waiting} requests waiting); retry later", code="server_busy")

@@ -155,3 +155,10 @@ def test_imports_flow_one_way() -> None:
     assert [
         n for n in ast.walk(errors) if isinstance(n, ast.ImportFrom) and "lectern" in (n.module or "")
     ] == []
+
+
+def test_the_tests_need_only_the_dev_extra() -> None:
+    """`make test` installs `.[dev]`: what the tests import beyond the core dependencies (pytest, and the
+    clients the server is tested with: openai, langchain-openai) is declared in the dev extra."""
+    available = requirement_names(PROJECT["dependencies"] + PROJECT["optional-dependencies"]["dev"])
+    assert imported_distributions("tests") - available == set()

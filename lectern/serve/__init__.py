@@ -1,0 +1,75 @@
+"""`lectern serve`: an OpenAI-compatible API server for the local model and lectern's RAG chains.
+
+    app.py          the FastAPI app: its routes over the loaded model, the batcher and the collections
+    protocol.py     request bodies and response shapes (OpenAI's wire format, lectern's extras)
+    edges.py        API keys and the body limit before any route; errors in OpenAI's shape
+    batching.py     the model worker: concurrent requests join the next generation batch
+    completions.py  chat and text completions of the local model
+    rag.py          the RAG models (lectern-rag/<collection>, with sources) and /v1/summarize
+    embeddings.py   /v1/embeddings over the ingestion embedder
+    answers.py      the one loop from a generation's events to a response or an event stream
+
+`run` is what the CLI calls: it refuses a non-loopback address without a key, loads the model once
+and serves with uvicorn.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import TYPE_CHECKING
+
+from lectern.errors import APIError
+
+if TYPE_CHECKING:
+    from lectern.rag.settings import Settings
+    from lectern.serve.app import ServeOptions
+
+log = logging.getLogger("lectern.serve")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, has_key: bool, insecure: bool) -> str | None:
+    """None when `host` is safe to bind as asked; the warning to log loudly when the operator opted out;
+    an APIError when a non-loopback address has no key and no explicit opt-out."""
+    if is_loopback(host) or has_key:
+        return None
+    if not insecure:
+        raise APIError(
+            f"refusing to serve on {host} without --api-key: anyone who can reach it could use the model "
+            "and read the collections (pass --insecure-no-api-key to do it anyway)"
+        )
+    return f"WARNING: serving on {host} WITHOUT an API key: anyone who can reach this address can use it"
+
+
+def run(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    options: ServeOptions,
+    insecure: bool = False,
+    log_level: str = "info",
+) -> None:
+    """Load the model, then serve until interrupted."""
+    import uvicorn
+
+    from lectern.rag.workspace import shared_llm
+    from lectern.serve.app import build_app
+
+    warning = check_exposure(host, bool(options.api_keys), insecure)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    if warning:
+        log.warning(warning)
+    llm = shared_llm(settings)
+    app = build_app(settings, llm, options)
+    log.info("lectern serve: model %s on http://%s:%d/v1", app.state.server.model_id, host, port)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

@@ -1,0 +1,215 @@
+"""The FastAPI app of `lectern serve`: the routes over one loaded model, its Batcher and the collections.
+
+Every error leaves in OpenAI's shape (edges.py); chat and text completions go through the batcher
+(completions.py), RAG models and summaries through lectern's chains (rag.py), embeddings through the
+ingestion embedder (embeddings.py); answers.py is the one loop that turns a generation into a
+response or an event stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+
+from lectern.errors import (
+    APIError,
+    LecternError,
+    UnknownModel,
+)
+from lectern.rag.settings import Settings
+from lectern.serve.batching import Batcher, QueuedChatModel
+from lectern.serve.completions import generate, make_job, to_messages
+from lectern.serve.edges import Gate, error_response, http_error
+from lectern.serve.embeddings import embed
+from lectern.serve.protocol import (
+    EMBED_MODEL,
+    RAG_PREFIX,
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    SummarizeRequest,
+    model_card,
+    now,
+)
+from lectern.serve.rag import rag_chat, summarize_request
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass
+class ServeOptions:
+    api_keys: Sequence[str] = ()
+    collection: str | None = None  # the default collection of /v1/summarize
+    max_batch: int = 8  # 1: batching off (one request at a time)
+    max_queue: int = 32  # waiting requests past which the server answers 503
+    max_body_bytes: int = MAX_BODY_BYTES
+    retry_after_s: int = 1
+
+
+@dataclass
+class Server:
+    """What the routes share: the settings, the loaded model, its batcher and the embedder."""
+
+    settings: Settings
+    llm: BaseChatModel
+    options: ServeOptions
+    batcher: Batcher
+    created: int = field(default_factory=now)
+    _embedder: Any = None
+    _workspaces: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def model_id(self) -> str:
+        name = getattr(self.llm, "model_name", None)  # the local model actually loaded, or the upstream's
+        if name is None and self.llm._llm_type == "lectern-fake":
+            name = "fake"
+        return str(name or self.settings.llm.model)
+
+    def is_local_model(self, name: str) -> bool:
+        return name in (self.model_id, self.settings.llm.model)
+
+    def collections(self) -> list[str]:
+        from lectern.rag.workspace import Workspace
+
+        return Workspace(settings=self.settings).collections()
+
+    def workspace(self, name: str) -> Any:
+        """The collection's Workspace, opened once and shared by the requests (its SQLite connection
+        is opened with check_same_thread=False; FAISS searches are read-only)."""
+        from lectern.rag.workspace import Workspace
+
+        with self._lock:
+            if name not in self._workspaces:
+                ws = Workspace(collection=name, settings=self.settings)
+                ws.collection()  # CollectionNotFound (404) for a name that is not one: nothing cached
+                self._workspaces[name] = ws
+            return self._workspaces[name]
+
+    def embedder(self) -> Any:
+        from lectern.rag.workspace import shared_embedder
+
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = shared_embedder(self.settings.ingest.embed, self.settings.models_dir)
+            return self._embedder
+
+    def queued(self, max_tokens: int | None, temperature: float | None) -> QueuedChatModel:
+        """A per-request chat model for the chains whose generations join the batcher."""
+        return QueuedChatModel(
+            base=self.llm,
+            batcher=self.batcher,
+            context_window=int(getattr(self.llm, "context_window", 2048)),
+            max_new_tokens=max_tokens or self.settings.llm.max_new_tokens,
+            temperature=temperature if temperature is not None else self.settings.llm.temperature,
+        )
+
+
+def build_app(settings: Settings, llm: BaseChatModel, options: ServeOptions | None = None) -> FastAPI:
+    """The server over an already loaded chat model (the CLI loads it; tests pass the fake)."""
+    options = options or ServeOptions()
+    batcher = Batcher(llm, max_batch=options.max_batch, max_queue=options.max_queue)
+    server = Server(settings, llm, options, batcher)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        batcher.close()
+
+    app = FastAPI(title="lectern", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.server = server
+    app.add_middleware(Gate, options=options)
+    app.add_exception_handler(HTTPException, lambda r, e: http_error(e))  # type: ignore[arg-type]
+    for kind in (APIError, LecternError, Exception):  # Exception: a 500, still in OpenAI's shape
+        app.add_exception_handler(kind, lambda r, e: error_response(e))
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": server.model_id, "generation": batcher.snapshot()}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        ids = [server.model_id, EMBED_MODEL, *(RAG_PREFIX + c for c in server.collections())]
+        return {"object": "list", "data": [model_card(i, server.created) for i in ids]}
+
+    @app.get("/v1/collections")
+    async def collections() -> dict[str, Any]:
+        data = []
+        for name in server.collections():
+            stats = server.workspace(name).collection().stats()
+            data.append({"id": name, "object": "collection", "model": RAG_PREFIX + name, **stats})
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: Request) -> Any:
+        body = await parse(request, ChatRequest)
+        if body.model.startswith(RAG_PREFIX):
+            return await rag_chat(server, body, request)
+        check_model(server, body.model)
+        messages = to_messages(body.messages)
+        job = make_job(server, body, messages)
+        return await generate(server, job, body, request, chat=True)
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(request: Request) -> Any:
+        body = await parse(request, CompletionRequest)
+        check_model(server, body.model)
+        job = make_job(server, body, [HumanMessage(content=body.text())], raw=body.text())
+        return await generate(server, job, body, request, chat=False)
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> dict[str, Any]:
+        body = await parse(request, EmbeddingRequest)
+        if body.model != EMBED_MODEL:
+            raise UnknownModel(f"unknown embedding model {body.model!r}; use {EMBED_MODEL!r}", param="model",
+                               code="model_not_found")  # fmt: skip
+        return await asyncio.to_thread(embed, server, body)
+
+    @app.post("/v1/summarize")
+    async def summarize(request: Request) -> dict[str, Any]:
+        body = await parse(request, SummarizeRequest)
+        return await summarize_request(server, body, request)
+
+    return app
+
+
+async def parse(request: Request, model: type[T]) -> T:
+    """The body as `model`, whatever the Content-Type (curl's -d sends form-encoded): not JSON or
+    not valid is a 400 naming the first bad field."""
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise APIError("the body is not valid JSON", code="invalid_json") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        loc = [str(p) for p in problem.get("loc", ())]
+        where = ".".join(loc)
+        message = f"{where}: {problem['msg']}" if where else str(problem["msg"])
+        raise APIError(message, param=loc[0] if loc else None, code="invalid_request") from None
+
+
+def check_model(server: Server, name: str) -> None:
+    if not server.is_local_model(name):
+        known = [server.model_id, *(RAG_PREFIX + c for c in server.collections())]
+        raise UnknownModel(
+            f"model {name!r} not found; this server has {', '.join(known)}",
+            param="model",
+            code="model_not_found",
+        )

@@ -1,0 +1,450 @@
+"""The server's one model worker: requests queue up, and those that arrive while the model is busy
+join the next generation batch (left-padded, one `generate` call), each row with its own sampling,
+stop strings, token limit and cancellation. Past `max_queue` waiting requests, `submit` refuses.
+
+Rows never mix: every step's token is routed to its own request's sink by row index. A cancelled
+row (client gone) is stopped by a stopping criterion checked between tokens; when every row of a
+batch is done, `generate` returns and the next batch starts.
+
+Models other than the local transformers backend (the fake, an upstream OpenAI server) are served
+one request at a time through their `stream`, with the same events and cancellation.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field
+
+from lectern.errors import ServerBusy
+from lectern.rag.llm import LecternChatModel, LocalChatModel
+
+Event = tuple[str, Any]
+"""What a job's sink receives: ("text", str) pieces, then ("done", Finish) or ("error", exception)."""
+
+
+@dataclass
+class Sampling:
+    """Per-request generation parameters (OpenAI's names)."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False  # vLLM's extension: generate exactly max_tokens (benchmarks, tests)
+
+
+@dataclass
+class Finish:
+    reason: str  # stop | length | cancelled
+    completion_tokens: int
+
+
+@dataclass
+class Job:
+    """One generation: a chat (messages) rendered with the model's template, or a raw prompt."""
+
+    messages: list[BaseMessage]
+    sampling: Sampling
+    sink: Callable[[Event], None]
+    prompt_ids: list[int] | None = None  # the local model's tokens of the prompt
+    raw_prompt: str | None = None  # /v1/completions: the text as given, no chat template
+    prompt_tokens: int = 0
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    finished: bool = False
+
+    def emit(self, event: Event) -> None:
+        if event[0] != "text":
+            self.finished = True
+        self.sink(event)
+
+
+class Batcher:
+    """The worker thread that owns the model; `submit` queues a job, `stats` feeds /health."""
+
+    def __init__(
+        self, llm: BaseChatModel, *, max_batch: int = 8, max_queue: int = 32, gather_s: float = 0.02
+    ) -> None:
+        self.llm = llm
+        self.max_batch = max(1, max_batch)
+        self.max_queue = max(0, max_queue)
+        self.gather_s = gather_s
+        """How long an idle worker waits for a first request's companions before it starts a batch
+        that is not full: clients whose answers ended together come back within milliseconds of each
+        other, and without the wait the first of them would run alone while the rest wait a whole
+        batch (batches of 1, 7, 1, 7... instead of 8)."""
+        self.waiting: deque[Job] = deque()
+        self.running = 0
+        self.stats: Counter[str] = Counter()
+        """submitted, completed, cancelled (stopped because the client left), rejected, batches,
+        batched_rows; tests read these through /health instead of timing anything."""
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="lectern-model", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job, *, bounded: bool = True) -> Job:
+        """Queue `job`; a bounded submit past `max_queue` waiting jobs raises ServerBusy. Sub-jobs of an
+        admitted request (a RAG answer, a summary's map steps) are queued unbounded."""
+        with self._cond:
+            if bounded and len(self.waiting) >= self.max_queue:
+                self.stats["rejected"] += 1
+                raise ServerBusy(len(self.waiting))
+            self.stats["submitted"] += 1
+            self.waiting.append(job)
+            self._cond.notify()
+        return job
+
+    def check_capacity(self) -> None:
+        """Refuse a new request now if the queue is full (for requests that submit their jobs later)."""
+        with self._cond:
+            if len(self.waiting) >= self.max_queue:
+                self.stats["rejected"] += 1
+                raise ServerBusy(len(self.waiting))
+
+    def snapshot(self) -> dict[str, int]:
+        with self._cond:
+            return {
+                "waiting": len(self.waiting),
+                "running": self.running,
+                "max_batch": self.max_batch,
+                "max_queue": self.max_queue,
+                **{k: self.stats[k] for k in STAT_NAMES},
+            }
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _take(self) -> list[Job]:
+        with self._cond:
+            while not self.waiting and not self._closed:
+                self._cond.wait()
+            deadline = time.monotonic() + self.gather_s
+            while len(self.waiting) < self.max_batch and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            batch: list[Job] = []
+            while self.waiting and len(batch) < self.max_batch:
+                job = self.waiting.popleft()
+                if job.cancelled.is_set():  # gone before it started: nothing to stop
+                    self.stats["cancelled"] += 1
+                    job.emit(("done", Finish("cancelled", 0)))
+                    continue
+                batch.append(job)
+            self.running = len(batch)
+            return batch
+
+    def _loop(self) -> None:
+        while not self._closed:
+            batch = self._take()
+            if not batch:
+                continue
+            self.stats["batches"] += 1
+            self.stats["batched_rows"] += len(batch)
+            self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch))
+            try:
+                if isinstance(self.llm, LocalChatModel):
+                    generate_batch(self.llm, batch, self.stats)
+                else:
+                    for job in batch:
+                        stream_one(self.llm, job, self.stats)
+            except Exception as error:  # the model failed: every unfinished row hears why
+                for job in batch:
+                    if not job.finished:
+                        job.emit(("error", error))
+            finally:
+                with self._cond:
+                    self.running = 0
+
+
+STAT_NAMES = ("submitted", "completed", "cancelled", "rejected", "batches", "batched_rows", "largest_batch")
+
+
+# --------------------------------------------------------------------------- any chat model, one at a time
+
+
+def stream_one(llm: BaseChatModel, job: Job, stats: Counter[str]) -> None:
+    """A job through the model's own `stream`, cut at stop strings and at max_tokens (counted with
+    the model's tokenizer)."""
+    s = job.sampling
+    kwargs: dict[str, Any] = {"temperature": s.temperature}
+    if hasattr(llm, "max_new_tokens"):
+        kwargs["max_new_tokens"] = s.max_tokens
+    out = Emitter(job)
+    text, reason = "", "stop"
+    for chunk in llm.stream(job.messages, stop=s.stop or None, **kwargs):
+        if job.cancelled.is_set():
+            stats["cancelled"] += 1
+            job.emit(("done", Finish("cancelled", llm.get_num_tokens(text) if text else 0)))
+            return
+        text += chunk.text
+        if out.update(text):
+            break
+        if llm.get_num_tokens(text) >= s.max_tokens:
+            reason = "length"
+            break
+    out.flush()
+    stats["completed"] += 1
+    job.emit(("done", Finish(reason, llm.get_num_tokens(out.sent) if out.sent else 0)))
+
+
+class Emitter:
+    """Sends a job the new part of its growing text: cut at the first stop string, and holding back
+    a tail that could be the start of one (or half a UTF-8 character)."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.text = ""
+        self.sent = ""
+
+    def update(self, text: str) -> bool:
+        """The whole text so far; True when it reached a stop string (then it is cut and sent)."""
+        stops = self.job.sampling.stop
+        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.text = text[:cut]
+            self.flush()
+            return True
+        self.text = text
+        if not text.endswith("\ufffd"):
+            self._send(text[: len(text) - _held_back(text, stops)])
+        return False
+
+    def flush(self) -> None:
+        self._send(self.text)
+
+    def _send(self, text: str) -> None:
+        if len(text) > len(self.sent) and text.startswith(self.sent):
+            self.job.emit(("text", text[len(self.sent) :]))
+            self.sent = text
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """How many trailing characters of `text` could be the start of a stop string."""
+    longest = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:n]):
+                longest = n
+                break
+    return longest
+
+
+# --------------------------------------------------------------------------- the local model, batched
+
+
+class _Row:
+    """One request's share of a batch: its tokens so far and whether it is done."""
+
+    def __init__(self, job: Job, tokenizer: Any, eos: set[int]) -> None:
+        self.job = job
+        self.tokenizer = tokenizer
+        self.eos = eos
+        self.ids: list[int] = []
+        self.out = Emitter(job)
+        self.done = False
+        self.generator: Any = None
+
+    def finish(self, reason: str, stats: Counter[str]) -> None:
+        self.done = True
+        stats["cancelled" if reason == "cancelled" else "completed"] += 1
+        self.job.emit(("done", Finish(reason, len(self.ids))))
+
+    def take(self, token: int, stats: Counter[str]) -> None:
+        """The row's next token: EOS ends it; else its text grows, up to a stop string or max_tokens."""
+        if token in self.eos and not self.job.sampling.ignore_eos:
+            self.out.flush()
+            self.finish("stop", stats)
+            return
+        self.ids.append(token)
+        if self.out.update(str(self.tokenizer.decode(self.ids, skip_special_tokens=True))):
+            self.finish("stop", stats)
+        elif len(self.ids) >= self.job.sampling.max_tokens:
+            self.out.flush()
+            self.finish("length", stats)
+
+
+def generate_batch(llm: LocalChatModel, jobs: list[Job], stats: Counter[str]) -> None:
+    """One left-padded `generate` call for `jobs`; tokens are routed to each job's sink as they come."""
+    import torch
+    from transformers import LogitsProcessor, StoppingCriteria, StoppingCriteriaList
+    from transformers.generation.streamers import BaseStreamer
+
+    tok = llm.tokenizer
+    eos = set(llm._eos_ids())
+    rows = [_Row(job, tok, eos) for job in jobs]
+    prompts = [job.prompt_ids or [] for job in jobs]
+    width = max(len(p) for p in prompts)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(eos), 0)
+    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], dtype=torch.long)
+    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)
+    for row in rows:
+        seed = row.job.sampling.seed
+        row.generator = torch.Generator().manual_seed(seed if seed is not None else random.getrandbits(63))
+    eos_list = sorted(eos)
+
+    class RowSampler(LogitsProcessor):
+        """Each row's own temperature, top_p and seed (generate itself then takes the argmax), and
+        EOS masked for rows that asked to ignore it."""
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            for i, row in enumerate(rows):
+                s = row.job.sampling
+                if s.ignore_eos and eos_list:
+                    scores[i, eos_list] = -float("inf")
+                if row.done or s.temperature <= 0:
+                    continue
+                logits = scores[i].float() / s.temperature
+                probs = torch.softmax(logits, dim=-1)
+                if s.top_p < 1.0:
+                    ordered, order = torch.sort(probs, descending=True)
+                    keep = torch.cumsum(ordered, dim=-1) - ordered < s.top_p
+                    probs = torch.zeros_like(probs).scatter(0, order[keep], ordered[keep])
+                pick = torch.multinomial(probs.cpu(), 1, generator=row.generator).item()
+                scores[i] = -float("inf")
+                scores[i, int(pick)] = 0.0
+            return scores
+
+    class RowStreamer(BaseStreamer):
+        """generate's per-step tokens, one per row, handed to each row (the first put is the prompt)."""
+
+        def __init__(self) -> None:
+            self.started = False
+
+        def put(self, value: Any) -> None:
+            if not self.started:
+                self.started = True
+                return
+            for i, token in enumerate(value.reshape(-1).tolist()):
+                row = rows[i]
+                if not row.done:
+                    if row.job.cancelled.is_set():
+                        row.finish("cancelled", stats)
+                    else:
+                        row.take(int(token), stats)
+
+        def end(self) -> None:
+            pass
+
+    class RowsDone(StoppingCriteria):
+        """A row is done when it ended (EOS, stop string, its own max_tokens) or its client left."""
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> Any:
+            for row in rows:
+                if not row.done and row.job.cancelled.is_set():
+                    row.finish("cancelled", stats)
+            return torch.tensor([row.done for row in rows], dtype=torch.bool, device=input_ids.device)
+
+    kwargs = llm._gen_kwargs(
+        width, None, max_new_tokens=max(j.sampling.max_tokens for j in jobs), temperature=0
+    )
+    processors = kwargs.pop("logits_processor", None) or []
+    processors = [*processors, RowSampler()]
+    device = llm.hf_model.device
+    with torch.inference_mode():
+        llm.hf_model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            logits_processor=processors,
+            stopping_criteria=StoppingCriteriaList([RowsDone()]),
+            streamer=RowStreamer(),
+            **kwargs,
+        )
+    for row in rows:  # generate ended at the batch's max_new_tokens or EOS handled by generate itself
+        if not row.done:
+            row.out.flush()
+            row.finish("length" if len(row.ids) >= row.job.sampling.max_tokens else "stop", stats)
+
+
+# --------------------------------------------------------------------------- the batcher as a chat model
+
+
+class QueuedChatModel(LecternChatModel):
+    """The chains' face of the batcher: lectern's QA chain and summarizers call this like any chat
+    model, and their generations join the server's batches. One per request: `cancelled` stops
+    every job it submitted, and `usage` collects (prompt_tokens, completion_tokens) per call."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    base: Any = Field(exclude=True, repr=False)  # the loaded BaseChatModel
+    batcher: Any = Field(exclude=True, repr=False)
+    temperature: float = 0.0
+    cancelled: threading.Event = Field(default_factory=threading.Event, exclude=True)
+    usage: list[tuple[int, int]] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "lectern-queued"
+
+    def get_num_tokens(self, text: str) -> int:
+        return int(self.base.get_num_tokens(text))
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        return int(self.base.get_num_tokens_from_messages(messages))
+
+    def batch(
+        self, inputs: Any, config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
+    ) -> Any:
+        """All inputs submitted at once (a summary's map step), so they share the worker's batches."""
+        config = {**(config or {}), "max_concurrency": max(1, len(inputs))}
+        return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+
+    def _events(self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any) -> Iterator[Event]:
+        import queue
+
+        events: queue.Queue[Event] = queue.Queue()
+        sampling = Sampling(
+            max_tokens=int(kwargs.get("max_new_tokens", self.max_new_tokens)),
+            temperature=float(kwargs.get("temperature", self.temperature)),
+            stop=list(stop or []),
+        )
+        job = Job(list(messages), sampling, events.put, cancelled=self.cancelled)
+        prompt_tokens = self.get_num_tokens_from_messages(list(messages))
+        if isinstance(self.base, LocalChatModel):
+            job.prompt_ids = self.base._prompt_ids(messages)
+        self.batcher.submit(job, bounded=False)
+        while True:
+            event = events.get()
+            if event[0] == "done":
+                self.usage.append((prompt_tokens, event[1].completion_tokens))
+                return
+            if event[0] == "error":
+                raise event[1]
+            yield event
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text = "".join(str(e[1]) for e in self._events(messages, stop, **kwargs))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for event in self._events(messages, stop, **kwargs):
+            yield self._chunk(str(event[1]), run_manager)

@@ -1,0 +1,91 @@
+"""Chat and text completions of the local model: a request becomes a Job (its prompt counted and
+checked against the window) that the batcher generates."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from lectern.errors import (
+    ContextTooLong,
+)
+from lectern.rag.llm import LocalChatModel
+from lectern.serve.answers import Ending, async_sink, respond
+from lectern.serve.batching import Event, Finish, Job, Sampling
+from lectern.serve.protocol import (
+    GenerationRequest,
+    Message,
+    Shape,
+    new_id,
+    now,
+    usage,
+)
+
+if TYPE_CHECKING:
+    from lectern.serve.app import Server
+
+
+def to_messages(messages: list[Message]) -> list[BaseMessage]:
+    kinds: dict[str, Callable[..., BaseMessage]] = {
+        "system": SystemMessage,
+        "developer": SystemMessage,
+        "user": HumanMessage,
+        "assistant": AIMessage,
+    }
+    return [kinds[m.role](content=m.text()) for m in messages]
+
+
+def make_job(
+    server: Server, body: GenerationRequest, messages: list[BaseMessage], raw: str | None = None
+) -> Job:
+    """The job for a request, its prompt counted with the model's tokenizer and checked against the
+    window: an explicit max_tokens that does not fit is a 400 naming the limit."""
+    llm = server.llm
+    ids: list[int] | None = None
+    if isinstance(llm, LocalChatModel):
+        ids = llm.get_token_ids(raw) if raw is not None else llm._prompt_ids(messages)
+        prompt_tokens = len(ids)
+    else:
+        prompt_tokens = (
+            llm.get_num_tokens(raw) if raw is not None else llm.get_num_tokens_from_messages(messages)
+        )
+    window = int(getattr(llm, "context_window", 0) or 0)
+    wanted = body.limit()
+    field_name = "prompt" if raw is not None else "messages"
+    if window:
+        room = window - prompt_tokens
+        if wanted is not None and wanted > room:
+            raise ContextTooLong(prompt_tokens + wanted, window, f"{field_name} plus max_tokens")
+        if room < 1:
+            raise ContextTooLong(prompt_tokens + 1, window, field_name)
+    max_tokens = wanted or min(
+        server.settings.llm.max_new_tokens, window - prompt_tokens if window else 10**9
+    )
+    sampling = Sampling(
+        max_tokens=max_tokens,
+        temperature=body.temperature if body.temperature is not None else server.settings.llm.temperature,
+        top_p=body.top_p if body.top_p is not None else 1.0,
+        seed=body.seed,
+        stop=body.stops(),
+        ignore_eos=body.ignore_eos,
+    )
+    return Job(
+        messages, sampling, sink=lambda e: None, prompt_ids=ids, raw_prompt=raw, prompt_tokens=prompt_tokens
+    )
+
+
+async def generate(server: Server, job: Job, body: GenerationRequest, request: Request, *, chat: bool) -> Any:
+    """A chat or text completion of the local model through the batcher."""
+    events: asyncio.Queue[Event] = asyncio.Queue()
+    job.sink = async_sink(asyncio.get_running_loop(), events)
+    server.batcher.submit(job)  # ServerBusy (503) past the queue bound
+    shape = Shape(new_id("chatcmpl" if chat else "cmpl"), now(), body.model, chat, body.include_usage())
+
+    def ending(finish: Finish) -> Ending:
+        return Ending(finish.reason, usage(job.prompt_tokens, finish.completion_tokens))
+
+    return await respond(request, shape, events, job.cancelled, body.stream, ending)

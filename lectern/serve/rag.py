@@ -1,0 +1,128 @@
+"""The RAG models (`lectern-rag/<collection>`: lectern's QA chain, citations as `sources`) and
+/v1/summarize, their generations joining the server's batches through a QueuedChatModel."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+
+from lectern.errors import (
+    APIError,
+    UnknownModel,
+)
+from lectern.serve.answers import Ending, async_sink, respond, watching
+from lectern.serve.batching import Event, QueuedChatModel
+from lectern.serve.protocol import (
+    RAG_PREFIX,
+    ChatRequest,
+    Shape,
+    SummarizeRequest,
+    new_id,
+    now,
+    usage,
+)
+
+if TYPE_CHECKING:
+    from lectern.serve.app import Server
+
+
+def sources_of(answer: Any) -> list[dict[str, Any]]:
+    """The answer's citations as the `sources` field: number, source, page, chunk id, quote."""
+    return [
+        {"number": c.number, "source": c.source, "page": c.page, "chunk_id": c.chunk_id, "quote": c.quote}
+        for c in answer.citations
+    ]
+
+
+def _rag_chain(server: Server, body: ChatRequest, llm: QueuedChatModel) -> Any:
+    from lectern.rag.qa import build_qa_chain
+    from lectern.rag.retrieval import Filters
+    from lectern.rag.workspace import qa_options
+
+    ws = server.workspace(body.model[len(RAG_PREFIX) :])
+    searcher = ws.searcher()
+    retrieval: dict[str, Any] = {}
+    if body.k is not None:
+        retrieval["k"] = body.k
+    if body.mode is not None:
+        retrieval["mode"] = body.mode
+    if body.sources:
+        retrieval["filters"] = Filters(tuple(ws._source(s) for s in body.sources))
+    retriever = ws.retriever(searcher, **retrieval)
+    options = {
+        **qa_options(ws.settings),
+        "term_weights": searcher.term_weights,
+        "max_new_tokens": llm.max_new_tokens,
+    }
+    if body.k is not None:
+        options["k"] = body.k
+    return build_qa_chain(llm, retriever, **options)
+
+
+async def rag_chat(server: Server, body: ChatRequest, request: Request) -> Any:
+    """The collection's QA chain on the last user message; citations come back as `sources`."""
+    from lectern.rag.types import Answer
+
+    question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "").strip()
+    if not question:
+        raise APIError("a RAG model needs a user message with the question", param="messages")
+    name = body.model[len(RAG_PREFIX) :]
+    if name not in server.collections():
+        raise UnknownModel(f"model {body.model!r} not found: no collection {name!r}", param="model",
+                           code="model_not_found")  # fmt: skip
+    server.batcher.check_capacity()
+    llm = server.queued(body.limit(), body.temperature)
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[Event] = asyncio.Queue()
+    sink = async_sink(loop, events)
+
+    def work() -> None:  # retrieval (the embedder's first load too) off the event loop
+        try:
+            chain = _rag_chain(server, body, llm)
+            for part in chain.stream_answer(question):
+                sink(("done", part) if isinstance(part, Answer) else ("text", part))
+        except Exception as error:
+            sink(("error", error))
+
+    threading.Thread(target=work, name="lectern-rag", daemon=True).start()
+
+    def used() -> dict[str, int]:
+        return usage(sum(p for p, _ in llm.usage), sum(c for _, c in llm.usage))
+
+    shape = Shape(new_id("chatcmpl"), now(), body.model, True, body.include_usage())
+
+    def ending(answer: Answer) -> Ending:
+        return Ending("stop", used(), {"sources": sources_of(answer)}, text=answer.answer)
+
+    return await respond(request, shape, events, llm.cancelled, body.stream, ending)
+
+
+async def summarize_request(server: Server, body: SummarizeRequest, request: Request) -> dict[str, Any]:
+    from lectern.rag.summarize import summarize
+
+    if body.source is not None and body.query is not None:
+        raise APIError("give a source or a query, not both", param="source")
+    server.batcher.check_capacity()
+    ws = server.workspace(body.collection or server.options.collection or server.settings.collection)
+    llm = server.queued(body.max_tokens, None)
+
+    def work() -> Any:
+        docs, scope = ws.scope_documents(source=body.source, query=body.query)
+        return summarize(llm, docs, method=body.method, max_new_tokens=llm.max_new_tokens,
+                         batch_size=server.options.max_batch, scope=scope)  # fmt: skip
+
+    try:
+        result = await watching(request, llm.cancelled, asyncio.to_thread(work))
+    finally:
+        llm.cancelled.set()
+    return {
+        "id": new_id("sum"),
+        "object": "summary",
+        "created": now(),
+        "model": server.model_id,
+        **result.model_dump(),
+        "usage": usage(sum(p for p, _ in llm.usage), sum(c for _, c in llm.usage)),
+    }
