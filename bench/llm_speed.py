@@ -183,7 +183,7 @@ def bench_cache(model: str, models_dir: Path) -> dict[str, Any]:
 
     import torch
 
-    from lectern.rag.llm import resolve_local
+    from lectern.rag.llm.convert import resolve_local
 
     results: dict[str, Any] = {}
     texts: dict[str, list[str]] = {}

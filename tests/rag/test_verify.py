@@ -27,6 +27,10 @@ def test_answer_problem() -> None:
     assert answer_problem("Yes, turtle eggs incubate.", "Do turtle eggs incubate?", SOURCES) is None
     # a word of the source's title counts as in the sources
     assert answer_problem("A turtle.", "What lays eggs on sandy beaches?", SOURCES) is None
+    # a number or a date written otherwise than in the source is still the source's
+    counted = [ctx(1, "Newton stated three laws of motion on 5 July 1687.")]
+    assert answer_problem("Newton had 3 laws.", "How many laws of motion?", counted) is None
+    assert answer_problem("On July 5, 1687.", "When were the laws stated?", counted) is None
 
 
 def test_clean_span_and_locate() -> None:
@@ -64,6 +68,17 @@ def test_a_span_no_source_holds_becomes_an_abstention() -> None:
     assert answer.abstained and answer.abstained_by == "unsupported" and answer.answer == NO_ANSWER
     assert answer.retried == NOT_IN_SOURCES and answer.citations == []
     assert "golden velvet" in answer.raw.splitlines()[-1]  # both outputs kept for inspection
+
+
+def test_a_restated_question_is_kept_when_the_retry_finds_nothing_better() -> None:
+    """ "What is Avogadro's last name?" -> "Avogadro": all its words are the question's, and right."""
+    llm = WindowFake(context_window=800, script=["His last name is Avogadro.", "Avogadro"])
+    docs = [make_doc(1, "Lorenzo Romano Amedeo Carlo Avogadro was an Italian scientist.")]
+    qa = build_qa_chain(llm, ListRetriever(docs=docs), evidence=False)
+    answer = qa.invoke("What is Amedeo Avogadro's last name?")
+    assert len(llm.prompts) == 2  # it was asked again...
+    assert answer.answer.startswith("His last name is Avogadro.") and answer.retried is None  # ...and kept
+    assert not answer.abstained
 
 
 def test_an_answer_that_passes_costs_no_second_call() -> None:

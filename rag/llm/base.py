@@ -1,0 +1,83 @@
+"""What every lectern chat model is: a langchain-core BaseChatModel that knows its context window and
+counts with its own tokenizer, and the helpers the backends share (messages as role/content dicts,
+cutting at a stop string)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+)
+from langchain_core.outputs import ChatGenerationChunk
+
+from lectern.rag.context import ensure_fits
+
+
+class LecternChatModel(BaseChatModel):
+    """A chat model that knows its context window and can say whether a prompt fits."""
+
+    context_window: int = 2048
+    max_new_tokens: int = 256
+
+    def fit_check(
+        self, messages: LanguageModelInput, reserve: int | None = None, field: str = "prompt"
+    ) -> int:
+        """Count the prompt's tokens; raise ContextTooLong naming `field` if it plus `reserve` overflow."""
+        return fit_check(self, messages, reserve=reserve, field=field)
+
+    @staticmethod
+    def _chunk(text: str, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:
+        """One streamed piece, reported to the callbacks as a new token."""
+        chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+        if run_manager:
+            run_manager.on_llm_new_token(text, chunk=chunk)
+        return chunk
+
+
+def fit_check(
+    llm: BaseChatModel, messages: LanguageModelInput, reserve: int | None = None, field: str = "prompt"
+) -> int:
+    """Tokens of `messages`; raises ContextTooLong when they plus `reserve` (default: the answer's
+    max_new_tokens) do not fit the model's context window."""
+    if reserve is None:
+        reserve = int(getattr(llm, "max_new_tokens", 0) or 0)
+    if isinstance(messages, BaseMessage):
+        messages = [messages]
+    tokens = llm.get_num_tokens_from_messages(llm._convert_input(messages).to_messages())
+    ensure_fits(llm, tokens, reserve, field)  # the one overflow check (rag.context)
+    return tokens
+
+
+def to_chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain messages as the role/content dicts chat templates and OpenAI servers expect."""
+    out = []
+    for message in messages:
+        if isinstance(message, SystemMessage):
+            role = "system"
+        elif isinstance(message, HumanMessage):
+            role = "user"
+        elif isinstance(message, AIMessage):
+            role = "assistant"
+        elif isinstance(message, ChatMessage):
+            role = message.role
+        else:
+            role = "user"
+        out.append({"role": role, "content": message.text})
+    return out
+
+
+def cut_at_stop(text: str, stop: list[str] | None) -> str:
+    """Truncate at the first stop string (generation itself stops at EOS)."""
+    for word in stop or []:
+        index = text.find(word)
+        if index >= 0:
+            text = text[:index]
+    return text
