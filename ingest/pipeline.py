@@ -341,13 +341,14 @@ def ingest(
     files: list[Path] = []
     for root in paths:
         root = Path(root)
-        if not root.exists():
-            report.results.append(FileResult(str(root), "failed", reason="no such file or directory"))
+        try:
+            walk = iter_files(root, settings.include, settings.exclude, follow_links=settings.follow_links)
+        except DocumentError as err:
+            report.results.append(FileResult(str(root), "failed", reason=err.detail))
             continue
-        found, skipped = iter_files(root, settings.include, settings.exclude)
-        files.extend(found)
-        report.results.extend(FileResult(str(p), "skipped", reason="unsupported file type") for p in skipped)
-    files = list(dict.fromkeys(files))
+        files.extend(walk.files)
+        report.results.extend(FileResult(str(s.path), "skipped", reason=s.reason) for s in walk.skipped)
+    files = _one_path_per_file(files, report)
     state = Progress(files_total=len(files))
     col = open_collection(collection_path, embedder, settings)
     try:
@@ -365,7 +366,9 @@ def ingest(
                     state.files_done += 1
                     continue
                 if not force and known.get(source) == digest:
-                    report.results.append(FileResult(str(path), "unchanged"))
+                    report.results.append(
+                        FileResult(str(path), "unchanged", warnings=_link_note(path, source))
+                    )
                     state.files_done += 1
                     continue
                 jobs.append((path, source, digest, size))
@@ -389,8 +392,11 @@ def ingest(
                 )  # fmt: skip
                 writer.replace_document(row, parsed.chunks, vectors)
                 report.results.append(
-                    FileResult(str(path), status, len(parsed.chunks), parsed.pages, warnings=parsed.warnings)
-                )
+                    FileResult(
+                        str(path), status, len(parsed.chunks), parsed.pages,
+                        warnings=[*_link_note(path, parsed.source), *parsed.warnings],
+                    )
+                )  # fmt: skip
                 state.files_done += 1
                 if progress:
                     progress(state)
@@ -398,6 +404,29 @@ def ingest(
         col.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _one_path_per_file(files: list[Path], report: IngestReport) -> list[Path]:
+    """One path to each file, its own rather than a symbolic link's: another path to it is reported
+    and skipped, so that a file is never ingested twice in one run."""
+    keys = [source_key(p) for p in files]
+    chosen: dict[str, Path] = {}
+    for path, key in zip(files, keys, strict=True):
+        if key not in chosen or (os.path.abspath(chosen[key]) != key and os.path.abspath(path) == key):
+            chosen[key] = path
+    kept: list[Path] = []
+    for path, key in zip(files, keys, strict=True):
+        if chosen[key] is path:
+            kept.append(path)
+        elif chosen[key] != path:
+            reason = f"same file as {chosen[key]} (a symbolic link)"
+            report.results.append(FileResult(str(path), "skipped", reason=reason))
+    return kept
+
+
+def _link_note(path: Path, source: str) -> list[str]:
+    """Said of a file reached through a symbolic link: the collection knows it by its target's path."""
+    return [] if os.path.abspath(path) == source else [f"a symbolic link: stored as {source}"]
 
 
 def _reason(err: DocumentError) -> str:

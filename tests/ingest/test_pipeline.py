@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +18,7 @@ from lectern.ingest.settings import EmbedSettings, IngestSettings
 from lectern.ingest.store import WORK, Collection
 from lectern.rag.retrieval import Searcher
 from lectern.rag.settings import RetrievalSettings
-from tests.fixtures.bad_inputs import make_bad_corpus, text_pdf
+from tests.fixtures.bad_inputs import make_bad_corpus, make_bad_tree, text_pdf
 
 FILES = {
     "alpha.txt": "Alpha notes\n\nThe zebrafish tank is cleaned on Mondays. " * 30,
@@ -262,3 +267,71 @@ def test_bad_corpus_with_parse_worker(tmp_path: Path) -> None:
     )
     assert by_name(again) == {"truncated.pdf": "added", "good.txt": "unchanged"}
     assert "truncated.pdf" in sources_for(col_path, "ferry leaves morning", k=10)
+
+
+# -- the folder walk: links, loops, unreadable folders -----------------------------------------------
+
+
+def test_awkward_paths_are_each_reported_and_the_rest_ingested(tmp_path: Path, cfg: IngestSettings) -> None:
+    """A link loop used to crash the whole ingest (OSError from the walk); dangling links were skipped
+    without a word; a link to a file outside the folder was ingested under the target's path."""
+    expected = make_bad_tree(tmp_path / "docs", tmp_path / "elsewhere")
+    col_path = tmp_path / "col"
+    report = ingest([tmp_path / "docs"], col_path, FakeEmbedder(), cfg)
+    results = {Path(r.path).relative_to(tmp_path / "docs").as_posix(): r for r in report.results}
+    assert set(results) == set(expected)
+    for rel, want in expected.items():
+        r = results[rel]
+        if want == "ok":
+            assert r.status == "added", (rel, r.reason)
+        else:
+            assert r.status == "skipped" and want in (r.reason or ""), (rel, r.status, r.reason)
+    assert report.ok  # skipped paths are reported, not failures
+    col = Collection.open(col_path)
+    try:
+        assert [d.source for d in col.documents()] == [source_key(tmp_path / "docs" / "good.txt")]
+    finally:
+        col.close()
+
+
+def test_follow_links_ingests_outside_targets_and_says_where_they_are_stored(
+    tmp_path: Path, cfg: IngestSettings
+) -> None:
+    make_bad_tree(tmp_path / "docs", tmp_path / "elsewhere")
+    report = ingest(
+        [tmp_path / "docs"], tmp_path / "col", FakeEmbedder(), cfg.model_copy(update={"follow_links": True})
+    )
+    secret = source_key(tmp_path / "elsewhere" / "secret.txt")
+    results = {Path(r.path).relative_to(tmp_path / "docs").as_posix(): r for r in report.results}
+    # the same outside file is reachable as a linked file and inside a linked folder: stored once,
+    # and the report says under which path
+    added = [r for r in results.values() if r.status == "added" and r.warnings]
+    assert len(added) == 1 and added[0].warnings == [f"a symbolic link: stored as {secret}"]
+    other = (
+        "outside_folder/secret.txt" if Path(added[0].path).name == "outside_file.txt" else "outside_file.txt"
+    )
+    assert results[other].status == "skipped" and "same file as" in (results[other].reason or "")
+    assert sources_for(tmp_path / "col", "spare key blue pot") == ["secret.txt"]
+
+
+def test_a_folder_that_cannot_be_listed_is_reported(tmp_path: Path) -> None:
+    """Root reads every folder: the walk runs in a child without the capabilities that bypass modes."""
+    docs = write_corpus(tmp_path / "docs", {"ok.txt": "Readable otters.\n", "locked/hidden.txt": "x\n"})
+    (docs / "locked").chmod(0)
+    code = (
+        "import sys, json; from pathlib import Path; from lectern.ingest.load import iter_files; "
+        "w = iter_files(Path(sys.argv[1]), [], []); "
+        "print(json.dumps([[str(p) for p in w.files], [[str(s.path), s.reason] for s in w.skipped]]))"
+    )
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    if drop and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: cannot make a folder unreadable")
+    try:
+        out = subprocess.run(
+            [*drop, sys.executable, "-c", code, str(docs)], capture_output=True, text=True, check=True
+        ).stdout
+    finally:
+        (docs / "locked").chmod(0o755)
+    files, skipped = json.loads(out)
+    assert files == [str(docs / "ok.txt")]
+    assert skipped == [[str(docs / "locked"), "cannot list folder: Permission denied"]]
