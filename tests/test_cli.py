@@ -156,17 +156,18 @@ def test_data_dir_flag(runner: CliRunner, docs: Path, tmp_path: Path) -> None:
 def test_ui_serves_the_app_without_the_developer_toolbar(
     runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """No "Deploy" button or developer menu in the served app: `lectern ui` passes toolbarMode."""
+    """No "Deploy" button or developer menu in the served app: `lectern ui` passes toolbarMode.
+    (The real exec, and a SIGTERM reaching Streamlit, is tests/app/test_ui_process.py.)"""
     import lectern.cli
 
     calls: list[tuple[list[str], dict[str, str]]] = []
-    monkeypatch.setattr(lectern.cli.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setattr(lectern.cli, "_exec", lambda cmd, env: calls.append((cmd, env)))
     result = run(runner, "ui", "-c", "notes", "--port", "8642", "--data-dir", str(tmp_path / "d"))
     assert result.exit_code == 0, result.output
     [(cmd, env)] = calls
     assert cmd[cmd.index("--client.toolbarMode") + 1] == "minimal"
     assert cmd[cmd.index("--server.port") + 1] == "8642" and cmd[cmd.index("--server.headless") + 1] == "true"
-    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("main.py")
+    assert cmd[0] == sys.executable and cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("main.py")
     assert env["LECTERN_COLLECTION"] == "notes" and env["LECTERN_DATA_DIR"] == str(tmp_path / "d")
 
 
