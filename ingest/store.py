@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import sqlite3
 import time
 import zipfile
@@ -46,6 +47,9 @@ from lectern.ingest.bm25 import TOKENIZER, BM25Matrix, Vocabulary
 from lectern.ingest.snapshot import Snapshot, can_remove, needs_rebuild, new_index
 
 FORMAT_VERSION = 1
+LOG = logging.getLogger("lectern")
+# What atomic_open leaves when a writer is killed between writing and renaming: ".<name>.<random>.tmp".
+_TEMPORARIES = ("index-*.faiss", "bm25-*.npz", "dead-*.npy", "state.json", "manifest.json")
 WORK: Counter[str] = Counter()
 """Work this process did on collections (rows read back from SQLite, snapshot bytes written, full
 rebuilds): tests and benchmarks count these instead of timing."""
@@ -371,18 +375,41 @@ class Collection:
     # -- writing -------------------------------------------------------------------------------
     @contextlib.contextmanager
     def writer(self, timeout: float = 30.0) -> Iterator[Writer]:
-        """The only way to change a collection: one writer at a time, across processes."""
+        """The only way to change a collection: one writer at a time, across processes. A writer that
+        has to wait says so (log "lectern", which the CLI prints) before it waits."""
         lock = FileLock(str(self.path / ".lock"), timeout=timeout)
         try:
-            lock.acquire()
+            lock.acquire(blocking=False)
         except Timeout:
-            raise IndexLocked(f"{self.path} is being written by another process (lock held)") from None
+            if timeout > 0:
+                LOG.warning(
+                    "collection %r is being written by another process: waiting up to %g s for it to "
+                    "finish (lock %s)", self.path.name, timeout, self.path / ".lock",
+                )  # fmt: skip
+            try:
+                lock.acquire()
+            except Timeout:
+                raise IndexLocked(
+                    f"{self.path} is being written by another process (lock held for over {timeout:g} s)"
+                ) from None
         try:
+            remove_stale_temporaries(self.path)
             w = Writer(self)
             yield w
             w.persist()
         finally:
             lock.release()
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete snapshot temporaries a killed writer left (only while holding the writers' lock: no
+    live writer has any then). Returns what was removed."""
+    gone: list[Path] = []
+    for name in _TEMPORARIES:
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            gone.append(tmp)
+    return gone
 
 
 class Writer:
