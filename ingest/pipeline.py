@@ -12,6 +12,7 @@ import concurrent.futures as cf
 import hashlib
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -253,11 +254,34 @@ def parse_workers(settings: IngestSettings, embedder: Embedder) -> int:
     return max(1, cores - 1) if heavy else cores
 
 
+PARENT_POLL_S = 0.5  # how often a parse worker checks that the ingest that started it is alive
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Parse workers' initialiser: exit as soon as the parent is gone. Killed with SIGKILL (the OOM
+    killer's way), the parent cannot shut its pool down, and its workers sat blocked under init for
+    minutes holding its stdout and stderr open (a caller waiting on those pipes hung)."""
+    if os.getppid() != parent:
+        os._exit(1)  # it died while this worker started
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lectern-parent-watch", daemon=True).start()
+
+
 def _pool(workers: int) -> cf.Executor | None:
     if workers <= 0:
         return None
     # spawn: the parent holds torch threads; a forked child could inherit a held lock.
-    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return cf.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    )
 
 
 def _parsed_in_order(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -460,3 +462,64 @@ def test_a_second_writer_says_it_is_waiting_then_goes_on(built: Path, tmp_path: 
     assert proc.returncode == 0, errors
     assert "added 1" in out
     assert marker_source(built, 55) == "late.txt"
+
+
+def session_processes(sid: int) -> dict[int, str]:
+    """Live processes of a session (pid: command line), from /proc: a process listing, not a guess."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+            if int(fields[3]) == sid and fields[0] != "Z":  # session id; zombies have exited
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue  # it exited while being read
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc to list processes")
+def test_sigkill_of_ingest_leaves_no_process_behind(tmp_path: Path) -> None:
+    """`lectern ingest` killed with SIGKILL (as the OOM killer does): its parse workers and
+    multiprocessing's resource tracker stayed alive under init, blocked, holding its stdout and
+    stderr open. Now every process of it is gone within 10 s and the pipes reach end-of-file."""
+    docs = write_files(tmp_path / "docs", 600)
+    env = {
+        **os.environ,
+        "LECTERN_DATA_DIR": str(tmp_path / "data"),
+        "LECTERN_INGEST__EMBED__MODEL": "fake",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lectern.cli", "ingest", str(docs), "-c", "col", "--workers", "1"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    sid = proc.pid  # its own session: everything it starts is listed under its pid
+    try:
+        deadline = time.monotonic() + 120  # a deadline only: the pool starts within seconds
+        while not any("multiprocessing" in cmd for cmd in session_processes(sid).values()):
+            assert proc.poll() is None, "the ingest finished before its parse worker was seen"
+            assert time.monotonic() < deadline, "no parse worker started"
+            time.sleep(0.05)
+        helpers = {pid: cmd for pid, cmd in session_processes(sid).items() if pid != proc.pid}
+        assert helpers, "nothing but the ingest itself to outlive it"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while (left := session_processes(sid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left == {}, f"still alive after the ingest was killed: {left}"
+        closed: list[bytes] = []
+        reader = threading.Thread(target=lambda: closed.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(10)
+        assert closed, "its stdout is still held open"
+    finally:
+        for pid in session_processes(sid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
