@@ -201,3 +201,32 @@ def test_eval_retrieval_json(runner: CliRunner, tiny_qa: Path) -> None:
 def test_eval_retrieval_bad_dir_exits_2(runner: CliRunner, tmp_path: Path) -> None:
     result = run(runner, "eval", "retrieval", "--qa-dir", str(tmp_path))
     assert result.exit_code == 2 and "question_answer_pairs.txt" in result.output
+
+
+def test_ui_beyond_loopback_needs_a_password_or_a_logged_opt_out(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The UI reads and ingests any file the server can: --host beyond loopback required nothing."""
+    import lectern.cli
+
+    calls: list[dict[str, str]] = []
+    monkeypatch.setattr(lectern.cli, "_exec", lambda cmd, env: calls.append(env))
+    monkeypatch.delenv("LECTERN_UI_PASSWORD", raising=False)
+    for host in ("0.0.0.0", "192.168.1.10", "::", "example.org"):
+        result = run(runner, "ui", "--host", host)
+        assert result.exit_code == 2 and "exposes the web UI" in result.output and calls == [], host
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert run(runner, "ui", "--host", host).exit_code == 0 and "LECTERN_UI_PASSWORD" not in calls.pop()
+
+    result = run(runner, "ui", "--host", "0.0.0.0", "--no-password")
+    assert result.exit_code == 0 and "without a password (--no-password)" in result.output
+    calls.pop()
+    secret = tmp_path / "password"
+    secret.write_text("correct horse\n")
+    result = run(runner, "ui", "--host", "0.0.0.0", "--password-file", str(secret))
+    assert result.exit_code == 0 and calls.pop()["LECTERN_UI_PASSWORD"] == "correct horse"
+    secret.write_text("\n")
+    assert run(runner, "ui", "--host", "0.0.0.0", "--password-file", str(secret)).exit_code == 2
+    monkeypatch.setenv("LECTERN_UI_PASSWORD", "from the environment")
+    assert run(runner, "ui", "--host", "0.0.0.0").exit_code == 0
+    assert calls.pop()["LECTERN_UI_PASSWORD"] == "from the environment"

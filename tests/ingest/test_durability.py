@@ -28,6 +28,7 @@ from lectern.ingest.settings import IngestSettings
 from lectern.ingest.store import Collection, Writer
 from lectern.rag.retrieval import Searcher
 from lectern.rag.settings import RetrievalSettings
+from tests.fixtures.processes import HAS_PROC, session_processes
 
 N_FILES = 60
 ROOT = Path(__file__).resolve().parents[2]
@@ -464,23 +465,7 @@ def test_a_second_writer_says_it_is_waiting_then_goes_on(built: Path, tmp_path: 
     assert marker_source(built, 55) == "late.txt"
 
 
-def session_processes(sid: int) -> dict[int, str]:
-    """Live processes of a session (pid: command line), from /proc: a process listing, not a guess."""
-    found: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-            if int(fields[3]) == sid and fields[0] != "Z":  # session id; zombies have exited
-                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError):
-            continue  # it exited while being read
-    return found
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc to list processes")
+@pytest.mark.skipif(not HAS_PROC, reason="needs /proc to list processes")
 def test_sigkill_of_ingest_leaves_no_process_behind(tmp_path: Path) -> None:
     """`lectern ingest` killed with SIGKILL (as the OOM killer does): its parse workers and
     multiprocessing's resource tracker stayed alive under init, blocked, holding its stdout and
