@@ -171,12 +171,12 @@ def decode_bytes(path: Path, data: bytes, declared: str | None = None) -> str:
         if wide is None:
             raise EncodingError(path, "binary file, not text (NUL bytes)")
         try:
-            text = data.decode(wide)
+            wide_text = data.decode(wide)
         except UnicodeDecodeError as exc:
             raise EncodingError(path, f"binary file, not text (NUL bytes; not valid {wide})") from exc
-        if _control_share(text) > _MAX_CONTROL_SHARE:
+        if _control_share(wide_text) > _MAX_CONTROL_SHARE:
             raise EncodingError(path, "binary file, not text (too many control characters)")
-        return text
+        return wide_text
     text: str | None = None
     try:
         text = data.decode("utf-8-sig")
