@@ -38,6 +38,7 @@ class Unit:
     text: str
     page: int | None = None  # 1-based page number for paged formats (PDF), else None
     heading: str | None = None  # heading path, e.g. "Install > On Linux" (Markdown, HTML)
+    offset: int = 0  # where the text starts in the document's (page's) text: segments of a long text
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,30 @@ def load_text(path: Path) -> LoadedDocument:
     text = clean_text(decode_bytes(path, _read_bytes(path)), collapse_spaces=False)
     if not text.strip():
         raise EmptyDocument(path, "file is empty: it holds only whitespace")
-    return LoadedDocument(path, "text", _first_line_title(text, path), (Unit(text),))
+    return LoadedDocument(path, "text", _first_line_title(text, path), segments(text))
+
+
+SEGMENT_CHARS = 1 << 18  # a long text is cut into units of at most this many characters
+
+
+def segments(text: str, size: int = SEGMENT_CHARS) -> tuple[Unit, ...]:
+    """A text as Units of at most `size` characters, cut at a blank line, else a line end, else a
+    space in each one's second half, each with its offset. Tokenizing, chunking and embedding then
+    take one unit at a time, so their memory does not grow with the file (a 50 MB text file peaked at
+    6.4 GB tokenized whole). A text within `size` is one unit, as before."""
+    units: list[Unit] = []
+    pos = 0
+    while pos < len(text):
+        end = min(pos + size, len(text))
+        if end < len(text):
+            for sep in ("\n\n", "\n", " "):
+                cut = text.rfind(sep, pos + size // 2, end)
+                if cut != -1:
+                    end = cut + len(sep)
+                    break
+        units.append(Unit(text[pos:end], offset=pos))
+        pos = end
+    return tuple(units)
 
 
 # --- markdown ----------------------------------------------------------------------------------------

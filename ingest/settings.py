@@ -60,3 +60,6 @@ class IngestSettings(BaseModel):
     # Symbolic links that lead outside the folder being ingested are skipped (and reported) unless
     # this is on; links inside it are always followed. `lectern ingest --follow-links`.
     follow_links: bool = False
+    # Text files larger than this are chunked, embedded and written a batch at a time in the main
+    # process (memory stays flat) rather than parsed whole in a worker (bench/large_text_memory.py).
+    stream_bytes: int = Field(8 << 20, ge=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from lectern.errors import (
 )
 from lectern.ingest.load import (
     LOADERS,
+    SEGMENT_CHARS,
     LoadedDocument,
     Skipped,
     Unit,
@@ -260,8 +262,13 @@ def test_control_character_soup_is_an_encoding_error(tmp_path: Path) -> None:
 def test_five_megabyte_single_line_loads(tmp_path: Path) -> None:
     line = ("lorem ipsum dolor sit amet " * 200_000)[: 5 * 1024 * 1024]
     doc = load(write(tmp_path, "huge.txt", line))
-    assert len(doc.units) == 1
-    assert len(doc.units[0].text) >= 5 * 1024 * 1024 - 1
+    # in segments of at most SEGMENT_CHARS, cut at spaces, that together are the whole text
+    assert len(doc.units) > 1 and all(len(u.text) <= SEGMENT_CHARS for u in doc.units)
+    assert "".join(u.text for u in doc.units) == line.rstrip()
+    assert [u.offset for u in doc.units] == list(
+        itertools.accumulate([0] + [len(u.text) for u in doc.units[:-1]])
+    )
+    assert all(u.text.endswith(" ") for u in doc.units[:-1])
     md = load(write(tmp_path, "huge.md", "# " + line))
     assert len(md.title) == 200
 
