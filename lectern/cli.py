@@ -118,12 +118,11 @@ def _internal_error(exc: BaseException) -> NoReturn:
 def _edge() -> Iterator[None]:
     """Library errors carry facts; here they become one clear line and exit code 2. Anything else is
     a bug: one line and the path of the full trace, exit 3. No traceback reaches the terminal."""
-    import click
     from pydantic import ValidationError
 
     try:
         yield
-    except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+    except (typer.Exit, typer.Abort):
         raise
     except LecternError as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
