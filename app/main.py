@@ -17,6 +17,8 @@ from lectern.rag.workspace import Workspace
 VIEWS = Path(__file__).parent / "views"  # not pages/: that name turns on the old file-based navigation
 
 st.set_page_config(page_title="lectern", page_icon="📚", layout="wide")
+if not resources.signed_in():  # a password is set (lectern ui --password-file): nothing before it
+    st.stop()
 
 config = resources.settings()
 collection = resources.current_collection(config.collection)

@@ -7,6 +7,7 @@ and page reuses it, and a new temperature on the Settings page loads nothing.
 
 from __future__ import annotations
 
+import hmac
 import os
 import re
 import uuid
@@ -18,7 +19,7 @@ from typing import Protocol
 import streamlit as st
 from langchain_core.language_models import BaseChatModel
 
-from lectern.errors import InvalidName
+from lectern.errors import InvalidName, LecternError, SaveFailed
 from lectern.ingest.atomic import atomic_write_bytes
 from lectern.ingest.embed import Embedder
 from lectern.rag.model_cache import MODELS
@@ -30,6 +31,10 @@ _UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')
 _WS_KEY = "_lectern_workspace"
 # Settings the environment pins: the UI says so, since a saved value cannot override them.
 PINNED_ENV = ("LECTERN_DATA_DIR", "LECTERN_COLLECTION")
+# Set by `lectern ui` (from --password-file or the environment): every session must give it first.
+PASSWORD_ENV = "LECTERN_UI_PASSWORD"
+_SIGNED_IN = "_lectern_signed_in"
+NAME_MAX_BYTES = 200  # file systems allow 255 bytes a name; room for the temporary name's additions
 
 
 class Upload(Protocol):
@@ -38,6 +43,24 @@ class Upload(Protocol):
     name: str
 
     def getbuffer(self) -> memoryview: ...
+
+
+# -- signing in ----------------------------------------------------------------------------------
+def signed_in() -> bool:
+    """True when no password is set, or this session gave it; else draws the sign-in form. The UI can
+    read and ingest any file the server can, so `lectern ui` beyond loopback requires a password."""
+    password = os.environ.get(PASSWORD_ENV, "")
+    if not password or st.session_state.get(_SIGNED_IN):
+        return True
+    st.title("lectern")
+    with st.form("sign-in"):
+        given = st.text_input("Password", type="password")
+        if st.form_submit_button("Sign in", type="primary"):
+            if hmac.compare_digest(given.encode("utf-8"), password.encode("utf-8")):
+                st.session_state[_SIGNED_IN] = True
+                st.rerun()
+            st.error("Wrong password.", icon=":material/lock:")
+    return False
 
 
 # -- settings and the workspace ------------------------------------------------------------------
@@ -49,7 +72,7 @@ def settings() -> Settings:
 def env_overrides() -> dict[str, str]:
     """LECTERN_* variables that outrank settings.toml (besides data dir and collection)."""
     return {
-        k: ("***" if "KEY" in k else v)
+        k: ("***" if "KEY" in k or "PASSWORD" in k else v)
         for k, v in sorted(os.environ.items())
         if k.startswith("LECTERN_") and k not in PINNED_ENV
     }
@@ -132,10 +155,19 @@ def safe_filename(name: str) -> str:
     base = _UNSAFE.sub("_", base)
     if not base or base.startswith("."):
         raise InvalidName(f"invalid file name {name!r}: empty, '..' or hidden (leading dot)")
-    if len(base.encode("utf-8")) > 200:
+    if len(base.encode("utf-8")) > NAME_MAX_BYTES:
         stem, dot, ext = base.rpartition(".")
-        base = (stem[:150] + dot + ext[:20]) if dot else base[:200]
+        if dot and len(ext.encode("utf-8")) <= 20:
+            base = cut_to_bytes(stem, NAME_MAX_BYTES - 1 - len(ext.encode("utf-8"))) + dot + ext
+        else:
+            base = cut_to_bytes(base, NAME_MAX_BYTES)
     return base
+
+
+def cut_to_bytes(text: str, limit: int) -> str:
+    """The longest prefix of `text` whose UTF-8 form fits `limit` bytes, never half a character.
+    (Cut by characters, 200 CJK characters made a 600-byte name the file system refused.)"""
+    return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
 
 
 def uploads_dir(config: Settings, collection: str) -> Path:
@@ -144,22 +176,26 @@ def uploads_dir(config: Settings, collection: str) -> Path:
 
 def save_uploads(
     files: Iterable[Upload], config: Settings, collection: str
-) -> tuple[list[Path], list[InvalidName]]:
-    """Write uploaded files under <data_dir>/uploads/<collection>/; names that cannot be used come back as errors."""
+) -> tuple[list[Path], list[LecternError]]:
+    """Write uploaded files under <data_dir>/uploads/<collection>/. A name that cannot be used, or a
+    file that cannot be written, comes back as one error; the rest of the batch is still saved."""
     folder = uploads_dir(config, collection)
     folder.mkdir(parents=True, exist_ok=True)
     root = folder.resolve()
     saved: list[Path] = []
-    rejected: list[InvalidName] = []
+    rejected: list[LecternError] = []
     for f in files:
         try:
             target = (folder / safe_filename(f.name)).resolve()
             if target.parent != root:
                 raise InvalidName(f"invalid file name {f.name!r}: it would be saved outside {root}")
+            atomic_write_bytes(target, bytes(f.getbuffer()))
         except InvalidName as err:
             rejected.append(err)
             continue
-        atomic_write_bytes(target, bytes(f.getbuffer()))
+        except OSError as err:  # a name the file system refuses, a full disk: this file only
+            rejected.append(SaveFailed(f.name, err.strerror or type(err).__name__))
+            continue
         saved.append(target)
     return saved, rejected
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from lectern.ingest.load import LoadedDocument, Unit
@@ -99,6 +99,9 @@ def context_line(doc: LoadedDocument, unit: Unit) -> str:
     return " > ".join(p for p in parts if p)
 
 
+TOKENIZE_CHARS = 1 << 20  # characters tokenized per call: bounds the tokenizer's memory
+
+
 def chunk_document(
     doc: LoadedDocument,
     source_key: str,
@@ -107,18 +110,39 @@ def chunk_document(
     overlap_tokens: int,
 ) -> list[Chunk]:
     """All chunks of a document, in order. `offsets` is the embedder's tokenizer."""
-    texts = [u.text for u in doc.units]
-    all_spans = offsets(texts)
-    chunks: list[Chunk] = []
-    for unit, spans in zip(doc.units, all_spans, strict=True):
-        for start, end in split_unit(unit.text, spans, chunk_tokens, overlap_tokens):
-            body = unit.text[start:end]
-            if not body.strip():
-                continue
-            ordinal = len(chunks)
-            cid = chunk_id(source_key, ordinal, unit.page, start, body)
-            chunks.append(Chunk(cid, body, unit.page, unit.heading, start, end, ordinal))
-    return chunks
+    return list(iter_chunks(doc, source_key, offsets, chunk_tokens, overlap_tokens))
+
+
+def iter_chunks(
+    doc: LoadedDocument,
+    source_key: str,
+    offsets: OffsetsFn,
+    chunk_tokens: int,
+    overlap_tokens: int,
+) -> Iterator[Chunk]:
+    """The chunks of a document in order, tokenizing a few units at a time (at most about
+    TOKENIZE_CHARS characters per call), so a long text never has all its word pieces in memory.
+    Offsets and ids count from the start of the page (the whole text for text files)."""
+    ordinal = 0
+    units = list(doc.units)
+    i = 0
+    while i < len(units):
+        batch = [units[i]]
+        size = len(units[i].text)
+        i += 1
+        while i < len(units) and size + len(units[i].text) <= TOKENIZE_CHARS:
+            size += len(units[i].text)
+            batch.append(units[i])
+            i += 1
+        for unit, spans in zip(batch, offsets([u.text for u in batch]), strict=True):
+            for start, end in split_unit(unit.text, spans, chunk_tokens, overlap_tokens):
+                body = unit.text[start:end]
+                if not body.strip():
+                    continue
+                at = unit.offset + start
+                cid = chunk_id(source_key, ordinal, unit.page, at, body)
+                yield Chunk(cid, body, unit.page, unit.heading, at, unit.offset + end, ordinal)
+                ordinal += 1
 
 
 def embedding_text(context: str, text: str) -> str:

@@ -7,12 +7,13 @@ so that one bad file fails alone and the edges can say why in one sentence.
 from __future__ import annotations
 
 import codecs
+import errno
 import io
 import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,7 @@ class Unit:
     text: str
     page: int | None = None  # 1-based page number for paged formats (PDF), else None
     heading: str | None = None  # heading path, e.g. "Install > On Linux" (Markdown, HTML)
+    offset: int = 0  # where the text starts in the document's (page's) text: segments of a long text
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,35 @@ def _guess_decode(path: Path, data: bytes) -> str:
     return str(best)
 
 
+def _zero_shares(sample: bytes, width: int) -> list[float]:
+    """For each byte position within `width`-byte code units, the share of those bytes that are NUL."""
+    units = len(sample) // width
+    return [sample[k : units * width : width].count(0) / units for k in range(width)]
+
+
+def _wide_encoding(data: bytes) -> str | None:
+    """UTF-32 or UTF-16 without a byte-order mark, told from binary data by where the NULs fall: text
+    in Latin, Greek or Cyrillic script puts them in the high bytes of nearly every code unit, binary
+    data anywhere. None when the pattern is not there."""
+    sample = data[:_SNIFF_BYTES]
+    if len(data) >= 4 and len(data) % 4 == 0:
+        z = _zero_shares(sample, 4)
+        if z[2] > 0.9 and z[3] > 0.9 and z[0] < 0.1:
+            return "utf-32-le"
+        if z[0] > 0.9 and z[1] > 0.9 and z[3] < 0.1:
+            return "utf-32-be"
+    if len(data) >= 2 and len(data) % 2 == 0:
+        z = _zero_shares(sample, 2)
+        if z[1] > 0.5 and z[0] < 0.1:
+            return "utf-16-le"
+        if z[0] > 0.5 and z[1] < 0.1:
+            return "utf-16-be"
+    return None
+
+
 def decode_bytes(path: Path, data: bytes, declared: str | None = None) -> str:
-    """Text from bytes: BOM, then UTF-8, then a declared charset (HTML meta), then detection.
+    """Text from bytes: BOM, then UTF-16/32 told by their NULs, then UTF-8, then a declared charset
+    (HTML meta), then detection.
 
     Raises EmptyDocument for no bytes and EncodingError for binary data.
     """
@@ -139,7 +168,16 @@ def decode_bytes(path: Path, data: bytes, declared: str | None = None) -> str:
         if data.startswith(bom):
             return data.decode(encoding, errors="replace")
     if b"\x00" in data[:_SNIFF_BYTES]:
-        raise EncodingError(path, "binary file, not text (NUL bytes)")
+        wide = _wide_encoding(data)
+        if wide is None:
+            raise EncodingError(path, "binary file, not text (NUL bytes)")
+        try:
+            wide_text = data.decode(wide)
+        except UnicodeDecodeError as exc:
+            raise EncodingError(path, f"binary file, not text (NUL bytes; not valid {wide})") from exc
+        if _control_share(wide_text) > _MAX_CONTROL_SHARE:
+            raise EncodingError(path, "binary file, not text (too many control characters)")
+        return wide_text
     text: str | None = None
     try:
         text = data.decode("utf-8-sig")
@@ -171,7 +209,30 @@ def load_text(path: Path) -> LoadedDocument:
     text = clean_text(decode_bytes(path, _read_bytes(path)), collapse_spaces=False)
     if not text.strip():
         raise EmptyDocument(path, "file is empty: it holds only whitespace")
-    return LoadedDocument(path, "text", _first_line_title(text, path), (Unit(text),))
+    return LoadedDocument(path, "text", _first_line_title(text, path), segments(text))
+
+
+SEGMENT_CHARS = 1 << 18  # a long text is cut into units of at most this many characters
+
+
+def segments(text: str, size: int = SEGMENT_CHARS) -> tuple[Unit, ...]:
+    """A text as Units of at most `size` characters, cut at a blank line, else a line end, else a
+    space in each one's second half, each with its offset. Tokenizing, chunking and embedding then
+    take one unit at a time, so their memory does not grow with the file (a 50 MB text file peaked at
+    6.4 GB tokenized whole). A text within `size` is one unit, as before."""
+    units: list[Unit] = []
+    pos = 0
+    while pos < len(text):
+        end = min(pos + size, len(text))
+        if end < len(text):
+            for sep in ("\n\n", "\n", " "):
+                cut = text.rfind(sep, pos + size // 2, end)
+                if cut != -1:
+                    end = cut + len(sep)
+                    break
+        units.append(Unit(text[pos:end], offset=pos))
+        pos = end
+    return tuple(units)
 
 
 # --- markdown ----------------------------------------------------------------------------------------
@@ -530,20 +591,62 @@ def _excluded(rel: str, patterns: list[re.Pattern[str]]) -> bool:
     return any(_matches("/".join(parts[: i + 1]), patterns) for i in range(len(parts)))
 
 
-def iter_files(root: Path, include: list[str], exclude: list[str]) -> tuple[list[Path], list[Path]]:
-    """(supported files, skipped files of unknown formats) under root, in sorted order.
+@dataclass(frozen=True)
+class Skipped:
+    """A path the walk did not hand to a loader, and why (an ingest reports each one)."""
 
-    Globs apply to the path relative to root; an empty `include` takes everything. Symlinked folders are
-    followed once each, so a link loop cannot recurse forever.
+    path: Path
+    reason: str
+
+
+@dataclass
+class Walk:
+    """What a folder walk found: `files` to load, and everything it passed over with the reason."""
+
+    files: list[Path] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    return exc.strerror or type(exc).__name__
+
+
+def _inside(real: str, boundary: str) -> bool:
+    return real == boundary or real.startswith(boundary.rstrip(os.sep) + os.sep)
+
+
+def iter_files(root: Path, include: list[str], exclude: list[str], *, follow_links: bool = False) -> Walk:
+    """Supported files under root in sorted order, and the paths skipped with a reason each.
+
+    Globs apply to the path relative to root; an empty `include` takes everything. A file-system
+    error on one path (a link loop, a dangling link, a folder that cannot be listed) skips that
+    path, with its reason, and the walk goes on. Symbolic links are followed when they lead inside
+    root; those that lead outside it are skipped unless `follow_links`, files and folders alike.
+    Each folder is walked once, so a link back up cannot recurse forever.
     """
     root = Path(root)
-    if root.is_file():
-        return ([root], []) if is_supported(root) else ([], [root])
-    if not root.is_dir():
-        raise DocumentError(root, "no such file or folder")
+    walk = Walk()
+    try:
+        is_file, is_dir = root.is_file(), root.is_dir()
+    except OSError as exc:
+        raise DocumentError(root, f"cannot open: {_os_reason(exc)}") from exc
+    if is_file:
+        if is_supported(root):
+            walk.files.append(root)
+        else:
+            walk.skipped.append(Skipped(root, "unsupported file type"))
+        return walk
+    if not is_dir:
+        if root.is_symlink():
+            raise DocumentError(root, "dangling symbolic link: its target does not exist")
+        raise DocumentError(root, "no such file or directory")
+    boundary = os.path.realpath(root)
     includes = [_glob_regex(p) for p in include if p.strip()]
     excludes = [_glob_regex(p) for p in exclude if p.strip()]
     found: list[tuple[str, Path]] = []
+    skipped: list[tuple[str, Skipped]] = []
     seen: set[str] = set()
     pending = [root]
     while pending:
@@ -553,19 +656,49 @@ def iter_files(root: Path, include: list[str], exclude: list[str]) -> tuple[list
             continue
         seen.add(real)
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
-            continue  # an unreadable sub-folder is skipped; its files cannot be listed anyway
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            rel = folder.relative_to(root).as_posix()
+            skipped.append((rel, Skipped(folder, f"cannot list folder: {_os_reason(exc)}")))
+            continue
         for entry in entries:
             path = Path(entry.path)
             rel = path.relative_to(root).as_posix()
             if _excluded(rel, excludes):
                 continue
-            if entry.is_dir():
+            try:
+                if entry.is_symlink():
+                    os.stat(entry.path)  # a loop or a missing target raises here
+                    target = os.path.realpath(entry.path)
+                    if not follow_links and not _inside(target, boundary):
+                        reason = (
+                            f"symbolic link to {target}, outside {boundary} (--follow-links to ingest it)"
+                        )
+                        skipped.append((rel, Skipped(path, reason)))
+                        continue
+                directory = entry.is_dir()
+                regular = not directory and entry.is_file()
+            except OSError as exc:
+                if exc.errno == errno.ENOENT and entry.is_symlink():
+                    reason = f"dangling symbolic link to {os.readlink(entry.path)}"
+                else:
+                    reason = _os_reason(exc)
+                skipped.append((rel, Skipped(path, reason)))
+                continue
+            if directory:
                 pending.append(path)
-            elif entry.is_file() and (not includes or _matches(rel, includes)):
-                found.append((rel, path))
+            elif not includes or _matches(rel, includes):
+                if regular:
+                    found.append((rel, path))
+                else:
+                    skipped.append((rel, Skipped(path, "not a regular file (a pipe, socket or device)")))
     found.sort(key=lambda item: item[0].split("/"))
-    supported = [p for _, p in found if is_supported(p)]
-    skipped = [p for _, p in found if not is_supported(p)]
-    return supported, skipped
+    for _, p in found:
+        if is_supported(p):
+            walk.files.append(p)
+        else:
+            skipped.append((p.relative_to(root).as_posix(), Skipped(p, "unsupported file type")))
+    skipped.sort(key=lambda item: item[0].split("/"))
+    walk.skipped = [s for _, s in skipped]
+    return walk

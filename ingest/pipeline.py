@@ -12,6 +12,7 @@ import concurrent.futures as cf
 import hashlib
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from lectern.errors import ChunkTooLarge, DocumentError, LecternError, ProfileMismatch
+from lectern.errors import ChunkTooLarge, DocumentError, EmptyDocument, LecternError, ProfileMismatch
 from lectern.ingest import tokenize
-from lectern.ingest.chunk import MAX_CONTEXT_TOKENS, chunk_document, context_line, embedding_text
+from lectern.ingest.chunk import MAX_CONTEXT_TOKENS, Chunk, context_line, embedding_text, iter_chunks
 from lectern.ingest.embed import Embedder, HFTokenizer, word_offsets
-from lectern.ingest.load import iter_files, load
+from lectern.ingest.load import LOADERS, LoadedDocument, iter_files, load, load_text
 from lectern.ingest.settings import EmbedSettings, IngestSettings
-from lectern.ingest.store import Collection, DocumentRow, Manifest, NewChunk
+from lectern.ingest.store import Collection, DocumentRow, Manifest, NewChunk, Writer
 
 EMBED_SLICE = 256  # chunks embedded per call: bounds memory and keeps progress moving
 
@@ -145,6 +146,34 @@ def _clip_context(context: str, offsets: Callable[[Sequence[str]], list[list[tup
 _WORKER_TOKENIZER: dict[str | None, Any] = {}
 
 
+def _offsets_fn(tokenizer_file: str | None) -> Callable[[Sequence[str]], list[list[tuple[int, int]]]]:
+    """The embedder's tokenizer (by its file), loaded once per process."""
+    if tokenizer_file not in _WORKER_TOKENIZER:
+        _WORKER_TOKENIZER[tokenizer_file] = (
+            HFTokenizer(tokenizer_file).offsets if tokenizer_file else word_offsets
+        )
+    fn: Callable[[Sequence[str]], list[list[tuple[int, int]]]] = _WORKER_TOKENIZER[tokenizer_file]
+    return fn
+
+
+def _new_chunks(
+    doc: LoadedDocument,
+    chunks: Iterable[Chunk],
+    offsets: Callable[[Sequence[str]], list[list[tuple[int, int]]]],
+) -> Iterator[NewChunk]:
+    """Chunks with their context line (title > heading, clipped) and BM25 terms, as stored."""
+    contexts: dict[str | None, str] = {}
+    units = {(u.page, u.heading): u for u in doc.units}
+    for ch in chunks:
+        key = ch.heading
+        if key not in contexts:
+            unit = units.get((ch.page, ch.heading)) or doc.units[0]
+            contexts[key] = _clip_context(context_line(doc, unit), offsets)
+        ctx = contexts[key]
+        terms = tokenize.terms(embedding_text(ctx, ch.text))
+        yield NewChunk(ch.chunk_id, ch.page, ch.heading, ch.start, ch.end, ch.ordinal, ch.text, ctx, terms)
+
+
 def parse_file(
     path: str,
     source: str,
@@ -155,31 +184,55 @@ def parse_file(
     overlap: int,
 ) -> Parsed:
     """Load, chunk and tokenise for BM25 one file; runs in a worker process."""
-    if tokenizer_file not in _WORKER_TOKENIZER:
-        _WORKER_TOKENIZER[tokenizer_file] = (
-            HFTokenizer(tokenizer_file).offsets if tokenizer_file else word_offsets
-        )
-    offsets = _WORKER_TOKENIZER[tokenizer_file]
+    offsets = _offsets_fn(tokenizer_file)
     doc = load(Path(path))
-    chunks = chunk_document(doc, source, offsets, chunk_tokens, overlap)
-    contexts: dict[str | None, str] = {}
-    new: list[NewChunk] = []
-    units = {(u.page, u.heading): u for u in doc.units}
-    for ch in chunks:
-        key = ch.heading
-        if key not in contexts:
-            unit = units.get((ch.page, ch.heading)) or doc.units[0]
-            contexts[key] = _clip_context(context_line(doc, unit), offsets)
-        ctx = contexts[key]
-        terms = tokenize.terms(embedding_text(ctx, ch.text))
-        new.append(
-            NewChunk(ch.chunk_id, ch.page, ch.heading, ch.start, ch.end, ch.ordinal, ch.text, ctx, terms)
-        )
+    new = list(_new_chunks(doc, iter_chunks(doc, source, offsets, chunk_tokens, overlap), offsets))
     if not new:
-        from lectern.errors import EmptyDocument
-
         raise EmptyDocument(path, "no text to index")
     return Parsed(source, content_hash, size, doc.title, doc.format, doc.pages, list(doc.warnings), new)
+
+
+def _write_streamed(
+    job: tuple[Path, str, str, int],
+    embedder: Embedder,
+    settings: IngestSettings,
+    writer: Writer,
+    state: Progress,
+    progress: ProgressFn | None,
+) -> tuple[int, int, list[str]]:
+    """A long text file chunked, embedded and written EMBED_SLICE chunks at a time, in one
+    transaction, so memory stays flat however long the file. Returns (chunks, pages, warnings)."""
+    path, source, digest, size = job
+    offsets = _offsets_fn(embedder.tokenizer_file)
+    doc = load(path)
+    state.pages += doc.pages
+    chunking = settings.chunk
+
+    def parts() -> Iterator[tuple[list[NewChunk], np.ndarray]]:
+        chunks = iter_chunks(doc, source, offsets, chunking.chunk_tokens, chunking.overlap_tokens)
+        batch: list[NewChunk] = []
+        written = 0
+        for chunk in _new_chunks(doc, chunks, offsets):
+            batch.append(chunk)
+            state.chunks += 1
+            if len(batch) == EMBED_SLICE:
+                yield batch, _embed_chunks(embedder, batch, state, progress)
+                written += len(batch)
+                batch = []
+        if batch:
+            yield batch, _embed_chunks(embedder, batch, state, progress)
+        elif not written:
+            raise EmptyDocument(path, "no text to index")  # rolls the transaction back
+
+    row = DocumentRow(
+        source, digest, doc.title, doc.format, doc.pages, 0, size, list(doc.warnings), time.time()
+    )
+    return writer.replace_document_parts(row, parts()), doc.pages, list(doc.warnings)
+
+
+def _streams(path: Path, size: int, settings: IngestSettings) -> bool:
+    """Whether a file goes through _write_streamed: a text file over ingest.stream_bytes."""
+    return size > settings.stream_bytes and LOADERS.get(path.suffix.lower()) is load_text
 
 
 def source_key(path: Path) -> str:
@@ -253,11 +306,34 @@ def parse_workers(settings: IngestSettings, embedder: Embedder) -> int:
     return max(1, cores - 1) if heavy else cores
 
 
+PARENT_POLL_S = 0.5  # how often a parse worker checks that the ingest that started it is alive
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Parse workers' initialiser: exit as soon as the parent is gone. Killed with SIGKILL (the OOM
+    killer's way), the parent cannot shut its pool down, and its workers sat blocked under init for
+    minutes holding its stdout and stderr open (a caller waiting on those pipes hung)."""
+    if os.getppid() != parent:
+        os._exit(1)  # it died while this worker started
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lectern-parent-watch", daemon=True).start()
+
+
 def _pool(workers: int) -> cf.Executor | None:
     if workers <= 0:
         return None
     # spawn: the parent holds torch threads; a forked child could inherit a held lock.
-    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return cf.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    )
 
 
 def _parsed_in_order(
@@ -341,13 +417,14 @@ def ingest(
     files: list[Path] = []
     for root in paths:
         root = Path(root)
-        if not root.exists():
-            report.results.append(FileResult(str(root), "failed", reason="no such file or directory"))
+        try:
+            walk = iter_files(root, settings.include, settings.exclude, follow_links=settings.follow_links)
+        except DocumentError as err:
+            report.results.append(FileResult(str(root), "failed", reason=err.detail))
             continue
-        found, skipped = iter_files(root, settings.include, settings.exclude)
-        files.extend(found)
-        report.results.extend(FileResult(str(p), "skipped", reason="unsupported file type") for p in skipped)
-    files = list(dict.fromkeys(files))
+        files.extend(walk.files)
+        report.results.extend(FileResult(str(s.path), "skipped", reason=s.reason) for s in walk.skipped)
+    files = _one_path_per_file(files, report)
     state = Progress(files_total=len(files))
     col = open_collection(collection_path, embedder, settings)
     try:
@@ -365,12 +442,30 @@ def ingest(
                     state.files_done += 1
                     continue
                 if not force and known.get(source) == digest:
-                    report.results.append(FileResult(str(path), "unchanged"))
+                    report.results.append(
+                        FileResult(str(path), "unchanged", warnings=_link_note(path, source))
+                    )
                     state.files_done += 1
                     continue
                 jobs.append((path, source, digest, size))
             if progress:
                 progress(state)
+            streamed = [job for job in jobs if _streams(job[0], job[3], settings)]
+            jobs = [job for job in jobs if not _streams(job[0], job[3], settings)]
+            for job in streamed:
+                path = job[0]
+                state.current = str(path)
+                try:
+                    n, pages, warnings = _write_streamed(job, embedder, settings, writer, state, progress)
+                except DocumentError as err:
+                    report.results.append(FileResult(str(path), "failed", reason=_reason(err)))
+                else:
+                    status = "updated" if job[1] in known else "added"
+                    warnings = [*_link_note(path, job[1]), *warnings]
+                    report.results.append(FileResult(str(path), status, n, pages, warnings=warnings))
+                state.files_done += 1
+                if progress:
+                    progress(state)
             for path, parsed in _parsed_in_order(jobs, embedder, settings):
                 state.current = str(path)
                 if isinstance(parsed, DocumentError):
@@ -389,8 +484,11 @@ def ingest(
                 )  # fmt: skip
                 writer.replace_document(row, parsed.chunks, vectors)
                 report.results.append(
-                    FileResult(str(path), status, len(parsed.chunks), parsed.pages, warnings=parsed.warnings)
-                )
+                    FileResult(
+                        str(path), status, len(parsed.chunks), parsed.pages,
+                        warnings=[*_link_note(path, parsed.source), *parsed.warnings],
+                    )
+                )  # fmt: skip
                 state.files_done += 1
                 if progress:
                     progress(state)
@@ -398,6 +496,29 @@ def ingest(
         col.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _one_path_per_file(files: list[Path], report: IngestReport) -> list[Path]:
+    """One path to each file, its own rather than a symbolic link's: another path to it is reported
+    and skipped, so that a file is never ingested twice in one run."""
+    keys = [source_key(p) for p in files]
+    chosen: dict[str, Path] = {}
+    for path, key in zip(files, keys, strict=True):
+        if key not in chosen or (os.path.abspath(chosen[key]) != key and os.path.abspath(path) == key):
+            chosen[key] = path
+    kept: list[Path] = []
+    for path, key in zip(files, keys, strict=True):
+        if chosen[key] is path:
+            kept.append(path)
+        elif chosen[key] != path:
+            reason = f"same file as {chosen[key]} (a symbolic link)"
+            report.results.append(FileResult(str(path), "skipped", reason=reason))
+    return kept
+
+
+def _link_note(path: Path, source: str) -> list[str]:
+    """Said of a file reached through a symbolic link: the collection knows it by its target's path."""
+    return [] if os.path.abspath(path) == source else [f"a symbolic link: stored as {source}"]
 
 
 def _reason(err: DocumentError) -> str:

@@ -43,8 +43,8 @@ class ChunkSettings(BaseModel):
 
 class IndexSettings(BaseModel):
     kind: IndexKind = "flat"
-    hnsw_m: int = 32
-    ivf_lists: int = 0  # 0: chosen from the collection's size
+    hnsw_m: int = Field(32, ge=2, le=256)
+    ivf_lists: int = Field(0, ge=0)  # 0: chosen from the collection's size
 
 
 class IngestSettings(BaseModel):
@@ -56,4 +56,10 @@ class IngestSettings(BaseModel):
     # Processes parsing while the main process embeds; 0 = inline; None = one per core, less one
     # for a transformer embedder (torch keeps a core busy), all of them for a static one.
     parse_workers: int | None = Field(None, ge=0)
-    lock_timeout_s: float = 30.0
+    lock_timeout_s: float = Field(30.0, ge=0.0)
+    # Symbolic links that lead outside the folder being ingested are skipped (and reported) unless
+    # this is on; links inside it are always followed. `lectern ingest --follow-links`.
+    follow_links: bool = False
+    # Text files larger than this are chunked, embedded and written a batch at a time in the main
+    # process (memory stays flat) rather than parsed whole in a worker (bench/large_text_memory.py).
+    stream_bytes: int = Field(8 << 20, ge=0)

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,9 @@ from lectern.ingest.snapshot import (
 from lectern.ingest.tokenize import TOKENIZER
 
 FORMAT_VERSION = 1
+LOG = logging.getLogger("lectern")
+# What atomic_open leaves when a writer is killed between writing and renaming: ".<name>.<random>.tmp".
+_TEMPORARIES = ("index-*.faiss", "bm25-*.npz", "dead-*.npy", "state.json", "manifest.json")
 WORK: Counter[str] = Counter()
 """Work this process did on collections (rows read back from SQLite, snapshot bytes written, full
 rebuilds): tests and benchmarks count these instead of timing."""
@@ -335,18 +339,41 @@ class Collection:
     # -- writing -------------------------------------------------------------------------------
     @contextlib.contextmanager
     def writer(self, timeout: float = 30.0) -> Iterator[Writer]:
-        """The only way to change a collection: one writer at a time, across processes."""
+        """The only way to change a collection: one writer at a time, across processes. A writer that
+        has to wait says so (log "lectern", which the CLI prints) before it waits."""
         lock = FileLock(str(self.path / ".lock"), timeout=timeout)
         try:
-            lock.acquire()
+            lock.acquire(blocking=False)
         except Timeout:
-            raise IndexLocked(f"{self.path} is being written by another process (lock held)") from None
+            if timeout > 0:
+                LOG.warning(
+                    "collection %r is being written by another process: waiting up to %g s for it to "
+                    "finish (lock %s)", self.path.name, timeout, self.path / ".lock",
+                )  # fmt: skip
+            try:
+                lock.acquire()
+            except Timeout:
+                raise IndexLocked(
+                    f"{self.path} is being written by another process (lock held for over {timeout:g} s)"
+                ) from None
         try:
+            remove_stale_temporaries(self.path)
             w = Writer(self)
             yield w
             w.persist()
         finally:
             lock.release()
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete snapshot temporaries a killed writer left (only while holding the writers' lock: no
+    live writer has any then). Returns what was removed."""
+    gone: list[Path] = []
+    for name in _TEMPORARIES:
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            gone.append(tmp)
+    return gone
 
 
 class Writer:
@@ -394,49 +421,65 @@ class Writer:
 
     def replace_document(self, doc: DocumentRow, chunks: Sequence[NewChunk], vectors: np.ndarray) -> None:
         """Exactly this source's chunks are replaced, in one transaction; ids are never reused."""
-        if len(chunks) != len(vectors):
-            raise ValueError("one vector per chunk")
-        if len(vectors) and vectors.shape[1] != self.c.manifest.dimension:
-            raise IndexMismatch(
-                f"vectors have {vectors.shape[1]} dims, the collection {self.c.manifest.dimension}"
-            )
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        term_arrays = [self.vocab.encode(ch.terms) for ch in chunks]
+        self.replace_document_parts(doc, [(chunks, vectors)])
+
+    def replace_document_parts(
+        self, doc: DocumentRow, parts: Iterable[tuple[Sequence[NewChunk], np.ndarray]]
+    ) -> int:
+        """Like replace_document, with the chunks and their vectors arriving in parts (a long file
+        chunked and embedded a batch at a time), all in one transaction: a kill leaves the old
+        document. `doc.chunks` is set to the number written, which is returned."""
+        first = n = 0
+        old: dict[int, np.ndarray] = {}
+        vectors_added: dict[int, np.ndarray] = {}
+        terms_added: dict[int, np.ndarray] = {}
         self.db.execute("BEGIN IMMEDIATE")
         try:
             old = self._take(doc.source)
-            if self.vocab.new:
-                self.db.executemany("INSERT OR IGNORE INTO vocab(term, id) VALUES(?, ?)", self.vocab.new)
             first = self._next_id()
-            rows = [
-                (first + i, ch.chunk_id, doc.source, ch.page, ch.heading, ch.start, ch.end, ch.ordinal,
-                 ch.text, ch.context, vectors[i].tobytes(), term_arrays[i].tobytes())
-                for i, ch in enumerate(chunks)
-            ]  # fmt: skip
-            self.db.executemany(
-                'INSERT INTO chunks(id, chunk_id, source, page, heading, start, "end", ordinal, text, context, '
-                "vector, terms) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
-                rows,
-            )
+            for chunks, vectors in parts:
+                if len(chunks) != len(vectors):
+                    raise ValueError("one vector per chunk")
+                if len(vectors) and vectors.shape[1] != self.c.manifest.dimension:
+                    raise IndexMismatch(
+                        f"vectors have {vectors.shape[1]} dims, the collection {self.c.manifest.dimension}"
+                    )
+                vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+                term_arrays = [self.vocab.encode(ch.terms) for ch in chunks]
+                if self.vocab.new:
+                    self.db.executemany("INSERT OR IGNORE INTO vocab(term, id) VALUES(?, ?)", self.vocab.new)
+                    self.vocab.new.clear()
+                rows = [
+                    (first + n + i, ch.chunk_id, doc.source, ch.page, ch.heading, ch.start, ch.end, ch.ordinal,
+                     ch.text, ch.context, vectors[i].tobytes(), term_arrays[i].tobytes())
+                    for i, ch in enumerate(chunks)
+                ]  # fmt: skip
+                self.db.executemany(
+                    'INSERT INTO chunks(id, chunk_id, source, page, heading, start, "end", ordinal, text, '
+                    "context, vector, terms) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+                for i in range(len(chunks)):
+                    vectors_added[first + n + i] = vectors[i]
+                    terms_added[first + n + i] = term_arrays[i]
+                n += len(chunks)
             self.db.execute(
                 "INSERT OR REPLACE INTO documents VALUES(?,?,?,?,?,?,?,?,?)",
-                (doc.source, doc.content_hash, doc.title, doc.format, doc.pages, len(chunks), doc.bytes,
+                (doc.source, doc.content_hash, doc.title, doc.format, doc.pages, n, doc.bytes,
                  json.dumps(doc.warnings), doc.ingested_at),
             )  # fmt: skip
-            self.db.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES('next_id', ?)", (str(first + len(chunks)),)
-            )
+            self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('next_id', ?)", (str(first + n),))
             self._bump()
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
+            self._vocab = None  # terms added in the rolled-back transaction are not in the table
             raise
-        self.vocab.new.clear()
         self._removed.update(old)
-        for i in range(len(chunks)):
-            self._added_vectors[first + i] = vectors[i]
-            self._added_terms[first + i] = term_arrays[i]
+        self._added_vectors.update(vectors_added)
+        self._added_terms.update(terms_added)
         self._dirty = True
+        return n
 
     def delete_document(self, source: str) -> int:
         """Remove one source's chunks: a few row deletes, no re-embedding, no rebuild of the rest."""

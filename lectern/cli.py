@@ -1,25 +1,32 @@
 """The `lectern` command line: parse, call the Python API, render. Errors become one sentence and a code.
 
+Exit codes (also in `lectern --help` and the README): 0 done; 1 some files failed and were reported
+(`ingest`; `delete` of unknown sources); 2 usage or configuration error, or input lectern cannot
+use (a bad flag, setting, name or question); 3 internal error: one line on stderr and the path
+of a file with the full trace.
+
 Heavy imports (torch, transformers, faiss) happen inside the commands, so `lectern --help` is quick.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import subprocess
 import sys
+import tempfile
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lectern.errors import DocumentError, LecternError
+from lectern.errors import DocumentError, ExposedWithoutPassword, InvalidInput, LecternError
 
 if TYPE_CHECKING:
     from lectern.ingest.pipeline import IngestReport
@@ -27,9 +34,15 @@ if TYPE_CHECKING:
     from lectern.rag.types import Answer
     from lectern.rag.workspace import Workspace
 
-app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="lectern: private, local RAG over your documents."
+EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+HELP = """lectern: private, local RAG over your documents.
+
+Exit codes: 0 done; 1 some files failed and were reported (ingest, delete); 2 usage or """ + (
+    """configuration error, or input lectern cannot use; 3 internal error (one line, and the file """
+    """holding the full trace)."""
 )
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP)
 eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval and answer quality on a QA set.")
 app.add_typer(eval_app, name="eval")
 out = Console()
@@ -52,10 +65,13 @@ ModelOpt = Annotated[
 
 
 def _settings(data_dir: Path | None = None, **nested: Any) -> Settings:
-    """CLI flags on top of every other settings source."""
-    from lectern.rag.settings import load_settings
+    """CLI flags on top of every other settings source; says on stderr which settings files were read."""
+    from lectern.rag.settings import load_settings, settings_files
 
     base = load_settings(data_dir=data_dir)
+    files = settings_files(base)
+    if files:
+        err.print(f"[dim]settings read from: {', '.join(map(str, files))}[/dim]", highlight=False)
     if not nested:
         return base
     merged = base.model_dump()
@@ -68,29 +84,64 @@ def _settings(data_dir: Path | None = None, **nested: Any) -> Settings:
     return type(base).model_validate(merged)
 
 
+def _warn_remote(settings: Settings) -> None:
+    """Passages are about to leave this machine for an address the user did not give here: say so."""
+    from lectern.rag.settings import remote_llm_notice
+
+    notice = remote_llm_notice(settings)
+    if notice:
+        err.print(f"[yellow]warning:[/yellow] {escape(notice)}", highlight=False)
+
+
 def _workspace(collection: str | None, settings: Settings) -> Workspace:
     from lectern.rag.workspace import Workspace
 
     return Workspace(collection=collection, settings=settings)
 
 
+def _internal_error(exc: BaseException) -> NoReturn:
+    """A bug, not the user's doing: one line, the full trace in a file, exit 3."""
+    try:
+        fd, name = tempfile.mkstemp(prefix="lectern-error-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"lectern {' '.join(sys.argv[1:])}\n\n")
+            fh.write("".join(traceback.format_exception(exc)))
+        where = f"full trace in {name}"
+    except OSError as write_error:
+        where = f"the trace could not be written: {write_error.strerror}"
+    summary = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    err.print(f"[red]internal error:[/red] {escape(summary)} ({where}; please report it)", highlight=False)
+    raise typer.Exit(EXIT_INTERNAL) from None
+
+
 @contextmanager
 def _edge() -> Iterator[None]:
-    """Library errors carry facts; here they become one clear line and exit code 2."""
+    """Library errors carry facts; here they become one clear line and exit code 2. Anything else is
+    a bug: one line and the path of the full trace, exit 3. No traceback reaches the terminal."""
     from pydantic import ValidationError
 
     try:
         yield
-    except (LecternError, FileNotFoundError) as e:
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except LecternError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
     except ValidationError as e:  # a flag, LECTERN_* variable or settings.toml value out of range
         for problem in e.errors():
             field = ".".join(str(part) for part in problem["loc"])
             err.print(
-                f"[red]error:[/red] invalid setting {field} = {problem.get('input')!r}: {problem['msg']}"
+                f"[red]error:[/red] invalid setting {escape(field)} = {escape(repr(problem.get('input')))}: "
+                f"{escape(problem['msg'])}",
+                highlight=False,
             )
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_USAGE) from None
+    except OSError as e:  # a path the user gave (or the data dir) that cannot be used
+        where = f": {e.filename}" if e.filename else ""
+        err.print(f"[red]error:[/red] {escape((e.strerror or str(e)) + where)}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    except Exception as e:
+        _internal_error(e)
 
 
 def _llm_flags(backend: str | None, model: str | None, **more: Any) -> dict[str, Any]:
@@ -141,18 +192,31 @@ def ingest(
         list[str] | None, typer.Option("--exclude", help="Glob to exclude (repeatable).")
     ] = None,
     force: Annotated[bool, typer.Option(help="Re-embed files even when unchanged.")] = False,
+    follow_links: Annotated[
+        bool | None,
+        typer.Option(
+            "--follow-links/--no-follow-links",
+            help="Follow symbolic links that lead outside the folders given (default: skip and report them).",
+        ),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(help="Parse processes beside the embedder (0: inline).")
     ] = None,
     data_dir: DataDir = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Ingest files into a collection: unchanged files are skipped, changed ones replaced."""
+    """Ingest files into a collection: unchanged files are skipped, changed ones replaced.
+
+    Exits 1 when any file failed (each is reported with its reason), 2 on a usage or settings error."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with _edge():
         settings = _settings(
-            data_dir, **{"ingest.embed": {"profile": profile}, "ingest": {"parse_workers": workers}}
+            data_dir,
+            **{
+                "ingest.embed": {"profile": profile},
+                "ingest": {"parse_workers": workers, "follow_links": follow_links},
+            },
         )
         if include:
             settings.ingest.include = include
@@ -182,7 +246,7 @@ def ingest(
             report = ws.ingest(paths, progress=show, force=force)
         _print_report(report, as_json)
         if not report.ok:
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_FAILED_FILES)
 
 
 @app.command()
@@ -202,7 +266,7 @@ def delete(
                 out.print(f"deleted {s} ({n} chunks)")
         if missing:
             err.print(f"[red]error:[/red] not in collection {ws.name!r}: {', '.join(missing)}")
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_FAILED_FILES)
 
 
 @app.command("list")
@@ -325,7 +389,10 @@ def ask(
     as_json: JsonOpt = False,
 ) -> None:
     """Answer a question from the collection, streamed, then the numbered sources."""
+    from lectern.rag.limits import check_question
+
     with _edge():
+        check_question(question)  # an empty question is an error before any model loads
         settings = _settings(
             data_dir,
             llm=_llm_flags(backend, model, max_new_tokens=max_new_tokens),
@@ -334,6 +401,7 @@ def ask(
         )
         ws = _workspace(collection, settings)
         ws.collection()
+        _warn_remote(settings)
         _say_model(ws)
         if as_json:
             out.print_json(ws.ask(question).model_dump_json())
@@ -357,10 +425,14 @@ def chat(
     data_dir: DataDir = None,
 ) -> None:
     """A conversation with follow-up questions. /sources shows the last sources, /reset forgets, /quit ends."""
+    from lectern.rag.chat import check_conversation_id
+
     with _edge():
+        check_conversation_id(conversation)  # a bad id fails now, not on every question
         settings = _settings(data_dir, llm=_llm_flags(backend, model), answer={"prompt": prompt})
         ws = _workspace(collection, settings)
         ws.collection()
+        _warn_remote(settings)
         _say_model(ws)
         session = ws.chat_session()
         last: Answer | None = None
@@ -386,12 +458,17 @@ def chat(
                 else:
                     _print_citations(last)
                 continue
+            try:
+                ws.check_question(line)
+            except LecternError as e:  # refused before the answer starts
+                err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+                continue
             out.print("lectern> ", end="")
             try:
                 last = _stream(session.stream_ask(conversation, line))
                 _print_grounding(last)
             except LecternError as e:  # one bad question must not end the conversation
-                err.print(f"[red]error:[/red] {e}")
+                err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
 
 
 @app.command()
@@ -414,6 +491,7 @@ def summarize(
 
     with _edge():
         ws = _workspace(collection, _settings(data_dir, llm=_llm_flags(backend, model)))
+        _warn_remote(ws.settings)
         if path is not None and (not ws.exists or ws._source(path) not in ws.collection().content_hashes()):
             report = ws.ingest([path])
             if not report.ok:
@@ -493,36 +571,98 @@ def eval_answers(
     with _edge():
         answer = {"prompt": prompt, "context": context, "evidence": evidence}
         settings = _settings(data_dir, llm=_llm_flags(backend, model), answer=answer)
+        _warn_remote(settings)
         eval_answers_command(qa_dir, settings, limit, as_json=as_json, out_path=out_path)
 
 
 # -- the web UI ----------------------------------------------------------------------------------------
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.strip().lower() in ("localhost", "localhost.", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def _exec(argv: list[str], env: dict[str, str]) -> NoReturn:
+    """Become `argv`: a SIGTERM to `lectern ui` (a service manager, a container stop) reaches Streamlit
+    itself, and no child is left serving when this process is gone."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], argv, env)
+
+
 @app.command()
 def ui(
     collection: CollectionOpt = None,
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.", min=1, max=65535)] = 8501,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; beyond loopback a password (or --no-password) is required.")
+    ] = "127.0.0.1",
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--password-file", help="A file holding the password the UI asks for (or LECTERN_UI_PASSWORD)."
+        ),
+    ] = None,
+    no_password: Annotated[
+        bool, typer.Option("--no-password", help="Serve beyond loopback without a password (logged).")
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Open the Streamlit web UI."""
+    """Open the Streamlit web UI (it replaces this process: signals reach Streamlit itself)."""
     import importlib.util
 
-    spec = importlib.util.find_spec("lectern.app")
-    if spec is None or not spec.submodule_search_locations:
-        err.print("[red]error:[/red] the app package is not installed")
-        raise typer.Exit(2)
-    main = Path(next(iter(spec.submodule_search_locations))) / "main.py"
-    env = dict(os.environ)
-    if data_dir is not None:
-        env["LECTERN_DATA_DIR"] = str(data_dir)
-    if collection is not None:
-        env["LECTERN_COLLECTION"] = collection
+    with _edge():
+        spec = importlib.util.find_spec("lectern.app")
+        if spec is None or not spec.submodule_search_locations:
+            err.print("[red]error:[/red] the app package is not installed")
+            raise typer.Exit(EXIT_USAGE)
+        main = Path(next(iter(spec.submodule_search_locations))) / "main.py"
+        env = dict(os.environ)
+        if password_file is not None:
+            env["LECTERN_UI_PASSWORD"] = password_file.read_text(encoding="utf-8").strip()
+            if not env["LECTERN_UI_PASSWORD"]:
+                raise InvalidInput("--password-file", str(password_file), "the file is empty")
+        if not env.get("LECTERN_UI_PASSWORD"):
+            env.pop("LECTERN_UI_PASSWORD", None)
+            if not _is_loopback(host):
+                if not no_password:
+                    raise ExposedWithoutPassword(host)
+                err.print(
+                    f"[yellow]warning:[/yellow] serving the web UI on {escape(host)} without a password "
+                    "(--no-password): anyone who reaches this port can read and ingest files as this user",
+                    highlight=False,
+                )
+        if data_dir is not None:
+            env["LECTERN_DATA_DIR"] = str(data_dir)
+        if collection is not None:
+            env["LECTERN_COLLECTION"] = collection
     # toolbarMode minimal: a served app, not a developer's session (no "Deploy" button, no dev menu).
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(main), "--server.port", str(port), "--server.address", host,
         "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
     ]  # fmt: skip
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    _exec(cmd, env)
+
+
+class _ToStderr(logging.Handler):
+    """lectern's own log lines (a writer waiting for the lock, say) as notes on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"[dim]note:[/dim] {escape(record.getMessage())}", highlight=False)
+
+
+@app.callback()
+def _setup() -> None:
+    """lectern's log lines go to stderr as notes, once per process."""
+    log = logging.getLogger("lectern")
+    if not any(isinstance(h, _ToStderr) for h in log.handlers):
+        log.addHandler(_ToStderr(logging.INFO))
+        log.setLevel(logging.INFO)
 
 
 # -- the API server -------------------------------------------------------------------------------------
@@ -564,7 +704,15 @@ def serve(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as e:  # raised outside a command's edge (an import, say): still one line and a file
+        try:
+            _internal_error(e)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
 
 
 if __name__ == "__main__":

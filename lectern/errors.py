@@ -272,3 +272,41 @@ class ServerBusy(APIError):
         self.waiting = waiting
         self.retry_after_s = retry_after_s
         super().__init__(f"the server is busy ({waiting} requests waiting); retry later", code="server_busy")
+
+
+# --- misuse of the CLI, the API and the web UI ---
+
+
+class InvalidInput(LecternError, ValueError):
+    """A value given to lectern (an option, an argument, a question) that it cannot use: `field` names
+    it, `reason` says what is allowed."""
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"invalid {field} {shown}: {reason}")
+
+
+class SaveFailed(LecternError):
+    """A file the user handed over (an upload) could not be written; the others still are."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"cannot save {name!r}: {reason}")
+
+
+class ExposedWithoutPassword(LecternError):
+    """The web UI asked to listen beyond loopback with neither a password nor an explicit opt-out."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        super().__init__(
+            f"--host {host} exposes the web UI (which can read any file the server can) beyond this "
+            "machine: set a password (LECTERN_UI_PASSWORD or --password-file) or pass --no-password "
+            "to accept the risk"
+        )

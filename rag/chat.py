@@ -22,6 +22,7 @@ from lectern.errors import CorruptConversation, InvalidName
 from lectern.ingest.atomic import atomic_write_text
 from lectern.ingest.tokenize import fold
 from lectern.rag.context import ensure_fits, generation_kwargs, pack, prompt_tokens, trim_to_fit
+from lectern.rag.limits import check_question
 from lectern.rag.prompts import CONDENSE_QUESTION, NO_ANSWER
 from lectern.rag.qa import QAChain, build_qa_chain, question_of
 from lectern.rag.types import Answer, Citation, answer_text, final_answer
@@ -129,9 +130,11 @@ class ChatSession:
         store: ConversationStore,
         *,
         rewrite_max_new_tokens: int = 64,
+        max_question_tokens: int | None = None,
         **qa_options: Any,
     ) -> None:
         self.llm = llm
+        self.max_question_tokens = max_question_tokens  # answer.max_question_tokens (rag.limits)
         self.store = store
         self.rewrite_max_new_tokens = rewrite_max_new_tokens
         self.qa: QAChain = build_qa_chain(llm, retriever, **qa_options)
@@ -191,7 +194,7 @@ class ChatSession:
 
     def _run(self, conversation_id: str, question: str, *, stream: bool) -> Iterator[str | Answer]:
         check_conversation_id(conversation_id)
-        question = question_of(question)
+        question = check_question(question_of(question), self.llm, self.max_question_tokens)
         conversation = self.store.load(conversation_id)
         standalone = self.condense(conversation.turns, question)
         if stream:

@@ -35,6 +35,7 @@ from lectern.rag.citations import (
 )
 from lectern.rag.context import fit_contexts, generation_kwargs
 from lectern.rag.evidence import Calibration, Evidence, TermWeights, assess, select_sentences
+from lectern.rag.limits import check_question
 from lectern.rag.prompts import (
     CONCISE_STOP,
     EXTRACT_TOKENS,
@@ -342,10 +343,7 @@ def question_of(input: QAInput) -> str:
         if not isinstance(value, str):
             raise TypeError('the QA chain takes a question string or {"question": str}')
         input = value
-    question = input.strip()
-    if not question:
-        raise ValueError("empty question")
-    return question
+    return check_question(input)  # an empty one is InvalidInput, a clear error at every edge
 
 
 def clean_answer(text: str) -> str:

@@ -22,6 +22,7 @@ from lectern.errors import UnknownKey
 from lectern.ingest import tokenize
 from lectern.ingest.embed import Embedder
 from lectern.ingest.store import Collection, StoredChunk
+from lectern.rag.limits import CANDIDATES_MAX, K_MAX, check_k, check_page
 from lectern.rag.settings import RetrievalSettings
 
 MODES = ("hybrid", "dense", "bm25")
@@ -112,11 +113,16 @@ class Searcher:
         mode: str | None = None,
         filters: Filters | None = None,
         mmr: bool | None = None,
+        limit: int = K_MAX,
     ) -> list[Hit]:
+        """The best `k` chunks (1 to `limit`, rag.limits; unset: retrieval.k)."""
         mode = mode or self.settings.mode
         if mode not in MODES:
             raise UnknownKey("retrieval mode", mode, list(MODES))
-        k = k or self.settings.k
+        k = check_k(self.settings.k if k is None else k, limit=limit)
+        if filters is not None:
+            check_page(filters.page_min, "page_min")
+            check_page(filters.page_max, "page_max")
         use_mmr = self.settings.mmr if mmr is None else mmr
         snap = self.collection.snapshot()
         allowed = None
@@ -259,11 +265,21 @@ class LecternRetriever(BaseRetriever):
     reranker: Any = None  # a rag.rerank.CrossEncoderReranker: fetch rerank_candidates, keep the best k
     rerank_candidates: int = 20
 
+    def __init__(self, **data: Any) -> None:
+        if "k" in data:
+            check_k(data["k"])  # before pydantic turns True into 1 or "3" into 3
+        super().__init__(**data)
+
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:
-        fetch = max(self.k, self.rerank_candidates) if self.reranker is not None else self.k
-        hits = self.searcher.search(query, k=fetch, mode=self.mode, filters=self.filters, mmr=self.mmr)
+        k = check_k(self.k)
+        fetch = (
+            max(k, check_k(self.rerank_candidates, limit=CANDIDATES_MAX)) if self.reranker is not None else k
+        )
+        hits = self.searcher.search(
+            query, k=fetch, mode=self.mode, filters=self.filters, mmr=self.mmr, limit=CANDIDATES_MAX
+        )
         docs = [h.to_document() for h in hits]
         if self.reranker is not None:
             docs = self.reranker.rerank(query, docs, self.k)

@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from lectern.ingest.atomic import atomic_write_text
 from lectern.ingest.settings import IngestSettings
+from lectern.rag.limits import CANDIDATES_MAX, K_MAX, QUESTION_TOKENS
 
 RetrievalMode = Literal["hybrid", "dense", "bm25"]
 QAPrompt = Literal[
@@ -38,8 +39,8 @@ def default_data_dir() -> Path:
 
 class RetrievalSettings(BaseModel):
     mode: RetrievalMode = "hybrid"
-    k: int = Field(5, ge=1, le=100)
-    fetch_k: int = Field(50, ge=1)
+    k: int = Field(5, ge=1, le=K_MAX)
+    fetch_k: int = Field(50, ge=1, le=1000)
     mmr: bool = False
     mmr_lambda: float = Field(0.5, ge=0.0, le=1.0)
     # Tuned on CMU S08 (bench/retrieval_quality.py); S09 is the held-out check.
@@ -48,7 +49,7 @@ class RetrievalSettings(BaseModel):
     min_score: float = 0.0
     # a local cross-encoder folder (rag.rerank): reorders the best rerank_candidates hits, keeps k
     reranker: str | None = None
-    rerank_candidates: int = Field(20, ge=1, le=200)
+    rerank_candidates: int = Field(20, ge=1, le=CANDIDATES_MAX)
     # correct a query word the collection has never seen to its commonest word one edit away
     # ("Netwon" -> "Newton") for BM25 and the evidence gate (rag.retrieval.Searcher.spelled)
     spelling: bool = True
@@ -71,6 +72,8 @@ class AnswerSettings(BaseModel):
     # check the answer (rag.verify): one that restates the question or says what no source says is
     # asked again for a source's exact words, or the chain abstains
     verify: bool = True
+    # a longer question is refused with a clear error (rag.limits): 100k characters took minutes to prefill
+    max_question_tokens: int = Field(QUESTION_TOKENS, ge=1)
 
 
 class LLMSettings(BaseModel):
@@ -85,12 +88,12 @@ class LLMSettings(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0)  # 0: greedy, reproducible answers
     repetition_penalty: float = Field(1.1, ge=1.0, le=2.0)
     max_new_tokens: int = Field(256, ge=1)
-    context_window: int | None = None  # None: the model's own
+    context_window: int | None = Field(None, ge=256)  # None: the model's own
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto: bf16/fp16 on CUDA; on CPU bf16 where native (avx512_bf16, AMX), else fp32
-    threads: int | None = None
+    threads: int | None = Field(None, ge=1)
     batch_size: int = Field(8, ge=1)
-    timeout_s: float = 120.0
+    timeout_s: float = Field(120.0, gt=0.0)
     tokenizer: str | None = None  # openai backend: a local folder or cached hub id to count tokens with
 
 
@@ -184,6 +187,51 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def settings_files(settings: Settings) -> list[Path]:
+    """The settings files these settings were read from (./lectern.toml, then the data dir's)."""
+    local, saved = Path(LOCAL_FILE), settings.data_dir / SETTINGS_FILE
+    return [p.resolve() for p in (local, saved) if p.is_file()]
+
+
+def _is_loopback_url(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    if host in ("localhost", "ip6-localhost") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def remote_llm_notice(settings: Settings) -> str | None:
+    """A warning when retrieved passages would go to a model server off this machine whose address
+    came from ./lectern.toml in the current folder, not from the environment or the data dir's settings (a lectern.toml in a downloaded folder must not send them silently)."""
+    llm = settings.llm
+    if llm.backend != "openai" or not llm.base_url or _is_loopback_url(llm.base_url):
+        return None
+    if os.environ.get("LECTERN_LLM__BASE_URL"):
+        return None  # given in this shell's environment
+    local = Path(LOCAL_FILE)
+    try:
+        from_local = (
+            local.is_file()
+            and tomllib.loads(local.read_text(encoding="utf-8")).get("llm", {}).get("base_url")
+            == llm.base_url
+        )
+    except (OSError, tomllib.TOMLDecodeError):
+        from_local = False
+    if not from_local:
+        return None
+    return (
+        f"retrieved passages will be sent to {llm.base_url}, a server off this machine named in "
+        f"{local.resolve()}; remove it there, or set it as LECTERN_LLM__BASE_URL or in the data dir's "
+        "settings.toml to silence this"
+    )
 
 
 def load_settings(**overrides: Any) -> Settings:

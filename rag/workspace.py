@@ -33,6 +33,7 @@ from lectern.ingest.pipeline import (
 )
 from lectern.ingest.settings import EmbedSettings
 from lectern.ingest.store import Collection, DocumentRow
+from lectern.rag.limits import check_question
 from lectern.rag.model_cache import MODELS
 from lectern.rag.retrieval import Filters, Hit, LecternRetriever, Searcher
 from lectern.rag.settings import Settings, load_settings
@@ -42,12 +43,12 @@ if TYPE_CHECKING:
     from lectern.rag.evidence import Calibration
     from lectern.rag.qa import QAChain
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def check_name(name: str) -> str:
     """Collection names become folder names: nothing that could escape the collections folder."""
-    if not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise InvalidName(f"invalid collection name {name!r}: use letters, digits, '_', '-' and '.' (max 64)")
     return name
 
@@ -226,21 +227,28 @@ class Workspace:
         retriever, merged = self._qa_parts(options)
         return build_qa_chain(self.llm, retriever, **merged)
 
+    def check_question(self, question: str) -> str:
+        """The question, refused when empty (before any model loads) or over answer.max_question_tokens."""
+        check_question(question)
+        return check_question(question, self.llm, self.settings.answer.max_question_tokens)
+
     def ask(self, question: str, **options: Any) -> Answer:
-        return self.qa_chain(**options).invoke(question)
+        return self.qa_chain(**options).invoke(self.check_question(question))
 
     def stream_ask(self, question: str, **options: Any) -> Iterator[str | Answer]:
         """Text as the model writes it, then the Answer with its citations."""
-        return self.qa_chain(**options).stream_answer(question)
+        return self.qa_chain(**options).stream_answer(self.check_question(question))
 
     def chat_session(self, **options: Any) -> Any:
         from lectern.rag.chat import ConversationStore, build_chat_chain
 
         store = ConversationStore.for_data_dir(self.settings.data_dir)
         retriever, merged = self._qa_parts(options)
-        return build_chat_chain(self.llm, retriever, store, **merged)
+        limit = self.settings.answer.max_question_tokens
+        return build_chat_chain(self.llm, retriever, store, max_question_tokens=limit, **merged)
 
     def chat(self, question: str, conversation_id: str = "default") -> Answer:
+        check_question(question)
         return self.chat_session().ask(conversation_id, question)
 
     def scope_documents(

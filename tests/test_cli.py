@@ -156,17 +156,18 @@ def test_data_dir_flag(runner: CliRunner, docs: Path, tmp_path: Path) -> None:
 def test_ui_serves_the_app_without_the_developer_toolbar(
     runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """No "Deploy" button or developer menu in the served app: `lectern ui` passes toolbarMode."""
+    """No "Deploy" button or developer menu in the served app: `lectern ui` passes toolbarMode.
+    (The real exec, and a SIGTERM reaching Streamlit, is tests/app/test_ui_process.py.)"""
     import lectern.cli
 
     calls: list[tuple[list[str], dict[str, str]]] = []
-    monkeypatch.setattr(lectern.cli.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setattr(lectern.cli, "_exec", lambda cmd, env: calls.append((cmd, env)))
     result = run(runner, "ui", "-c", "notes", "--port", "8642", "--data-dir", str(tmp_path / "d"))
     assert result.exit_code == 0, result.output
     [(cmd, env)] = calls
     assert cmd[cmd.index("--client.toolbarMode") + 1] == "minimal"
     assert cmd[cmd.index("--server.port") + 1] == "8642" and cmd[cmd.index("--server.headless") + 1] == "true"
-    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("main.py")
+    assert cmd[0] == sys.executable and cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("main.py")
     assert env["LECTERN_COLLECTION"] == "notes" and env["LECTERN_DATA_DIR"] == str(tmp_path / "d")
 
 
@@ -200,3 +201,32 @@ def test_eval_retrieval_json(runner: CliRunner, tiny_qa: Path) -> None:
 def test_eval_retrieval_bad_dir_exits_2(runner: CliRunner, tmp_path: Path) -> None:
     result = run(runner, "eval", "retrieval", "--qa-dir", str(tmp_path))
     assert result.exit_code == 2 and "question_answer_pairs.txt" in result.output
+
+
+def test_ui_beyond_loopback_needs_a_password_or_a_logged_opt_out(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The UI reads and ingests any file the server can: --host beyond loopback required nothing."""
+    import lectern.cli
+
+    calls: list[dict[str, str]] = []
+    monkeypatch.setattr(lectern.cli, "_exec", lambda cmd, env: calls.append(env))
+    monkeypatch.delenv("LECTERN_UI_PASSWORD", raising=False)
+    for host in ("0.0.0.0", "192.168.1.10", "::", "example.org"):
+        result = run(runner, "ui", "--host", host)
+        assert result.exit_code == 2 and "exposes the web UI" in result.output and calls == [], host
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert run(runner, "ui", "--host", host).exit_code == 0 and "LECTERN_UI_PASSWORD" not in calls.pop()
+
+    result = run(runner, "ui", "--host", "0.0.0.0", "--no-password")
+    assert result.exit_code == 0 and "without a password (--no-password)" in result.output
+    calls.pop()
+    secret = tmp_path / "password"
+    secret.write_text("correct horse\n")
+    result = run(runner, "ui", "--host", "0.0.0.0", "--password-file", str(secret))
+    assert result.exit_code == 0 and calls.pop()["LECTERN_UI_PASSWORD"] == "correct horse"
+    secret.write_text("\n")
+    assert run(runner, "ui", "--host", "0.0.0.0", "--password-file", str(secret)).exit_code == 2
+    monkeypatch.setenv("LECTERN_UI_PASSWORD", "from the environment")
+    assert run(runner, "ui", "--host", "0.0.0.0").exit_code == 0
+    assert calls.pop()["LECTERN_UI_PASSWORD"] == "from the environment"

@@ -12,7 +12,7 @@ from filelock import FileLock
 from streamlit.testing.v1 import AppTest
 
 from lectern.app import resources
-from lectern.errors import InvalidName
+from lectern.errors import InvalidName, SaveFailed
 from lectern.rag.chat import ConversationStore
 from lectern.rag.settings import load_settings
 from tests.app.conftest import SAMPLE_DOCS
@@ -78,6 +78,26 @@ def test_bad_upload_names_are_rejected(data_dir: Path, name: str) -> None:
     saved, rejected = resources.save_uploads([FakeUpload(name, b"x")], load_settings(), "default")
     assert saved == [] and len(rejected) == 1
     assert not any(p.is_file() for p in data_dir.parent.rglob("*"))
+
+
+def test_long_names_are_cut_by_bytes_and_one_failure_does_not_stop_the_batch(data_dir: Path) -> None:
+    """200 CJK characters were cut by characters to a 453-byte name; the OSError escaped the loop and
+    the files after it were neither saved nor ingested."""
+    folder = data_dir / "uploads" / "default"
+    (folder / "taken.txt").mkdir(parents=True)  # a folder of that name: the file system refuses the file
+    batch = [
+        FakeUpload("報告" * 100 + ".txt", "長い名前".encode()),
+        FakeUpload("é" * 300, b"no extension"),
+        FakeUpload("taken.txt", b"x"),
+        FakeUpload("after.txt", b"saved all the same"),
+    ]
+    saved, rejected = resources.save_uploads(batch, load_settings(), "default")
+    assert [p.name for p in saved][2:] == ["after.txt"] and len(saved) == 3
+    for path in saved:
+        assert len(path.name.encode()) <= 200 and path.read_bytes()
+    assert saved[0].name.endswith(".txt") and saved[0].name.startswith("報告")
+    assert [str(e) for e in rejected] == ["cannot save 'taken.txt': Is a directory"]
+    assert isinstance(rejected[0], SaveFailed)
 
 
 def test_uploaded_files_are_ingested_from_the_uploads_folder(data_dir: Path) -> None:
@@ -249,7 +269,14 @@ def test_unreachable_llm_server_is_an_error(
     assert not at.exception
 
 
-def test_question_too_long_is_an_error(open_app: OpenApp, ingested: Path) -> None:
+def test_question_too_long_is_an_error(
+    open_app: OpenApp, ingested: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = open_app("ask")
+    at.chat_input[0].set_value("tower " * 5000).run()
+    assert not at.exception
+    assert any("answer.max_question_tokens = 300" in e.value for e in at.error)  # the setting's bound
+    monkeypatch.setenv("LECTERN_ANSWER__MAX_QUESTION_TOKENS", "100000")  # past it, the model's window
     at = open_app("ask")
     at.chat_input[0].set_value("tower " * 5000).run()
     assert not at.exception
@@ -360,3 +387,17 @@ def test_an_answer_without_citations_shows_the_passages_given() -> None:
     at = AppTest.from_function(script).run()
     assert [e.label for e in at.expander] == ["Passage 1: light.pdf, page 2", "Passage 2: notes.md"]
     assert at.expander[0].markdown[0].value == "Edith Varley designed it\\."  # shown as plain text
+
+
+# -- signing in ----------------------------------------------------------------------------------
+def test_a_password_guards_every_page(open_app: OpenApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lectern ui --host 0.0.0.0` requires a password; the app asks for it before anything else."""
+    monkeypatch.setenv("LECTERN_UI_PASSWORD", "correct horse")
+    at = open_app()
+    assert "No documents yet" not in texts(at) and [t.label for t in at.text_input] == ["Password"]
+    at.text_input[0].input("wrong")
+    at = at.button[0].click().run()
+    assert [e.value for e in at.error] == ["Wrong password."] and "No documents yet" not in texts(at)
+    at.text_input[0].input("correct horse")
+    at = at.button[0].click().run()
+    assert not at.exception and "No documents yet" in texts(at)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,8 +28,10 @@ from lectern.ingest.settings import IngestSettings
 from lectern.ingest.store import Collection, Writer
 from lectern.rag.retrieval import Searcher
 from lectern.rag.settings import RetrievalSettings
+from tests.fixtures.processes import HAS_PROC, session_processes
 
 N_FILES = 60
+ROOT = Path(__file__).resolve().parents[2]
 CFG = IngestSettings(parse_workers=0, lock_timeout_s=5.0, chunk={"chunk_tokens": 16, "overlap_tokens": 4})
 
 KILLABLE = textwrap.dedent(
@@ -51,6 +56,47 @@ KILLABLE = textwrap.dedent(
     print("finished", flush=True)
     """
 )
+
+
+KILLABLE_IN_SNAPSHOT = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from lectern.ingest.embed import FakeEmbedder
+    from lectern.ingest.pipeline import ingest
+    from lectern.ingest.settings import IngestSettings
+
+    real_replace = os.replace
+
+    def pausing_replace(src, dst, *args, **kwargs):
+        # The snapshot file is written under its temporary name and not yet renamed: stop here.
+        if os.path.basename(os.fspath(dst)).startswith(sys.argv[3]):
+            print("ready", flush=True)
+            sys.stdin.readline()
+        return real_replace(src, dst, *args, **kwargs)
+
+    os.replace = pausing_replace  # ingest.atomic renames with os.replace
+    cfg = IngestSettings(parse_workers=0, chunk={"chunk_tokens": 16, "overlap_tokens": 4})
+    ingest([Path(sys.argv[1])], Path(sys.argv[2]), FakeEmbedder(), cfg)
+    print("finished", flush=True)
+    """
+)
+
+
+def kill_when_ready(args: list[str]) -> None:
+    """Run a killable script, wait until it says where it stopped, SIGKILL it there."""
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline().decode().strip()
+        assert line == "ready", proc.stderr.read().decode()  # it stopped where asked, not finished
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
 
 
 def write_files(folder: Path, n: int = N_FILES) -> Path:
@@ -260,7 +306,10 @@ class SpyLock(FileLock):
     trying: ClassVar[threading.Event] = threading.Event()
 
     def acquire(self, *args: Any, **kwargs: Any) -> Any:
-        SpyLock.timeouts.append(float(self.timeout))
+        # A writer tries once without blocking (to say that it waits), then waits: one entry per lock.
+        if not getattr(self, "_spied", False):
+            self._spied = True
+            SpyLock.timeouts.append(float(self.timeout))
         SpyLock.trying.set()
         return super().acquire(*args, **kwargs)
 
@@ -337,3 +386,125 @@ def test_second_writer_waits_for_the_first(built: Path, tmp_path: Path, spy_lock
         holder.close()
     assert marker_source(built, 77) == "late.txt"
     assert source_key(extra / "late.txt") in Collection.open(built).content_hashes()
+
+
+@pytest.mark.parametrize("target", ["index-", "bm25-", "state.json"])
+def test_sigkill_during_the_snapshot_write_leaves_no_temporaries_behind(tmp_path: Path, target: str) -> None:
+    """A kill between writing a snapshot file and renaming it left `.index-N.faiss.XXXX.tmp` (or the
+    BM25 or state one) that no later run removed; the next writer removes it, under the lock."""
+    docs = write_files(tmp_path / "docs", 20)
+    col_path = tmp_path / "col"
+    ingest([docs], col_path, FakeEmbedder(), CFG)  # a first generation on disk
+    (docs / "doc020.txt").write_text("Document 20\n\nmarker20 arrives in the second run.\n")
+    script = tmp_path / "killable.py"
+    script.write_text(KILLABLE_IN_SNAPSHOT)
+    kill_when_ready([sys.executable, str(script), str(docs), str(col_path), target])
+
+    left = [p.name for p in col_path.glob(".*.tmp")]
+    assert any(name.startswith("." + target) for name in left), left  # the kill landed mid-write
+    col = check_consistent(col_path)  # readers rebuild what the dead writer did not publish
+    col.close()
+    assert marker_source(col_path, 20) == "doc020.txt"
+
+    report = ingest([docs], col_path, FakeEmbedder(), CFG)
+    assert report.ok and len(report.unchanged) == 21
+    assert list(col_path.glob(".*.tmp")) == []
+    col = check_consistent(col_path)
+    try:
+        assert len(col.documents()) == 21
+        assert json.loads((col_path / "state.json").read_text())["generation"] == col.generation()
+    finally:
+        col.close()
+
+
+def test_a_second_writer_says_it_is_waiting_then_goes_on(built: Path, tmp_path: Path) -> None:
+    """A real `lectern ingest` against a collection whose lock another process holds: it used to wait
+    without a word. Ordered by what it prints, not by sleeps."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "late.txt").write_text("Late\n\nmarker55 waits its turn.\n")
+    data = tmp_path / "data"
+    (data / "collections").mkdir(parents=True)
+    os.symlink(built, data / "collections" / "col")
+    env = {
+        **os.environ,
+        "LECTERN_DATA_DIR": str(data),
+        "LECTERN_INGEST__EMBED__MODEL": "fake",
+        "LECTERN_INGEST__PARSE_WORKERS": "0",
+        "LECTERN_INGEST__CHUNK__CHUNK_TOKENS": "16",
+        "LECTERN_INGEST__CHUNK__OVERLAP_TOKENS": "4",
+        "LECTERN_INGEST__LOCK_TIMEOUT_S": "600",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    lock = FileLock(str(built / ".lock"))
+    lock.acquire()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lectern.cli", "ingest", str(extra), "-c", "col"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: lines.put(proc.stderr.readline()), daemon=True).start()  # type: ignore[union-attr]
+        try:
+            line = lines.get(timeout=120)  # a deadline only: it speaks before it waits
+        except queue.Empty:
+            pytest.fail("the second writer waited without a word")
+        assert "collection 'col' is being written by another process: waiting up to 600 s" in line, line
+        assert proc.poll() is None  # it waits; nothing has been written
+        lock.release()
+        out, errors = proc.communicate(timeout=120)
+    finally:
+        if lock.is_locked:
+            lock.release()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, errors
+    assert "added 1" in out
+    assert marker_source(built, 55) == "late.txt"
+
+
+@pytest.mark.skipif(not HAS_PROC, reason="needs /proc to list processes")
+def test_sigkill_of_ingest_leaves_no_process_behind(tmp_path: Path) -> None:
+    """`lectern ingest` killed with SIGKILL (as the OOM killer does): its parse workers and
+    multiprocessing's resource tracker stayed alive under init, blocked, holding its stdout and
+    stderr open. Now every process of it is gone within 10 s and the pipes reach end-of-file."""
+    docs = write_files(tmp_path / "docs", 600)
+    env = {
+        **os.environ,
+        "LECTERN_DATA_DIR": str(tmp_path / "data"),
+        "LECTERN_INGEST__EMBED__MODEL": "fake",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lectern.cli", "ingest", str(docs), "-c", "col", "--workers", "1"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    sid = proc.pid  # its own session: everything it starts is listed under its pid
+    try:
+        deadline = time.monotonic() + 120  # a deadline only: the pool starts within seconds
+        while not any("multiprocessing" in cmd for cmd in session_processes(sid).values()):
+            assert proc.poll() is None, "the ingest finished before its parse worker was seen"
+            assert time.monotonic() < deadline, "no parse worker started"
+            time.sleep(0.05)
+        helpers = {pid: cmd for pid, cmd in session_processes(sid).items() if pid != proc.pid}
+        assert helpers, "nothing but the ingest itself to outlive it"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while (left := session_processes(sid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left == {}, f"still alive after the ingest was killed: {left}"
+        closed: list[bytes] = []
+        reader = threading.Thread(target=lambda: closed.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(10)
+        assert closed, "its stdout is still held open"
+    finally:
+        for pid in session_processes(sid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -16,7 +17,18 @@ from lectern.errors import (
     EncryptedDocument,
     UnsupportedFormat,
 )
-from lectern.ingest.load import LOADERS, LoadedDocument, Unit, _glob_regex, clean_text, iter_files, load
+from lectern.ingest.load import (
+    LOADERS,
+    SEGMENT_CHARS,
+    LoadedDocument,
+    Skipped,
+    Unit,
+    Walk,
+    _glob_regex,
+    clean_text,
+    iter_files,
+    load,
+)
 from lectern.ingest.settings import IngestSettings
 from tests.fixtures.bad_inputs import (
     SAMPLE_DOCS,
@@ -250,8 +262,13 @@ def test_control_character_soup_is_an_encoding_error(tmp_path: Path) -> None:
 def test_five_megabyte_single_line_loads(tmp_path: Path) -> None:
     line = ("lorem ipsum dolor sit amet " * 200_000)[: 5 * 1024 * 1024]
     doc = load(write(tmp_path, "huge.txt", line))
-    assert len(doc.units) == 1
-    assert len(doc.units[0].text) >= 5 * 1024 * 1024 - 1
+    # in segments of at most SEGMENT_CHARS, cut at spaces, that together are the whole text
+    assert len(doc.units) > 1 and all(len(u.text) <= SEGMENT_CHARS for u in doc.units)
+    assert "".join(u.text for u in doc.units) == line.rstrip()
+    assert [u.offset for u in doc.units] == list(
+        itertools.accumulate([0] + [len(u.text) for u in doc.units[:-1]])
+    )
+    assert all(u.text.endswith(" ") for u in doc.units[:-1])
     md = load(write(tmp_path, "huge.md", "# " + line))
     assert len(md.title) == 200
 
@@ -443,9 +460,9 @@ def test_bad_corpus_fails_each_file_for_its_own_reason(tmp_path: Path) -> None:
             assert reason in str(info.value), (name, str(info.value))
             assert name in str(info.value)
     assert "café naïve" in load(tmp_path / "latin1.txt").units[0].text
-    supported, skipped = iter_files(tmp_path, [], DEFAULT_EXCLUDE)
-    assert skipped == [tmp_path / "notes.xyz"]
-    assert len(supported) == len(expected) - 1
+    walk = iter_files(tmp_path, [], DEFAULT_EXCLUDE)
+    assert [s.path for s in walk.skipped] == [tmp_path / "notes.xyz"]
+    assert len(walk.files) == len(expected) - 1
 
 
 # --- iter_files ----------------------------------------------------------------------------------
@@ -475,24 +492,23 @@ def rels(root: Path, paths: list[Path]) -> list[str]:
 
 
 def test_iter_files_walks_sorted_and_applies_default_excludes(tree: Path) -> None:
-    supported, skipped = iter_files(tree, [], DEFAULT_EXCLUDE)
-    assert rels(tree, supported) == ["a.txt", "b.md", "drafts/old.md", "sub/deep/x.md", "sub/z.pdf"]
-    assert rels(tree, skipped) == ["c.xyz", "sub/deep/image.png"]
+    walk = iter_files(tree, [], DEFAULT_EXCLUDE)
+    assert rels(tree, walk.files) == ["a.txt", "b.md", "drafts/old.md", "sub/deep/x.md", "sub/z.pdf"]
+    assert rels(tree, [s.path for s in walk.skipped]) == ["c.xyz", "sub/deep/image.png"]
+    assert {s.reason for s in walk.skipped} == {"unsupported file type"}
 
 
 def test_iter_files_include_and_exclude(tree: Path) -> None:
-    supported, skipped = iter_files(tree, ["**/*.md"], ["drafts/**"])
-    assert rels(tree, supported) == [".hidden.md", ".obsidian/notes.md", "b.md", "sub/deep/x.md"]
-    assert skipped == []
-    supported, _ = iter_files(tree, ["sub/**"], [])
-    assert rels(tree, supported) == ["sub/deep/x.md", "sub/z.pdf"]
-    supported, _ = iter_files(tree, ["*.md"], ["**/.*", "sub/deep"])
-    assert rels(tree, supported) == ["b.md", "drafts/old.md"]
+    walk = iter_files(tree, ["**/*.md"], ["drafts/**"])
+    assert rels(tree, walk.files) == [".hidden.md", ".obsidian/notes.md", "b.md", "sub/deep/x.md"]
+    assert walk.skipped == []
+    assert rels(tree, iter_files(tree, ["sub/**"], []).files) == ["sub/deep/x.md", "sub/z.pdf"]
+    assert rels(tree, iter_files(tree, ["*.md"], ["**/.*", "sub/deep"]).files) == ["b.md", "drafts/old.md"]
 
 
 def test_iter_files_single_file(tree: Path) -> None:
-    assert iter_files(tree / "sub" / "z.pdf", [], []) == ([tree / "sub" / "z.pdf"], [])
-    assert iter_files(tree / "c.xyz", [], []) == ([], [tree / "c.xyz"])
+    assert iter_files(tree / "sub" / "z.pdf", [], []) == Walk([tree / "sub" / "z.pdf"], [])
+    assert iter_files(tree / "c.xyz", [], []) == Walk([], [Skipped(tree / "c.xyz", "unsupported file type")])
 
 
 def test_iter_files_missing_root(tmp_path: Path) -> None:
@@ -502,8 +518,7 @@ def test_iter_files_missing_root(tmp_path: Path) -> None:
 
 def test_iter_files_survives_a_symlink_loop(tree: Path) -> None:
     (tree / "sub" / "loop").symlink_to(tree, target_is_directory=True)
-    supported, _ = iter_files(tree, [], DEFAULT_EXCLUDE)
-    assert "a.txt" in rels(tree, supported)
+    assert "a.txt" in rels(tree, iter_files(tree, [], DEFAULT_EXCLUDE).files)
 
 
 @pytest.mark.parametrize(
@@ -555,10 +570,10 @@ def test_readme_answers_are_where_it_says() -> None:
 
 
 def test_sample_docs_all_load_and_stay_small() -> None:
-    supported, skipped = iter_files(SAMPLE_DOCS, [], DEFAULT_EXCLUDE)
-    formats = {load(p).format for p in supported}
+    walk = iter_files(SAMPLE_DOCS, [], DEFAULT_EXCLUDE)
+    formats = {load(p).format for p in walk.files}
     assert formats == {"pdf", "markdown", "html", "text"}
-    assert [p.name for p in skipped] == ["make_pdf.py"]
+    assert [s.path.name for s in walk.skipped] == ["make_pdf.py"]
     assert sum(p.stat().st_size for p in SAMPLE_DOCS.rglob("*") if p.is_file()) < 200 * 1024
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,10 +15,10 @@ from lectern.errors import ChunkingMismatch, ChunkTooLarge, EmbedderNotFound, In
 from lectern.ingest.embed import FakeEmbedder, build_embedder
 from lectern.ingest.pipeline import Progress, delete, ingest, source_key
 from lectern.ingest.settings import EmbedSettings, IngestSettings
-from lectern.ingest.store import WORK, Collection
+from lectern.ingest.store import WORK, Collection, Writer
 from lectern.rag.retrieval import Searcher
 from lectern.rag.settings import RetrievalSettings
-from tests.fixtures.bad_inputs import make_bad_corpus, text_pdf
+from tests.fixtures.bad_inputs import make_bad_corpus, make_bad_tree, text_pdf
 
 FILES = {
     "alpha.txt": "Alpha notes\n\nThe zebrafish tank is cleaned on Mondays. " * 30,
@@ -262,3 +267,162 @@ def test_bad_corpus_with_parse_worker(tmp_path: Path) -> None:
     )
     assert by_name(again) == {"truncated.pdf": "added", "good.txt": "unchanged"}
     assert "truncated.pdf" in sources_for(col_path, "ferry leaves morning", k=10)
+
+
+# -- the folder walk: links, loops, unreadable folders -----------------------------------------------
+
+
+def test_awkward_paths_are_each_reported_and_the_rest_ingested(tmp_path: Path, cfg: IngestSettings) -> None:
+    """A link loop used to crash the whole ingest (OSError from the walk); dangling links were skipped
+    without a word; a link to a file outside the folder was ingested under the target's path."""
+    expected = make_bad_tree(tmp_path / "docs", tmp_path / "elsewhere")
+    col_path = tmp_path / "col"
+    report = ingest([tmp_path / "docs"], col_path, FakeEmbedder(), cfg)
+    results = {Path(r.path).relative_to(tmp_path / "docs").as_posix(): r for r in report.results}
+    assert set(results) == set(expected)
+    for rel, want in expected.items():
+        r = results[rel]
+        if want == "ok":
+            assert r.status == "added", (rel, r.reason)
+        else:
+            assert r.status == "skipped" and want in (r.reason or ""), (rel, r.status, r.reason)
+    assert report.ok  # skipped paths are reported, not failures
+    col = Collection.open(col_path)
+    try:
+        assert [d.source for d in col.documents()] == [source_key(tmp_path / "docs" / "good.txt")]
+    finally:
+        col.close()
+
+
+def test_follow_links_ingests_outside_targets_and_says_where_they_are_stored(
+    tmp_path: Path, cfg: IngestSettings
+) -> None:
+    make_bad_tree(tmp_path / "docs", tmp_path / "elsewhere")
+    report = ingest(
+        [tmp_path / "docs"], tmp_path / "col", FakeEmbedder(), cfg.model_copy(update={"follow_links": True})
+    )
+    secret = source_key(tmp_path / "elsewhere" / "secret.txt")
+    results = {Path(r.path).relative_to(tmp_path / "docs").as_posix(): r for r in report.results}
+    # the same outside file is reachable as a linked file and inside a linked folder: stored once,
+    # and the report says under which path
+    added = [r for r in results.values() if r.status == "added" and r.warnings]
+    assert len(added) == 1 and added[0].warnings == [f"a symbolic link: stored as {secret}"]
+    other = (
+        "outside_folder/secret.txt" if Path(added[0].path).name == "outside_file.txt" else "outside_file.txt"
+    )
+    assert results[other].status == "skipped" and "same file as" in (results[other].reason or "")
+    assert sources_for(tmp_path / "col", "spare key blue pot") == ["secret.txt"]
+
+
+def test_a_folder_that_cannot_be_listed_is_reported(tmp_path: Path) -> None:
+    """Root reads every folder: the walk runs in a child without the capabilities that bypass modes."""
+    docs = write_corpus(tmp_path / "docs", {"ok.txt": "Readable otters.\n", "locked/hidden.txt": "x\n"})
+    (docs / "locked").chmod(0)
+    code = (
+        "import sys, json; from pathlib import Path; from lectern.ingest.load import iter_files; "
+        "w = iter_files(Path(sys.argv[1]), [], []); "
+        "print(json.dumps([[str(p) for p in w.files], [[str(s.path), s.reason] for s in w.skipped]]))"
+    )
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    if drop and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: cannot make a folder unreadable")
+    try:
+        out = subprocess.run(
+            [*drop, sys.executable, "-c", code, str(docs)], capture_output=True, text=True, check=True
+        ).stdout
+    finally:
+        (docs / "locked").chmod(0o755)
+    files, skipped = json.loads(out)
+    assert files == [str(docs / "ok.txt")]
+    assert skipped == [[str(docs / "locked"), "cannot list folder: Permission denied"]]
+
+
+# -- long text files: a batch at a time ---------------------------------------------------------------
+
+
+class CountingEmbedder(FakeEmbedder):
+    """The fake embedder, counting the texts of each call: the largest batch bounds what is held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def embed(self, texts):  # type: ignore[no-untyped-def]
+        self.batches.append(len(texts))
+        return super().embed(texts)
+
+
+def long_text(paragraphs: int) -> str:
+    return "Long notes\n\n" + "".join(
+        f"Paragraph {i} tells of lantern{i} and the keeper's {i % 7} cats. It ends here.\n\n"
+        for i in range(paragraphs)
+    )
+
+
+def stored_chunks(col_path: Path) -> list[tuple[str, int, int, str]]:
+    col = Collection.open(col_path)
+    try:
+        rows = col.db.execute('SELECT chunk_id, start, "end", text FROM chunks ORDER BY ordinal').fetchall()
+        return [tuple(r) for r in rows]
+    finally:
+        col.close()
+
+
+def test_a_long_text_file_is_written_a_batch_at_a_time_with_the_same_chunks(
+    tmp_path: Path, cfg: IngestSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 50 MB text file peaked at 6.4 GB: the whole file was tokenized in one call and all its
+    chunks built, then written at once. Past ingest.stream_bytes it now goes a segment of text and a
+    batch of EMBED_SLICE chunks at a time (counted, not timed), in one transaction; the chunks (ids,
+    offsets, texts) are exactly those of the whole-file path."""
+    from lectern.ingest import chunk, pipeline
+    from lectern.ingest.embed import word_offsets
+    from lectern.ingest.load import SEGMENT_CHARS
+    from lectern.ingest.pipeline import EMBED_SLICE
+
+    tokenized: list[int] = []  # characters per tokenizer call
+    written: list[int] = []  # chunks per write
+
+    def counting_offsets(texts):  # type: ignore[no-untyped-def]
+        tokenized.append(sum(map(len, texts)))
+        return word_offsets(texts)
+
+    def counting_parts(self, doc, parts):  # type: ignore[no-untyped-def]
+        def counted():  # type: ignore[no-untyped-def]
+            for chunks, vectors in parts:
+                written.append(len(chunks))
+                yield chunks, vectors
+
+        return real_parts(self, doc, counted())
+
+    real_parts = Writer.replace_document_parts
+    monkeypatch.setattr(Writer, "replace_document_parts", counting_parts)
+    monkeypatch.setitem(pipeline._WORKER_TOKENIZER, None, counting_offsets)
+    monkeypatch.setattr(chunk, "TOKENIZE_CHARS", SEGMENT_CHARS)  # one segment a call: easy to check
+
+    text = long_text(12_000)  # about 1 MB: several segments of SEGMENT_CHARS
+    assert len(text) > 3 * SEGMENT_CHARS
+    docs = write_corpus(tmp_path / "docs", {"long.txt": text})
+    whole, streamed = CountingEmbedder(), CountingEmbedder()
+    r1 = ingest([docs], tmp_path / "whole", whole, cfg)
+    tokenized.clear()
+    written.clear()
+    r2 = ingest([docs], tmp_path / "streamed", streamed, cfg.model_copy(update={"stream_bytes": 1000}))
+    assert r1.ok and r2.ok and r1.chunks == r2.chunks > 4 * EMBED_SLICE
+    assert max(tokenized) <= SEGMENT_CHARS and sum(tokenized) >= len(text.strip())
+    assert max(written) <= EMBED_SLICE and sum(written) == r2.chunks
+    assert stored_chunks(tmp_path / "whole") == stored_chunks(tmp_path / "streamed")
+    assert max(streamed.batches) <= EMBED_SLICE and sum(streamed.batches) == r2.chunks
+    starts = [s for _, s, _, _ in stored_chunks(tmp_path / "streamed")]
+    assert starts == sorted(starts) and starts[-1] > 3 * SEGMENT_CHARS  # offsets into the whole text
+    assert sources_for(tmp_path / "streamed", "lantern11999") == ["long.txt"]
+    # changed, it replaces exactly its chunks; an empty one fails and leaves the old version in place
+    (docs / "long.txt").write_text(long_text(11_000))
+    r3 = ingest([docs], tmp_path / "streamed", streamed, cfg.model_copy(update={"stream_bytes": 1000}))
+    assert [r.status for r in r3.results] == ["updated"]
+    assert sources_for(tmp_path / "streamed", "lantern11999") == []
+    assert len(stored_chunks(tmp_path / "streamed")) == r3.chunks
+    (docs / "long.txt").write_text(" \n" * 2000)
+    r4 = ingest([docs], tmp_path / "streamed", streamed, cfg.model_copy(update={"stream_bytes": 1000}))
+    assert [r.status for r in r4.results] == ["failed"] and "empty" in (r4.results[0].reason or "")
+    assert len(stored_chunks(tmp_path / "streamed")) == r3.chunks
