@@ -164,7 +164,7 @@ def test_openai_window_and_conservative_count(server: str) -> None:
     llm = _openai(server)
     assert llm.context_window == 4096
     assert llm.get_num_tokens("hello world, how are you") >= 6  # over-estimates: 24 bytes / 3
-    assert _openai(server, context_window=100).context_window == 100
+    assert _openai(server, context_window=300).context_window == 300
 
 
 # ----------------------------------------------------------------------------- real SmolLM2 (e2e)
