@@ -285,6 +285,20 @@ def _resolve_dtype(name: str, device: str) -> Any:
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
+CPU_WINDOW = 4096
+"""The window a local model gets on a CPU unless llm.context_window says otherwise: Qwen's native 32k
+would let one prompt take minutes to prefill on two cores (a pasted 100k-character question was still
+prefilling after 5 minutes); 4096 tokens hold the QA prompt many times over and a summary's batches."""
+
+
+def context_window_for(native: int, device: str, configured: int | None) -> int:
+    """The context window to use: the configured one, else the model's own, capped at CPU_WINDOW on a
+    CPU (prefill time grows with the prompt; a GPU does not need the cap)."""
+    if configured:
+        return configured
+    return native if device == "cuda" else min(native, CPU_WINDOW)
+
+
 def build_local(settings: LLMSettings, models_dir: Path) -> LocalChatModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -318,7 +332,8 @@ def build_local(settings: LLMSettings, models_dir: Path) -> LocalChatModel:
     model.eval()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    window = settings.context_window or int(getattr(model.config, "max_position_embeddings", 2048))
+    native = int(getattr(model.config, "max_position_embeddings", 2048))
+    window = context_window_for(native, device, settings.context_window)
     return LocalChatModel(
         model_name=name,
         chosen_because=why,

@@ -184,7 +184,7 @@ def smol(smol_dir: Path) -> Any:
 @pytest.mark.e2e
 def test_known_answer(smol: Any) -> None:
     assert "Paris" in smol.invoke(QUESTION).content
-    assert smol.context_window == 8192
+    assert smol.context_window == 4096  # its native 8192, capped on a CPU (CPU_WINDOW)
 
 
 @pytest.mark.e2e
@@ -309,3 +309,12 @@ def test_repetition_penalty_spares_the_prompt_tokens() -> None:
     out = processor(ids, scores.clone())
     assert out.tolist() == [[4.0, 4.0, 2.0, -8.0, 4.0]]  # only the generated 2 and 3 are penalised
     assert processor(ids[:, :3], scores.clone()).tolist() == scores.tolist()  # nothing generated yet
+
+
+def test_a_cpu_window_is_capped_unless_configured() -> None:
+    from lectern.rag.llm.local import CPU_WINDOW, context_window_for
+
+    assert context_window_for(32768, "cpu", None) == CPU_WINDOW  # Qwen's 32k: minutes of prefill on 2 cores
+    assert context_window_for(2048, "cpu", None) == 2048  # a smaller native window stays
+    assert context_window_for(32768, "cuda", None) == 32768
+    assert context_window_for(32768, "cpu", 16384) == 16384  # an explicit llm.context_window wins
