@@ -53,7 +53,7 @@ def run_lectern(files: list[Path], name: str, data_dir: Path, repeat: bool) -> d
         settings.ingest.embed.precision = precision  # type: ignore[assignment]
     collection = data_dir / "collections" / f"bench-{name}"
     t0 = time.perf_counter()
-    embedder = shared_embedder(settings.ingest.embed, settings.models_dir)
+    embedder = shared_embedder(settings.ingest.embed, settings.built_models_dir)
     report = ingest(files, collection, embedder, settings.ingest)
     seconds = time.perf_counter() - t0
     if not report.ok:

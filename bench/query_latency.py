@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
     settings = load_settings()
-    embedder = shared_embedder(settings.ingest.embed, settings.models_dir)
+    embedder = shared_embedder(settings.ingest.embed, settings.built_models_dir)
     questions = [q.question for q in load_qa(DATA / "S08")][: args.queries]
     with tempfile.TemporaryDirectory(prefix="lectern-latency-") as tmp:
         path = Path(tmp) / "big"
