@@ -94,7 +94,7 @@ def main() -> None:
         # Baseline: LangChain's FAISS vector store over the same vectors, same MiniLM for the query.
         from langchain_community.vectorstores import FAISS
 
-        from lectern.ingest.embed import LangChainEmbeddings
+        from lectern.rag.retrieval import LangChainEmbeddings
 
         rows = col.db.execute("SELECT text, vector FROM chunks").fetchall()
         pairs = [(r[0], np.frombuffer(r[1], dtype=np.float32).tolist()) for r in rows]

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
-from langchain_core.embeddings import Embeddings
 
 from lectern.errors import EmbedderNotFound, UnknownKey
 from lectern.ingest.atomic import atomic_folder
@@ -127,16 +126,26 @@ class HFTokenizer:
 
 
 def cpu_has_native_bf16() -> bool:
-    """bf16 autocast is 2.5x faster than fp32 where the CPU has bf16 instructions, 5x slower where not."""
+    """bf16 autocast is 2.5x faster than fp32 where the CPU has bf16 instructions, 5x slower where not.
+
+    Both must agree: the CPU's flags, and torch's kernels (ATEN_CPU_CAPABILITY=avx2 keeps torch to
+    AVX2 on any CPU, as on one without AVX-512; bench/ingest_speed.py measures that case so).
+    """
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             for line in fh:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+                    break
+            else:
+                return False
     except OSError:
         return False
-    return False
+    if not flags & {"avx512_bf16", "amx_bf16"}:
+        return False
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "NO AVX", "AVX2")
 
 
 def _device(setting: str) -> str:
@@ -458,16 +467,3 @@ def build_embedder(settings: EmbedSettings, models_dir: Path) -> Embedder:
     except KeyError:
         raise UnknownKey("embedding profile", profile, list(PROFILES)) from None
     return builder(settings, models_dir)
-
-
-class LangChainEmbeddings(Embeddings):
-    """Adapter to langchain-core's Embeddings interface, for users' own LangChain chains."""
-
-    def __init__(self, embedder: Embedder) -> None:
-        self.embedder = embedder
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self.embedder.embed(texts).tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.embedder.embed_query(text).tolist()
