@@ -418,7 +418,9 @@ def distilled_minilm(models_dir: Path, pca_dims: int = 256, announce: Callable[[
             return target
         announce(f"lectern: building the fast profile's static model, once for this machine, in {target}")
         from model2vec.distill import distill
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.set_verbosity_error()  # the one line above and model2vec's bar, not a load report
         static = distill(model_name=str(source), pca_dims=pca_dims)
         with atomic_folder(target, done="config.json") as tmp:
             static.save_pretrained(str(tmp))
