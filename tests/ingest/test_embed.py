@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lectern.ingest import embed
-from lectern.ingest.embed import SentenceTransformerEmbedder, packaged_minilm_path, st_shape
+from lectern.ingest.embed import SentenceTransformerEmbedder, bf16_native, packaged_minilm_path, st_shape
 from lectern.ingest.settings import EmbedSettings
 
 
@@ -122,3 +122,11 @@ def test_minilm_loads_on_first_embed_once_and_copies_share_it() -> None:
     assert embed.LOADS["sentence-transformers"] == before + 1
     model = embedder._loaded.get().model
     assert (int(model.max_seq_length), int(model.get_embedding_dimension())) == (256, 384)
+
+
+def test_bf16_needs_the_cpu_flag_and_torch_kernels_that_use_it() -> None:
+    flags = {"avx2", "avx512f", "avx512_bf16"}
+    assert bf16_native(flags, "AVX512")
+    assert not bf16_native(flags, "AVX2")  # ATEN_CPU_CAPABILITY=avx2: torch runs no bf16 instructions
+    assert not bf16_native({"avx2"}, "AVX2")
+    assert bf16_native({"amx_bf16"}, "AVX512")
