@@ -182,10 +182,14 @@ def st_shape(folder: Path) -> tuple[int | None, int | None]:
     """(window, dimension) of a sentence-transformers folder read from its files, without loading it;
     None where the files do not say for sure (a Dense layer, several pooling modes...)."""
     window = _json(folder / "sentence_bert_config.json").get("max_seq_length")
-    modules = json.loads((folder / "modules.json").read_text()) if (folder / "modules.json").is_file() else []
-    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules if isinstance(m, dict)]
+    try:
+        listed = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        listed = []
+    modules = [m for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
     dimension = None
-    pooling = next((m for m in modules if str(m.get("type", "")).endswith(".Pooling")), None)
+    pooling = next((m for m, kind in zip(modules, kinds, strict=True) if kind == "Pooling"), None)
     if kinds and set(kinds) <= _PLAIN_MODULES and pooling is not None:
         config = _json(folder / str(pooling.get("path", "")) / "config.json")
         modes = [k for k, v in config.items() if k.startswith("pooling_mode_") and v is True]
