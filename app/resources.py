@@ -30,7 +30,7 @@ UPLOADS_DIR = "uploads"
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')
 _WS_KEY = "_lectern_workspace"
 # Settings the environment pins: the UI says so, since a saved value cannot override them.
-PINNED_ENV = ("LECTERN_DATA_DIR", "LECTERN_COLLECTION")
+PINNED_ENV = ("LECTERN_DATA_DIR", "LECTERN_COLLECTION", "LECTERN_CACHE_DIR")
 # Set by `lectern ui` (from --password-file or the environment): every session must give it first.
 PASSWORD_ENV = "LECTERN_UI_PASSWORD"
 _SIGNED_IN = "_lectern_signed_in"
@@ -134,7 +134,7 @@ def _loading(ready: bool, message: str) -> AbstractContextManager[object]:
 def embedder(ws: Workspace) -> Embedder:
     """Load the collection's embedder, with a spinner the first time; Workspace then reuses it."""
     with _loading(
-        MODELS.has_embedder(ws.embed_settings(), ws.settings.models_dir), "Loading the embedding model…"
+        MODELS.has_embedder(ws.embed_settings(), ws.settings.built_models_dir), "Loading the embedding model…"
     ):
         return ws.embedder
 

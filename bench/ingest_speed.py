@@ -1,141 +1,261 @@
-"""Ingest speed and peak memory: lectern's profiles against the LangChain tutorial pipeline, one run.
+"""Ingest and start-up as a user meets them: whole processes, side by side with the tutorial pipeline.
 
-    .venv/bin/python -m bench.ingest_speed [--docs DIR ...] [--json OUT]
+    .venv/bin/python -m bench.ingest_speed [--docs DIR ...] [--rounds N] [--json OUT]
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 .venv/bin/python -m bench.ingest_speed   # no bf16
 
-Default corpus: the R manuals of Debian's r-doc-pdf, all but the reference manual. Each pipeline runs
-in its own fresh process (so peak RSS is its own, models included), one after the other on the same
-machine; then lectern re-ingests the unchanged corpus. Reports chunks/s, characters/s, seconds, peak
-RSS and the ratios to the tutorial.
+Default corpus: the R manuals of Debian's r-doc-pdf, all but the reference manual. Every case is one
+fresh process, timed from its start to its exit, with the peak resident memory of its whole process
+tree (parse workers included, sampled every 20 ms):
+
+- tutorial: the LangChain tutorial pipeline (bench/tutorial.py), MiniLM through HuggingFaceEmbeddings;
+- accurate: `lectern ingest --profile accurate` into a new data dir;
+- fast (new machine): `lectern ingest --profile fast` with an empty user cache, so the static model
+  is built inside the timed process, as on a first run;
+- fast (model cached): the same into another new data dir, the cache now holding the model;
+- re-ingest: `lectern ingest` of the unchanged corpus into the accurate collection;
+- `lectern list` of that collection, and `lectern --help`.
+
+Ratios are the tutorial's seconds over each case's, within one round. With --rounds 2 the second
+round runs the ingests in another order, so that load from other jobs falls on both sides alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
+import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 R_MANUALS = Path("/usr/share/R/doc/manual")
 SKIP = {"refman.pdf", "fullrefman.pdf"}
+SAMPLE_S = 0.02
 
 
 def corpus(dirs: list[Path]) -> list[Path]:
+    """The PDFs in these folders (and these files), the reference manuals left out."""
     files: list[Path] = []
     for d in dirs:
-        files.extend(sorted(p for p in d.glob("*.pdf") if p.name not in SKIP))
+        files.extend([d] if d.is_file() else sorted(p for p in d.glob("*.pdf") if p.name not in SKIP))
     return files
 
 
-def run_tutorial(files: list[Path]) -> dict[str, float]:
+def _tree_rss_kb(pid: int) -> int:
+    """Resident memory of a process and all its descendants, from /proc (Linux)."""
+    total, pending, seen = 0, [pid], set()
+    while pending:
+        p = pending.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/status", encoding="ascii") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children", encoding="ascii") as fh:
+                    pending.extend(int(c) for c in fh.read().split())
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Run one whole process: wall seconds, peak tree RSS in MB, exit code, stdout."""
+    peak = 0
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss_kb(proc.pid))
+            done.wait(SAMPLE_S)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    seconds = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    return {"seconds": seconds, "peak_rss_mb": peak / 1024, "stdout": stdout}
+
+
+def tutorial_child(docs: list[Path]) -> None:
+    """Child process: the tutorial pipeline over the corpus; prints chunks and characters."""
     from bench import tutorial
 
-    t0 = time.perf_counter()
-    store, chunks = tutorial.build(files)
-    seconds = time.perf_counter() - t0
+    store, chunks = tutorial.build(corpus(docs))
     chars = sum(len(d.page_content) for d in store.docstore._dict.values())
-    return {"seconds": seconds, "chunks": chunks, "chars": chars}
+    print("RESULT " + json.dumps({"chunks": chunks, "chars": chars}), flush=True)
 
 
-def run_lectern(files: list[Path], name: str, data_dir: Path, repeat: bool) -> dict[str, float]:
-    """`name` is a profile, or `accurate-fp32`: MiniLM without bf16, as on CPUs that lack it."""
-    from lectern.ingest.pipeline import ingest
-    from lectern.rag.settings import load_settings
-    from lectern.rag.workspace import shared_embedder
+def lectern_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lectern.cli", *args]
 
-    settings = load_settings(data_dir=data_dir)
-    profile, _, precision = name.partition("-")
-    settings.ingest.embed.profile = profile  # type: ignore[assignment]
-    if precision:
-        settings.ingest.embed.precision = precision  # type: ignore[assignment]
-    collection = data_dir / "collections" / f"bench-{name}"
-    t0 = time.perf_counter()
-    embedder = shared_embedder(settings.ingest.embed, settings.models_dir)
-    report = ingest(files, collection, embedder, settings.ingest)
-    seconds = time.perf_counter() - t0
-    if not report.ok:
-        raise SystemExit(f"failed: {[(r.path, r.reason) for r in report.failed]}")
+
+def collection_chars(data_dir: Path, name: str) -> int:
     from lectern.ingest.store import Collection
 
-    col = Collection.open(collection)
-    chars = sum(len(r[0]) for r in col.db.execute("SELECT text FROM chunks"))
-    col.close()
-    out = {"seconds": seconds, "chunks": report.chunks, "chars": chars, "pages": report.pages}
-    if repeat:
-        t1 = time.perf_counter()
-        again = ingest(files, collection, embedder, settings.ingest)
-        out["reingest_seconds"] = time.perf_counter() - t1
-        out["reingest_unchanged"] = len(again.unchanged)
+    col = Collection.open(data_dir / "collections" / name)
+    try:
+        return sum(len(r[0]) for r in col.db.execute("SELECT text FROM chunks"))
+    finally:
+        col.close()
+
+
+def one_round(docs: list[Path], order: list[str], tmp: Path) -> dict[str, dict[str, Any]]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
+    base.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COLUMNS="200")
+    cache = tmp / "user-cache"  # empty: the first fast ingest of the round builds the static model
+    data = {name: tmp / f"data-{name}" for name in ("accurate", "fast-new", "fast-cached")}
+    env = {
+        name: {**base, "LECTERN_DATA_DIR": str(d), "LECTERN_CACHE_DIR": str(cache)}
+        for name, d in data.items()
+    }
+    doc_args = [str(f) for f in corpus(docs)]  # the very same files for every pipeline
+    out: dict[str, dict[str, Any]] = {}
+    for case in order:
+        if case == "tutorial":
+            cmd = [sys.executable, "-m", "bench.ingest_speed", "--tutorial-child", "--docs", *doc_args]
+            r = timed(cmd, base)
+            line = next(x for x in r["stdout"].splitlines() if x.startswith("RESULT "))
+            r.update(json.loads(line[7:]))
+        elif case in ("accurate", "fast-new", "fast-cached"):
+            profile = "accurate" if case == "accurate" else "fast"
+            r = timed(
+                lectern_cmd("ingest", *doc_args, "-c", "bench", "--profile", profile, "--json"), env[case]
+            )
+            summary = json.loads(r["stdout"])
+            assert summary["failed"] == 0 and summary["added"] == len(corpus(docs)), summary
+            r.update(
+                chunks=summary["chunks"], pages=summary["pages"], chars=collection_chars(data[case], "bench")
+            )
+        elif case == "reingest":
+            r = timed(lectern_cmd("ingest", *doc_args, "-c", "bench", "--json"), env["accurate"])
+            summary = json.loads(r["stdout"])
+            assert summary["unchanged"] == len(corpus(docs)) and summary["chunks"] == 0, summary
+        elif case == "list":
+            r = timed(lectern_cmd("list", "-c", "bench", "--json"), env["accurate"])
+            assert len(json.loads(r["stdout"])) == len(corpus(docs))
+        elif case == "help":
+            r = timed(lectern_cmd("--help"), base)
+        else:
+            raise SystemExit(f"unknown case {case}")
+        r.pop("stdout")
+        out[case] = r
+        print(f"  {case}: " + json.dumps({k: round(v, 2) for k, v in r.items()}), flush=True)
     return out
 
 
-def one(args: argparse.Namespace) -> None:
-    """Child process: run one pipeline, print its numbers and its own peak RSS as JSON."""
-    files = corpus(args.docs)
-    if args.one == "tutorial":
-        result = run_tutorial(files)
-    else:
-        result = run_lectern(files, args.one, Path(args.data_dir), repeat=args.one == "accurate")
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps(result), flush=True)
+ORDERS = [
+    ["tutorial", "accurate", "fast-new", "fast-cached", "reingest", "list", "help"],
+    ["fast-new", "fast-cached", "accurate", "tutorial", "reingest", "list", "help"],
+]
 
 
-def child(name: str, docs: list[Path], data_dir: Path) -> dict[str, float]:
-    cmd = [sys.executable, "-m", "bench.ingest_speed", "--one", name, "--data-dir", str(data_dir)]
-    cmd += ["--docs", *map(str, docs)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return dict(json.loads(line[7:]))
-    raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+def machine() -> dict[str, str]:
+    """What the numbers depend on: CPU model, cores, SIMD flags, torch's kernels, ISA limits, load."""
+    flags: set[str] = set()
+    model = platform.processor()
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    torch_isa = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    bf16 = subprocess.run(
+        [sys.executable, "-c", "from lectern.ingest.embed import cpu_has_native_bf16; print(cpu_has_native_bf16())"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    return {
+        "cpu": model,
+        "cores": str(os.cpu_count()),
+        "flags": " ".join(f for f in wanted if f in flags),
+        "torch_capability": torch_isa,
+        "lectern_uses_bf16": bf16,
+        "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA", "-"),
+        "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY", "-"),
+        "load_average_1m": f"{os.getloadavg()[0]:.2f}",
+    }
+
+
+LABELS = {
+    "tutorial": "tutorial pipeline",
+    "accurate": "lectern `accurate`",
+    "fast-new": "lectern `fast`, new machine (static model built in the run)",
+    "fast-cached": "lectern `fast`, static model cached",
+    "reingest": "re-ingest, corpus unchanged",
+    "list": "`lectern list`",
+    "help": "`lectern --help`",
+}
+
+
+def table(rounds: list[dict[str, dict[str, Any]]]) -> str:
+    lines = [
+        "| case | "
+        + " | ".join(f"round {i + 1} s" for i in range(len(rounds)))
+        + " | peak RSS MB | vs tutorial |",
+        "|---|" + "---|" * len(rounds) + "---|---|",
+    ]
+    for case, label in LABELS.items():
+        secs = [r[case]["seconds"] for r in rounds]
+        rss = max(r[case]["peak_rss_mb"] for r in rounds)
+        ratios = [r["tutorial"]["seconds"] / r[case]["seconds"] for r in rounds]
+        ratio = (
+            "" if case in ("tutorial", "list", "help", "reingest") else ", ".join(f"{x:.2f}x" for x in ratios)
+        )
+        lines.append(f"| {label} | " + " | ".join(f"{s:.2f}" for s in secs) + f" | {rss:.0f} | {ratio} |")
+    first = rounds[0]
+    lines.append("")
+    for case in ("tutorial", "accurate", "fast-cached"):
+        r = first[case]
+        lines.append(f"{case}: {r['chunks']} chunks, {r['chars']} characters")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=Path, nargs="+", default=[R_MANUALS])
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--one", default=None)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--models-from", type=Path, default=None, help="reuse a distilled model cache")
+    parser.add_argument("--tutorial-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.one:
-        one(args)
+    if args.tutorial_child:
+        tutorial_child(args.docs)
         return
     files = corpus(args.docs)
+    pages = None
     print(f"corpus: {len(files)} PDFs, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB", flush=True)
-    results: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="lectern-bench-") as tmp:
-        data_dir = Path(tmp)
-        # The fast profile's one-off distillation is a model build, not ingestion: do it first.
-        subprocess.run(
-            [sys.executable, "-c", "from pathlib import Path; from lectern.ingest.embed import distilled_minilm; "
-             f"distilled_minilm(Path({str(data_dir / 'models')!r}))"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        for name in ("tutorial", "accurate", "accurate-fp32", "fast"):
-            results[name] = child(name, args.docs, data_dir)
-            r = results[name]
-            print(f"{name}: {json.dumps({k: round(v, 2) for k, v in r.items()})}", flush=True)
-    base = results["tutorial"]
-    print("\n| pipeline | chunks | seconds | chunks/s | chars/s | peak RSS MB | chunks/s vs tutorial |")
-    print("|---|---|---|---|---|---|---|")
-    for name, r in results.items():
-        rate = r["chunks"] / r["seconds"]
-        ratio = rate / (base["chunks"] / base["seconds"])
-        print(
-            f"| {name} | {r['chunks']:.0f} | {r['seconds']:.1f} | {rate:.1f} | {r['chars'] / r['seconds']:.0f} "
-            f"| {r['peak_rss_mb']:.0f} | {ratio:.2f}x |"
-        )
-    acc = results["accurate"]
-    print(
-        f"\nre-ingest of the unchanged corpus: {acc['reingest_seconds']:.2f} s = "
-        f"{100 * acc['reingest_seconds'] / acc['seconds']:.1f}% of the first ingest"
-    )
+    info = machine()
+    print("machine: " + json.dumps(info), flush=True)
+    rounds = []
+    for i in range(args.rounds):
+        print(f"round {i + 1}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="lectern-bench-") as tmp:
+            rounds.append(one_round(args.docs, ORDERS[i % len(ORDERS)], Path(tmp)))
+        pages = rounds[-1]["accurate"].get("pages", pages)
+    info["load_average_1m_end"] = f"{os.getloadavg()[0]:.2f}"
+    print(f"\npages: {pages}; load average at the end {info['load_average_1m_end']}\n")
+    print(table(rounds))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({"machine": info, "rounds": rounds}, indent=2))
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
     settings = load_settings()
-    embedder = shared_embedder(settings.ingest.embed, settings.models_dir)
+    embedder = shared_embedder(settings.ingest.embed, settings.built_models_dir)
     questions = [q.question for q in load_qa(DATA / "S08")][: args.queries]
     with tempfile.TemporaryDirectory(prefix="lectern-latency-") as tmp:
         path = Path(tmp) / "big"
@@ -94,7 +94,7 @@ def main() -> None:
         # Baseline: LangChain's FAISS vector store over the same vectors, same MiniLM for the query.
         from langchain_community.vectorstores import FAISS
 
-        from lectern.ingest.embed import LangChainEmbeddings
+        from lectern.rag.retrieval import LangChainEmbeddings
 
         rows = col.db.execute("SELECT text, vector FROM chunks").fetchall()
         pairs = [(r[0], np.frombuffer(r[1], dtype=np.float32).tolist()) for r in rows]

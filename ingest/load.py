@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import codecs
 import errno
-import io
 import os
 import re
 import unicodedata
@@ -19,14 +18,12 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bs4 import BeautifulSoup, Tag
-    from pypdf import PdfReader
 
 from lectern.errors import (
     CorruptDocument,
     DocumentError,
     EmptyDocument,
     EncodingError,
-    EncryptedDocument,
     UnsupportedFormat,
 )
 
@@ -454,37 +451,27 @@ def load_html(path: Path) -> LoadedDocument:
 
 
 def load_pdf(path: Path) -> LoadedDocument:
-    """One Unit per page with text; empty or failing pages become warnings, not errors."""
-    from pypdf import PdfReader
-    from pypdf.errors import DependencyError
+    """One Unit per page with text; empty or failing pages become warnings, not errors.
+
+    The text comes from ingest.pdf (PDFium, pypdf as the fallback); the rules on pages are here.
+    """
+    from lectern.ingest.pdf import extract
 
     data = _read_bytes(path)
     if not data:
         raise EmptyDocument(path, "file is empty (0 bytes)")
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        # Many PDFs are encrypted with an empty user password only to set permissions: they open.
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise EncryptedDocument(path, "encrypted PDF with a password; remove the password to ingest it")
-        n_pages = len(reader.pages)
-    except DocumentError:
-        raise
-    except DependencyError as exc:
-        raise EncryptedDocument(path, f"encrypted PDF that needs an extra package to open: {exc}") from exc
-    except Exception as exc:  # pypdf raises anything from PdfReadError to KeyError on malformed files
-        raise CorruptDocument(path, f"corrupt or truncated PDF: {exc or exc.__class__.__name__}") from exc
+    pdf = extract(path, data)
+    n_pages = len(pdf.pages)
     if n_pages == 0:
         raise CorruptDocument(path, "corrupt PDF: it has no pages")
 
     units: list[Unit] = []
     warnings: list[str] = []
-    for number in range(1, n_pages + 1):
-        try:
-            raw = reader.pages[number - 1].extract_text()
-        except Exception as exc:  # one broken page (bad font, bad stream) must not lose the others
-            warnings.append(f"page {number}: text extraction failed: {exc or exc.__class__.__name__}")
+    for number, raw in enumerate(pdf.pages, start=1):
+        if isinstance(raw, Exception):  # one broken page (bad font, bad stream) must not lose the others
+            warnings.append(f"page {number}: text extraction failed: {raw or raw.__class__.__name__}")
             continue
-        text = clean_text(raw or "", dehyphenate=True)
+        text = clean_text(raw, dehyphenate=True)
         if text.strip():
             units.append(Unit(text, page=number))
         else:
@@ -494,17 +481,12 @@ def load_pdf(path: Path) -> LoadedDocument:
             path,
             f"no extractable text in {n_pages} page{'s' if n_pages != 1 else ''}; scanned PDF? OCR is not supported",
         )
-    return LoadedDocument(path, "pdf", _pdf_title(reader, path), tuple(units), tuple(warnings), n_pages)
+    return LoadedDocument(path, "pdf", _pdf_title(pdf.title, path), tuple(units), tuple(warnings), n_pages)
 
 
-def _pdf_title(reader: PdfReader, path: Path) -> str:
+def _pdf_title(title: str | None, path: Path) -> str:
     """The metadata title when it says something, else the file stem (first lines of PDFs are often noise)."""
-    try:
-        metadata = reader.metadata
-        title = metadata.title if metadata is not None else None
-    except Exception:  # a broken Info dictionary only costs the title
-        title = None
-    if isinstance(title, str) and (cleaned := clean_text(title).replace("\n", " ").strip()):
+    if title and (cleaned := clean_text(title).replace("\n", " ").strip()):
         return cleaned[:TITLE_MAX_CHARS]
     return path.stem
 

@@ -1,6 +1,6 @@
 """Ingest: files to chunks to vectors to a collection, incremental, idempotent and reported.
 
-Parsing and chunking (pure Python, pypdf) run in a worker process while the main process embeds
+Parsing and chunking (PDFium or pypdf, the tokenizer) run in a worker process while the main process embeds
 the previous files (torch uses the other core), so both cores stay busy. A file whose content hash
 is unchanged is skipped before it is parsed; a changed one replaces exactly its own chunks, in one
 transaction, so an ingest killed at any moment leaves every file either fully old or fully new.

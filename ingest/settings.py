@@ -15,8 +15,8 @@ class EmbedSettings(BaseModel):
     """Which embedder and how it runs.
 
     `profile` picks a packaged embedder when `model` is unset: `accurate` is MiniLM, `fast` a static
-    model2vec embedder distilled from it once and cached in the data directory. Unset, a collection
-    keeps the profile it was created with, and a new one gets `accurate` (the rule:
+    model2vec embedder distilled from it once per machine and kept in the user's cache. Unset, a
+    collection keeps the profile it was created with, and a new one gets `accurate` (the rule:
     ingest.pipeline.embed_settings_for). `model` names any sentence-transformers model folder (or
     `fake` for the deterministic test embedder).
     """

@@ -17,12 +17,14 @@ import time
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lectern.ingest.atomic import atomic_open, atomic_write_bytes
-from lectern.ingest.bm25 import BM25Matrix
+
+if TYPE_CHECKING:  # scipy loads with the first BM25 snapshot, not with the store
+    from lectern.ingest.bm25 import BM25Matrix
 
 HNSW_EF_SEARCH = 128
 IVF_MIN_ROWS = 1024  # below this an ivf collection uses a flat index (nothing to train on)
@@ -236,6 +238,8 @@ def load_files(
         if dead is None:
             return None
         index = faiss.deserialize_index(np.frombuffer(faiss_bytes, dtype=np.uint8))
+        from lectern.ingest.bm25 import BM25Matrix
+
         bm25 = BM25Matrix.load(str(bm25_path), dead)
     except (OSError, RuntimeError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None  # a snapshot we cannot read is rebuilt, never trusted

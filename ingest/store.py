@@ -37,14 +37,13 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from filelock import FileLock, Timeout
 
 from lectern.errors import ChunkingMismatch, IndexLocked, IndexMismatch
 from lectern.ingest.atomic import atomic_write_bytes
-from lectern.ingest.bm25 import BM25Matrix, Vocabulary
 from lectern.ingest.snapshot import (
     Snapshot,
     can_remove,
@@ -58,6 +57,9 @@ from lectern.ingest.snapshot import (
     write_tombstones,
 )
 from lectern.ingest.tokenize import TOKENIZER
+
+if TYPE_CHECKING:  # scipy, under bm25, loads only when BM25 is built or read: `lectern list` needs neither
+    from lectern.ingest.bm25 import Vocabulary
 
 FORMAT_VERSION = 1
 LOG = logging.getLogger("lectern")
@@ -235,6 +237,8 @@ class Collection:
             else np.zeros((0, dim), dtype=np.float32)
         )
         vocab_size = int(self.db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM vocab").fetchone()[0])
+        from lectern.ingest.bm25 import BM25Matrix
+
         bm25 = BM25Matrix.build(ids, [r[2] for r in rows], vocab_size)
         index = new_index(self.manifest.index.get("kind", "flat"), dim, vectors, ids, self.manifest.index)
         return Snapshot(generation, index, bm25)
@@ -398,6 +402,8 @@ class Writer:
         if self._vocab is None:
             rows = self.db.execute("SELECT term, id FROM vocab").fetchall()
             WORK["vocab_rows_read"] += len(rows)
+            from lectern.ingest.bm25 import Vocabulary
+
             self._vocab = Vocabulary(rows)
         return self._vocab
 

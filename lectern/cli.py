@@ -224,6 +224,9 @@ def ingest(
             settings.ingest.exclude = [*settings.ingest.exclude, *exclude]
         ws = _workspace(collection, settings)
         ws.embed_settings()  # the collection keeps its profile: another one is an error, before any work
+        # Loads no model (that waits for the first chunk to embed), but a first `fast` ingest on this
+        # machine builds its static model here, with its own line and progress bar, before ours starts.
+        ws.embedder  # noqa: B018
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -234,8 +237,7 @@ def ingest(
             transient=True,
             disable=as_json or not err.is_terminal,
         ) as bar:
-            task = bar.add_task("loading models", total=None, detail="")
-            ws.embedder  # noqa: B018 - load before the bar starts counting files
+            task = bar.add_task("ingesting", total=None, detail="")
 
             def show(p: Any) -> None:
                 detail = f"{p.pages} pages, {p.chunks_embedded}/{p.chunks} chunks"

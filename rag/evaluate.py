@@ -160,7 +160,7 @@ def eval_searcher(
     from lectern.rag.retrieval import Searcher
     from lectern.rag.workspace import shared_embedder
 
-    embedder = shared_embedder(settings.ingest.embed, settings.models_dir)
+    embedder = shared_embedder(settings.ingest.embed, settings.built_models_dir)
     with tempfile.TemporaryDirectory(prefix="lectern-eval-", dir=workdir) as tmp:
         path = Path(tmp) / "eval"
         report = ingest(list(articles), path, embedder, settings.ingest)

@@ -18,14 +18,16 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
 from lectern.ingest.embed import Embedder, build_embedder
 from lectern.ingest.settings import EmbedSettings
 from lectern.rag.settings import LLMSettings
+
+if TYPE_CHECKING:  # langchain-core loads with the first chat model, not with an ingest's embedder
+    from langchain_core.language_models import BaseChatModel
 
 LOADED_BY: dict[str, tuple[str, ...]] = {
     "local": ("model", "device", "dtype", "threads"),  # threads: torch's pool is set when it loads

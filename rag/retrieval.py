@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
@@ -284,3 +285,16 @@ class LecternRetriever(BaseRetriever):
         if self.reranker is not None:
             docs = self.reranker.rerank(query, docs, self.k)
         return docs
+
+
+class LangChainEmbeddings(Embeddings):
+    """Adapter to langchain-core's Embeddings interface, for users' own LangChain chains."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.embedder.embed(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embedder.embed_query(text).tolist()

@@ -37,6 +37,13 @@ def default_data_dir() -> Path:
     return Path(base) / "lectern"
 
 
+def default_cache_dir() -> Path:
+    """A per-user cache (XDG on Linux) for models built from packaged ones, shared by every data dir;
+    override with LECTERN_CACHE_DIR."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lectern"
+
+
 class RetrievalSettings(BaseModel):
     mode: RetrievalMode = "hybrid"
     k: int = Field(5, ge=1, le=K_MAX)
@@ -103,6 +110,7 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(default_factory=default_data_dir)
+    cache_dir: Path = Field(default_factory=default_cache_dir)
     collection: str = "default"
     ingest: IngestSettings = IngestSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
@@ -135,11 +143,17 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         return self.data_dir / "models"
 
+    @property
+    def built_models_dir(self) -> Path:
+        """Where embedders built from packaged models are kept (the fast profile's static model): the
+        user's cache, so that a new data dir does not build them again."""
+        return self.cache_dir / "models"
+
     def save(self) -> Path:
         """Store the user-facing settings in the data directory, shared by the UI and the CLI."""
         path = self.data_dir / SETTINGS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = self.model_dump(mode="json", exclude={"data_dir"}, exclude_none=True)
+        data = self.model_dump(mode="json", exclude={"data_dir", "cache_dir"}, exclude_none=True)
         if self.llm.api_key is not None:
             data["llm"]["api_key"] = self.llm.api_key.get_secret_value()
         atomic_write_text(path, _to_toml(data), perms=0o600)  # it may hold the API key

@@ -17,9 +17,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.documents import Document
-from langchain_core.language_models import BaseChatModel
-
 from lectern.errors import CollectionNotFound, DocumentNotFound, InvalidName
 from lectern.ingest.embed import Embedder
 from lectern.ingest.pipeline import (
@@ -34,14 +31,16 @@ from lectern.ingest.pipeline import (
 from lectern.ingest.settings import EmbedSettings
 from lectern.ingest.store import Collection, DocumentRow
 from lectern.rag.limits import check_question
-from lectern.rag.model_cache import MODELS
-from lectern.rag.retrieval import Filters, Hit, LecternRetriever, Searcher
 from lectern.rag.settings import Settings, load_settings
-from lectern.rag.types import Answer, SummaryResult
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # langchain-core and the search stack load when a method needs them, not for `lectern list`
+    from langchain_core.documents import Document
+    from langchain_core.language_models import BaseChatModel
+
     from lectern.rag.evidence import Calibration
     from lectern.rag.qa import QAChain
+    from lectern.rag.retrieval import Hit, LecternRetriever, Searcher
+    from lectern.rag.types import Answer, SummaryResult
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -55,16 +54,22 @@ def check_name(name: str) -> str:
 
 def shared_embedder(embed: EmbedSettings, models_dir: Path) -> Embedder:
     """The process's embedder for these settings (rag.model_cache.MODELS)."""
+    from lectern.rag.model_cache import MODELS
+
     return MODELS.embedder(embed, models_dir)
 
 
 def shared_llm(settings: Settings) -> BaseChatModel:
     """The process's chat model for these settings, with their generation parameters (MODELS)."""
+    from lectern.rag.model_cache import MODELS
+
     return MODELS.llm(settings.llm, settings.models_dir)
 
 
 def shared_reranker(path: str) -> Any:
     """The process's cross-encoder in this folder (MODELS)."""
+    from lectern.rag.model_cache import MODELS
+
     return MODELS.reranker(path)
 
 
@@ -132,7 +137,7 @@ class Workspace:
 
     @property
     def embedder(self) -> Embedder:
-        return shared_embedder(self.embed_settings(), self.settings.models_dir)
+        return shared_embedder(self.embed_settings(), self.settings.built_models_dir)
 
     def drop(self) -> None:
         """Delete the whole collection folder."""
@@ -163,6 +168,8 @@ class Workspace:
 
     # -- retrieval -----------------------------------------------------------------------------
     def searcher(self) -> Searcher:
+        from lectern.rag.retrieval import Searcher
+
         return Searcher(self.collection(), self.embedder, self.settings.retrieval)
 
     def search(
@@ -176,6 +183,8 @@ class Workspace:
         page_max: int | None = None,
         mmr: bool | None = None,
     ) -> list[Hit]:
+        from lectern.rag.retrieval import Filters
+
         filters = Filters(tuple(self._known_source(s) for s in sources), page_min, page_max)
         return self.searcher().search(query, k=k, mode=mode, filters=filters, mmr=mmr)
 
@@ -188,6 +197,8 @@ class Workspace:
             "reranker": shared_reranker(r.reranker) if r.reranker else None,
             "rerank_candidates": r.rerank_candidates,
         }
+        from lectern.rag.retrieval import LecternRetriever
+
         return LecternRetriever(searcher=searcher or self.searcher(), **{**defaults, **options})
 
     def _known_source(self, source: str | Path) -> str:
@@ -255,6 +266,8 @@ class Workspace:
         self, *, source: str | Path | None = None, query: str | None = None, k: int = 20
     ) -> tuple[list[Document], str]:
         """Chunks to summarize, in document order: one source, a query's hits, or the collection."""
+        from lectern.rag.retrieval import Hit
+
         col = self.collection()
         if source is not None:
             key = self._source(source)

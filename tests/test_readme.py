@@ -54,7 +54,7 @@ def api_block() -> str:
 
 def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """This environment without the caller's LECTERN_* settings, rooted in data_dir."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_") or k == "LECTERN_CACHE_DIR"}
     env.update(LECTERN_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COLUMNS="250")
     env.update(extra)
     return env

@@ -36,7 +36,7 @@ pytestmark = [
 def server(tmp_path: Path) -> Iterator[str]:
     """`lectern ui` on a free port with a fresh data dir, the default embedder and the default model (Qwen 0.5B)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_") or k == "LECTERN_CACHE_DIR"}
     env["LECTERN_LLM__MODEL"] = "packaged:qwen2.5-0.5b"  # the default on this kind of machine
     lectern = Path(sys.executable).with_name("lectern")
     log = (tmp_path / "server.log").open("wb")

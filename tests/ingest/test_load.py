@@ -6,6 +6,7 @@ import itertools
 import re
 from pathlib import Path
 
+import pypdfium2
 import pytest
 from pypdf import PageObject
 
@@ -17,6 +18,7 @@ from lectern.errors import (
     EncryptedDocument,
     UnsupportedFormat,
 )
+from lectern.ingest import pdf as pdf_module
 from lectern.ingest.load import (
     LOADERS,
     SEGMENT_CHARS,
@@ -70,7 +72,15 @@ def all_text(doc: LoadedDocument) -> str:
 # --- PDF -----------------------------------------------------------------------------------------
 
 
-def test_sample_pdf_loads_one_unit_per_page_with_page_numbers() -> None:
+@pytest.fixture(params=sorted(pdf_module.PARSERS))
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each PDF test runs once per parser alone (no fallback), so both keep the loader's contract."""
+    name: str = request.param
+    monkeypatch.setattr(pdf_module, "ORDER", (name,))
+    return name
+
+
+def test_sample_pdf_loads_one_unit_per_page_with_page_numbers(parser: str) -> None:
     doc = load(SAMPLE_DOCS / "marrow_point_light.pdf")
     assert doc.format == "pdf"
     assert doc.title == "The Marrow Point Light: A Short History"
@@ -84,7 +94,7 @@ def test_sample_pdf_loads_one_unit_per_page_with_page_numbers() -> None:
     assert "Tobias Wrenfield" not in doc.units[1].text
 
 
-def test_pdf_page_without_text_is_skipped_with_a_warning(tmp_path: Path) -> None:
+def test_pdf_page_without_text_is_skipped_with_a_warning(parser: str, tmp_path: Path) -> None:
     path = write(tmp_path, "mixed.pdf", build_pdf([["First page text."], [], ["Third page text."]]))
     doc = load(path)
     assert [(u.page, u.text) for u in doc.units] == [(1, "First page text."), (3, "Third page text.")]
@@ -93,19 +103,19 @@ def test_pdf_page_without_text_is_skipped_with_a_warning(tmp_path: Path) -> None
     assert doc.title == "mixed"  # no metadata title: the stem
 
 
-def test_pdf_with_no_text_at_all_is_empty(tmp_path: Path) -> None:
+def test_pdf_with_no_text_at_all_is_empty(parser: str, tmp_path: Path) -> None:
     path = write(tmp_path, "scan.pdf", build_pdf([[], []]))
     error = raises_for(path, EmptyDocument)
     assert "no extractable text in 2 pages; scanned PDF? OCR is not supported" in str(error)
 
 
-def test_pdf_encrypted_with_a_password_is_refused(tmp_path: Path) -> None:
+def test_pdf_encrypted_with_a_password_is_refused(parser: str, tmp_path: Path) -> None:
     path = write(tmp_path, "secret.pdf", encrypt_pdf(text_pdf(), "hunter2"))
     error = raises_for(path, EncryptedDocument)
     assert "password" in error.detail
 
 
-def test_pdf_encrypted_with_an_empty_user_password_loads(tmp_path: Path) -> None:
+def test_pdf_encrypted_with_an_empty_user_password_loads(parser: str, tmp_path: Path) -> None:
     path = write(tmp_path, "open.pdf", encrypt_pdf(text_pdf(), ""))
     doc = load(path)
     assert doc.units[1] == Unit("Ferry\nThe ferry leaves at 7:15 every morning.", page=2)
@@ -116,24 +126,30 @@ def test_pdf_encrypted_with_an_empty_user_password_loads(tmp_path: Path) -> None
     "data",
     [pytest.param(text_pdf()[:700], id="truncated"), pytest.param(b"%PDF-1.4\nnot really", id="garbage")],
 )
-def test_corrupt_pdf_is_corrupt_with_pypdfs_reason(tmp_path: Path, data: bytes) -> None:
+def test_corrupt_pdf_is_corrupt_with_the_parsers_reason(parser: str, tmp_path: Path, data: bytes) -> None:
     path = write(tmp_path, "broken.pdf", data)
     error = raises_for(path, CorruptDocument)
     assert error.detail.startswith("corrupt or truncated PDF: ")
-    assert len(error.detail) > len("corrupt or truncated PDF: ") + 3  # pypdf's own reason follows
+    assert len(error.detail) > len("corrupt or truncated PDF: ") + 3  # the parser's own reason follows
 
 
-def test_error_on_one_pdf_page_keeps_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_error_on_one_pdf_page_keeps_the_others(
+    parser: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write(tmp_path, "flaky.pdf", text_pdf())
-    original = PageObject.extract_text
+    cls, method = {
+        "pypdf": (PageObject, "extract_text"),
+        "pdfium": (pypdfium2.PdfTextPage, "get_text_bounded"),
+    }[parser]
+    original = getattr(cls, method)
 
-    def flaky(self: PageObject, *args: object, **kwargs: object) -> str:
-        text = original(self, *args, **kwargs)  # type: ignore[arg-type]
+    def flaky(self: object, *args: object, **kwargs: object) -> str:
+        text: str = original(self, *args, **kwargs)
         if "Ferry" in text:
             raise KeyError("/Font")
         return text
 
-    monkeypatch.setattr(PageObject, "extract_text", flaky)
+    monkeypatch.setattr(cls, method, flaky)
     doc = load(path)
     assert [u.page for u in doc.units] == [1, 3]
     assert len(doc.warnings) == 1
@@ -141,7 +157,7 @@ def test_error_on_one_pdf_page_keeps_the_others(tmp_path: Path, monkeypatch: pyt
     assert "/Font" in doc.warnings[0]
 
 
-def test_pdf_text_is_normalised(tmp_path: Path) -> None:
+def test_pdf_text_is_normalised(parser: str, tmp_path: Path) -> None:
     lines = ["The infor-", "mation desk is near Jean-", "Paul's stall   with  wide    gaps."]
     doc = load(write(tmp_path, "wrapped.pdf", build_pdf([lines])))
     assert doc.units[0].text == "The information desk is near Jean-\nPaul's stall with wide gaps."
@@ -175,7 +191,7 @@ def test_dot_leaders_collapse(line: str, cleaned: str) -> None:
     assert clean_text(line) == cleaned
 
 
-def test_dot_leaders_collapse_in_every_format(tmp_path: Path) -> None:
+def test_dot_leaders_collapse_in_every_format(parser: str, tmp_path: Path) -> None:
     toc = [
         "Table of Contents",
         "1 Introduction . . . . . . . . . . . . . . . . 3",
@@ -399,7 +415,7 @@ MINIMAL = {
 
 
 @pytest.mark.parametrize("suffix", sorted(LOADERS))
-def test_every_registered_loader_honours_the_contract(tmp_path: Path, suffix: str) -> None:
+def test_every_registered_loader_honours_the_contract(parser: str, tmp_path: Path, suffix: str) -> None:
     loader = LOADERS[suffix]
     fmt = loader.__name__.removeprefix("load_")
     path = write(tmp_path, "doc" + suffix, MINIMAL[fmt])
@@ -420,7 +436,7 @@ def test_unknown_extension_lists_the_known_ones(tmp_path: Path) -> None:
     raises_for(write(tmp_path, "Makefile", "all:"), UnsupportedFormat)
 
 
-def test_suffix_is_matched_case_insensitively(tmp_path: Path) -> None:
+def test_suffix_is_matched_case_insensitively(parser: str, tmp_path: Path) -> None:
     assert load(write(tmp_path, "REPORT.PDF", text_pdf())).format == "pdf"
 
 
@@ -444,12 +460,12 @@ def test_a_folder_named_like_a_document_is_corrupt(tmp_path: Path) -> None:
     assert "directory" in error.detail.lower()
 
 
-def test_bad_corpus_fails_each_file_for_its_own_reason(tmp_path: Path) -> None:
+def test_bad_corpus_fails_each_file_for_its_own_reason(parser: str, tmp_path: Path) -> None:
     expected = make_bad_corpus(tmp_path)
     assert {"empty.txt", "truncated.pdf", "encrypted.pdf", "empty_password.pdf", "binary.txt"} <= set(
         expected
     )
-    assert {"latin1.txt", "huge_line.txt", "notes.xyz", "image_only.pdf"} <= set(expected)
+    assert {"latin1.txt", "huge_line.txt", "notes.xyz", "image_only.pdf", "zero_pages.pdf"} <= set(expected)
     for name, reason in expected.items():
         path = tmp_path / name
         if reason == "ok":

@@ -208,22 +208,22 @@ def _fast_model_dir() -> str:
 
 
 @pytest.fixture
-def fast_data_dir(tmp_path: Path, models_dir: Path) -> Path:
-    """A data dir whose models/ holds the distilled fast model: copied from the user's cache, or
-    distilled once per session (about a minute on 2 cores)."""
+def fast_data_dir(tmp_path: Path) -> Path:
+    """A fresh data dir, with the distilled fast model in the session's cache (LECTERN_CACHE_DIR):
+    copied from the user's own cache when it is there (read, never written), else distilled once per
+    session (about a minute on 2 cores)."""
     from lectern.ingest.embed import distilled_minilm
-    from lectern.rag.settings import default_data_dir
+    from lectern.rag.settings import default_cache_dir, load_settings
 
-    name = _fast_model_dir()
-    cached = default_data_dir() / "models" / name
-    if (models_dir / name / "config.json").is_file():
-        source = models_dir / name
-    elif (cached / "config.json").is_file():
-        source = cached
-    else:
-        source = distilled_minilm(models_dir)
     data = tmp_path / "data"
-    shutil.copytree(source, data / "models" / name)
+    cache = load_settings(data_dir=data).built_models_dir
+    name = _fast_model_dir()
+    users = default_cache_dir() / "models" / name
+    if not (cache / name / "config.json").is_file():
+        if (users / "config.json").is_file():
+            shutil.copytree(users, cache / name)
+        else:
+            distilled_minilm(cache)
     return data
 
 
