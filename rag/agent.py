@@ -5,7 +5,8 @@ pass cannot answer (two documents, two parts of one, a summary then a lookup).
     result.answer      # an Answer, cited like the QA chain's (rag.qa.cited_answer)
     result.steps       # every model call and tool call: tool, arguments, result size, time
 
-The loop: the model sees the tools; each reply's tool calls run and their results go back as
+The loop: it starts with `search(question)` already called (`first_search`; small models otherwise
+answer from memory); the model sees the tools; each reply's tool calls run and their results go back as
 ToolMessages; a reply without a tool call is the answer. Bounded by `max_steps` model calls and a
 `token_budget` (prompt plus answer tokens over all model calls, counted by the model's own
 tokenizer). When the steps run out the model is asked once more to answer without tools, if the
@@ -21,6 +22,7 @@ from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages.tool import tool_call
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, Field, ValidationError
 
@@ -73,6 +75,7 @@ class Agent:
         token_budget: int = 12000,
         max_new_tokens: int = 256,
         term_weights: TermWeights | None = None,
+        first_search: bool = True,
     ) -> None:
         self.llm = llm
         self.tools = {t.name: t for t in tools}
@@ -81,6 +84,7 @@ class Agent:
         self.token_budget = token_budget
         self.max_new_tokens = max_new_tokens
         self.term_weights = term_weights
+        self.first_search = first_search and "search" in self.tools
         self.bound = llm.bind_tools(list(tools))  # ToolsUnsupported for a template without tools
 
     def initial(self, question: str) -> list[BaseMessage]:
@@ -90,6 +94,11 @@ class Agent:
     def invoke(self, question: str) -> AgentResult:
         messages = self.initial(question)
         steps: list[Step] = []
+        if self.first_search:
+            # Small models (Qwen2.5 0.5B) often answer from memory without calling a tool: the
+            # loop starts with search(question) done for them, shown as their own first call.
+            seed = AIMessage("", tool_calls=[tool_call(name="search", args={"query": question}, id="call_0")])
+            messages += [seed, *self._run_tools(seed, steps)]
         spent = 0
         final: str | None = None
         stopped: StopReason = "steps"

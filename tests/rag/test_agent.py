@@ -13,6 +13,7 @@ from langchain_core.messages import ToolMessage
 from lectern.rag.fake import ScriptedChatModel
 from lectern.rag.llm.tool_calls import format_tool_call
 from lectern.rag.prompts import NO_ANSWER
+from lectern.rag.qa import grounding_note
 from lectern.rag.settings import Settings
 from lectern.rag.tools import SourceBook, build_tools, page_range
 from lectern.rag.workspace import Workspace
@@ -43,7 +44,7 @@ def test_search_then_answer_is_traced_and_cited(ws: Workspace) -> None:
     llm = ScriptedChatModel(
         replies=[search_call("otters eat", k=2), "Glenmore otters eat crayfish at dawn [1]."]
     )
-    result = ws.agent(llm=llm).invoke("What do the otters eat?")
+    result = ws.agent(llm=llm, first_search=False).invoke("What do the otters eat?")
     assert result.stopped_by == "answer"
     assert [(s.kind, s.tool) for s in result.steps] == [("model", None), ("tool", "search"), ("model", None)]
     search = result.steps[1]
@@ -65,7 +66,9 @@ def test_a_wrong_citation_is_replaced_by_the_chunk_that_holds_the_answer(ws: Wor
         search_call("bilge pump serviced"),
         "The pump is serviced every spring by Ada Quill [7].",
     ]
-    result = ws.agent(llm=ScriptedChatModel(replies=replies)).invoke("Who services the pump?")
+    result = ws.agent(llm=ScriptedChatModel(replies=replies), first_search=False).invoke(
+        "Who services the pump?"
+    )
     answer = result.answer
     assert answer.dropped_citations == [7]  # no chunk numbered 7 was shown
     assert [Path(c.source).name for c in answer.citations] == ["pump.txt"]
@@ -83,7 +86,7 @@ def test_a_chunk_seen_twice_keeps_its_number(ws: Workspace) -> None:
 
 def test_step_limit_then_one_answer_without_tools(ws: Workspace) -> None:
     llm = ScriptedChatModel(replies=[search_call("otters"), search_call("pump"), "Otters eat crayfish [1]."])
-    result = ws.agent(llm=llm, max_steps=2).invoke("What do otters eat?")
+    result = ws.agent(llm=llm, max_steps=2, first_search=False).invoke("What do otters eat?")
     assert result.stopped_by == "steps"
     assert len(llm.calls) == 3
     assert [bool(o.get("tools")) for o in llm.options] == [True, True, False]  # the last call has no tools
@@ -97,7 +100,7 @@ def test_token_budget_stops_before_a_call_would_overrun(ws: Workspace) -> None:
         len(m.text.split()) for m in ws.agent(llm=ScriptedChatModel(replies=["x"])).initial("q?")
     )
     budget = first_prompt + 50 + 20  # room for the first call (with 50 new tokens) only
-    result = ws.agent(llm=llm, token_budget=budget, max_new_tokens=50).invoke("q?")
+    result = ws.agent(llm=llm, token_budget=budget, max_new_tokens=50, first_search=False).invoke("q?")
     assert result.stopped_by == "budget"
     assert len(llm.calls) == 1 and result.tokens <= budget
     assert result.answer.abstained and result.answer.answer == NO_ANSWER and not result.answer.citations
@@ -112,7 +115,7 @@ def test_bad_calls_go_back_to_the_model_as_errors(ws: Workspace) -> None:
         "I don't know.",
     ]
     llm = ScriptedChatModel(replies=replies)
-    result = ws.agent(llm=llm).invoke("What do otters eat?")
+    result = ws.agent(llm=llm, first_search=False).invoke("What do otters eat?")
     tools = [s for s in result.steps if s.kind == "tool"]
     assert [s.tool for s in tools] == [None, "fetch_web", "read", "search"]
     assert all(s.error for s in tools)
@@ -140,8 +143,21 @@ def test_read_list_and_filtered_search_tools(ws: Workspace) -> None:
     assert page_range("2-5") == (2, 5) and page_range("3") == (3, 3) and page_range(None) == (None, None)
 
 
+def test_first_search_is_done_for_the_model_and_an_answer_from_memory_is_flagged(ws: Workspace) -> None:
+    llm = ScriptedChatModel(replies=["Otters eat crayfish [1]."])
+    result = ws.agent(llm=llm).invoke("What do the otters eat?")
+    assert [(s.kind, s.tool) for s in result.steps] == [("tool", "search"), ("model", None)]
+    assert result.steps[0].arguments == {"query": "What do the otters eat?"} and result.steps[0].chunks
+    assert [type(m).__name__ for m in llm.calls[0]][-2:] == ["AIMessage", "ToolMessage"]
+    assert result.answer.citations and result.answer.support and result.answer.support > 0.5
+    memory = ws.agent(llm=ScriptedChatModel(replies=["Otters eat fish."]), first_search=False)
+    flagged = memory.invoke("What do the otters eat?").answer
+    assert not flagged.citations and flagged.support == 0.0
+    assert grounding_note(flagged) is not None
+
+
 def test_the_fake_backend_runs_an_agent_end_to_end(ws: Workspace) -> None:
-    result = ws.agent().invoke("When do the river otters eat crayfish?")
+    result = ws.agent(first_search=False).invoke("When do the river otters eat crayfish?")
     assert [s.tool for s in result.steps if s.kind == "tool"] == ["search"]
     assert "crayfish" in result.answer.answer
     assert [Path(c.source).name for c in result.answer.citations] == ["otters.txt"]
