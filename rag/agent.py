@@ -16,6 +16,7 @@ or a tool's error goes back to the model as an error result: it never ends the r
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -92,6 +93,7 @@ class Agent:
         return [SystemMessage(AGENT_SYSTEM), HumanMessage(question)]
 
     def invoke(self, question: str) -> AgentResult:
+        self._done: set[tuple[str, str]] = set()  # (tool, arguments) run so far
         messages = self.initial(question)
         steps: list[Step] = []
         if self.first_search:
@@ -168,13 +170,18 @@ class Agent:
             tool = self.tools.get(call["name"])
             chunks: list[int] = []
             error: str | None = None
-            if tool is None:
+            key = (call["name"], json.dumps(call["args"], sort_keys=True, default=str))
+            if key in self._done:  # small models repeat a call instead of answering
+                error = "already called with these arguments: its results are above; answer from them now"
+                message = ToolMessage(error, tool_call_id=call["id"] or "", status="error")
+            elif tool is None:
                 error = f"unknown tool {call['name']!r}; known: {', '.join(sorted(self.tools))}"
                 message = ToolMessage(error, tool_call_id=call["id"] or "", status="error")
             else:
                 try:
                     message = tool.invoke(call)
                     chunks = [c.number for c in (message.artifact or [])]
+                    self._done.add(key)
                 except (LecternError, ValidationError, ValueError) as failure:
                     error = " ".join(str(failure).split())[:300]
                     message = ToolMessage(f"error: {error}", tool_call_id=call["id"] or "", status="error")

@@ -94,6 +94,15 @@ def test_step_limit_then_one_answer_without_tools(ws: Workspace) -> None:
     assert sum(s.kind == "tool" for s in result.steps) == 2
 
 
+def test_a_repeated_call_is_not_run_again_and_the_model_is_told_to_answer(ws: Workspace) -> None:
+    llm = ScriptedChatModel(replies=[search_call("otters"), "Otters eat crayfish [1]."])
+    result = ws.agent(llm=llm).invoke("otters")  # the first search is search("otters") already
+    search_steps = [s for s in result.steps if s.kind == "tool"]
+    assert [s.error is None for s in search_steps] == [True, False]
+    assert "already called" in (search_steps[1].error or "") and not search_steps[1].chunks
+    assert result.stopped_by == "answer" and result.answer.citations
+
+
 def test_token_budget_stops_before_a_call_would_overrun(ws: Workspace) -> None:
     llm = ScriptedChatModel(replies=[search_call("otters"), "Otters eat crayfish [1]."])
     first_prompt = sum(
