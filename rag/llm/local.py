@@ -4,7 +4,6 @@ the generated tokens only. torch and transformers are imported inside, when a mo
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -13,8 +12,7 @@ from typing import Any, cast
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import run_in_executor
@@ -28,7 +26,7 @@ from lectern.rag.llm.convert import (
     load_tokenizer,
     resolve_local,
 )
-from lectern.rag.llm.tool_calls import parse_tool_calls, supports_tools, tool_chat_dicts
+from lectern.rag.llm.tool_calls import as_chunk, parse_tool_calls, supports_tools, tool_chat_dicts
 from lectern.rag.models import (
     AUTO,
     Hardware,
@@ -185,7 +183,7 @@ class LocalChatModel(LecternChatModel):
         bound, the whole reply as one chunk (a tool call is only known once its block is closed)."""
         if kwargs.get("tools"):
             reply = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
-            yield ChatGenerationChunk(message=_as_chunk(cast(AIMessage, reply)))
+            yield ChatGenerationChunk(message=as_chunk(cast(AIMessage, reply)))
             return
         import torch
         from transformers import TextIteratorStreamer
@@ -272,17 +270,6 @@ def _openai_tools(tools: Sequence[Any] | None) -> list[dict[str, Any]] | None:
     if not tools:
         return None
     return [convert_to_openai_tool(t) for t in tools]
-
-
-def _as_chunk(message: AIMessage) -> AIMessageChunk:
-    """A parsed reply as one stream chunk, its tool calls as chunks that merge back to the same calls."""
-    return AIMessageChunk(
-        content=message.content,
-        tool_call_chunks=[
-            tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
-            for i, c in enumerate(message.tool_calls)
-        ],
-    )
 
 
 def _stop_at_text(prompt_len: int, stop: list[str], tokenizer: Any) -> Any:

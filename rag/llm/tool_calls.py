@@ -18,8 +18,15 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, InvalidToolCall, ToolCall, ToolMessage
-from langchain_core.messages.tool import invalid_tool_call, tool_call
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    InvalidToolCall,
+    ToolCall,
+    ToolMessage,
+)
+from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
 
 from lectern.rag.llm.base import to_chat_dicts
 
@@ -139,3 +146,53 @@ def tool_chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
 def format_tool_call(name: str, args: dict[str, Any]) -> str:
     """A call in the `<tool_call>` form the model writes (for fakes and tests)."""
     return f"{OPEN}\n{json.dumps({'name': name, 'arguments': args})}\n{CLOSE}"
+
+
+def openai_chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """Messages in the OpenAI wire form: an assistant's `tool_calls` with ids and JSON-string
+    arguments, tool results as role `tool` with their `tool_call_id`."""
+    out: list[dict[str, Any]] = []
+    for message, plain in zip(messages, to_chat_dicts(messages), strict=True):
+        entry: dict[str, Any] = dict(plain)
+        if isinstance(message, AIMessage) and message.tool_calls:
+            entry["tool_calls"] = [
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": json.dumps(c["args"])},
+                }
+                for c in message.tool_calls
+            ]
+        elif isinstance(message, ToolMessage):
+            entry.update(role="tool", tool_call_id=message.tool_call_id)
+        out.append(entry)
+    return out
+
+
+def from_openai_tool_calls(raw: list[dict[str, Any]] | None) -> tuple[list[ToolCall], list[InvalidToolCall]]:
+    """An OpenAI response's `tool_calls` as ToolCalls; arguments that are not a JSON object (after
+    the same unambiguous repairs as the local model's) become InvalidToolCalls."""
+    calls: list[ToolCall] = []
+    invalid: list[InvalidToolCall] = []
+    for item in raw or []:
+        function = item.get("function") or {}
+        name, arguments = function.get("name"), function.get("arguments") or "{}"
+        call_id = item.get("id") or f"call_{uuid.uuid4().hex[:12]}"
+        args, error = (arguments, None) if isinstance(arguments, dict) else _read_json(str(arguments))
+        if not isinstance(name, str) or not name or args is None:
+            why = error or "a tool call needs a function name"
+            invalid.append(invalid_tool_call(name=name, args=str(arguments), id=call_id, error=why))
+            continue
+        calls.append(tool_call(name=name, args=args, id=call_id))
+    return calls, invalid
+
+
+def as_chunk(message: AIMessage) -> AIMessageChunk:
+    """A parsed reply as one stream chunk, its tool calls as chunks that merge back to the same calls."""
+    return AIMessageChunk(
+        content=message.content,
+        tool_call_chunks=[
+            tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
+            for i, c in enumerate(message.tool_calls)
+        ],
+    )

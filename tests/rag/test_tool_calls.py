@@ -3,6 +3,9 @@ malformed JSON reported as invalid calls (never an exception)."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
@@ -136,3 +139,60 @@ def test_local_model_without_a_tools_template_names_the_model() -> None:
     llm = LocalChatModel(model_name="packaged:smollm2", tokenizer=_Tokenizer())
     with pytest.raises(ToolsUnsupported, match=r"packaged:smollm2.*no tools section"):
         llm.bind_tools([search])
+
+
+# ----------------------------------------------------------------------------- openai backend
+
+
+def _openai_with(
+    monkeypatch: pytest.MonkeyPatch, reply: dict[str, object], seen: list[dict[str, object]]
+) -> object:
+    """An OpenAIChatModel whose server is an httpx MockTransport returning `reply` as the message."""
+    import httpx
+
+    from lectern.rag.llm import openai_api
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json={"choices": [{"message": reply, "finish_reason": "tool_calls"}]})
+
+    real = httpx.Client
+    monkeypatch.setattr(
+        openai_api.httpx, "Client", lambda **kw: real(transport=httpx.MockTransport(handler), **kw)
+    )
+    return openai_api.OpenAIChatModel(base_url="http://server", model_name="m")
+
+
+def test_openai_backend_sends_tools_and_parses_tool_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[dict[str, object]] = []
+    reply = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "search", "arguments": '{"query": "x",}'}},
+            {"id": "c2", "type": "function", "function": {"name": "search", "arguments": "{oops"}},
+        ],
+    }
+    llm: Any = _openai_with(monkeypatch, reply, seen)
+    message = llm.bind_tools([search], tool_choice="search").invoke("q")
+    assert [(c["id"], c["name"], c["args"]) for c in message.tool_calls] == [("c1", "search", {"query": "x"})]
+    assert [c["id"] for c in message.invalid_tool_calls] == ["c2"]
+    body = seen[0]
+    assert body["tools"][0]["function"]["name"] == "search"  # type: ignore[index]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "search"}}
+    streamed = list(llm.bind_tools([search]).stream("q"))
+    assert streamed[0].tool_calls[0]["args"] == {"query": "x"}
+    assert "tool_choice" not in seen[1]
+
+
+def test_openai_backend_sends_tool_history_in_wire_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[dict[str, object]] = []
+    llm: Any = _openai_with(monkeypatch, {"role": "assistant", "content": "done [1]"}, seen)
+    calls = [{"name": "search", "args": {"query": "x"}, "id": "c1", "type": "tool_call"}]
+    history = [HumanMessage("q"), AIMessage("", tool_calls=calls), ToolMessage("[1] text", tool_call_id="c1")]
+    assert llm.bind_tools([search]).invoke(history).content == "done [1]"
+    sent = seen[0]["messages"]
+    assert sent[1]["tool_calls"] == [  # type: ignore[index]
+        {"id": "c1", "type": "function", "function": {"name": "search", "arguments": '{"query": "x"}'}}
+    ]
+    assert sent[2] == {"role": "tool", "content": "[1] text", "tool_call_id": "c1"}  # type: ignore[index]
