@@ -9,7 +9,7 @@ The loop: it starts with `search(question)` already called (`first_search`; smal
 answer from memory); the model sees the tools; each reply's tool calls run and their results go back as
 ToolMessages; a reply without a tool call is the answer. Bounded by `max_steps` model calls and a
 `token_budget` (prompt plus answer tokens over all model calls, counted by the model's own
-tokenizer). When the steps run out the model is asked once more to answer without tools, if the
+tokenizer) and the model's context window. When the steps run out the model is asked once more to answer without tools, if the
 budget allows; when the budget runs out the agent abstains. A malformed tool call, an unknown tool
 or a tool's error goes back to the model as an error result: it never ends the run.
 """
@@ -132,10 +132,14 @@ class Agent:
     def _call(
         self, model: Any, messages: list[BaseMessage], steps: list[Step], spent: int
     ) -> tuple[AIMessage | None, int]:
-        """One model call and its step, or (None, 0) when it would overrun the token budget."""
+        """One model call and its step, or (None, 0) when it would overrun the token budget or the
+        model's context window."""
         tools = list(self.tools.values()) if model is self.bound else None
         prompt = self.llm.get_num_tokens_from_messages(messages, tools=tools)
-        if spent + prompt + self.max_new_tokens > self.token_budget:
+        window = getattr(self.llm, "context_window", None)
+        if spent + prompt + self.max_new_tokens > self.token_budget or (
+            window and prompt + self.max_new_tokens > window
+        ):
             return None, 0
         start = time.perf_counter()
         reply = model.invoke(messages, **generation_kwargs(self.llm, self.max_new_tokens))

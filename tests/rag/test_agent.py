@@ -115,6 +115,13 @@ def test_token_budget_stops_before_a_call_would_overrun(ws: Workspace) -> None:
     assert result.answer.abstained and result.answer.answer == NO_ANSWER and not result.answer.citations
 
 
+def test_a_prompt_over_the_context_window_stops_like_the_budget(ws: Workspace) -> None:
+    llm = ScriptedChatModel(replies=[search_call("otters"), "Otters eat crayfish [1]."], context_window=120)
+    result = ws.agent(llm=llm, max_new_tokens=40, first_search=False).invoke("q?")
+    assert result.stopped_by == "budget" and len(llm.calls) == 1  # the search results would not fit
+    assert result.answer.abstained
+
+
 def test_bad_calls_go_back_to_the_model_as_errors(ws: Workspace) -> None:
     replies = [
         "<tool_call>{name: search}</tool_call>"
