@@ -1,9 +1,13 @@
 """One bounded agent run with the real default model (packaged:qwen2.5-0.5b) on sample_docs.
 
-What a 0.5B model does here (CPU, greedy): left to itself it answers from memory without calling a
-tool ("designed by John Marrow", uncited); with the first search done for it (`first_search`, the
-default) it answers from the passages. The test checks the loop's contract, not the model's skill:
-tools ran, the trace is complete, and every citation points at a chunk a tool returned."""
+What a 0.5B model did here (CPU, greedy, 2026-11-29; it is Qwen2.5-Coder-0.5B-Instruct): left to
+itself it answered "Who designed the Marrow Point lighthouse tower?" from memory without calling a
+tool ("John Marrow", uncited). With the first search done for it (`first_search`, the default) it
+called search(question) again at every step, was told the results were already there, and, asked
+to answer without tools at the step limit, abstained although passage [1]-[4] held "Edith Varley".
+Its direct tool calls are valid JSON (a 48-token limit can cut one short: reported as invalid).
+So the 0.5B model is a poor agent; the loop's contract is what this test checks: tools ran, the
+trace is complete, and every citation points at a chunk a tool returned."""
 
 from __future__ import annotations
 
