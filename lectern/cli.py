@@ -389,6 +389,14 @@ def ask(
     prompt: PromptOpt = None,
     data_dir: DataDir = None,
     as_json: JsonOpt = False,
+    agent: Annotated[
+        bool, typer.Option("--agent", help="Let the model search, read and summarize in several steps.")
+    ] = False,
+    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Agent: most model calls.")] = 6,
+    token_budget: Annotated[
+        int, typer.Option("--token-budget", min=1, help="Agent: most tokens over all model calls.")
+    ] = 12000,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Agent: print every step.")] = False,
 ) -> None:
     """Answer a question from the collection, streamed, then the numbered sources."""
     from lectern.rag.limits import check_question
@@ -405,6 +413,9 @@ def ask(
         ws.collection()
         _warn_remote(settings)
         _say_model(ws)
+        if agent:
+            _ask_agent(ws, question, as_json, verbose, max_steps=max_steps, token_budget=token_budget)
+            return
         if as_json:
             out.print_json(ws.ask(question).model_dump_json())
             return
@@ -413,6 +424,29 @@ def ask(
             out.print(answer.answer)
         _print_citations(answer)
         _print_grounding(answer)
+
+
+def _ask_agent(ws: Any, question: str, as_json: bool, verbose: bool, **options: Any) -> None:
+    """`ask --agent`: the agent's answer and sources; with --verbose, each step as it was taken."""
+    result = ws.agent(**options).invoke(ws.check_question(question))
+    if as_json:
+        out.print_json(result.model_dump_json())
+        return
+    if verbose:
+        for step in result.steps:
+            if step.kind == "model":
+                line = f"{step.number}. model: {step.tokens} tokens, {step.result_chars} chars"
+            else:
+                args = ", ".join(f"{k}={v!r}" for k, v in step.arguments.items())
+                chunks = f", chunks {step.chunks}" if step.chunks else ""
+                line = f"{step.number}. {step.tool}({args}) -> {step.result_chars} chars{chunks}"
+            if step.error:
+                line += f" [error: {step.error}]"
+            out.print(f"[dim]{escape(line)} ({step.seconds:.2f}s)[/dim]", highlight=False)
+        out.print(f"[dim]stopped by {result.stopped_by}; {result.tokens} tokens[/dim]")
+    out.print(result.answer.answer, highlight=False, markup=False)
+    _print_citations(result.answer)
+    _print_grounding(result.answer)
 
 
 @app.command()

@@ -177,6 +177,17 @@ class LLMServerError(LecternError):
         super().__init__(f"model server at {url} answered HTTP {status}: {message}")
 
 
+class ToolsUnsupported(LecternError):
+    """Tool calling was asked of a model whose chat template has no tools section (SmolLM2)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(
+            f"model {model!r} cannot call tools: its chat template has no tools section; "
+            "use a model that has one, such as packaged:qwen2.5-0.5b or packaged:qwen2.5-1.5b"
+        )
+
+
 class ModelNotFound(LecternError):
     """The asked-for model is neither packaged, a folder, a .gguf file nor in the local HF cache."""
 

@@ -7,6 +7,10 @@ Rules, in order, on the last user message (and the system message for the instru
   one, followed by its citation, e.g. "Paris is the capital of France. [1]";
 - otherwise "I don't know based on the documents."
 Token counting is whitespace words (documented approximation, no tokenizer needed).
+
+With tools bound (`bind_tools`), it plays a minimal agent: until a tool has answered it calls
+`search` with the question; then it answers from the tool results by the source rule above.
+`ScriptedChatModel` replies with given texts in turn, for tests of the agent loop.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import LanguageModelInput
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
 from lectern.rag.llm import LecternChatModel
+from lectern.rag.llm.tool_calls import format_tool_call, parse_tool_calls
 
 DONT_KNOW = "I don't know based on the documents."
 # a numbered source, its "(file p.2: title)" label skipped
@@ -77,6 +83,20 @@ class FakeChatModel(LecternChatModel):
             return f"{first_sentences(match.group(3))} [{number}]"
         return DONT_KNOW
 
+    def respond_with_tools(self, messages: Sequence[BaseMessage]) -> str:
+        """Call `search` with the question until a tool has answered, then answer from the results."""
+        results = [m.text for m in messages if isinstance(m, ToolMessage)]
+        if not results:
+            question = next((m.text for m in reversed(messages) if isinstance(m, HumanMessage)), "")
+            return format_tool_call("search", {"query": question})
+        match = _SOURCE.search("\n".join(results))
+        if match:
+            return f"{first_sentences(match.group(3))} [{match.group(1) or match.group(2)}]"
+        return DONT_KNOW
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -85,6 +105,8 @@ class FakeChatModel(LecternChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         self.calls.append(list(messages))
+        if kwargs.get("tools"):
+            return _tool_reply(self.respond_with_tools(messages))
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=self.respond(messages)))])
 
     def _stream(
@@ -125,3 +147,47 @@ class FakeChatModel(LecternChatModel):
         **kwargs: Any,
     ) -> list[AIMessage]:  # type: ignore[override]
         return self.batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+
+
+class ScriptedChatModel(LecternChatModel):
+    """Replies with `replies` in turn (the last one again once they run out); with tools bound, each
+    reply is parsed for `<tool_call>` blocks as the local model's is. Records messages and options."""
+
+    replies: list[str]
+    calls: list[list[BaseMessage]] = Field(default_factory=list)
+    options: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "lectern-scripted"
+
+    def get_num_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        return sum(len(m.text.split()) for m in messages)
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self.calls.append(list(messages))
+        self.options.append(dict(kwargs))
+        text = self.replies[min(len(self.calls), len(self.replies)) - 1]
+        if kwargs.get("tools"):
+            return _tool_reply(text)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+
+def _tool_reply(text: str) -> ChatResult:
+    content, calls, invalid = parse_tool_calls(text)
+    message = AIMessage(content=content, tool_calls=calls, invalid_tool_calls=invalid)
+    return ChatResult(generations=[ChatGeneration(message=message)])

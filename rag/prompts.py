@@ -221,3 +221,20 @@ SOURCE_SEPARATOR = "\n\n"
 
 def format_sources(contexts: Sequence[Context]) -> str:
     return SOURCE_SEPARATOR.join(format_source(c) for c in contexts)
+
+
+AGENT_SYSTEM = (
+    """You answer questions about the user's documents using tools.
+Call tools to find the facts: list_documents to see what there is, search for passages, read for a
+page, summarize for an overview. Passages come numbered [1], [2]...
+When you know the answer, reply without a tool call: a short answer that cites the passages it
+uses as [n]. If the passages do not hold the answer, say: """
+    + NO_ANSWER
+    + """
+"""
+)
+
+AGENT_FINAL = (
+    "Answer the question now from the passages above, citing them as [n], without calling a tool. "
+    "If they do not hold the answer, say: " + NO_ANSWER
+)

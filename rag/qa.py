@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
@@ -51,6 +51,7 @@ from lectern.rag.verify import RESTATES, answer_problem, clean_span, locate
 __all__ = [
     "QAChain",
     "build_qa_chain",
+    "cited_answer",
     "grounding_note",
     "is_abstention",
     "parse_citations",
@@ -321,6 +322,16 @@ class QAChain(Runnable[QAInput, Answer]):
             evidence=round(prepared.evidence.probability, 4) if prepared.evidence else None,
             structured=self.structured,
         )
+
+
+def cited_answer(
+    question: str, contexts: Sequence[Context], raw: str, *, term_weights: TermWeights | None = None
+) -> Answer:
+    """An Answer from text a model wrote over numbered `contexts` elsewhere (the agent's tools): its
+    [n] checked against the sources, unsupported ones replaced and missing ones inferred, exactly as
+    the chain's own answers are (QAChain.finish; the chain's model and retriever are not used)."""
+    chain = QAChain(cast(Any, None), cast(Any, None), term_weights=term_weights)
+    return chain.finish(_Prepared(question, list(contexts), None), raw)
 
 
 def build_qa_chain(llm: BaseChatModel, retriever: BaseRetriever, **options: Any) -> QAChain:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # langchain-core and the search stack load when a method need
     from langchain_core.documents import Document
     from langchain_core.language_models import BaseChatModel
 
+    from lectern.rag.agent import Agent
     from lectern.rag.evidence import Calibration
     from lectern.rag.qa import QAChain
     from lectern.rag.retrieval import Hit, LecternRetriever, Searcher
@@ -249,6 +250,20 @@ class Workspace:
     def stream_ask(self, question: str, **options: Any) -> Iterator[str | Answer]:
         """Text as the model writes it, then the Answer with its citations."""
         return self.qa_chain(**options).stream_answer(self.check_question(question))
+
+    def agent(self, *, llm: BaseChatModel | None = None, **options: Any) -> Agent:
+        """A tool-calling agent over this collection (rag.agent): `.invoke(question) -> AgentResult`.
+        Options are Agent's (max_steps, token_budget, max_new_tokens); `llm` replaces the settings' model."""
+        from lectern.rag.agent import build_agent
+        from lectern.rag.tools import SourceBook, build_tools
+
+        book = SourceBook()
+        merged = {
+            "max_new_tokens": self.settings.llm.max_new_tokens,
+            "term_weights": self.searcher().term_weights,
+            **options,
+        }
+        return build_agent(llm or self.llm, build_tools(self, book), book, **merged)
 
     def chat_session(self, **options: Any) -> Any:
         from lectern.rag.chat import ConversationStore, build_chat_chain

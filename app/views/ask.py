@@ -16,8 +16,9 @@ from lectern.rag.types import final_answer
 ws = resources.workspace()
 conversation = resources.sticky("conversation", resources.new_conversation_id())
 
-top, new = st.columns([6, 1], vertical_alignment="bottom")
+top, mode, new = st.columns([5, 1, 1], vertical_alignment="bottom")
 top.header(f"Ask · {ws.name}")
+use_agent = mode.toggle("Agent", help="Let the model search, read and summarize in several steps.")
 if new.button("New conversation"):
     resources.set_sticky("conversation", resources.new_conversation_id())
     st.rerun()
@@ -44,6 +45,24 @@ if question:
     with st.chat_message("assistant"), components.shown_errors():
         resources.embedder(ws)
         resources.llm(ws)
+        if use_agent:  # one question, not a turn of the conversation (the agent keeps no history)
+            with st.spinner("The agent is working…"):
+                result = ws.agent(llm=resources.llm(ws)).invoke(ws.check_question(question))
+            for step in result.steps:
+                if step.kind == "tool":
+                    args = ", ".join(f"{k}={v!r}" for k, v in step.arguments.items())
+                    with st.expander(f"Step {step.number}: {step.tool}({args})"):
+                        st.caption(
+                            f"{step.result_chars} characters, passages {step.chunks or 'none'}, "
+                            f"{step.seconds:.2f}s" + (f"; error: {step.error}" if step.error else "")
+                        )
+            st.caption(f"{len(result.steps)} steps, {result.tokens} tokens, stopped by {result.stopped_by}")
+            st.markdown(result.answer.answer)
+            components.citations(result.answer.citations, result.answer.contexts)
+            note = grounding_note(result.answer)
+            if note:
+                st.warning(note)
+            st.stop()
         session = ws.chat_session()
         box = st.empty()
         box.markdown("_Searching the documents…_")

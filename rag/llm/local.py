@@ -12,22 +12,21 @@ from typing import Any, cast
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import LanguageModelInput
-from langchain_core.messages import (
-    AIMessage,
-    BaseMessage,
-)
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import run_in_executor
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
-from lectern.errors import ModelNotFound, UnknownKey
+from lectern.errors import ModelNotFound, ToolsUnsupported, UnknownKey
 from lectern.ingest.embed import cpu_has_native_bf16
-from lectern.rag.llm.base import LecternChatModel, cut_at_stop, to_chat_dicts
+from lectern.rag.llm.base import LecternChatModel, cut_at_stop
 from lectern.rag.llm.convert import (
     load_tokenizer,
     resolve_local,
 )
+from lectern.rag.llm.tool_calls import as_chunk, parse_tool_calls, supports_tools, tool_chat_dicts
 from lectern.rag.models import (
     AUTO,
     Hardware,
@@ -65,16 +64,29 @@ class LocalChatModel(LecternChatModel):
     def get_num_tokens_from_messages(
         self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
     ) -> int:
-        return len(self._prompt_ids(messages))
+        return len(self._prompt_ids(messages, _openai_tools(tools)))
 
-    def _prompt_text(self, messages: Sequence[BaseMessage]) -> str:
+    def _prompt_text(self, messages: Sequence[BaseMessage], tools: list[dict[str, Any]] | None = None) -> str:
+        options: dict[str, Any] = {"tools": tools} if tools else {}  # only templates with tools get them
         text = self.tokenizer.apply_chat_template(
-            to_chat_dicts(messages), tokenize=False, add_generation_prompt=True
+            tool_chat_dicts(messages), tokenize=False, add_generation_prompt=True, **options
         )
         return str(text)
 
-    def _prompt_ids(self, messages: Sequence[BaseMessage]) -> list[int]:
-        return list(self.tokenizer(self._prompt_text(messages), add_special_tokens=False).input_ids)
+    def _prompt_ids(
+        self, messages: Sequence[BaseMessage], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
+        return list(self.tokenizer(self._prompt_text(messages, tools), add_special_tokens=False).input_ids)
+
+    def bind_tools(
+        self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """The model with `tools` rendered by its own chat template; replies with `<tool_call>` blocks
+        come back as AIMessage.tool_calls (rag.llm.tool_calls). ToolsUnsupported, naming the model,
+        when the template has no tools section. `tool_choice` is not enforced (the model decides)."""
+        if not supports_tools(getattr(self.tokenizer, "chat_template", None)):
+            raise ToolsUnsupported(self.model_name)
+        return self.bind(tools=_openai_tools(tools), **kwargs)
 
     def _gen_kwargs(
         self, prompt_len: int | None = None, stop: Sequence[str] | None = None, **overrides: Any
@@ -151,8 +163,14 @@ class LocalChatModel(LecternChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        text = cut_at_stop(self._generate_texts([self._prompt_text(messages)], stop, **kwargs)[0], stop)
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+        tools = kwargs.pop("tools", None)
+        prompt = self._prompt_text(messages, tools)
+        text = cut_at_stop(self._generate_texts([prompt], stop, **kwargs)[0], stop)
+        if not tools:
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+        content, calls, invalid = parse_tool_calls(text)
+        message = AIMessage(content=content, tool_calls=calls, invalid_tool_calls=invalid)
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(
         self,
@@ -161,7 +179,12 @@ class LocalChatModel(LecternChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        """Token-by-token text from a TextIteratorStreamer fed by `generate` in a thread."""
+        """Token-by-token text from a TextIteratorStreamer fed by `generate` in a thread; with tools
+        bound, the whole reply as one chunk (a tool call is only known once its block is closed)."""
+        if kwargs.get("tools"):
+            reply = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
+            yield ChatGenerationChunk(message=as_chunk(cast(AIMessage, reply)))
+            return
         import torch
         from transformers import TextIteratorStreamer
 
@@ -212,6 +235,11 @@ class LocalChatModel(LecternChatModel):
         """All inputs through padded `generate` calls (the map step of map-reduce), in order."""
         if not inputs:
             return []
+        if kwargs.get("tools"):  # tool replies are parsed one by one
+            return [
+                cast(AIMessage, self.invoke(x, config if isinstance(config, dict) else None, **kwargs))
+                for x in inputs
+            ]
         prompts = [self._prompt_text(self._convert_input(x).to_messages()) for x in inputs]
         stop = kwargs.pop("stop", None)
         try:
@@ -234,6 +262,14 @@ class LocalChatModel(LecternChatModel):
         return await run_in_executor(
             None, lambda: self.batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         )
+
+
+def _openai_tools(tools: Sequence[Any] | None) -> list[dict[str, Any]] | None:
+    """Tools (langchain tools, functions, pydantic models or OpenAI dicts) in the OpenAI form that chat
+    templates render."""
+    if not tools:
+        return None
+    return [convert_to_openai_tool(t) for t in tools]
 
 
 def _stop_at_text(prompt_len: int, stop: list[str], tokenizer: Any) -> Any:

@@ -7,20 +7,24 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     BaseMessage,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
 from lectern.errors import LLMServerError, LLMUnavailable, ModelNotFound
-from lectern.rag.llm.base import LecternChatModel, to_chat_dicts
+from lectern.rag.llm.base import LecternChatModel
+from lectern.rag.llm.tool_calls import as_chunk, from_openai_tool_calls, openai_chat_dicts
 from lectern.rag.settings import LLMSettings
 
 DEFAULT_OPENAI_WINDOW = 4096
@@ -69,14 +73,27 @@ class OpenAIChatModel(LecternChatModel):
     ) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "model": self.model_name,
-            "messages": to_chat_dicts(messages),
+            "messages": openai_chat_dicts(messages),
             "temperature": float(kw.get("temperature", self.temperature)),
             "max_tokens": int(kw.get("max_new_tokens", self.max_new_tokens)),
             "stream": stream,
         }
         if stop:
             payload["stop"] = stop
+        for key in ("tools", "tool_choice"):  # passed through as given (bind_tools)
+            if kw.get(key):
+                payload[key] = kw[key]
         return payload
+
+    def bind_tools(
+        self, tools: Sequence[Any], *, tool_choice: str | dict[str, Any] | None = None, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """The model with `tools` (and `tool_choice`: auto, none, required or a tool's name) sent
+        to the server; its `tool_calls` come back as AIMessage.tool_calls."""
+        if isinstance(tool_choice, str) and tool_choice not in ("auto", "none", "required"):
+            tool_choice = {"type": "function", "function": {"name": tool_choice}}
+        options = {"tool_choice": tool_choice} if tool_choice else {}
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **options, **kwargs)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -110,8 +127,10 @@ class OpenAIChatModel(LecternChatModel):
                 body = response.json()
         except httpx.TransportError as error:
             raise LLMUnavailable(self.url, f"{type(error).__name__}: {error}") from error
-        text = body["choices"][0]["message"].get("content") or ""
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+        reply = body["choices"][0]["message"]
+        calls, invalid = from_openai_tool_calls(reply.get("tool_calls"))
+        message = AIMessage(content=reply.get("content") or "", tool_calls=calls, invalid_tool_calls=invalid)
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(
         self,
@@ -120,7 +139,12 @@ class OpenAIChatModel(LecternChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        """Server-sent events: `data: {json}` lines until `data: [DONE]`."""
+        """Server-sent events: `data: {json}` lines until `data: [DONE]`; with tools bound, the whole
+        reply as one chunk (tool calls parsed from the complete response)."""
+        if kwargs.get("tools"):
+            reply = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
+            yield ChatGenerationChunk(message=as_chunk(cast(AIMessage, reply)))
+            return
         try:
             with (
                 httpx.Client(timeout=self.timeout_s) as client,

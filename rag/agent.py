@@ -1,0 +1,210 @@
+"""The agent: a tool-calling loop over langchain-core messages, for questions one retrieve-then-answer
+pass cannot answer (two documents, two parts of one, a summary then a lookup).
+
+    result = ws.agent().invoke("Compare what the two manuals say about the pump")
+    result.answer      # an Answer, cited like the QA chain's (rag.qa.cited_answer)
+    result.steps       # every model call and tool call: tool, arguments, result size, time
+
+The loop: it starts with `search(question)` already called (`first_search`; small models otherwise
+answer from memory); the model sees the tools; each reply's tool calls run and their results go back as
+ToolMessages; a reply without a tool call is the answer. Bounded by `max_steps` model calls and a
+`token_budget` (prompt plus answer tokens over all model calls, counted by the model's own
+tokenizer) and the model's context window. When the steps run out the model is asked once more to answer without tools, if the
+budget allows; when the budget runs out the agent abstains. A malformed tool call, an unknown tool
+or a tool's error goes back to the model as an error result: it never ends the run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages.tool import tool_call
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel, Field, ValidationError
+
+from lectern.errors import LecternError
+from lectern.rag.context import generation_kwargs
+from lectern.rag.evidence import TermWeights
+from lectern.rag.prompts import AGENT_FINAL, AGENT_SYSTEM, NO_ANSWER
+from lectern.rag.qa import cited_answer
+from lectern.rag.tools import SourceBook
+from lectern.rag.types import Answer
+
+StopReason = Literal["answer", "steps", "budget"]
+
+
+class Step(BaseModel):
+    """One step of the trace: a model call (`tool` None) or a tool call."""
+
+    number: int
+    kind: Literal["model", "tool"]
+    tool: str | None = None
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    result_chars: int = 0  # the size of what the step produced (tool result or model reply)
+    chunks: list[int] = Field(default_factory=list)  # the [n] of the chunks a tool returned
+    tokens: int = 0  # model calls: prompt plus reply tokens
+    seconds: float = 0.0
+    error: str | None = None
+
+
+class AgentResult(BaseModel):
+    answer: Answer
+    steps: list[Step] = Field(default_factory=list)
+    stopped_by: StopReason = "answer"
+    tokens: int = 0  # spent over all model calls
+
+    @property
+    def tool_calls(self) -> list[Step]:
+        return [s for s in self.steps if s.kind == "tool"]
+
+
+class Agent:
+    """The loop over `llm` (which must support `bind_tools`) and `tools`, numbering chunks in `book`."""
+
+    def __init__(
+        self,
+        llm: BaseChatModel,
+        tools: Sequence[BaseTool],
+        book: SourceBook,
+        *,
+        max_steps: int = 6,
+        token_budget: int = 12000,
+        max_new_tokens: int = 256,
+        term_weights: TermWeights | None = None,
+        first_search: bool = True,
+    ) -> None:
+        self.llm = llm
+        self.tools = {t.name: t for t in tools}
+        self.book = book
+        self.max_steps = max_steps
+        self.token_budget = token_budget
+        self.max_new_tokens = max_new_tokens
+        self.term_weights = term_weights
+        self.first_search = first_search and "search" in self.tools
+        self.bound = llm.bind_tools(list(tools))  # ToolsUnsupported for a template without tools
+
+    def initial(self, question: str) -> list[BaseMessage]:
+        """The conversation the loop starts from."""
+        return [SystemMessage(AGENT_SYSTEM), HumanMessage(question)]
+
+    def invoke(self, question: str) -> AgentResult:
+        self._done: set[tuple[str, str]] = set()  # (tool, arguments) run so far
+        messages = self.initial(question)
+        steps: list[Step] = []
+        if self.first_search:
+            # Small models (Qwen2.5 0.5B) often answer from memory without calling a tool: the
+            # loop starts with search(question) done for them, shown as their own first call.
+            seed = AIMessage("", tool_calls=[tool_call(name="search", args={"query": question}, id="call_0")])
+            messages += [seed, *self._run_tools(seed, steps)]
+        spent = 0
+        final: str | None = None
+        stopped: StopReason = "steps"
+        for _ in range(self.max_steps):
+            reply, used = self._call(self.bound, messages, steps, spent)
+            if reply is None:
+                stopped = "budget"
+                break
+            spent += used
+            messages.append(reply)
+            if not reply.tool_calls and not reply.invalid_tool_calls:
+                final, stopped = reply.text, "answer"
+                break
+            messages.extend(self._run_tools(reply, steps))
+        if final is None and stopped == "steps":
+            reply, used = self._call(self.llm, [*messages, HumanMessage(AGENT_FINAL)], steps, spent)
+            if reply is None:
+                stopped = "budget"
+            else:
+                spent += used
+                final = reply.text
+        answer = cited_answer(
+            question, self.book.contexts, final or NO_ANSWER, term_weights=self.term_weights
+        )
+        if final is None:
+            answer.abstained, answer.answer, answer.citations = True, NO_ANSWER, []
+        return AgentResult(answer=answer, steps=steps, stopped_by=stopped, tokens=spent)
+
+    def _call(
+        self, model: Any, messages: list[BaseMessage], steps: list[Step], spent: int
+    ) -> tuple[AIMessage | None, int]:
+        """One model call and its step, or (None, 0) when it would overrun the token budget or the
+        model's context window."""
+        tools = list(self.tools.values()) if model is self.bound else None
+        prompt = self.llm.get_num_tokens_from_messages(messages, tools=tools)
+        window = getattr(self.llm, "context_window", None)
+        if spent + prompt + self.max_new_tokens > self.token_budget or (
+            window and prompt + self.max_new_tokens > window
+        ):
+            return None, 0
+        start = time.perf_counter()
+        reply = model.invoke(messages, **generation_kwargs(self.llm, self.max_new_tokens))
+        seconds = time.perf_counter() - start
+        if not isinstance(reply, AIMessage):
+            reply = AIMessage(content=str(getattr(reply, "content", reply)))
+        written = self.llm.get_num_tokens(reply.text) + sum(
+            self.llm.get_num_tokens(str(c["args"])) for c in reply.tool_calls
+        )
+        used = prompt + written
+        steps.append(
+            Step(
+                number=len(steps) + 1,
+                kind="model",
+                result_chars=len(reply.text),
+                tokens=used,
+                seconds=round(seconds, 3),
+                error="; ".join(str(c.get("error")) for c in reply.invalid_tool_calls) or None,
+            )
+        )
+        return reply, used
+
+    def _run_tools(self, reply: AIMessage, steps: list[Step]) -> list[ToolMessage]:
+        """Each tool call's result (or its error) as a ToolMessage, each recorded as a step."""
+        results: list[ToolMessage] = []
+        for bad in reply.invalid_tool_calls:
+            why = f"the tool call could not be read ({bad.get('error')}); write it as valid JSON"
+            results.append(ToolMessage(why, tool_call_id=bad.get("id") or "", status="error"))
+            steps.append(Step(number=len(steps) + 1, kind="tool", tool=bad.get("name"), error=why))
+        for call in reply.tool_calls:
+            start = time.perf_counter()
+            tool = self.tools.get(call["name"])
+            chunks: list[int] = []
+            error: str | None = None
+            key = (call["name"], json.dumps(call["args"], sort_keys=True, default=str))
+            if key in self._done:  # small models repeat a call instead of answering
+                error = "already called with these arguments: its results are above; answer from them now"
+                message = ToolMessage(error, tool_call_id=call["id"] or "", status="error")
+            elif tool is None:
+                error = f"unknown tool {call['name']!r}; known: {', '.join(sorted(self.tools))}"
+                message = ToolMessage(error, tool_call_id=call["id"] or "", status="error")
+            else:
+                try:
+                    message = tool.invoke(call)
+                    chunks = [c.number for c in (message.artifact or [])]
+                    self._done.add(key)
+                except (LecternError, ValidationError, ValueError) as failure:
+                    error = " ".join(str(failure).split())[:300]
+                    message = ToolMessage(f"error: {error}", tool_call_id=call["id"] or "", status="error")
+            results.append(message)
+            steps.append(
+                Step(
+                    number=len(steps) + 1,
+                    kind="tool",
+                    tool=call["name"],
+                    arguments=dict(call["args"]),
+                    result_chars=len(message.text),
+                    chunks=chunks,
+                    seconds=round(time.perf_counter() - start, 3),
+                    error=error,
+                )
+            )
+        return results
+
+
+def build_agent(llm: BaseChatModel, tools: Sequence[BaseTool], book: SourceBook, **options: Any) -> Agent:
+    """The agent runnable-alike: `.invoke(question) -> AgentResult`. Options are Agent's."""
+    return Agent(llm, tools, book, **options)

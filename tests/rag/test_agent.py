@@ -1,0 +1,179 @@
+"""The agent loop with scripted and fake models over a fake-embedder collection: tool calls run and
+are traced, the step limit and the token budget stop it, bad calls go back to the model, and the
+final answer cites the chunks the tools returned as the QA chain would."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import ToolMessage
+
+from lectern.rag.fake import ScriptedChatModel
+from lectern.rag.llm.tool_calls import format_tool_call
+from lectern.rag.prompts import NO_ANSWER
+from lectern.rag.qa import grounding_note
+from lectern.rag.settings import Settings
+from lectern.rag.tools import SourceBook, build_tools, page_range
+from lectern.rag.workspace import Workspace
+
+OTTERS = "The river otters of Glenmore eat crayfish at dawn. They sleep in holts under alder roots."
+PUMP = "The bilge pump of the Marrow ferry runs at five bar. It is serviced every spring by Ada Quill."
+
+
+@pytest.fixture
+def ws(settings: Settings, tmp_path: Path) -> Iterator[Workspace]:
+    """Two small documents; the fake embedder, and the fake model where the settings' is used."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "otters.txt").write_text(f"{OTTERS}\n")
+    (docs / "pump.txt").write_text(f"{PUMP}\n")
+    fake = settings.model_copy(update={"llm": settings.llm.model_copy(update={"backend": "fake"})})
+    workspace = Workspace(collection="test", settings=fake)
+    workspace.ingest([docs])
+    yield workspace
+    workspace.close()
+
+
+def search_call(query: str, **more: object) -> str:
+    return format_tool_call("search", {"query": query, **more})
+
+
+def test_search_then_answer_is_traced_and_cited(ws: Workspace) -> None:
+    llm = ScriptedChatModel(
+        replies=[search_call("otters eat", k=2), "Glenmore otters eat crayfish at dawn [1]."]
+    )
+    result = ws.agent(llm=llm, first_search=False).invoke("What do the otters eat?")
+    assert result.stopped_by == "answer"
+    assert [(s.kind, s.tool) for s in result.steps] == [("model", None), ("tool", "search"), ("model", None)]
+    search = result.steps[1]
+    assert search.arguments == {"query": "otters eat", "k": 2} and search.error is None
+    assert search.result_chars > 0 and search.chunks and len(search.chunks) <= 2
+    answer = result.answer
+    assert not answer.abstained and "crayfish" in answer.answer
+    assert Path(answer.citations[0].source).name == "otters.txt"
+    assert answer.citations[0].chunk_id == next(c.chunk_id for c in answer.contexts if c.number == 1)
+    # the model's second call saw the tool's numbered passages
+    tool_messages = [m for m in llm.calls[1] if isinstance(m, ToolMessage)]
+    assert tool_messages and tool_messages[0].text.startswith("[1] (")
+    assert result.tokens == sum(s.tokens for s in result.steps if s.kind == "model") > 0
+
+
+def test_a_wrong_citation_is_replaced_by_the_chunk_that_holds_the_answer(ws: Workspace) -> None:
+    replies = [
+        search_call("otters"),
+        search_call("bilge pump serviced"),
+        "The pump is serviced every spring by Ada Quill [7].",
+    ]
+    result = ws.agent(llm=ScriptedChatModel(replies=replies), first_search=False).invoke(
+        "Who services the pump?"
+    )
+    answer = result.answer
+    assert answer.dropped_citations == [7]  # no chunk numbered 7 was shown
+    assert [Path(c.source).name for c in answer.citations] == ["pump.txt"]
+    assert answer.citations[0].inferred and "Ada Quill" in " ".join(answer.citations[0].highlights)
+
+
+def test_a_chunk_seen_twice_keeps_its_number(ws: Workspace) -> None:
+    book = SourceBook()
+    tools = {t.name: t for t in build_tools(ws, book)}
+    first = tools["search"].invoke({"query": "otters crayfish", "k": 1})
+    again = tools["search"].invoke({"query": "otters crayfish", "k": 2})
+    assert first.split("\n")[0] == again.split("\n")[0]
+    assert len(book.contexts) == 2 and [c.number for c in book.contexts] == [1, 2]
+
+
+def test_step_limit_then_one_answer_without_tools(ws: Workspace) -> None:
+    llm = ScriptedChatModel(replies=[search_call("otters"), search_call("pump"), "Otters eat crayfish [1]."])
+    result = ws.agent(llm=llm, max_steps=2, first_search=False).invoke("What do otters eat?")
+    assert result.stopped_by == "steps"
+    assert len(llm.calls) == 3
+    assert [bool(o.get("tools")) for o in llm.options] == [True, True, False]  # the last call has no tools
+    assert "crayfish" in result.answer.answer and result.answer.citations
+    assert sum(s.kind == "tool" for s in result.steps) == 2
+
+
+def test_a_repeated_call_is_not_run_again_and_the_model_is_told_to_answer(ws: Workspace) -> None:
+    llm = ScriptedChatModel(replies=[search_call("otters"), "Otters eat crayfish [1]."])
+    result = ws.agent(llm=llm).invoke("otters")  # the first search is search("otters") already
+    search_steps = [s for s in result.steps if s.kind == "tool"]
+    assert [s.error is None for s in search_steps] == [True, False]
+    assert "already called" in (search_steps[1].error or "") and not search_steps[1].chunks
+    assert result.stopped_by == "answer" and result.answer.citations
+
+
+def test_token_budget_stops_before_a_call_would_overrun(ws: Workspace) -> None:
+    llm = ScriptedChatModel(replies=[search_call("otters"), "Otters eat crayfish [1]."])
+    first_prompt = sum(
+        len(m.text.split()) for m in ws.agent(llm=ScriptedChatModel(replies=["x"])).initial("q?")
+    )
+    budget = first_prompt + 50 + 20  # room for the first call (with 50 new tokens) only
+    result = ws.agent(llm=llm, token_budget=budget, max_new_tokens=50, first_search=False).invoke("q?")
+    assert result.stopped_by == "budget"
+    assert len(llm.calls) == 1 and result.tokens <= budget
+    assert result.answer.abstained and result.answer.answer == NO_ANSWER and not result.answer.citations
+
+
+def test_a_prompt_over_the_context_window_stops_like_the_budget(ws: Workspace) -> None:
+    llm = ScriptedChatModel(replies=[search_call("otters"), "Otters eat crayfish [1]."], context_window=120)
+    result = ws.agent(llm=llm, max_new_tokens=40, first_search=False).invoke("q?")
+    assert result.stopped_by == "budget" and len(llm.calls) == 1  # the search results would not fit
+    assert result.answer.abstained
+
+
+def test_bad_calls_go_back_to_the_model_as_errors(ws: Workspace) -> None:
+    replies = [
+        "<tool_call>{name: search}</tool_call>"
+        + format_tool_call("fetch_web", {"url": "x"})
+        + format_tool_call("read", {"source": "nowhere.txt", "page": 1})
+        + format_tool_call("search", {"query": "otters", "k": 99}),
+        "I don't know.",
+    ]
+    llm = ScriptedChatModel(replies=replies)
+    result = ws.agent(llm=llm, first_search=False).invoke("What do otters eat?")
+    tools = [s for s in result.steps if s.kind == "tool"]
+    assert [s.tool for s in tools] == [None, "fetch_web", "read", "search"]
+    assert all(s.error for s in tools)
+    assert "invalid JSON" in (tools[0].error or "")
+    assert "unknown tool 'fetch_web'" in (tools[1].error or "") and "search" in (tools[1].error or "")
+    assert "nowhere.txt" in (tools[2].error or "")
+    assert "k" in (tools[3].error or "")
+    errors = [m for m in llm.calls[1] if isinstance(m, ToolMessage)]
+    assert len(errors) == 4 and all(m.status == "error" for m in errors)
+    assert result.stopped_by == "answer" and result.answer.abstained
+
+
+def test_read_list_and_filtered_search_tools(ws: Workspace) -> None:
+    tools = {t.name: t for t in build_tools(ws, SourceBook())}
+    listing = tools["list_documents"].invoke({})
+    assert "otters.txt" in listing and "pump.txt" in listing
+    source = next(d.source for d in ws.documents() if d.source.endswith("pump.txt"))
+    page = tools["read"].invoke({"source": source, "page": 1})
+    assert "Ada Quill" in page and page.startswith("[1] (")
+    assert "no page 4" in tools["read"].invoke({"source": source, "page": 4})
+    only = tools["search"].invoke({"query": "otters", "source": source})
+    assert "Ada Quill" in only and "crayfish" not in only
+    summary = tools["summarize"].invoke({"source": source, "method": "stuff"})
+    assert "pump" in summary.lower()
+    assert page_range("2-5") == (2, 5) and page_range("3") == (3, 3) and page_range(None) == (None, None)
+
+
+def test_first_search_is_done_for_the_model_and_an_answer_from_memory_is_flagged(ws: Workspace) -> None:
+    llm = ScriptedChatModel(replies=["Otters eat crayfish [1]."])
+    result = ws.agent(llm=llm).invoke("What do the otters eat?")
+    assert [(s.kind, s.tool) for s in result.steps] == [("tool", "search"), ("model", None)]
+    assert result.steps[0].arguments == {"query": "What do the otters eat?"} and result.steps[0].chunks
+    assert [type(m).__name__ for m in llm.calls[0]][-2:] == ["AIMessage", "ToolMessage"]
+    assert result.answer.citations and result.answer.support and result.answer.support > 0.5
+    memory = ws.agent(llm=ScriptedChatModel(replies=["Otters eat fish."]), first_search=False)
+    flagged = memory.invoke("What do the otters eat?").answer
+    assert not flagged.citations and flagged.support == 0.0
+    assert grounding_note(flagged) is not None
+
+
+def test_the_fake_backend_runs_an_agent_end_to_end(ws: Workspace) -> None:
+    result = ws.agent(first_search=False).invoke("When do the river otters eat crayfish?")
+    assert [s.tool for s in result.steps if s.kind == "tool"] == ["search"]
+    assert "crayfish" in result.answer.answer
+    assert [Path(c.source).name for c in result.answer.citations] == ["otters.txt"]

@@ -1,0 +1,49 @@
+"""`lectern ask --agent` with the fake model: the answer, its sources and, with --verbose, the steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lectern.cli import app
+
+
+@pytest.fixture
+def runner(data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    monkeypatch.setenv("LECTERN_INGEST__EMBED__MODEL", "fake")
+    monkeypatch.setenv("LECTERN_INGEST__PARSE_WORKERS", "0")
+    monkeypatch.setenv("LECTERN_LLM__BACKEND", "fake")
+    monkeypatch.setenv("COLUMNS", "250")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "otters.txt").write_text("The river otters of Glenmore eat crayfish at dawn.\n")
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", str(docs)]).exit_code == 0
+    return runner
+
+
+def test_ask_agent_verbose_prints_steps_answer_and_sources(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["ask", "What do the otters eat?", "--agent", "--verbose"])
+    assert result.exit_code == 0, result.output
+    assert "1. search(query='What do the otters eat?') -> " in result.output and "chunks [1]" in result.output
+    assert "2. model:" in result.output
+    assert "stopped by answer" in result.output
+    assert "crayfish" in result.output and "otters.txt" in result.output
+
+
+def test_ask_agent_quiet_and_json(runner: CliRunner) -> None:
+    quiet = runner.invoke(app, ["ask", "What do the otters eat?", "--agent"])
+    assert quiet.exit_code == 0 and "search(" not in quiet.output and "crayfish" in quiet.output
+    raw = runner.invoke(app, ["ask", "What do the otters eat?", "--agent", "--json"])
+    start = raw.output.index("{")
+    data = json.loads(raw.output[start:])
+    assert data["stopped_by"] == "answer" and [s["tool"] for s in data["steps"]] == ["search", None]
+    assert data["answer"]["citations"][0]["source"].endswith("otters.txt")
+
+
+def test_ask_agent_step_limit_flag_is_checked(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["ask", "q?", "--agent", "--max-steps", "0"])
+    assert result.exit_code == 2
