@@ -14,7 +14,14 @@ import torch
 
 from lectern.errors import AdapterMismatch, BadAdapter, InvalidInput, UnknownKey
 from lectern.rag.llm import build_llm
-from lectern.rag.llm.adapters import IDENTITY, adapter_names, base_identity, check_adapter, use_adapter
+from lectern.rag.llm.adapters import (
+    IDENTITY,
+    adapter_names,
+    add_adapter,
+    base_identity,
+    check_adapter,
+    use_adapter,
+)
 from lectern.rag.llm.tune import read_pairs, tune
 from lectern.rag.model_cache import ModelCache, llm_key
 from lectern.rag.settings import LLMSettings
@@ -144,8 +151,8 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory, smol_models: Path) -> 
     lines = [json.dumps({"question": q, "answer": f"{MARK} {a} [1]", "sources": [s]}) for q, a, s in PAIRS]
     data.write_text("\n".join(lines), encoding="utf-8")
     out = tmp_path_factory.mktemp("adapters") / "zorblax"
-    report = tune(SMOL, smol_models, data, out, steps=16, rank=4, learning_rate=3e-3)
-    assert report.examples == 4 and report.steps == 16 and report.last_loss < report.first_loss
+    report = tune(SMOL, smol_models, data, out, steps=12, rank=4, learning_rate=3e-3)
+    assert report.examples == 4 and report.steps == 12 and report.last_loss < report.first_loss
     return out
 
 
@@ -185,6 +192,10 @@ def test_the_adapter_changes_answers_and_switching_it_off_gives_the_base_back(
     assert answers(tuned) == with_adapter
     with pytest.raises(UnknownKey):
         use_adapter(tuned, "nope")
+    add_adapter(tuned, str(adapter_dir), "again")  # a second adapter by name on the same base weights
+    assert adapter_names(tuned) == ["default", "again"]
+    use_adapter(tuned, "again")
+    assert answers(tuned) == with_adapter
     merged = build_llm(
         SMOL.model_copy(update={"adapter": str(adapter_dir), "merge_adapter": True}), smol_models
     )
