@@ -212,9 +212,11 @@ class AdapterMismatch(LecternError):
         self.adapter_base = adapter_base
         self.model = model
         self.detail = detail
-        super().__init__(
-            f"adapter {path} was trained on {adapter_base!r}, not on the loaded model {model!r} ({detail})"
-        )
+        if adapter_base == model:  # same name, other weights (another GGUF, a changed file)
+            said = f"was trained on another model named {model!r} than the one loaded"
+        else:
+            said = f"was trained on {adapter_base!r}, not on the loaded model {model!r}"
+        super().__init__(f"adapter {path} {said} ({detail})")
 
 
 class TokenCountUnavailable(LecternError):

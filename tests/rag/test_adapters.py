@@ -229,6 +229,8 @@ def test_an_adapter_with_another_recorded_base_is_refused(
     with pytest.raises(AdapterMismatch) as info:
         build_llm(SMOL.model_copy(update={"adapter": str(other)}), smol_models)
     assert info.value.adapter_base == "packaged:qwen2.5-0.5b" and info.value.model == "packaged:smollm2"
+    assert "trained on 'packaged:qwen2.5-0.5b', not on the loaded model 'packaged:smollm2'" in str(info.value)
+    assert "another model named 'x'" in str(AdapterMismatch("a", "x", "x", "fingerprint differs"))
 
 
 def test_tune_refuses_bad_pairs_in_one_line_before_loading_a_model(tmp_path: Path) -> None:
