@@ -62,6 +62,10 @@ PromptOpt = Annotated[
 ModelOpt = Annotated[
     str | None, typer.Option("--model", help="packaged:NAME, a model folder, a hub id or a .gguf")
 ]
+AdapterOpt = Annotated[
+    str | None,
+    typer.Option("--adapter", help="A PEFT LoRA adapter folder for the local model (lectern tune)."),
+]
 
 
 def _settings(data_dir: Path | None = None, **nested: Any) -> Settings:
@@ -144,8 +148,10 @@ def _edge() -> Iterator[None]:
         _internal_error(e)
 
 
-def _llm_flags(backend: str | None, model: str | None, **more: Any) -> dict[str, Any]:
-    return {"backend": backend, "model": model, **more}
+def _llm_flags(
+    backend: str | None, model: str | None, adapter: str | None = None, **more: Any
+) -> dict[str, Any]:
+    return {"backend": backend, "model": model, "adapter": adapter, **more}
 
 
 # -- ingestion ----------------------------------------------------------------------------------------
@@ -385,6 +391,7 @@ def ask(
     mode: ModeOpt = None,
     backend: BackendOpt = None,
     model: ModelOpt = None,
+    adapter: AdapterOpt = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens")] = None,
     prompt: PromptOpt = None,
     data_dir: DataDir = None,
@@ -405,7 +412,7 @@ def ask(
         check_question(question)  # an empty question is an error before any model loads
         settings = _settings(
             data_dir,
-            llm=_llm_flags(backend, model, max_new_tokens=max_new_tokens),
+            llm=_llm_flags(backend, model, adapter, max_new_tokens=max_new_tokens),
             retrieval={"k": k, "mode": mode},
             answer={"prompt": prompt},
         )
@@ -457,6 +464,7 @@ def chat(
     ] = "default",
     backend: BackendOpt = None,
     model: ModelOpt = None,
+    adapter: AdapterOpt = None,
     prompt: PromptOpt = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -465,7 +473,7 @@ def chat(
 
     with _edge():
         check_conversation_id(conversation)  # a bad id fails now, not on every question
-        settings = _settings(data_dir, llm=_llm_flags(backend, model), answer={"prompt": prompt})
+        settings = _settings(data_dir, llm=_llm_flags(backend, model, adapter), answer={"prompt": prompt})
         ws = _workspace(collection, settings)
         ws.collection()
         _warn_remote(settings)
@@ -519,6 +527,7 @@ def summarize(
     method: Annotated[str, typer.Option(help="stuff | refine | map_reduce | auto")] = "auto",
     backend: BackendOpt = None,
     model: ModelOpt = None,
+    adapter: AdapterOpt = None,
     data_dir: DataDir = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -526,7 +535,7 @@ def summarize(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     with _edge():
-        ws = _workspace(collection, _settings(data_dir, llm=_llm_flags(backend, model)))
+        ws = _workspace(collection, _settings(data_dir, llm=_llm_flags(backend, model, adapter)))
         _warn_remote(ws.settings)
         if path is not None and (not ws.exists or ws._source(path) not in ws.collection().content_hashes()):
             report = ws.ingest([path])
@@ -701,6 +710,36 @@ def _setup() -> None:
         log.setLevel(logging.INFO)
 
 
+# -- LoRA adapters -------------------------------------------------------------------------------------
+@app.command()
+def tune(
+    data: Annotated[Path, typer.Option("--data", help='JSON lines: {"question", "answer", "sources"?}.')],
+    out_dir: Annotated[Path, typer.Option("--out", help="The adapter folder to write (replaced if one).")],
+    model: ModelOpt = None,
+    steps: Annotated[int, typer.Option(help="Training steps, one example each.", min=1)] = 60,
+    rank: Annotated[int, typer.Option(help="LoRA rank.", min=1)] = 8,
+    learning_rate: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-3,
+    data_dir: DataDir = None,
+) -> None:
+    """Train a LoRA adapter for the local model on question/answer pairs, in the QA prompt ask uses;
+    use it with --adapter or llm.adapter."""
+    from lectern.rag.llm.tune import tune as train
+
+    with _edge():
+        settings = _settings(data_dir, llm=_llm_flags("local", model))
+
+        def step(done: int, loss: float) -> None:
+            if done == 1 or done % 10 == 0 or done == steps:
+                err.print(f"step {done}/{steps} loss {loss:.3f}", highlight=False)
+
+        report = train(settings.llm, settings.models_dir, data, out_dir, steps=steps, rank=rank,
+                       learning_rate=learning_rate, progress=step)  # fmt: skip
+        out.print(
+            f"adapter for {report.base} in {report.out}: {report.examples} examples, {report.steps} steps "
+            f"in {report.seconds:.0f} s, loss {report.first_loss:.3f} -> {report.last_loss:.3f}"
+        )
+
+
 # -- the API server -------------------------------------------------------------------------------------
 @app.command()
 def serve(
@@ -717,6 +756,7 @@ def serve(
     ] = None,
     backend: BackendOpt = None,
     model: ModelOpt = None,
+    adapter: AdapterOpt = None,
     max_batch: Annotated[int, typer.Option(help="Most requests per generation batch (1: no batching).")] = 8,
     max_queue: Annotated[int, typer.Option(help="Waiting requests past which the server answers 503.")] = 32,
     insecure_no_api_key: Annotated[
@@ -731,7 +771,7 @@ def serve(
 
     with _edge():
         check_exposure(host, bool(api_key), insecure_no_api_key)  # before loading a model
-        settings = _settings(data_dir, llm=_llm_flags(backend, model))
+        settings = _settings(data_dir, llm=_llm_flags(backend, model, adapter))
         options = ServeOptions(api_keys=tuple(api_key or ()), collection=collection, max_batch=max_batch,
                                max_queue=max_queue)  # fmt: skip
         run(

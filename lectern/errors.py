@@ -206,6 +206,30 @@ class CorruptModel(LecternError):
         super().__init__(f"{path}: {detail}")
 
 
+class BadAdapter(LecternError):
+    """An adapter folder lectern cannot use (missing, not PEFT, not LoRA), or no adapter to switch."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"adapter {path}: {detail}")
+
+
+class AdapterMismatch(LecternError):
+    """A LoRA adapter was trained on another base model than the one being loaded."""
+
+    def __init__(self, path: str, adapter_base: str, model: str, detail: str) -> None:
+        self.path = path
+        self.adapter_base = adapter_base
+        self.model = model
+        self.detail = detail
+        if adapter_base == model:  # same name, other weights (another GGUF, a changed file)
+            said = f"was trained on another model named {model!r} than the one loaded"
+        else:
+            said = f"was trained on {adapter_base!r}, not on the loaded model {model!r}"
+        super().__init__(f"adapter {path} {said} ({detail})")
+
+
 class TokenCountUnavailable(LecternError):
     """The model's token counter returned 0 for non-empty text (LangChain's offline default)."""
 

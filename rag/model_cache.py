@@ -30,7 +30,8 @@ if TYPE_CHECKING:  # langchain-core loads with the first chat model, not with an
     from langchain_core.language_models import BaseChatModel
 
 LOADED_BY: dict[str, tuple[str, ...]] = {
-    "local": ("model", "device", "dtype", "threads"),  # threads: torch's pool is set when it loads
+    # threads: torch's pool is set when it loads; adapter: keyed by its folder and weights' mtime
+    "local": ("model", "device", "dtype", "threads", "adapter", "merge_adapter"),
     "openai": ("model", "base_url", "api_key", "tokenizer"),
     "fake": (),
 }
@@ -55,6 +56,10 @@ T = TypeVar("T")
 
 def _value(settings: Any, name: str) -> Hashable:
     value = getattr(settings, name)
+    if name == "adapter" and isinstance(settings, LLMSettings):
+        from lectern.rag.llm.adapters import adapter_key
+
+        return adapter_key(value)
     if isinstance(value, SecretStr):  # "**********" whatever the key: key by a digest of the real one
         return "sha256:" + hashlib.sha256(value.get_secret_value().encode()).hexdigest()
     return value  # type: ignore[no-any-return]

@@ -102,6 +102,10 @@ class LLMSettings(BaseModel):
     batch_size: int = Field(8, ge=1)
     timeout_s: float = Field(120.0, gt=0.0)
     tokenizer: str | None = None  # openai backend: a local folder or cached hub id to count tokens with
+    # local backend: a PEFT LoRA adapter folder on the model (rag.llm.adapters), kept apart from
+    # the base weights (switchable) or merged into them at load (a little faster per token)
+    adapter: str | None = None
+    merge_adapter: bool = False
 
 
 class Settings(BaseSettings):

@@ -104,6 +104,21 @@ evidence = right.toggle(
     "if not, answer that the documents do not contain it (docs/ANSWERS.md).",
 )
 
+if kind in ("packaged", "folder"):
+    st.subheader("LoRA adapter")
+    adapter = st.text_input(
+        "Adapter folder (optional)",
+        value=llm.adapter or "",
+        help="A PEFT LoRA adapter for this model, e.g. one `lectern tune` trained; it must have been "
+        "trained on this model, else answering says which model it was trained on.",
+    )
+    merge = st.toggle(
+        "Merge the adapter into the weights when loading",
+        value=llm.merge_adapter,
+        help="Slightly faster answers; off keeps it apart from the base weights.",
+    )
+    updates.update(adapter=adapter.strip() or None, merge_adapter=bool(merge))
+
 if st.button("Save settings", type="primary"):
     if kind != "fake" and not updates.get("model"):
         st.error("Choose a model first: the backend needs a model name or folder.", icon=":material/error:")

@@ -365,6 +365,10 @@ def build_local(settings: LLMSettings, models_dir: Path) -> LocalChatModel:
         ) from error
     if device != "cuda":
         model = cast(Any, model).to(device)
+    if settings.adapter:
+        from lectern.rag.llm.adapters import attach
+
+        model = attach(model, settings.adapter, name, merge=settings.merge_adapter)
     model.eval()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

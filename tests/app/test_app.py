@@ -340,6 +340,22 @@ def test_settings_are_saved_for_the_cli(open_app: OpenApp, data_dir: Path) -> No
     assert any("LECTERN_LLM__BACKEND=fake" in w.value for w in at.warning)
 
 
+def test_a_lora_adapter_is_saved_for_the_local_model(open_app: OpenApp, data_dir: Path) -> None:
+    at = open_app("settings")
+    at.radio[0].set_value("packaged").run()
+    field = next(t for t in at.text_input if t.label.startswith("Adapter folder"))
+    field.set_value("  /adapters/mine  ")
+    next(t for t in at.toggle if t.label.startswith("Merge the adapter")).set_value(True)
+    assert not button(at, "Save settings").click().run().exception
+    saved = tomllib.loads((data_dir / "settings.toml").read_text())
+    assert saved["llm"]["adapter"] == "/adapters/mine" and saved["llm"]["merge_adapter"] is True
+    at = open_app("settings")
+    at.radio[0].set_value("packaged").run()
+    next(t for t in at.text_input if t.label.startswith("Adapter folder")).set_value("")
+    assert not button(at, "Save settings").click().run().exception
+    assert "adapter" not in tomllib.loads((data_dir / "settings.toml").read_text())["llm"]
+
+
 def test_new_generation_settings_load_no_second_model(open_app: OpenApp, ingested: Path) -> None:
     """The UI asks rag.model_cache like the CLI and the API: a new answer length or temperature saved
     on the Settings page is applied to the loaded model, not loaded again."""
