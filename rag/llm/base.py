@@ -5,6 +5,7 @@ cutting at a stop string)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -32,6 +33,20 @@ class LecternChatModel(BaseChatModel):
     ) -> int:
         """Count the prompt's tokens; raise ContextTooLong naming `field` if it plus `reserve` overflow."""
         return fit_check(self, messages, reserve=reserve, field=field)
+
+    def _whole_reply(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: CallbackManagerForLLMRun | None,
+        **kwargs: Any,
+    ) -> ChatGenerationChunk:
+        """A streamed reply as one chunk, for when tools are bound: a tool call is only known once the
+        whole reply is in. Both backends' `_stream` use it."""
+        from lectern.rag.llm.tool_calls import as_chunk
+
+        reply = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
+        return ChatGenerationChunk(message=as_chunk(cast(AIMessage, reply)))
 
     @staticmethod
     def _chunk(text: str, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:

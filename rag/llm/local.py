@@ -26,7 +26,7 @@ from lectern.rag.llm.convert import (
     load_tokenizer,
     resolve_local,
 )
-from lectern.rag.llm.tool_calls import as_chunk, parse_tool_calls, supports_tools, tool_chat_dicts
+from lectern.rag.llm.tool_calls import parse_tool_calls, supports_tools, tool_chat_dicts
 from lectern.rag.models import (
     AUTO,
     Hardware,
@@ -182,8 +182,7 @@ class LocalChatModel(LecternChatModel):
         """Token-by-token text from a TextIteratorStreamer fed by `generate` in a thread; with tools
         bound, the whole reply as one chunk (a tool call is only known once its block is closed)."""
         if kwargs.get("tools"):
-            reply = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
-            yield ChatGenerationChunk(message=as_chunk(cast(AIMessage, reply)))
+            yield self._whole_reply(messages, stop, run_manager, **kwargs)
             return
         import torch
         from transformers import TextIteratorStreamer

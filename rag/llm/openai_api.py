@@ -7,7 +7,7 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -24,7 +24,7 @@ from pydantic import ConfigDict, Field
 
 from lectern.errors import LLMServerError, LLMUnavailable, ModelNotFound
 from lectern.rag.llm.base import LecternChatModel
-from lectern.rag.llm.tool_calls import as_chunk, from_openai_tool_calls, openai_chat_dicts
+from lectern.rag.llm.tool_calls import from_openai_tool_calls, openai_chat_dicts
 from lectern.rag.settings import LLMSettings
 
 DEFAULT_OPENAI_WINDOW = 4096
@@ -142,8 +142,7 @@ class OpenAIChatModel(LecternChatModel):
         """Server-sent events: `data: {json}` lines until `data: [DONE]`; with tools bound, the whole
         reply as one chunk (tool calls parsed from the complete response)."""
         if kwargs.get("tools"):
-            reply = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
-            yield ChatGenerationChunk(message=as_chunk(cast(AIMessage, reply)))
+            yield self._whole_reply(messages, stop, run_manager, **kwargs)
             return
         try:
             with (
