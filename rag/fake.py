@@ -45,7 +45,23 @@ def first_sentences(text: str, n: int = 1) -> str:
     return " ".join(parts[:n]).strip()
 
 
-class FakeChatModel(LecternChatModel):
+class _WordCountingModel(LecternChatModel):
+    """What both fakes share: a token is a whitespace-separated word, and bound tools travel as
+    OpenAI-shaped dicts in the call's options."""
+
+    def get_num_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        return sum(len(m.text.split()) for m in messages)
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+
+class FakeChatModel(_WordCountingModel):
     """Answers by quoting and citing the first source, summarizes by leading sentences; records calls."""
 
     context_window: int = 2048
@@ -56,14 +72,6 @@ class FakeChatModel(LecternChatModel):
     @property
     def _llm_type(self) -> str:
         return "lectern-fake"
-
-    def get_num_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def get_num_tokens_from_messages(
-        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
-    ) -> int:
-        return sum(len(m.text.split()) for m in messages)
 
     def respond(self, messages: Sequence[BaseMessage]) -> str:
         """The deterministic reply to `messages` (see the module docstring for the rules)."""
@@ -93,9 +101,6 @@ class FakeChatModel(LecternChatModel):
         if match:
             return f"{first_sentences(match.group(3))} [{match.group(1) or match.group(2)}]"
         return DONT_KNOW
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
-        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
 
     def _generate(
         self,
@@ -149,7 +154,7 @@ class FakeChatModel(LecternChatModel):
         return self.batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
 
 
-class ScriptedChatModel(LecternChatModel):
+class ScriptedChatModel(_WordCountingModel):
     """Replies with `replies` in turn (the last one again once they run out); with tools bound, each
     reply is parsed for `<tool_call>` blocks as the local model's is. Records messages and options."""
 
@@ -160,17 +165,6 @@ class ScriptedChatModel(LecternChatModel):
     @property
     def _llm_type(self) -> str:
         return "lectern-scripted"
-
-    def get_num_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def get_num_tokens_from_messages(
-        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
-    ) -> int:
-        return sum(len(m.text.split()) for m in messages)
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
-        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
 
     def _generate(
         self,
