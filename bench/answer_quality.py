@@ -9,7 +9,9 @@ seconds per answer compare. Configurations (CONFIGS) are settings overrides:
 - `baseline`: what lectern did before docs/ANSWERS.md's fourth run (zero-shot prompt, the five
   whole chunks, 256 new tokens, only the model decides to abstain);
 - `lectern`: the current defaults (concise prompt, best sentences, evidence-based abstention);
-- `chunks`, `no-evidence`, `no-verify`, `no-spelling`: the defaults less one lever each, to see what each is worth.
+- `chunks`, `no-evidence`, `no-verify`, `no-spelling`: the defaults less one lever each, to see what each is worth;
+- `example` (one worked exchange before the question), `wide` (two neighbours either side of each
+  chosen sentence), `six` (six best sentences instead of four): candidate levers.
 Prints one JSON line per configuration (rag.evaluate_answers.KEYS) and writes per-question JSONL.
 """
 
@@ -36,6 +38,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "no-evidence": {"answer": {"evidence": False}},
     "no-verify": {"answer": {"verify": False}},
     "no-spelling": {"retrieval": {"spelling": False}},
+    "example": {"answer": {"prompt": "concise_example"}},
+    "wide": {"answer": {"neighbours": 2}},
+    "six": {"answer": {"sentences": 6}},
 }
 
 

@@ -89,6 +89,26 @@ _CONCISE_RULES = (
     "the words of the source."
 )
 QA_CONCISE = ChatPromptTemplate.from_messages([("system", _CONCISE_RULES), ("human", _QA_USER)])
+
+# The concise prompt with one worked exchange before the question, as earlier chat turns: sources
+# holding two numbers and a date, of which the answer takes the one the question asks about.
+_CONCISE_EXAMPLE_SOURCES = (
+    "[1] (pump.pdf p.4: The pump) The pump was installed in 1998. It must be serviced every 500 hours "
+    "of operation.\n\n"
+    "[2] (filters.md: Filters) Replacement filters are sold in packs of three."
+)
+QA_CONCISE_EXAMPLE = ChatPromptTemplate.from_messages(
+    [
+        ("system", _CONCISE_RULES),
+        (
+            "human",
+            f"Sources:\n\n{_CONCISE_EXAMPLE_SOURCES}\n\nQuestion: How often must the pump be serviced?",
+        ),
+        ("ai", "The pump must be serviced every 500 hours of operation. [1]"),
+        ("human", _QA_USER),
+    ]
+)
+CONCISE_VARIANTS = ("concise", "concise_example")
 CONCISE_STOP = ("\n\n",)  # one sentence is asked for: a blank line means the model rambles on
 
 
@@ -123,6 +143,7 @@ def answer_budget(question: str) -> int:
 
 QA_PROMPTS: dict[str, ChatPromptTemplate] = {
     "concise": QA_CONCISE,
+    "concise_example": QA_CONCISE_EXAMPLE,
     "zero_shot": QA_ZERO_SHOT,
     "few_shot": QA_FEW_SHOT,
     "chain_of_thought": QA_CHAIN_OF_THOUGHT,
@@ -186,6 +207,7 @@ REFINE_STEP = ChatPromptTemplate.from_messages(
 
 ALL_PROMPTS: dict[str, ChatPromptTemplate] = {
     "qa_concise": QA_CONCISE,
+    "qa_concise_example": QA_CONCISE_EXAMPLE,
     "qa_extract": QA_EXTRACT,
     "qa_zero_shot": QA_ZERO_SHOT,
     "qa_few_shot": QA_FEW_SHOT,

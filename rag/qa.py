@@ -38,6 +38,7 @@ from lectern.rag.evidence import Calibration, Evidence, TermWeights, assess, sel
 from lectern.rag.limits import check_question
 from lectern.rag.prompts import (
     CONCISE_STOP,
+    CONCISE_VARIANTS,
     EXTRACT_TOKENS,
     NO_ANSWER,
     QA_EXTRACT,
@@ -103,6 +104,8 @@ class QAChain(Runnable[QAInput, Answer]):
         min_score: float = 0.0,
         structured: bool = False,
         context: str = "sentences",
+        sentences: int = 4,
+        neighbours: int = 1,
         evidence: bool = True,
         term_weights: TermWeights | None = None,
         calibration: Calibration | None = None,
@@ -120,6 +123,8 @@ class QAChain(Runnable[QAInput, Answer]):
         self.min_score = min_score
         self.structured = structured
         self.context = context
+        self.sentences = sentences
+        self.neighbours = neighbours
         self.evidence = evidence
         self.term_weights = term_weights
         self.calibration = calibration
@@ -129,7 +134,7 @@ class QAChain(Runnable[QAInput, Answer]):
     def _generation(self, question: str) -> dict[str, Any]:
         """Per-call generation options: a concise prompt gets a short answer budget and stops at a
         blank line, so a small model does not ramble for max_new_tokens on a CPU."""
-        if self.variant == "concise" and not self.structured:
+        if self.variant in CONCISE_VARIANTS and not self.structured:
             budget = min(self.max_new_tokens, answer_budget(question))
             return {**generation_kwargs(self.llm, budget), "stop": list(CONCISE_STOP)}
         return generation_kwargs(self.llm, self.max_new_tokens)
@@ -181,7 +186,14 @@ class QAChain(Runnable[QAInput, Answer]):
         """What the model is shown: the best sentences with their neighbours, or the whole chunks."""
         if self.context == "chunks":
             return contexts
-        return select_sentences(question, contexts, self.term_weights, terms=self.terms(question))
+        return select_sentences(
+            question,
+            contexts,
+            self.term_weights,
+            top=self.sentences,
+            neighbours=self.neighbours,
+            terms=self.terms(question),
+        )
 
     def prepare(self, question: str, config: RunnableConfig | None = None) -> _Prepared:
         docs = self.retrieve(question, config)
@@ -219,7 +231,7 @@ class QAChain(Runnable[QAInput, Answer]):
         source's exact words, and the span is shown (citing the source that holds it) when it passes
         the check and is found in a source. Otherwise an answer that restates the question is kept
         and one whose words no source holds becomes an abstention."""
-        if not self.verify or answer.abstained or self.variant != "concise" or self.structured:
+        if not self.verify or answer.abstained or self.variant not in CONCISE_VARIANTS or self.structured:
             return answer
         problem = answer_problem(answer.answer, prepared.question, prepared.contexts)
         if problem is None:
@@ -336,8 +348,8 @@ def cited_answer(
 
 def build_qa_chain(llm: BaseChatModel, retriever: BaseRetriever, **options: Any) -> QAChain:
     """The QA runnable: `.invoke({"question": q})` or `.invoke(q)` -> Answer; `.stream_answer(q)`.
-    Options are QAChain's (k, variant, max_new_tokens, min_score, structured, context, evidence,
-    term_weights, calibration, spelling, verify)."""
+    Options are QAChain's (k, variant, max_new_tokens, min_score, structured, context, sentences,
+    neighbours, evidence, term_weights, calibration, spelling, verify)."""
     return QAChain(llm, retriever, **options)
 
 

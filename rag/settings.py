@@ -25,7 +25,7 @@ from lectern.rag.limits import CANDIDATES_MAX, K_MAX, QUESTION_TOKENS
 
 RetrievalMode = Literal["hybrid", "dense", "bm25"]
 QAPrompt = Literal[
-    "concise", "zero_shot", "few_shot", "chain_of_thought"
+    "concise", "concise_example", "zero_shot", "few_shot", "chain_of_thought"
 ]  # the keys of rag.prompts.QA_PROMPTS
 SETTINGS_FILE = "settings.toml"
 LOCAL_FILE = "lectern.toml"
@@ -73,6 +73,9 @@ class AnswerSettings(BaseModel):
     structured: bool = False  # JSON answer + citation numbers, validated (rag.qa.StructuredAnswer)
     # what the model is shown of the k chunks: their best sentences with neighbours, or all of them
     context: AnswerContext = "sentences"
+    # with context = "sentences": how many best sentences, and how many neighbours either side of each
+    sentences: int = Field(4, ge=1, le=50)
+    neighbours: int = Field(1, ge=0, le=10)
     # abstain without asking the model when the question's subject is not in the sources
     # (rag.evidence, calibrated on S08); off: only the model decides
     evidence: bool = True

@@ -84,6 +84,8 @@ def qa_options(settings: Settings) -> dict[str, Any]:
         "max_new_tokens": settings.llm.max_new_tokens,
         "min_score": settings.retrieval.min_score,
         "context": settings.answer.context,
+        "sentences": settings.answer.sentences,
+        "neighbours": settings.answer.neighbours,
         "evidence": settings.answer.evidence,
         "verify": settings.answer.verify,
         "calibration": evidence_calibration(settings),

@@ -23,6 +23,7 @@ KINDS = {
 MODES = ["hybrid", "dense", "bm25"]
 PROMPTS = {
     "concise": "One short sentence (recommended)",
+    "concise_example": "One short sentence, after a worked example",
     "zero_shot": "One or two sentences, the model may decline",
     "few_shot": "With worked examples",
     "chain_of_thought": "Reason first, then answer (slower)",

@@ -15,6 +15,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from lectern.errors import UnknownKey
 from lectern.rag.prompts import (
     ALL_PROMPTS,
+    CONCISE_VARIANTS,
     CONDENSE_QUESTION,
     NO_ANSWER,
     QA_JSON,
@@ -102,7 +103,7 @@ def test_answer_budget_by_question_type(question: str, budget: int) -> None:
     assert answer_budget(question) == budget
 
 
-@pytest.mark.parametrize("template", [t for name, t in QA_PROMPTS.items() if name != "concise"] + [QA_JSON])
+@pytest.mark.parametrize("template", [t for name, t in QA_PROMPTS.items() if name not in CONCISE_VARIANTS] + [QA_JSON])
 def test_qa_prompts_ask_for_citations_and_the_abstain_sentence(template: ChatPromptTemplate) -> None:
     assert set(template.input_variables) == {"sources", "question"}
     messages = template.format_messages(sources="S", question="Q")
