@@ -11,7 +11,7 @@ seconds per answer compare. Configurations (CONFIGS) are settings overrides:
 - `lectern`: the current defaults (concise prompt, best sentences, evidence-based abstention);
 - `chunks`, `no-evidence`, `no-verify`, `no-spelling`: the defaults less one lever each, to see what each is worth;
 - `example` (one worked exchange before the question), `wide` (two neighbours either side of each
-  chosen sentence), `six` (six best sentences instead of four): candidate levers.
+  chosen sentence), `four` (four best sentences: the default before docs/ANSWERS.md's sixth run): candidate levers.
 Prints one JSON line per configuration (rag.evaluate_answers.KEYS) and writes per-question JSONL.
 """
 
@@ -40,7 +40,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "no-spelling": {"retrieval": {"spelling": False}},
     "example": {"answer": {"prompt": "concise_example"}},
     "wide": {"answer": {"neighbours": 2}},
-    "six": {"answer": {"sentences": 6}},
+    "four": {"answer": {"sentences": 4}},
 }
 
 

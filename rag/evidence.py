@@ -146,7 +146,7 @@ def select_sentences(
     contexts: Sequence[Context],
     weights: TermWeights | None = None,
     *,
-    top: int = 4,
+    top: int = 6,
     neighbours: int = 1,
     rank_penalty: float = 0.15,
     terms: Sequence[str] | None = None,

@@ -104,7 +104,7 @@ class QAChain(Runnable[QAInput, Answer]):
         min_score: float = 0.0,
         structured: bool = False,
         context: str = "sentences",
-        sentences: int = 4,
+        sentences: int = 6,
         neighbours: int = 1,
         evidence: bool = True,
         term_weights: TermWeights | None = None,

@@ -103,7 +103,9 @@ def test_answer_budget_by_question_type(question: str, budget: int) -> None:
     assert answer_budget(question) == budget
 
 
-@pytest.mark.parametrize("template", [t for name, t in QA_PROMPTS.items() if name not in CONCISE_VARIANTS] + [QA_JSON])
+@pytest.mark.parametrize(
+    "template", [t for name, t in QA_PROMPTS.items() if name not in CONCISE_VARIANTS] + [QA_JSON]
+)
 def test_qa_prompts_ask_for_citations_and_the_abstain_sentence(template: ChatPromptTemplate) -> None:
     assert set(template.input_variables) == {"sources", "question"}
     messages = template.format_messages(sources="S", question="Q")

@@ -172,6 +172,30 @@ def test_few_shot_sends_the_examples() -> None:
     assert len(llm.prompts[0]) == 6 and llm.prompts[0][2].type == "ai"
 
 
+def test_concise_example_sends_one_worked_exchange_and_keeps_the_concise_budget() -> None:
+    qa, llm, _ = chain(["The pump is serviced every 500 hours. [1]"], variant="concise_example")
+    answer = qa.invoke("How often is the pump serviced?")
+    roles = [m.type for m in llm.prompts[0]]
+    assert roles == ["system", "human", "ai", "human"]
+    assert "How often is the pump serviced?" in llm.prompts[0][-1].text
+    options = qa._generation("How often is the pump serviced?")
+    assert options["stop"] == ["\n\n"] and options["max_new_tokens"] == 48
+    assert answer.citations and answer.citations[0].number == 1
+
+
+@pytest.mark.parametrize(("sentences", "neighbours", "shown"), [(1, 0, 1), (2, 0, 2), (1, 1, 2)])
+def test_the_sentence_settings_decide_what_the_model_is_shown(
+    sentences: int, neighbours: int, shown: int
+) -> None:
+    text = "Alpha pump oil. Beta pump filter. Gamma valve. Delta pump belt. Epsilon hose."
+    qa, _, _ = chain(
+        ["x [1]"], docs=[make_doc(1, text)], context="sentences", sentences=sentences, neighbours=neighbours
+    )
+    answer = qa.invoke("Which pump oil filter?")
+    [ctx] = answer.contexts
+    assert ctx.excerpt and len([s for s in ctx.text.replace(" … ", " ").split(". ") if s]) == shown
+
+
 def test_unknown_variant() -> None:
     with pytest.raises(UnknownKey, match="zero_shot"):
         chain([], variant="nope")
