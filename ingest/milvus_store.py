@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from lectern.errors import IndexLocked, IndexMismatch, UnknownKey
+from lectern.errors import IndexLocked, IndexMismatch, StoreUnavailable, UnknownKey
 from lectern.ingest.store import LOG, DocumentRow, Manifest, NewChunk, StoredChunk
 from lectern.ingest.stores import Filters, Scored, SearchRequest
 
@@ -84,7 +84,11 @@ def client_for(uri: str, token: str = "") -> Any:
 
         if is_local(uri):
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        _CLIENTS[key] = MilvusClient(uri=uri, token=token)
+        try:
+            _CLIENTS[key] = MilvusClient(uri=uri, token=token, timeout=30)
+        except Exception as err:  # pymilvus raises MilvusException, or grpc's and OS errors under it
+            reason = " ".join(str(getattr(err, "message", "") or err).split())[:300]
+            raise StoreUnavailable(uri, reason) from err
     return _CLIENTS[key]
 
 

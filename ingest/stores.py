@@ -234,3 +234,23 @@ def as_target(where: Path | Target) -> Target:
     if isinstance(where, Target):
         return where
     return Target(FaissBackend(where.parent), where.name)
+
+
+def parse_location(spec: str, settings: StoreSettings, data_dir: Path) -> tuple[Backend, str | None]:
+    """`faiss:NAME` or `milvus:URI[/NAME]` (lectern migrate) as a backend and a collection name (None:
+    not given). A milvus-lite URI is a path ending in .db; an empty URI is store.uri, or
+    <data dir>/milvus.db. The milvus token and ranker come from the settings."""
+    kind, sep, rest = spec.partition(":")
+    if not sep or kind not in BACKENDS:
+        raise UnknownKey("store location", spec, [f"{k}:..." for k in BACKENDS])
+    if kind == "faiss":
+        return BACKENDS["faiss"](settings, data_dir), rest or None
+    uri, name = rest, None
+    scheme, has_scheme, address = rest.partition("://")
+    if has_scheme:
+        host, slash, path = address.partition("/")
+        uri, name = f"{scheme}://{host}", (path.strip("/") or None) if slash else None
+    elif rest and not rest.rstrip("/").endswith(".db"):
+        uri, _, name = rest.rstrip("/").rpartition("/")
+    merged = settings.model_copy(update={"backend": "milvus", "uri": uri or settings.uri})
+    return BACKENDS["milvus"](merged, data_dir), name
