@@ -44,7 +44,17 @@ _PAGE = 1000  # rows per query_iterator batch
 _IN = 1000  # ids per `row in [...]` query
 _DOCS_DIM = 2  # Milvus wants a vector field in every collection: the documents' is a placeholder
 _CHUNK_FIELDS = ["row", "chunk_id", "source", "page", "heading", "start", "end", "ordinal", "text"]
-_DOC_FIELDS = ["source", "content_hash", "title", "format", "pages", "chunks", "bytes", "warnings", "ingested_at"]
+_DOC_FIELDS = [
+    "source",
+    "content_hash",
+    "title",
+    "format",
+    "pages",
+    "chunks",
+    "bytes",
+    "warnings",
+    "ingested_at",
+]
 _CLIENTS: dict[tuple[str, str], Any] = {}
 
 
@@ -364,7 +374,9 @@ class MilvusCollection:
             if self.backend.ranker == "rrf"
             else WeightedRanker(request.dense_weight, request.bm25_weight)
         )
-        found = self.client.hybrid_search(self.chunks, searches, ranker=ranker, limit=n, output_fields=["row"])
+        found = self.client.hybrid_search(
+            self.chunks, searches, ranker=ranker, limit=n, output_fields=["row"]
+        )
         hits = self._hits(found)
         vectors = self.vectors([i for i, _ in hits])
         return [(i, s, float(vectors[i] @ qvec), None) for i, s in hits if i in vectors]
@@ -414,9 +426,17 @@ class MilvusCollection:
         titles = self._titles(r["source"] for r in rows)
         return [
             StoredChunk(
-                int(r["row"]), r["chunk_id"], r["source"], r.get("page"), r.get("heading"),
-                int(r["start"]), int(r["end"]), int(r["ordinal"]), r["text"], titles.get(r["source"]),
-            )  # fmt: skip
+                int(r["row"]),
+                r["chunk_id"],
+                r["source"],
+                r.get("page"),
+                r.get("heading"),
+                int(r["start"]),
+                int(r["end"]),
+                int(r["ordinal"]),
+                r["text"],
+                titles.get(r["source"]),
+            )
             for r in rows
         ]
 
@@ -443,7 +463,9 @@ class MilvusCollection:
         return self._document(rows[0]) if rows else None
 
     def content_hashes(self) -> dict[str, str]:
-        return {r["source"]: r["content_hash"] for r in self._iterate(self.docs, "", ["source", "content_hash"])}
+        return {
+            r["source"]: r["content_hash"] for r in self._iterate(self.docs, "", ["source", "content_hash"])
+        }
 
     def chunks_of(self, source: str) -> list[StoredChunk]:
         rows = list(self._iterate(self.chunks, f"source == {_quote(source)}", _CHUNK_FIELDS))
@@ -457,9 +479,16 @@ class MilvusCollection:
         )
         chunks = [
             NewChunk(
-                r["chunk_id"], r.get("page"), r.get("heading"), int(r["start"]), int(r["end"]),
-                int(r["ordinal"]), r["text"], r["context"], r["terms"].split(),
-            )  # fmt: skip
+                r["chunk_id"],
+                r.get("page"),
+                r.get("heading"),
+                int(r["start"]),
+                int(r["end"]),
+                int(r["ordinal"]),
+                r["text"],
+                r["context"],
+                r["terms"].split(),
+            )
             for r in rows
         ]
         dim = self.manifest.dimension

@@ -542,9 +542,7 @@ def _embed_chunks(
     return np.vstack(parts) if parts else np.zeros((0, embedder.dimension), dtype=np.float32)
 
 
-def delete(
-    collection: Path | Target, sources: Iterable[str], lock_timeout_s: float = 30.0
-) -> dict[str, int]:
+def delete(collection: Path | Target, sources: Iterable[str], lock_timeout_s: float = 30.0) -> dict[str, int]:
     """Remove sources (paths as given or as stored); returns chunks removed per source, -1 if unknown."""
     col = as_target(collection).open()
     out: dict[str, int] = {}

@@ -261,7 +261,9 @@ class Collection:
         for lo in range(0, len(wanted), 500):
             part = wanted[lo : lo + 500]
             marks = ",".join("?" * len(part))
-            names.update(self.db.execute(f"SELECT id, term FROM vocab WHERE id IN ({marks})", part).fetchall())
+            names.update(
+                self.db.execute(f"SELECT id, term FROM vocab WHERE id IN ({marks})", part).fetchall()
+            )
         chunks = [
             NewChunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7] or "", [names[int(t)] for t in a])
             for r, a in zip(rows, term_arrays, strict=True)

@@ -26,7 +26,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lectern.errors import CollectionNotFound, DocumentError, ExposedWithoutPassword, InvalidInput, LecternError
+from lectern.errors import (
+    CollectionNotFound,
+    DocumentError,
+    ExposedWithoutPassword,
+    InvalidInput,
+    LecternError,
+)
 
 if TYPE_CHECKING:
     from lectern.ingest.pipeline import IngestReport
@@ -281,7 +287,7 @@ def delete(
 def migrate(
     source: Annotated[str, typer.Option("--from", help="faiss:NAME or milvus:URI/NAME")],
     destination: Annotated[
-        str, typer.Option("--to", help="milvus:URI[/NAME] or faiss:[NAME] (NAME: the source's)")
+        str, typer.Option("--to", help="milvus:URI/NAME or faiss:NAME; without /NAME, the source's name")
     ],
     data_dir: DataDir = None,
 ) -> None:
