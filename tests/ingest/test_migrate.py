@@ -38,7 +38,9 @@ def test_faiss_locations_and_unknown_kinds(tmp_path: Path) -> None:
         FaissBackend(tmp_path / "collections"),
         "docs",
     )
-    with pytest.raises(UnknownKey, match=re.escape("store location 'chroma:x'; known: faiss:..., milvus:...")):
+    with pytest.raises(
+        UnknownKey, match=re.escape("store location 'chroma:x'; known: faiss:..., milvus:...")
+    ):
         parse_location("chroma:x", StoreSettings(), tmp_path)
 
 
