@@ -381,17 +381,16 @@ class MilvusCollection:
         vectors = self.vectors([i for i, _ in hits])
         return [(i, s, float(vectors[i] @ qvec), None) for i, s in hits if i in vectors]
 
+    def vocabulary(self, words: Sequence[str]) -> dict[str, int]:
+        """Each of `words` some chunk holds, with the number of chunks holding it (TEXT_MATCH)."""
+        counts = {w: self._count(f"TEXT_MATCH(terms, {_quote(w)})") for w in dict.fromkeys(words) if w}
+        return {w: n for w, n in counts.items() if n}
+
     def term_idf(self, words: Sequence[str]) -> tuple[dict[str, float], float]:
-        """BM25's IDF of each word, from Milvus' counts: the chunks holding it (TEXT_MATCH) of all."""
+        """BM25's IDF of each word, from Milvus' counts: the chunks holding it of all."""
         total = self.count_chunks()
-        out: dict[str, float] = {}
-        for word in dict.fromkeys(words):
-            if not word:
-                continue
-            df = self._count(f"TEXT_MATCH(terms, {_quote(word)})")
-            if df:
-                out[word] = math.log1p((total - df + 0.5) / (df + 0.5))
-        return out, math.log1p((total + 0.5) / 0.5)
+        idf = {w: math.log1p((total - df + 0.5) / (df + 0.5)) for w, df in self.vocabulary(words).items()}
+        return idf, math.log1p((total + 0.5) / 0.5)
 
     # -- reading ---------------------------------------------------------------------------------
     def _count(self, expr: str) -> int:

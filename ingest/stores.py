@@ -11,7 +11,7 @@ one backend: the pipeline's functions take a Target, or a plain folder Path for 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +87,10 @@ class Store(Protocol):
 
     def term_idf(self, words: Sequence[str]) -> tuple[dict[str, float], float]:
         """BM25's IDF of each of `words` the collection holds, and the IDF of a word it does not."""
+        ...
+
+    def vocabulary(self, words: Sequence[str]) -> Mapping[str, int]:
+        """Those of `words` the collection holds (with a number of the backend's: a term id, a count)."""
         ...
 
     @property

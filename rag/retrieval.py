@@ -144,7 +144,7 @@ class Searcher:
         if not self.settings.spelling or not self.collection.corrects_spelling:
             return list(terms)
         unseen = [t for t in dict.fromkeys(terms) if len(t) >= MIN_SPELLED and t.isalpha() and t.isascii()]
-        known, _ = self.collection.term_idf(unseen)
+        known = self.collection.vocabulary(unseen)
         unseen = [t for t in unseen if t not in known]
         if not unseen:
             return list(terms)
