@@ -1,4 +1,5 @@
 """A collection on disk: SQLite holds the truth, FAISS and BM25 snapshots make it fast. No pickle.
+This is the `faiss` backend of ingest.stores (the store interface; the default).
 
 Layout of a collection folder:
     manifest.json    embedder, dimension, metric, normalisation, chunking, format version
