@@ -48,7 +48,9 @@ def tutorial_metrics(qa_dir: Path) -> dict[str, float]:
     return retrieval_metrics(items, run)
 
 
-def backend_rows(qa_dir: Path, backend: str, tmp: Path) -> dict[str, dict[str, float]]:
+def backend_rows(
+    qa_dir: Path, backend: str, tmp: Path, modes: tuple[str, ...] = ("hybrid", "dense", "bm25")
+) -> dict[str, dict[str, float]]:
     """The accurate profile on one store backend: each mode (and each Milvus ranker) over one ingest."""
     settings = load_settings(data_dir=tmp)
     settings.ingest.embed.profile = "accurate"
@@ -58,9 +60,10 @@ def backend_rows(qa_dir: Path, backend: str, tmp: Path) -> dict[str, dict[str, f
     t0 = time.perf_counter()
     with eval_searcher(articles_of(items), settings, tmp) as searcher:
         print(f"  {backend} ingest: {time.perf_counter() - t0:.1f} s", flush=True)
-        runs: list[tuple[str, str, str | None]] = [(m, m, None) for m in ("hybrid", "dense", "bm25")]
-        if backend == "milvus":
-            runs = [("hybrid rrf", "hybrid", "rrf"), ("hybrid weighted", "hybrid", "weighted"), *runs[1:]]
+        runs: list[tuple[str, str, str | None]] = [(m, m, None) for m in modes]
+        if backend == "milvus" and "hybrid" in modes:
+            rankers = [("hybrid rrf", "hybrid", "rrf"), ("hybrid weighted", "hybrid", "weighted")]
+            runs = [*rankers, *(r for r in runs if r[1] != "hybrid")]
         for label, mode, ranker in runs:
             if ranker is not None:  # the ranker is the backend's (store.ranker): set it for this run
                 searcher.collection.backend.ranker = ranker  # type: ignore[attr-defined]
@@ -91,6 +94,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--backends", nargs="+", choices=["faiss", "milvus"], default=None)
+    parser.add_argument(
+        "--modes", nargs="+", choices=["hybrid", "dense", "bm25"], default=["hybrid", "dense", "bm25"]
+    )
     args = parser.parse_args()
     results: dict[str, dict[str, dict[str, float]]] = {}
     if args.backends:
@@ -99,7 +105,8 @@ def main() -> None:
                 print(f"{year}:", flush=True)
                 results[year] = {}
                 for backend in args.backends:
-                    results[year].update(backend_rows(args.data / year, backend, Path(tmp)))
+                    rows = backend_rows(args.data / year, backend, Path(tmp), tuple(args.modes))
+                    results[year].update(rows)
         for year, rows in results.items():
             print_table(year, rows)
         if args.json:
