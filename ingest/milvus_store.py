@@ -517,7 +517,9 @@ class MilvusCollection:
         """One writer at a time (lectern's file lock beside a milvus-lite database)."""
         lock = self.backend.lock(self._name, timeout)
         if lock is None:
-            yield MilvusWriter(self)
+            w = MilvusWriter(self)
+            yield w
+            w.persist()
             return
         try:
             lock.acquire(blocking=False)
@@ -547,6 +549,7 @@ class MilvusWriter:
     def __init__(self, collection: MilvusCollection) -> None:
         self.c = collection
         self.client = collection.client
+        self._wrote = False
 
     def _ids_of(self, source: str) -> list[str]:
         rows = self.c._iterate(self.c.chunks, f"source == {_quote(source)}", ["chunk_id"])
@@ -563,6 +566,7 @@ class MilvusWriter:
         deleted, then the document row. A failure part way removes the new chunks again."""
         old = set(self._ids_of(doc.source))
         new: list[str] = []
+        self._wrote = True
         dim = self.c.manifest.dimension
         try:
             for chunks, vectors in parts:
@@ -610,9 +614,15 @@ class MilvusWriter:
         if self.c.document(source) is None:
             return -1
         n = len(self._ids_of(source))
+        self._wrote = True
         self.client.delete(self.c.chunks, filter=f"source == {_quote(source)}")
         self.client.delete(self.c.docs, ids=[source])
         return n
 
     def persist(self) -> None:
-        """Milvus persists its own writes: nothing to bring up to date."""
+        """Seal what was written (flush): measured on milvus-lite at 1,289 chunks, a BM25 search over
+        unsealed rows took 330-1,100 ms, over sealed ones 11 ms; the flush itself 30 ms."""
+        if self._wrote:
+            self.client.flush(self.c.chunks)
+            self.client.flush(self.c.docs)
+            self._wrote = False
