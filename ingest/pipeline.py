@@ -27,7 +27,8 @@ from lectern.ingest.chunk import MAX_CONTEXT_TOKENS, Chunk, context_line, embedd
 from lectern.ingest.embed import Embedder, HFTokenizer, word_offsets
 from lectern.ingest.load import LOADERS, LoadedDocument, iter_files, load, load_text
 from lectern.ingest.settings import EmbedSettings, IngestSettings
-from lectern.ingest.store import Collection, DocumentRow, Manifest, NewChunk, Writer
+from lectern.ingest.store import DocumentRow, Manifest, NewChunk
+from lectern.ingest.stores import Store, StoreWriter, Target, as_target
 
 EMBED_SLICE = 256  # chunks embedded per call: bounds memory and keeps progress moving
 
@@ -196,7 +197,7 @@ def _write_streamed(
     job: tuple[Path, str, str, int],
     embedder: Embedder,
     settings: IngestSettings,
-    writer: Writer,
+    writer: StoreWriter,
     state: Progress,
     progress: ProgressFn | None,
 ) -> tuple[int, int, list[str]]:
@@ -255,17 +256,18 @@ def manifest_for(embedder: Embedder, settings: IngestSettings) -> Manifest:
     )
 
 
-def embed_settings_for(collection_path: Path, requested: EmbedSettings) -> EmbedSettings:
+def embed_settings_for(collection: Path | Target, requested: EmbedSettings) -> EmbedSettings:
     """The one rule for which embedder a collection uses (CLI, Python API and web UI alike): the one
     it was created with. Unset, the profile is the manifest's (`accurate` for a new collection); an
     explicit request for another profile is ProfileMismatch, naming both. A `model` folder is
     checked against the manifest's embedder when the collection is opened (IndexMismatch)."""
-    if not Collection.exists(collection_path) or requested.model:
+    target = as_target(collection)
+    if not target.exists() or requested.model:
         return requested
-    manifest = Collection.read_manifest(collection_path)
+    manifest = target.backend.read_manifest(target.name)
     created = manifest.profile or str(manifest.embedder.get("name"))
     if requested.profile is not None and requested.profile != manifest.profile:
-        raise ProfileMismatch(collection_path.name, created, requested.profile)
+        raise ProfileMismatch(target.name, created, requested.profile)
     if manifest.profile:
         return requested.model_copy(update={"profile": manifest.profile})
     if manifest.embedder.get("kind") == "fake":
@@ -274,18 +276,19 @@ def embed_settings_for(collection_path: Path, requested: EmbedSettings) -> Embed
 
 
 def open_collection(
-    path: Path, embedder: Embedder, settings: IngestSettings, create: bool = True
-) -> Collection:
+    collection: Path | Target, embedder: Embedder, settings: IngestSettings, create: bool = True
+) -> Store:
     """Open a collection for writing, creating it with this embedder and chunking; refuse one built
     with another embedder (IndexMismatch) or cut into other chunk sizes (ChunkingMismatch)."""
-    if not Collection.exists(path):
+    target = as_target(collection)
+    if not target.exists():
         if not create:
-            raise FileNotFoundError(path)
-        return Collection.create(path, manifest_for(embedder, settings))
-    col = Collection.open(path)
+            raise FileNotFoundError(target.where)
+        return target.backend.create(target.name, manifest_for(embedder, settings))
+    col = target.open()
     try:
-        col.manifest.check_compatible(embedder.identity, embedder.dimension, path)
-        col.manifest.check_chunking(chunking_of(settings), path)
+        col.manifest.check_compatible(embedder.identity, embedder.dimension, col.where)
+        col.manifest.check_chunking(chunking_of(settings), col.where)
     except LecternError:
         col.close()
         raise
@@ -398,7 +401,7 @@ def _inline(fn: Callable[..., Parsed], *args: Any) -> cf.Future[Parsed]:
 
 def ingest(
     paths: Iterable[Path],
-    collection_path: Path,
+    collection: Path | Target,
     embedder: Embedder,
     settings: IngestSettings,
     progress: ProgressFn | None = None,
@@ -412,7 +415,8 @@ def ingest(
             'lectern.ingest called while a worker imports __main__: guard it with if __name__ == "__main__":'
         )
     started = time.perf_counter()
-    report = IngestReport(collection=collection_path.name)
+    target = as_target(collection)
+    report = IngestReport(collection=target.name)
     _check_chunking(embedder, settings.chunk.chunk_tokens)
     files: list[Path] = []
     for root in paths:
@@ -426,7 +430,7 @@ def ingest(
         report.results.extend(FileResult(str(s.path), "skipped", reason=s.reason) for s in walk.skipped)
     files = _one_path_per_file(files, report)
     state = Progress(files_total=len(files))
-    col = open_collection(collection_path, embedder, settings)
+    col = open_collection(target, embedder, settings)
     try:
         with col.writer(settings.lock_timeout_s) as writer:
             known = col.content_hashes()
@@ -538,9 +542,9 @@ def _embed_chunks(
     return np.vstack(parts) if parts else np.zeros((0, embedder.dimension), dtype=np.float32)
 
 
-def delete(collection_path: Path, sources: Iterable[str], lock_timeout_s: float = 30.0) -> dict[str, int]:
+def delete(collection: Path | Target, sources: Iterable[str], lock_timeout_s: float = 30.0) -> dict[str, int]:
     """Remove sources (paths as given or as stored); returns chunks removed per source, -1 if unknown."""
-    col = Collection.open(collection_path)
+    col = as_target(collection).open()
     out: dict[str, int] = {}
     try:
         with col.writer(lock_timeout_s) as writer:

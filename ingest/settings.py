@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 Profile = Literal["accurate", "fast"]
 DEFAULT_PROFILE: Profile = "accurate"
@@ -63,3 +63,20 @@ class IngestSettings(BaseModel):
     # Text files larger than this are chunked, embedded and written a batch at a time in the main
     # process (memory stays flat) rather than parsed whole in a worker (bench/large_text_memory.py).
     stream_bytes: int = Field(8 << 20, ge=0)
+
+
+StoreBackend = Literal["faiss", "milvus"]
+
+
+class StoreSettings(BaseModel):
+    """Where collections live (ingest.stores.BACKENDS). `faiss`: folders under the data dir. `milvus`:
+    a Milvus database at `uri`: a file path runs embedded milvus-lite (unset: <data dir>/milvus.db),
+    `http://host:19530` a Milvus server, with `token` ("user:password" or an API key)."""
+
+    backend: StoreBackend = "faiss"
+    uri: str | None = None
+    token: SecretStr | None = None
+    # how Milvus fuses its dense and BM25 searches (hybrid_search): reciprocal rank or weighted
+    # (the weighted ranker takes retrieval.dense_weight and retrieval.bm25_weight)
+    ranker: Literal["rrf", "weighted"] = "rrf"
+    rrf_k: int = Field(60, ge=1)

@@ -1,4 +1,5 @@
 """A collection on disk: SQLite holds the truth, FAISS and BM25 snapshots make it fast. No pickle.
+This is the `faiss` backend of ingest.stores (the store interface; the default).
 
 Layout of a collection folder:
     manifest.json    embedder, dimension, metric, normalisation, chunking, format version
@@ -56,6 +57,7 @@ from lectern.ingest.snapshot import (
     write_files,
     write_tombstones,
 )
+from lectern.ingest.stores import Scored, SearchRequest
 from lectern.ingest.tokenize import TOKENIZER
 
 if TYPE_CHECKING:  # scipy, under bm25, loads only when BM25 is built or read: `lectern list` needs neither
@@ -95,7 +97,7 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     created: float = field(default_factory=time.time)
 
-    def check_compatible(self, embedder: dict[str, Any], dimension: int, where: Path) -> None:
+    def check_compatible(self, embedder: dict[str, Any], dimension: int, where: Path | str) -> None:
         """Opening a collection with another embedder would return silent garbage: refuse."""
         if self.format_version != FORMAT_VERSION:
             raise IndexMismatch(
@@ -109,7 +111,7 @@ class Manifest:
         if self.bm25_tokenizer != TOKENIZER:
             raise IndexMismatch(f"{where}: BM25 tokenizer {self.bm25_tokenizer}, expected {TOKENIZER}")
 
-    def check_chunking(self, chunking: dict[str, Any], where: Path) -> None:
+    def check_chunking(self, chunking: dict[str, Any], where: Path | str) -> None:
         """New documents must be cut like the ones already in: refuse other chunk sizes."""
         if self.chunking and self.chunking != chunking:
             raise ChunkingMismatch(where, self.chunking, chunking)
@@ -197,6 +199,83 @@ class Collection:
 
     def close(self) -> None:
         self.db.close()
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    # -- searching (ingest.stores.Store) ---------------------------------------------------------
+    corrects_spelling = True
+
+    def search(self, request: SearchRequest) -> Scored:
+        """lectern's own ranking over this generation's snapshot, filters applied before the top-k cut
+        (hybrid: ingest.fusion)."""
+        snap = self.snapshot()
+        f = request.filters
+        allowed = None
+        if f is not None and not f.empty:
+            allowed = self.filter_ids(list(f.sources) or None, f.page_min, f.page_max)
+        mode, n = request.mode, request.fetch_k
+        dense: list[tuple[int, float]] = []
+        lexical: list[tuple[int, float]] = []
+        term_ids: list[int] = []
+        if mode in ("dense", "hybrid"):
+            assert request.qvec is not None
+            dense = snap.dense(request.qvec, n, allowed)
+        if mode in ("bm25", "hybrid"):
+            term_ids = self.term_ids(request.terms)
+            lexical = snap.lexical(term_ids, n, allowed)
+        if mode == "dense":
+            return [(i, s, s, None) for i, s in dense]
+        if mode == "bm25":
+            return [(i, s, None, s) for i, s in lexical]
+        from lectern.ingest.fusion import fuse
+
+        assert request.qvec is not None
+        ids = term_ids
+        lex = (lambda missing: snap.bm25_scores_for(ids, missing)) if term_ids else None
+        return fuse(
+            dense, lexical, request.qvec, self.vectors, lex, request.dense_weight, request.bm25_weight
+        )
+
+    def term_idf(self, words: Sequence[str]) -> tuple[dict[str, float], float]:
+        """BM25's IDF of each of `words` the collection holds, and the IDF of a word it does not."""
+        found = self.vocabulary(words)
+        names = list(found)
+        idf = self.snapshot().bm25.idf([found[n] for n in names] + [-1]).tolist()
+        return dict(zip(names, idf[:-1], strict=True)), float(idf[-1])
+
+    def export(self, source: str) -> tuple[list[NewChunk], np.ndarray]:
+        """A document's chunks as written (context, BM25 terms) and their vectors, in order."""
+        rows = self.db.execute(
+            'SELECT chunk_id, page, heading, start, "end", ordinal, text, context, vector, terms '
+            "FROM chunks WHERE source = ? ORDER BY ordinal",
+            (source,),
+        ).fetchall()
+        term_arrays = [np.frombuffer(r[9], dtype=np.int32) for r in rows]
+        wanted = sorted({int(t) for a in term_arrays for t in a})
+        names: dict[int, str] = {}
+        for lo in range(0, len(wanted), 500):
+            part = wanted[lo : lo + 500]
+            marks = ",".join("?" * len(part))
+            names.update(
+                self.db.execute(f"SELECT id, term FROM vocab WHERE id IN ({marks})", part).fetchall()
+            )
+        chunks = [
+            NewChunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7] or "", [names[int(t)] for t in a])
+            for r, a in zip(rows, term_arrays, strict=True)
+        ]
+        dim = self.manifest.dimension
+        vectors = (
+            np.vstack([np.frombuffer(r[8], dtype=np.float32) for r in rows])
+            if rows
+            else np.zeros((0, dim), dtype=np.float32)
+        )
+        return chunks, vectors
 
     # -- reading -------------------------------------------------------------------------------
     def generation(self) -> int:

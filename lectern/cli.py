@@ -26,7 +26,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lectern.errors import DocumentError, ExposedWithoutPassword, InvalidInput, LecternError
+from lectern.errors import (
+    CollectionNotFound,
+    DocumentError,
+    ExposedWithoutPassword,
+    InvalidInput,
+    LecternError,
+)
 
 if TYPE_CHECKING:
     from lectern.ingest.pipeline import IngestReport
@@ -275,6 +281,37 @@ def delete(
         if missing:
             err.print(f"[red]error:[/red] not in collection {ws.name!r}: {', '.join(missing)}")
             raise typer.Exit(EXIT_FAILED_FILES)
+
+
+@app.command()
+def migrate(
+    source: Annotated[str, typer.Option("--from", help="faiss:NAME or milvus:URI/NAME")],
+    destination: Annotated[
+        str, typer.Option("--to", help="milvus:URI/NAME or faiss:NAME; without /NAME, the source's name")
+    ],
+    data_dir: DataDir = None,
+) -> None:
+    """Copy a collection to another store backend, chunks and vectors as they are (no re-embedding)."""
+    with _edge():
+        from lectern.ingest.migrate import migrate as copy
+        from lectern.ingest.stores import Target, parse_location
+        from lectern.rag.workspace import check_name
+
+        settings = _settings(data_dir)
+        src_backend, src_name = parse_location(source, settings.store, settings.data_dir)
+        dst_backend, dst_name = parse_location(destination, settings.store, settings.data_dir)
+        if src_name is None:
+            raise InvalidInput("--from", source, "name the collection: faiss:NAME or milvus:URI/NAME")
+        src = Target(src_backend, check_name(src_name))
+        if not src.exists():
+            raise CollectionNotFound(src_name, src_backend.names())
+        dst = Target(dst_backend, check_name(dst_name or src_name))
+        report = copy(src, dst, settings.ingest.lock_timeout_s)
+        out.print(
+            f"migrated {report.documents} documents ({report.chunks} chunks) from {report.source} to "
+            f"{report.destination}; {len(report.unchanged)} already there unchanged",
+            highlight=False,
+        )
 
 
 @app.command("list")

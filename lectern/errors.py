@@ -141,6 +141,15 @@ class UnknownKey(LecternError):
         super().__init__(f"unknown {what} {key!r}; known: {', '.join(sorted(known))}")
 
 
+class StoreUnavailable(LecternError):
+    """The store backend's database cannot be reached or opened (a Milvus URI, its token)."""
+
+    def __init__(self, uri: str, reason: str) -> None:
+        self.uri = uri
+        self.reason = reason
+        super().__init__(f"cannot open the Milvus database {uri}: {reason}")
+
+
 class IndexLocked(LecternError):
     """Another writer holds the collection's lock."""
 

@@ -154,20 +154,33 @@ def run_retrieval_eval(
 def eval_searcher(
     articles: Sequence[Path], settings: Settings, workdir: Path | None = None
 ) -> Iterator[Searcher]:
-    """A Searcher over a temporary collection of `articles`, removed afterwards."""
+    """A Searcher over a temporary collection of `articles` on the settings' store backend (milvus:
+    a milvus-lite database in the temporary folder, or a collection of a Milvus server), removed afterwards."""
     from lectern.ingest.pipeline import ingest
-    from lectern.ingest.store import Collection
+    from lectern.ingest.stores import Target, open_backend
     from lectern.rag.retrieval import Searcher
     from lectern.rag.workspace import shared_embedder
 
     embedder = shared_embedder(settings.ingest.embed, settings.built_models_dir)
     with tempfile.TemporaryDirectory(prefix="lectern-eval-", dir=workdir) as tmp:
-        path = Path(tmp) / "eval"
-        report = ingest(list(articles), path, embedder, settings.ingest)
+        store, name = settings.store, "eval"
+        if store.backend == "milvus" and (store.uri is None or "://" not in store.uri):
+            store = store.model_copy(update={"uri": str(Path(tmp) / "milvus.db")})
+        elif store.backend == "milvus":  # a server, maybe shared: a name of this run's own
+            name = f"eval-{Path(tmp).name}"
+        backend = open_backend(store, Path(tmp))
+        target = Target(backend, name)
+        report = ingest(list(articles), target, embedder, settings.ingest)
         if not report.ok:
+            backend.drop(target.name)
             raise LecternError(f"could not ingest {len(report.failed)} articles: {report.failed[0].reason}")
-        collection = Collection.open(path)
+        collection = target.open()
         try:
             yield Searcher(collection, embedder, settings.retrieval)
         finally:
             collection.close()
+            backend.drop(target.name)
+            if store is not settings.store:  # the temporary milvus-lite database goes with the folder
+                from lectern.ingest.milvus_store import close_client
+
+                close_client(str(store.uri))

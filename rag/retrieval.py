@@ -22,7 +22,9 @@ from pydantic import ConfigDict
 from lectern.errors import UnknownKey
 from lectern.ingest import tokenize
 from lectern.ingest.embed import Embedder
-from lectern.ingest.store import Collection, StoredChunk
+from lectern.ingest.fusion import rescale as _rescale
+from lectern.ingest.store import StoredChunk
+from lectern.ingest.stores import Filters, Scored, SearchRequest, Store
 from lectern.rag.limits import CANDIDATES_MAX, K_MAX, check_k, check_page
 from lectern.rag.settings import RetrievalSettings
 
@@ -41,20 +43,7 @@ def one_edit_away(term: str) -> set[str]:
     return (deletes | swaps | replaces | inserts) - {term}
 
 
-Scored = list[tuple[int, float, float | None, float | None]]  # id, score, dense, bm25
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Metadata filters, applied inside the index search so k results still come back."""
-
-    sources: tuple[str, ...] = ()
-    page_min: int | None = None
-    page_max: int | None = None
-
-    @property
-    def empty(self) -> bool:
-        return not self.sources and self.page_min is None and self.page_max is None
+__all__ = ["Filters", "Hit", "LecternRetriever", "Searcher", "one_edit_away"]
 
 
 @dataclass
@@ -87,21 +76,11 @@ class Hit:
         )
 
 
-def _rescale(values: np.ndarray) -> np.ndarray:
-    """Min-max to [0, 1] over the candidates; a constant list maps to 1 (all equally good)."""
-    if len(values) == 0:
-        return values
-    lo, hi = float(values.min()), float(values.max())
-    if hi - lo < 1e-9:
-        return np.ones_like(values) if hi > 0 else np.zeros_like(values)
-    return (values - lo) / (hi - lo)
-
-
 class Searcher:
     """Queries one collection; the embedder must be the one the collection was built with."""
 
-    def __init__(self, collection: Collection, embedder: Embedder, settings: RetrievalSettings) -> None:
-        collection.manifest.check_compatible(embedder.identity, embedder.dimension, collection.path)
+    def __init__(self, collection: Store, embedder: Embedder, settings: RetrievalSettings) -> None:
+        collection.manifest.check_compatible(embedder.identity, embedder.dimension, collection.where)
         self.collection = collection
         self.embedder = embedder
         self.settings = settings
@@ -125,38 +104,29 @@ class Searcher:
             check_page(filters.page_min, "page_min")
             check_page(filters.page_max, "page_max")
         use_mmr = self.settings.mmr if mmr is None else mmr
-        snap = self.collection.snapshot()
-        allowed = None
-        if filters is not None and not filters.empty:
-            allowed = self.collection.filter_ids(
-                list(filters.sources) or None, filters.page_min, filters.page_max
-            )
         fetch = max(self.settings.fetch_k, k * 4 if use_mmr else k)
         qvec: np.ndarray | None = None
-        dense: list[tuple[int, float]] = []
-        lexical: list[tuple[int, float]] = []
-        term_ids: list[int] = []
+        terms: list[str] = []
         if mode in ("dense", "hybrid") or use_mmr:
             qvec = self.embedder.embed_query(query)
-        if mode in ("dense", "hybrid"):
-            assert qvec is not None
-            dense = snap.dense(qvec, fetch if mode == "hybrid" or use_mmr else k, allowed)
         if mode in ("bm25", "hybrid"):
-            term_ids = self.collection.term_ids(self.spelled(tokenize.terms(query)))
-            lexical = snap.lexical(term_ids, fetch if mode == "hybrid" or use_mmr else k, allowed)
-        scored: Scored
-        if mode == "dense":
-            scored = [(i, s, s, None) for i, s in dense]
-        elif mode == "bm25":
-            scored = [(i, s, None, s) for i, s in lexical]
-        else:
-            assert qvec is not None
-            scored = self._fuse(dense, lexical, qvec, term_ids, snap)
+            terms = self.spelled(tokenize.terms(query))
+        request = SearchRequest(
+            mode,
+            qvec,
+            terms,
+            k,
+            fetch if mode == "hybrid" or use_mmr else k,
+            filters,
+            self.settings.dense_weight,
+            self.settings.bm25_weight,
+        )
+        scored = self.collection.search(request)
         if use_mmr and qvec is not None and len(scored) > k:
             scored = self._mmr(scored, qvec, k)
         scored = scored[:k]
         chunks = self.collection.fetch([i for i, *_ in scored])
-        name = self.collection.path.name
+        name = self.collection.name
         return [
             Hit(chunks[i], float(s), d, lx, collection=name)
             for i, s, d, lx in scored
@@ -171,7 +141,7 @@ class Searcher:
         evidence gate abstain on a question whose answer is right there. Short terms (under
         MIN_SPELLED letters) and terms with digits are left alone: too many words lie one edit away.
         """
-        if not self.settings.spelling:
+        if not self.settings.spelling or not self.collection.corrects_spelling:
             return list(terms)
         unseen = [t for t in dict.fromkeys(terms) if len(t) >= MIN_SPELLED and t.isalpha() and t.isascii()]
         known = self.collection.vocabulary(unseen)
@@ -179,13 +149,10 @@ class Searcher:
         if not unseen:
             return list(terms)
         candidates = {t: one_edit_away(t) for t in unseen}
-        found = self.collection.vocabulary(sorted({c for cs in candidates.values() for c in cs}))
-        if not found:
+        idf, rarest = self.collection.term_idf(sorted({c for cs in candidates.values() for c in cs}))
+        if not idf:
             return list(terms)
-        bm = self.collection.snapshot().bm25
-        names = list(found)
-        idf = dict(zip(names, bm.idf([found[n] for n in names]).tolist(), strict=True))
-        rarest = float(bm.idf([-1])[0])  # a term no live chunk holds (deleted since) is no correction
+        # a term no live chunk holds (deleted since) is no correction: it weighs as the rarest
         fixes: dict[str, str] = {}
         for term, options in candidates.items():
             live = [(idf[c], c) for c in options if c in idf and idf[c] < rarest]
@@ -197,39 +164,8 @@ class Searcher:
         """The collection's IDF of each stemmed term (rag.evidence weighs a question's words by it);
         a term no chunk holds weighs as the rarest."""
         unique = list(dict.fromkeys(terms))
-        ids = self.collection.vocabulary(unique)
-        idf = self.collection.snapshot().bm25.idf([ids.get(t, -1) for t in unique])
-        return {t: float(w) for t, w in zip(unique, idf, strict=True)}
-
-    def _fuse(
-        self,
-        dense: list[tuple[int, float]],
-        lexical: list[tuple[int, float]],
-        qvec: np.ndarray,
-        term_ids: Sequence[int],
-        snap: Any,
-    ) -> Scored:
-        ids = list(dict.fromkeys([i for i, _ in dense] + [i for i, _ in lexical]))
-        if not ids:
-            return []
-        dense_map = dict(dense)
-        missing = [i for i in ids if i not in dense_map]
-        if missing:
-            found = self.collection.vectors(missing)  # by id: rows deleted since the snapshot are absent
-            dense_map.update({i: float(v @ qvec) for i, v in found.items()})
-            ids = [i for i in ids if i in dense_map]  # a deleted row is no candidate
-        lex_map = dict(lexical)
-        if term_ids:
-            lex_missing = [i for i in ids if i not in lex_map]
-            if lex_missing:
-                lex_map.update(snap.bm25_scores_for(term_ids, lex_missing))
-        d = np.array([dense_map.get(i, 0.0) for i in ids], dtype=np.float32)
-        b = np.array([lex_map.get(i, 0.0) for i in ids], dtype=np.float32)
-        wd, wb = self.settings.dense_weight, self.settings.bm25_weight
-        total = (wd + wb) or 1.0
-        fused = (wd * _rescale(d) + wb * _rescale(b)) / total
-        order = np.argsort(-fused, kind="stable")
-        return [(ids[j], float(fused[j]), float(d[j]), float(b[j])) for j in order]
+        idf, rarest = self.collection.term_idf(unique)
+        return {t: float(idf.get(t, rarest)) for t in unique}
 
     def _mmr(self, scored: Scored, qvec: np.ndarray, k: int) -> Scored:
         """Maximal marginal relevance: trade relevance for novelty among the candidates."""

@@ -20,7 +20,7 @@ from pydantic_settings import (
 )
 
 from lectern.ingest.atomic import atomic_write_text
-from lectern.ingest.settings import IngestSettings
+from lectern.ingest.settings import IngestSettings, StoreSettings
 from lectern.rag.limits import CANDIDATES_MAX, K_MAX, QUESTION_TOKENS
 
 RetrievalMode = Literal["hybrid", "dense", "bm25"]
@@ -120,6 +120,7 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir)
     collection: str = "default"
     ingest: IngestSettings = IngestSettings()
+    store: StoreSettings = StoreSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     answer: AnswerSettings = AnswerSettings()
     llm: LLMSettings = LLMSettings()
@@ -163,6 +164,8 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json", exclude={"data_dir", "cache_dir"}, exclude_none=True)
         if self.llm.api_key is not None:
             data["llm"]["api_key"] = self.llm.api_key.get_secret_value()
+        if self.store.token is not None:
+            data["store"]["token"] = self.store.token.get_secret_value()
         atomic_write_text(path, _to_toml(data), perms=0o600)  # it may hold the API key
         return path
 

@@ -12,7 +12,6 @@ shared by every Workspace of the process, keyed by what was loaded (not by the w
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +28,8 @@ from lectern.ingest.pipeline import (
     source_key,
 )
 from lectern.ingest.settings import EmbedSettings
-from lectern.ingest.store import Collection, DocumentRow
+from lectern.ingest.store import DocumentRow
+from lectern.ingest.stores import Backend, Store, Target, open_backend
 from lectern.rag.limits import check_question
 from lectern.rag.settings import Settings, load_settings
 
@@ -110,43 +110,52 @@ class Workspace:
     ) -> None:
         self.settings = settings or load_settings(**overrides)
         self.name = check_name(collection or self.settings.collection)
-        self._collection: Collection | None = None
+        self._collection: Store | None = None
+        self._backend: Backend | None = None
 
     # -- collections ---------------------------------------------------------------------------
     @property
     def path(self) -> Path:
+        """The collection's folder (the faiss backend's; see `target` for any backend)."""
         return self.settings.collections_dir / self.name
 
     @property
+    def backend(self) -> Backend:
+        """Where the collections live (store.backend: ingest.stores.BACKENDS)."""
+        if self._backend is None:
+            self._backend = open_backend(self.settings.store, self.settings.data_dir)
+        return self._backend
+
+    @property
+    def target(self) -> Target:
+        return Target(self.backend, self.name)
+
+    @property
     def exists(self) -> bool:
-        return Collection.exists(self.path)
+        return self.backend.exists(self.name)
 
     def collections(self) -> list[str]:
-        root = self.settings.collections_dir
-        if not root.is_dir():
-            return []
-        return sorted(p.name for p in root.iterdir() if Collection.exists(p))
+        return self.backend.names()
 
-    def collection(self) -> Collection:
+    def collection(self) -> Store:
         if not self.exists:
             raise CollectionNotFound(self.name, self.collections())
         if self._collection is None:
-            self._collection = Collection.open(self.path)
+            self._collection = self.backend.open(self.name)
         return self._collection
 
     def embed_settings(self) -> EmbedSettings:
         """The collection's own embedder (ingest.pipeline.embed_settings_for holds the rule)."""
-        return embed_settings_for(self.path, self.settings.ingest.embed)
+        return embed_settings_for(self.target, self.settings.ingest.embed)
 
     @property
     def embedder(self) -> Embedder:
         return shared_embedder(self.embed_settings(), self.settings.built_models_dir)
 
     def drop(self) -> None:
-        """Delete the whole collection folder."""
+        """Delete the whole collection."""
         self.close()
-        if self.exists:
-            shutil.rmtree(self.path)
+        self.backend.drop(self.name)
 
     def close(self) -> None:
         if self._collection is not None:
@@ -160,11 +169,11 @@ class Workspace:
         embedder = self.embedder
         config = self.settings.ingest.model_copy(update={"embed": self.embed_settings()})
         if not self.exists:
-            open_collection(self.path, embedder, config).close()
-        return ingest([Path(p) for p in paths], self.path, embedder, config, progress, force)
+            open_collection(self.target, embedder, config).close()
+        return ingest([Path(p) for p in paths], self.target, embedder, config, progress, force)
 
     def delete(self, sources: Sequence[str | Path]) -> dict[str, int]:
-        return delete(self.path, [str(s) for s in sources], self.settings.ingest.lock_timeout_s)
+        return delete(self.target, [str(s) for s in sources], self.settings.ingest.lock_timeout_s)
 
     def documents(self) -> list[DocumentRow]:
         return self.collection().documents() if self.exists else []
