@@ -78,5 +78,5 @@ class StoreSettings(BaseModel):
     token: SecretStr | None = None
     # how Milvus fuses its dense and BM25 searches (hybrid_search): reciprocal rank or weighted
     # (the weighted ranker takes retrieval.dense_weight and retrieval.bm25_weight)
-    ranker: Literal["rrf", "weighted"] = "rrf"
+    ranker: Literal["rrf", "weighted"] = "weighted"
     rrf_k: int = Field(60, ge=1)
