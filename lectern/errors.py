@@ -141,6 +141,15 @@ class UnknownKey(LecternError):
         super().__init__(f"unknown {what} {key!r}; known: {', '.join(sorted(known))}")
 
 
+class RunnerUnavailable(LecternError):
+    """An ingestion runner that cannot run here: its package is missing, or its cluster unreachable."""
+
+    def __init__(self, runner: str, reason: str) -> None:
+        self.runner = runner
+        self.reason = reason
+        super().__init__(f"the {runner!r} ingest runner cannot run: {reason}")
+
+
 class IndexLocked(LecternError):
     """Another writer holds the collection's lock."""
 
