@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -248,9 +249,24 @@ def run_ray(work: Work) -> None:
             write_rows(ds.iter_batches(batch_size=None, batch_format="numpy"), jobs, work)
         except Exception as err:  # the run stopped: what was written stays; the rest is reported
             done = {r.path for r in work.report.results}
-            cause = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+            cause = " ".join(cause_of(err).split())[:300]
             for path, *_ in jobs:
                 if str(path) not in done:
                     work.done(
                         FileResult(str(path), "failed", reason=f"not ingested, the Ray run stopped: {cause}")
                     )
+
+
+_RAISED = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", re.MULTILINE)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def cause_of(err: BaseException) -> str:
+    """One line for the report: the exception the user's code raised, which Ray's wrappers
+    (RayTaskError, UserCodeException) carry only as the text of its traceback."""
+    text = _ANSI.sub("", str(err))
+    for m in _RAISED.finditer(text):
+        if not m.group(1).startswith("ray."):
+            return f"{m.group(1)}: {m.group(2)}"
+    lines = text.strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
