@@ -121,7 +121,7 @@ def warm_fast(tmp: Path, env: dict[str, str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", nargs="+", type=Path, default=[R_MANUALS])
-    parser.add_argument("--profiles", nargs="+", default=["accurate", "fast"])
+    parser.add_argument("--profiles", nargs="*", default=["accurate", "fast"])
     parser.add_argument("--actors", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--cmu", default=None, help="a CMU year (S08) to compare the runners on")
     parser.add_argument("--json", type=Path, default=None)

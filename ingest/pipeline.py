@@ -4,6 +4,10 @@ Parsing and chunking (PDFium or pypdf, the tokenizer) run in a worker process wh
 the previous files (torch uses the other core), so both cores stay busy. A file whose content hash
 is unchanged is skipped before it is parsed; a changed one replaces exactly its own chunks, in one
 transaction, so an ingest killed at any moment leaves every file either fully old or fully new.
+
+The files are listed and hashed here, whatever the runner; the changed ones go to a runner of
+RUNNERS (`ingest.runner`): `local`, the worker processes above, or `ray`, Ray Data on this machine
+or a cluster (ingest/ray_runner.py). Both write through Work.write, so they build the same collection.
 """
 
 from __future__ import annotations
