@@ -441,7 +441,7 @@ class Work:
             self.progress(self.state)
 
     def failed(self, path: Path, err: DocumentError) -> None:
-        self.done(FileResult(str(path), "failed", reason=_reason(err)))
+        self.done(FileResult(str(path), "failed", reason=failure_reason(err)))
 
     def write(self, path: Path, parsed: Parsed, vectors: np.ndarray) -> None:
         """A parsed file's chunks and vectors replace its old ones in one transaction (every runner)."""
@@ -596,7 +596,8 @@ def _link_note(path: Path, source: str) -> list[str]:
     return [] if os.path.abspath(path) == source else [f"a symbolic link: stored as {source}"]
 
 
-def _reason(err: DocumentError) -> str:
+def failure_reason(err: DocumentError) -> str:
+    """How a failed file's reason reads in the report (every runner)."""
     return f"{err.reason}: {err.detail}"
 
 

@@ -37,7 +37,15 @@ import numpy as np
 from lectern.errors import RunnerUnavailable
 from lectern.ingest.chunk import embedding_text
 from lectern.ingest.embed import Embedder, embedder_recipe
-from lectern.ingest.pipeline import FileResult, Job, Parsed, Work, _reason, parse_or_error, run_streamed
+from lectern.ingest.pipeline import (
+    FileResult,
+    Job,
+    Parsed,
+    Work,
+    failure_reason,
+    parse_or_error,
+    run_streamed,
+)
 from lectern.ingest.settings import RaySettings
 from lectern.ingest.store import NewChunk
 
@@ -63,7 +71,7 @@ def parse_files(batch: Batch, tokenizer_file: str | None, chunk_tokens: int, ove
             tokenizer_file, chunk_tokens, overlap,
         )  # fmt: skip
         if not isinstance(parsed, Parsed):
-            row(job, 1, json.dumps({"error": _reason(parsed)}), "", "")
+            row(job, 1, json.dumps({"error": failure_reason(parsed)}), "", "")
             continue
         meta = json.dumps(
             {
