@@ -42,9 +42,17 @@ def base_env(cache: Path) -> dict[str, str]:
 
 
 def ingest_case(
-    files: list[str], profile: str, runner: str, actors: int | None, data: Path, env: dict[str, str]
+    files: list[str],
+    profile: str,
+    runner: str,
+    actors: int | None,
+    data: Path,
+    env: dict[str, str],
+    omp: int | None = None,
 ) -> dict[str, Any]:
     case_env = {**env, "LECTERN_DATA_DIR": str(data)}
+    if omp:
+        case_env["OMP_NUM_THREADS"] = str(omp)
     if actors:
         case_env["LECTERN_INGEST__RAY__EMBED_ACTORS"] = str(actors)
     cmd = lectern_cmd("ingest", *files, "-c", "bench", "--profile", profile, "--runner", runner, "--json")
@@ -124,6 +132,12 @@ def main() -> None:
     parser.add_argument("--profiles", nargs="*", default=["accurate", "fast"])
     parser.add_argument("--actors", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--cmu", default=None, help="a CMU year (S08) to compare the runners on")
+    parser.add_argument(
+        "--local-omp",
+        type=int,
+        default=None,
+        help="also the local runner with OMP_NUM_THREADS=N (torch threads)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     print(json.dumps(machine()), flush=True)
@@ -136,6 +150,11 @@ def main() -> None:
             warm_fast(tmp, env)
         for profile in args.profiles:
             runs = [("local", None)] + [("ray", n) for n in args.actors]
+            if args.local_omp:
+                omp_label = f"{profile} local, OMP_NUM_THREADS={args.local_omp}"
+                r = ingest_case(files, profile, "local", None, tmp / "omp", env, args.local_omp)
+                results["cases"][omp_label] = r
+                print(f"  {omp_label}: " + json.dumps({k: round(v, 2) for k, v in r.items()}), flush=True)
             for runner, actors in runs:
                 label = f"{profile} {runner}" + (f" x{actors}" if actors else "")
                 data = tmp / label.replace(" ", "-")

@@ -247,6 +247,23 @@ def _finish(job: Job, f: _File, work: Work) -> None:
     work.write(path, parsed, np.vstack(f.vectors))
 
 
+class RayRunStopped(Exception):
+    """Ray stopped giving rows back (an actor or task failed, the cluster went): `cause` says why."""
+
+    def __init__(self, cause: str) -> None:
+        self.cause = cause
+        super().__init__(cause)
+
+
+def _from_ray(batches: Iterator[Batch]) -> Iterator[Batch]:
+    """Ray's rows; a failure of Ray's side is RayRunStopped, so that one of this side (the writer's)
+    still propagates as it does from the local runner."""
+    try:
+        yield from batches
+    except Exception as err:
+        raise RayRunStopped(" ".join(cause_of(err).split())[:300]) from err
+
+
 def run_ray(work: Work) -> None:
     jobs = run_streamed(work)
     if not jobs:
@@ -254,15 +271,13 @@ def run_ray(work: Work) -> None:
     with ray_session(work.settings.ray) as ray, _data_context(ray):
         ds = dataset(ray, jobs, work)
         try:
-            write_rows(ds.iter_batches(batch_size=None, batch_format="numpy"), jobs, work)
-        except Exception as err:  # the run stopped: what was written stays; the rest is reported
+            write_rows(_from_ray(ds.iter_batches(batch_size=None, batch_format="numpy")), jobs, work)
+        except RayRunStopped as stop:  # what was written stays; each file that was not is reported
             done = {r.path for r in work.report.results}
-            cause = " ".join(cause_of(err).split())[:300]
+            reason = f"not ingested, the Ray run stopped: {stop.cause}"
             for path, *_ in jobs:
                 if str(path) not in done:
-                    work.done(
-                        FileResult(str(path), "failed", reason=f"not ingested, the Ray run stopped: {cause}")
-                    )
+                    work.done(FileResult(str(path), "failed", reason=reason))
 
 
 _RAISED = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", re.MULTILINE)
