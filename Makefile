@@ -8,7 +8,7 @@ STAMP := $(VENV)/.lectern-installed
 BENCH_STAMP := $(VENV)/.lectern-bench-installed
 PORT ?= 8501
 
-.PHONY: setup run test lint typecheck unit browser-deps bench clean model-1.5b
+.PHONY: setup run test test-ray lint typecheck unit browser-deps bench clean model-1.5b
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -44,7 +44,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 unit: setup
-	$(BIN)/pytest -q -m "not e2e and not browser"
+	$(BIN)/pytest -q -m "not e2e and not browser and not ray"
 
 # The one real-browser test needs Debian's chromium (Playwright cannot download a browser offline).
 browser-deps:
@@ -52,6 +52,11 @@ browser-deps:
 
 test: lint typecheck browser-deps
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
+	$(MAKE) test-ray
+
+# The ray ingest runner's tests, apart: they start Ray on this machine (pyproject's addopts leave them out).
+test-ray: setup
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m ray
 
 # Benchmarks: minutes each, not part of the tests. Results go to docs/BENCHMARKS.md.
 bench: $(BENCH_STAMP)

@@ -10,6 +10,7 @@ and a re-ingest with nothing to embed never pay for it. The chunker uses the emb
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -477,3 +478,22 @@ def build_embedder(settings: EmbedSettings, models_dir: Path) -> Embedder:
     except KeyError:
         raise UnknownKey("embedding profile", profile, list(PROFILES)) from None
     return builder(settings, models_dir)
+
+
+def embedder_recipe(embedder: Embedder) -> Callable[[], Embedder]:
+    """How another process (a Ray actor) builds this embedder again: its folder and settings, never
+    its weights, which load there on the first batch. Another kind of embedder is sent as it is."""
+    kind = type(embedder)
+    if kind is SentenceTransformerEmbedder:
+        st: Any = embedder
+        return functools.partial(SentenceTransformerEmbedder, st.folder, st._settings)
+    if kind is StaticEmbedder:
+        static: Any = embedder
+        return functools.partial(StaticEmbedder, static.folder, static._tokenizer_file.parent)
+    if kind is FakeEmbedder:
+        return functools.partial(FakeEmbedder, embedder.dimension, embedder.max_tokens)
+    return functools.partial(_same, embedder)
+
+
+def _same(embedder: Embedder) -> Embedder:
+    return embedder

@@ -4,6 +4,10 @@ Parsing and chunking (PDFium or pypdf, the tokenizer) run in a worker process wh
 the previous files (torch uses the other core), so both cores stay busy. A file whose content hash
 is unchanged is skipped before it is parsed; a changed one replaces exactly its own chunks, in one
 transaction, so an ingest killed at any moment leaves every file either fully old or fully new.
+
+The files are listed and hashed here, whatever the runner; the changed ones go to a runner of
+RUNNERS (`ingest.runner`): `local`, the worker processes above, or `ray`, Ray Data on this machine
+or a cluster (ingest/ray_runner.py). Both write through Work.write, so they build the same collection.
 """
 
 from __future__ import annotations
@@ -21,7 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from lectern.errors import ChunkTooLarge, DocumentError, EmptyDocument, LecternError, ProfileMismatch
+from lectern.errors import (
+    ChunkTooLarge,
+    DocumentError,
+    EmptyDocument,
+    LecternError,
+    ProfileMismatch,
+    UnknownKey,
+)
 from lectern.ingest import tokenize
 from lectern.ingest.chunk import MAX_CONTEXT_TOKENS, Chunk, context_line, embedding_text, iter_chunks
 from lectern.ingest.embed import Embedder, HFTokenizer, word_offsets
@@ -31,6 +42,7 @@ from lectern.ingest.store import DocumentRow, Manifest, NewChunk
 from lectern.ingest.stores import Store, StoreWriter, Target, as_target
 
 EMBED_SLICE = 256  # chunks embedded per call: bounds memory and keeps progress moving
+Job = tuple[Path, str, str, int]  # a file to ingest: its path, source key, content hash and size
 
 
 @dataclass
@@ -193,8 +205,21 @@ def parse_file(
     return Parsed(source, content_hash, size, doc.title, doc.format, doc.pages, list(doc.warnings), new)
 
 
+def parse_or_error(
+    job: Job, tokenizer_file: str | None, chunk_tokens: int, overlap: int
+) -> Parsed | DocumentError:
+    """parse_file, with what fails the file (and only the file) returned as its DocumentError."""
+    path, source, digest, size = job
+    try:
+        return parse_file(str(path), source, digest, size, tokenizer_file, chunk_tokens, overlap)
+    except DocumentError as err:
+        return err
+    except Exception as err:  # a loader bug fails this file, not the ingest
+        return DocumentError(path, f"unexpected {type(err).__name__}: {err}")
+
+
 def _write_streamed(
-    job: tuple[Path, str, str, int],
+    job: Job,
     embedder: Embedder,
     settings: IngestSettings,
     writer: StoreWriter,
@@ -340,26 +365,21 @@ def _pool(workers: int) -> cf.Executor | None:
 
 
 def _parsed_in_order(
-    jobs: list[tuple[Path, str, str, int]], embedder: Embedder, settings: IngestSettings
+    jobs: list[Job], embedder: Embedder, settings: IngestSettings
 ) -> Iterator[tuple[Path, Parsed | DocumentError]]:
     """Parse results in submission order, a few files ahead of the consumer (bounded memory)."""
     args = (embedder.tokenizer_file, settings.chunk.chunk_tokens, settings.chunk.overlap_tokens)
     workers = parse_workers(settings, embedder)
     pool = _pool(workers)
     if pool is None:
-        for path, source, digest, size in jobs:
-            try:
-                yield path, parse_file(str(path), source, digest, size, *args)
-            except DocumentError as err:
-                yield path, err
-            except Exception as err:  # a loader bug fails this file, not the ingest
-                yield path, DocumentError(path, f"unexpected {type(err).__name__}: {err}")
+        for job in jobs:
+            yield job[0], parse_or_error(job, *args)
         return
     ahead = max(2, 2 * workers)
     with pool:
-        pending: list[tuple[tuple[Path, str, str, int], cf.Future[Parsed]]] = []
+        pending: list[tuple[Job, cf.Future[Parsed]]] = []
 
-        def submit(job: tuple[Path, str, str, int]) -> None:
+        def submit(job: Job) -> None:
             path, source, digest, size = job
             try:
                 fut = pool.submit(parse_file, str(path), source, digest, size, *args)
@@ -399,6 +419,99 @@ def _inline(fn: Callable[..., Parsed], *args: Any) -> cf.Future[Parsed]:
     return fut
 
 
+@dataclass
+class Work:
+    """What a runner is handed: the files to parse, embed and write (unchanged and unreadable ones are
+    already reported), the open writer, and where each file's result goes."""
+
+    jobs: list[Job]
+    known: dict[str, str]  # source -> content hash already in the collection
+    embedder: Embedder
+    settings: IngestSettings
+    writer: StoreWriter
+    report: IngestReport
+    state: Progress
+    progress: ProgressFn | None
+
+    def status(self, source: str) -> str:
+        return "updated" if source in self.known else "added"
+
+    def done(self, result: FileResult) -> None:
+        """One file finished, whatever its status: reported and counted."""
+        self.report.results.append(result)
+        self.state.files_done += 1
+        if self.progress:
+            self.progress(self.state)
+
+    def failed(self, path: Path, err: DocumentError) -> None:
+        self.done(FileResult(str(path), "failed", reason=failure_reason(err)))
+
+    def write(self, path: Path, parsed: Parsed, vectors: np.ndarray) -> None:
+        """A parsed file's chunks and vectors replace its old ones in one transaction (every runner)."""
+        row = DocumentRow(
+            parsed.source, parsed.content_hash, parsed.title, parsed.format, parsed.pages,
+            len(parsed.chunks), parsed.size, parsed.warnings, time.time(),
+        )  # fmt: skip
+        self.writer.replace_document(row, parsed.chunks, vectors)
+        self.done(
+            FileResult(
+                str(path), self.status(parsed.source), len(parsed.chunks), parsed.pages,
+                warnings=[*_link_note(path, parsed.source), *parsed.warnings],
+            )
+        )  # fmt: skip
+
+
+Runner = Callable[[Work], None]
+
+
+def run_local(work: Work) -> None:
+    """This machine: long text files streamed, the rest parsed by worker processes while this one embeds."""
+    jobs = run_streamed(work)
+    for path, parsed in _parsed_in_order(jobs, work.embedder, work.settings):
+        work.state.current = str(path)
+        if isinstance(parsed, DocumentError):
+            work.failed(path, parsed)
+            continue
+        work.state.pages += parsed.pages
+        work.state.chunks += len(parsed.chunks)
+        vectors = _embed_chunks(work.embedder, parsed.chunks, work.state, work.progress)
+        work.write(path, parsed, vectors)
+
+
+def run_streamed(work: Work) -> list[Job]:
+    """Write the long text files (ingest.stream_bytes) a batch at a time here; return the other jobs."""
+    streamed = [job for job in work.jobs if _streams(job[0], job[3], work.settings)]
+    for job in streamed:
+        path = job[0]
+        work.state.current = str(path)
+        try:
+            n, pages, warnings = _write_streamed(
+                job, work.embedder, work.settings, work.writer, work.state, work.progress
+            )
+        except DocumentError as err:
+            work.failed(path, err)
+        else:
+            warnings = [*_link_note(path, job[1]), *warnings]
+            work.done(FileResult(str(path), work.status(job[1]), n, pages, warnings=warnings))
+    return [job for job in work.jobs if not _streams(job[0], job[3], work.settings)]
+
+
+def _run_ray(work: Work) -> None:
+    from lectern.ingest.ray_runner import run_ray  # Ray is an optional extra: imported when chosen
+
+    run_ray(work)
+
+
+RUNNERS: dict[str, Runner] = {"local": run_local, "ray": _run_ray}
+
+
+def runner(name: str) -> Runner:
+    try:
+        return RUNNERS[name]
+    except KeyError:
+        raise UnknownKey("ingest runner", name, list(RUNNERS)) from None
+
+
 def ingest(
     paths: Iterable[Path],
     collection: Path | Target,
@@ -407,7 +520,8 @@ def ingest(
     progress: ProgressFn | None = None,
     force: bool = False,
 ) -> IngestReport:
-    """Bring the collection up to date with these files and folders; return what happened to each."""
+    """Bring the collection up to date with these files and folders; return what happened to each.
+    The files are listed and hashed here; `settings.runner` parses, embeds and writes the changed ones."""
     if getattr(multiprocessing.process.current_process(), "_inheriting", False):
         # A parse worker re-imported a script whose ingest call has no __main__ guard: stop at once
         # (the parent parses that file itself) instead of waiting for the parent's lock.
@@ -416,6 +530,7 @@ def ingest(
         )
     started = time.perf_counter()
     target = as_target(collection)
+    run = runner(settings.runner)
     report = IngestReport(collection=target.name)
     _check_chunking(embedder, settings.chunk.chunk_tokens)
     files: list[Path] = []
@@ -434,7 +549,7 @@ def ingest(
     try:
         with col.writer(settings.lock_timeout_s) as writer:
             known = col.content_hashes()
-            jobs: list[tuple[Path, str, str, int]] = []
+            jobs: list[Job] = []
             for path in files:
                 source = source_key(path)
                 try:
@@ -454,48 +569,8 @@ def ingest(
                 jobs.append((path, source, digest, size))
             if progress:
                 progress(state)
-            streamed = [job for job in jobs if _streams(job[0], job[3], settings)]
-            jobs = [job for job in jobs if not _streams(job[0], job[3], settings)]
-            for job in streamed:
-                path = job[0]
-                state.current = str(path)
-                try:
-                    n, pages, warnings = _write_streamed(job, embedder, settings, writer, state, progress)
-                except DocumentError as err:
-                    report.results.append(FileResult(str(path), "failed", reason=_reason(err)))
-                else:
-                    status = "updated" if job[1] in known else "added"
-                    warnings = [*_link_note(path, job[1]), *warnings]
-                    report.results.append(FileResult(str(path), status, n, pages, warnings=warnings))
-                state.files_done += 1
-                if progress:
-                    progress(state)
-            for path, parsed in _parsed_in_order(jobs, embedder, settings):
-                state.current = str(path)
-                if isinstance(parsed, DocumentError):
-                    report.results.append(FileResult(str(path), "failed", reason=_reason(parsed)))
-                    state.files_done += 1
-                    if progress:
-                        progress(state)
-                    continue
-                state.pages += parsed.pages
-                state.chunks += len(parsed.chunks)
-                vectors = _embed_chunks(embedder, parsed.chunks, state, progress)
-                status = "updated" if parsed.source in known else "added"
-                row = DocumentRow(
-                    parsed.source, parsed.content_hash, parsed.title, parsed.format, parsed.pages,
-                    len(parsed.chunks), parsed.size, parsed.warnings, time.time(),
-                )  # fmt: skip
-                writer.replace_document(row, parsed.chunks, vectors)
-                report.results.append(
-                    FileResult(
-                        str(path), status, len(parsed.chunks), parsed.pages,
-                        warnings=[*_link_note(path, parsed.source), *parsed.warnings],
-                    )
-                )  # fmt: skip
-                state.files_done += 1
-                if progress:
-                    progress(state)
+            if jobs:
+                run(Work(jobs, known, embedder, settings, writer, report, state, progress))
     finally:
         col.close()
     report.seconds = time.perf_counter() - started
@@ -525,7 +600,8 @@ def _link_note(path: Path, source: str) -> list[str]:
     return [] if os.path.abspath(path) == source else [f"a symbolic link: stored as {source}"]
 
 
-def _reason(err: DocumentError) -> str:
+def failure_reason(err: DocumentError) -> str:
+    """How a failed file's reason reads in the report (every runner)."""
     return f"{err.reason}: {err.detail}"
 
 

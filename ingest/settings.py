@@ -47,7 +47,23 @@ class IndexSettings(BaseModel):
     ivf_lists: int = Field(0, ge=0)  # 0: chosen from the collection's size
 
 
+class RaySettings(BaseModel):
+    """The `ray` ingestion runner (ingest.ray_runner; the `ray` extra)."""
+
+    # None: Ray starts on this machine for the ingest and stops after it; "auto": the cluster this
+    # machine belongs to (`ray start`); "ray://host:10001": a remote cluster through Ray Client
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1)  # on this machine only; None: its cores (at least actors + 1)
+    embed_actors: int | None = Field(None, ge=1)  # None: one per GPU of the cluster, or one without GPUs
+    actor_cpus: float = Field(1.0, gt=0.0)  # CPUs an embedding actor holds (torch threads on CPU)
+    embed_batch: int = Field(256, ge=1)  # chunks per call of an embedding actor
+
+
 class IngestSettings(BaseModel):
+    # local: parse workers beside the embedder on this machine; ray: Ray Data tasks and actors on
+    # this machine or a cluster (ingest.pipeline.RUNNERS)
+    runner: str = "local"
+    ray: RaySettings = RaySettings()
     embed: EmbedSettings = EmbedSettings()
     chunk: ChunkSettings = ChunkSettings()
     index: IndexSettings = IndexSettings()

@@ -214,6 +214,14 @@ def ingest(
     workers: Annotated[
         int | None, typer.Option(help="Parse processes beside the embedder (0: inline).")
     ] = None,
+    runner: Annotated[
+        str | None,
+        typer.Option(help="local (this machine's processes) | ray (Ray Data; pip install 'lectern[ray]')"),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="The ray runner's cluster: auto | ray://host:10001 (default: Ray on this machine)"),
+    ] = None,
     data_dir: DataDir = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -227,7 +235,8 @@ def ingest(
             data_dir,
             **{
                 "ingest.embed": {"profile": profile},
-                "ingest": {"parse_workers": workers, "follow_links": follow_links},
+                "ingest": {"parse_workers": workers, "follow_links": follow_links, "runner": runner},
+                "ingest.ray": {"address": address},
             },
         )
         if include:

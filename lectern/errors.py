@@ -150,6 +150,15 @@ class StoreUnavailable(LecternError):
         super().__init__(f"cannot open the Milvus database {uri}: {reason}")
 
 
+class RunnerUnavailable(LecternError):
+    """An ingestion runner that cannot run here: its package is missing, or its cluster unreachable."""
+
+    def __init__(self, runner: str, reason: str) -> None:
+        self.runner = runner
+        self.reason = reason
+        super().__init__(f"the {runner!r} ingest runner cannot run: {reason}")
+
+
 class IndexLocked(LecternError):
     """Another writer holds the collection's lock."""
 

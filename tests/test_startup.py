@@ -1,6 +1,6 @@
 """Start-up pays only for what a command needs: `import lectern`, `lectern --help`, `list`, `delete`
-and a re-ingest with nothing changed import no torch, transformers or model2vec (each checked in a
-fresh process, in sys.modules)."""
+and a re-ingest with nothing changed import no torch, transformers, model2vec or Ray (each checked in
+a fresh process, in sys.modules)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("torch", "transformers", "sentence_transformers", "model2vec")
+HEAVY = ("torch", "transformers", "sentence_transformers", "model2vec", "ray")
 # Besides: what `lectern list` and `--help` need not import either (about 2 s of a 2-core machine's time).
 SEARCH_STACK = ("langchain_core", "scipy", "faiss")
 
@@ -64,10 +64,11 @@ def test_list_delete_and_unchanged_reingest_load_no_model(data_dir: Path, tmp_pa
     assert code == 0, out
     assert "torch" in heavy and "sentence_transformers" in heavy
 
-    code, heavy, out = probe(["ingest", str(docs), "-c", "notes", "--workers", "0"])
-    assert code == 0, out
-    assert "unchanged 2" in out
-    assert no_model(heavy), heavy
+    for runner in ("local", "ray"):  # unchanged files are skipped before any runner starts (no Ray)
+        code, heavy, out = probe(["ingest", str(docs), "-c", "notes", "--workers", "0", "--runner", runner])
+        assert code == 0, out
+        assert "unchanged 2" in out
+        assert no_model(heavy), heavy
 
     for args in (["list", "-c", "notes"], ["list"]):
         code, heavy, out = probe(args)
