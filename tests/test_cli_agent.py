@@ -47,3 +47,9 @@ def test_ask_agent_quiet_and_json(runner: CliRunner) -> None:
 def test_ask_agent_step_limit_flag_is_checked(runner: CliRunner) -> None:
     result = runner.invoke(app, ["ask", "q?", "--agent", "--max-steps", "0"])
     assert result.exit_code == 2
+
+
+def test_an_adapter_with_the_fake_backend_is_an_error_not_ignored(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ask", "What do the otters eat?", "--adapter", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "llm.adapter" in result.output and "fake backend cannot load a LoRA adapter" in result.output

@@ -99,8 +99,11 @@ def _error(url: str, body: dict[str, Any]) -> dict[str, Any]:
         ({"tools": [{"type": "retrieval", "function": SEARCH["function"]}]}, "tools", "tools.0.type"),
         ({"tools": [{"type": "function", "function": {"description": "x"}}]}, "tools", "function.name"),
         ({"tools": [{"type": "function", "function": {"name": "a b"}}]}, "tools", "function.name"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]},
-         "tools", "parameters"),  # fmt: skip
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]},
+            "tools",
+            "parameters",
+        ),
         ({"tools": "search"}, "tools", "tools"),
         ({"tools": []}, "tools", "tools"),
         ({"tool_choice": "sometimes"}, "tool_choice", "tool_choice"),
@@ -108,11 +111,23 @@ def _error(url: str, body: dict[str, Any]) -> dict[str, Any]:
         ({"tools": None, "tool_choice": "required"}, "tool_choice", "only allowed when tools"),
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages", "tool_call_id"),
         (
-            {"messages": [{"role": "assistant", "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": "search", "arguments": "not json"}}]}]},
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "id": "c1",
+                                "type": "function",
+                                "function": {"name": "search", "arguments": "not json"},
+                            }
+                        ],
+                    }
+                ]
+            },
             "messages",
             "JSON object",
-        ),  # fmt: skip
+        ),
         ({"model": "lectern-rag/test"}, "tools", "takes no tools"),
     ],
 )
