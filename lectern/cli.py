@@ -592,6 +592,7 @@ def eval_answers(
     limit: Annotated[int, typer.Option(help="How many answerable questions to sample (quote n >= 60).")] = 60,
     backend: BackendOpt = None,
     model: ModelOpt = None,
+    adapter: AdapterOpt = None,
     prompt: PromptOpt = None,
     context: Annotated[
         str | None, typer.Option(help="What the model is shown: sentences (best ones) | chunks (whole).")
@@ -615,7 +616,7 @@ def eval_answers(
 
     with _edge():
         answer = {"prompt": prompt, "context": context, "evidence": evidence}
-        settings = _settings(data_dir, llm=_llm_flags(backend, model), answer=answer)
+        settings = _settings(data_dir, llm=_llm_flags(backend, model, adapter), answer=answer)
         _warn_remote(settings)
         eval_answers_command(qa_dir, settings, limit, as_json=as_json, out_path=out_path)
 
