@@ -4,7 +4,7 @@ chunks by the local model, to train an adapter on (rag.llm.tune) without writing
 Deterministic and bounded: `count` pairs at most, from chunks picked by a seeded shuffle (chunks of
 fewer than MIN_WORDS words skipped), each asked of the model greedily for one question and a short
 answer. A reply is kept only when it has both parts, the answer is short (at most MAX_ANSWER_WORDS
-words) and the passage holds the answer's words (most of them): a question the model made up from
+words), the question shares a word with the passage and the passage holds most of the answer's words: a question the model made up from
 memory teaches the adapter nothing about the collection. Each pair is shown with its chunk and one
 other chunk of the collection in a seeded order, and the answer cites its chunk's number, as the QA
 chain's answers do, so the adapter learns to pick the source that holds the answer.
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from lectern.rag.workspace import Workspace
 
 MIN_WORDS = 25
-MAX_ANSWER_WORDS = 12
+MAX_ANSWER_WORDS = 30  # the concise QA prompt asks for one short sentence
 MAX_PAIRS = 500
 PASSAGE_WORDS = 220  # the start of a long chunk is enough to ask about, and keeps prompts short
 ASK_FOR_PAIR = ChatPromptTemplate.from_messages(
@@ -65,6 +65,8 @@ def parse_pair(reply: str, passage: str) -> tuple[str, str] | None:
         return None
     if answer.lower() in question.lower():  # the question gives its own answer away
         return None
+    if not any(len(w) > 3 and w in words for w in _WORD.findall(question.lower())):
+        return None  # not about the passage ("What was the answer to this question?")
     return (question if question.endswith("?") else question + "?"), answer
 
 

@@ -34,7 +34,8 @@ PASSAGE = "The Brennock canal was opened in 1821 by the engineer Ada Brennock, w
         ("Who opened the canal? Ada Brennock.", None),  # not in the asked form
         ("Question: Who opened the canal?\nAnswer: Isambard Kingdom Brunel", None),  # not in the passage
         ("Question: Who was the engineer Ada Brennock?\nAnswer: Ada Brennock", None),  # gives itself away
-        ("Question: What?\nAnswer: " + "canal " * 13, None),  # too long for an answer
+        ("Question: What of the canal?\nAnswer: " + "canal " * 31, None),  # too long for an answer
+        ("Question: What was the answer to this question?\nAnswer: Ada Brennock", None),  # not about it
     ],
 )
 def test_replies_are_kept_only_when_usable(reply: str, expected: tuple[str, str] | None) -> None:
