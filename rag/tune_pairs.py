@@ -4,7 +4,8 @@ chunks by the local model, to train an adapter on (rag.llm.tune) without writing
 Deterministic and bounded: `count` pairs at most, from chunks picked by a seeded shuffle (chunks of
 fewer than MIN_WORDS words skipped), each asked of the model greedily for one question and a short
 answer. A reply is kept only when it has both parts, the answer is short (at most MAX_ANSWER_WORDS
-words), the question shares a word with the passage and the passage holds most of the answer's words: a question the model made up from
+words), the question shares a word with the passage and the passage holds most of the words the
+answer adds to the question: a question the model made up from
 memory teaches the adapter nothing about the collection. Each pair is shown with its chunk and one
 other chunk of the collection in a seeded order, and the answer cites its chunk's number, as the QA
 chain's answers do, so the adapter learns to pick the source that holds the answer.
@@ -38,16 +39,46 @@ MAX_PAIRS = 500
 PASSAGE_WORDS = 220  # the start of a long chunk is enough to ask about, and keeps prompts short
 ASK_FOR_PAIR = ChatPromptTemplate.from_messages(
     [
-        ("system", "You write reading-comprehension questions about a passage."),
         (
-            "human",
-            "Passage:\n{passage}\n\nWrite one question that this passage answers, and the answer in a "
-            "few words copied from the passage. Reply in exactly this form:\nQuestion: ...\nAnswer: ...",
+            "system",
+            "You write one reading-comprehension question about a passage, and its answer copied from "
+            "the passage. Example:\nPassage: The bridge was opened in 1850 by the engineer Ada Lovelace.\n"
+            "Question: Who opened the bridge?\nAnswer: The engineer Ada Lovelace.",
         ),
+        ("human", "Passage: {passage}"),
     ]
 )
+REPLY_START = "Question:"
+"""The reply is made to start with this (small models otherwise chat about the task)."""
 _REPLY = re.compile(r"Question:\s*(?P<q>.+?)\s*\n+\s*Answer:\s*(?P<a>.+)", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9]+")
+_FILLER = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "by",
+        "to",
+        "for",
+        "and",
+        "or",
+        "was",
+        "is",
+        "were",
+        "are",
+        "it",
+        "its",
+        "as",
+        "with",
+        "from",
+        "that",
+        "this",
+    ]
+)
 
 
 def parse_pair(reply: str, passage: str) -> tuple[str, str] | None:
@@ -60,8 +91,9 @@ def parse_pair(reply: str, passage: str) -> tuple[str, str] | None:
     if not question or not answer or len(answer.split()) > MAX_ANSWER_WORDS:
         return None
     words = set(_WORD.findall(passage.lower()))
-    said = _WORD.findall(answer.lower())
-    if not said or sum(w in words for w in said) * 2 < len(said) + 1:  # more than half found
+    asked = set(_WORD.findall(question.lower()))
+    new = [w for w in _WORD.findall(answer.lower()) if w not in asked and w not in _FILLER]
+    if not new or sum(w in words for w in new) * 2 < len(new) + 1:  # most of what it adds is there
         return None
     if answer.lower() in question.lower():  # the question gives its own answer away
         return None
@@ -114,8 +146,8 @@ def pairs_from_collection(
     for start in range(0, len(order), size):
         batch = order[start : start + size]
         passages = [" ".join(c.text.split()[:PASSAGE_WORDS]) for c in batch]
-        prompts = [llm._prompt_text(ASK_FOR_PAIR.format_messages(passage=p)) for p in passages]
-        replies = llm.generate_many(prompts, max_new_tokens=64, temperature=0)
+        prompts = [llm._prompt_text(ASK_FOR_PAIR.format_messages(passage=p)) + REPLY_START for p in passages]
+        replies = [REPLY_START + r for r in llm.generate_many(prompts, max_new_tokens=64, temperature=0)]
         for chunk, passage, reply in zip(batch, passages, replies, strict=True):
             tried += 1
             found = parse_pair(reply, passage)

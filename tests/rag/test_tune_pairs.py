@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from lectern.cli import app
 from lectern.errors import InvalidInput
-from lectern.rag.tune_pairs import pairs_from_collection, parse_pair, write_pairs
+from lectern.rag.tune_pairs import REPLY_START, pairs_from_collection, parse_pair, write_pairs
 from tests.conftest import SAMPLE_DOCS, SAMPLE_EXCLUDE
 
 PASSAGE = "The Brennock canal was opened in 1821 by the engineer Ada Brennock, who built its 42 locks."
@@ -43,7 +43,8 @@ def test_replies_are_kept_only_when_usable(reply: str, expected: tuple[str, str]
 
 
 class ScriptedWriter:
-    """Stands in for LocalChatModel: numbers each prompt's passage and answers with its first words."""
+    """Stands in for LocalChatModel: asks about each passage's first word and answers with its second
+    (every `bad_every`-th reply unusable)."""
 
     batch_size = 3
 
@@ -59,12 +60,11 @@ class ScriptedWriter:
         replies = []
         for prompt in prompts:
             self.prompts.append(prompt)
-            passage = prompt.split("Passage:\n", 1)[1].split("\n\n", 1)[0]
+            assert prompt.endswith(REPLY_START)  # the reply is made to start with it
+            passage = prompt.rsplit("Passage: ", 1)[1].removesuffix(REPLY_START)
             words = re.findall(r"[A-Za-z]{4,}", passage)
             bad = self.bad_every and len(self.prompts) % self.bad_every == 0
-            replies.append(
-                "I cannot." if bad else f"Question: What is said of {words[0]}?\nAnswer: {words[1]}"
-            )
+            replies.append(" I cannot." if bad else f" What is said of {words[0]}?\nAnswer: {words[1]}")
         return replies
 
 
@@ -163,3 +163,8 @@ def test_tune_from_a_collection_with_smollm2(tmp_path: Path, models_dir: Path) -
     record = json.loads((tmp_path / "adapter" / IDENTITY).read_text())
     assert record["model"] == "packaged:smollm2" and record["steps"] == 4 and record["examples"] == len(rows)
     assert "pairs:" in result.output and "adapter for packaged:smollm2" in result.output
+
+
+def test_scripted_questions_read_cleanly(docs_ws: Any) -> None:
+    pairs = pairs_from_collection(docs_ws, ScriptedWriter(), count=2)
+    assert all(p.question.startswith("What is said of ") for p in pairs)
