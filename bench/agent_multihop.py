@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--every", type=int, default=1, help="every K-th question (a spread over the kinds)")
+    ap.add_argument("--ids", default="", help="only these question ids, comma-separated")
     ap.add_argument("--max-steps", type=int, default=6)
     ap.add_argument("--token-budget", type=int, default=12000)
     ap.add_argument("--modes", default="chain,agent")
@@ -55,6 +56,8 @@ def main() -> None:
     models = args.model or ["packaged:qwen2.5-0.5b"]
     modes = args.modes.split(",")
     items = [json.loads(line) for line in args.set.read_text().splitlines() if line.strip()]
+    if args.ids:
+        items = [i for i in items if str(i["id"]) in args.ids.split(",")]
     items = items[:: max(1, args.every)][: args.limit]
     articles = sorted(args.qa_dir.glob("data/set*/a*.txt.clean"))
     spaces = {}
@@ -67,7 +70,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {(m, k): [] for m in models for k in modes}
     tag = "-".join(m.split(":")[-1] for m in models)
-    out = (args.out / f"agent-multihop-{tag}-{'-'.join(modes)}.jsonl").open("w")
+    picked = f"-ids{args.ids.replace(',', '_')}" if args.ids else ""
+    out = (args.out / f"agent-multihop-{tag}-{'-'.join(modes)}{picked}.jsonl").open("w")
     t0 = time.perf_counter()
     for n, item in enumerate(items, 1):
         for model in models:
