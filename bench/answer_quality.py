@@ -11,7 +11,8 @@ seconds per answer compare. Configurations (CONFIGS) are settings overrides:
 - `lectern`: the current defaults (concise prompt, best sentences, evidence-based abstention);
 - `chunks`, `no-evidence`, `no-verify`, `no-spelling`: the defaults less one lever each, to see what each is worth;
 - `example` (one worked exchange before the question), `wide` (two neighbours either side of each
-  chosen sentence), `four` (four best sentences: the default before docs/ANSWERS.md's sixth run): candidate levers.
+  chosen sentence), `four` (four best sentences: the default before docs/ANSWERS.md's sixth run): candidate levers;
+- `adapter` (with `--adapter FOLDER`): the defaults with that LoRA adapter on the model.
 Prints one JSON line per configuration (rag.evaluate_answers.KEYS) and writes per-question JSONL.
 """
 
@@ -58,11 +59,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--config", action="append", choices=sorted(CONFIGS))
     ap.add_argument("--model", default="packaged:qwen2.5-0.5b")
+    ap.add_argument("--adapter", default=None, help="adds the config `adapter`: the defaults with this LoRA")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for the model")
     ap.add_argument("--data-dir", type=Path, default=Path(".lectern-data/bench"))
     ap.add_argument("--out", type=Path, default=Path("bench/out"))
     args = ap.parse_args()
     names = args.config or ["baseline", "lectern"]
+    if args.adapter:
+        CONFIGS["adapter"] = {"llm": {"adapter": args.adapter}}
+        names = [*names, "adapter"] if "adapter" not in names else names
     common = {"llm": {"model": args.model, "threads": args.threads}}
     settings: dict[str, Settings] = {
         name: load_settings(

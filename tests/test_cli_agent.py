@@ -47,3 +47,25 @@ def test_ask_agent_quiet_and_json(runner: CliRunner) -> None:
 def test_ask_agent_step_limit_flag_is_checked(runner: CliRunner) -> None:
     result = runner.invoke(app, ["ask", "q?", "--agent", "--max-steps", "0"])
     assert result.exit_code == 2
+
+
+def test_an_adapter_with_the_fake_backend_is_an_error_not_ignored(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ask", "What do the otters eat?", "--adapter", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "llm.adapter" in result.output and "fake backend cannot load a LoRA adapter" in result.output
+
+
+def test_eval_answers_takes_adapter(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lectern.rag.evaluate_answers as evaluate_answers
+
+    seen: list[object] = []
+    monkeypatch.setattr(
+        evaluate_answers, "eval_answers_command", lambda qa, settings, *a, **k: seen.append(settings)
+    )
+    result = runner.invoke(
+        app, ["eval", "answers", "--qa-dir", str(tmp_path), "--adapter", str(tmp_path / "a")]
+    )
+    assert result.exit_code == 0, result.output
+    assert seen[0].llm.adapter == str(tmp_path / "a")  # type: ignore[attr-defined]

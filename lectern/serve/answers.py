@@ -20,6 +20,7 @@ from lectern.serve.protocol import (
     error_body,
     sse,
 )
+from lectern.serve.tool_replies import ToolReply, finish_reason, stream_deltas
 
 
 def async_sink(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Event]) -> Callable[[Event], None]:
@@ -66,10 +67,12 @@ async def respond(
     cancelled: threading.Event,
     stream: bool,
     ending: Callable[[Any], Ending],
+    tools: ToolReply | None = None,
 ) -> Any:
     """The one answer loop: ("text", str) events, then ("done", x) (`ending(x)` says how it ended)
     or ("error", exception), as one response or as an event stream. However it ends (done, client
-    gone, handler cancelled), `cancelled` is set, which stops the generation at its next token."""
+    gone, handler cancelled), `cancelled` is set, which stops the generation at its next token.
+    With `tools` (a tool-bound chat), the reply's tool calls become OpenAI's `tool_calls`."""
     if not stream:
 
         async def collect() -> tuple[str, Ending]:
@@ -78,15 +81,21 @@ async def respond(
                 kind, value = await events.get()
                 if kind == "text":
                     parts.append(value)
+                elif kind == "calls" and tools is not None:
+                    tools.parsed.extend(value)
                 elif kind == "error":
                     raise value
-                else:
+                elif kind == "done":
                     return "".join(parts), ending(value)
 
         try:
             text, end = await watching(request, cancelled, collect())
         finally:
             cancelled.set()  # no-op when done; stops the rows when the handler was cancelled
+        if tools is not None:
+            tools.feed(text)
+            content, calls = tools.finish()
+            return shape.whole(content, finish_reason(end.reason, calls), end.usage, calls, **end.extra)
         return shape.whole(end.text if end.text is not None else text, end.reason, end.usage, **end.extra)
 
     async def frames() -> AsyncIterator[str]:
@@ -95,15 +104,30 @@ async def respond(
                 yield sse(shape.chunk({"role": "assistant", "content": ""}))
             while True:
                 kind, value = await events.get()
-                if kind == "text":
+                if kind == "text" and tools is not None:
+                    piece = tools.feed(value)
+                    if piece:
+                        yield sse(shape.chunk({"content": piece}))
+                elif kind == "text":
                     yield sse(shape.chunk({"content": value} if shape.chat else value))
+                elif kind == "calls" and tools is not None:
+                    tools.parsed.extend(value)
                 elif kind == "error":
                     api = as_api_error(value)
                     yield sse(error_body(api.message, api.type, api.param, api.code))
                     break
-                else:
+                elif kind == "done":
                     end = ending(value)
-                    yield sse(shape.chunk({} if shape.chat else "", end.reason, **end.extra))
+                    reason = end.reason
+                    if tools is not None:
+                        content, calls = tools.finish()
+                        rest = tools.rest(content)
+                        if rest:
+                            yield sse(shape.chunk({"content": rest}))
+                        for delta in stream_deltas(calls):
+                            yield sse(shape.chunk(delta))
+                        reason = finish_reason(reason, calls)
+                    yield sse(shape.chunk({} if shape.chat else "", reason, **end.extra))
                     if shape.include_usage:
                         yield sse(shape.usage_chunk(end.usage))
                     break

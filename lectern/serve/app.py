@@ -158,6 +158,9 @@ def build_app(settings: Settings, llm: BaseChatModel, options: ServeOptions | No
     async def chat_completions(request: Request) -> Any:
         body = await parse(request, ChatRequest)
         if body.model.startswith(RAG_PREFIX):
+            if body.tools:
+                raise APIError(f"{body.model} answers from its collection and takes no tools; send tools to "
+                               f"{server.model_id}", param="tools", code="invalid_request")  # fmt: skip
             return await rag_chat(server, body, request)
         check_model(server, body.model)
         messages = to_messages(body.messages)

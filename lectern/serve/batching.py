@@ -12,6 +12,7 @@ one request at a time through their `stream`, with the same events and cancellat
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -30,7 +31,8 @@ from lectern.errors import ServerBusy
 from lectern.rag.llm import LecternChatModel, LocalChatModel
 
 Event = tuple[str, Any]
-"""What a job's sink receives: ("text", str) pieces, then ("done", Finish) or ("error", exception)."""
+"""What a job's sink receives: ("text", str) pieces, then ("done", Finish) or ("error", exception);
+a tool-bound job on a model that parses its own calls also sends ("calls", list[ToolCall])."""
 
 
 @dataclass
@@ -61,6 +63,9 @@ class Job:
     prompt_ids: list[int] | None = None  # the local model's tokens of the prompt
     raw_prompt: str | None = None  # /v1/completions: the text as given, no chat template
     prompt_tokens: int = 0
+    tools: list[dict[str, Any]] | None = None  # OpenAI-form tools (the local model has them in prompt_ids)
+    tool_choice: str = "auto"
+    start: str = ""  # the text the local model's reply was forced to begin with (tool_choice)
     cancelled: threading.Event = field(default_factory=threading.Event)
     finished: bool = False
 
@@ -185,6 +190,9 @@ def stream_one(llm: BaseChatModel, job: Job, stats: Counter[str]) -> None:
     kwargs: dict[str, Any] = {"temperature": s.temperature}
     if hasattr(llm, "max_new_tokens"):
         kwargs["max_new_tokens"] = s.max_tokens
+    if job.tools and job.tool_choice != "none":
+        call_tools(llm, job, kwargs, stats)
+        return
     out = Emitter(job)
     text, reason = "", "stop"
     for chunk in llm.stream(job.messages, stop=s.stop or None, **kwargs):
@@ -201,6 +209,29 @@ def stream_one(llm: BaseChatModel, job: Job, stats: Counter[str]) -> None:
     out.flush()
     stats["completed"] += 1
     job.emit(("done", Finish(reason, llm.get_num_tokens(out.sent) if out.sent else 0)))
+
+
+def call_tools(llm: BaseChatModel, job: Job, kwargs: dict[str, Any], stats: Counter[str]) -> None:
+    """A tool-bound job on a model that parses its own replies (the fake, an upstream server): one
+    call, its content as text and its calls as a ("calls", ...) event."""
+    bound = llm.bind_tools(
+        job.tools or [], tool_choice=None if job.tool_choice == "auto" else job.tool_choice
+    )
+    reply = bound.invoke(job.messages, stop=job.sampling.stop or None, **kwargs)
+    text = reply.text if isinstance(reply, AIMessage) else str(reply)
+    if job.cancelled.is_set():
+        stats["cancelled"] += 1
+        job.emit(("done", Finish("cancelled", 0)))
+        return
+    if text:
+        job.emit(("text", text))
+    calls = list(getattr(reply, "tool_calls", []) or [])
+    if calls:
+        job.emit(("calls", calls))
+    stats["completed"] += 1
+    used = getattr(reply, "usage_metadata", None) or {}
+    written = text + "".join(json.dumps({"name": c["name"], "arguments": c["args"]}) for c in calls)
+    job.emit(("done", Finish("stop", int(used.get("output_tokens") or llm.get_num_tokens(written)))))
 
 
 class Emitter:

@@ -8,15 +8,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages.tool import tool_call
 
-from lectern.errors import (
-    ContextTooLong,
-)
+from lectern.errors import APIError, ContextTooLong, ToolsUnsupported
 from lectern.rag.llm import LocalChatModel
 from lectern.serve.answers import Ending, async_sink, respond
 from lectern.serve.batching import Event, Finish, Job, Sampling
 from lectern.serve.protocol import (
+    ChatRequest,
     GenerationRequest,
     Message,
     Shape,
@@ -24,19 +24,32 @@ from lectern.serve.protocol import (
     now,
     usage,
 )
+from lectern.serve.tool_replies import ToolReply
 
 if TYPE_CHECKING:
     from lectern.serve.app import Server
 
 
 def to_messages(messages: list[Message]) -> list[BaseMessage]:
+    """The request's messages as langchain-core messages: an assistant's tool calls and the tool
+    results kept, so a tool template renders the whole exchange."""
     kinds: dict[str, Callable[..., BaseMessage]] = {
         "system": SystemMessage,
         "developer": SystemMessage,
         "user": HumanMessage,
-        "assistant": AIMessage,
     }
-    return [kinds[m.role](content=m.text()) for m in messages]
+    out: list[BaseMessage] = []
+    for m in messages:
+        if m.role == "assistant":
+            calls = [
+                tool_call(name=c.function.name, args=c.function.args(), id=c.id) for c in m.tool_calls or []
+            ]
+            out.append(AIMessage(content=m.text(), tool_calls=calls))
+        elif m.role == "tool":
+            out.append(ToolMessage(content=m.text(), tool_call_id=m.tool_call_id or ""))
+        else:
+            out.append(kinds[m.role](content=m.text()))
+    return out
 
 
 def make_job(
@@ -46,8 +59,17 @@ def make_job(
     window: an explicit max_tokens that does not fit is a 400 naming the limit."""
     llm = server.llm
     ids: list[int] | None = None
+    tools, choice = (body.tool_dicts(), body.choice()) if isinstance(body, ChatRequest) else (None, "auto")
+    start = ""
     if isinstance(llm, LocalChatModel):
-        ids = llm.get_token_ids(raw) if raw is not None else llm._prompt_ids(messages)
+        if raw is not None:
+            ids = llm.get_token_ids(raw)
+        else:
+            try:
+                text, start = llm.tool_prompt(messages, tools, choice)
+            except ToolsUnsupported as error:  # SmolLM2: no tools section in its template
+                raise APIError(str(error), param="tools", code="tools_unsupported") from None
+            ids = llm.get_token_ids(text)
         prompt_tokens = len(ids)
     else:
         prompt_tokens = (
@@ -73,9 +95,11 @@ def make_job(
         stop=body.stops(),
         ignore_eos=body.ignore_eos,
     )
-    return Job(
+    job = Job(
         messages, sampling, sink=lambda e: None, prompt_ids=ids, raw_prompt=raw, prompt_tokens=prompt_tokens
     )
+    job.tools, job.tool_choice, job.start = tools, choice, start
+    return job
 
 
 async def generate(server: Server, job: Job, body: GenerationRequest, request: Request, *, chat: bool) -> Any:
@@ -88,4 +112,5 @@ async def generate(server: Server, job: Job, body: GenerationRequest, request: R
     def ending(finish: Finish) -> Ending:
         return Ending(finish.reason, usage(job.prompt_tokens, finish.completion_tokens))
 
-    return await respond(request, shape, events, job.cancelled, body.stream, ending)
+    tools = ToolReply(job.start) if chat and job.tools and job.tool_choice != "none" else None
+    return await respond(request, shape, events, job.cancelled, body.stream, ending, tools)

@@ -1,6 +1,7 @@
 """The OpenAI wire format: request bodies (validated; a failure is a 400 in OpenAI's error shape) and
 the response and stream-chunk dicts. lectern's own extras are documented fields: `k`, `mode` and
-`sources` for a RAG model, `ignore_eos` (as vLLM) for benchmarks.
+`sources` for a RAG model, `ignore_eos` (as vLLM) for benchmarks. Chat requests may carry OpenAI's
+`tools` and `tool_choice`, and conversations with assistant `tool_calls` and `tool` results.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from lectern.errors import APIError
 
@@ -24,11 +25,87 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1)
+    arguments: str  # JSON text, as OpenAI sends it
+
+    def args(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.arguments or "{}")
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise ValueError(f"arguments of {self.name!r} are not a JSON object")
+        return value
+
+
+class ToolCallIn(BaseModel):
+    """A tool call an earlier assistant turn made, sent back with the conversation."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionSpec(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _an_object_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type", "object") != "object":
+            raise ValueError("parameters must be a JSON Schema of type 'object'")
+        return value
+
+
+class ToolSpec(BaseModel):
+    """One of a request's `tools`: `{"type": "function", "function": {"name", "description"?, "parameters"?}}`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    function: dict[str, str]
+
+    @field_validator("function")
+    @classmethod
+    def _has_name(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value.get("name"):
+            raise ValueError("a named tool_choice needs function.name")
+        return value
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCallIn] | None = None  # an assistant turn's calls
+    tool_call_id: str | None = None  # a tool result: the call it answers
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> Message:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs tool_call_id")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        for call in self.tool_calls or []:
+            call.function.args()  # arguments that are not a JSON object: a 400 now, not a bad prompt
+        return self
 
     def text(self) -> str:
         """The message's text; content parts other than text are refused."""
@@ -51,7 +128,7 @@ class Message(BaseModel):
 class GenerationRequest(BaseModel):
     """What chat and text completions share. Unknown OpenAI fields are accepted and ignored, as a
     server that does not log probabilities ignores `logprobs: false`; ones that would change the
-    answer (n > 1, tools, logprobs) are refused."""
+    answer (n > 1, logprobs) are refused."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -66,7 +143,6 @@ class GenerationRequest(BaseModel):
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     logprobs: bool | int | None = None
-    tools: list[Any] | None = None
     ignore_eos: bool = False  # vLLM's extension: generate exactly max_tokens
 
     @field_validator("n")
@@ -84,13 +160,6 @@ class GenerationRequest(BaseModel):
         if isinstance(stop, list) and any(not s for s in stop):
             raise ValueError("stop sequences must not be empty")
         return stop
-
-    @field_validator("tools")
-    @classmethod
-    def _no_tools(cls, tools: list[Any] | None) -> list[Any] | None:
-        if tools:
-            raise ValueError("tools are not supported")
-        return tools
 
     @field_validator("logprobs")
     @classmethod
@@ -117,11 +186,47 @@ class ChatRequest(GenerationRequest):
     k: int | None = Field(None, ge=1, le=50)
     mode: Literal["hybrid", "dense", "bm25"] | None = None
     sources: list[str] | None = None
+    # the local model's tool calling
+    tools: list[ToolSpec] | None = Field(None, min_length=1)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None  # accepted; the model may write several calls either way
+
+    def tool_dicts(self) -> list[dict[str, Any]] | None:
+        """The tools in the OpenAI form chat templates render."""
+        if not self.tools:
+            return None
+        return [t.model_dump(exclude_none=True) for t in self.tools]
+
+    def choice(self) -> str:
+        """tool_choice as "auto", "none", "required" or a tool's name; an APIError (param
+        tool_choice) when it names no given tool or comes without tools."""
+        choice = self.tool_choice
+        if choice is None:
+            return "auto"
+        if not self.tools:
+            raise APIError("tool_choice is only allowed when tools are given", param="tool_choice",
+                           code="invalid_request")  # fmt: skip
+        if isinstance(choice, str):
+            return choice
+        name = choice.function["name"]
+        names = [t.function.name for t in self.tools]
+        if name not in names:
+            raise APIError(f"tool_choice names {name!r}, which is not one of the tools ({', '.join(names)})",
+                           param="tool_choice", code="invalid_request")  # fmt: skip
+        return name
 
 
 class CompletionRequest(GenerationRequest):
     prompt: str | list[str]
     echo: bool = False
+    tools: list[Any] | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, tools: list[Any] | None) -> list[Any] | None:
+        if tools:
+            raise ValueError("tools are for /v1/chat/completions")
+        return tools
 
     @field_validator("prompt")
     @classmethod
@@ -216,9 +321,19 @@ class Shape:
         )
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
 
-    def whole(self, text: str, reason: str, used: dict[str, int], **extra: Any) -> dict[str, Any]:
+    def whole(
+        self,
+        text: str,
+        reason: str,
+        used: dict[str, int],
+        tool_calls: list[dict[str, Any]] | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
         if self.chat:
-            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}}
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if tool_calls:  # as OpenAI: content null when the reply is only calls
+                message.update(content=text or None, tool_calls=tool_calls)
+            choice: dict[str, Any] = {"index": 0, "message": message}
         else:
             choice = {"index": 0, "text": text, "logprobs": None}
         choice["finish_reason"] = reason

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from langchain_core.language_models import BaseChatModel
 
-from lectern.errors import UnknownKey
+from lectern.errors import InvalidInput, UnknownKey
 from lectern.rag.llm.base import LecternChatModel, fit_check, to_chat_dicts
 from lectern.rag.llm.local import LocalChatModel, build_local
 from lectern.rag.llm.openai_api import OpenAIChatModel, build_openai
@@ -58,4 +58,11 @@ def build_llm(settings: LLMSettings, models_dir: Path) -> BaseChatModel:
         builder = LLM_BACKENDS[settings.backend]
     except KeyError:
         raise UnknownKey("LLM backend", settings.backend, list(LLM_BACKENDS)) from None
+    if settings.adapter and settings.backend != "local":  # never silently answer without it
+        raise InvalidInput(
+            "llm.adapter",
+            settings.adapter,
+            f"the {settings.backend} backend cannot load a LoRA adapter, only the local backend can; "
+            "use --backend local, or drop --adapter / llm.adapter",
+        )
     return builder(settings, Path(models_dir))

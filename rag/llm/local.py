@@ -26,7 +26,13 @@ from lectern.rag.llm.convert import (
     load_tokenizer,
     resolve_local,
 )
-from lectern.rag.llm.tool_calls import parse_tool_calls, supports_tools, tool_chat_dicts
+from lectern.rag.llm.tool_calls import (
+    forced_start,
+    normalize_tool_choice,
+    parse_tool_calls,
+    supports_tools,
+    tool_chat_dicts,
+)
 from lectern.rag.models import (
     AUTO,
     Hardware,
@@ -79,14 +85,34 @@ class LocalChatModel(LecternChatModel):
         return list(self.tokenizer(self._prompt_text(messages, tools), add_special_tokens=False).input_ids)
 
     def bind_tools(
-        self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any
+        self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """The model with `tools` rendered by its own chat template; replies with `<tool_call>` blocks
         come back as AIMessage.tool_calls (rag.llm.tool_calls). ToolsUnsupported, naming the model,
-        when the template has no tools section. `tool_choice` is not enforced (the model decides)."""
+        when the template has no tools section. `tool_choice` ("auto", "none", "required", a tool's
+        name, OpenAI's dict) is enforced by the start the reply is given (tool_calls.forced_start)."""
         if not supports_tools(getattr(self.tokenizer, "chat_template", None)):
             raise ToolsUnsupported(self.model_name)
-        return self.bind(tools=_openai_tools(tools), **kwargs)
+        specs = _openai_tools(tools) or []
+        choice = normalize_tool_choice(tool_choice, [t["function"]["name"] for t in specs])
+        options = {"tool_choice": choice} if choice != "auto" else {}
+        return self.bind(tools=specs, **options, **kwargs)
+
+    def tool_prompt(
+        self, messages: Sequence[BaseMessage], tools: list[dict[str, Any]] | None, tool_choice: Any = None
+    ) -> tuple[str, str]:
+        """(the prompt, the start the reply is forced to) for `messages` with `tools` under
+        `tool_choice`: "none" renders no tools; "required" or a name opens the reply's tool call.
+        The prompt ends with the forced start; the reply's text is that start plus what follows."""
+        if not tools:
+            return self._prompt_text(messages), ""
+        choice = normalize_tool_choice(tool_choice, [t["function"]["name"] for t in tools])
+        if choice == "none":
+            return self._prompt_text(messages), ""
+        if not supports_tools(getattr(self.tokenizer, "chat_template", None)):
+            raise ToolsUnsupported(self.model_name)
+        start = forced_start(choice)
+        return self._prompt_text(messages, tools) + start, start
 
     def _gen_kwargs(
         self, prompt_len: int | None = None, stop: Sequence[str] | None = None, **overrides: Any
@@ -164,9 +190,12 @@ class LocalChatModel(LecternChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         tools = kwargs.pop("tools", None)
-        prompt = self._prompt_text(messages, tools)
-        text = cut_at_stop(self._generate_texts([prompt], stop, **kwargs)[0], stop)
-        if not tools:
+        choice = kwargs.pop("tool_choice", None)
+        if tools:
+            choice = normalize_tool_choice(choice, [t["function"]["name"] for t in tools])
+        prompt, start = self.tool_prompt(messages, tools, choice)
+        text = start + cut_at_stop(self._generate_texts([prompt], stop, **kwargs)[0], stop)
+        if not tools or choice == "none":
             return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
         content, calls, invalid = parse_tool_calls(text)
         message = AIMessage(content=content, tool_calls=calls, invalid_tool_calls=invalid)

@@ -8,6 +8,11 @@ reports the rest as InvalidToolCalls, so a run never crashes on a model's typo.
 
 `tool_chat_dicts` renders a conversation with tool calls and tool results as the dicts
 `apply_chat_template` expects (assistant `tool_calls`, role `tool`).
+
+`tool_choice` (OpenAI's "none", "auto", "required" or a named function; LangChain's "any" and True
+too) is enforced on a local model by what its reply starts with (`forced_start`): "required" opens
+the reply with `<tool_call>`, a named function with `<tool_call>{"name": NAME, "arguments": `, so
+the model can only go on to write that call; "none" renders no tools at all.
 """
 
 from __future__ import annotations
@@ -39,6 +44,37 @@ _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 def supports_tools(chat_template: str | None) -> bool:
     """Whether a chat template renders a `tools` list (Qwen2.5's does; SmolLM2's ignores it)."""
     return bool(chat_template) and "tools" in str(chat_template)
+
+
+def normalize_tool_choice(choice: Any, names: Sequence[str]) -> str:
+    """ "auto", "none", "required" or the name of one of the tools `names`, from any of the forms
+    OpenAI and LangChain use; InvalidInput (field `tool_choice`) for anything else."""
+    from lectern.errors import InvalidInput
+
+    if choice is None or choice == "auto":
+        return "auto"
+    if choice in ("none", "required"):
+        return str(choice)
+    if choice == "any" or (choice is True and len(names) == 1):
+        return "required" if choice == "any" else names[0]
+    if isinstance(choice, dict):
+        function = choice.get("function") if choice.get("type", "function") == "function" else None
+        choice = function.get("name") if isinstance(function, dict) else choice.get("name")
+    if isinstance(choice, str) and choice in names:
+        return choice
+    known = ", ".join(["auto", "none", "required", *names])
+    raise InvalidInput("tool_choice", choice, f"not one of the tools; use one of {known}")
+
+
+def forced_start(choice: str) -> str:
+    """The text a reply is made to start with so that it honours `choice` (normalized): nothing for
+    "auto"/"none", an opened `<tool_call>` block for "required", that block with the name written
+    for a named function."""
+    if choice in ("auto", "none"):
+        return ""
+    if choice == "required":
+        return OPEN + "\n"
+    return OPEN + "\n" + '{"name": ' + json.dumps(choice) + ', "arguments": '
 
 
 def parse_tool_calls(text: str) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:

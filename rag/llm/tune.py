@@ -192,18 +192,24 @@ def _save(model: Any, out: Path, record: dict[str, Any]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def tune(settings: LLMSettings, models_dir: Path, data: Path, out: Path, **options: Any) -> TuneReport:
-    """Load the base model `settings` name (fresh, not from the shared cache: training changes it;
-    fp32 on CPU, bf16 on a GPU) and train an adapter on the pairs in `data`."""
+def load_base(settings: LLMSettings, models_dir: Path) -> Any:
+    """The base model `settings` name, loaded fresh (not from the shared cache: training changes it),
+    fp32 on CPU and bf16 on a GPU, without any adapter."""
     import torch
 
     from lectern.rag.llm.local import build_local
 
     if settings.backend != "local":
         raise InvalidInput("llm.backend", settings.backend, "only the local backend can be tuned")
-    pairs = read_pairs(data)
     on_gpu = settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available())
     dtype = settings.dtype if settings.dtype != "auto" else ("auto" if on_gpu else "float32")
     base = settings.model_copy(update={"adapter": None, "merge_adapter": False, "dtype": dtype})
-    llm = build_local(base, Path(models_dir))
-    return train_lora(llm, pairs, out, **options)
+    return build_local(base, Path(models_dir))
+
+
+def tune(settings: LLMSettings, models_dir: Path, data: Path, out: Path, **options: Any) -> TuneReport:
+    """Train an adapter on the pairs in `data` for the base model `settings` name (load_base)."""
+    if settings.backend != "local":
+        raise InvalidInput("llm.backend", settings.backend, "only the local backend can be tuned")
+    pairs = read_pairs(data)
+    return train_lora(load_base(settings, models_dir), pairs, out, **options)

@@ -172,6 +172,18 @@ def test_wrong_key_is_refused(server: str) -> None:
         )
 
 
+def test_tools_for_a_model_without_a_tools_template_are_a_400_naming_it(client: Any) -> None:
+    import openai
+
+    tool = {"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], tools=[tool]
+        )
+    assert info.value.code == "tools_unsupported" and info.value.param == "tools"
+    assert "'packaged:smollm2' cannot call tools" in str(info.value)
+
+
 def test_langchain_chat_and_embeddings_run_a_chain(server: str) -> None:
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate

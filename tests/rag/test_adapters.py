@@ -244,3 +244,14 @@ def test_tune_refuses_bad_pairs_in_one_line_before_loading_a_model(tmp_path: Pat
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "line 1" in result.output and "empty question or answer" in result.output
     assert not (tmp_path / "a").exists() and not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("backend", ["openai", "fake"])
+def test_an_adapter_on_a_backend_that_cannot_load_one_is_refused_naming_both(
+    backend: str, tmp_path: Path
+) -> None:
+    settings = LLMSettings(backend=backend, model="m", adapter=str(tmp_path / "adapter"))
+    with pytest.raises(InvalidInput) as info:
+        build_llm(settings, tmp_path)
+    assert info.value.field == "llm.adapter"
+    assert f"the {backend} backend cannot load a LoRA adapter" in str(info.value)
