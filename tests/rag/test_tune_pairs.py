@@ -131,7 +131,7 @@ def test_the_cli_wants_exactly_one_source_of_pairs_and_checks_the_collection_fir
 @pytest.mark.e2e
 def test_tune_from_a_collection_with_smollm2(tmp_path: Path, models_dir: Path) -> None:
     """The whole command, tiny: SmolLM2 writes pairs from sample_docs' chunks, then a rank-2 LoRA
-    trains on them for 4 steps; the pairs file and the adapter come out."""
+    trains on them for 2 steps (the smallest run: CI time); the pairs file and the adapter come out."""
     from lectern.rag.llm.adapters import IDENTITY
 
     data = tmp_path / "data"
@@ -145,8 +145,8 @@ def test_tune_from_a_collection_with_smollm2(tmp_path: Path, models_dir: Path) -
     try:
         docs = [str(p) for p in SAMPLE_DOCS.iterdir() if p.name not in SAMPLE_EXCLUDE]
         assert runner.invoke(app, ["ingest", *docs, "-c", "docs"]).exit_code == 0
-        args = ["tune", "--from-collection", "docs", "--model", "packaged:smollm2", "--pairs", "4",
-                "--steps", "4", "--rank", "2", "--out", str(tmp_path / "adapter"),
+        args = ["tune", "--from-collection", "docs", "--model", "packaged:smollm2", "--pairs", "1",
+                "--steps", "2", "--rank", "2", "--out", str(tmp_path / "adapter"),
                 "--pairs-out", str(tmp_path / "pairs.jsonl")]  # fmt: skip
         result = runner.invoke(app, args)
     finally:
@@ -158,10 +158,10 @@ def test_tune_from_a_collection_with_smollm2(tmp_path: Path, models_dir: Path) -
     print(result.output)
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
-    assert 1 <= len(rows) <= 4 and all(r["question"].endswith("?") for r in rows)
+    assert len(rows) == 1 and all(r["question"].endswith("?") for r in rows)
     assert all(re.search(r"\[[12]\]$", r["answer"]) and len(r["sources"]) == 2 for r in rows)
     record = json.loads((tmp_path / "adapter" / IDENTITY).read_text())
-    assert record["model"] == "packaged:smollm2" and record["steps"] == 4 and record["examples"] == len(rows)
+    assert record["model"] == "packaged:smollm2" and record["steps"] == 2 and record["examples"] == len(rows)
     assert "pairs:" in result.output and "adapter for packaged:smollm2" in result.output
 
 
