@@ -16,7 +16,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import SAMPLE_DOCS
-from tests.fixtures.ui_server import free_port, stop_group
+from tests.fixtures.ui_server import lectern_serve
 from tests.serve.conftest import health, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -34,7 +33,6 @@ MODEL = "packaged:smollm2"
 KEY = "e2e-secret"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 QUESTION = "Who designed the Marrow Point lighthouse tower?"  # SmolLM2 cites [1] for this wording
-LECTERN = Path(sys.executable).with_name("lectern")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -53,29 +51,20 @@ def served(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterat
     # one torch thread: CI's two cores are shared with the test process and its clients
     env.update(LECTERN_DATA_DIR=str(data), LECTERN_LLM__THREADS="1", LECTERN_LLM__MAX_NEW_TOKENS="48",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # fmt: skip
-    port = free_port()
-    log = data / "serve.log"
-    cmd = [str(LECTERN), "serve", "--model", MODEL, "--port", str(port), "--api-key", KEY,
-           "--max-batch", "8", "--max-queue", "32", "--log-level", "warning"]  # fmt: skip
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_group(proc) if proc.poll() is None else None
-            pytest.fail(f"lectern serve did not start:\n{log.read_text()}")
-        time.sleep(0.5)
-    try:
+    args = [
+        "--model",
+        MODEL,
+        "--api-key",
+        KEY,
+        "--max-batch",
+        "8",
+        "--max-queue",
+        "32",
+        "--log-level",
+        "warning",
+    ]
+    with lectern_serve(args, env, data / "serve.log", timeout_s=300) as url:
         yield url, data
-    finally:
-        stop_group(proc)
-        assert "Traceback" not in log.read_text(), log.read_text()
 
 
 @pytest.fixture(scope="module")

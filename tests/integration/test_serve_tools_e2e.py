@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.fixtures.ui_server import free_port, stop_group
+from tests.fixtures.ui_server import lectern_serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 MODEL = "packaged:qwen2.5-0.5b"
-LECTERN = Path(sys.executable).with_name("lectern")
 SEARCH = {
     "type": "function",
     "function": {
@@ -58,28 +53,10 @@ def client(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterat
     env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
     env.update(LECTERN_DATA_DIR=str(data), LECTERN_LLM__THREADS="1", LECTERN_LLM__MAX_NEW_TOKENS="48",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # fmt: skip
-    port = free_port()
-    log = data / "serve.log"
-    cmd = [str(LECTERN), "serve", "--model", MODEL, "--port", str(port), "--log-level", "warning"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600  # the first run converts the GGUF (minutes on two cores)
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_group(proc) if proc.poll() is None else None
-            pytest.fail(f"lectern serve did not start:\n{log.read_text()}")
-        time.sleep(0.5)
-    try:
+    args = ["--model", MODEL, "--log-level", "warning"]
+    # the first run converts the GGUF (minutes on two cores)
+    with lectern_serve(args, env, data / "serve.log", timeout_s=600) as url:
         yield openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=300)
-    finally:
-        stop_group(proc)
-        assert "Traceback" not in log.read_text(), log.read_text()
 
 
 def _check_call(call: Any, names: set[str]) -> dict[str, Any]:
