@@ -1,6 +1,6 @@
 """Query latency at scale: hybrid search over 100,000 chunks on CPU, models loaded.
 
-    .venv/bin/python -m bench.query_latency [--chunks 100000] [--queries 200]
+    .venv/bin/python -m bench.query_latency [--chunks 100000] [--queries 200] [--index flat|hnsw|ivf]
 
 The corpus is synthetic (sentences of the CMU articles shuffled into chunks of about 120 words) with
 random unit vectors, written straight through the store's writer: what is measured is the query
@@ -68,6 +68,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument(
+        "--index", choices=["flat", "hnsw", "ivf"], default="flat", help="lectern's FAISS index kind"
+    )
     args = parser.parse_args()
     settings = load_settings()
     embedder = shared_embedder(settings.ingest.embed, settings.built_models_dir)
@@ -75,7 +78,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lectern-latency-") as tmp:
         path = Path(tmp) / "big"
         t0 = time.perf_counter()
-        build(path, args.chunks, embedder.identity, embedder.dimension)
+        build(path, args.chunks, embedder.identity, embedder.dimension, kind=args.index)
         print(f"built {args.chunks} chunks in {time.perf_counter() - t0:.0f} s", flush=True)
         col = Collection.open(path)
         t0 = time.perf_counter()
