@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from lectern.ingest import tokenize
 from lectern.rag.types import Context
 
+SENTENCES = 6  # best sentences shown to the model (docs/ANSWERS.md, sixth run); answer.sentences
+NEIGHBOURS = 1  # sentences either side of each; answer.neighbours
+
 TermWeights = Callable[[Sequence[str]], Mapping[str, float]]
 """Stemmed terms -> their weight (IDF) in the collection; unknown terms weigh as the rarest."""
 
@@ -146,8 +149,8 @@ def select_sentences(
     contexts: Sequence[Context],
     weights: TermWeights | None = None,
     *,
-    top: int = 6,
-    neighbours: int = 1,
+    top: int = SENTENCES,
+    neighbours: int = NEIGHBOURS,
     rank_penalty: float = 0.15,
     terms: Sequence[str] | None = None,
 ) -> list[Context]:

@@ -34,7 +34,15 @@ from lectern.rag.citations import (
     support_scores,
 )
 from lectern.rag.context import fit_contexts, generation_kwargs
-from lectern.rag.evidence import Calibration, Evidence, TermWeights, assess, select_sentences
+from lectern.rag.evidence import (
+    NEIGHBOURS,
+    SENTENCES,
+    Calibration,
+    Evidence,
+    TermWeights,
+    assess,
+    select_sentences,
+)
 from lectern.rag.limits import check_question
 from lectern.rag.prompts import (
     CONCISE_STOP,
@@ -104,8 +112,8 @@ class QAChain(Runnable[QAInput, Answer]):
         min_score: float = 0.0,
         structured: bool = False,
         context: str = "sentences",
-        sentences: int = 6,
-        neighbours: int = 1,
+        sentences: int = SENTENCES,
+        neighbours: int = NEIGHBOURS,
         evidence: bool = True,
         term_weights: TermWeights | None = None,
         calibration: Calibration | None = None,

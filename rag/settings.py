@@ -74,6 +74,7 @@ class AnswerSettings(BaseModel):
     # what the model is shown of the k chunks: their best sentences with neighbours, or all of them
     context: AnswerContext = "sentences"
     # with context = "sentences": how many best sentences, and how many neighbours either side of each
+    # (the same defaults as rag.evidence.SENTENCES / NEIGHBOURS, which this module does not import)
     sentences: int = Field(6, ge=1, le=50)
     neighbours: int = Field(1, ge=0, le=10)
     # abstain without asking the model when the question's subject is not in the sources

@@ -196,6 +196,15 @@ def test_the_sentence_settings_decide_what_the_model_is_shown(
     assert ctx.excerpt and len([s for s in ctx.text.replace(" … ", " ").split(". ") if s]) == shown
 
 
+def test_the_sentence_defaults_agree_between_the_settings_and_the_chain() -> None:
+    from lectern.rag.evidence import NEIGHBOURS, SENTENCES
+    from lectern.rag.settings import AnswerSettings
+
+    assert (AnswerSettings().sentences, AnswerSettings().neighbours) == (SENTENCES, NEIGHBOURS)
+    qa, _, _ = chain([])
+    assert (qa.sentences, qa.neighbours) == (SENTENCES, NEIGHBOURS)
+
+
 def test_unknown_variant() -> None:
     with pytest.raises(UnknownKey, match="zero_shot"):
         chain([], variant="nope")
