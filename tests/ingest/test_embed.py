@@ -27,22 +27,28 @@ def tiny_static_model() -> object:
     return StaticModel(vectors=vectors, tokenizer=tokenizer, config=config, normalize=True)
 
 
-def test_static_model_is_built_once_and_shared_by_two_data_dirs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """model2vec's distill replaced by a tiny model; the list records every build asked for."""
     import model2vec.distill
 
+    asked: list[str] = []
+
+    def counting_distill(model_name: str, **kwargs: object) -> object:
+        asked.append(model_name)
+        return tiny_static_model()
+
+    monkeypatch.setattr(model2vec.distill, "distill", counting_distill)
+    return asked
+
+
+def test_static_model_is_built_once_and_shared_by_two_data_dirs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], builds: list[str]
+) -> None:
     from lectern.rag.model_cache import MODELS
     from lectern.rag.settings import load_settings
     from lectern.rag.workspace import Workspace
 
-    builds: list[str] = []
-
-    def counting_distill(model_name: str, **kwargs: object) -> object:
-        builds.append(model_name)
-        return tiny_static_model()
-
-    monkeypatch.setattr(model2vec.distill, "distill", counting_distill)
     monkeypatch.setenv("LECTERN_CACHE_DIR", str(tmp_path / "machine-cache"))
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -69,18 +75,9 @@ def test_static_model_is_built_once_and_shared_by_two_data_dirs(
 
 
 def test_a_second_process_waiting_on_the_build_does_not_build_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, builds: list[str]
 ) -> None:
     """The build holds a file lock; whoever gets it next finds the model there and returns it."""
-    import model2vec.distill
-
-    builds: list[str] = []
-
-    def counting_distill(model_name: str, **kwargs: object) -> object:
-        builds.append(model_name)
-        return tiny_static_model()
-
-    monkeypatch.setattr(model2vec.distill, "distill", counting_distill)
     first = embed.distilled_minilm(tmp_path / "models", announce=lambda line: None)
     again = embed.distilled_minilm(tmp_path / "models", announce=lambda line: None)
     assert first == again and len(builds) == 1
