@@ -207,11 +207,13 @@ class SentenceTransformerEmbedder:
     loads on the first `embed`; its window and dimension come from the folder's files when they say.
     """
 
-    def __init__(self, folder: Path, settings: EmbedSettings) -> None:
+    def __init__(self, folder: Path, settings: EmbedSettings, models_dir: Path | None = None) -> None:
         self.folder = folder
         self.batch_size = settings.batch_size
         self._settings = settings
+        self._models_dir = models_dir  # where the query encoder's ONNX export is kept; None: torch only
         self._loaded = OnFirstUse(self._load)
+        self._query = OnFirstUse(self._query_encoder)
         self._tokenizer = OnFirstUse(lambda: HFTokenizer(folder / "tokenizer.json"))
         window, dimension = st_shape(folder)
         if window is None or dimension is None:  # the files do not say: ask the model
@@ -285,8 +287,39 @@ class SentenceTransformerEmbedder:
             )
         return _normalise(vectors)
 
+    def _query_encoder(self) -> Any:
+        """ONNX Runtime for one question where the settings and the machine allow (None: torch)."""
+        backend = self._settings.query_backend
+        if backend == "torch" or self._models_dir is None or _device(self._settings.device) != "cpu":
+            return None
+        from lectern.ingest.query_encoder import onnx_query_encoder
+
+        return onnx_query_encoder(
+            self.folder,
+            self._models_dir,
+            _model_name(self.folder),
+            self._window,
+            self._settings.query_threads,
+            required=backend == "onnx",
+        )
+
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embed([text])[0]
+        """One question: ONNX Runtime (ingest.query_encoder), or else one fp32 torch pass without
+        encode()'s batching and without bf16 autocast, which slows one short sequence down."""
+        encoder = self._query.get()
+        if encoder is not None:
+            LOADS["query-onnx"] += 1
+            return encoder.encode(text)
+        loaded = self._loaded.get()
+        if loaded.device != "cpu":
+            return self.embed([text])[0]
+        import torch
+
+        prepare = getattr(loaded.model, "preprocess", None) or loaded.model.tokenize
+        features = prepare([text])
+        with self._embed_lock, torch.inference_mode():
+            vector = loaded.model(features)["sentence_embedding"]
+        return _normalise(vector.float().numpy())[0]
 
 
 class StaticEmbedder:
@@ -446,7 +479,7 @@ class EmbedderSpec:
 
 
 def _accurate(settings: EmbedSettings, models_dir: Path) -> Embedder:
-    return SentenceTransformerEmbedder(packaged_minilm_path(), settings)
+    return SentenceTransformerEmbedder(packaged_minilm_path(), settings, models_dir)
 
 
 def _fast(settings: EmbedSettings, models_dir: Path) -> Embedder:
@@ -467,11 +500,11 @@ def build_embedder(settings: EmbedSettings, models_dir: Path) -> Embedder:
                 settings.model, f"no folder {folder} (set ingest.embed.model to a model folder)"
             )
         if (folder / "modules.json").is_file() or (folder / "config_sentence_transformers.json").is_file():
-            return SentenceTransformerEmbedder(folder, settings)
+            return SentenceTransformerEmbedder(folder, settings, models_dir)
         config = folder / "config.json"
         if config.is_file() and "hidden_dim" in json.loads(config.read_text()):
             return StaticEmbedder(folder, folder)
-        return SentenceTransformerEmbedder(folder, settings)
+        return SentenceTransformerEmbedder(folder, settings, models_dir)
     profile = settings.chosen_profile or DEFAULT_PROFILE
     try:
         builder = PROFILES[profile]
@@ -486,7 +519,7 @@ def embedder_recipe(embedder: Embedder) -> Callable[[], Embedder]:
     kind = type(embedder)
     if kind is SentenceTransformerEmbedder:
         st: Any = embedder
-        return functools.partial(SentenceTransformerEmbedder, st.folder, st._settings)
+        return functools.partial(SentenceTransformerEmbedder, st.folder, st._settings, st._models_dir)
     if kind is StaticEmbedder:
         static: Any = embedder
         return functools.partial(StaticEmbedder, static.folder, static._tokenizer_file.parent)

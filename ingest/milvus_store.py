@@ -137,6 +137,8 @@ def _dense_index(manifest: Manifest) -> tuple[str, dict[str, Any]]:
     """The Milvus index of the manifest's index kind (flat is exact, as FAISS' flat)."""
     options = manifest.index
     kind = options.get("kind", "flat")
+    if kind == "auto":  # Milvus' own choice on a server (HNSW there); milvus-lite makes it FLAT
+        return "AUTOINDEX", {}
     if kind == "hnsw":
         return "HNSW", {"M": int(options.get("hnsw_m", 32)), "efConstruction": 200}
     if kind == "ivf":

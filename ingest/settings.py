@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 Profile = Literal["accurate", "fast"]
 DEFAULT_PROFILE: Profile = "accurate"
-IndexKind = Literal["flat", "hnsw", "ivf"]
+IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
 
 
 class EmbedSettings(BaseModel):
@@ -27,6 +27,10 @@ class EmbedSettings(BaseModel):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # auto: fp16 on CUDA; bf16 autocast on a CPU with native bf16 (avx512_bf16/amx), else fp32
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # a question's vector on CPU: auto = ONNX Runtime where installed (lectern[onnx]) and the model is
+    # a plain Transformer + pooling stack, else a lean fp32 torch pass (ingest.query_encoder)
+    query_backend: Literal["auto", "onnx", "torch"] = "auto"
+    query_threads: int = Field(1, ge=1)  # ONNX Runtime threads for one question
 
     @property
     def chosen_profile(self) -> Profile | None:
@@ -42,7 +46,8 @@ class ChunkSettings(BaseModel):
 
 
 class IndexSettings(BaseModel):
-    kind: IndexKind = "flat"
+    # auto: exact (flat) up to 20,000 chunks, an HNSW graph beyond (ingest.snapshot.AUTO_HNSW_ROWS)
+    kind: IndexKind = "auto"
     hnsw_m: int = Field(32, ge=2, le=256)
     ivf_lists: int = Field(0, ge=0)  # 0: chosen from the collection's size
 

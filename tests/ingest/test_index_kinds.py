@@ -148,3 +148,30 @@ def test_ivf_trains_once_it_has_enough_rows(tmp_path: Path) -> None:
     finally:
         col.close()
     finds_itself(tmp_path / "col", "doc20")
+
+
+def test_auto_is_flat_until_its_threshold_then_hnsw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default kind: exact while small; the write that crosses AUTO_HNSW_ROWS rebuilds it as a
+    graph once, later writes add to the graph, and a reopened collection reads the graph back."""
+    from lectern.ingest import snapshot
+
+    monkeypatch.setattr(snapshot, "AUTO_HNSW_ROWS", 100)
+    assert IngestSettings().index.kind == "auto"
+    col = Collection.create(tmp_path / "col", manifest_for(EMB, IngestSettings()))
+    try:
+        add_docs(col, 0, 2)  # 80 rows
+        assert isinstance(base_of(col.snapshot().index), faiss.IndexFlat)
+        WORK.clear()
+        add_docs(col, 2, 1)  # 120 rows: crosses
+        assert isinstance(base_of(col.snapshot().index), faiss.IndexHNSWFlat)
+        assert WORK["rebuilds"] == 1
+        add_docs(col, 3, 1)  # 160 rows: added in place
+        assert WORK["rebuilds"] == 1 and int(col.snapshot().index.ntotal) == 160
+    finally:
+        col.close()
+    finds_itself(tmp_path / "col", "doc3")
+    col = Collection.open(tmp_path / "col")
+    try:
+        assert isinstance(base_of(col.snapshot().index), faiss.IndexHNSWFlat)
+    finally:
+        col.close()
