@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=6)
     ap.add_argument("--token-budget", type=int, default=12000)
     ap.add_argument("--modes", default="chain,agent")
+    ap.add_argument("--plan", action="store_true", help="the agent plans its searches first (Agent.plan)")
     ap.add_argument("--data-dir", type=Path, default=Path(".lectern-data/bench-agent"))
     ap.add_argument("--out", type=Path, default=Path("bench/out"))
     args = ap.parse_args()
@@ -71,6 +72,7 @@ def main() -> None:
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {(m, k): [] for m in models for k in modes}
     tag = "-".join(m.split(":")[-1] for m in models)
     picked = f"-ids{args.ids.replace(',', '_')}" if args.ids else ""
+    picked += "-plan" if args.plan else ""
     out = (args.out / f"agent-multihop-{tag}-{'-'.join(modes)}{picked}.jsonl").open("w")
     t0 = time.perf_counter()
     for n, item in enumerate(items, 1):
@@ -120,7 +122,7 @@ def ask(ws: Workspace, mode: str, item: dict[str, Any], args: argparse.Namespace
         answer = ws.ask(item["question"])
         row.update(tool_calls=0, model_calls=1 + int(bool(answer.retried)))
     else:
-        result = ws.agent(max_steps=args.max_steps, token_budget=args.token_budget).invoke(item["question"])
+        result = ws.agent(max_steps=args.max_steps, token_budget=args.token_budget, plan=args.plan).invoke(item["question"])
         answer = result.answer
         row.update(
             tool_calls=len(result.tool_calls),

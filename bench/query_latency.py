@@ -1,7 +1,7 @@
 """Query latency at scale: hybrid search over 100,000 chunks on CPU, models loaded.
 
     .venv/bin/python -m bench.query_latency [--chunks 100000] [--queries 200] \
-        [--index flat,hnsw,ivf] [--vectors minilm|random]
+        [--index flat,auto,hnsw,ivf] [--vectors minilm|random]
 
 The corpus is synthetic: sentences of the CMU articles shuffled into chunks of six, written straight
 through the store's writer, so what is measured is the query path (the real MiniLM embedding of the
@@ -109,7 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--index", default="flat,hnsw", help="lectern's FAISS index kinds, comma-separated")
+    parser.add_argument("--index", default="flat,auto", help="lectern's FAISS index kinds, comma-separated")
     parser.add_argument("--vectors", choices=["minilm", "random"], default="minilm")
     args = parser.parse_args()
     settings = load_settings()

@@ -6,7 +6,9 @@ pass cannot answer (two documents, two parts of one, a summary then a lookup).
     result.steps       # every model call and tool call: tool, arguments, result size, time
 
 The loop: it starts with `search(question)` already called (`first_search`; small models otherwise
-answer from memory); the model sees the tools; each reply's tool calls run and their results go back as
+answer from memory), and with `plan` also a search for each part the model names when asked, without
+tools, which searches the question needs (a question about two people gets one search each, which a
+small model seldom thinks of calling itself); the model sees the tools; each reply's tool calls run and their results go back as
 ToolMessages; a reply without a tool call is the answer. Bounded by `max_steps` model calls and a
 `token_budget` (prompt plus answer tokens over all model calls, counted by the model's own
 tokenizer) and the model's context window. When the steps run out the model is asked once more to answer without tools, if the
@@ -17,6 +19,7 @@ or a tool's error goes back to the model as an error result: it never ends the r
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -30,12 +33,32 @@ from pydantic import BaseModel, Field, ValidationError
 from lectern.errors import LecternError
 from lectern.rag.context import generation_kwargs
 from lectern.rag.evidence import TermWeights
-from lectern.rag.prompts import AGENT_FINAL, AGENT_SYSTEM, NO_ANSWER
+from lectern.rag.prompts import AGENT_FINAL, AGENT_PLAN, AGENT_SYSTEM, NO_ANSWER
 from lectern.rag.qa import cited_answer
 from lectern.rag.tools import SourceBook
 from lectern.rag.types import Answer
 
 StopReason = Literal["answer", "steps", "budget"]
+PLAN_SEARCHES = 3  # at most this many searches from the plan, beside the question's own
+PLAN_TOKENS = 64  # a plan is a few short lines
+
+
+def plan_queries(text: str, question: str, limit: int = PLAN_SEARCHES) -> list[str]:
+    """The searches a plan names: one per line, list marks and quotes stripped, none repeated,
+    none that is the question itself, none longer than a sentence; at most `limit`."""
+    seen = {" ".join(question.lower().split())}
+    out: list[str] = []
+    for line in text.splitlines():
+        query = re.sub(r"^\s*(?:[-*•]|\d+[.)]|search\s*\d*\s*:)\s*", "", line, flags=re.IGNORECASE)
+        query = query.strip().strip("\"'`").strip()
+        key = " ".join(query.lower().split())
+        if not key or len(query) > 200 or key in seen:
+            continue
+        seen.add(key)
+        out.append(query)
+        if len(out) == limit:
+            break
+    return out
 
 
 class Step(BaseModel):
@@ -77,6 +100,7 @@ class Agent:
         max_new_tokens: int = 256,
         term_weights: TermWeights | None = None,
         first_search: bool = True,
+        plan: bool = False,
     ) -> None:
         self.llm = llm
         self.tools = {t.name: t for t in tools}
@@ -86,6 +110,7 @@ class Agent:
         self.max_new_tokens = max_new_tokens
         self.term_weights = term_weights
         self.first_search = first_search and "search" in self.tools
+        self.plan = plan and self.first_search
         self.bound = llm.bind_tools(list(tools))  # ToolsUnsupported for a template without tools
 
     def initial(self, question: str) -> list[BaseMessage]:
@@ -96,12 +121,21 @@ class Agent:
         self._done: set[tuple[str, str]] = set()  # (tool, arguments) run so far
         messages = self.initial(question)
         steps: list[Step] = []
+        spent = 0
         if self.first_search:
             # Small models (Qwen2.5 0.5B) often answer from memory without calling a tool: the
-            # loop starts with search(question) done for them, shown as their own first call.
-            seed = AIMessage("", tool_calls=[tool_call(name="search", args={"query": question}, id="call_0")])
+            # loop starts with search(question) done for them, shown as their own first call, and
+            # with the plan's searches beside it.
+            queries = [question]
+            if self.plan:
+                planned, used = self._plan(question, steps, spent)
+                queries += planned
+                spent += used
+            calls = [
+                tool_call(name="search", args={"query": q}, id=f"call_{i}") for i, q in enumerate(queries)
+            ]
+            seed = AIMessage("", tool_calls=calls)
             messages += [seed, *self._run_tools(seed, steps)]
-        spent = 0
         final: str | None = None
         stopped: StopReason = "steps"
         for _ in range(self.max_steps):
@@ -128,6 +162,17 @@ class Agent:
         if final is None:
             answer.abstained, answer.answer, answer.citations = True, NO_ANSWER, []
         return AgentResult(answer=answer, steps=steps, stopped_by=stopped, tokens=spent)
+
+    def _plan(self, question: str, steps: list[Step], spent: int) -> tuple[list[str], int]:
+        """The plan's searches (rag.prompts.AGENT_PLAN, one model call without tools), and its tokens."""
+        saved, self.max_new_tokens = self.max_new_tokens, PLAN_TOKENS
+        try:
+            reply, used = self._call(
+                self.llm, [HumanMessage(AGENT_PLAN.format(question=question))], steps, spent
+            )
+        finally:
+            self.max_new_tokens = saved
+        return (plan_queries(reply.text, question) if reply is not None else []), used
 
     def _call(
         self, model: Any, messages: list[BaseMessage], steps: list[Step], spent: int

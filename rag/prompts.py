@@ -256,6 +256,10 @@ uses as [n]. If the passages do not hold the answer, say: """
 """
 )
 
+AGENT_PLAN = """Which searches would find the facts this question needs? Write one short search per line, one for each person, place or thing the question asks about, at most three. Write only the searches.
+
+Question: {question}"""
+
 AGENT_FINAL = (
     "Answer the question now from the passages above, citing them as [n], without calling a tool. "
     "If they do not hold the answer, say: " + NO_ANSWER

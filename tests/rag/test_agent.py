@@ -177,3 +177,38 @@ def test_the_fake_backend_runs_an_agent_end_to_end(ws: Workspace) -> None:
     assert [s.tool for s in result.steps if s.kind == "tool"] == ["search"]
     assert "crayfish" in result.answer.answer
     assert [Path(c.source).name for c in result.answer.citations] == ["otters.txt"]
+
+
+def test_a_plan_adds_one_search_per_part_before_the_loop(ws: Workspace) -> None:
+    """With `plan`, one model call without tools names the searches; each runs beside the question's
+    own search (list marks stripped, the question itself and repeats dropped), its tokens count, and
+    the answer can then cite both documents."""
+    plan = "1. otters diet\n- pump service\n- otters diet\nWho services the pump and what do otters eat?"
+    llm = ScriptedChatModel(replies=[plan, "Otters eat crayfish [1]; Ada Quill services the pump [3]."])
+    result = ws.agent(llm=llm, plan=True).invoke("Who services the pump and what do otters eat?")
+    kinds = [(s.kind, s.tool) for s in result.steps]
+    assert kinds == [
+        ("model", None),
+        ("tool", "search"),
+        ("tool", "search"),
+        ("tool", "search"),
+        ("model", None),
+    ]
+    queries = [s.arguments["query"] for s in result.steps if s.kind == "tool"]
+    assert queries == ["Who services the pump and what do otters eat?", "otters diet", "pump service"]
+    assert "tools" not in llm.options[0] and llm.options[1].get("tools")  # the plan is asked without tools
+    assert result.tokens == sum(s.tokens for s in result.steps if s.kind == "model")
+    assert {Path(c.source).name for c in result.answer.contexts} == {"otters.txt", "pump.txt"}
+
+
+def test_plan_queries_reads_lists_and_refuses_what_is_not_a_search() -> None:
+    from lectern.rag.agent import plan_queries
+
+    text = '1) "Anders Celsius birthplace"\n* Henri Becquerel\nSearch 3: Volta\n\n' + "x" * 300 + "\nfourth"
+    assert plan_queries(text, "Where were Celsius and Becquerel born?") == [
+        "Anders Celsius birthplace",
+        "Henri Becquerel",
+        "Volta",
+    ]
+    assert plan_queries("Where was he born?\n", "where was  he born?") == []
+    assert plan_queries("", "q") == []
