@@ -122,7 +122,9 @@ def ask(ws: Workspace, mode: str, item: dict[str, Any], args: argparse.Namespace
         answer = ws.ask(item["question"])
         row.update(tool_calls=0, model_calls=1 + int(bool(answer.retried)))
     else:
-        result = ws.agent(max_steps=args.max_steps, token_budget=args.token_budget, plan=args.plan).invoke(item["question"])
+        result = ws.agent(max_steps=args.max_steps, token_budget=args.token_budget, plan=args.plan).invoke(
+            item["question"]
+        )
         answer = result.answer
         row.update(
             tool_calls=len(result.tool_calls),
