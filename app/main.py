@@ -12,6 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from lectern.app import components, resources
+from lectern.errors import StoreUnavailable
 from lectern.rag.workspace import Workspace
 
 VIEWS = Path(__file__).parent / "views"  # not pages/: that name turns on the old file-based navigation
@@ -27,7 +28,14 @@ ws = resources.open_workspace(collection, config)
 try:
     with st.sidebar:
         st.title("lectern")
-        known = ws.collections()
+        try:
+            known = ws.collections()
+            reachable = True
+        except StoreUnavailable as err:  # a Milvus server down: the Settings page must still open
+            st.error(
+                f"{err}. Start it, or choose another store on the Settings page.", icon=":material/error:"
+            )
+            known, reachable = [], False
         options = known if collection in known else [*known, collection]
         chosen = st.selectbox(
             "Collection",
@@ -38,7 +46,7 @@ try:
         if chosen != collection:
             resources.set_sticky("collection", chosen)
             st.rerun()
-        if not ws.exists:
+        if reachable and not ws.exists:
             st.caption("Empty: add documents in the Library to create it.")
         with st.form("new-collection", clear_on_submit=True, border=False):
             name = st.text_input("New collection", placeholder="letters, digits, _ - .")

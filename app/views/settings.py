@@ -6,6 +6,7 @@ environment variables still outrank it; the page lists the ones that are set.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import streamlit as st
@@ -21,6 +22,11 @@ KINDS = {
     "fake": "Fake model (demo, no model)",
 }
 MODES = ["hybrid", "dense", "bm25"]
+STORES = {
+    "faiss": "FAISS folders in the data directory",
+    "milvus": "Milvus: an embedded milvus-lite file, or a server",
+}
+RANKERS = {"weighted": "Weighted (better on CMU S08 and S09)", "rrf": "Reciprocal rank"}
 PROMPTS = {
     "concise": "One short sentence (recommended)",
     "concise_example": "One short sentence, after a worked example",
@@ -120,14 +126,54 @@ if kind in ("packaged", "folder"):
     )
     updates.update(adapter=adapter.strip() or None, merge_adapter=bool(merge))
 
+st.subheader("Where collections live")
+store = config.store
+backend = st.radio(
+    "Store",
+    list(STORES),
+    index=list(STORES).index(store.backend),
+    format_func=STORES.__getitem__,
+    help="A collection stays in the store it was made in; `lectern migrate` copies one across "
+    "without embedding again.",
+)
+store_updates: dict[str, Any] = {"backend": backend}
+if backend == "milvus":
+    uri = st.text_input(
+        "Milvus URI",
+        value=store.uri or "",
+        help="Empty: milvus.db in the data directory (milvus-lite, no server to start). "
+        "http://host:19530 for a Milvus server.",
+    )
+    token = st.text_input(
+        "Milvus token",
+        value=store.token.get_secret_value() if store.token else "",
+        type="password",
+        help="user:password or an API key, for a server; stored in settings.toml in the data directory.",
+    )
+    ranker = st.selectbox(
+        "Hybrid fusion",
+        list(RANKERS),
+        index=list(RANKERS).index(store.ranker),
+        format_func=RANKERS.__getitem__,
+        help="How Milvus fuses its dense and BM25 results (docs/BENCHMARKS.md compares them).",
+    )
+    store_updates.update(uri=uri.strip() or None, token=token or None, ranker=ranker)
+
 if st.button("Save settings", type="primary"):
     if kind != "fake" and not updates.get("model"):
         st.error("Choose a model first: the backend needs a model name or folder.", icon=":material/error:")
+        st.stop()
+    if backend == "milvus" and importlib.util.find_spec("pymilvus") is None:
+        st.error(
+            "The milvus store needs pymilvus and milvus-lite: pip install 'lectern[milvus]'.",
+            icon=":material/error:",
+        )
         st.stop()
     with components.shown_errors() as outcome:
         data = config.model_dump()
         data["llm"].update(updates, temperature=temperature, max_new_tokens=int(max_tokens))
         data["retrieval"].update(mode=mode, k=int(k))
+        data["store"].update(store_updates)
         data["answer"].update(
             prompt=prompt, context="sentences" if excerpts else "chunks", evidence=bool(evidence)
         )

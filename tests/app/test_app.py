@@ -376,6 +376,29 @@ def test_new_generation_settings_load_no_second_model(open_app: OpenApp, ingeste
     assert getattr(resources.llm(Workspace()), "max_new_tokens", None) == 64
 
 
+def test_the_store_is_chosen_and_saved(open_app: OpenApp, data_dir: Path) -> None:
+    """Milvus with a server URI, a token and a ranker is saved for the CLI; the page still opens with
+    that server unreachable (the sidebar says so); back to FAISS keeps the URI for a later switch."""
+    at = open_app("settings")
+    next(r for r in at.radio if r.label == "Store").set_value("milvus").run()
+    next(t for t in at.text_input if t.label == "Milvus URI").set_value(" http://db.example:19530 ")
+    next(t for t in at.text_input if t.label == "Milvus token").set_value("reader:secret")
+    next(s for s in at.selectbox if s.label == "Hybrid fusion").set_value("rrf")
+    assert not button(at, "Save settings").click().run().exception
+    saved = tomllib.loads((data_dir / "settings.toml").read_text())["store"]
+    assert saved == {"backend": "milvus", "uri": "http://db.example:19530", "token": "reader:secret",
+                     "ranker": "rrf", "rrf_k": 60}  # fmt: skip
+    at = open_app("settings")
+    assert any("cannot open the Milvus database" in e.value for e in at.error)  # no server there
+    store = next(r for r in at.radio if r.label == "Store")
+    assert store.value == "milvus"
+    store.set_value("faiss").run()
+    assert not any(t.label == "Milvus URI" for t in at.text_input)
+    assert not button(at, "Save settings").click().run().exception
+    saved = tomllib.loads((data_dir / "settings.toml").read_text())["store"]
+    assert saved["backend"] == "faiss" and saved["uri"] == "http://db.example:19530"
+
+
 def test_openai_settings_need_a_model(open_app: OpenApp, data_dir: Path) -> None:
     at = open_app("settings")
     at.radio[0].set_value("openai").run()
