@@ -6,14 +6,19 @@ pass cannot answer (two documents, two parts of one, a summary then a lookup).
     result.steps       # every model call and tool call: tool, arguments, result size, time
 
 The loop: it starts with `search(question)` already called (`first_search`; small models otherwise
-answer from memory), and with `plan` also a search for each part the model names when asked, without
-tools, which searches the question needs (a question about two people gets one search each, which a
-small model seldom thinks of calling itself); the model sees the tools; each reply's tool calls run and their results go back as
+answer from memory); the model sees the tools; each reply's tool calls run and their results go back as
 ToolMessages; a reply without a tool call is the answer. Bounded by `max_steps` model calls and a
 `token_budget` (prompt plus answer tokens over all model calls, counted by the model's own
 tokenizer) and the model's context window. When the steps run out the model is asked once more to answer without tools, if the
 budget allows; when the budget runs out the agent abstains. A malformed tool call, an unknown tool
 or a tool's error goes back to the model as an error result: it never ends the run.
+
+`plan` (plan and execute, for small models): one model call without tools names the searches the
+question needs, one per part (a question about two people gets one search each, which a small
+model seldom thinks of calling itself); they run beside the question's own search, and the answer
+is then written as the QA chain writes one, from the best sentences of everything found (with room
+for two more per planned search), with its answer check, but without its evidence gate, which
+wants the whole question's words in one chunk. No tool loop follows: two or three model calls.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.messages.tool import tool_call
+from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, Field, ValidationError
 
@@ -136,6 +143,8 @@ class Agent:
             ]
             seed = AIMessage("", tool_calls=calls)
             messages += [seed, *self._run_tools(seed, steps)]
+            if self.plan:
+                return self._execute(question, len(queries) - 1, steps, spent)
         final: str | None = None
         stopped: StopReason = "steps"
         for _ in range(self.max_steps):
@@ -162,6 +171,38 @@ class Agent:
         if final is None:
             answer.abstained, answer.answer, answer.citations = True, NO_ANSWER, []
         return AgentResult(answer=answer, steps=steps, stopped_by=stopped, tokens=spent)
+
+    def _execute(self, question: str, planned: int, steps: list[Step], spent: int) -> AgentResult:
+        """The plan's answer: the QA chain over the chunks the searches found (rag.qa.QAChain)."""
+        from lectern.rag.evidence import SENTENCES
+        from lectern.rag.qa import QAChain
+
+        docs = [c.to_document() for c in self.book.contexts]
+        prompt = self.llm.get_num_tokens(" ".join(d.page_content for d in docs))
+        if spent + prompt + self.max_new_tokens > self.token_budget:
+            return AgentResult(answer=_abstained(question), steps=steps, stopped_by="budget", tokens=spent)
+        chain = QAChain(
+            self.llm,
+            _Found(docs=docs),
+            max_new_tokens=self.max_new_tokens,
+            sentences=SENTENCES + 2 * planned,
+            evidence=False,
+            term_weights=self.term_weights,
+        )
+        start = time.perf_counter()
+        answer = chain.invoke(question)
+        shown = " ".join(c.text for c in answer.contexts)  # the sentences the prompt showed
+        used = self.llm.get_num_tokens(f"{question} {shown} {answer.raw or answer.answer}")
+        steps.append(
+            Step(
+                number=len(steps) + 1,
+                kind="model",
+                result_chars=len(answer.answer),
+                tokens=used,
+                seconds=round(time.perf_counter() - start, 3),
+            )
+        )
+        return AgentResult(answer=answer, steps=steps, stopped_by="answer", tokens=spent + used)
 
     def _plan(self, question: str, steps: list[Step], spent: int) -> tuple[list[str], int]:
         """The plan's searches (rag.prompts.AGENT_PLAN, one model call without tools), and its tokens."""
@@ -248,6 +289,19 @@ class Agent:
                 )
             )
         return results
+
+
+class _Found(BaseRetriever):
+    """The chunks the plan's searches found, handed to the QA chain as its retrieval."""
+
+    docs: list[Document]
+
+    def _get_relevant_documents(self, query: str, *, run_manager: Any = None) -> list[Document]:
+        return list(self.docs)
+
+
+def _abstained(question: str) -> Answer:
+    return Answer(question=question, answer=NO_ANSWER, abstained=True)
 
 
 def build_agent(llm: BaseChatModel, tools: Sequence[BaseTool], book: SourceBook, **options: Any) -> Agent:

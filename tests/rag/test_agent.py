@@ -179,13 +179,21 @@ def test_the_fake_backend_runs_an_agent_end_to_end(ws: Workspace) -> None:
     assert [Path(c.source).name for c in result.answer.citations] == ["otters.txt"]
 
 
-def test_a_plan_adds_one_search_per_part_before_the_loop(ws: Workspace) -> None:
-    """With `plan`, one model call without tools names the searches; each runs beside the question's
-    own search (list marks stripped, the question itself and repeats dropped), its tokens count, and
-    the answer can then cite both documents."""
-    plan = "1. otters diet\n- pump service\n- otters diet\nWho services the pump and what do otters eat?"
-    llm = ScriptedChatModel(replies=[plan, "Otters eat crayfish [1]; Ada Quill services the pump [3]."])
-    result = ws.agent(llm=llm, plan=True).invoke("Who services the pump and what do otters eat?")
+def test_a_plan_searches_each_part_and_answers_like_the_chain(ws: Workspace, tmp_path: Path) -> None:
+    """With `plan`: one model call without tools names the searches; each runs beside the question's
+    own search (list marks stripped, the question itself and repeats dropped); then one answer is
+    written from the best sentences of both documents with the QA chain's short prompt, no tool loop,
+    no evidence gate (no one chunk holds both subjects), cited to both documents."""
+    more = tmp_path / "more"
+    more.mkdir()
+    (more / "ferry.txt").write_text("The Marrow ferry\n\nIts boiler is serviced every spring by Ada Quill.\n")
+    (more / "heron.txt").write_text("Grey herons\n\nThe grey herons of Glenmore eat eels at dusk.\n")
+    ws.ingest([more])
+    plan = "1. ferry boiler service\n- heron diet\n- heron diet\nWho services the ferry's boiler and what do herons eat?"
+    answer_text = "Ada Quill services the boiler [1] and the herons eat eels [2]."
+    llm = ScriptedChatModel(replies=[plan, answer_text])
+    question = "Who services the ferry's boiler and what do herons eat?"
+    result = ws.agent(llm=llm, plan=True).invoke(question)
     kinds = [(s.kind, s.tool) for s in result.steps]
     assert kinds == [
         ("model", None),
@@ -195,10 +203,22 @@ def test_a_plan_adds_one_search_per_part_before_the_loop(ws: Workspace) -> None:
         ("model", None),
     ]
     queries = [s.arguments["query"] for s in result.steps if s.kind == "tool"]
-    assert queries == ["Who services the pump and what do otters eat?", "otters diet", "pump service"]
-    assert "tools" not in llm.options[0] and llm.options[1].get("tools")  # the plan is asked without tools
-    assert result.tokens == sum(s.tokens for s in result.steps if s.kind == "model")
-    assert {Path(c.source).name for c in result.answer.contexts} == {"otters.txt", "pump.txt"}
+    assert queries == [question, "ferry boiler service", "heron diet"]
+    assert len(llm.calls) == 2 and not any(o.get("tools") for o in llm.options)  # no tool loop, no retry
+    shown = llm.calls[1][-1].text  # the QA chain's prompt: both documents' sentences
+    assert "Ada Quill" in shown and "eels" in shown
+    answer = result.answer
+    assert not answer.abstained and answer.retried is None
+    assert {Path(c.source).name for c in answer.citations} == {"ferry.txt", "heron.txt"}
+    assert result.stopped_by == "answer" and result.tokens == sum(s.tokens for s in result.steps) > 0
+
+
+def test_a_plan_over_the_budget_abstains_without_answering(ws: Workspace) -> None:
+    llm = ScriptedChatModel(replies=["otters\npump", "never asked"])
+    result = ws.agent(llm=llm, plan=True, token_budget=200).invoke(
+        "Who services the pump and what do otters eat?"
+    )
+    assert result.stopped_by == "budget" and result.answer.abstained and len(llm.calls) == 1
 
 
 def test_plan_queries_reads_lists_and_refuses_what_is_not_a_search() -> None:
