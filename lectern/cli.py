@@ -450,6 +450,14 @@ def ask(
         int, typer.Option("--token-budget", min=1, help="Agent: most tokens over all model calls.")
     ] = 12000,
     verbose: Annotated[bool, typer.Option("--verbose", help="Agent: print every step.")] = False,
+    plan: Annotated[
+        bool,
+        typer.Option(
+            "--plan/--no-plan",
+            help="Agent: plan a search per part of the question, then answer once (default; best with "
+            "small models); --no-plan: the tool-calling loop, for larger models.",
+        ),
+    ] = True,
 ) -> None:
     """Answer a question from the collection, streamed, then the numbered sources."""
     from lectern.rag.limits import check_question
@@ -467,7 +475,8 @@ def ask(
         _warn_remote(settings)
         _say_model(ws)
         if agent:
-            _ask_agent(ws, question, as_json, verbose, max_steps=max_steps, token_budget=token_budget)
+            options = {"max_steps": max_steps, "token_budget": token_budget, "plan": plan}
+            _ask_agent(ws, question, as_json, verbose, **options)
             return
         if as_json:
             out.print_json(ws.ask(question).model_dump_json())

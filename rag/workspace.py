@@ -264,7 +264,9 @@ class Workspace:
 
     def agent(self, *, llm: BaseChatModel | None = None, **options: Any) -> Agent:
         """A tool-calling agent over this collection (rag.agent): `.invoke(question) -> AgentResult`.
-        Options are Agent's (max_steps, token_budget, max_new_tokens); `llm` replaces the settings' model."""
+        Options are Agent's (max_steps, token_budget, max_new_tokens, plan); `llm` replaces the
+        settings' model. `plan` is on unless given: plan and execute answered 14 of 25 multi-hop
+        questions with Qwen2.5 1.5B where the tool loop answered 4 (docs/AGENT.md)."""
         from lectern.rag.agent import build_agent
         from lectern.rag.tools import SourceBook, build_tools
 
@@ -272,6 +274,7 @@ class Workspace:
         merged = {
             "max_new_tokens": self.settings.llm.max_new_tokens,
             "term_weights": self.searcher().term_weights,
+            "plan": True,
             **options,
         }
         return build_agent(llm or self.llm, build_tools(self, book), book, **merged)

@@ -26,12 +26,17 @@ def runner(data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> C
 
 
 def test_ask_agent_verbose_prints_steps_answer_and_sources(runner: CliRunner) -> None:
+    """The default plans (a model call), searches, answers; --no-plan runs the tool loop."""
     result = runner.invoke(app, ["ask", "What do the otters eat?", "--agent", "--verbose"])
     assert result.exit_code == 0, result.output
-    assert "1. search(query='What do the otters eat?') -> " in result.output and "chunks [1]" in result.output
-    assert "2. model:" in result.output
+    assert "1. model:" in result.output
+    assert "2. search(query='What do the otters eat?') -> " in result.output and "chunks [1]" in result.output
     assert "stopped by answer" in result.output
     assert "crayfish" in result.output and "otters.txt" in result.output
+    loop = runner.invoke(app, ["ask", "What do the otters eat?", "--agent", "--verbose", "--no-plan"])
+    assert loop.exit_code == 0, loop.output
+    assert "1. search(query='What do the otters eat?') -> " in loop.output and "2. model:" in loop.output
+    assert "crayfish" in loop.output and "otters.txt" in loop.output
 
 
 def test_ask_agent_quiet_and_json(runner: CliRunner) -> None:
@@ -40,7 +45,7 @@ def test_ask_agent_quiet_and_json(runner: CliRunner) -> None:
     raw = runner.invoke(app, ["ask", "What do the otters eat?", "--agent", "--json"])
     start = raw.output.index("{")
     data = json.loads(raw.output[start:])
-    assert data["stopped_by"] == "answer" and [s["tool"] for s in data["steps"]] == ["search", None]
+    assert data["stopped_by"] == "answer" and [s["tool"] for s in data["steps"]][-2:] == ["search", None]
     assert data["answer"]["citations"][0]["source"].endswith("otters.txt")
 
 

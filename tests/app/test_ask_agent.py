@@ -17,7 +17,8 @@ def test_agent_switch_shows_steps_answer_and_citations(
     assert not at.exception, at.exception
     answer = at.chat_message[1]
     labels = [e.label for e in answer.expander]
-    assert labels[0].startswith("Step 1: search(query='Who designed the tower?')")
+    # step 1 is the plan (a model call); then the searches, each an expander
+    assert labels[0].startswith("Step 2: search(query='Who designed the tower?')")
     assert any(label.startswith("[1] ") for label in labels)  # the citation
     assert "[1]" in answer.markdown[0].value
     assert "stopped by answer" in " ".join(c.value for c in answer.caption)

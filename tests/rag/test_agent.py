@@ -96,7 +96,7 @@ def test_step_limit_then_one_answer_without_tools(ws: Workspace) -> None:
 
 def test_a_repeated_call_is_not_run_again_and_the_model_is_told_to_answer(ws: Workspace) -> None:
     llm = ScriptedChatModel(replies=[search_call("otters"), "Otters eat crayfish [1]."])
-    result = ws.agent(llm=llm).invoke("otters")  # the first search is search("otters") already
+    result = ws.agent(llm=llm, plan=False).invoke("otters")  # the first search is search("otters") already
     search_steps = [s for s in result.steps if s.kind == "tool"]
     assert [s.error is None for s in search_steps] == [True, False]
     assert "already called" in (search_steps[1].error or "") and not search_steps[1].chunks
@@ -161,7 +161,7 @@ def test_read_list_and_filtered_search_tools(ws: Workspace) -> None:
 
 def test_first_search_is_done_for_the_model_and_an_answer_from_memory_is_flagged(ws: Workspace) -> None:
     llm = ScriptedChatModel(replies=["Otters eat crayfish [1]."])
-    result = ws.agent(llm=llm).invoke("What do the otters eat?")
+    result = ws.agent(llm=llm, plan=False).invoke("What do the otters eat?")
     assert [(s.kind, s.tool) for s in result.steps] == [("tool", "search"), ("model", None)]
     assert result.steps[0].arguments == {"query": "What do the otters eat?"} and result.steps[0].chunks
     assert [type(m).__name__ for m in llm.calls[0]][-2:] == ["AIMessage", "ToolMessage"]
