@@ -105,6 +105,16 @@ def _pairs(values: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(values.items()))
 
 
+class PrecisionUnavailable(LecternError):
+    """An embedding precision (ingest.embed.precision) that cannot run here: its package (an extra)
+    is not installed, or the model cannot run that way."""
+
+    def __init__(self, precision: str, reason: str) -> None:
+        self.precision = precision
+        self.reason = reason
+        super().__init__(f"ingest.embed.precision = {precision!r} cannot run: {reason}")
+
+
 class CollectionNotFound(LecternError):
     def __init__(self, name: str, known: list[str]) -> None:
         self.name = name
