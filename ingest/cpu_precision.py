@@ -31,7 +31,7 @@ CACHE_FILE = "cpu-precision.json"
 MIN_MEAN_COSINE = 0.99  # to fp32 torch on the benchmark's texts; S08 retrieval measured the options
 MIN_COSINE = 0.97
 MARGIN = 0.9  # another precision replaces fp32 torch only when it takes under 90% of its time
-ROUNDS = 3
+ROUNDS = 5
 MEASURED: Counter[str] = Counter()
 """Micro-benchmarks run by this process ("benchmark"): tests count these instead of timing."""
 
@@ -56,16 +56,17 @@ _SENTENCES = [
 ]
 
 
-def bench_texts(count: int = 8) -> list[str]:
-    """Passages of about 200 word pieces (the chunker's size), each a different order of sentences."""
-    n = len(_SENTENCES)  # 15, and 9 of them make about 190 pieces; the step 4 varies their order
-    return [" ".join(_SENTENCES[(i + j * 4) % n] for j in range(9)) for i in range(count)]
+def bench_texts(count: int = 16) -> list[str]:
+    """One batch of passages of 135 to 185 word pieces (chunks are up to about 200, 180 on average
+    in the R manuals), each a different order of sentences."""
+    n = len(_SENTENCES)  # 15; 9 of them make about 190 pieces; the step 4 varies their order
+    return [" ".join(_SENTENCES[(i + j * 4) % n] for j in range(9 - i % 3)) for i in range(count)]
 
 
 @dataclass(frozen=True)
 class Measurement:
     choice: str
-    seconds: dict[str, float]  # the fastest of the rounds, per precision
+    seconds: dict[str, float]  # the median round, per precision
     mean_cosine: dict[str, float]  # to fp32 torch, over the texts
     min_cosine: dict[str, float]
 
@@ -86,21 +87,23 @@ def measure(
     runners: dict[str, Runner], texts: Sequence[str] | None = None, rounds: int = ROUNDS
 ) -> Measurement:
     """Time each runner on the same texts, interleaved (the order rotates each round, so load from
-    other jobs falls on all alike), after one untimed call each; `runners` must hold "fp32"."""
+    other jobs falls on all alike), after one untimed call each; the median round counts, not the
+    luckiest. `runners` must hold "fp32"."""
     batch = list(texts if texts is not None else bench_texts())
     names = list(runners)
     reference = runners["fp32"](batch)
     vectors = {"fp32": reference} | {p: runners[p](batch) for p in names if p != "fp32"}
-    best = dict.fromkeys(names, float("inf"))
+    times: dict[str, list[float]] = {p: [] for p in names}
     for r in range(rounds):
         for p in names[r % len(names) :] + names[: r % len(names)]:
             t0 = time.perf_counter()
             runners[p](batch)
-            best[p] = min(best[p], time.perf_counter() - t0)
+            times[p].append(time.perf_counter() - t0)
+    median = {p: float(np.median(t)) for p, t in times.items()}
     cosines = {p: np.sum(np.asarray(v) * reference, axis=1) for p, v in vectors.items()}
     mean = {p: float(c.mean()) for p, c in cosines.items()}
     low = {p: float(c.min()) for p, c in cosines.items()}
-    return Measurement(pick(best, mean, low), best, mean, low)
+    return Measurement(pick(median, mean, low), median, mean, low)
 
 
 def _version(package: str) -> str:

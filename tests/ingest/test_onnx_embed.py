@@ -35,14 +35,14 @@ def test_pick_keeps_fp32_unless_another_passes_the_bar_and_is_clearly_faster() -
 def test_measure_times_every_runner_on_the_same_texts_and_compares_with_fp32() -> None:
     calls: dict[str, int] = {}
     rng = np.random.default_rng(0)
-    base = rng.standard_normal((8, 16)).astype(np.float32)
+    base = rng.standard_normal((16, 16)).astype(np.float32)
     base /= np.linalg.norm(base, axis=1, keepdims=True)
 
     def runner(name: str, noise: float) -> Any:
         def run(texts: list[str]) -> np.ndarray:
             assert texts == cpu_precision.bench_texts()
             calls[name] = calls.get(name, 0) + 1
-            v = base + noise * np.eye(8, 16, dtype=np.float32)
+            v = base + noise * np.eye(16, 16, dtype=np.float32)
             return v / np.linalg.norm(v, axis=1, keepdims=True)
 
         return run
@@ -64,7 +64,9 @@ class Bench:
 
     def __call__(self) -> Measurement:
         self.runs += 1
-        return Measurement(self.choice, {"fp32": 2.0, self.choice: 1.0}, {self.choice: 0.995}, {self.choice: 0.99})
+        return Measurement(
+            self.choice, {"fp32": 2.0, self.choice: 1.0}, {self.choice: 0.995}, {self.choice: 0.99}
+        )
 
 
 def test_the_choice_is_measured_once_per_machine_and_kept_as_json(tmp_path: Path) -> None:
@@ -127,7 +129,9 @@ def fake_loads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     def fake_torch(self: SentenceTransformerEmbedder, device: str, precision: str) -> _LoadedST:
         seen["loaded"].append(f"torch-{precision}")
-        return _LoadedST(FakeModel(f"torch-{precision}", seen["calls"]), device, precision == "bf16", precision)
+        return _LoadedST(
+            FakeModel(f"torch-{precision}", seen["calls"]), device, precision == "bf16", precision
+        )
 
     def fake_onnx(self: SentenceTransformerEmbedder, precision: str) -> _LoadedST:
         onnx_embed.require_onnx(precision)
@@ -183,7 +187,9 @@ def test_without_onnxruntime_auto_falls_back_to_torch_and_a_forced_onnx_says_whi
     auto = st(tmp_path)
     auto.embed(["river otters"])
     assert auto.precision == "fp32" and fake_loads["offered"] == ["fp32"]
-    with pytest.raises(PrecisionUnavailable, match=r"ingest\.embed\.precision = 'onnx-int8'.*lectern\[onnx\]"):
+    with pytest.raises(
+        PrecisionUnavailable, match=r"ingest\.embed\.precision = 'onnx-int8'.*lectern\[onnx\]"
+    ):
         st(tmp_path, precision="onnx-int8").embed(["river otters"])
 
 
@@ -222,7 +228,7 @@ def test_real_minilm_through_onnx_runtime_matches_torch(tmp_path: Path) -> None:
     """Export once into a fresh user cache, then fp32 and int8 through ONNX Runtime against torch
     fp32 on real passages; a second embedder reuses the export."""
     pytest.importorskip("onnxruntime")
-    texts = cpu_precision.bench_texts(4) + ["river otters", "What do the otters of Glenmore eat at dawn?"]
+    texts = [*cpu_precision.bench_texts(4), "river otters", "What do the otters of Glenmore eat at dawn?"]
     torch_fp32 = st(tmp_path, precision="fp32").embed(texts)
     before = onnx_embed.EXPORTS["export"]
     vectors = {p: st(tmp_path, precision=p).embed(texts) for p in ("onnx-fp32", "onnx-int8")}
