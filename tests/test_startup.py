@@ -1,6 +1,6 @@
 """Start-up pays only for what a command needs: `import lectern`, `lectern --help`, `list`, `delete`
-and a re-ingest with nothing changed import no torch, transformers, model2vec, ONNX Runtime or Ray (each checked in
-a fresh process, in sys.modules)."""
+and a re-ingest with nothing changed import no torch, transformers, model2vec, ONNX Runtime or Ray
+(each checked in a fresh process, in sys.modules)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("torch", "transformers", "sentence_transformers", "model2vec", "ray", "onnxruntime")
+HEAVY = ("torch", "transformers", "sentence_transformers", "model2vec", "ray", "onnxruntime", "onnx")
 # Besides: what `lectern list` and `--help` need not import either (about 2 s of a 2-core machine's time).
 SEARCH_STACK = ("langchain_core", "scipy", "faiss")
 

@@ -1,0 +1,197 @@
+"""Which precision embeds fastest on this CPU: measured once per machine, kept in the user's cache.
+
+The CPU's flags do not say it: a Xeon VM with avx512_bf16 and AMX ran MiniLM slower with bf16
+autocast than in fp32, and ONNX Runtime's int8 kernels differ from CPU to CPU. So the first time
+`ingest.embed.precision = "auto"` needs an answer on a CPU, a short micro-benchmark embeds the same
+texts with each candidate (fp32 and bf16 torch, ONNX Runtime fp32 and int8 where installed),
+interleaved, and keeps the fastest whose vectors stay close to fp32 torch's. The answer is kept as
+JSON in <cache>/cpu-precision.json, keyed by what it depends on: the CPU model and flags, torch's
+and onnxruntime's versions, the kernel limits set in the environment, and the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lectern.ingest.atomic import atomic_write_text
+
+CPU_PRECISIONS = ("fp32", "bf16", "onnx-fp32", "onnx-int8")
+CACHE_FILE = "cpu-precision.json"
+MIN_MEAN_COSINE = 0.99  # to fp32 torch on the benchmark's texts; S08 retrieval measured the options
+MIN_COSINE = 0.97
+MARGIN = 0.9  # another precision replaces fp32 torch only when it takes under 90% of its time
+ROUNDS = 5
+MEASURED: Counter[str] = Counter()
+"""Micro-benchmarks run by this process ("benchmark"): tests count these instead of timing."""
+
+Runner = Callable[[list[str]], np.ndarray]
+
+_SENTENCES = [
+    "The library keeps its older maps in a cool room on the second floor, away from the windows.",
+    "Each map is catalogued by region, year and scale, and the catalogue is searchable by place name.",
+    "Readers may ask for up to three items at a time, which are brought to the reading room within the hour.",
+    "Photographs are allowed without flash, but tracing and the use of ink near the originals are not.",
+    "Damaged sheets are repaired in the conservation workshop, where paper is washed, flattened and mended.",
+    "Volunteers transcribe the handwritten notes in the margins, which often record who surveyed the land.",
+    "A digital copy of every sheet printed before 1900 is available online at full resolution.",
+    "Researchers who need the originals for more than a week should write to the curator in advance.",
+    "School groups visit on Tuesday mornings, when a guide explains how the coastline was first measured.",
+    "The reading room closes at five, and items still in use are kept aside for the next day on request.",
+    "Gifts of maps and atlases are welcome, though the library cannot promise to keep every duplicate.",
+    "Loans to other museums are agreed a year ahead and travel in sealed, climate-controlled crates.",
+    "The oldest sheet, a hand-drawn chart of the estuary, is shown to the public only once a year.",
+    "Staff answer written questions within ten working days and charge nothing for short searches.",
+    "Large sheets are stored flat in shallow drawers; rolled maps are kept upright in acid-free tubes.",
+]
+
+
+def bench_texts(count: int = 16) -> list[str]:
+    """One batch of passages of 135 to 185 word pieces (chunks are up to about 200, 180 on average
+    in the R manuals), each a different order of sentences."""
+    n = len(_SENTENCES)  # 15; 9 of them make about 190 pieces; the step 4 varies their order
+    return [" ".join(_SENTENCES[(i + j * 4) % n] for j in range(9 - i % 3)) for i in range(count)]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    choice: str
+    seconds: dict[str, float]  # the median round, per precision
+    mean_cosine: dict[str, float]  # to fp32 torch, over the texts
+    min_cosine: dict[str, float]
+
+
+def pick(seconds: dict[str, float], mean_cosine: dict[str, float], min_cosine: dict[str, float]) -> str:
+    """The fastest precision whose vectors pass the bar; fp32 torch unless another is clearly faster."""
+    passing = {
+        p: s
+        for p, s in seconds.items()
+        if p == "fp32"
+        or (mean_cosine.get(p, 0.0) >= MIN_MEAN_COSINE and min_cosine.get(p, 0.0) >= MIN_COSINE)
+    }
+    best = min(passing, key=lambda p: passing[p])
+    return best if best == "fp32" or passing[best] < MARGIN * seconds["fp32"] else "fp32"
+
+
+def measure(
+    runners: dict[str, Runner], texts: Sequence[str] | None = None, rounds: int = ROUNDS
+) -> Measurement:
+    """Time each runner on the same texts, interleaved (the order rotates each round, so load from
+    other jobs falls on all alike), after one untimed call each; the median round counts, not the
+    luckiest. `runners` must hold "fp32"."""
+    batch = list(texts if texts is not None else bench_texts())
+    names = list(runners)
+    reference = runners["fp32"](batch)
+    vectors = {"fp32": reference} | {p: runners[p](batch) for p in names if p != "fp32"}
+    times: dict[str, list[float]] = {p: [] for p in names}
+    for r in range(rounds):
+        for p in names[r % len(names) :] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            runners[p](batch)
+            times[p].append(time.perf_counter() - t0)
+    median = {p: float(np.median(t)) for p, t in times.items()}
+    cosines = {p: np.sum(np.asarray(v) * reference, axis=1) for p, v in vectors.items()}
+    mean = {p: float(c.mean()) for p, c in cosines.items()}
+    low = {p: float(c.min()) for p, c in cosines.items()}
+    return Measurement(pick(median, mean, low), median, mean, low)
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+def machine(model_name: str) -> dict[str, str]:
+    """What the choice depends on, read without importing torch or onnxruntime."""
+    model, flags = "", ""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name") and not model:
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = " ".join(sorted(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return {
+        "cpu": model or os.uname().machine,
+        "flags": hashlib.sha256(flags.encode()).hexdigest()[:16],
+        "cores": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
+        "torch": _version("torch"),
+        "onnxruntime": _version("onnxruntime") if _version("onnx") != "none" else "none",
+        # the kernel limits torch and oneDNN read (bench/ingest_speed.py emulates an AVX2 CPU so)
+        "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY", ""),
+        "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+        "model": model_name,
+    }
+
+
+def machine_key(model_name: str) -> str:
+    return hashlib.sha256(json.dumps(machine(model_name), sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _read(file: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def cached_choice(file: Path, key: str) -> str | None:
+    entry = _read(file).get(key)
+    choice = entry.get("choice") if isinstance(entry, dict) else None
+    return choice if choice in CPU_PRECISIONS else None
+
+
+def remember(cache_dir: Path, model_name: str, choice: str) -> None:
+    """Record a choice for this machine without measuring (the test suite's cache says fp32)."""
+    file = cache_dir / CACHE_FILE
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    data = _read(file)
+    data[machine_key(model_name)] = {"machine": machine(model_name), "choice": choice, "measured": None}
+    atomic_write_text(file, json.dumps(data, indent=2, sort_keys=True))
+
+
+def chosen_precision(
+    model_name: str,
+    cache_dir: Path,
+    run_benchmark: Callable[[], Measurement],
+    announce: Callable[[str], None],
+) -> str:
+    """This machine's precision for the model: from the cache, or measured now and cached. A file
+    lock makes a second process wait for the first one's measurement instead of repeating it."""
+    key = machine_key(model_name)
+    file = cache_dir / CACHE_FILE
+    choice = cached_choice(file, key)
+    if choice is not None:
+        return choice
+    from filelock import FileLock
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(file) + ".lock"):
+        choice = cached_choice(file, key)
+        if choice is not None:
+            return choice
+        announce("lectern: measuring which precision embeds fastest on this CPU, once for this machine")
+        result = run_benchmark()
+        MEASURED["benchmark"] += 1
+        data = _read(file)
+        data[key] = {"machine": machine(model_name), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+        data[key] |= asdict(result)
+        atomic_write_text(file, json.dumps(data, indent=2, sort_keys=True))
+        seconds = ", ".join(f"{p} {s:.2f} s" for p, s in result.seconds.items())
+        announce(f"lectern: embedding in {result.choice} on this CPU ({seconds}; kept in {file})")
+    return result.choice
