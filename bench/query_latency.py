@@ -11,7 +11,8 @@ neighbourhood structure an approximate index relies on; the 17k sentences are em
 kept under bench/out/); `--vectors random` gives random unit vectors, an approximate index's worst
 case. For each index kind the dense search's recall@5 is the share of the exact top 5 (a NumPy
 scan of all vectors) that lectern's dense search returns. The baseline in the same run is the
-tutorial's FAISS similarity_search (LangChain's vector store, flat, the same vectors and MiniLM).
+tutorial's (bench/tutorial.py): LangChain's FAISS vector store, flat, over the same vectors, with
+HuggingFaceEmbeddings embedding the question (MiniLM in torch, as the tutorial does).
 """
 
 from __future__ import annotations
@@ -144,14 +145,14 @@ def main() -> None:
                 got = {int(h.chunk.chunk_id[1:]) for h in searcher.search(q, k=5, mode="dense")}
                 found.append(len(got & {int(b) for b in best}) / 5)
             recalls[kind] = statistics.fmean(found)
-            if kind == "flat":
+            if kind == "flat":  # the tutorial: HuggingFaceEmbeddings (torch) over LangChain's FAISS
                 from langchain_community.vectorstores import FAISS
+                from langchain_huggingface import HuggingFaceEmbeddings
 
-                from lectern.rag.retrieval import LangChainEmbeddings
+                from lectern.ingest.embed import packaged_minilm_path
 
-                store = FAISS.from_embeddings(
-                    list(zip(texts, vectors.tolist(), strict=True)), LangChainEmbeddings(embedder)
-                )
+                tutorial = HuggingFaceEmbeddings(model_name=str(packaged_minilm_path()))
+                store = FAISS.from_embeddings(list(zip(texts, vectors.tolist(), strict=True)), tutorial)
                 results["tutorial FAISS dense, flat"] = timed(
                     lambda q, s=store: s.similarity_search(q, k=5), questions
                 )
