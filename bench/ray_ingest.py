@@ -10,7 +10,8 @@ For each profile: `lectern ingest --runner local`, then `--runner ray` with N em
 dir, timed from start to exit, with the peak resident memory of its whole process tree (Ray's GCS,
 raylet and workers included). OMP_NUM_THREADS is left unset, as a user runs it: the local runner's
 torch takes every core, a Ray actor as many threads as the CPUs it holds (ingest.ray.actor_cpus, 1).
-The fast profile's static model is built before the clock starts.
+What a profile builds once per machine (the fast profile's static model, accurate's precision
+choice and ONNX export) is built before the clock starts.
 
 Then each ray collection is compared with the local one: the same rows (row id, chunk id, source,
 text), the same counts, vectors within float noise and the same top 5 (hybrid) for questions taken
@@ -115,15 +116,17 @@ def corpus_questions(col: Path, every: int = 40) -> list[str]:
     return [" ".join(t.split()[:10]) for t in texts[::every]]
 
 
-def warm_fast(tmp: Path, env: dict[str, str]) -> None:
-    """Build the fast profile's static model in the cache before any timed case."""
+def warm(tmp: Path, env: dict[str, str], profiles: list[str]) -> None:
+    """What each profile builds once per machine, in the cache, before any timed case: the fast
+    profile's static model; accurate's precision choice and ONNX export (ingest.cpu_precision)."""
     doc = tmp / "warm" / "warm.txt"
     doc.parent.mkdir(parents=True)
-    doc.write_text("Warm up\n\nThe static model is built once per machine.\n")
-    timed(
-        lectern_cmd("ingest", str(doc), "-c", "warm", "--profile", "fast"),
-        {**env, "LECTERN_DATA_DIR": str(tmp / "warm-data")},
-    )
+    doc.write_text("Warm up\n\nWhat a profile builds is built once per machine.\n")
+    for profile in profiles:
+        timed(
+            lectern_cmd("ingest", str(doc), "-c", f"warm-{profile}", "--profile", profile),
+            {**env, "LECTERN_DATA_DIR": str(tmp / "warm-data")},
+        )
 
 
 def main() -> None:
@@ -146,8 +149,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lectern-bench-ray-") as name:
         tmp = Path(name)
         env = base_env(tmp / "cache")
-        if "fast" in args.profiles:
-            warm_fast(tmp, env)
+        warm(tmp, env, sorted(set(args.profiles) | ({"accurate"} if args.cmu else set())))
         for profile in args.profiles:
             runs = [("local", None)] + [("ray", n) for n in args.actors]
             if args.local_omp:
