@@ -190,6 +190,7 @@ def chosen_precision(
         MEASURED["benchmark"] += 1
         data = _read(file)
         data[key] = {"machine": machine(model_name), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+        data[key]["load_average"] = round(os.getloadavg()[0], 2)  # other jobs skew the timings
         data[key] |= asdict(result)
         atomic_write_text(file, json.dumps(data, indent=2, sort_keys=True))
         seconds = ", ".join(f"{p} {s:.2f} s" for p, s in result.seconds.items())
