@@ -90,5 +90,8 @@ def minilm_tokenizer():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One models folder for the session, so the fast profile is distilled at most once."""
-    return tmp_path_factory.mktemp("models")
+    """One models folder for the session, so the fast profile is distilled at most once (its CPU
+    precision recorded as fp32, like the session cache's)."""
+    folder = tmp_path_factory.mktemp("models")
+    remember_precision(folder, _model_name(packaged_minilm_path()), "fp32")
+    return folder
