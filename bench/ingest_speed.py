@@ -269,7 +269,7 @@ def machine() -> dict[str, str]:
         "cores": str(os.cpu_count()),
         "flags": " ".join(f for f in wanted if f in flags),
         "torch_capability": torch_isa,
-        "lectern_uses_bf16": bf16,
+        "bf16_native": bf16,  # the flags' rule: what torch could run, not what `auto` chooses
         "onnxruntime": _version("onnxruntime"),
         "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA", "-"),
         "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY", "-"),
