@@ -38,6 +38,7 @@ from lectern.errors import RunnerUnavailable
 from lectern.ingest.chunk import embedding_text
 from lectern.ingest.embed import Embedder, embedder_recipe
 from lectern.ingest.pipeline import (
+    EMBED_SLICE,
     FileResult,
     Job,
     Parsed,
@@ -94,10 +95,17 @@ class EmbedChunks:
         self.embedder = recipe()
 
     def __call__(self, batch: Batch) -> Batch:
-        chunks = [i for i, c in enumerate(batch["chunk"]) if c]  # not the rows of failed files
+        """Each file's chunks in the local runner's slices (pipeline.EMBED_SLICE, from its first
+        chunk), so that a file whole in one batch gets the local runner's vectors."""
         vectors = np.zeros((len(batch["chunk"]), self.embedder.dimension), dtype=np.float32)
-        if chunks:
-            vectors[chunks] = self.embedder.embed([str(batch["text"][i]) for i in chunks])
+        files: dict[int, list[int]] = {}
+        for i, c in enumerate(batch["chunk"]):
+            if c:  # not the rows of failed files
+                files.setdefault(int(batch["job"][i]), []).append(i)
+        for rows in files.values():
+            for lo in range(0, len(rows), EMBED_SLICE):
+                part = rows[lo : lo + EMBED_SLICE]
+                vectors[part] = self.embedder.embed([str(batch["text"][i]) for i in part])
         return {**batch, "vector": vectors}
 
 
@@ -168,7 +176,8 @@ def _data_context(ray: Any) -> Iterator[None]:
 
 def embed_pool(ray: Any, settings: RaySettings) -> dict[str, Any]:
     """map_batches' arguments for the embedding actors: one per GPU with `num_gpus=1` where the cluster
-    has GPUs, else `embed_actors` (default 1) holding `actor_cpus` each."""
+    has GPUs, else `embed_actors` (default 1) holding `actor_cpus` each; a batch is one parsed file
+    (one block of the parse step) unless `embed_batch` says how many chunks."""
     gpus = int(ray.cluster_resources().get("GPU", 0))
     actors = settings.embed_actors or max(1, gpus)
     pool: dict[str, Any] = {

@@ -62,7 +62,11 @@ class RaySettings(BaseModel):
     num_cpus: int | None = Field(None, ge=1)  # on this machine only; None: its cores (at least actors + 1)
     embed_actors: int | None = Field(None, ge=1)  # None: one per GPU of the cluster, or one without GPUs
     actor_cpus: float = Field(1.0, gt=0.0)  # CPUs an embedding actor holds (torch threads on CPU)
-    embed_batch: int = Field(256, ge=1)  # chunks per call of an embedding actor
+    # chunks per call of an embedding actor. None: one file's chunks per call, embedded in the local
+    # runner's slices, so the vectors are the local runner's (int8's activation scale is per batch:
+    # a chunk's vector moves with its batch-mates); a number: bigger batches for GPUs, vectors then
+    # within the precision's noise of the local runner's
+    embed_batch: int | None = Field(None, ge=1)
 
 
 class IngestSettings(BaseModel):

@@ -117,7 +117,7 @@ def test_ray_matches_local_chunk_for_chunk_with_minilm(
     assert len(local.added) == 4 and local.chunks > 0
     assert rows(tmp_path / "ray") == rows(tmp_path / "local")
     gap = np.abs(vectors(tmp_path / "ray") - vectors(tmp_path / "local")).max()
-    assert gap < 0.005, gap  # batches of other sizes: float noise (6.6e-4 measured, bf16 autocast)
+    assert gap < 1e-5, gap  # the same batches (one file a call, the local slices): float noise at most
     assert searches(tmp_path / "ray", embedder) == searches(tmp_path / "local", embedder)
 
 
