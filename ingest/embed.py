@@ -15,6 +15,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import os
 import re
 import sys
 import threading
@@ -393,8 +394,10 @@ class SentenceTransformerEmbedder:
                 name = _model_name(self.folder)
                 folder = onnx_embed.exported(self.folder, self.models_dir, name, self._window, _say)
                 tokenizer = self.folder / "tokenizer.json"
-                threads = self._settings.query_threads
-                return onnx_embed.OnnxEncoder(folder, tokenizer, self._window, "onnx-fp32", threads=threads)
+                threads = self._settings.query_threads or min(2, os.cpu_count() or 1)
+                return onnx_embed.OnnxEncoder(
+                    folder, tokenizer, self._window, "onnx-fp32", threads=threads, spin=False
+                )
             except Exception as err:  # an export that fails leaves torch to answer, and says why
                 reason = f"{type(err).__name__}: {err}"
                 if backend == "auto":

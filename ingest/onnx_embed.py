@@ -235,13 +235,21 @@ class OnnxEncoder:
     """One ONNX Runtime session and the model's tokenizer; `encode` as SentenceTransformer's."""
 
     def __init__(
-        self, folder: Path, tokenizer_file: Path, window: int, precision: str, threads: int | None = None
+        self,
+        folder: Path,
+        tokenizer_file: Path,
+        window: int,
+        precision: str,
+        threads: int | None = None,
+        spin: bool = True,
     ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch_threads()
+        if not spin:  # idle threads sleep instead of spinning: one question, then the LLM's turn
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         self.precision = precision
