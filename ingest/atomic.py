@@ -8,12 +8,23 @@ power cut. Every file lectern writes in place goes through here (ingest, rag and
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`, or {} where it is missing, unreadable or not an object: how lectern
+    reads its own small JSON files and a model folder's configs."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def fsync_dir(folder: Path) -> None:

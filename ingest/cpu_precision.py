@@ -20,11 +20,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from lectern.ingest.atomic import atomic_write_text
+from lectern.ingest.atomic import atomic_write_text, read_json
 
 CPU_PRECISIONS = ("fp32", "bf16", "onnx-fp32", "onnx-int8")
 CACHE_FILE = "cpu-precision.json"
@@ -153,16 +152,8 @@ def machine_key(model_name: str) -> str:
     return hashlib.sha256(json.dumps(machine(model_name), sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _read(file: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def cached_choice(file: Path, key: str) -> str | None:
-    entry = _read(file).get(key)
+    entry = read_json(file).get(key)
     choice = entry.get("choice") if isinstance(entry, dict) else None
     return choice if choice in CPU_PRECISIONS else None
 
@@ -171,7 +162,7 @@ def remember(cache_dir: Path, model_name: str, choice: str) -> None:
     """Record a choice for this machine without measuring (the test suite's cache says fp32)."""
     file = cache_dir / CACHE_FILE
     cache_dir.mkdir(parents=True, exist_ok=True)
-    data = _read(file)
+    data = read_json(file)
     data[machine_key(model_name)] = {"machine": machine(model_name), "choice": choice, "measured": None}
     atomic_write_text(file, json.dumps(data, indent=2, sort_keys=True))
 
@@ -199,7 +190,7 @@ def chosen_precision(
         announce("lectern: measuring which precision embeds fastest on this CPU, once for this machine")
         result = run_benchmark()
         MEASURED["benchmark"] += 1
-        data = _read(file)
+        data = read_json(file)
         data[key] = {"machine": machine(model_name), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
         data[key]["load_average"] = round(os.getloadavg()[0], 2)  # other jobs skew the timings
         data[key] |= asdict(result)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from lectern.errors import EmbedderNotFound, PrecisionUnavailable, UnknownKey
-from lectern.ingest.atomic import atomic_folder
+from lectern.ingest.atomic import atomic_folder, read_json
 from lectern.ingest.onnx_embed import ONNX_PRECISIONS
 from lectern.ingest.settings import DEFAULT_PROFILE, EmbedSettings
 
@@ -178,21 +178,13 @@ class _LoadedST:
     precision: str  # what runs: fp16 (CUDA), fp32, bf16, onnx-fp32 or onnx-int8
 
 
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 _PLAIN_MODULES = {"Transformer", "Pooling", "Normalize"}
 
 
 def st_shape(folder: Path) -> tuple[int | None, int | None]:
     """(window, dimension) of a sentence-transformers folder read from its files, without loading it;
     None where the files do not say for sure (a Dense layer, several pooling modes...)."""
-    window = _json(folder / "sentence_bert_config.json").get("max_seq_length")
+    window = read_json(folder / "sentence_bert_config.json").get("max_seq_length")
     try:
         listed = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -202,7 +194,7 @@ def st_shape(folder: Path) -> tuple[int | None, int | None]:
     dimension = None
     pooling = next((m for m, kind in zip(modules, kinds, strict=True) if kind == "Pooling"), None)
     if kinds and set(kinds) <= _PLAIN_MODULES and pooling is not None:
-        config = _json(folder / str(pooling.get("path", "")) / "config.json")
+        config = read_json(folder / str(pooling.get("path", "")) / "config.json")
         modes = [k for k, v in config.items() if k.startswith("pooling_mode_") and v is True]
         if len(modes) == 1 and isinstance(config.get("word_embedding_dimension"), int):
             dimension = config["word_embedding_dimension"]
@@ -434,7 +426,7 @@ class StaticEmbedder:
         self._tokenizer_file = tokenizer_folder / "tokenizer.json"
         self._tokenizer = OnFirstUse(lambda: HFTokenizer(self._tokenizer_file))
         self._model = OnFirstUse(self._load)
-        dimension = _json(folder / "config.json").get("hidden_dim")
+        dimension = read_json(folder / "config.json").get("hidden_dim")
         self._dimension = int(dimension) if isinstance(dimension, int) else int(self._model.get().dim)
 
     def _load(self) -> Any:
