@@ -11,6 +11,7 @@ and onnxruntime's versions, the kernel limits set in the environment, and the mo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -123,18 +124,26 @@ def _version(package: str) -> str:
         return "none"
 
 
-def machine(model_name: str) -> dict[str, str]:
-    """What the choice depends on, read without importing torch or onnxruntime."""
-    model, flags = "", ""
+@functools.cache
+def cpu_info() -> tuple[str, frozenset[str]]:
+    """This CPU's model name and flags, from /proc/cpuinfo ("" and none where it cannot be read)."""
+    model, flags = "", frozenset[str]()
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             for line in fh:
                 if line.startswith("model name") and not model:
                     model = line.split(":", 1)[1].strip()
                 elif line.startswith("flags") and not flags:
-                    flags = " ".join(sorted(line.split(":", 1)[1].split()))
+                    flags = frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
+    return model, flags
+
+
+def machine(model_name: str) -> dict[str, str]:
+    """What the choice depends on, read without importing torch or onnxruntime."""
+    model, cpu_flags = cpu_info()
+    flags = " ".join(sorted(cpu_flags))
     return {
         "cpu": model or os.uname().machine,
         "flags": hashlib.sha256(flags.encode()).hexdigest()[:16],

@@ -20,7 +20,7 @@ import re
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -134,15 +134,9 @@ class HFTokenizer:
 
 def cpu_has_native_bf16() -> bool:
     """bf16 autocast is 2.5x faster than fp32 where the CPU has bf16 instructions, 5x slower where not."""
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        return False
+    from lectern.ingest.cpu_precision import cpu_info
+
+    flags = cpu_info()[1]
     if not flags & BF16_FLAGS:
         return False
     import torch
@@ -153,7 +147,7 @@ def cpu_has_native_bf16() -> bool:
 BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 
-def bf16_native(flags: set[str], torch_capability: str) -> bool:
+def bf16_native(flags: Set[str], torch_capability: str) -> bool:
     """Both must agree: the CPU's flags, and the kernels torch runs (ATEN_CPU_CAPABILITY=avx2 keeps
     torch to AVX2 on any CPU, as on one without AVX-512: bench/ingest_speed.py measures that case so)."""
     return bool(flags & BF16_FLAGS) and torch_capability not in ("DEFAULT", "NO AVX", "AVX2")

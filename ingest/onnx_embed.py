@@ -18,7 +18,7 @@ import os
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import numpy as np
 
 from lectern.errors import PrecisionUnavailable
 from lectern.ingest.atomic import atomic_folder
+from lectern.ingest.cpu_precision import cpu_info
 
 ONNX_PRECISIONS = ("onnx-fp32", "onnx-int8")
 MODEL_FILES = {"onnx-fp32": "model-fp32.onnx", "onnx-int8": "model-int8.onnx"}
@@ -81,18 +82,7 @@ def export_folder(models_dir: Path, model_name: str) -> Path:
     return models_dir / f"{label}-onnx-{digest}-ort{version}"
 
 
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def needs_reduced_range(flags: set[str]) -> bool:
+def needs_reduced_range(flags: Set[str]) -> bool:
     """Without VNNI, ONNX Runtime's AVX2 int8 kernels add pairs of u8*s8 products in int16, which
     saturates with 8-bit weights; 7-bit weights (reduce_range) cannot (ONNX Runtime's own advice)."""
     return not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
@@ -125,7 +115,7 @@ def exported(
             return target
         announce(f"lectern: exporting the embedder to ONNX, once for this machine, in {target}")
         if reduce_range is None:
-            reduce_range = needs_reduced_range(cpu_flags())
+            reduce_range = needs_reduced_range(cpu_info()[1])
         with atomic_folder(target, done=DONE) as tmp:
             _export(source, tmp / "raw.onnx", window)
             _optimise(tmp / "raw.onnx", tmp / MODEL_FILES["onnx-fp32"], *shape)
