@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
-from lectern.errors import IndexLocked, IndexMismatch, StoreUnavailable, UnknownKey
-from lectern.ingest.store import LOG, DocumentRow, Manifest, NewChunk, StoredChunk
+from lectern.errors import IndexMismatch, StoreUnavailable, UnknownKey
+from lectern.ingest.store import DocumentRow, Manifest, NewChunk, StoredChunk, take_writer_lock
 from lectern.ingest.stores import Filters, Scored, SearchRequest
 
 PROPERTY = "lectern.manifest"
@@ -523,20 +523,7 @@ class MilvusCollection:
             yield w
             w.persist()
             return
-        try:
-            lock.acquire(blocking=False)
-        except Timeout:
-            if timeout > 0:
-                LOG.warning(
-                    "collection %r is being written by another process: waiting up to %g s for it to "
-                    "finish (lock %s)", self._name, timeout, lock.lock_file,
-                )  # fmt: skip
-            try:
-                lock.acquire()
-            except Timeout:
-                raise IndexLocked(
-                    f"{self.where} is being written by another process (lock held for over {timeout:g} s)"
-                ) from None
+        take_writer_lock(lock, self._name, self.where, timeout)
         try:
             w = MilvusWriter(self)
             yield w

@@ -425,20 +425,7 @@ class Collection:
         """The only way to change a collection: one writer at a time, across processes. A writer that
         has to wait says so (log "lectern", which the CLI prints) before it waits."""
         lock = FileLock(str(self.path / ".lock"), timeout=timeout)
-        try:
-            lock.acquire(blocking=False)
-        except Timeout:
-            if timeout > 0:
-                LOG.warning(
-                    "collection %r is being written by another process: waiting up to %g s for it to "
-                    "finish (lock %s)", self.path.name, timeout, self.path / ".lock",
-                )  # fmt: skip
-            try:
-                lock.acquire()
-            except Timeout:
-                raise IndexLocked(
-                    f"{self.path} is being written by another process (lock held for over {timeout:g} s)"
-                ) from None
+        take_writer_lock(lock, self.path.name, self.path, timeout)
         try:
             remove_stale_temporaries(self.path)
             w = Writer(self)
@@ -446,6 +433,25 @@ class Collection:
             w.persist()
         finally:
             lock.release()
+
+
+def take_writer_lock(lock: FileLock, name: str, where: object, timeout: float) -> None:
+    """Acquire a collection's writers' lock (any store): at once when it is free; else say so (log
+    "lectern", which the CLI prints) and wait up to `timeout` s, then IndexLocked naming `where`."""
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        if timeout > 0:
+            LOG.warning(
+                "collection %r is being written by another process: waiting up to %g s for it to "
+                "finish (lock %s)", name, timeout, lock.lock_file,
+            )  # fmt: skip
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise IndexLocked(
+                f"{where} is being written by another process (lock held for over {timeout:g} s)"
+            ) from None
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
