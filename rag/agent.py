@@ -206,29 +206,28 @@ class Agent:
 
     def _plan(self, question: str, steps: list[Step], spent: int) -> tuple[list[str], int]:
         """The plan's searches (rag.prompts.AGENT_PLAN, one model call without tools), and its tokens."""
-        saved, self.max_new_tokens = self.max_new_tokens, PLAN_TOKENS
-        try:
-            reply, used = self._call(
-                self.llm, [HumanMessage(AGENT_PLAN.format(question=question))], steps, spent
-            )
-        finally:
-            self.max_new_tokens = saved
+        prompt: list[BaseMessage] = [HumanMessage(AGENT_PLAN.format(question=question))]
+        reply, used = self._call(self.llm, prompt, steps, spent, max_new_tokens=PLAN_TOKENS)
         return (plan_queries(reply.text, question) if reply is not None else []), used
 
     def _call(
-        self, model: Any, messages: list[BaseMessage], steps: list[Step], spent: int
+        self,
+        model: Any,
+        messages: list[BaseMessage],
+        steps: list[Step],
+        spent: int,
+        max_new_tokens: int | None = None,
     ) -> tuple[AIMessage | None, int]:
         """One model call and its step, or (None, 0) when it would overrun the token budget or the
-        model's context window."""
+        model's context window; `max_new_tokens` (default the agent's) bounds the reply."""
+        limit = max_new_tokens or self.max_new_tokens
         tools = list(self.tools.values()) if model is self.bound else None
         prompt = self.llm.get_num_tokens_from_messages(messages, tools=tools)
         window = getattr(self.llm, "context_window", None)
-        if spent + prompt + self.max_new_tokens > self.token_budget or (
-            window and prompt + self.max_new_tokens > window
-        ):
+        if spent + prompt + limit > self.token_budget or (window and prompt + limit > window):
             return None, 0
         start = time.perf_counter()
-        reply = model.invoke(messages, **generation_kwargs(self.llm, self.max_new_tokens))
+        reply = model.invoke(messages, **generation_kwargs(self.llm, limit))
         seconds = time.perf_counter() - start
         if not isinstance(reply, AIMessage):
             reply = AIMessage(content=str(getattr(reply, "content", reply)))
