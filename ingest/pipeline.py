@@ -1,7 +1,8 @@
 """Ingest: files to chunks to vectors to a collection, incremental, idempotent and reported.
 
 Parsing and chunking (PDFium or pypdf, the tokenizer) run in a worker process while the main process embeds
-the previous files (torch uses the other core), so both cores stay busy. A file whose content hash
+the previous files (torch uses the other core), so both cores stay busy; the fast profile's static
+model embeds in the workers themselves, from the word pieces they cut the chunks with. A file whose content hash
 is unchanged is skipped before it is parsed; a changed one replaces exactly its own chunks, in one
 transaction, so an ingest killed at any moment leaves every file either fully old or fully new.
 
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,11 +36,14 @@ from lectern.errors import (
 )
 from lectern.ingest import tokenize
 from lectern.ingest.chunk import MAX_CONTEXT_TOKENS, Chunk, context_line, embedding_text, iter_chunks
-from lectern.ingest.embed import Embedder, HFTokenizer, word_offsets
+from lectern.ingest.embed import Embedder, HFTokenizer, table_folder, word_offsets
 from lectern.ingest.load import LOADERS, LoadedDocument, iter_files, load, load_text
 from lectern.ingest.settings import EmbedSettings, IngestSettings
 from lectern.ingest.store import DocumentRow, Manifest, NewChunk
 from lectern.ingest.stores import Store, StoreWriter, Target, as_target
+
+if TYPE_CHECKING:
+    from lectern.ingest.static_model import StaticTable
 
 EMBED_SLICE = 256  # chunks embedded per call: bounds memory and keeps progress moving
 Job = tuple[Path, str, str, int]  # a file to ingest: its path, source key, content hash and size
@@ -127,7 +131,8 @@ ProgressFn = Callable[[Progress], None]
 
 @dataclass
 class Parsed:
-    """What a parse worker sends back: everything but the vectors."""
+    """What a parse worker sends back: everything but the vectors, unless a static model embedded
+    the chunks there, from the pieces it cut them with (`table_folder`)."""
 
     source: str
     content_hash: str
@@ -137,6 +142,7 @@ class Parsed:
     pages: int
     warnings: list[str]
     chunks: list[NewChunk]
+    vectors: np.ndarray | None = None
 
 
 def file_hash(path: Path) -> tuple[str, int]:
@@ -187,6 +193,39 @@ def _new_chunks(
         yield NewChunk(ch.chunk_id, ch.page, ch.heading, ch.start, ch.end, ch.ordinal, ch.text, ctx, terms)
 
 
+_WORKER_TABLE: dict[tuple[str, str], tuple[StaticTable, np.ndarray, HFTokenizer]] = {}
+
+
+def _table(folder: str, tokenizer_file: str) -> tuple[StaticTable, np.ndarray, HFTokenizer]:
+    """A static model, the chunker's ids mapped to its own, and the chunker: once per process."""
+    key = (folder, tokenizer_file)
+    if key not in _WORKER_TABLE:
+        from lectern.ingest.static_model import StaticTable
+
+        table = StaticTable(Path(folder))
+        _WORKER_TABLE[key] = (table, table.ids_from(tokenizer_file), HFTokenizer(tokenizer_file))
+    return _WORKER_TABLE[key]
+
+
+def _static_vectors(
+    table: StaticTable,
+    ids_map: np.ndarray,
+    cut: HFTokenizer,
+    chunks: Sequence[Chunk],
+    new: Sequence[NewChunk],
+) -> np.ndarray:
+    """The vectors of `embedding_text(context, text)` from the pieces the chunker already cut: a
+    context line's pieces, then the chunk's, as the tokenizer cuts the two joined by a newline."""
+    contexts = sorted({c.context for c in new if c.context})
+    context_ids = dict(zip(contexts, (p.ids for p in cut.pieces(contexts)), strict=True))
+    empty = np.zeros(0, dtype=np.int64)
+    texts = []
+    for chunk, row in zip(chunks, new, strict=True):
+        assert chunk.ids is not None
+        texts.append(ids_map[np.concatenate([context_ids.get(row.context, empty), chunk.ids])])
+    return table.encode_ids(texts)
+
+
 def parse_file(
     path: str,
     source: str,
@@ -195,23 +234,36 @@ def parse_file(
     tokenizer_file: str | None,
     chunk_tokens: int,
     overlap: int,
+    table_folder: str | None = None,
 ) -> Parsed:
-    """Load, chunk and tokenise for BM25 one file; runs in a worker process."""
+    """Load, chunk and tokenise for BM25 one file; runs in a worker process. With a static model's
+    `table_folder`, the chunks are embedded here too, from the pieces they were cut with."""
     offsets = _offsets_fn(tokenizer_file)
     doc = load(Path(path))
-    new = list(_new_chunks(doc, iter_chunks(doc, source, offsets, chunk_tokens, overlap), offsets))
+    if table_folder and tokenizer_file:
+        table, ids_map, cut = _table(table_folder, tokenizer_file)
+        chunks = list(iter_chunks(doc, source, cut.pieces, chunk_tokens, overlap))
+        new = list(_new_chunks(doc, chunks, offsets))
+        vectors = _static_vectors(table, ids_map, cut, chunks, new) if new else None
+    else:
+        new = list(_new_chunks(doc, iter_chunks(doc, source, offsets, chunk_tokens, overlap), offsets))
+        vectors = None
     if not new:
         raise EmptyDocument(path, "no text to index")
-    return Parsed(source, content_hash, size, doc.title, doc.format, doc.pages, list(doc.warnings), new)
+    return Parsed(
+        source, content_hash, size, doc.title, doc.format, doc.pages, list(doc.warnings), new, vectors
+    )
 
 
 def parse_or_error(
-    job: Job, tokenizer_file: str | None, chunk_tokens: int, overlap: int
+    job: Job, tokenizer_file: str | None, chunk_tokens: int, overlap: int, table_folder: str | None = None
 ) -> Parsed | DocumentError:
     """parse_file, with what fails the file (and only the file) returned as its DocumentError."""
     path, source, digest, size = job
     try:
-        return parse_file(str(path), source, digest, size, tokenizer_file, chunk_tokens, overlap)
+        return parse_file(
+            str(path), source, digest, size, tokenizer_file, chunk_tokens, overlap, table_folder
+        )
     except DocumentError as err:
         return err
     except Exception as err:  # a loader bug fails this file, not the ingest
@@ -368,7 +420,10 @@ def _parsed_in_order(
     jobs: list[Job], embedder: Embedder, settings: IngestSettings
 ) -> Iterator[tuple[Path, Parsed | DocumentError]]:
     """Parse results in submission order, a few files ahead of the consumer (bounded memory)."""
-    args = (embedder.tokenizer_file, settings.chunk.chunk_tokens, settings.chunk.overlap_tokens)
+    args = (
+        embedder.tokenizer_file, settings.chunk.chunk_tokens, settings.chunk.overlap_tokens,
+        table_folder(embedder),
+    )  # fmt: skip
     workers = parse_workers(settings, embedder)
     pool = _pool(workers)
     if pool is None:
@@ -474,7 +529,11 @@ def run_local(work: Work) -> None:
             continue
         work.state.pages += parsed.pages
         work.state.chunks += len(parsed.chunks)
-        vectors = _embed_chunks(work.embedder, parsed.chunks, work.state, work.progress)
+        if parsed.vectors is None:
+            vectors = _embed_chunks(work.embedder, parsed.chunks, work.state, work.progress)
+        else:
+            vectors = parsed.vectors
+            work.state.chunks_embedded += len(vectors)
         work.write(path, parsed, vectors)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lectern.errors import CollectionNotFound, DocumentNotFound, InvalidName
+from lectern.ingest.chunk import embedding_text
 from lectern.ingest.embed import FakeEmbedder
 from lectern.rag.workspace import Workspace, check_name
 from tests.conftest import SAMPLE_DOCS, SAMPLE_EXCLUDE
@@ -245,6 +246,11 @@ def test_e2e_fast_profile(fast_data_dir: Path, monkeypatch: pytest.MonkeyPatch) 
     assert report.ok, report.summary()
     manifest = ws.collection().manifest
     assert manifest.profile == "fast" and manifest.embedder["kind"] == "model2vec"
+    # the parse workers embedded every chunk from the pieces they cut: this process loaded no model
+    assert not ws.embedder.loaded
+    chunks, stored = ws.collection().export(str(SAMPLE_DOCS / "brennock_canal.txt"))
+    again = ws.embedder.embed([embedding_text(c.context, c.text) for c in chunks])
+    assert len(chunks) > 0 and float((stored * again).sum(axis=1).min()) > 0.9999
     hits = ws.search("How many locks are on the Brennock Canal?", k=3)
     assert Path(hits[0].chunk.source).name == "brennock_canal.txt"
     assert any("42 locks" in h.chunk.text for h in hits)
