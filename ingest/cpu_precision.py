@@ -4,7 +4,8 @@ The CPU's flags do not say it: a Xeon VM with avx512_bf16 and AMX ran MiniLM slo
 autocast than in fp32, and ONNX Runtime's int8 kernels differ from CPU to CPU. So the first time
 `ingest.embed.precision = "auto"` needs an answer on a CPU, a short micro-benchmark embeds the same
 texts with each candidate (fp32 and bf16 torch, ONNX Runtime fp32 and int8 where installed),
-interleaved, and keeps the fastest whose vectors stay close to fp32 torch's. The answer is kept as
+interleaved, and keeps the fastest whose vectors stay close to fp32 torch's. torch's candidates run
+in a process of their own, before ONNX Runtime's here (ingest.embed), so no process holds both. The answer is kept as
 JSON in <cache>/cpu-precision.json, keyed by what it depends on: the CPU model and flags, torch's
 and onnxruntime's versions, the kernel limits set in the environment, and the model.
 """
@@ -18,9 +19,10 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -36,6 +38,7 @@ MEASURED: Counter[str] = Counter()
 """Micro-benchmarks run by this process ("benchmark"): tests count these instead of timing."""
 
 Runner = Callable[[list[str]], np.ndarray]
+T = TypeVar("T")
 
 _SENTENCES = [
     "The library keeps its older maps in a cool room on the second floor, away from the windows.",
@@ -97,24 +100,49 @@ def pick(seconds: dict[str, float], mean_cosine: dict[str, float], min_cosine: d
 def measure(
     runners: dict[str, Runner], texts: Sequence[str] | None = None, rounds: int = ROUNDS
 ) -> Measurement:
-    """Time each runner on the same texts, interleaved (the order rotates each round, so load from
-    other jobs falls on all alike), after one untimed call each; the median round counts, not the
-    luckiest. `runners` must hold "fp32"."""
-    batch = list(texts if texts is not None else bench_texts())
+    """Time each runner on the same texts (`time_runners`) and pick one. `runners` must hold "fp32"."""
+    seconds, vectors = time_runners(runners, bench_texts() if texts is None else texts, rounds)
+    return decide(seconds, vectors)
+
+
+def time_runners(
+    runners: Mapping[str, Runner], texts: Sequence[str], rounds: int = ROUNDS
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Each runner's median round and vectors on the same texts, interleaved (the order rotates each
+    round, so load from other jobs falls on all alike), after one untimed call each: the median
+    round counts, not the luckiest."""
+    batch = list(texts)
     names = list(runners)
-    reference = runners["fp32"](batch)
-    vectors = {"fp32": reference} | {p: runners[p](batch) for p in names if p != "fp32"}
+    if not names:
+        return {}, {}
+    vectors = {p: np.asarray(runners[p](batch), dtype=np.float32) for p in names}
     times: dict[str, list[float]] = {p: [] for p in names}
     for r in range(rounds):
         for p in names[r % len(names) :] + names[: r % len(names)]:
             t0 = time.perf_counter()
             runners[p](batch)
             times[p].append(time.perf_counter() - t0)
-    median = {p: float(np.median(t)) for p, t in times.items()}
-    cosines = {p: np.sum(np.asarray(v) * reference, axis=1) for p, v in vectors.items()}
+    return {p: float(np.median(t)) for p, t in times.items()}, vectors
+
+
+def decide(seconds: dict[str, float], vectors: dict[str, np.ndarray]) -> Measurement:
+    """The Measurement of timed precisions: each one's cosine to fp32 torch's vectors, then `pick`."""
+    reference = vectors["fp32"]
+    cosines = {p: np.sum(v * reference, axis=1) for p, v in vectors.items()}
     mean = {p: float(c.mean()) for p, c in cosines.items()}
     low = {p: float(c.min()) for p, c in cosines.items()}
-    return Measurement(pick(median, mean, low), median, mean, low)
+    return Measurement(pick(seconds, mean, low), seconds, mean, low)
+
+
+def in_child(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in a new process that exits afterwards, its result or error returned here. The
+    once-per-machine steps run so (the ONNX export, torch's half of the benchmark): what a process
+    frees stays mostly with it, and torch alone holds about 450 MB that an ONNX ingest never needs."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def _version(package: str) -> str:

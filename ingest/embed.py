@@ -141,6 +141,19 @@ class HFTokenizer:
         ]
 
 
+def _time_torch(folder: Path, texts: list[str]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """fp32 torch, and bf16 where this CPU and torch's kernels have it, timed on `texts`: runs in a
+    process of its own (SentenceTransformerEmbedder._measure)."""
+    from lectern.ingest import cpu_precision
+
+    embedder = SentenceTransformerEmbedder(folder, EmbedSettings(precision="fp32"))
+    fp32 = embedder._torch("cpu", "fp32")
+    runners = {"fp32": functools.partial(embedder._encode, fp32)}
+    if cpu_has_native_bf16():
+        runners["bf16"] = functools.partial(embedder._encode, _LoadedST(fp32.model, "cpu", True, "bf16"))
+    return cpu_precision.time_runners(runners, texts)
+
+
 def cpu_has_native_bf16() -> bool:
     """bf16 autocast is 2.5x faster than fp32 where the CPU has bf16 instructions, 5x slower where not."""
     from lectern.ingest.cpu_precision import cpu_info
@@ -290,21 +303,23 @@ class SentenceTransformerEmbedder:
         return self._torch("cpu", choice)
 
     def _measure(self, loaded: dict[str, _LoadedST]) -> Measurement:
-        """Time each precision this machine can run on the same texts (ingest.cpu_precision)."""
+        """Time each precision this machine can run on the same texts (ingest.cpu_precision): torch's
+        in a process of its own first, then ONNX Runtime's here. Both in one process peaked at 1.1 GB,
+        and an ingest that then ran in ONNX Runtime kept torch's 450 MB to its end."""
         from lectern.ingest import cpu_precision, onnx_embed
 
-        torch_model = self._torch("cpu", "fp32")
-        loaded["fp32"] = torch_model
-        loaded["bf16"] = _LoadedST(torch_model.model, "cpu", True, "bf16")
-        candidates = ["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"]
+        texts = cpu_precision.bench_texts()
+        seconds, vectors = cpu_precision.in_child(_time_torch, self.folder, texts)
         if onnx_embed.onnx_version() is not None and onnx_embed.bert_shape(self.folder) is not None:
             try:
                 for precision in ONNX_PRECISIONS:
                     loaded[precision] = self._onnx(precision)
-                    candidates.append(precision)
             except Exception as err:  # an export that fails leaves torch to run, and says why
                 _say(f"lectern: ONNX Runtime left out of the choice: {type(err).__name__}: {err}")
-        return cpu_precision.measure({p: functools.partial(self._encode, loaded[p]) for p in candidates})
+                loaded.clear()
+        runners = {p: functools.partial(self._encode, loaded[p]) for p in loaded}
+        onnx_seconds, onnx_vectors = cpu_precision.time_runners(runners, texts)
+        return cpu_precision.decide(seconds | onnx_seconds, vectors | onnx_vectors)
 
     @property
     def loaded(self) -> bool:

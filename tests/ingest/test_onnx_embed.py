@@ -5,6 +5,7 @@ the e2e test exports the real MiniLM and compares its vectors with torch's."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,20 @@ class Bench:
         return Measurement(
             self.choice, {"fp32": 2.0, self.choice: 1.0}, {self.choice: 0.995}, {self.choice: 0.99}
         )
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def _fail() -> None:
+    raise ValueError("no such model")
+
+
+def test_in_child_runs_in_another_process_and_brings_back_its_result_or_error() -> None:
+    assert cpu_precision.in_child(_pid) != os.getpid()
+    with pytest.raises(ValueError, match="no such model"):
+        cpu_precision.in_child(_fail)
 
 
 def test_the_choice_is_measured_once_per_machine_and_kept_as_json(tmp_path: Path) -> None:
@@ -142,13 +157,20 @@ def fake_loads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         seen["loaded"].append(precision)
         return _LoadedST(FakeModel(precision, seen["calls"]), "cpu", False, precision)
 
-    def fake_measure(runners: dict[str, Any], *args: Any) -> Measurement:
-        seen["offered"] = sorted(runners)
+    def fake_decide(seconds: dict[str, float], vectors: dict[str, Any]) -> Measurement:
+        assert sorted(seconds) == sorted(vectors)
+        seen["offered"] = sorted(seconds)
         return seen["bench"]()
 
+    def here(fn: Any, *args: Any) -> Any:  # a child process's work, run in this one with the fakes
+        seen["children"].append(fn.__name__)
+        return fn(*args)
+
+    seen["children"] = []
     monkeypatch.setattr(SentenceTransformerEmbedder, "_torch", fake_torch)
     monkeypatch.setattr(SentenceTransformerEmbedder, "_onnx", fake_onnx)
-    monkeypatch.setattr(cpu_precision, "measure", fake_measure)
+    monkeypatch.setattr(cpu_precision, "decide", fake_decide)
+    monkeypatch.setattr(cpu_precision, "in_child", here)
     monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda: False)
     return seen
 
@@ -166,6 +188,7 @@ def test_auto_measures_on_first_use_then_every_later_embedder_reads_the_cache(
     assert first.precision == "onnx-int8" and fake_loads["bench"].runs == 1
     assert fake_loads["offered"] == ["fp32", "onnx-fp32", "onnx-int8"]  # no bf16 in the CPU's flags
     assert fake_loads["loaded"] == ["torch-fp32", "onnx-fp32", "onnx-int8"]
+    assert fake_loads["children"] == ["_time_torch"]  # torch timed in a process of its own
     assert fake_loads["calls"][-1] == "onnx-int8"  # what the benchmark loaded and chose embeds
     second = st(tmp_path)
     second.embed(["crayfish"])
