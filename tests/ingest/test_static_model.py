@@ -108,3 +108,29 @@ def test_a_parse_worker_embeds_from_the_pieces_it_cut(tmp_path: Path, name: str)
     expected = embedder.embed([embedding_text(c.context, c.text) for c in plain.chunks])
     cosine = (with_vectors.vectors * expected).sum(axis=1)
     assert cosine.min() > 0.9999, cosine
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_fast_ingest_parses_the_biggest_files_first_and_stores_the_workers_vectors(
+    tmp_path: Path, workers: int
+) -> None:
+    """Where the parse workers embed, they are the whole cost: the biggest file goes first (the
+    report lists files as they were written), and the vectors stored are the embedder's own."""
+    from lectern.ingest.pipeline import ingest
+    from lectern.ingest.settings import IngestSettings
+    from lectern.ingest.store import Collection
+
+    embedder = StaticEmbedder(_save(tmp_path / "m"), packaged_minilm_path())
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    sizes = {"a-small.txt": 3, "b-big.txt": 60, "c-middle.txt": 20}
+    for name, sentences in sizes.items():
+        (docs / name).write_text(" ".join(f"Sentence {i} of {name} is here." for i in range(sentences)))
+    report = ingest([docs], tmp_path / "col", embedder, IngestSettings(parse_workers=workers))
+    assert [Path(r.path).name for r in report.results] == ["b-big.txt", "c-middle.txt", "a-small.txt"]
+    assert not embedder.loaded  # every vector came from the parse step
+    col = Collection.open(tmp_path / "col")
+    chunks, stored = col.export(str(docs / "b-big.txt"))
+    col.close()
+    expected = embedder.embed([embedding_text(c.context, c.text) for c in chunks])
+    assert len(chunks) > 1 and float((stored * expected).sum(axis=1).min()) > 0.9999
