@@ -127,3 +127,38 @@ def test_bf16_needs_the_cpu_flag_and_torch_kernels_that_use_it() -> None:
     assert not bf16_native(flags, "AVX2")  # ATEN_CPU_CAPABILITY=avx2: torch runs no bf16 instructions
     assert not bf16_native({"avx2"}, "AVX2")
     assert bf16_native({"amx_bf16"}, "AVX512")
+
+
+def test_lectern_prepare_builds_what_a_first_ingest_would_and_only_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, builds: list[str]
+) -> None:
+    """`lectern prepare` builds the fast profile's static model and loads the accurate profile as its
+    first ingest would; a later `prepare` or first fast ingest builds nothing."""
+    from typer.testing import CliRunner
+
+    from lectern.cli import app
+    from lectern.rag.model_cache import MODELS
+
+    monkeypatch.setenv("LECTERN_CACHE_DIR", str(tmp_path / "machine-cache"))
+    monkeypatch.setenv("LECTERN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("LECTERN_INGEST__EMBED__PRECISION", "fp32")  # measured in test_onnx_embed
+    monkeypatch.setenv("LECTERN_INGEST__EMBED__QUERY_BACKEND", "torch")
+    monkeypatch.setenv("LECTERN_INGEST__PARSE_WORKERS", "0")
+    cli = CliRunner()
+    first = cli.invoke(app, ["prepare"])
+    assert first.exit_code == 0, first.output
+    assert "fast: static model ready in" in first.output
+    assert "accurate: documents embedded in fp32 (as set)" in first.output
+    assert builds == [str(packaged_minilm_path())]
+    again = cli.invoke(app, ["prepare", "--profile", "fast"])
+    assert again.exit_code == 0 and "accurate" not in again.output
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "otters.txt").write_text("Otters\n\nThe river otters of Glenmore eat crayfish at dawn.\n")
+    MODELS.clear()
+    ingested = cli.invoke(app, ["ingest", str(docs), "--profile", "fast", "-c", "quick", "--json"])
+    MODELS.clear()
+    assert ingested.exit_code == 0, ingested.output
+    assert builds == [str(packaged_minilm_path())] and "building" not in ingested.output
+    wrong = cli.invoke(app, ["prepare", "--profile", "quick"])
+    assert wrong.exit_code == 2 and "quick" in wrong.output and "accurate" in wrong.output
