@@ -30,6 +30,7 @@ import numpy as np
 from lectern.errors import EmbedderNotFound, PrecisionUnavailable, UnknownKey
 from lectern.ingest.atomic import atomic_folder, read_json
 from lectern.ingest.chunk import Pieces
+from lectern.ingest.cpu_precision import in_child
 from lectern.ingest.onnx_embed import ONNX_PRECISIONS
 from lectern.ingest.settings import DEFAULT_PROFILE, EmbedSettings
 
@@ -580,15 +581,22 @@ def distilled_minilm(models_dir: Path, pca_dims: int = 256, announce: Callable[[
         if (target / "config.json").is_file():  # built by another process while this one waited
             return target
         announce(f"lectern: building the fast profile's static model, once for this machine, in {target}")
-        from model2vec.distill import distill
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()  # the one line above and model2vec's bar, not a load report
-        static = distill(model_name=str(source), pca_dims=pca_dims)
         with atomic_folder(target, done="config.json") as tmp:
-            static.save_pretrained(str(tmp))
+            # in a process of its own: torch, transformers and model2vec held about 950 MB at the
+            # build's peak, and the ingest that asked for it then kept most of it to its end, beside
+            # its parse workers (1.39 GB for the process tree)
+            in_child(_distill_into, source, pca_dims, tmp)
         LOADS["distill"] += 1
     return target
+
+
+def _distill_into(source: Path, pca_dims: int, folder: Path) -> None:
+    """model2vec's distillation of `source`, saved in `folder` (runs in a child: distilled_minilm)."""
+    from model2vec.distill import distill
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the announcing line and model2vec's bar, not a load report
+    distill(model_name=str(source), pca_dims=pca_dims).save_pretrained(str(folder))
 
 
 def prepare(profile: str, settings: EmbedSettings, models_dir: Path) -> str:

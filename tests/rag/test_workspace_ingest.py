@@ -231,14 +231,10 @@ def fast_data_dir(tmp_path: Path) -> Path:
 @pytest.mark.e2e
 def test_e2e_fast_profile(fast_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fast profile (a static model2vec distillate of MiniLM) finds the right document."""
-    import model2vec.distill
-
+    from lectern.ingest.embed import LOADS
     from lectern.rag.settings import load_settings
 
-    def no_distillation(*args: object, **kwargs: object) -> None:
-        raise AssertionError("distilled again: the cached fast model should have been used")
-
-    monkeypatch.setattr(model2vec.distill, "distill", no_distillation)
+    built = LOADS["distill"]
     settings = load_settings(data_dir=fast_data_dir, ingest={"embed": {"profile": "fast"}})
     settings.ingest.exclude = [*settings.ingest.exclude, *SAMPLE_EXCLUDE]
     ws = Workspace(collection="fast", settings=settings)
@@ -246,6 +242,7 @@ def test_e2e_fast_profile(fast_data_dir: Path, monkeypatch: pytest.MonkeyPatch) 
     assert report.ok, report.summary()
     manifest = ws.collection().manifest
     assert manifest.profile == "fast" and manifest.embedder["kind"] == "model2vec"
+    assert LOADS["distill"] == built  # the cached fast model was used, not distilled again
     # the parse workers embedded every chunk from the pieces they cut: this process loaded no model
     assert not ws.embedder.loaded
     chunks, stored = ws.collection().export(str(SAMPLE_DOCS / "brennock_canal.txt"))
