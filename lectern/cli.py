@@ -289,9 +289,8 @@ def prepare(
     with _edge():
         settings = _settings(data_dir)
         for name in profile or ["fast", "accurate"]:
-            out.print(
-                prepare_profile(name, settings.ingest.embed, settings.built_models_dir), highlight=False
-            )
+            line = prepare_profile(name, settings.ingest.embed, settings.built_models_dir)
+            out.print(line, highlight=False, soft_wrap=True)  # a path stays on one line
 
 
 @app.command()
