@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from lectern.errors import EmbedderNotFound
+
 
 class StaticEncoder(Protocol):
     dim: int
@@ -101,13 +103,19 @@ class _Model2VecModel:
 
 
 def is_plain(folder: Path) -> bool:
-    """model2vec's own layout, which StaticTable reads."""
-    if not ((folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()):
+    """model2vec's own layout, which StaticTable reads. An unreadable table is an EmbedderNotFound
+    that names the file, not a stack trace from safetensors."""
+    weights = folder / "model.safetensors"
+    if not (weights.is_file() and (folder / "tokenizer.json").is_file()):
         return False
     from safetensors import safe_open
 
-    with safe_open(str(folder / "model.safetensors"), framework="numpy") as tensors:
-        return "embeddings" in set(tensors.keys())
+    try:
+        with safe_open(str(weights), framework="numpy") as tensors:
+            return "embeddings" in set(tensors.keys())
+    except Exception as err:  # safetensors raises its own error types for a damaged header
+        detail = f"cannot read {weights} ({err}); delete {folder} and it is built again on next use"
+        raise EmbedderNotFound(str(folder), detail) from err
 
 
 def load_static_model(folder: Path) -> StaticEncoder:

@@ -134,3 +134,13 @@ def test_a_fast_ingest_parses_the_biggest_files_first_and_stores_the_workers_vec
     col.close()
     expected = embedder.embed([embedding_text(c.context, c.text) for c in chunks])
     assert len(chunks) > 1 and float((stored * expected).sum(axis=1).min()) > 0.9999
+
+
+def test_a_damaged_table_is_a_clear_error_naming_the_file(tmp_path: Path) -> None:
+    from lectern.errors import EmbedderNotFound
+
+    folder = _save(tmp_path / "m")
+    (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json")
+    embedder = StaticEmbedder(folder, packaged_minilm_path())
+    with pytest.raises(EmbedderNotFound, match=r"model\.safetensors.*built again"):
+        table_folder(embedder)
