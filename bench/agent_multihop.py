@@ -50,7 +50,12 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=6)
     ap.add_argument("--token-budget", type=int, default=12000)
     ap.add_argument("--modes", default="chain,agent")
-    ap.add_argument("--plan", action="store_true", help="the agent plans its searches first (Agent.plan)")
+    ap.add_argument(
+        "--plan",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the agent as users get it, planning its searches first (Agent.plan); --no-plan: the tool loop",
+    )
     ap.add_argument("--data-dir", type=Path, default=Path(".lectern-data/bench-agent"))
     ap.add_argument("--out", type=Path, default=Path("bench/out"))
     args = ap.parse_args()
@@ -72,7 +77,7 @@ def main() -> None:
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {(m, k): [] for m in models for k in modes}
     tag = "-".join(m.split(":")[-1] for m in models)
     picked = f"-ids{args.ids.replace(',', '_')}" if args.ids else ""
-    picked += "-plan" if args.plan else ""
+    picked += "-plan" if args.plan else "-loop"
     out = (args.out / f"agent-multihop-{tag}-{'-'.join(modes)}{picked}.jsonl").open("w")
     t0 = time.perf_counter()
     for n, item in enumerate(items, 1):
