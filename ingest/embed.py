@@ -110,7 +110,8 @@ def packaged_minilm_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-def _normalise(vectors: np.ndarray) -> np.ndarray:
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """float32 rows of length 1 (a zero row stays zero): what every embedder returns."""
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
@@ -378,7 +379,7 @@ class SentenceTransformerEmbedder:
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
-        return _normalise(vectors)
+        return normalise(vectors)
 
     def _query_encoder(self) -> Any:
         """ONNX Runtime fp32 for one question, where the settings and the machine allow; None: torch.
@@ -433,7 +434,7 @@ class SentenceTransformerEmbedder:
         features = prepare([text])
         with self._embed_lock, torch.inference_mode():
             vector = loaded.model(features)["sentence_embedding"]
-        return _normalise(vector.float().numpy())[0]
+        return normalise(vector.float().numpy())[0]
 
 
 class StaticEmbedder:
@@ -540,7 +541,7 @@ class FakeEmbedder:
                 out[row, slot] += 1.0 if digest[4] & 1 else -1.0
             if not out[row].any():
                 out[row, 0] = 1.0
-        return _normalise(out)
+        return normalise(out)
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
@@ -603,14 +604,16 @@ def prepare(profile: str, settings: EmbedSettings, models_dir: Path) -> str:
     """Build now what `profile` builds once per machine on its first use (`lectern prepare`), so that
     a first ingest is as fast as the next: the fast profile's static model; the accurate profile's
     ONNX export and the precision measured on this CPU. Returns what is ready, in one line."""
-    if profile == "fast":
-        return f"fast: static model ready in {distilled_minilm(models_dir)}"
-    if profile != "accurate":
-        raise UnknownKey("embedding profile", profile, list(PROFILES))
-    accurate = SentenceTransformerEmbedder(packaged_minilm_path(), settings, models_dir)
-    accurate.embed_query("ready")  # the question path: ONNX Runtime's export where it runs there
+    try:
+        embedder = PROFILES[profile](settings, models_dir)  # building the fast profile distils its model
+    except KeyError:
+        raise UnknownKey("embedding profile", profile, list(PROFILES)) from None
+    if isinstance(embedder, StaticEmbedder):
+        return f"{profile}: static model ready in {embedder.folder}"
+    assert isinstance(embedder, SentenceTransformerEmbedder)
+    embedder.embed_query("ready")  # the question path: ONNX Runtime's export where it runs there
     chosen = "measured on this CPU" if settings.precision == "auto" else "as set"
-    return f"accurate: documents embedded in {accurate.precision} ({chosen}), cached in {models_dir}"
+    return f"{profile}: documents embedded in {embedder.precision} ({chosen}), cached in {models_dir}"
 
 
 @dataclass(frozen=True)

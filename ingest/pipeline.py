@@ -163,13 +163,21 @@ def _clip_context(context: str, offsets: Callable[[Sequence[str]], list[list[tup
 
 
 _WORKER_TOKENIZER: dict[str | None, Any] = {}
+_WORKER_HF_TOKENIZER: dict[str, HFTokenizer] = {}
+
+
+def _hf_tokenizer(tokenizer_file: str) -> HFTokenizer:
+    """The embedder's tokenizer (by its file), loaded once per process."""
+    if tokenizer_file not in _WORKER_HF_TOKENIZER:
+        _WORKER_HF_TOKENIZER[tokenizer_file] = HFTokenizer(tokenizer_file)
+    return _WORKER_HF_TOKENIZER[tokenizer_file]
 
 
 def _offsets_fn(tokenizer_file: str | None) -> Callable[[Sequence[str]], list[list[tuple[int, int]]]]:
-    """The embedder's tokenizer (by its file), loaded once per process."""
+    """The embedder's tokenizer's offsets (the fake embedder's words without a file)."""
     if tokenizer_file not in _WORKER_TOKENIZER:
         _WORKER_TOKENIZER[tokenizer_file] = (
-            HFTokenizer(tokenizer_file).offsets if tokenizer_file else word_offsets
+            _hf_tokenizer(tokenizer_file).offsets if tokenizer_file else word_offsets
         )
     fn: Callable[[Sequence[str]], list[list[tuple[int, int]]]] = _WORKER_TOKENIZER[tokenizer_file]
     return fn
@@ -193,17 +201,17 @@ def _new_chunks(
         yield NewChunk(ch.chunk_id, ch.page, ch.heading, ch.start, ch.end, ch.ordinal, ch.text, ctx, terms)
 
 
-_WORKER_TABLE: dict[tuple[str, str], tuple[StaticTable, np.ndarray, HFTokenizer]] = {}
+_WORKER_TABLE: dict[tuple[str, str], tuple[StaticTable, np.ndarray]] = {}
 
 
-def _table(folder: str, tokenizer_file: str) -> tuple[StaticTable, np.ndarray, HFTokenizer]:
-    """A static model, the chunker's ids mapped to its own, and the chunker: once per process."""
+def _table(folder: str, tokenizer_file: str) -> tuple[StaticTable, np.ndarray]:
+    """A static model, and the chunker's ids mapped to its own: once per process."""
     key = (folder, tokenizer_file)
     if key not in _WORKER_TABLE:
         from lectern.ingest.static_model import StaticTable
 
         table = StaticTable(Path(folder))
-        _WORKER_TABLE[key] = (table, table.ids_from(tokenizer_file), HFTokenizer(tokenizer_file))
+        _WORKER_TABLE[key] = (table, table.ids_from(tokenizer_file))
     return _WORKER_TABLE[key]
 
 
@@ -241,7 +249,8 @@ def parse_file(
     offsets = _offsets_fn(tokenizer_file)
     doc = load(Path(path))
     if table_folder and tokenizer_file:
-        table, ids_map, cut = _table(table_folder, tokenizer_file)
+        table, ids_map = _table(table_folder, tokenizer_file)
+        cut = _hf_tokenizer(tokenizer_file)  # the very tokenizer `offsets` belongs to
         chunks = list(iter_chunks(doc, source, cut.pieces, chunk_tokens, overlap))
         new = list(_new_chunks(doc, chunks, offsets))
         vectors = _static_vectors(table, ids_map, cut, chunks, new) if new else None

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lectern.errors import EmbedderNotFound
+from lectern.ingest.embed import normalise
 
 
 class StaticEncoder(Protocol):
@@ -69,8 +70,7 @@ class StaticTable:
             if self.weights is not None:
                 rows = rows * self.weights[ids][:, None]
             out[i] = rows.mean(axis=0)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
+        return normalise(out)
 
     def ids_from(self, tokenizer_file: str) -> np.ndarray:
         """For each id of another tokenizer, this tokenizer's id of the same piece, or -1: how a
@@ -97,9 +97,7 @@ class _Model2VecModel:
         self.dim = int(self._model.dim)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = np.asarray(self._model.encode(list(texts), max_length=None, batch_size=4096), np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.maximum(norms, 1e-12)
+        return normalise(self._model.encode(list(texts), max_length=None, batch_size=4096))
 
 
 def is_plain(folder: Path) -> bool:
