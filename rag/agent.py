@@ -82,6 +82,11 @@ class Step(BaseModel):
     error: str | None = None
 
 
+def _add_step(steps: list[Step], seconds: float, **fields: Any) -> None:
+    """The trace's next step, numbered after the others."""
+    steps.append(Step(number=len(steps) + 1, seconds=round(seconds, 3), **fields))
+
+
 class AgentResult(BaseModel):
     answer: Answer
     steps: list[Step] = Field(default_factory=list)
@@ -193,14 +198,8 @@ class Agent:
         answer = chain.invoke(question)
         shown = " ".join(c.text for c in answer.contexts)  # the sentences the prompt showed
         used = self.llm.get_num_tokens(f"{question} {shown} {answer.raw or answer.answer}")
-        steps.append(
-            Step(
-                number=len(steps) + 1,
-                kind="model",
-                result_chars=len(answer.answer),
-                tokens=used,
-                seconds=round(time.perf_counter() - start, 3),
-            )
+        _add_step(
+            steps, time.perf_counter() - start, kind="model", result_chars=len(answer.answer), tokens=used
         )
         return AgentResult(answer=answer, steps=steps, stopped_by="answer", tokens=spent + used)
 
@@ -235,16 +234,8 @@ class Agent:
             self.llm.get_num_tokens(str(c["args"])) for c in reply.tool_calls
         )
         used = prompt + written
-        steps.append(
-            Step(
-                number=len(steps) + 1,
-                kind="model",
-                result_chars=len(reply.text),
-                tokens=used,
-                seconds=round(seconds, 3),
-                error="; ".join(str(c.get("error")) for c in reply.invalid_tool_calls) or None,
-            )
-        )
+        error = "; ".join(str(c.get("error")) for c in reply.invalid_tool_calls) or None
+        _add_step(steps, seconds, kind="model", result_chars=len(reply.text), tokens=used, error=error)
         return reply, used
 
     def _run_tools(self, reply: AIMessage, steps: list[Step]) -> list[ToolMessage]:
@@ -253,7 +244,7 @@ class Agent:
         for bad in reply.invalid_tool_calls:
             why = f"the tool call could not be read ({bad.get('error')}); write it as valid JSON"
             results.append(ToolMessage(why, tool_call_id=bad.get("id") or "", status="error"))
-            steps.append(Step(number=len(steps) + 1, kind="tool", tool=bad.get("name"), error=why))
+            _add_step(steps, 0.0, kind="tool", tool=bad.get("name"), error=why)
         for call in reply.tool_calls:
             start = time.perf_counter()
             tool = self.tools.get(call["name"])
@@ -275,18 +266,10 @@ class Agent:
                     error = " ".join(str(failure).split())[:300]
                     message = ToolMessage(f"error: {error}", tool_call_id=call["id"] or "", status="error")
             results.append(message)
-            steps.append(
-                Step(
-                    number=len(steps) + 1,
-                    kind="tool",
-                    tool=call["name"],
-                    arguments=dict(call["args"]),
-                    result_chars=len(message.text),
-                    chunks=chunks,
-                    seconds=round(time.perf_counter() - start, 3),
-                    error=error,
-                )
-            )
+            _add_step(
+                steps, time.perf_counter() - start, kind="tool", tool=call["name"],
+                arguments=dict(call["args"]), result_chars=len(message.text), chunks=chunks, error=error,
+            )  # fmt: skip
         return results
 
 
