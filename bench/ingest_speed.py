@@ -1,7 +1,7 @@
 """Ingest and start-up as a user meets them: whole processes, side by side with the tutorial pipeline.
 
     .venv/bin/python -m bench.ingest_speed [--docs DIR ...] [--rounds N] [--cases ...] [--json OUT]
-    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 .venv/bin/python -m bench.ingest_speed   # no bf16
+    .venv/bin/python -m bench.avx2_only -- .venv/bin/python -m bench.ingest_speed   # as on an AVX2-only CPU
 
 Default corpus: the R manuals of Debian's r-doc-pdf, all but the reference manual. Every case is one
 fresh process, timed from its start to its exit, with the peak resident memory of its whole process
@@ -37,6 +37,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from bench import avx2_only
 
 R_MANUALS = Path("/usr/share/R/doc/manual")
 SKIP = {"refman.pdf", "fullrefman.pdf"}
@@ -271,6 +273,9 @@ def machine() -> dict[str, str]:
         "torch_capability": torch_isa,
         "bf16_native": bf16,  # the flags' rule: what torch could run, not what `auto` chooses
         "onnxruntime": _version("onnxruntime"),
+        # CPUID and /proc/cpuinfo masked to AVX2 for every process (bench/avx2_only.py): the flags
+        # above are then the masked ones
+        "cpuid_masked_to_avx2": str(avx2_only.active()),
         "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA", "-"),
         "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY", "-"),
         "load_average_1m": f"{os.getloadavg()[0]:.2f}",
