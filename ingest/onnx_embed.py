@@ -75,11 +75,13 @@ def bert_shape(folder: Path) -> tuple[int, int] | None:
     return int(config["num_attention_heads"]), int(config["hidden_size"])
 
 
-def export_folder(models_dir: Path, model_name: str) -> Path:
-    """Where a model's export lives: per model and per onnxruntime version (fusions are its own)."""
+def export_folder(models_dir: Path, model_name: str, *, reduce_range: bool) -> Path:
+    """Where a model's export lives: per model, per onnxruntime version (fusions are its own) and per
+    int8 weight width. A cache shared by machines with and without VNNI (a home folder on a network
+    drive) must not hand 8-bit weights to a CPU whose kernels saturate on them."""
     label, digest = model_name.split("@", 1) if "@" in model_name else (model_name, "0")
     version = (onnx_version() or "none").replace("+", "_")
-    return models_dir / f"{label}-onnx-{digest}-ort{version}"
+    return models_dir / f"{label}-onnx-{digest}-ort{version}{'-int7' if reduce_range else ''}"
 
 
 def needs_reduced_range(flags: Set[str]) -> bool:
@@ -104,7 +106,9 @@ def exported(
     shape = bert_shape(source)
     if shape is None:
         raise PrecisionUnavailable("onnx", f"{source} is not a BERT model with mean pooling")
-    target = export_folder(models_dir, model_name)
+    if reduce_range is None:
+        reduce_range = needs_reduced_range(cpu_info()[1])
+    target = export_folder(models_dir, model_name, reduce_range=reduce_range)
     if (target / DONE).is_file():
         return target
     from filelock import FileLock
@@ -114,8 +118,6 @@ def exported(
         if (target / DONE).is_file():
             return target
         announce(f"lectern: exporting the embedder to ONNX, once for this machine, in {target}")
-        if reduce_range is None:
-            reduce_range = needs_reduced_range(cpu_info()[1])
         with atomic_folder(target, done=DONE) as tmp:
             # torch's exporter, ONNX Runtime's optimiser, then its quantiser, each in a process of
             # its own that exits before the next starts: in one process they held 1.5 GB at their

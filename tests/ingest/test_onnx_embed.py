@@ -248,6 +248,11 @@ def test_seven_bit_weights_only_where_the_cpu_lacks_vnni() -> None:
     assert onnx_embed.needs_reduced_range({"avx2", "fma"})
     assert not onnx_embed.needs_reduced_range({"avx2", "avx_vnni"})
     assert not onnx_embed.needs_reduced_range({"avx512f", "avx512_vnni"})
+    # a cache shared with a CPU of the other kind keeps each kind's weights apart
+    cache = Path("/cache")
+    eight = onnx_embed.export_folder(cache, "minilm@abc", reduce_range=False)
+    seven = onnx_embed.export_folder(cache, "minilm@abc", reduce_range=True)
+    assert eight != seven and seven.name == eight.name + "-int7"
 
 
 @pytest.mark.e2e
@@ -264,6 +269,7 @@ def test_real_minilm_through_onnx_runtime_matches_torch(tmp_path: Path) -> None:
     assert cosine["onnx-fp32"].min() > 0.9999
     assert cosine["onnx-int8"].mean() > 0.99 and cosine["onnx-int8"].min() > 0.98
     assert np.allclose(np.linalg.norm(vectors["onnx-int8"], axis=1), 1.0, atol=1e-5)
-    folder = onnx_embed.export_folder(tmp_path / "cache", _model_name(MINILM))
+    seven_bit = onnx_embed.needs_reduced_range(cpu_precision.cpu_info()[1])
+    folder = onnx_embed.export_folder(tmp_path / "cache", _model_name(MINILM), reduce_range=seven_bit)
     assert json.loads((folder / onnx_embed.DONE).read_text())["window"] == 256
     assert sorted(p.name for p in folder.iterdir()) == ["export.json", "model-fp32.onnx", "model-int8.onnx"]
