@@ -24,6 +24,7 @@ from lectern.rag.types import Context
 
 SENTENCES = 6  # best sentences shown to the model (docs/ANSWERS.md, sixth run); answer.sentences
 NEIGHBOURS = 1  # sentences either side of each; answer.neighbours
+ORDERS = ("rank", "best")  # the excerpts in retrieval rank, or best-matching sentence first; answer.order
 
 TermWeights = Callable[[Sequence[str]], Mapping[str, float]]
 """Stemmed terms -> their weight (IDF) in the collection; unknown terms weigh as the rarest."""
@@ -153,16 +154,19 @@ def select_sentences(
     neighbours: int = NEIGHBOURS,
     rank_penalty: float = 0.15,
     terms: Sequence[str] | None = None,
+    order: str = "rank",
 ) -> list[Context]:
     """The `top` sentences that share the most (rarity-weighted) terms with the question, each with
     `neighbours` sentences either side, kept in their chunk and in reading order; chunks with no
     chosen sentence are dropped and the rest renumbered from 1. A chunk's rank breaks near-ties. A
     sentence that shares no word is never chosen for itself (only as a neighbour). `terms`: the
-    question's terms, when the caller has them already."""
+    question's terms, when the caller has them already. `order`: the excerpts in their chunks'
+    retrieval rank ("rank"), or the one holding the best-matching sentence first ("best")."""
     asked = set(terms) if terms is not None else set(tokenize.terms(question))
     lookup = weights or local_idf([c.text for c in contexts])
     w = lookup(sorted(asked))
     scored: list[tuple[float, int, int]] = []
+    matched: dict[tuple[int, int], float] = {}  # (chunk, sentence) -> weight of the words it shares
     spans = [sentence_spans(c.text) for c in contexts]
     for ci, (ctx, chunk_spans) in enumerate(zip(contexts, spans, strict=True)):
         # The chunk's title names its subject ("Alessandro Volta"), which its sentences call "he":
@@ -171,7 +175,8 @@ def select_sentences(
         for si, (a, b) in enumerate(chunk_spans):
             shared = wanted & set(tokenize.terms(ctx.text[a:b]))
             if shared:
-                scored.append((sum(w.get(t, 0.0) for t in shared) - rank_penalty * ci, -ci, -si))
+                matched[ci, si] = sum(w.get(t, 0.0) for t in shared)
+                scored.append((matched[ci, si] - rank_penalty * ci, -ci, -si))
     if not scored and contexts:  # no sentence shares a word with the question: the best chunk's opening
         scored = [(0.0, 0, -si) for si in range(min(top, len(spans[0])))]
     scored.sort(reverse=True)
@@ -179,8 +184,13 @@ def select_sentences(
     for _, neg_ci, neg_si in scored[:top]:
         ci, si = -neg_ci, -neg_si
         keep.setdefault(ci, set()).update(range(si - neighbours, si + neighbours + 1))
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, not {order!r}")
+    chunks = sorted(keep)
+    if order == "best":  # stable: equal matches keep their rank
+        chunks.sort(key=lambda ci: -max(matched.get((ci, j), 0.0) for j in keep[ci]))
     out: list[Context] = []
-    for ci in sorted(keep):
+    for ci in chunks:
         chunk_spans = spans[ci]
         chosen = sorted(j for j in keep[ci] if 0 <= j < len(chunk_spans))
         text = _join(contexts[ci].text, [chunk_spans[j] for j in chosen])

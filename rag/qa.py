@@ -114,6 +114,7 @@ class QAChain(Runnable[QAInput, Answer]):
         context: str = "sentences",
         sentences: int = SENTENCES,
         neighbours: int = NEIGHBOURS,
+        order: str = "rank",
         evidence: bool = True,
         term_weights: TermWeights | None = None,
         calibration: Calibration | None = None,
@@ -133,6 +134,7 @@ class QAChain(Runnable[QAInput, Answer]):
         self.context = context
         self.sentences = sentences
         self.neighbours = neighbours
+        self.order = order
         self.evidence = evidence
         self.term_weights = term_weights
         self.calibration = calibration
@@ -201,6 +203,7 @@ class QAChain(Runnable[QAInput, Answer]):
             top=self.sentences,
             neighbours=self.neighbours,
             terms=self.terms(question),
+            order=self.order,
         )
 
     def prepare(self, question: str, config: RunnableConfig | None = None) -> _Prepared:

@@ -86,6 +86,7 @@ def qa_options(settings: Settings) -> dict[str, Any]:
         "context": settings.answer.context,
         "sentences": settings.answer.sentences,
         "neighbours": settings.answer.neighbours,
+        "order": settings.answer.order,
         "evidence": settings.answer.evidence,
         "verify": settings.answer.verify,
         "calibration": evidence_calibration(settings),

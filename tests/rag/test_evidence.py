@@ -107,6 +107,22 @@ def test_select_sentences_keeps_the_best_with_neighbours_in_order() -> None:
     assert apart[0].text == "He invented the battery in 1800. … He died there on 5 March 1827."
 
 
+def test_order_best_puts_the_excerpt_with_the_best_matching_sentence_first() -> None:
+    idf = lambda terms: {t: {"battery": 4.0, "invent": 3.0}.get(t, 1.0) for t in terms}  # noqa: E731
+    contexts = [
+        ctx(1, "The battery was improved by others. Batteries store charge."),
+        ctx(2, "Volta invented the battery in 1800."),
+    ]
+    question = "Who invented the battery?"
+    by_rank = select_sentences(question, contexts, idf, top=2, neighbours=0)
+    best = select_sentences(question, contexts, idf, top=2, neighbours=0, order="best")
+    assert [c.chunk_id for c in by_rank] == ["c1", "c2"]
+    assert [c.chunk_id for c in best] == ["c2", "c1"] and [c.number for c in best] == [1, 2]
+    assert [c.text for c in best] == [by_rank[1].text, by_rank[0].text]  # the same excerpts
+    with pytest.raises(ValueError, match="order"):
+        select_sentences(question, contexts, idf, order="random")
+
+
 def test_the_chain_abstains_on_missing_evidence_without_calling_the_model() -> None:
     llm = WindowFake(context_window=600, script=["should not be used"])
     docs = [make_doc(1, "The king retired in 1500."), make_doc(2, "Kings ruled long.")]
