@@ -565,11 +565,12 @@ def _say(line: str) -> None:
 
 
 def distilled_minilm(models_dir: Path, pca_dims: int = 256, announce: Callable[[str], None] = _say) -> Path:
-    """MiniLM distilled into a static model2vec embedder (about 20-50 s on 2 cores, no data), built once
-    in `models_dir`, the user-level cache that every data dir shares (Settings.built_models_dir).
+    """MiniLM distilled into a static model2vec-layout embedder (ingest.distill: about 15-20 s on 2
+    cores, no data), built once in `models_dir`, the user-level cache that every data dir shares
+    (Settings.built_models_dir).
 
     A file lock makes a second process wait for the first one's build instead of repeating it; while it
-    builds, one line says so and model2vec's own progress bar runs on stderr.
+    builds, one line says so and a progress bar runs on stderr.
     """
     source = packaged_minilm_path()
     target = models_dir / f"minilm-m2v-{pca_dims}-{_model_name(source).split('@')[1]}"
@@ -583,21 +584,18 @@ def distilled_minilm(models_dir: Path, pca_dims: int = 256, announce: Callable[[
             return target
         announce(f"lectern: building the fast profile's static model, once for this machine, in {target}")
         with atomic_folder(target, done="config.json") as tmp:
-            # in a process of its own: torch, transformers and model2vec held about 950 MB at the
-            # build's peak, and the ingest that asked for it then kept most of it to its end, beside
-            # its parse workers (1.39 GB for the process tree)
+            # in a process of its own, so that the ingest that asked for the model does not keep
+            # torch's memory to its end beside its parse workers
             in_child(_distill_into, source, pca_dims, tmp)
         LOADS["distill"] += 1
     return target
 
 
 def _distill_into(source: Path, pca_dims: int, folder: Path) -> None:
-    """model2vec's distillation of `source`, saved in `folder` (runs in a child: distilled_minilm)."""
-    from model2vec.distill import distill
-    from transformers.utils import logging as hf_logging
+    """ingest.distill of `source`, saved in `folder` (runs in a child: distilled_minilm)."""
+    from lectern.ingest.distill import distil
 
-    hf_logging.set_verbosity_error()  # the announcing line and model2vec's bar, not a load report
-    distill(model_name=str(source), pca_dims=pca_dims).save_pretrained(str(folder))
+    distil(source, folder, pca_dims)
 
 
 def prepare(profile: str, settings: EmbedSettings, models_dir: Path) -> str:

@@ -29,16 +29,16 @@ def tiny_static_model() -> object:
 
 @pytest.fixture
 def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """model2vec's distill replaced by a tiny model; the list records every build asked for."""
-    import model2vec.distill
+    """The distillation replaced by a tiny model; the list records every build asked for."""
+    from lectern.ingest import distill
 
     asked: list[str] = []
 
-    def counting_distill(model_name: str, **kwargs: object) -> object:
-        asked.append(model_name)
-        return tiny_static_model()
+    def counting_distil(source: Path, folder: Path, pca_dims: int = 256, progress: bool = True) -> None:
+        asked.append(str(source))
+        tiny_static_model().save_pretrained(str(folder))  # type: ignore[attr-defined]
 
-    monkeypatch.setattr(model2vec.distill, "distill", counting_distill)
+    monkeypatch.setattr(distill, "distil", counting_distil)
     monkeypatch.setattr(embed, "in_child", lambda fn, *args: fn(*args))  # here, so the fake is seen
     return asked
 
