@@ -12,7 +12,8 @@ seconds per answer compare. Configurations (CONFIGS) are settings overrides:
 - `chunks`, `no-evidence`, `no-verify`, `no-spelling`: the defaults less one lever each, to see what each is worth;
 - `example` (one worked exchange before the question), `wide` (two neighbours either side of each
   chosen sentence), `four` (four best sentences: the default before docs/ANSWERS.md's sixth run), `best-first` (the
-  excerpt with the best-matching sentence first, not the best-ranked chunk): candidate levers;
+  excerpt with the best-matching sentence first, not the best-ranked chunk), `together` (an answer
+  whose new words no one passage holds together is asked again), `best-together` (both): candidate levers;
 - `adapter` (with `--adapter FOLDER`): the defaults with that LoRA adapter on the model.
 Prints one JSON line per configuration (rag.evaluate_answers.KEYS) and writes per-question JSONL.
 """
@@ -44,6 +45,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "wide": {"answer": {"neighbours": 2}},
     "four": {"answer": {"sentences": 4}},
     "best-first": {"answer": {"order": "best"}},
+    "together": {"answer": {"together": True}},
+    "best-together": {"answer": {"order": "best", "together": True}},
 }
 
 

@@ -55,7 +55,7 @@ from lectern.rag.prompts import (
     qa_prompt,
 )
 from lectern.rag.types import AbstainReason, Answer, Citation, Context, quote_of
-from lectern.rag.verify import RESTATES, answer_problem, clean_span, locate
+from lectern.rag.verify import RESTATES, SCATTERED, answer_problem, clean_span, locate
 
 __all__ = [
     "QAChain",
@@ -120,6 +120,7 @@ class QAChain(Runnable[QAInput, Answer]):
         calibration: Calibration | None = None,
         spelling: Callable[[Sequence[str]], list[str]] | None = None,
         verify: bool = True,
+        together: bool = False,
     ) -> None:
         if context not in CONTEXT_FORMS:
             raise UnknownKey("answer context", context, list(CONTEXT_FORMS))
@@ -140,6 +141,7 @@ class QAChain(Runnable[QAInput, Answer]):
         self.calibration = calibration
         self.spelling = spelling
         self.verify = verify
+        self.together = together
 
     def _generation(self, question: str) -> dict[str, Any]:
         """Per-call generation options: a concise prompt gets a short answer budget and stops at a
@@ -244,7 +246,7 @@ class QAChain(Runnable[QAInput, Answer]):
         and one whose words no source holds becomes an abstention."""
         if not self.verify or answer.abstained or self.variant not in CONCISE_VARIANTS or self.structured:
             return answer
-        problem = answer_problem(answer.answer, prepared.question, prepared.contexts)
+        problem = answer_problem(answer.answer, prepared.question, prepared.contexts, together=self.together)
         if problem is None:
             return answer
         messages = QA_EXTRACT.format_messages(
@@ -254,10 +256,13 @@ class QAChain(Runnable[QAInput, Answer]):
         raw = self.llm.invoke(messages, config, **options).text
         span = clean_span(raw)
         number = None
-        if span and answer_problem(span, prepared.question, prepared.contexts) is None:
+        if (
+            span
+            and answer_problem(span, prepared.question, prepared.contexts, together=self.together) is None
+        ):
             number = locate(span, prepared.contexts)
-        if number is None and problem == RESTATES:
-            return answer  # its words are the question's and the sources': keep it
+        if number is None and problem in (RESTATES, SCATTERED):
+            return answer  # its words are the question's and the sources', or all in the sources: keep it
         update: dict[str, Any] = {
             "retried": problem,
             "raw": f"{answer.raw}\n{raw}",

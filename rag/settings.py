@@ -87,6 +87,9 @@ class AnswerSettings(BaseModel):
     # check the answer (rag.verify): one that restates the question or says what no source says is
     # asked again for a source's exact words, or the chain abstains
     verify: bool = True
+    # with verify: an answer whose new words no one passage holds together (a sentence and its
+    # neighbours) is asked again too, and kept if the second try fails (rag.verify.SCATTERED)
+    together: bool = False
     # a longer question is refused with a clear error (rag.limits): 100k characters took minutes to prefill
     max_question_tokens: int = Field(QUESTION_TOKENS, ge=1)
 

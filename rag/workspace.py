@@ -89,6 +89,7 @@ def qa_options(settings: Settings) -> dict[str, Any]:
         "order": settings.answer.order,
         "evidence": settings.answer.evidence,
         "verify": settings.answer.verify,
+        "together": settings.answer.together,
         "calibration": evidence_calibration(settings),
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from lectern.rag.prompts import NO_ANSWER
 from lectern.rag.qa import QAChain, build_qa_chain
-from lectern.rag.verify import NOT_IN_SOURCES, RESTATES, answer_problem, clean_span, locate
+from lectern.rag.verify import NOT_IN_SOURCES, RESTATES, SCATTERED, answer_problem, clean_span, locate
 from tests.rag.test_context import ListRetriever, WindowFake, make_doc
 from tests.rag.test_evidence import ctx
 
@@ -92,3 +92,48 @@ def test_the_check_can_be_turned_off() -> None:
     qa = build_qa_chain(llm, ListRetriever(docs=[make_doc(2, TURTLES)]), evidence=False, verify=False)
     answer = qa.invoke("What are turtle eggs covered in when they incubate?")
     assert len(llm.prompts) == 1 and answer.retried is None
+
+
+GRANT = [
+    ctx(1, "Lincoln led the Union. He was shot in 1865."),
+    ctx(
+        2,
+        "Filler first. Grant achieved international fame as the leading Union general. He won at Vicksburg.",
+    ),
+]
+FAME = "Who achieved international fame as the leading Union general?"
+JOINED = "Lincoln, who won at Vicksburg."  # a name from one passage, a deed from another
+
+
+def test_together_faults_an_answer_joined_from_two_passages() -> None:
+    assert answer_problem(JOINED, FAME, GRANT) is None  # every word is in the sources...
+    assert answer_problem(JOINED, FAME, GRANT, together=True) == SCATTERED  # ...not together
+    # a neighbouring sentence counts as the same place
+    assert answer_problem("Grant, who won at Vicksburg.", FAME, GRANT, together=True) is None
+    assert answer_problem("Grant.", FAME, GRANT, together=True) is None
+    # one new word is always in one place
+    assert answer_problem("Lincoln.", FAME, GRANT, together=True) is None
+
+
+def grant_chain(*replies: str, together: bool = True) -> tuple[WindowFake, QAChain]:
+    llm = WindowFake(context_window=800, script=list(replies))
+    docs = [make_doc(1, GRANT[0].text), make_doc(2, GRANT[1].text)]
+    return llm, build_qa_chain(llm, ListRetriever(docs=docs), evidence=False, together=together)
+
+
+def test_a_scattered_answer_is_asked_again_and_replaced_by_the_span() -> None:
+    llm, qa = grant_chain(JOINED, "Grant")
+    answer = qa.invoke(FAME)
+    assert len(llm.prompts) == 2 and answer.retried == SCATTERED
+    assert answer.answer == "Grant [2]" and [c.chunk_id for c in answer.citations] == ["c2"]
+
+
+def test_a_scattered_answer_is_kept_when_the_retry_finds_nothing_better() -> None:
+    llm, qa = grant_chain(JOINED, "Sherman")
+    answer = qa.invoke(FAME)
+    assert len(llm.prompts) == 2 and answer.retried is None and not answer.abstained
+    assert answer.answer.startswith("Lincoln, who won at Vicksburg.")
+    # without `together` the answer passes the check and costs no second call
+    llm, qa = grant_chain(JOINED, together=False)
+    qa.invoke(FAME)
+    assert len(llm.prompts) == 1
