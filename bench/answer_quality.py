@@ -11,9 +11,10 @@ seconds per answer compare. Configurations (CONFIGS) are settings overrides:
 - `lectern`: the current defaults (concise prompt, best sentences, evidence-based abstention);
 - `chunks`, `no-evidence`, `no-verify`, `no-spelling`: the defaults less one lever each, to see what each is worth;
 - `example` (one worked exchange before the question), `wide` (two neighbours either side of each
-  chosen sentence), `four` (four best sentences: the default before docs/ANSWERS.md's sixth run), `best-first` (the
-  excerpt with the best-matching sentence first, not the best-ranked chunk), `together` (an answer
-  whose new words no one passage holds together is asked again), `best-together` (both): candidate levers;
+  chosen sentence), `four` (four best sentences: the default before docs/ANSWERS.md's sixth run), `rank-order` (the
+  excerpts in their chunks' retrieval rank: the default before the eighth run, which puts the one
+  with the best-matching sentence first), `together` (an answer whose new words no one passage
+  holds together is asked again): candidate levers;
 - `adapter` (with `--adapter FOLDER`): the defaults with that LoRA adapter on the model.
 Prints one JSON line per configuration (rag.evaluate_answers.KEYS) and writes per-question JSONL.
 """
@@ -44,9 +45,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "example": {"answer": {"prompt": "concise_example"}},
     "wide": {"answer": {"neighbours": 2}},
     "four": {"answer": {"sentences": 4}},
-    "best-first": {"answer": {"order": "best"}},
+    "rank-order": {"answer": {"order": "rank"}},
     "together": {"answer": {"together": True}},
-    "best-together": {"answer": {"order": "best", "together": True}},
 }
 
 

@@ -25,6 +25,7 @@ from lectern.rag.types import Context
 SENTENCES = 6  # best sentences shown to the model (docs/ANSWERS.md, sixth run); answer.sentences
 NEIGHBOURS = 1  # sentences either side of each; answer.neighbours
 ORDERS = ("rank", "best")  # the excerpts in retrieval rank, or best-matching sentence first; answer.order
+ORDER = "best"  # docs/ANSWERS.md, eighth run: +4 of 180 S08 questions, +2 of 60 on S09, none lost
 
 TermWeights = Callable[[Sequence[str]], Mapping[str, float]]
 """Stemmed terms -> their weight (IDF) in the collection; unknown terms weigh as the rarest."""
@@ -154,7 +155,7 @@ def select_sentences(
     neighbours: int = NEIGHBOURS,
     rank_penalty: float = 0.15,
     terms: Sequence[str] | None = None,
-    order: str = "rank",
+    order: str = ORDER,
 ) -> list[Context]:
     """The `top` sentences that share the most (rarity-weighted) terms with the question, each with
     `neighbours` sentences either side, kept in their chunk and in reading order; chunks with no

@@ -36,6 +36,7 @@ from lectern.rag.citations import (
 from lectern.rag.context import fit_contexts, generation_kwargs
 from lectern.rag.evidence import (
     NEIGHBOURS,
+    ORDER,
     SENTENCES,
     Calibration,
     Evidence,
@@ -114,7 +115,7 @@ class QAChain(Runnable[QAInput, Answer]):
         context: str = "sentences",
         sentences: int = SENTENCES,
         neighbours: int = NEIGHBOURS,
-        order: str = "rank",
+        order: str = ORDER,
         evidence: bool = True,
         term_weights: TermWeights | None = None,
         calibration: Calibration | None = None,

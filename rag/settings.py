@@ -78,9 +78,9 @@ class AnswerSettings(BaseModel):
     # (the same defaults as rag.evidence.SENTENCES / NEIGHBOURS, which this module does not import)
     sentences: int = Field(6, ge=1, le=50)
     neighbours: int = Field(1, ge=0, le=10)
-    # with context = "sentences": the excerpts in their chunks' retrieval rank, or the one whose
-    # sentence matches the question best first (docs/ANSWERS.md, eighth run)
-    order: AnswerOrder = "rank"
+    # with context = "sentences": the excerpt whose sentence matches the question best first, or the
+    # excerpts in their chunks' retrieval rank (rag.evidence.ORDER; docs/ANSWERS.md, eighth run)
+    order: AnswerOrder = "best"
     # abstain without asking the model when the question's subject is not in the sources
     # (rag.evidence, calibrated on S08); off: only the model decides
     evidence: bool = True

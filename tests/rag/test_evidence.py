@@ -114,8 +114,8 @@ def test_order_best_puts_the_excerpt_with_the_best_matching_sentence_first() -> 
         ctx(2, "Volta invented the battery in 1800."),
     ]
     question = "Who invented the battery?"
-    by_rank = select_sentences(question, contexts, idf, top=2, neighbours=0)
-    best = select_sentences(question, contexts, idf, top=2, neighbours=0, order="best")
+    by_rank = select_sentences(question, contexts, idf, top=2, neighbours=0, order="rank")
+    best = select_sentences(question, contexts, idf, top=2, neighbours=0)  # the default
     assert [c.chunk_id for c in by_rank] == ["c1", "c2"]
     assert [c.chunk_id for c in best] == ["c2", "c1"] and [c.number for c in best] == [1, 2]
     assert [c.text for c in best] == [by_rank[1].text, by_rank[0].text]  # the same excerpts

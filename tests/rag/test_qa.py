@@ -197,12 +197,13 @@ def test_the_sentence_settings_decide_what_the_model_is_shown(
 
 
 def test_the_sentence_defaults_agree_between_the_settings_and_the_chain() -> None:
-    from lectern.rag.evidence import NEIGHBOURS, SENTENCES
+    from lectern.rag.evidence import NEIGHBOURS, ORDER, SENTENCES
     from lectern.rag.settings import AnswerSettings
 
-    assert (AnswerSettings().sentences, AnswerSettings().neighbours) == (SENTENCES, NEIGHBOURS)
+    defaults = AnswerSettings()
+    assert (defaults.sentences, defaults.neighbours, defaults.order) == (SENTENCES, NEIGHBOURS, ORDER)
     qa, _, _ = chain([])
-    assert (qa.sentences, qa.neighbours) == (SENTENCES, NEIGHBOURS)
+    assert (qa.sentences, qa.neighbours, qa.order) == (SENTENCES, NEIGHBOURS, ORDER)
 
 
 def test_unknown_variant() -> None:
