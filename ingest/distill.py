@@ -158,8 +158,10 @@ class _Bert:
 
 def pca(x: np.ndarray, dims: int) -> np.ndarray:
     """model2vec's PCA: eigenvectors of the covariance, largest first, each component's sign chosen
-    so that its largest score is positive."""
-    if dims >= x.shape[0] or dims > x.shape[1]:
+    so that its largest score is positive. More dimensions than `x` has: all of them (a rotation);
+    at least as many as its rows: `x` as it is."""
+    dims = min(dims, x.shape[1])
+    if dims >= x.shape[0]:
         return x
     centred = x - x.mean(axis=0)
     cov = (centred.T @ centred) / (x.shape[0] - 1)

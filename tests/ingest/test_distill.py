@@ -59,7 +59,11 @@ def test_pca_and_sif_weights_are_model2vecs() -> None:
     x = np.random.default_rng(0).standard_normal((500, 24)).astype(np.float32) * np.linspace(3, 0.1, 24)
     np.testing.assert_allclose(distill.pca(x, 8), apply_pca(x.copy(), 8), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(distill.sif_weights(500), compute_weights(500, 1e-4))
-    assert distill.pca(x, 600) is x  # more dimensions than rows: left as it is, as model2vec does
+    # more dimensions than x has: all of them, rotated; at least as many as its rows: x as it is
+    np.testing.assert_allclose(distill.pca(x, 30), apply_pca(x.copy(), 30), rtol=1e-4, atol=1e-4)
+    assert distill.pca(x, 30).shape == (500, 24)
+    few = x[:10]
+    assert distill.pca(few, 16) is few and apply_pca(few.copy(), 16).shape == (10, 24)
 
 
 def test_the_saved_folder_reads_with_the_lean_reader_and_with_model2vec(
