@@ -84,7 +84,11 @@ static int masked_cpuinfo(int flags) {
     ssize_t got;
     while (text && (got = read(src, text + len, cap - len)) > 0) {
         len += (size_t)got;
-        if (len == cap) text = realloc(text, cap *= 2);
+        if (len == cap) {
+            char *grown = realloc(text, cap *= 2);
+            if (!grown) free(text);
+            text = grown;
+        }
     }
     close(src);
     if (!text) return -1;

@@ -38,7 +38,7 @@ def static_vocabulary(tokenizer: dict[str, Any]) -> list[tuple[str, int]]:
     model = tokenizer["model"]
     if model.get("type") != "WordPiece":
         raise ValueError(f"only a WordPiece tokenizer can be distilled here, not {model.get('type')}")
-    keep_special = {model.get("unk_token"), (tokenizer.get("padding") or {}).get("pad_token", "[PAD]")}
+    keep_special = {model.get("unk_token"), _pad_token(tokenizer)}
     special = {t["content"] for t in tokenizer.get("added_tokens", []) if t.get("special")}
     pieces = sorted(model["vocab"].items(), key=lambda item: item[1])
     return [
@@ -46,6 +46,10 @@ def static_vocabulary(tokenizer: dict[str, Any]) -> list[tuple[str, int]]:
         for piece, i in pieces
         if not UNUSED.fullmatch(piece) and (piece not in special or piece in keep_special)
     ]
+
+
+def _pad_token(tokenizer: dict[str, Any]) -> str:
+    return str((tokenizer.get("padding") or {}).get("pad_token", "[PAD]"))
 
 
 def static_tokenizer(tokenizer: dict[str, Any], vocabulary: list[tuple[str, int]]) -> dict[str, Any]:
@@ -60,7 +64,7 @@ def static_tokenizer(tokenizer: dict[str, Any], vocabulary: list[tuple[str, int]
                 k: token[k] for k in ("content", "single_word", "lstrip", "rstrip", "normalized", "special")
             }
             added.append({"id": renumbered[token["content"]], **fields})
-    pad = (tokenizer.get("padding") or {}).get("pad_token", "[PAD]")
+    pad = _pad_token(tokenizer)
     return {
         "version": tokenizer.get("version", "1.0"),
         "truncation": {"direction": "Right", "max_length": 512, "strategy": "LongestFirst", "stride": 0},

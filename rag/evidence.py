@@ -163,6 +163,8 @@ def select_sentences(
     sentence that shares no word is never chosen for itself (only as a neighbour). `terms`: the
     question's terms, when the caller has them already. `order`: the excerpts in their chunks'
     retrieval rank ("rank"), or the one holding the best-matching sentence first ("best")."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, not {order!r}")
     asked = set(terms) if terms is not None else set(tokenize.terms(question))
     lookup = weights or local_idf([c.text for c in contexts])
     w = lookup(sorted(asked))
@@ -185,8 +187,6 @@ def select_sentences(
     for _, neg_ci, neg_si in scored[:top]:
         ci, si = -neg_ci, -neg_si
         keep.setdefault(ci, set()).update(range(si - neighbours, si + neighbours + 1))
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {ORDERS}, not {order!r}")
     chunks = sorted(keep)
     if order == "best":  # stable: equal matches keep their rank
         chunks.sort(key=lambda ci: -max(matched.get((ci, j), 0.0) for j in keep[ci]))
