@@ -76,3 +76,25 @@ def test_question_longer_than_the_window_is_a_clear_error(real_ws) -> None:  # t
         assert "question" in str(err.value)
     finally:
         real_ws.settings.answer.max_question_tokens = limit
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["Who designed the tower of the Marrow Point Light?", "When was the Marrow Point Light first lit?"],
+)
+def test_together_only_asks_again_for_an_answer_no_one_passage_holds(real_ws, question: str) -> None:  # type: ignore[no-untyped-def]
+    """answer.together with SmolLM2: an answer that passes the check is left as it is; one that joins
+    words from two passages is asked again (retried) or kept word for word."""
+    from lectern.rag.verify import SCATTERED, answer_problem
+
+    plain = real_ws.ask(question)
+    joined = real_ws.ask(question, together=True)
+    assert not plain.abstained and plain.contexts, plain.raw
+    problem = answer_problem(plain.answer, question, plain.contexts, together=True)
+    if problem is None or plain.retried is not None:
+        assert joined.answer == plain.answer  # the check passed (or the default retry already ran)
+    else:
+        assert problem == SCATTERED
+        assert joined.retried == SCATTERED or joined.answer == plain.answer
+        if joined.retried == SCATTERED:  # the extract prompt's span, found in and citing a source
+            assert joined.citations and joined.support == 1.0
