@@ -121,8 +121,9 @@ class ModelCache:
 
     def llm(self, settings: LLMSettings, models_dir: Path) -> BaseChatModel:
         """The chat model `settings` ask for, loaded at most once, with their generation parameters."""
-        from lectern.rag.llm import build_llm
+        from lectern.rag.llm import build_llm, check_llm_settings
 
+        check_llm_settings(settings)  # an adapter a backend cannot load is refused, cached model or not
         native = settings.model_copy(update={"context_window": None})  # the cached one keeps its own
         base = self._llms.get(
             llm_key(settings, models_dir), lambda: build_llm(native, Path(models_dir)), self.loads, "llm"

@@ -32,6 +32,7 @@ __all__ = [
     "build_llm",
     "build_local",
     "build_openai",
+    "check_llm_settings",
     "fit_check",
     "to_chat_dicts",
 ]
@@ -52,8 +53,9 @@ LLM_BACKENDS: dict[str, Callable[[LLMSettings, Path], BaseChatModel]] = {
 }
 
 
-def build_llm(settings: LLMSettings, models_dir: Path) -> BaseChatModel:
-    """The chat model `settings` ask for; packaged/GGUF models are cached under `models_dir`."""
+def check_llm_settings(settings: LLMSettings) -> Callable[[LLMSettings, Path], BaseChatModel]:
+    """The builder of `settings.backend`, once the settings are known to make sense for it; checked
+    before any cache lookup too, so that a model cached without an adapter never answers for one."""
     try:
         builder = LLM_BACKENDS[settings.backend]
     except KeyError:
@@ -65,4 +67,9 @@ def build_llm(settings: LLMSettings, models_dir: Path) -> BaseChatModel:
             f"the {settings.backend} backend cannot load a LoRA adapter, only the local backend can; "
             "use --backend local, or drop --adapter / llm.adapter",
         )
-    return builder(settings, Path(models_dir))
+    return builder
+
+
+def build_llm(settings: LLMSettings, models_dir: Path) -> BaseChatModel:
+    """The chat model `settings` ask for; packaged/GGUF models are cached under `models_dir`."""
+    return check_llm_settings(settings)(settings, Path(models_dir))

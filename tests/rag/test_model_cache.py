@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import lectern.rag.llm as llm_mod
+from lectern.errors import InvalidInput
 from lectern.ingest.settings import EmbedSettings
 from lectern.rag.llm import LocalChatModel, OpenAIChatModel
 from lectern.rag.model_cache import LOADED_BY, MODELS, PER_CALL, ModelCache
@@ -113,3 +114,13 @@ def test_workspaces_share_one_load(built: list[str], data_dir: Path, monkeypatch
     llms: list[Any] = [cold.llm, hot.llm, cold.llm]
     assert built == ["m1"]
     assert [m.temperature for m in llms] == [0.0, 0.9, 0.0] and llms[1].max_new_tokens == 32
+
+
+def test_an_adapter_is_refused_for_a_backend_that_cannot_load_it_even_when_cached(tmp_path: Path) -> None:
+    """The fake and openai backends are keyed without `adapter` (it loads nothing for them): a model
+    cached without one once answered a request that named one. The check now runs before the lookup."""
+    cache = ModelCache()
+    plain = cache.llm(LLMSettings(backend="fake"), tmp_path)
+    with pytest.raises(InvalidInput, match="adapter"):
+        cache.llm(LLMSettings(backend="fake", adapter=str(tmp_path)), tmp_path)
+    assert cache.loads["llm"] == 1 and cache.llm(LLMSettings(backend="fake"), tmp_path) is plain
