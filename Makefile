@@ -51,7 +51,7 @@ browser-deps:
 	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: the browser test will be skipped"
 
 test: lint typecheck browser-deps
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q --durations=30
 	$(MAKE) test-ray
 
 # The ray ingest runner's tests, apart: they start Ray on this machine (pyproject's addopts leave them out).

@@ -134,7 +134,7 @@ def _loading(ready: bool, message: str) -> AbstractContextManager[object]:
 def embedder(ws: Workspace) -> Embedder:
     """Load the collection's embedder, with a spinner the first time; Workspace then reuses it."""
     with _loading(
-        MODELS.has_embedder(ws.embed_settings(), ws.settings.built_models_dir), "Loading the embedding model…"
+        MODELS.has_embedder(ws.embed_settings(), ws.settings.models_dir), "Loading the embedding model…"
     ):
         return ws.embedder
 

@@ -128,7 +128,7 @@ def precision_child() -> None:
     from lectern.rag.settings import load_settings
 
     settings = load_settings()
-    embedder: Any = build_embedder(settings.ingest.embed, settings.built_models_dir)
+    embedder: Any = build_embedder(settings.ingest.embed, settings.models_dir)
     embedder.embed(["The R manuals, embedded once."])
     print("RESULT " + json.dumps({"precision": embedder.precision}), flush=True)
 

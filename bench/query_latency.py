@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--vectors", choices=["minilm", "random"], default="minilm")
     args = parser.parse_args()
     settings = load_settings()
-    embedder = shared_embedder(settings.ingest.embed, settings.built_models_dir)
+    embedder = shared_embedder(settings.ingest.embed, settings.models_dir)
     questions = [q.question for q in load_qa(DATA / "S08")][: args.queries]
     sents = sentences()
     sent_vecs = (

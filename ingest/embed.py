@@ -567,7 +567,7 @@ def _say(line: str) -> None:
 def distilled_minilm(models_dir: Path, pca_dims: int = 256, announce: Callable[[str], None] = _say) -> Path:
     """MiniLM distilled into a static model2vec-layout embedder (ingest.distill: about 15-20 s on 2
     cores, no data), built once in `models_dir`, the user-level cache that every data dir shares
-    (Settings.built_models_dir).
+    (Settings.models_dir).
 
     A file lock makes a second process wait for the first one's build instead of repeating it; while it
     builds, one line says so and a progress bar runs on stderr.

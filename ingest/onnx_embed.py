@@ -1,6 +1,6 @@
 """A sentence-transformers BERT (the packaged MiniLM) run by ONNX Runtime on the CPU, fp32 or int8.
 
-The model is exported once per machine into the user's cache (Settings.built_models_dir, beside the
+The model is exported once per machine into the user's cache (Settings.models_dir, beside the
 fast profile's static model): torch.onnx's TorchScript exporter, ONNX Runtime's BERT fusions
 (attention, layer norms, GELU), then dynamic int8 quantization with per-channel weights. Mean
 pooling and normalisation are inside the graph; the tokenizer, window and batching are the torch

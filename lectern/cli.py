@@ -289,7 +289,7 @@ def prepare(
     with _edge():
         settings = _settings(data_dir)
         for name in profile or ["fast", "accurate"]:
-            line = prepare_profile(name, settings.ingest.embed, settings.built_models_dir)
+            line = prepare_profile(name, settings.ingest.embed, settings.models_dir)
             out.print(line, highlight=False, soft_wrap=True)  # a path stays on one line
 
 

@@ -161,7 +161,7 @@ def eval_searcher(
     from lectern.rag.retrieval import Searcher
     from lectern.rag.workspace import shared_embedder
 
-    embedder = shared_embedder(settings.ingest.embed, settings.built_models_dir)
+    embedder = shared_embedder(settings.ingest.embed, settings.models_dir)
     with tempfile.TemporaryDirectory(prefix="lectern-eval-", dir=workdir) as tmp:
         store, name = settings.store, "eval"
         if store.backend == "milvus" and (store.uri is None or "://" not in store.uri):

@@ -157,12 +157,10 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        return self.data_dir / "models"
-
-    @property
-    def built_models_dir(self) -> Path:
-        """Where embedders built from packaged models are kept (the fast profile's static model): the
-        user's cache, so that a new data dir does not build them again."""
+        """Everything made from model files, kept in the user's cache and shared by every data dir:
+        GGUF models converted for transformers (a GB or two each), joined packaged parts, the fast
+        profile's static model, ONNX exports and the CPU precision measured. None of it is the
+        user's data, so a new data dir (a test's, a second library) builds none of it again."""
         return self.cache_dir / "models"
 
     def save(self) -> Path:

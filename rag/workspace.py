@@ -152,7 +152,7 @@ class Workspace:
 
     @property
     def embedder(self) -> Embedder:
-        return shared_embedder(self.embed_settings(), self.settings.built_models_dir)
+        return shared_embedder(self.embed_settings(), self.settings.models_dir)
 
     def drop(self) -> None:
         """Delete the whole collection."""

@@ -89,9 +89,8 @@ def minilm_tokenizer():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One models folder for the session, so the fast profile is distilled at most once (its CPU
-    precision recorded as fp32, like the session cache's)."""
-    folder = tmp_path_factory.mktemp("models")
-    remember_precision(folder, _model_name(packaged_minilm_path()), "fp32")
-    return folder
+def models_dir() -> Path:
+    """The session's one models folder, the session cache's (Settings.models_dir of every data dir
+    the tests make, their subprocesses' too): each GGUF is converted once per dtype and the fast
+    profile distilled once, which keeps the suite to a few GB of disk."""
+    return SESSION_CACHE / "models"

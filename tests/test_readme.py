@@ -60,11 +60,10 @@ def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def shared_models(tmp_path: Path, models_dir: Path) -> Path:
-    """A fresh data dir whose models/ is the session's, so converted models are shared between tests."""
+def fresh_data_dir(tmp_path: Path) -> Path:
+    """An empty data dir; converted models come from the session's cache (LECTERN_CACHE_DIR)."""
     data = tmp_path / "data"
     data.mkdir()
-    (data / "models").symlink_to(models_dir, target_is_directory=True)
     return data
 
 
@@ -117,9 +116,9 @@ def test_python_api_block_runs_with_fakes(tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 @pytest.mark.timeout(600)
-def test_python_api_block_runs_with_real_models(tmp_path: Path, models_dir: Path) -> None:
+def test_python_api_block_runs_with_real_models(tmp_path: Path) -> None:
     env = clean_env(
-        shared_models(tmp_path, models_dir),
+        fresh_data_dir(tmp_path),
         LECTERN_LLM__MODEL="packaged:qwen2.5-0.5b",  # what packaged:auto picks on a 2-core CPU
         LECTERN_LLM__MAX_NEW_TOKENS="32",
     )
@@ -178,10 +177,10 @@ def get(url: str) -> int:
 @needs_make
 @pytest.mark.e2e
 @pytest.mark.timeout(600)
-def test_make_run_ingests_sample_docs_and_serves_the_ui(tmp_path: Path, models_dir: Path) -> None:
+def test_make_run_ingests_sample_docs_and_serves_the_ui(tmp_path: Path) -> None:
     lines = lectern_lines(make_recipe("run"))
     assert set(lines) == {"ingest", "ui"}, f"make run should ingest, then open the UI: {lines}"
-    env = clean_env(shared_models(tmp_path, models_dir))
+    env = clean_env(fresh_data_dir(tmp_path))
 
     ingest = subprocess.run(lines["ingest"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert ingest.returncode == 0, f"{ingest.stdout}\n{ingest.stderr}"

@@ -24,7 +24,7 @@ def test_sigterm_to_lectern_ui_stops_streamlit(tmp_path: Path) -> None:
     """`lectern ui` ran Streamlit with subprocess.call: a SIGTERM to it (systemd, docker stop) ended
     lectern and left Streamlit serving. It now execs Streamlit, so the signal reaches the server."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_") or k == "LECTERN_CACHE_DIR"}
     env.update(
         LECTERN_LLM__BACKEND="fake",
         LECTERN_INGEST__EMBED__MODEL="fake",

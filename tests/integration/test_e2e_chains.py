@@ -15,12 +15,11 @@ PDF = SAMPLE_DOCS / "marrow_point_light.pdf"
 
 
 @pytest.fixture(scope="module")
-def real_ws(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[object]:
+def real_ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from lectern.rag.settings import Settings
     from lectern.rag.workspace import Workspace
 
     data = tmp_path_factory.mktemp("e2e-data")
-    (data / "models").symlink_to(models_dir, target_is_directory=True)
     settings = Settings(
         data_dir=data,
         llm={"backend": "local", "model": "packaged:smollm2", "max_new_tokens": 48, "temperature": 0.0},
@@ -31,6 +30,8 @@ def real_ws(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Itera
     assert report.ok and len(report.added) == 4
     yield ws
     ws.close()
+    # converted models live in the user's cache (Settings.models_dir), never in a data dir
+    assert not (data / "models").exists() and any(settings.models_dir.glob("smollm2-*/lectern.json"))
 
 
 def test_answer_cites_a_retrieved_source(real_ws) -> None:  # type: ignore[no-untyped-def]

@@ -25,11 +25,10 @@ QUESTIONS = [
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Path]:
+def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from lectern.ingest.milvus_store import close_client
 
     folder = tmp_path_factory.mktemp("milvus-e2e")
-    (folder / "models").symlink_to(models_dir, target_is_directory=True)
     yield folder
     close_client(str(folder / "milvus.db"))
 

@@ -37,17 +37,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[tuple[str, Path]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """`lectern serve` over a collection `sample` holding the lighthouse PDF: (its URL, its data dir)."""
     from lectern.rag.settings import Settings
     from lectern.rag.workspace import Workspace
 
     data = tmp_path_factory.mktemp("serve-data")
-    (data / "models").symlink_to(models_dir, target_is_directory=True)
     ws = Workspace(collection="sample", settings=Settings(data_dir=data))
     assert ws.ingest([SAMPLE_DOCS / "marrow_point_light.pdf"]).ok
     ws.close()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_") or k == "LECTERN_CACHE_DIR"}
     # one torch thread: CI's two cores are shared with the test process and its clients
     env.update(LECTERN_DATA_DIR=str(data), LECTERN_LLM__THREADS="1", LECTERN_LLM__MAX_NEW_TOKENS="48",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # fmt: skip

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,12 +44,11 @@ QUESTION = [{"role": "user", "content": "Who designed the Marrow Point lighthous
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Any]:
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     import openai
 
     data = tmp_path_factory.mktemp("serve-tools")
-    (data / "models").symlink_to(models_dir, target_is_directory=True)  # the session's converted models
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_") or k == "LECTERN_CACHE_DIR"}
     env.update(LECTERN_DATA_DIR=str(data), LECTERN_LLM__THREADS="1", LECTERN_LLM__MAX_NEW_TOKENS="48",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # fmt: skip
     args = ["--model", MODEL, "--log-level", "warning"]

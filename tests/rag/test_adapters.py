@@ -160,8 +160,8 @@ SMOL = LLMSettings(model="packaged:smollm2", temperature=0, max_new_tokens=12, d
 
 
 @pytest.fixture(scope="module")
-def smol_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
+def smol_models(models_dir: Path) -> Path:
+    return models_dir  # the session's one models folder: SmolLM2 is converted once per dtype
 
 
 def answers(llm: Any) -> list[str]:

