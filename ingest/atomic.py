@@ -27,6 +27,38 @@ def read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+ROOM_MARGIN = 64 * 1024**2
+"""Space kept free beyond what a write is known to need (its metadata, the file system's own)."""
+
+
+def free_bytes(folder: Path) -> int:
+    """Free bytes on the disk of `folder`, or of its nearest existing parent."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def ensure_room(folder: Path, needed: int, what: str) -> None:
+    """Refuse, with NotEnoughDisk, a write of `needed` bytes that `folder`'s disk cannot hold, before
+    minutes of work end in a half-written file and a bare 'No space left on device'."""
+    from lectern.errors import NotEnoughDisk
+
+    free = free_bytes(folder)
+    if needed + ROOM_MARGIN > free:
+        raise NotEnoughDisk(what, Path(folder), needed, free)
+
+
+def out_of_disk(error: BaseException) -> bool:
+    """Whether `error` is the disk filling up: an OSError with ENOSPC, or a library's own error that
+    says so (safetensors' SafetensorError only carries the text)."""
+    import errno
+
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    return "No space left on device" in str(error)
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename or a new entry in `folder` durable (a no-op where folders cannot be opened)."""
     try:

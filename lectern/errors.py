@@ -174,6 +174,21 @@ class IndexLocked(LecternError):
     """Another writer holds the collection's lock."""
 
 
+class NotEnoughDisk(LecternError):
+    """What lectern was about to write (a converted model, joined model parts) does not fit the disk
+    it goes to; nothing was left behind half-written."""
+
+    def __init__(self, what: str, folder: Path, needed: int, free: int) -> None:
+        self.folder = folder
+        self.needed = needed
+        self.free = free
+        gib = 1024**3
+        super().__init__(
+            f"{what} needs about {needed / gib:.1f} GiB in {folder}, which has {free / gib:.1f} GiB "
+            "free; free some space, or set LECTERN_CACHE_DIR (cache_dir) to a folder on a larger disk"
+        )
+
+
 # --- answering: models, prompts, conversations, evaluation ---
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lectern.errors import CorruptModel, ModelNotFound, UnknownKey
-from lectern.ingest.atomic import atomic_open, atomic_write_text
+from lectern.ingest.atomic import atomic_open, atomic_write_text, ensure_room
 
 GGUF_MAGIC = b"GGUF"
 PACKAGED_PREFIX = "packaged:"
@@ -180,6 +180,7 @@ def _part_files(spec: PackagedModel) -> list[tuple[Path, int, str | None]]:
 def join_parts(parts: list[tuple[Path, int, str | None]], target: Path) -> Path:
     """Concatenate parts in order into `target` via a temp file + rename, verifying as it goes."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    ensure_room(target.parent, sum(size for _, size, _ in parts), f"joining the parts of {target.name}")
     whole = hashlib.sha256()
     with atomic_open(target, "wb") as out:
         for path, size, digest in parts:
@@ -199,6 +200,18 @@ def join_parts(parts: list[tuple[Path, int, str | None]], target: Path) -> Path:
         verify_gguf(Path(out.name), expected_size=sum(size for _, size, _ in parts))
     atomic_write_text(_sidecar(target), f"{whole.hexdigest()}  {target.name}\n")
     return target
+
+
+def gguf_elements(path: Path) -> int:
+    """How many numbers the tensors of a GGUF file hold, read from its header (what a conversion
+    writes times the width of the stored dtype)."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+    except (ValueError, IndexError, OSError) as error:
+        raise CorruptModel(str(path), f"unreadable GGUF: {error}") from error
+    return sum(int(t.n_elements) for t in reader.tensors)
 
 
 def verify_gguf(path: Path, expected_size: int | None = None) -> None:

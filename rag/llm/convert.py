@@ -8,11 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lectern.errors import ModelNotFound
-from lectern.ingest.atomic import atomic_folder
+from lectern.errors import ModelNotFound, NotEnoughDisk
+from lectern.ingest.atomic import atomic_folder, ensure_room, free_bytes, out_of_disk
 from lectern.rag.models import (
     PACKAGED_PREFIX,
     file_key,
+    gguf_elements,
     packaged_gguf,
 )
 
@@ -69,6 +70,10 @@ def _convert_gguf(gguf: Path, target: Path, stored: Any) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     CONVERSIONS += 1
+    # the room is checked before the minute of dequantizing: the tensors' sizes are in the header
+    what = f"converting {gguf.name} ({stored_name(stored)})"
+    needed = gguf_elements(gguf) * torch.empty((), dtype=stored).element_size()
+    ensure_room(target.parent, needed, what)
     with atomic_folder(target, done="lectern.json") as tmp:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
@@ -84,7 +89,12 @@ def _convert_gguf(gguf: Path, target: Path, stored: Any) -> None:
             del model.config.quantization_config
         if stored != torch.float32:
             model.to(stored)
-        model.save_pretrained(str(tmp))
+        try:
+            model.save_pretrained(str(tmp))
+        except Exception as error:
+            if out_of_disk(error):  # another writer took the room meanwhile
+                raise NotEnoughDisk(what, target.parent, needed, free_bytes(target.parent)) from error
+            raise
         save_tokenizer(tok, tmp / "tokenizer")
         saved = load_saved_tokenizer(tmp / "tokenizer")
         chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": _PROBE}]
@@ -98,9 +108,13 @@ def _convert_gguf(gguf: Path, target: Path, stored: Any) -> None:
             "source": str(gguf),
             "tokenizer": "saved" if same else "gguf",
             "format": CACHE_FORMAT,
-            "stored_dtype": str(stored).removeprefix("torch."),
+            "stored_dtype": stored_name(stored),
         }
         (tmp / "lectern.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+
+
+def stored_name(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def storage_dtype(dtype: Any) -> Any:
@@ -152,7 +166,7 @@ def resolve_local(model: str, models_dir: Path, dtype: Any = None) -> tuple[Path
     import torch
 
     stored = storage_dtype(dtype)
-    suffix = "" if stored == torch.float32 else "-" + str(stored).removeprefix("torch.")
+    suffix = "" if stored == torch.float32 else "-" + stored_name(stored)
     target = models_dir / f"{name}-{file_key(gguf, salt=f'v{CACHE_FORMAT}')}{suffix}"
     if not (target / "lectern.json").is_file():
         _convert_gguf(gguf, target, stored)

@@ -87,3 +87,36 @@ def test_atomic_folder_keeps_a_concurrent_winner(tmp_path: Path) -> None:
         (target / "done.json").write_text("theirs")
     assert (target / "done.json").read_text() == "theirs"
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_a_write_the_disk_cannot_hold_is_refused_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lectern.errors import NotEnoughDisk
+
+    real = atomic.shutil.disk_usage
+    seen: list[str] = []
+
+    def usage(path: str | Path) -> object:
+        seen.append(str(path))
+        return real(path)._replace(free=300 * 1024**2)  # 300 MiB free
+
+    monkeypatch.setattr(atomic.shutil, "disk_usage", usage)
+    atomic.ensure_room(tmp_path / "not" / "yet", 200 * 1024**2, "a test write")  # fits, with the margin
+    assert seen == [str(tmp_path)]  # measured on the nearest folder that exists
+    with pytest.raises(NotEnoughDisk) as refused:
+        atomic.ensure_room(tmp_path, 1024**3, "converting m.gguf (float32)")
+    message = str(refused.value)
+    assert "converting m.gguf (float32) needs about 1.0 GiB" in message and str(tmp_path) in message
+    assert "0.3 GiB free" in message and "LECTERN_CACHE_DIR" in message
+    assert not (tmp_path / "not").exists()
+
+
+def test_out_of_disk_is_recognised_by_errno_or_by_a_library_s_words() -> None:
+    import errno
+
+    assert atomic.out_of_disk(OSError(errno.ENOSPC, "No space left on device"))
+    assert atomic.out_of_disk(
+        RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+    )
+    assert not atomic.out_of_disk(OSError(errno.EACCES, "Permission denied"))

@@ -256,6 +256,27 @@ def test_second_build_uses_the_conversion_cache(smol: Any, smol_dir: Path) -> No
     assert "Paris" in fp32.invoke(QUESTION).content
 
 
+@pytest.mark.e2e
+def test_a_conversion_the_disk_cannot_hold_is_a_clear_error_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CI run that filled its disk ended in safetensors' bare 'No space left on device' after the
+    GGUF was read; now the room is checked first and the error names the model, the folder and why."""
+    from lectern.errors import NotEnoughDisk
+    from lectern.ingest import atomic
+
+    real = atomic.shutil.disk_usage
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: real(p)._replace(free=200 * 1024**2))
+    before = convert.CONVERSIONS
+    with pytest.raises(NotEnoughDisk) as refused:
+        build_llm(LLMSettings(model="packaged:smollm2", device="cpu", dtype="float32"), tmp_path)
+    assert before + 1 == convert.CONVERSIONS
+    message = str(refused.value)
+    assert "SmolLM2-135M-Instruct" in message and "(float32)" in message and str(tmp_path) in message
+    assert 0.4 < refused.value.needed / 1024**3 < 0.6  # 135M parameters in fp32
+    assert list(tmp_path.iterdir()) == []  # no half-written folder, no temp
+
+
 def test_converted_models_are_cached_in_the_dtype_they_run_in() -> None:
     assert convert.storage_dtype(torch.bfloat16) == torch.bfloat16
     assert convert.storage_dtype(torch.float16) == torch.float16
