@@ -17,8 +17,13 @@ from lectern.ingest.embed import _model_name, packaged_minilm_path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # Models built from packaged ones (the fast profile's) go to a cache of this session, never the user's.
-SESSION_CACHE = Path(tempfile.mkdtemp(prefix="lectern-test-cache-"))
-os.environ["LECTERN_CACHE_DIR"] = str(SESSION_CACHE)
+# A process the session starts that imports this module again (a Ray worker) shares the cache
+# rather than leaving an empty one behind.
+_OWNS_CACHE = not os.environ.get("LECTERN_TEST_SESSION_CACHE")  # only its maker deletes it
+SESSION_CACHE = Path(
+    os.environ.get("LECTERN_TEST_SESSION_CACHE") or tempfile.mkdtemp(prefix="lectern-test-cache-")
+)
+os.environ["LECTERN_TEST_SESSION_CACHE"] = os.environ["LECTERN_CACHE_DIR"] = str(SESSION_CACHE)
 # The accurate embedder's CPU precision is measured once per machine (ingest.cpu_precision): this
 # session's cache says fp32, so the suite is deterministic and pays for no measurement; the tests
 # of the measurement use caches of their own.
@@ -43,7 +48,8 @@ def _offline() -> Iterator[None]:
     for key, value in saved.items():
         if value is not None:
             os.environ[key] = value
-    shutil.rmtree(SESSION_CACHE, ignore_errors=True)
+    if _OWNS_CACHE:
+        shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture
