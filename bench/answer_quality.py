@@ -47,8 +47,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "four": {"answer": {"sentences": 4}},
     "rank-order": {"answer": {"order": "rank"}},
     "together": {"answer": {"together": True}},
-    "contrast": {"answer": {"contrast": 0.5}},
-    "contrast1": {"answer": {"contrast": 1.0}},
 }
 
 

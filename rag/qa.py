@@ -91,8 +91,6 @@ class _Prepared:
 
 
 CONTEXT_FORMS = ("sentences", "chunks")
-CONTRAST_QUESTION = "What do the sources say?"
-"""answer.contrast's other question: what the sources make likely whatever is asked."""
 
 
 class QAChain(Runnable[QAInput, Answer]):
@@ -124,7 +122,6 @@ class QAChain(Runnable[QAInput, Answer]):
         spelling: Callable[[Sequence[str]], list[str]] | None = None,
         verify: bool = True,
         together: bool = False,
-        contrast: float = 0.0,
     ) -> None:
         if context not in CONTEXT_FORMS:
             raise UnknownKey("answer context", context, list(CONTEXT_FORMS))
@@ -146,7 +143,6 @@ class QAChain(Runnable[QAInput, Answer]):
         self.spelling = spelling
         self.verify = verify
         self.together = together
-        self.contrast = contrast
 
     def _generation(self, question: str) -> dict[str, Any]:
         """Per-call generation options: a concise prompt gets a short answer budget and stops at a
@@ -156,22 +152,11 @@ class QAChain(Runnable[QAInput, Answer]):
             return {**generation_kwargs(self.llm, budget), "stop": list(CONCISE_STOP)}
         return generation_kwargs(self.llm, self.max_new_tokens)
 
-    def _answer_options(self, prepared: _Prepared) -> dict[str, Any]:
-        """The generation options of the answer itself: with answer.contrast, on a model that can,
-        decoded against the same sources with a question that asks nothing in particular."""
-        options = self._generation(prepared.question)
-        if self.contrast > 0 and getattr(self.llm, "contrastive", False):
-            other = self.template.format_messages(
-                sources=format_sources(prepared.contexts), question=CONTRAST_QUESTION
-            )
-            options["contrast"] = (other, self.contrast)
-        return options
-
     def invoke(self, input: QAInput, config: RunnableConfig | None = None, **kwargs: Any) -> Answer:
         prepared = self.prepare(question_of(input), config)
         if prepared.messages is None:
             return self._abstain(prepared)
-        raw = self.llm.invoke(prepared.messages, config, **self._answer_options(prepared)).text
+        raw = self.llm.invoke(prepared.messages, config, **self._generation(prepared.question)).text
         return self.check(prepared, self.finish(prepared, raw), config)
 
     def stream_answer(self, input: QAInput, config: RunnableConfig | None = None) -> Iterator[str | Answer]:
@@ -188,7 +173,7 @@ class QAChain(Runnable[QAInput, Answer]):
             yield self._abstain(prepared)
             return
         parts: list[str] = []
-        for chunk in self.llm.stream(prepared.messages, config, **self._answer_options(prepared)):
+        for chunk in self.llm.stream(prepared.messages, config, **self._generation(prepared.question)):
             text = chunk.text
             if text:
                 parts.append(text)

@@ -90,9 +90,6 @@ class AnswerSettings(BaseModel):
     # with verify: an answer whose new words no one passage holds together (a sentence and its
     # neighbours) is asked again too, and kept if the second try fails (rag.verify.SCATTERED)
     together: bool = False
-    # decode the answer against the same sources with a question that asks nothing in particular, at
-    # this strength (rag.qa.CONTRAST_QUESTION, rag.llm.local._contrast_with; local models only); 0: off
-    contrast: float = Field(0.0, ge=0.0, le=5.0)
     # a longer question is refused with a clear error (rag.limits): 100k characters took minutes to prefill
     max_question_tokens: int = Field(QUESTION_TOKENS, ge=1)
 

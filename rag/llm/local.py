@@ -4,12 +4,11 @@ the generated tokens only. torch and transformers are imported inside, when a mo
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import LanguageModelInput
@@ -55,8 +54,6 @@ class LocalChatModel(LecternChatModel):
     batch_size: int = 8
     hf_model: Any = Field(default=None, exclude=True, repr=False)
     tokenizer: Any = Field(default=None, exclude=True, repr=False)
-    contrastive: ClassVar[bool] = True
-    """Takes `contrast=(other messages, strength)` per call (rag.qa's answer.contrast)."""
 
     @property
     def _llm_type(self) -> str:
@@ -118,15 +115,8 @@ class LocalChatModel(LecternChatModel):
         return self._prompt_text(messages, tools) + start, start
 
     def _gen_kwargs(
-        self,
-        prompt_len: int | None = None,
-        stop: Sequence[str] | None = None,
-        *,
-        input_ids: Any = None,
-        **overrides: Any,
+        self, prompt_len: int | None = None, stop: Sequence[str] | None = None, **overrides: Any
     ) -> dict[str, Any]:
-        """generate()'s options for prompts `prompt_len` tokens long; `input_ids` (the prompt) is
-        needed only with `contrast=(other messages, strength)`."""
         temperature = float(overrides.get("temperature", self.temperature))
         kwargs: dict[str, Any] = {
             "max_new_tokens": int(overrides.get("max_new_tokens", self.max_new_tokens)),
@@ -135,45 +125,15 @@ class LocalChatModel(LecternChatModel):
         }
         if stop and prompt_len is not None:  # end generation at a stop string, not only cut the text
             kwargs["stopping_criteria"] = _stop_at_text(prompt_len, list(stop), self.tokenizer)
-        processors: list[Any] = []
         if self.repetition_penalty != 1.0 and prompt_len is not None:
             # Small models loop ("the tower the tower ...") without it. transformers' own penalty also
             # hits the prompt's tokens, which stops the model copying names from its sources.
-            processors.append(_penalty_after(prompt_len, self.repetition_penalty))
-        contrast = overrides.get("contrast")
-        if contrast is not None and input_ids is not None:
-            processor, kwargs["past_key_values"] = self._contrast(input_ids, *contrast)
-            processors.append(processor)
-        if processors:
-            from transformers import LogitsProcessorList
-
-            kwargs["logits_processor"] = LogitsProcessorList(processors)
+            kwargs["logits_processor"] = _penalty_after(prompt_len, self.repetition_penalty)
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs
-
-    def _contrast(self, input_ids: Any, messages: Sequence[BaseMessage], strength: float) -> tuple[Any, Any]:
-        """(the contrast processor, the cache generate() starts from) for one prompt. The two prompts
-        differ only near their end (rag.qa: the question), so the tokens they share are run once and
-        their cache copied for the other prompt: it costs one forward step per new token, not a
-        second prefill of the sources."""
-        import copy
-
-        if input_ids.shape[0] != 1:
-            raise ValueError("contrastive decoding generates one answer at a time")
-        other = self.tokenizer(self._prompt_text(messages), return_tensors="pt", add_special_tokens=False)
-        other_ids = other["input_ids"].to(input_ids.device)
-        n = min(input_ids.shape[1], other_ids.shape[1]) - 1  # each prompt keeps a token of its own
-        shared = int((input_ids[0, :n] == other_ids[0, :n]).int().cumprod(0).sum()) if n > 0 else 0
-        cache = None
-        if shared:
-            cache = self.hf_model(input_ids=input_ids[:, :shared], use_cache=True).past_key_values
-        processor = _contrast_with(
-            self.hf_model, other_ids[:, shared:], input_ids.shape[1], float(strength), copy.deepcopy(cache)
-        )
-        return processor, cache
 
     def _eos_ids(self) -> list[int]:
         """The tokenizer's EOS and the generation config's (Qwen ends turns with <|im_end|>)."""
@@ -196,8 +156,7 @@ class LocalChatModel(LecternChatModel):
         enc = enc.to(self.hf_model.device)
         with torch.inference_mode():
             out = self.hf_model.generate(
-                **enc,
-                **self._gen_kwargs(enc["input_ids"].shape[1], stop, input_ids=enc["input_ids"], **overrides),
+                **enc, **self._gen_kwargs(enc["input_ids"].shape[1], stop, **overrides)
             )
         new = out[:, enc["input_ids"].shape[1] :]
         return [str(t) for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
@@ -267,9 +226,7 @@ class LocalChatModel(LecternChatModel):
                 with torch.inference_mode():
                     self.hf_model.generate(
                         **enc,
-                        **self._gen_kwargs(
-                            enc["input_ids"].shape[1], stop, input_ids=enc["input_ids"], **kwargs
-                        ),
+                        **self._gen_kwargs(enc["input_ids"].shape[1], stop, **kwargs),
                         streamer=streamer,
                     )
             except BaseException as error:  # surfaced to the caller below
@@ -359,51 +316,10 @@ def _stop_at_text(prompt_len: int, stop: list[str], tokenizer: Any) -> Any:
     return StoppingCriteriaList([StopAtText()])
 
 
-CONTRAST_PLAUSIBLE = 0.1
-"""With contrast, only tokens at least this likely (relative to the likeliest) under the real prompt
-may be chosen: the contrast reorders plausible tokens, it never promotes one the model rejects."""
-
-
-def _contrast_with(model: Any, other_ids: Any, prompt_len: int, strength: float, past: Any = None) -> Any:
-    """Contrastive decoding against another prompt (rag.qa: the same sources with a question that
-    asks nothing in particular): each step scores a token by (1 + s) log p(token | prompt) - s log
-    p(token | other prompt), among the plausible ones. What the sources make likely whatever the
-    question (the first source's subject) is damped; what this question points to stands out.
-
-    The other prompt (`other_ids`, after what `past` caches already) runs beside the generation with
-    its own KV cache, fed the same generated tokens: one more forward step per new token. One row."""
-    import torch
-    from transformers import LogitsProcessor
-
-    class QuestionContrast(LogitsProcessor):
-        def __init__(self) -> None:
-            self.past: Any = past
-            self.started = False
-            self.fed = 0
-
-        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-            if input_ids.shape[0] != 1:
-                raise ValueError("contrastive decoding generates one answer at a time")
-            generated = input_ids[:, prompt_len:]
-            if not self.started:
-                feed = torch.cat([other_ids.to(input_ids.device), generated], dim=1)
-            else:
-                feed = generated[:, self.fed :]
-            out = model(input_ids=feed, past_key_values=self.past, use_cache=True)
-            self.past, self.fed, self.started = out.past_key_values, generated.shape[1], True
-            mine = torch.log_softmax(scores.float(), dim=-1)
-            other = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
-            mixed = mine + strength * (mine - other)
-            plausible = mine >= mine.max(dim=-1, keepdim=True).values + math.log(CONTRAST_PLAUSIBLE)
-            return torch.where(plausible, mixed, torch.full_like(mixed, -math.inf)).to(scores.dtype)  # type: ignore[return-value]
-
-    return QuestionContrast()
-
-
 def _penalty_after(prompt_len: int, penalty: float) -> Any:
     """A repetition penalty on the tokens generated so far only, not on the prompt's (the sources)."""
     import torch
-    from transformers import LogitsProcessor
+    from transformers import LogitsProcessor, LogitsProcessorList
 
     class GeneratedRepetitionPenalty(LogitsProcessor):
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -414,7 +330,7 @@ def _penalty_after(prompt_len: int, penalty: float) -> Any:
             picked = torch.where(picked < 0, picked * penalty, picked / penalty)
             return scores.scatter(1, generated, picked)  # type: ignore[return-value]
 
-    return GeneratedRepetitionPenalty()
+    return LogitsProcessorList([GeneratedRepetitionPenalty()])
 
 
 def _resolve_dtype(name: str, device: str) -> Any:

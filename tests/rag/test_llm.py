@@ -236,18 +236,6 @@ def test_out_of_memory_halves_the_batch_and_keeps_order(smol: Any, monkeypatch: 
 
 
 @pytest.mark.e2e
-def test_contrast_against_the_same_prompt_or_at_no_strength_changes_nothing(smol: Any) -> None:
-    """Contrastive decoding with SmolLM2: the shared prefix is run once and its cache copied for the
-    other prompt. Against the very same prompt, or at strength 0, the greedy answer is the plain one,
-    asked or streamed: the copied cache and the one generate() starts from are both right."""
-    asked = [HumanMessage(QUESTION)]
-    plain = smol.invoke(asked).content
-    assert smol.invoke(asked, contrast=(asked, 1.0)).content == plain
-    assert smol.invoke(asked, contrast=([HumanMessage("Say something.")], 0.0)).content == plain
-    assert "".join(c.content for c in smol.stream(asked, contrast=(asked, 1.0))) == plain
-
-
-@pytest.mark.e2e
 def test_second_build_uses_the_conversion_cache(smol: Any, smol_dir: Path) -> None:
     before = convert.CONVERSIONS
     again = build_llm(LLMSettings(model="packaged:smollm2", temperature=0, max_new_tokens=16), smol_dir)
@@ -355,35 +343,3 @@ def test_a_cpu_window_is_capped_unless_configured() -> None:
     assert context_window_for(2048, "cpu", None) == 2048  # a smaller native window stays
     assert context_window_for(32768, "cuda", None) == 32768
     assert context_window_for(32768, "cpu", 16384) == 16384  # an explicit llm.context_window wins
-
-
-def test_contrast_scores_tokens_against_the_other_prompt_among_plausible_ones() -> None:
-    """rag.llm.local._contrast_with on a stand-in model: (1 + s) log p - s log p_other over the tokens
-    at least CONTRAST_PLAUSIBLE as likely as the best; the other prompt is fed once, then one token
-    a step, through its own cache."""
-    import math
-
-    from lectern.rag.llm.local import CONTRAST_PLAUSIBLE, _contrast_with
-
-    fed: list[list[int]] = []
-
-    class Other:  # the model as the processor uses it: logits for the last position, and a cache
-        def __call__(self, input_ids: Any, past_key_values: Any, use_cache: bool) -> Any:
-            fed.append(input_ids[0].tolist())
-            logits = torch.log(torch.tensor([[[0.7, 0.2, 0.05, 0.05]]]))  # the sources alone favour 0
-            return type("Out", (), {"logits": logits, "past_key_values": (past_key_values or 0) + 1})()
-
-    other_prompt = torch.tensor([[9, 9, 9]])
-    processor = _contrast_with(Other(), other_prompt, prompt_len=2, strength=1.0)
-    mine = torch.log(torch.tensor([[0.5, 0.4, 0.06, 0.04]]))  # the question: 0 a little over 1
-    first = processor(torch.tensor([[5, 6]]), mine.clone())
-    assert first.argmax().item() == 1  # 1 is what the question adds; 0 is what the sources say anyway
-    expected = 2 * math.log(0.4) - math.log(0.2)
-    assert math.isclose(first[0, 1].item(), expected, rel_tol=1e-5)
-    assert first[0, 3].item() == -math.inf  # 0.04 < 0.1 x 0.5: never chosen, however contrasted
-    assert CONTRAST_PLAUSIBLE * 0.5 < 0.06 and first[0, 2].item() > -math.inf
-    processor(torch.tensor([[5, 6, 1]]), mine.clone())
-    processor(torch.tensor([[5, 6, 1, 0]]), mine.clone())
-    assert fed == [[9, 9, 9], [1], [0]]  # prompt once, then each new token
-    with pytest.raises(ValueError, match="one answer at a time"):
-        _contrast_with(Other(), other_prompt, 2, 1.0)(torch.tensor([[5, 6], [5, 6]]), mine.repeat(2, 1))

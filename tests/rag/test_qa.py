@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
 
 import pytest
-from pydantic import Field
 
 from lectern.errors import UnknownKey
 from lectern.rag.prompts import NO_ANSWER
@@ -307,35 +305,3 @@ def test_grounding_note_warns_only_for_weakly_supported_answers() -> None:
     assert half.support == pytest.approx(0.5) and grounding_note(half) is None
     abstained = chain(["unused"], docs=[])[0].invoke("q?")
     assert grounding_note(abstained) is None
-
-
-class ContrastiveFake(WindowFake):
-    """A WindowFake that says it takes `contrast=` and records each call's options."""
-
-    contrastive: ClassVar[bool] = True
-    options: list[dict[str, Any]] = Field(default_factory=list)
-
-    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
-        self.options.append(kwargs)
-        return super()._generate(messages, stop, run_manager, **kwargs)
-
-
-def test_contrast_asks_a_contrastive_model_with_the_same_sources_and_a_question_that_asks_nothing() -> None:
-    from lectern.rag.qa import CONTRAST_QUESTION
-
-    question = "How often is the pump serviced?"
-    llm = ContrastiveFake(context_window=600)
-    retriever = ListRetriever(docs=list(DOCS))
-    qa = build_qa_chain(llm, retriever, evidence=False, verify=False, contrast=0.5)  # type: ignore[arg-type]
-    qa.invoke(question)
-    other, strength = llm.options[-1]["contrast"]
-    asked = llm.prompts[-1]
-    assert strength == 0.5 and other[:-1] == asked[:-1]  # the same system prompt
-    assert other[-1].text == asked[-1].text.replace(question, CONTRAST_QUESTION)  # the same sources
-    list(qa.stream_answer(question))
-    assert llm.options[-1]["contrast"][1] == 0.5  # streamed too
-    qa.contrast = 0.0
-    qa.invoke(question)
-    assert "contrast" not in llm.options[-1]  # off
-    plain, _, _ = chain(["Every 500 hours [1]."], contrast=0.5)  # a model that cannot: not asked to
-    assert not plain.invoke(question).abstained
