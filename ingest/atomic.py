@@ -56,7 +56,8 @@ def out_of_disk(error: BaseException) -> bool:
 
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         return True
-    return "No space left on device" in str(error)
+    text = str(error)  # safetensors' words, and SQLite's (SQLITE_FULL)
+    return "No space left on device" in text or "database or disk is full" in text
 
 
 def fsync_dir(folder: Path) -> None:

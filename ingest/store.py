@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from lectern.errors import ChunkingMismatch, IndexLocked, IndexMismatch
-from lectern.ingest.atomic import atomic_write_bytes
+from lectern.errors import ChunkingMismatch, IndexLocked, IndexMismatch, NotEnoughDisk
+from lectern.ingest.atomic import atomic_write_bytes, free_bytes, out_of_disk
 from lectern.ingest.snapshot import (
     Snapshot,
     can_remove,
@@ -562,15 +562,24 @@ class Writer:
             self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('next_id', ?)", (str(first + n),))
             self._bump()
             self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
+        except BaseException as error:
+            self._rollback()
             self._vocab = None  # terms added in the rolled-back transaction are not in the table
+            if out_of_disk(error):
+                where = self.c.path
+                raise NotEnoughDisk(f"writing {doc.source}", where, None, free_bytes(where)) from error
             raise
         self._removed.update(old)
         self._added_vectors.update(vectors_added)
         self._added_terms.update(terms_added)
         self._dirty = True
         return n
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not already: a COMMIT that fails because
+        the disk is full rolls back by itself, and a second ROLLBACK would hide that error."""
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
 
     def delete_document(self, source: str) -> int:
         """Remove one source's chunks: a few row deletes, no re-embedding, no rebuild of the rest."""
@@ -582,7 +591,7 @@ class Writer:
                 self._bump()
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise
         if gone:
             self._removed.update(old)

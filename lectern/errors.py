@@ -178,11 +178,17 @@ class NotEnoughDisk(LecternError):
     """What lectern was about to write (a converted model, joined model parts) does not fit the disk
     it goes to; nothing was left behind half-written."""
 
-    def __init__(self, what: str, folder: Path, needed: int, free: int) -> None:
+    def __init__(self, what: str, folder: Path, needed: int | None, free: int) -> None:
         self.folder = folder
         self.needed = needed
         self.free = free
         gib = 1024**3
+        if needed is None:  # found out by the write itself
+            super().__init__(
+                f"the disk filled up while {what}: {folder} has {free / gib:.2f} GiB free; what was "
+                "written before is kept and that write was undone; free some space and run it again"
+            )
+            return
         super().__init__(
             f"{what} needs about {needed / gib:.1f} GiB in {folder}, which has {free / gib:.1f} GiB "
             "free; free some space, or set LECTERN_CACHE_DIR (cache_dir) to a folder on a larger disk"

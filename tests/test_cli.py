@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,55 @@ def test_ui_beyond_loopback_needs_a_password_or_a_logged_opt_out(
     monkeypatch.setenv("LECTERN_UI_PASSWORD", "from the environment")
     assert run(runner, "ui", "--host", "0.0.0.0").exit_code == 0
     assert calls.pop()["LECTERN_UI_PASSWORD"] == "from the environment"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 3 MiB file system (tmpfs), where this machine lets the tests mount one (root)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_an_ingest_that_fills_the_disk_is_a_clear_error_and_keeps_what_was_written(
+    runner: CliRunner, small_disk: Path, tmp_path: Path
+) -> None:
+    """On a full disk SQLite's COMMIT failed and rolled back by itself; lectern's own ROLLBACK then
+    raised 'cannot rollback - no transaction is active', an internal error that hid the cause."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    words = [
+        "river",
+        "otter",
+        "crayfish",
+        "dawn",
+        "lighthouse",
+        "keeper",
+        "tower",
+        "granite",
+        "canal",
+        "lock",
+        "harbour",
+        "storm",
+    ]
+    for i in range(30):
+        (corpus / f"doc{i:02d}.txt").write_text(" ".join(words[(i + j) % 12] for j in range(20000)) + ".\n")
+    data = ["--data-dir", str(small_disk / "data"), "--collection", "c"]
+    result = runner.invoke(app, ["ingest", str(corpus), *data])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "the disk filled up while writing" in said and "internal error" not in said
+    listed = runner.invoke(app, ["list", "--json", *data])
+    assert listed.exit_code == 0, listed.output
+    kept = [Path(d["source"]).name for d in json.loads(listed.output)]
+    assert kept and len(kept) < 30 and kept == sorted(kept)  # those written before the disk filled
+    found = runner.invoke(app, ["search", "otter crayfish", *data])
+    assert found.exit_code == 0 and Path(kept[0]).stem in found.output

@@ -191,3 +191,22 @@ def test_every_file_a_collection_writes_goes_through_the_atomic_helper(
     snapshot_files = {n for n in snapshot_files if not n.startswith("chunks.sqlite")}
     assert snapshot_files == {"manifest.json", "state.json", state["faiss"], state["bm25"], state["dead"]}
     assert snapshot_files - {"manifest.json"} <= set(published)  # the manifest was written by the fixture
+
+
+def test_a_full_disk_undoes_the_write_says_so_and_keeps_the_rest(col: Collection) -> None:
+    """SQLite's own 'database or disk is full' (its page limit stands for the disk) becomes
+    NotEnoughDisk naming the document; the write is undone, what was there stays, the writer goes on."""
+    from lectern.errors import NotEnoughDisk
+
+    put(col, "a", ["apples grow on trees"])
+    chunks, vectors = make_chunks("b", [f"bananas {i} " + "yellow " * 300 for i in range(40)])
+    with col.writer(timeout=2) as w:
+        pages = w.db.execute("PRAGMA page_count").fetchone()[0]
+        w.db.execute(f"PRAGMA max_page_count = {pages + 2}")
+        with pytest.raises(NotEnoughDisk, match="disk filled up while writing b") as full:
+            w.replace_document(doc_row("b", len(chunks)), chunks, vectors)
+        assert isinstance(full.value.__cause__, sqlite3.OperationalError) and not w.db.in_transaction
+        assert [d.source for d in col.documents()] == ["a"]
+        w.db.execute("PRAGMA max_page_count = 1073741823")
+        w.replace_document(doc_row("b", len(chunks)), chunks, vectors)
+    assert [d.source for d in col.documents()] == ["a", "b"] and col.count_chunks() == 41
