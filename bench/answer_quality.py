@@ -47,6 +47,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "four": {"answer": {"sentences": 4}},
     "rank-order": {"answer": {"order": "rank"}},
     "together": {"answer": {"together": True}},
+    "anchored": {"answer": {"anchored": True}},
 }
 
 

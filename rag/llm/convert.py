@@ -69,11 +69,11 @@ def _convert_gguf(gguf: Path, target: Path, stored: Any) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    CONVERSIONS += 1
     # the room is checked before the minute of dequantizing: the tensors' sizes are in the header
     what = f"converting {gguf.name} ({stored_name(stored)})"
     needed = gguf_elements(gguf) * torch.empty((), dtype=stored).element_size()
     ensure_room(target.parent, needed, what)
+    CONVERSIONS += 1
     with atomic_folder(target, done="lectern.json") as tmp:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
