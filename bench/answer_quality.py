@@ -47,7 +47,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "four": {"answer": {"sentences": 4}},
     "rank-order": {"answer": {"order": "rank"}},
     "together": {"answer": {"together": True}},
-    "anchored": {"answer": {"anchored": True}},
 }
 
 

@@ -56,7 +56,7 @@ from lectern.rag.prompts import (
     qa_prompt,
 )
 from lectern.rag.types import AbstainReason, Answer, Citation, Context, quote_of
-from lectern.rag.verify import ASIDE, RESTATES, SCATTERED, answer_problem, clean_span, locate
+from lectern.rag.verify import RESTATES, SCATTERED, answer_problem, clean_span, locate
 
 __all__ = [
     "QAChain",
@@ -122,7 +122,6 @@ class QAChain(Runnable[QAInput, Answer]):
         spelling: Callable[[Sequence[str]], list[str]] | None = None,
         verify: bool = True,
         together: bool = False,
-        anchored: bool = False,
     ) -> None:
         if context not in CONTEXT_FORMS:
             raise UnknownKey("answer context", context, list(CONTEXT_FORMS))
@@ -144,7 +143,6 @@ class QAChain(Runnable[QAInput, Answer]):
         self.spelling = spelling
         self.verify = verify
         self.together = together
-        self.anchored = anchored
 
     def _generation(self, question: str) -> dict[str, Any]:
         """Per-call generation options: a concise prompt gets a short answer budget and stops at a
@@ -249,8 +247,7 @@ class QAChain(Runnable[QAInput, Answer]):
         and one whose words no source holds becomes an abstention."""
         if not self.verify or answer.abstained or self.variant not in CONCISE_VARIANTS or self.structured:
             return answer
-        checks = {"together": self.together, "anchored": self.anchored}
-        problem = answer_problem(answer.answer, prepared.question, prepared.contexts, **checks)
+        problem = answer_problem(answer.answer, prepared.question, prepared.contexts, together=self.together)
         if problem is None:
             return answer
         messages = QA_EXTRACT.format_messages(
@@ -260,9 +257,12 @@ class QAChain(Runnable[QAInput, Answer]):
         raw = self.llm.invoke(messages, config, **options).text
         span = clean_span(raw)
         number = None
-        if span and answer_problem(span, prepared.question, prepared.contexts, **checks) is None:
+        if (
+            span
+            and answer_problem(span, prepared.question, prepared.contexts, together=self.together) is None
+        ):
             number = locate(span, prepared.contexts)
-        if number is None and problem in (RESTATES, SCATTERED, ASIDE):
+        if number is None and problem in (RESTATES, SCATTERED):
             return answer  # its words are the question's and the sources', or all in the sources: keep it
         update: dict[str, Any] = {
             "retried": problem,

@@ -90,10 +90,6 @@ class AnswerSettings(BaseModel):
     # with verify: an answer whose new words no one passage holds together (a sentence and its
     # neighbours) is asked again too, and kept if the second try fails (rag.verify.SCATTERED)
     together: bool = False
-    # with verify: an answer whose words come from a passage that is not about the question (the
-    # window holding them, or its title, lacks most of the question's words) is asked again too, and
-    # kept if the second try fails (rag.verify.ASIDE)
-    anchored: bool = False
     # a longer question is refused with a clear error (rag.limits): 100k characters took minutes to prefill
     max_question_tokens: int = Field(QUESTION_TOKENS, ge=1)
 

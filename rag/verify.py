@@ -13,12 +13,6 @@ becomes an abstention (abstained_by="unsupported"); one that restates the questi
 its words are the sources' too ("What is Avogadro's last name?" -> "Avogadro"). The check reads words only, so it costs nothing when the answer passes
 (almost always: 4 of 57 answered S08 questions failed it, docs/ANSWERS.md).
 
-With `anchored`, that place must also be about the question: the sentence window holding the answer,
-or its passage's title, must hold most of the question's words. "Who achieved international fame as
-the leading Union general?" answered "Lincoln achieved international fame as the leading Union
-general" takes its one new word from a passage about Lincoln, not from the sentence about the
-general (ASIDE). It is asked again for a source's exact words, and kept when that fails.
-
 With `together`, the answer's new words must also come from one place: a sentence of one passage with
 its neighbours. A 0.5B model sometimes joins pieces of two passages into one answer ("Canadian
 soldiers arrived in Britain in December 1939", the soldiers from one sentence and the date from
@@ -40,7 +34,6 @@ from lectern.rag.types import Context
 RESTATES = "restates the question"
 NOT_IN_SOURCES = "says what no source says"
 SCATTERED = "joins words no one passage says together"
-ASIDE = "comes from a passage that is not about the question"
 
 # A question that starts like these is answered by yes or no, which need no new word.
 _YES_NO = re.compile(
@@ -52,10 +45,6 @@ SPAN_IN_SOURCE = 0.8  # share of a span's words one source must hold for the spa
 # share of the answer's new words that one sentence and its neighbours must hold (with `together`):
 # on 60 S08 answers this flagged 5 of the 28 wrong and none of the 29 right (docs/ANSWERS.md)
 TOGETHER = 0.75
-# share of the question's words that the sentence window holding the answer (with `anchored`), or the
-# title of its passage, must hold: on 55 answered S08 questions this flagged 5 of the 24 wrong answers
-# and 1 of the 31 right ones (docs/ANSWERS.md, tenth run)
-ANCHORED = 0.6
 
 
 def terms(text: str) -> set[str]:
@@ -70,20 +59,13 @@ def new_terms(text: str, question: str) -> set[str]:
 
 
 def answer_problem(
-    answer: str,
-    question: str,
-    contexts: Sequence[Context],
-    *,
-    together: bool = False,
-    anchored: bool = False,
+    answer: str, question: str, contexts: Sequence[Context], *, together: bool = False
 ) -> str | None:
-    """Why this answer should not be shown as it is (RESTATES, NOT_IN_SOURCES, SCATTERED, ASIDE), or
-    None.
+    """Why this answer should not be shown as it is (RESTATES, NOT_IN_SOURCES, SCATTERED), or None.
 
     A yes/no question is never faulted for adding no word. A word counts as in the sources when a
     shown passage or its title holds it; with `together`, TOGETHER of them must be in one sentence of
-    one passage or its neighbours; with `anchored`, such a window (or its passage's title) must also
-    hold ANCHORED of the question's words."""
+    one passage or its neighbours."""
     if _YES_NO.match(question.strip()):
         return None
     novel = new_terms(answer, question)
@@ -94,30 +76,20 @@ def answer_problem(
         shown |= terms(f"{ctx.title or ''} {ctx.text}")
     if len(novel & shown) / len(novel) < IN_SOURCES:
         return NOT_IN_SOURCES
-    if together or anchored:
-        held, about = _best_window(novel, terms(question), contexts)
-        if together and held < TOGETHER:
-            return SCATTERED
-        if anchored and about < ANCHORED:
-            return ASIDE
+    if together and _best_window(novel, contexts) < TOGETHER:
+        return SCATTERED
     return None
 
 
-def _best_window(words: set[str], asked: set[str], contexts: Sequence[Context]) -> tuple[float, float]:
-    """(the largest share of `words` that one sentence with its neighbours holds, over all passages;
-    the largest share of `asked` held by such a window holding TOGETHER of `words`, or by its
-    passage's title: 0 when no window does)."""
-    best, about = 0.0, 0.0
+def _best_window(words: set[str], contexts: Sequence[Context]) -> float:
+    """The largest share of `words` that one sentence with its neighbours holds, over all passages."""
+    best = 0.0
     for ctx in contexts:
-        title = terms(ctx.title or "")
         sentences = [terms(ctx.text[a:b]) for a, b in sentence_spans(ctx.text)]
         for i in range(len(sentences)):
             window = set().union(*sentences[max(0, i - 1) : i + 2])
-            held = len(words & window) / len(words)
-            best = max(best, held)
-            if held >= TOGETHER and asked:
-                about = max(about, len(asked & (window | title)) / len(asked))
-    return best, about
+            best = max(best, len(words & window) / len(words))
+    return best
 
 
 def clean_span(raw: str) -> str:

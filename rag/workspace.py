@@ -90,7 +90,6 @@ def qa_options(settings: Settings) -> dict[str, Any]:
         "evidence": settings.answer.evidence,
         "verify": settings.answer.verify,
         "together": settings.answer.together,
-        "anchored": settings.answer.anchored,
         "calibration": evidence_calibration(settings),
     }
 

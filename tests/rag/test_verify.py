@@ -5,15 +5,7 @@ from __future__ import annotations
 
 from lectern.rag.prompts import NO_ANSWER
 from lectern.rag.qa import QAChain, build_qa_chain
-from lectern.rag.verify import (
-    ASIDE,
-    NOT_IN_SOURCES,
-    RESTATES,
-    SCATTERED,
-    answer_problem,
-    clean_span,
-    locate,
-)
+from lectern.rag.verify import NOT_IN_SOURCES, RESTATES, SCATTERED, answer_problem, clean_span, locate
 from tests.rag.test_context import ListRetriever, WindowFake, make_doc
 from tests.rag.test_evidence import ctx
 
@@ -123,40 +115,10 @@ def test_together_faults_an_answer_joined_from_two_passages() -> None:
     assert answer_problem("Lincoln.", FAME, GRANT, together=True) is None
 
 
-def test_anchored_faults_an_answer_taken_from_a_passage_about_something_else() -> None:
-    lincoln = "Lincoln achieved international fame as the leading Union general."  # the question's words, one swapped
-    assert answer_problem(lincoln, FAME, GRANT, together=True) is None  # its one new word is in one place...
-    assert answer_problem(lincoln, FAME, GRANT, anchored=True) == ASIDE  # ...about something else
-    assert answer_problem("Lincoln.", FAME, GRANT, anchored=True) == ASIDE
-    assert answer_problem("Grant.", FAME, GRANT, anchored=True) is None
-    assert answer_problem("Grant, who won at Vicksburg.", FAME, GRANT, anchored=True) is None  # a neighbour
-    assert answer_problem(JOINED, FAME, GRANT, anchored=True) == ASIDE  # no one window holds it at all
-    assert answer_problem(JOINED, FAME, GRANT, together=True, anchored=True) == SCATTERED
-    # the passage's title counts for the question's words too: its sentences say "he"
-    won = "When did Ulysses Grant win at Vicksburg?"
-    text = "Filler first. He won at Vicksburg in 1863."
-    assert answer_problem("In 1863.", won, [ctx(1, text, "Ulysses S. Grant")], anchored=True) is None
-    assert answer_problem("In 1863.", won, [ctx(1, text, "Sieges")], anchored=True) == ASIDE
-
-
-def test_an_answer_aside_is_asked_again_and_replaced_by_the_span_or_kept() -> None:
-    lincoln = "Lincoln achieved international fame as the leading Union general."
-    llm, qa = grant_chain(lincoln, "Grant", together=False, anchored=True)
-    answer = qa.invoke(FAME)
-    assert len(llm.prompts) == 2 and answer.retried == ASIDE and answer.answer.startswith("Grant [")
-    llm, qa = grant_chain(lincoln, "Lincoln", together=False, anchored=True)  # the retry is aside too
-    answer = qa.invoke(FAME)
-    assert len(llm.prompts) == 2 and answer.retried is None and answer.answer.startswith(lincoln)
-    llm, qa = grant_chain(lincoln, together=False)  # off: no second call
-    qa.invoke(FAME)
-    assert len(llm.prompts) == 1
-
-
-def grant_chain(*replies: str, together: bool = True, anchored: bool = False) -> tuple[WindowFake, QAChain]:
+def grant_chain(*replies: str, together: bool = True) -> tuple[WindowFake, QAChain]:
     llm = WindowFake(context_window=800, script=list(replies))
     docs = [make_doc(1, GRANT[0].text), make_doc(2, GRANT[1].text)]
-    options = {"evidence": False, "together": together, "anchored": anchored}
-    return llm, build_qa_chain(llm, ListRetriever(docs=docs), **options)  # type: ignore[arg-type]
+    return llm, build_qa_chain(llm, ListRetriever(docs=docs), evidence=False, together=together)
 
 
 def test_a_scattered_answer_is_asked_again_and_replaced_by_the_span() -> None:
