@@ -121,12 +121,12 @@ class ModelCache:
 
     def llm(self, settings: LLMSettings, models_dir: Path) -> BaseChatModel:
         """The chat model `settings` ask for, loaded at most once, with their generation parameters."""
-        from lectern.rag.llm import build_llm, check_llm_settings
+        from lectern.rag.llm import check_llm_settings
 
-        check_llm_settings(settings)  # an adapter a backend cannot load is refused, cached model or not
+        build = check_llm_settings(settings)  # an adapter a backend cannot load is refused, cached or not
         native = settings.model_copy(update={"context_window": None})  # the cached one keeps its own
         base = self._llms.get(
-            llm_key(settings, models_dir), lambda: build_llm(native, Path(models_dir)), self.loads, "llm"
+            llm_key(settings, models_dir), lambda: build(native, Path(models_dir)), self.loads, "llm"
         )
         fields = type(base).model_fields
         wanted = {name: getattr(settings, name) for name in PER_CALL if name in fields}

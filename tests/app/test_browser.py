@@ -6,7 +6,6 @@ Saves a screenshot to artifacts/ui.png.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.app.conftest import ROOT, SAMPLE_DOCS
-from tests.fixtures.ui_server import free_port, stop_group, wait_for_health
+from tests.fixtures.ui_server import child_env, free_port, stop_group, wait_for_health
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -36,7 +35,7 @@ pytestmark = [
 def server(tmp_path: Path) -> Iterator[str]:
     """`lectern ui` on a free port with a fresh data dir, the default embedder and the default model (Qwen 0.5B)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_") or k == "LECTERN_CACHE_DIR"}
+    env = child_env()
     env["LECTERN_LLM__MODEL"] = "packaged:qwen2.5-0.5b"  # the default on this kind of machine
     lectern = Path(sys.executable).with_name("lectern")
     log = (tmp_path / "server.log").open("wb")

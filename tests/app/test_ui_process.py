@@ -14,7 +14,7 @@ import pytest
 
 from tests.app.conftest import ROOT
 from tests.fixtures.processes import HAS_PROC, session_processes
-from tests.fixtures.ui_server import free_port, wait_for_health
+from tests.fixtures.ui_server import child_env, free_port, wait_for_health
 
 STARTUP_S = 120  # a deadline only: Streamlit starts in seconds
 
@@ -24,7 +24,7 @@ def test_sigterm_to_lectern_ui_stops_streamlit(tmp_path: Path) -> None:
     """`lectern ui` ran Streamlit with subprocess.call: a SIGTERM to it (systemd, docker stop) ended
     lectern and left Streamlit serving. It now execs Streamlit, so the signal reaches the server."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_") or k == "LECTERN_CACHE_DIR"}
+    env = child_env()
     env.update(
         LECTERN_LLM__BACKEND="fake",
         LECTERN_INGEST__EMBED__MODEL="fake",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shlex
 import shutil
@@ -25,7 +24,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import SAMPLE_DOCS
-from tests.fixtures.ui_server import lectern_serve
+from tests.fixtures.ui_server import child_env, lectern_serve
 from tests.serve.conftest import health, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -46,7 +45,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     ws = Workspace(collection="sample", settings=Settings(data_dir=data))
     assert ws.ingest([SAMPLE_DOCS / "marrow_point_light.pdf"]).ok
     ws.close()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_") or k == "LECTERN_CACHE_DIR"}
+    env = child_env()
     # one torch thread: CI's two cores are shared with the test process and its clients
     env.update(LECTERN_DATA_DIR=str(data), LECTERN_LLM__THREADS="1", LECTERN_LLM__MAX_NEW_TOKENS="48",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # fmt: skip

@@ -10,13 +10,12 @@ enforces (a named function is always the one called), never on the model's wordi
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.fixtures.ui_server import lectern_serve
+from tests.fixtures.ui_server import child_env, lectern_serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 MODEL = "packaged:qwen2.5-0.5b"
@@ -48,7 +47,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     import openai
 
     data = tmp_path_factory.mktemp("serve-tools")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_") or k == "LECTERN_CACHE_DIR"}
+    env = child_env()
     env.update(LECTERN_DATA_DIR=str(data), LECTERN_LLM__THREADS="1", LECTERN_LLM__MAX_NEW_TOKENS="48",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # fmt: skip
     args = ["--model", MODEL, "--log-level", "warning"]
