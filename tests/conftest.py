@@ -49,6 +49,11 @@ def _offline() -> Iterator[None]:
     for key, value in saved.items():
         if value is not None:
             os.environ[key] = value
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The session cache goes with the session, even one where no test ran (all deselected or
+    skipped: no fixture was set up, so a fixture's teardown would leave it behind)."""
     if _OWNS_CACHE:
         shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
