@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lectern.rag.evaluate import load_qa
-from lectern.rag.evaluate_answers import QuestionRecord, answer_eval, summarise
+from lectern.rag.evaluate_answers import QuestionRecord, QuestionSource, answer_eval, summarise
 from lectern.rag.settings import Settings, load_settings
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--model", default="packaged:qwen2.5-0.5b")
     ap.add_argument("--adapter", default=None, help="adds the config `adapter`: the defaults with this LoRA")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for the model")
+    ap.add_argument("--questions", type=Path, default=None, help="a JSONL questions file over the articles")
+    ap.add_argument("--wording", default="question", help="with --questions: question | original")
     ap.add_argument("--data-dir", type=Path, default=Path(".lectern-data/bench"))
     ap.add_argument("--out", type=Path, default=Path("bench/out"))
     args = ap.parse_args()
@@ -84,8 +86,12 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     records: dict[str, list[QuestionRecord]] = {name: [] for name in names}
     tag = f"{args.qa_dir.name}-{args.model.replace(':', '_').replace('/', '_')}"
+    source = None
+    if args.questions is not None:
+        source = QuestionSource(args.questions, args.wording)
+        tag = f"{tag}-{args.questions.stem}-{args.wording}"
     t0 = time.perf_counter()
-    with answer_eval(args.qa_dir, first, args.limit, args.seed) as session:
+    with answer_eval(args.qa_dir, first, args.limit, args.seed, questions=source) as session:
         runs = {name: session.asker(settings[name]) for name in names}
         files = {name: (args.out / f"answers-{tag}-{name}.jsonl").open("w") for name in names}
         try:

@@ -683,18 +683,33 @@ def eval_answers(
         Path | None,
         typer.Option("--out", help="Write one JSON line per question (answer, gold, citations...)."),
     ] = None,
+    questions: Annotated[
+        Path | None,
+        typer.Option(
+            "--questions",
+            help="A JSONL file of questions over the folder's articles (bench/data/paraphrase_s08.jsonl).",
+        ),
+    ] = None,
+    wording: Annotated[
+        str,
+        typer.Option(help="With --questions: ask each line's `question`, or its `original` wording."),
+    ] = "question",
+    seed: Annotated[int, typer.Option(help="The sample's seed.")] = 0,
     data_dir: DataDir = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Answer quality: gold answer contained (strict, lenient, F1), in the sources, cited passage,
-    abstentions with the article and without it, seconds per answer."""
-    from lectern.rag.evaluate_answers import eval_answers_command
+    """Answer quality: gold answer contained (strict, lenient, content-word recall, F1), in the
+    sources, cited passage, abstentions with the article and without it, seconds per answer."""
+    from lectern.rag.evaluate_answers import QuestionSource, eval_answers_command
 
     with _edge():
         answer = {"prompt": prompt, "context": context, "evidence": evidence}
         settings = _settings(data_dir, llm=_llm_flags(backend, model, adapter), answer=answer)
         _warn_remote(settings)
-        eval_answers_command(qa_dir, settings, limit, as_json=as_json, out_path=out_path)
+        source = QuestionSource(questions, wording) if questions is not None else None
+        eval_answers_command(
+            qa_dir, settings, limit, as_json=as_json, out_path=out_path, seed=seed, questions=source
+        )
 
 
 # -- the web UI ----------------------------------------------------------------------------------------

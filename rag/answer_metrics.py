@@ -1,9 +1,14 @@
-"""How close an answer is to a gold answer: strict containment, SQuAD token F1, and a lenient match
-that reads the same date or number written differently as equal.
+"""How close an answer is to a gold answer: strict containment, SQuAD token F1, a lenient match
+that reads the same date or number written differently as equal, and the share of a gold sentence's
+content words an answer holds.
 
     contains_gold("He retired in 1819 [2].", ["1819"])                  -> True
     token_f1("piccolo trumpets", ["the piccolo trumpet"])              -> 0.5
     lenient_contains("It opened on October 14, 1852.", ["14 October 1852"])  -> True
+    answer_recall("His father was a shipwright, ship owner and builder.",
+                  ["a shipwright, ship owner and contractor"])          -> 0.75
+
+Every form folds accents and Unicode compatibility forms first ("Montréal" = "Montreal", "ﬁ" = "fi").
 
 Gold answers are compared after `canonical` (lower case, punctuation and articles dropped, dates as
 YYYY-MM-DD, number words and "1,000" as digits), so "three" = "3" and "Oct. 14, 1852" = "14/10/1852"
@@ -14,8 +19,11 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+
+from lectern.ingest import tokenize
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation) | {"\u2018", "\u2019", "\u201c", "\u201d", "\u2013", "\u2014"}
@@ -71,15 +79,25 @@ _NUMBER_WORD_RUN = re.compile(
 )
 
 
+RECALL_MATCH = 0.8  # an answer holding this share of a gold's content words counts as a match
+
+
+def fold_accents(text: str) -> str:
+    """Compatibility forms unfolded (NFKD) and combining marks dropped: "Montréal" -> "Montreal"."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
 def squad_normalise(text: str) -> str:
-    """SQuAD's answer normalisation: lower case, punctuation and articles removed, spaces collapsed."""
-    text = "".join(" " if ch in _PUNCT else ch for ch in text.lower())
+    """SQuAD's answer normalisation: lower case, punctuation and articles removed, spaces collapsed
+    (accents folded first)."""
+    text = "".join(" " if ch in _PUNCT else ch for ch in fold_accents(text).lower())
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
 def normalise(text: str) -> str:
-    """Lower case, non-alphanumerics to spaces, spaces collapsed (the strict match's form)."""
-    return " ".join(_NON_ALNUM.sub(" ", text.lower()).split())
+    """Lower case, accents folded, non-alphanumerics to spaces, spaces collapsed (the strict form)."""
+    return " ".join(_NON_ALNUM.sub(" ", fold_accents(text).lower()).split())
 
 
 def contains_gold(answer: str, gold: Sequence[str]) -> bool:
@@ -150,7 +168,7 @@ def _number_run(match: re.Match[str]) -> str:
 def canonical(text: str) -> str:
     """The lenient form: dates as one token (d1852x10x14), number words and "1,000" as digits,
     ordinals as digits, then SQuAD normalisation."""
-    text = text.lower().replace("\u2013", "-").replace("\u2014", "-")
+    text = fold_accents(text).lower().replace("\u2013", "-").replace("\u2014", "-")
     text = _THOUSANDS.sub(lambda m: m.group(1).replace(",", ""), text)
     for form in _DATE_FORMS:
         text = form.sub(_date_token, text)
@@ -166,6 +184,19 @@ def lenient_contains(answer: str, gold: Sequence[str]) -> bool:
         return True
     text = f" {canonical(answer)} "
     return any((g := canonical(a)) and f" {g} " in text for a in gold)
+
+
+def answer_recall(answer: str, gold: Sequence[str]) -> float:
+    """The largest share, over the gold answers, of a gold's content words (stemmed, stop words
+    dropped, dates and numbers in one form) that the answer holds: a sentence-long gold is matched
+    by an answer that says it with a word left out or changed. 0.0 with no gold."""
+    said = set(tokenize.terms(canonical(answer)))
+    best = 0.0
+    for answer_gold in gold:
+        wanted = set(tokenize.terms(canonical(answer_gold))) or set(canonical(answer_gold).split())
+        if wanted:
+            best = max(best, len(wanted & said) / len(wanted))
+    return best
 
 
 def context_has_answer(passages: Sequence[str], gold: Sequence[str]) -> bool:

@@ -9,6 +9,7 @@ answer given for it.
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 import tempfile
 import time
@@ -81,6 +82,48 @@ def load_qa(qa_dir: Path) -> list[QAItem]:
             if answer and answer != "NULL":
                 item.answers.append(answer)
     return list(items.values())
+
+
+WORDINGS = ("question", "original")  # a questions file's field to ask: its own wording, or the set's
+
+
+def load_questions(path: Path, qa_dir: Path, wording: str = "question") -> list[QAItem]:
+    """Questions of a JSONL file over a CMU-layout folder's articles (bench/data/paraphrase_s08.jsonl):
+    one object a line with `article` ("data/set1/a1"), `question`, `answers` and optionally `original`
+    (the set's own wording of the same question) and `title`. `wording="original"` asks `original`, so
+    one file measures a question worded both ways."""
+    if wording not in WORDINGS:
+        raise BadQADir(f"wording must be one of {', '.join(WORDINGS)}, not {wording!r}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise BadQADir(f"{path}: cannot read the questions file ({err})") from None
+    items: list[QAItem] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BadQADir(f"{where}: not JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise BadQADir(f"{where}: expected a JSON object")
+        question, article, answers = row.get(wording), row.get("article"), row.get("answers")
+        if not isinstance(question, str) or not question.strip():
+            raise BadQADir(f"{where}: `{wording}` must be a non-empty string")
+        if not isinstance(article, str) or not article:
+            raise BadQADir(f"{where}: `article` must name an article file, as data/set1/a1")
+        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+            raise BadQADir(f"{where}: `answers` must be a list of strings")
+        file = qa_dir / (article + ARTICLE_SUFFIX)
+        if not file.is_file():
+            raise BadQADir(f"{where}: no article {file}")
+        title = row.get("title") if isinstance(row.get("title"), str) else file.stem
+        items.append(QAItem(question.strip(), file, str(title), list(answers)))
+    if not items:
+        raise BadQADir(f"{path}: no questions")
+    return items
 
 
 def articles_of(items: Sequence[QAItem]) -> list[Path]:

@@ -25,9 +25,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from lectern.rag.answer_metrics import contains_gold, context_has_answer, lenient_contains, token_f1
+from lectern.rag.answer_metrics import (
+    RECALL_MATCH,
+    answer_recall,
+    contains_gold,
+    context_has_answer,
+    lenient_contains,
+    token_f1,
+)
 from lectern.rag.citations import without_markers
-from lectern.rag.evaluate import QAItem, articles_of, eval_searcher, load_qa
+from lectern.rag.evaluate import QAItem, articles_of, eval_searcher, load_qa, load_questions
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -40,6 +47,7 @@ Progress = Callable[[int, int], None]
 KEYS = (
     "answer_contains",
     "answer_lenient",
+    "answer_recall",
     "token_f1",
     "context_has_answer",
     "generation_efficiency",
@@ -56,6 +64,7 @@ __all__ = [
     "KEYS",
     "AnswerEval",
     "QuestionRecord",
+    "QuestionSource",
     "answer_eval",
     "answer_metrics",
     "collect",
@@ -98,6 +107,7 @@ class QuestionRecord:
     seconds: float
     contains: bool
     lenient: bool
+    recall: float  # share of the gold's content words in the answer (rag.answer_metrics.answer_recall)
     f1: float
     context_has_answer: bool
     cites_article: bool
@@ -127,6 +137,7 @@ class QuestionRecord:
             seconds=round(seconds, 3),
             contains=contains,
             lenient=lenient_contains(text, gold) and not answer.abstained,
+            recall=0.0 if answer.abstained else round(answer_recall(text, gold), 4),
             f1=0.0 if answer.abstained else round(token_f1(text, gold), 4),
             context_has_answer=context_has_answer([c.text for c in answer.contexts], gold),
             cites_article=not answer.abstained and cites_article(answer, item.article),
@@ -162,6 +173,7 @@ def summarise(records: Sequence[QuestionRecord]) -> dict[str, float]:
     return {
         "answer_contains": _share(contains, n),
         "answer_lenient": _share(sum(r.lenient for r in records), n),
+        "answer_recall": _share(sum(r.recall >= RECALL_MATCH for r in records), n),
         "token_f1": round(statistics.fmean(r.f1 for r in records), 4) if n else 0.0,
         "context_has_answer": _share(in_context, n),
         "generation_efficiency": _share(contains, in_context),
@@ -274,15 +286,35 @@ class AnswerEval:
         return collect(self.items, self.asker(settings), progress, out)
 
 
+@dataclass(frozen=True)
+class QuestionSource:
+    """Where the eval's questions come from: the QA folder's own file, or a questions file over its
+    articles (rag.evaluate.load_questions), asked in its own wording or the set's original one."""
+
+    file: Path | None = None
+    wording: str = "question"
+
+    def items(self, qa_dir: Path) -> list[QAItem]:
+        return load_qa(qa_dir) if self.file is None else load_questions(self.file, qa_dir, self.wording)
+
+
 @contextmanager
 def answer_eval(
-    qa_dir: Path, settings: Settings, limit: int | None, seed: int = 0, *, workdir: Path | None = None
+    qa_dir: Path,
+    settings: Settings,
+    limit: int | None,
+    seed: int = 0,
+    *,
+    workdir: Path | None = None,
+    questions: QuestionSource | None = None,
 ) -> Iterator[AnswerEval]:
-    """Ingest the QA set's articles (settings.ingest) and sample `limit` answerable questions."""
-    all_items = load_qa(qa_dir)
-    articles = articles_of(all_items)
+    """Ingest the QA set's articles (settings.ingest) and sample `limit` answerable questions, from
+    the folder's own questions or `questions`. Every article is ingested either way, so a question's
+    article competes with the same others and can be hidden the same way."""
+    articles = articles_of(load_qa(qa_dir))
+    items = (questions or QuestionSource()).items(qa_dir)
     with eval_searcher(articles, settings, workdir) as searcher:
-        yield AnswerEval(sample_answerable(all_items, limit, seed), articles, searcher)
+        yield AnswerEval(sample_answerable(items, limit, seed), articles, searcher)
 
 
 def run_answer_eval(
@@ -294,10 +326,11 @@ def run_answer_eval(
     workdir: Path | None = None,
     progress: Progress | None = None,
     out: IO[str] | None = None,
+    questions: QuestionSource | None = None,
 ) -> dict[str, float]:
     """Ingest the QA set's articles into a temporary collection and measure the QA chain's answers
     on `limit` sampled answerable questions (keys: see KEYS)."""
-    with answer_eval(qa_dir, settings, limit, seed, workdir=workdir) as session:
+    with answer_eval(qa_dir, settings, limit, seed, workdir=workdir, questions=questions) as session:
         return session.run(settings, progress=progress, out=out)
 
 
@@ -310,6 +343,7 @@ def eval_answers_command(
     console: Console | None = None,
     seed: int = 0,
     out_path: Path | None = None,
+    questions: QuestionSource | None = None,
 ) -> dict[str, float]:
     """`lectern eval answers`: run the eval and print one JSON object or a table; with `out_path`,
     one JSON line per question (question, gold, answer, citations, abstained, seconds, ...)."""
@@ -334,6 +368,7 @@ def eval_answers_command(
             seed,
             progress=lambda d, t: bar.update(task, completed=d, total=t),
             out=lines,
+            questions=questions,
         )
     if as_json:
         out.print(json.dumps(metrics), soft_wrap=True, highlight=False, markup=False)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from lectern.rag.answer_metrics import (
+    answer_recall,
     canonical,
     contains_gold,
     context_has_answer,
+    fold_accents,
     lenient_contains,
     token_f1,
 )
@@ -74,3 +76,23 @@ def test_context_has_answer_looks_at_every_passage() -> None:
     assert context_has_answer(passages, ["1852"])
     assert not context_has_answer(passages, ["1853"])
     assert not context_has_answer([], ["1852"])
+
+
+def test_accents_and_unicode_forms_are_folded_in_every_match() -> None:
+    assert fold_accents("Montréal, Zürich, ﬁnal") == "Montreal, Zurich, final"
+    assert contains_gold("Montréal has two international airports", ["Montreal"])
+    assert contains_gold("Montreal has two", ["Montréal"])
+    assert lenient_contains("São Paulo, in 1554", ["Sao Paulo"])
+    assert token_f1("Montréal", ["Montreal"]) == 1.0
+
+
+def test_answer_recall_is_the_share_of_the_gold_content_words() -> None:
+    gold = ["a shipwright, ship owner and contractor"]
+    assert answer_recall("His father was a shipwright, ship owner and contractor.", gold) == 1.0
+    # strict containment fails on one word; recall keeps three of the four content words
+    assert not contains_gold("He was a shipwright, ship owner and builder.", gold)
+    assert answer_recall("He was a shipwright, ship owner and builder.", gold) == 0.75
+    # the best gold counts; dates and numbers are read in one form
+    assert answer_recall("It was first lit on October 14, 1852.", ["1853", "14 October 1852"]) == 1.0
+    assert answer_recall("Nothing relevant.", gold) == 0.0
+    assert answer_recall("anything", []) == 0.0

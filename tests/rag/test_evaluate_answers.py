@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import lectern.rag.evaluate_answers as ea
+from lectern.errors import BadQADir
 from lectern.rag.evaluate import QAItem
 from lectern.rag.types import Answer, Citation, Context
 from tests.conftest import CMU_DATA
@@ -102,6 +103,7 @@ def test_answer_metrics_hand_computed(tmp_path: Path) -> None:
     assert {k: v for k, v in m.items() if k != "mean_seconds"} == {
         "answer_contains": 0.5,
         "answer_lenient": 0.5,
+        "answer_recall": 0.5,  # q1 and q4 hold every content word of their gold
         # F1 per question (markers dropped): q1 P=2/4 R=1 -> 2/3; q2 0; q3 abstained 0; q4 1
         "token_f1": round((2 / 3 + 0 + 0 + 1) / 4, 4),
         "context_has_answer": 0.5,  # q1 and q2
@@ -161,6 +163,64 @@ def test_eval_answers_command_prints_one_json_object(tmp_path: Path, settings: A
     )
     data = json.loads(buffer.getvalue())
     assert set(data) == set(ea.KEYS) and data["n"] == 2
+
+
+@needs_cmu
+def test_a_questions_file_is_asked_in_either_wording(tmp_path: Path, settings: Any) -> None:
+    """`--questions FILE`: the file's questions over the folder's articles; `--wording original`
+    asks the same lines in the set's own words. Every article is still ingested."""
+    settings.llm.backend = "fake"
+    qa = tiny_qa(tmp_path / "qa")
+    rows = [
+        {
+            "article": "data/set4/a9",
+            "question": "Which physicist shared the 1903 physics prize for finding radioactivity?",
+            "original": "Who won the 1903 Nobel Prize in Physics for discovering radioactivity ?",
+            "answers": ["Henri Becquerel"],
+        },
+        {"article": "data/set4/a5", "question": "Where was Celsius born?", "answers": ["Uppsala"]},
+    ]
+    questions = tmp_path / "para.jsonl"
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines = StringIO()
+    source = ea.QuestionSource(questions)
+    m = ea.run_answer_eval(qa, settings, None, workdir=tmp_path, out=lines, questions=source)
+    records = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert [r["question"] for r in records] == [rows[0]["question"], rows[1]["question"]]
+    assert m["n"] == 2 and {r["article"] for r in records} == {"a9.txt.clean", "a5.txt.clean"}
+    # hidden: the other article alone is searched
+    assert [r["hidden_sources"] for r in records] == [["a5.txt.clean"], ["a9.txt.clean"]]
+    # the original wording: a line without one is refused by name, not skipped
+    with pytest.raises(BadQADir, match=r"para.jsonl, line 2: `original` must be"):
+        ea.QuestionSource(questions, "original").items(qa)
+    questions.write_text(json.dumps(rows[0]) + "\n")
+    lines = StringIO()
+    ea.run_answer_eval(
+        qa, settings, None, workdir=tmp_path, out=lines, questions=ea.QuestionSource(questions, "original")
+    )
+    assert json.loads(lines.getvalue())["question"] == rows[0]["original"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "line 1: not JSON"),
+        ('["a list"]', "line 1: expected a JSON object"),
+        ('{"article": "data/set4/a9", "answers": ["x"]}', "line 1: `question` must be"),
+        ('{"article": "data/set9/a1", "question": "q?", "answers": ["x"]}', "line 1: no article"),
+        ('{"article": "data/set4/a9", "question": "q?", "answers": "x"}', "line 1: `answers` must be"),
+        ("", "no questions"),
+    ],
+)
+@needs_cmu
+def test_a_bad_questions_file_names_the_line_and_the_field(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    qa = tiny_qa(tmp_path / "qa")
+    path = tmp_path / "q.jsonl"
+    path.write_text(content)
+    with pytest.raises(BadQADir, match=message):
+        ea.QuestionSource(path).items(qa)
 
 
 @pytest.mark.e2e
