@@ -94,6 +94,19 @@ class AnswerSettings(BaseModel):
     max_question_tokens: int = Field(QUESTION_TOKENS, ge=1)
 
 
+UnsupportedSentences = Literal["mark", "drop"]  # rag.summarize.UNSUPPORTED
+
+
+class SummarySettings(BaseModel):
+    """How a summary's sentences are checked against the passages summarized (rag.faithful)."""
+
+    # the rarity-weighted share of a sentence's words its best passage must hold (the answers' own
+    # threshold, rag.citations.SUPPORTED, which this module does not import)
+    support: float = Field(0.6, ge=0.0, le=1.0)
+    # a sentence below it is shown flagged (mark) or left out of the summary (drop)
+    unsupported: UnsupportedSentences = "mark"
+
+
 class LLMSettings(BaseModel):
     """Which model answers. `model` is `packaged:NAME` (`packaged:auto` picks one for this machine),
     a model folder, a hub id a user already has cached, or a .gguf file; for the `openai` backend,
@@ -131,6 +144,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     answer: AnswerSettings = AnswerSettings()
+    summary: SummarySettings = SummarySettings()
     llm: LLMSettings = LLMSettings()
 
     @classmethod

@@ -1,5 +1,8 @@
 """Summaries by stuff, refine or map-reduce, one signature for all, chosen from SUMMARIZERS.
 
+`summarize` runs stuff whenever the text fits one call (`fits_stuff`, the one rule), whatever
+method was asked, and says so in the result's `reason`; its sentences are then checked against the
+passages summarized (rag.faithful). The SUMMARIZERS themselves always do what they are named for.
 Every prompt sent is checked to fit the window with `max_new_tokens` left for the output.
 `progress(done, total)` is called after each LLM call (or batch); map-reduce's total grows when
 a collapse round turns out to be needed, and the last call is always (steps, steps).
@@ -16,6 +19,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate
 
 from lectern.errors import ContextTooLong, NothingToSummarize, UnknownKey
+from lectern.rag.citations import SUPPORTED
 from lectern.rag.context import (
     context_window,
     count_messages,
@@ -28,6 +32,7 @@ from lectern.rag.context import (
     tokens_left,
     trim_to_tokens,
 )
+from lectern.rag.faithful import check
 from lectern.rag.prompts import REFINE_INITIAL, REFINE_STEP, SUMMARIZE_MAP, SUMMARIZE_REDUCE, SUMMARIZE_STUFF
 from lectern.rag.types import SummaryResult
 
@@ -35,6 +40,7 @@ Progress = Callable[[int, int], None]
 SEPARATOR = "\n\n"
 MIN_PIECE_TOKENS = 16  # below this the window is too small to summarize anything
 MAX_COLLAPSE_ROUNDS = 10
+UNSUPPORTED = ("mark", "drop")  # what becomes of a summary sentence the sources do not support
 
 
 class Summarizer(Protocol):
@@ -127,14 +133,38 @@ def pack_texts(llm: BaseChatModel, texts: Sequence[str], budget: int) -> list[st
     return pieces
 
 
-def fits_stuff(llm: BaseChatModel, docs: Sequence[Document], *, max_new_tokens: int = 256) -> bool:
+def fits_stuff(
+    llm: BaseChatModel, docs: Sequence[Document], *, max_new_tokens: int = 256, token_max: int | None = None
+) -> bool:
+    """Whether the whole text goes in one stuff prompt with `max_new_tokens` left in the window
+    (and, when `token_max` is given, is at most that many tokens)."""
     text = SEPARATOR.join(_texts(docs))
+    if token_max is not None and count_tokens(llm, text) > token_max:
+        return False
     return tokens_left(llm, prompt_tokens(llm, SUMMARIZE_STUFF, text=text), max_new_tokens) >= 0
 
 
-def choose_method(llm: BaseChatModel, docs: Sequence[Document], *, max_new_tokens: int = 256) -> str:
-    """stuff when the whole text fits in one prompt, else map_reduce."""
-    return "stuff" if fits_stuff(llm, docs, max_new_tokens=max_new_tokens) else "map_reduce"
+def choose_method(
+    llm: BaseChatModel,
+    docs: Sequence[Document],
+    *,
+    method: str = "auto",
+    max_new_tokens: int = 256,
+    token_max: int | None = None,
+) -> tuple[str, str]:
+    """The method that runs for `method` and a short reason: stuff when the whole text fits one call
+    (whatever was asked), else the method asked (map_reduce for auto)."""
+    if method != "auto":
+        get_summarizer(method)  # an unknown method is refused before any work
+    if method == "stuff":
+        return "stuff", "stuff, as asked"
+    if fits_stuff(llm, docs, max_new_tokens=max_new_tokens, token_max=token_max):
+        asked = "auto" if method == "auto" else f"{method} asked"
+        return "stuff", f"stuff: the text fits the window in one call ({asked})"
+    limit = "the window in one call" + (f" of token_max {token_max}" if token_max is not None else "")
+    if method == "auto":
+        return "map_reduce", f"map_reduce: the text does not fit {limit} (auto)"
+    return method, f"{method}, as asked: the text does not fit {limit}"
 
 
 def stuff(
@@ -240,12 +270,19 @@ def summarize(
     progress: Progress | None = None,
     batch_size: int = 8,
     scope: str = "",
+    support: float = SUPPORTED,
+    unsupported: str = "mark",
 ) -> SummaryResult:
-    """Summarize `docs` (chunks in document order) with a method of SUMMARIZERS, or "auto"
-    (stuff when everything fits one prompt, else map_reduce)."""
-    if method == "auto":
-        method = choose_method(llm, docs, max_new_tokens=max_new_tokens)
-    return get_summarizer(method)(
+    """Summarize `docs` (chunks in document order) with a method of SUMMARIZERS, or "auto" (map_reduce
+    when the text does not fit one call); a text that fits is summarized by stuff whatever was asked.
+    Each summary sentence is checked against `docs` (rag.faithful): one whose best passage holds less
+    than `support` of it is kept and flagged (`unsupported="mark"`) or left out ("drop")."""
+    if unsupported not in UNSUPPORTED:
+        raise UnknownKey("unsupported sentences policy", unsupported, list(UNSUPPORTED))
+    chosen, reason = choose_method(
+        llm, docs, method=method, max_new_tokens=max_new_tokens, token_max=token_max
+    )
+    result = get_summarizer(chosen)(
         llm,
         docs,
         token_max=token_max,
@@ -254,3 +291,5 @@ def summarize(
         batch_size=batch_size,
         scope=scope,
     )
+    result = result.model_copy(update={"requested": method, "reason": reason})
+    return check(result, docs, threshold=support, drop=unsupported == "drop")

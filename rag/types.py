@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.documents import Document
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 QUOTE_CHARS = 300
-AbstainReason = Literal["retrieval", "evidence", "model", "unsupported"]
+AbstainReason = Literal["retrieval", "evidence", "model", "unsupported", "missing_subject"]
 """Why an answer abstained: nothing retrieved, too little evidence in the sources, the model said so,
-or its answer failed the check twice (restated the question, or said what no source says)."""
+its answer failed the check twice (restated the question, or said what no source says), or (the
+agent) one of the question's subjects has no passage or no fact of its own in the answer."""
 
 
 class Citation(BaseModel):
@@ -26,6 +27,16 @@ class Citation(BaseModel):
     inferred: bool = False  # the model wrote no [n]; lectern matched the answer to this source
     # the sentences of the passage that hold the answer's words: what the UI and CLI highlight
     highlights: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def from_context(cls, ctx: Context) -> Citation:
+        return cls(
+            number=ctx.number,
+            source=ctx.source,
+            page=ctx.page,
+            chunk_id=ctx.chunk_id,
+            quote=quote_of(ctx.text),
+        )
 
 
 class Context(BaseModel):
@@ -128,14 +139,64 @@ def final_answer(parts: AnswerStream, on_text: Callable[[str], None] | None = No
 SummaryMethod = Literal["stuff", "refine", "map_reduce"]
 
 
+UNSUPPORTED_FLAG = "[not in the sources]"
+
+
+class SummarySentence(BaseModel):
+    """One sentence of a summary, checked against the passages summarized (rag.faithful)."""
+
+    text: str
+    before: str = ""  # what stood between it and the previous sentence (" ", a line break)
+    claim: bool = True  # false for what says nothing about the text ("Here is a summary:", "2.")
+    sources: list[int] = Field(default_factory=list)  # the [n] of the passages that hold it
+    support: float = 0.0  # the best passage's rarity-weighted share of its words (rag.citations)
+    problem: str | None = None  # why it is not supported (rag.faithful.NOT_IN_SOURCES, ...)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def supported(self) -> bool:
+        return self.problem is None
+
+
 class SummaryResult(BaseModel):
-    """A summary and how it was made: `steps` counts LLM calls, `chunks` the input passages."""
+    """A summary and how it was made: `steps` counts LLM calls, `chunks` the input passages.
+
+    `method` is what ran and `requested` what was asked: a text that fits the window in one call is
+    summarized by stuff whatever was asked, and `reason` says so. `sentences` are the summary's
+    sentences checked against the passages (numbered 1..chunks, as `citations` cite them);
+    `faithfulness` is the share of its claims supported. With `dropped`, the unsupported ones are
+    left out of `summary` (they stay in `sentences` and `unsupported`)."""
 
     summary: str
     method: str
     scope: str = ""
     chunks: int = 0
     steps: int = 0
+    requested: str = ""
+    reason: str = ""
+    sentences: list[SummarySentence] = Field(default_factory=list)
+    citations: list[Citation] = Field(default_factory=list)
+    faithfulness: float | None = None  # None: not checked
+    dropped: bool = False
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def unsupported(self) -> list[str]:
+        return [s.text for s in self.sentences if not s.supported]
+
+    def marked(self, flag: Callable[[str], str] = lambda text: f"{text} {UNSUPPORTED_FLAG}") -> str:
+        """The summary with [n] after each supported sentence and `flag(sentence)` for the others
+        (left out when dropped): what the CLI and the UI show."""
+        if not self.sentences:
+            return self.summary
+        parts = []
+        for s in self.sentences:
+            if s.supported:
+                cites = " " + "".join(f"[{n}]" for n in s.sources) if s.sources else ""
+                parts.append(s.before + s.text + cites)
+            elif not self.dropped:
+                parts.append(s.before + flag(s.text))
+        return "".join(parts).strip()
 
 
 def quote_of(text: str, limit: int = QUOTE_CHARS) -> str:

@@ -337,4 +337,6 @@ class Workspace:
             progress=progress,
             batch_size=self.settings.llm.batch_size,
             scope=scope,
+            support=self.settings.summary.support,
+            unsupported=self.settings.summary.unsupported,
         )

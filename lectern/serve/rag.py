@@ -112,7 +112,9 @@ async def summarize_request(server: Server, body: SummarizeRequest, request: Req
     def work() -> Any:
         docs, scope = ws.scope_documents(source=body.source, query=body.query)
         return summarize(llm, docs, method=body.method, max_new_tokens=llm.max_new_tokens,
-                         batch_size=server.options.max_batch, scope=scope)  # fmt: skip
+                         batch_size=server.options.max_batch, scope=scope,
+                         support=ws.settings.summary.support,
+                         unsupported=ws.settings.summary.unsupported)  # fmt: skip
 
     try:
         result = await watching(request, llm.cancelled, asyncio.to_thread(work))

@@ -42,7 +42,8 @@ def test_every_summarizer_keeps_the_contract(method: str) -> None:
     assert result.method == method and result.chunks == 4 and result.scope == "s"
     assert result.summary and result.steps == len(llm.prompts) >= 1
     assert seen[-1] == (result.steps, result.steps)
-    assert summarize(WindowFake(context_window=400), docs, method=method, max_new_tokens=40).method == method
+    forced = summarize(WindowFake(context_window=400), docs, method=method, max_new_tokens=40, token_max=30)
+    assert forced.method == forced.requested == method
 
 
 @pytest.mark.parametrize("method", ["refine", "map_reduce"])
@@ -65,10 +66,42 @@ def test_stuff_raises_when_the_text_does_not_fit() -> None:
 
 def test_choose_method_and_auto() -> None:
     llm = WindowFake(context_window=300)
-    assert choose_method(llm, chunks(2), max_new_tokens=30) == "stuff"
-    assert choose_method(llm, chunks(20), max_new_tokens=30) == "map_reduce"
+    assert choose_method(llm, chunks(2), max_new_tokens=30)[0] == "stuff"
+    assert choose_method(llm, chunks(20), max_new_tokens=30)[0] == "map_reduce"
     assert summarize(llm, chunks(20), max_new_tokens=30).method == "map_reduce"
     assert summarize(llm, chunks(2), max_new_tokens=30).method == "stuff"
+
+
+@pytest.mark.parametrize("method", ["refine", "map_reduce", "auto"])
+def test_a_text_that_fits_the_window_is_one_call_whatever_was_asked(method: str) -> None:
+    llm = WindowFake(context_window=400)
+    result = summarize(llm, chunks(4, 20), method=method, max_new_tokens=40)
+    asked = "auto" if method == "auto" else f"{method} asked"
+    assert (result.method, result.requested, result.steps, len(llm.prompts)) == ("stuff", method, 1, 1)
+    assert result.reason == f"stuff: the text fits the window in one call ({asked})"
+    assert llm.users[0].startswith("Summarize the following text.")  # the stuff prompt was sent
+
+
+def test_a_text_too_long_for_one_call_runs_the_method_asked_and_says_why() -> None:
+    long = chunks(20, 40)
+    refined = summarize(WindowFake(context_window=300), long, method="refine", max_new_tokens=30)
+    assert refined.method == refined.requested == "refine" and refined.steps > 1
+    assert refined.reason == "refine, as asked: the text does not fit the window in one call"
+    auto = summarize(WindowFake(context_window=300), long, max_new_tokens=30)
+    assert (auto.method, auto.requested) == ("map_reduce", "auto")
+    assert auto.reason == "map_reduce: the text does not fit the window in one call (auto)"
+    # a token_max below the text's length is the caller's limit on one call: the method asked runs
+    small = summarize(
+        WindowFake(context_window=400), chunks(4, 20), method="map_reduce", max_new_tokens=40, token_max=30
+    )
+    assert small.method == "map_reduce" and small.steps > 1
+    assert (
+        small.reason == "map_reduce, as asked: the text does not fit the window in one call of token_max 30"
+    )
+    asked = summarize(
+        WindowFake(context_window=400), chunks(4, 20), method="stuff", max_new_tokens=40, token_max=30
+    )
+    assert (asked.method, asked.reason) == ("stuff", "stuff, as asked")
 
 
 def test_unknown_method_and_empty_input() -> None:
