@@ -37,7 +37,7 @@ from lectern.errors import (
 if TYPE_CHECKING:
     from lectern.ingest.pipeline import IngestReport
     from lectern.rag.settings import Settings
-    from lectern.rag.types import Answer
+    from lectern.rag.types import Answer, SummaryResult
     from lectern.rag.workspace import Workspace
 
 EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -405,7 +405,7 @@ def search(
 
 
 # -- generation ---------------------------------------------------------------------------------------
-def _print_citations(answer: Answer) -> None:
+def _print_citations(answer: Answer | SummaryResult) -> None:
     if answer.citations:
         out.print("\n[bold]Sources[/bold]")
     for c in answer.citations:
@@ -600,18 +600,26 @@ def summarize(
     query: Annotated[
         str | None, typer.Option("--query", "-q", help="Summarize the chunks this query finds.")
     ] = None,
-    method: Annotated[str, typer.Option(help="stuff | refine | map_reduce | auto")] = "auto",
+    method: Annotated[
+        str, typer.Option(help="stuff | refine | map_reduce | auto; a text that fits one call is stuffed")
+    ] = "auto",
+    unsupported: Annotated[
+        str | None,
+        typer.Option(help="mark | drop: a sentence no passage holds is shown marked, or left out"),
+    ] = None,
     backend: BackendOpt = None,
     model: ModelOpt = None,
     adapter: AdapterOpt = None,
     data_dir: DataDir = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Summarize a document, the whole collection, or the result of a query."""
+    """Summarize a document, the whole collection, or the result of a query; each sentence cites the
+    passages that hold it, and one they do not is marked (or left out)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     with _edge():
-        ws = _workspace(collection, _settings(data_dir, llm=_llm_flags(backend, model, adapter)))
+        flags = {"llm": _llm_flags(backend, model, adapter), "summary": {"unsupported": unsupported}}
+        ws = _workspace(collection, _settings(data_dir, **flags))
         _warn_remote(ws.settings)
         if path is not None and (not ws.exists or ws._source(path) not in ws.collection().content_hashes()):
             report = ws.ingest([path])
@@ -630,8 +638,24 @@ def summarize(
         if as_json:
             out.print_json(result.model_dump_json())
             return
-        out.print(f"[bold]Summary of {result.scope}[/bold] ({result.method}, {result.chunks} chunks)\n")
-        out.print(result.summary, highlight=False, markup=False)
+        _print_summary(result)
+
+
+def _print_summary(result: SummaryResult) -> None:
+    """What ran and why, the summary with its [n] and flags, the passages cited, how much of it they hold."""
+    from lectern.rag.faithful import note
+
+    out.print(f"[bold]Summary of {result.scope}[/bold] ({result.method}, {result.chunks} chunks)")
+    out.print(f"[dim]{escape(result.reason)}[/dim]\n", highlight=False)
+    out.print(result.marked(), highlight=False, markup=False)
+    _print_citations(result)
+    line = note(result)
+    if line:
+        style = "yellow" if result.unsupported else "dim"
+        out.print(f"\n[{style}]{escape(line)}[/{style}]", highlight=False)
+    if result.dropped:
+        for sentence in result.unsupported:
+            out.print(f"[dim]left out: {escape(sentence)}[/dim]", highlight=False)
 
 
 # -- evaluation ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,35 @@ def test_summarize_a_document_each_method(runner: CliRunner, tmp_path: Path, met
     path = tmp_path / "docs" / "canal.md"
     result = runner.invoke(app, ["summarize", str(path), "-c", "notes", "--method", method])
     assert result.exit_code == 0, result.output
-    assert f"({method}," in result.output and "locks" in result.output
+    assert "(stuff," in result.output and "locks" in result.output  # it fits one call
+    reason = "stuff, as asked" if method == "stuff" else f"fits the window in one call ({method} asked)"
+    assert reason in result.output
+    assert "\nSources\n[1] canal.md: " in result.output  # the passage the summary cites
+    assert "1 of 1 sentences found in the sources (100%)" in result.output
+
+
+def test_summarize_marks_a_sentence_no_source_holds(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lectern.rag.fake import FakeChatModel
+
+    made_up = "The canal was dug by giants in 1066."
+    monkeypatch.setattr(
+        FakeChatModel, "respond", lambda self, messages: f"The canal has forty-two locks. {made_up}"
+    )
+    result = runner.invoke(app, ["summarize", "-c", "notes", "--method", "map_reduce"])
+    assert result.exit_code == 0, result.output
+    assert f"The canal has forty-two locks. [1] {made_up} [not in the sources]" in result.output
+    assert "1 of 2 sentences found in the sources (50%); 1 not, marked [not in the sources]" in result.output
+    as_json = runner.invoke(app, ["summarize", "-c", "notes", "--json"])
+    data = json.loads(as_json.output)
+    assert data["unsupported"] == [made_up] and data["faithfulness"] == 0.5
+    assert data["method"] == "stuff" and data["requested"] == "auto" and data["citations"][0]["number"] == 1
+    dropped = runner.invoke(app, ["summarize", "-c", "notes", "--unsupported", "drop"])
+    assert "The canal has forty-two locks. [1]\n" in dropped.output
+    assert "1 not, left out" in dropped.output and f"left out: {made_up}" in dropped.output
+    bad = runner.invoke(app, ["summarize", "-c", "notes", "--unsupported", "hide"])
+    assert bad.exit_code == 2 and "summary.unsupported = 'hide'" in bad.output
 
 
 def test_summarize_a_query_and_an_unknown_method(runner: CliRunner) -> None:

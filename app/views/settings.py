@@ -110,6 +110,12 @@ evidence = right.toggle(
     help="Before asking the model, check that the question's rarer words are in the best passage; "
     "if not, answer that the documents do not contain it (docs/ANSWERS.md).",
 )
+drop_unsupported = right.toggle(
+    "Leave out summary sentences the documents do not hold",
+    value=config.summary.unsupported == "drop",
+    help="Each summary sentence is checked against the passages summarized. Off: one that no "
+    "passage holds is shown, marked; on: it is left out (and listed under the summary).",
+)
 
 if kind in ("packaged", "folder"):
     st.subheader("LoRA adapter")
@@ -177,6 +183,7 @@ if st.button("Save settings", type="primary"):
         data["answer"].update(
             prompt=prompt, context="sentences" if excerpts else "chunks", evidence=bool(evidence)
         )
+        data["summary"].update(unsupported="drop" if drop_unsupported else "mark")
         path = Settings(**data).save()
     if not outcome.failed:
         st.success(f"Saved to {path}; the CLI uses these settings too.")

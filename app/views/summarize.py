@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lectern.app import components, resources
+from lectern.rag.faithful import note as faithful_note
 from lectern.rag.types import SummaryResult
 
 METHODS = ["auto", "stuff", "refine", "map_reduce"]
@@ -34,7 +35,8 @@ method = st.selectbox(
     METHODS,
     key="summary-method",
     help="stuff: all at once; refine: passage by passage; map_reduce: summaries of summaries; "
-    "auto: stuff when it fits, else map_reduce.",
+    "auto: map_reduce when the text is too long for one call. A text that fits the model's window "
+    "is summarized in one call (stuff) whatever the method.",
 )
 
 if st.button("Summarize", type="primary", disabled=scope == "A query" and not query):
@@ -48,11 +50,24 @@ kept = st.session_state.get("summary")
 if kept is not None and kept[0] == ws.name:
     result: SummaryResult = kept[1]
     st.subheader(f"Summary of the {result.scope}")
-    st.markdown(result.summary)
+    st.markdown(result.marked(flag=lambda text: ":red-background[" + text.replace("]", "\\]") + "] ⚠"))
     st.caption(f"{result.method} · {result.chunks} passages · {result.steps} model calls")
+    if result.reason:
+        st.caption(result.reason)
+    note = faithful_note(result)
+    if note and result.unsupported:
+        st.warning(note)
+    elif note:
+        st.caption(note)
+    if result.dropped and result.unsupported:
+        with st.expander("Left out: sentences the documents do not hold"):
+            for sentence in result.unsupported:
+                st.markdown(f"- {components.plain(sentence)}")
+    components.citations(result.citations)
     markdown = (
-        f"# Summary of the {result.scope}\n\n{result.summary}\n\n"
-        f"_Method: {result.method}; {result.chunks} passages; {result.steps} model calls._\n"
+        f"# Summary of the {result.scope}\n\n{result.marked()}\n\n"
+        f"_Method: {result.method}; {result.chunks} passages; {result.steps} model calls. "
+        f"{result.reason}. {note or ''}_\n"
     )
     st.download_button(
         "Download as Markdown",

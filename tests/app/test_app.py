@@ -295,6 +295,11 @@ def test_summarize_a_document(open_app: OpenApp, ingested: Path, method: str) ->
     assert any(s.value.startswith("Summary of the document") for s in at.subheader)
     assert "Marrow Point" in texts(at) or "lighthouse" in texts(at).lower()
     assert at.get("download_button")
+    captions = [c.value for c in at.caption]
+    asked = "auto" if method == "auto" else f"{method} asked"
+    assert f"stuff: the text fits the window in one call ({asked})" in captions  # one call, said so
+    assert any(c.endswith("sentences found in the sources (100%)") for c in captions)
+    assert any(e.label.startswith("[1] marrow_point_light.pdf") for e in at.expander)  # its citations
 
 
 def test_summarize_the_collection(open_app: OpenApp, ingested: Path) -> None:
