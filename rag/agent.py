@@ -14,17 +14,21 @@ budget allows; when the budget runs out the agent abstains. A malformed tool cal
 or a tool's error goes back to the model as an error result: it never ends the run.
 
 `plan` (plan and execute, for small models): one model call without tools names the searches the
-question needs, one per part (a question about two people gets one search each, which a small
-model seldom thinks of calling itself); they run beside the question's own search, and the answer
-is then written as the QA chain writes one, from the best sentences of everything found (with room
-for two more per planned search), with its answer check, but without its evidence gate, which
-wants the whole question's words in one chunk. No tool loop follows: two or three model calls.
+question needs, one per subject (a question about two people gets one search each, which a small
+model seldom thinks of calling itself). The plan is read as a list of subjects (rag.plan: labels,
+websites and generic words dropped, a line naming two subjects split), and each subject the question
+itself names is searched even when the plan is unusable. The searches run beside the question's own,
+and the answer is written as the QA chain writes one, from the best sentences of everything found
+plus each search's own best (rag.subjects.quota_sentences), with its answer check, but without its
+evidence gate, which wants the whole question's words in one chunk. No tool loop follows: two or
+three model calls. When the question names several subjects, the agent abstains
+(abstained_by="missing_subject") when no passage shown is about one of them, or when the answer
+gives one of them no fact from its own passages (rag.subjects.misattributed).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -40,32 +44,17 @@ from pydantic import BaseModel, Field, ValidationError
 from lectern.errors import LecternError
 from lectern.rag.context import generation_kwargs
 from lectern.rag.evidence import TermWeights
+from lectern.rag.plan import PLAN_SEARCHES, Subject, plan_queries, plan_subjects, question_subjects
 from lectern.rag.prompts import AGENT_FINAL, AGENT_PLAN, AGENT_SYSTEM, NO_ANSWER
 from lectern.rag.qa import cited_answer
+from lectern.rag.subjects import misattributed, missing_subjects, quota_sentences
 from lectern.rag.tools import SourceBook
-from lectern.rag.types import Answer
+from lectern.rag.types import AbstainReason, Answer, Context
 
 StopReason = Literal["answer", "steps", "budget"]
-PLAN_SEARCHES = 3  # at most this many searches from the plan, beside the question's own
 PLAN_TOKENS = 64  # a plan is a few short lines
 
-
-def plan_queries(text: str, question: str, limit: int = PLAN_SEARCHES) -> list[str]:
-    """The searches a plan names: one per line, list marks and quotes stripped, none repeated,
-    none that is the question itself, none longer than a sentence; at most `limit`."""
-    seen = {" ".join(question.lower().split())}
-    out: list[str] = []
-    for line in text.splitlines():
-        query = re.sub(r"^\s*(?:[-*•]|\d+[.)]|search\s*\d*\s*:)\s*", "", line, flags=re.IGNORECASE)
-        query = query.strip().strip("\"'`").strip()
-        key = " ".join(query.lower().split())
-        if not key or len(query) > 200 or key in seen:
-            continue
-        seen.add(key)
-        out.append(query)
-        if len(out) == limit:
-            break
-    return out
+__all__ = ["PLAN_SEARCHES", "Agent", "AgentResult", "Step", "build_agent", "plan_queries"]
 
 
 class Step(BaseModel):
@@ -92,6 +81,8 @@ class AgentResult(BaseModel):
     steps: list[Step] = Field(default_factory=list)
     stopped_by: StopReason = "answer"
     tokens: int = 0  # spent over all model calls
+    subjects: list[str] = Field(default_factory=list)  # plan: the subjects the question names
+    missing: list[str] = Field(default_factory=list)  # plan: those whose fact the answer lacks
 
     @property
     def tool_calls(self) -> list[Step]:
@@ -139,9 +130,10 @@ class Agent:
             # loop starts with search(question) done for them, shown as their own first call, and
             # with the plan's searches beside it.
             queries = [question]
+            planned: list[Subject] = []
             if self.plan:
                 planned, used = self._plan(question, steps, spent)
-                queries += planned
+                queries += [s.query for s in planned]
                 spent += used
             calls = [
                 tool_call(name="search", args={"query": q}, id=f"call_{i}") for i, q in enumerate(queries)
@@ -149,7 +141,7 @@ class Agent:
             seed = AIMessage("", tool_calls=calls)
             messages += [seed, *self._run_tools(seed, steps)]
             if self.plan:
-                return self._execute(question, len(queries) - 1, steps, spent)
+                return self._execute(question, planned, steps, spent)
         final: str | None = None
         stopped: StopReason = "steps"
         for _ in range(self.max_steps):
@@ -177,37 +169,69 @@ class Agent:
             answer.abstained, answer.answer, answer.citations = True, NO_ANSWER, []
         return AgentResult(answer=answer, steps=steps, stopped_by=stopped, tokens=spent)
 
-    def _execute(self, question: str, planned: int, steps: list[Step], spent: int) -> AgentResult:
-        """The plan's answer: the QA chain over the chunks the searches found (rag.qa.QAChain)."""
-        from lectern.rag.evidence import SENTENCES
+    def _execute(self, question: str, planned: list[Subject], steps: list[Step], spent: int) -> AgentResult:
+        """The plan's answer: the QA chain (rag.qa.QAChain) over the best sentences of everything found
+        and of each planned search (a quota each), then each subject's fact checked in the answer."""
         from lectern.rag.qa import QAChain
 
-        docs = [c.to_document() for c in self.book.contexts]
-        prompt = self.llm.get_num_tokens(" ".join(d.page_content for d in docs))
+        found = self.book.contexts
+        by_number = {c.number: c for c in found}
+        searches = [s for s in steps if s.kind == "tool"][-len(planned) :] if planned else []
+        shown = quota_sentences(
+            question,
+            found,
+            [(p, [by_number[n] for n in s.chunks]) for p, s in zip(planned, searches, strict=True)],
+            self.term_weights,
+        )
+        subjects = question_subjects(question)
+        chunks = {c.chunk_id: c for c in found}
+
+        def result(
+            answer: Answer, stopped: StopReason = "answer", missing: list[str] | None = None
+        ) -> AgentResult:
+            return AgentResult(
+                answer=answer, steps=steps, stopped_by=stopped, tokens=spent,
+                subjects=list(subjects.names), missing=missing or [],
+            )  # fmt: skip
+
+        if len(subjects.names) >= 2 and (missing := missing_subjects(subjects.names, shown, chunks)):
+            # nothing was found for a subject: no answer could give its fact, so the model is not asked
+            return result(_abstained(question, "missing_subject", shown), missing=missing)
+        prompt = self.llm.get_num_tokens(" ".join([question, *(c.text for c in shown)]))
         if spent + prompt + self.max_new_tokens > self.token_budget:
-            return AgentResult(answer=_abstained(question), steps=steps, stopped_by="budget", tokens=spent)
+            return result(_abstained(question), "budget")
         chain = QAChain(
             self.llm,
-            _Found(docs=docs),
+            _Found(docs=[c.to_document() for c in shown]),
             max_new_tokens=self.max_new_tokens,
-            sentences=SENTENCES + 2 * planned,
+            context="chunks",  # the sentences are chosen above, a quota per search
             evidence=False,
             term_weights=self.term_weights,
         )
         start = time.perf_counter()
         answer = chain.invoke(question)
-        shown = " ".join(c.text for c in answer.contexts)  # the sentences the prompt showed
-        used = self.llm.get_num_tokens(f"{question} {shown} {answer.raw or answer.answer}")
+        answer.contexts = [c.model_copy(update={"excerpt": True}) for c in answer.contexts]
+        shown_text = " ".join(c.text for c in answer.contexts)  # the sentences the prompt showed
+        used = self.llm.get_num_tokens(f"{question} {shown_text} {answer.raw or answer.answer}")
         _add_step(
             steps, time.perf_counter() - start, kind="model", result_chars=len(answer.answer), tokens=used
         )
-        return AgentResult(answer=answer, steps=steps, stopped_by="answer", tokens=spent + used)
+        spent += used
+        if answer.abstained:
+            return result(answer)
+        wrong = misattributed(answer.answer, question, subjects, answer.contexts, chunks)
+        if wrong:  # a subject's fact is not in its own passages, or not given at all
+            update = {"answer": NO_ANSWER, "citations": [], "abstained": True, "support": None}
+            answer = answer.model_copy(update={**update, "abstained_by": "missing_subject"})
+        return result(answer, missing=wrong)
 
-    def _plan(self, question: str, steps: list[Step], spent: int) -> tuple[list[str], int]:
-        """The plan's searches (rag.prompts.AGENT_PLAN, one model call without tools), and its tokens."""
+    def _plan(self, question: str, steps: list[Step], spent: int) -> tuple[list[Subject], int]:
+        """The plan's subjects and their searches (rag.prompts.AGENT_PLAN, one model call without
+        tools, read by rag.plan.plan_subjects), and its tokens. A plan that cannot be read, or no
+        plan (the budget), still searches the subjects the question names."""
         prompt: list[BaseMessage] = [HumanMessage(AGENT_PLAN.format(question=question))]
         reply, used = self._call(self.llm, prompt, steps, spent, max_new_tokens=PLAN_TOKENS)
-        return (plan_queries(reply.text, question) if reply is not None else []), used
+        return plan_subjects(reply.text if reply is not None else "", question), used
 
     def _call(
         self,
@@ -282,8 +306,12 @@ class _Found(BaseRetriever):
         return list(self.docs)
 
 
-def _abstained(question: str) -> Answer:
-    return Answer(question=question, answer=NO_ANSWER, abstained=True)
+def _abstained(
+    question: str, reason: AbstainReason | None = None, contexts: list[Context] | None = None
+) -> Answer:
+    return Answer(
+        question=question, answer=NO_ANSWER, abstained=True, abstained_by=reason, contexts=contexts or []
+    )
 
 
 def build_agent(llm: BaseChatModel, tools: Sequence[BaseTool], book: SourceBook, **options: Any) -> Agent:

@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import ToolMessage
 
+from lectern.rag.agent import AgentResult
+from lectern.rag.evidence import select_sentences
 from lectern.rag.fake import ScriptedChatModel
 from lectern.rag.llm.tool_calls import format_tool_call
 from lectern.rag.prompts import NO_ANSWER
 from lectern.rag.qa import grounding_note
 from lectern.rag.settings import Settings
 from lectern.rag.tools import SourceBook, build_tools, page_range
+from lectern.rag.types import Context
 from lectern.rag.workspace import Workspace
 
 OTTERS = "The river otters of Glenmore eat crayfish at dawn. They sleep in holts under alder roots."
@@ -232,3 +235,238 @@ def test_plan_queries_reads_lists_and_refuses_what_is_not_a_search() -> None:
     ]
     assert plan_queries("Where was he born?\n", "where was  he born?") == []
     assert plan_queries("", "q") == []
+
+
+# Issue 23: what the default model's plans looked like, and what each should search.
+QUESTION = "Where were Gustav Klimt and Piet Mondrian born?"
+KLIMT = (
+    "Gustav Klimt\n\nGustav Klimt was born in Baumgarten, near Vienna. Klimt's father Ernst was born in "
+    "Bohemia. Klimt's mother Anna was born in Vienna. His brother Ernst Klimt was born in 1864. His brother "
+    "Georg Klimt was born in 1867. Klimt's daughter was born in 1899. Klimt's son Gustav was born in 1912. "
+    "Klimt died in Vienna in 1918.\n"
+)
+MONDRIAN = (
+    "Piet Mondrian\n\nPiet Mondrian was a Dutch painter of abstract grids. He was born in Amersfoort in "
+    "the Netherlands. He moved to Paris in 1911 and to New York in 1940.\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("plan", "question", "expected"),
+    [
+        ("Google Images, Wikipedia articles", QUESTION, []),
+        ("Here are the searches:\n- Google Maps\n- Wikipedia", QUESTION, []),
+        (
+            "Searches: Koalas, giant pandas",
+            "What do koalas and giant pandas eat?",
+            ["Koalas", "giant pandas"],
+        ),
+        ("Gustav Klimt and Piet Mondrian", QUESTION, ["Gustav Klimt", "Piet Mondrian"]),
+        (
+            'Google Search: "Gustav Klimt birthplace"\nQuery 2: Piet Mondrian',
+            QUESTION,
+            ["Gustav Klimt birthplace", "Piet Mondrian"],
+        ),
+        (
+            "1. **Gustav Klimt** Wikipedia\n2) Search for Piet Mondrian on Google",
+            QUESTION,
+            ["Gustav Klimt", "Piet Mondrian"],
+        ),
+        (
+            "Anders Celsius: https://www.britannica.com/biography/Anders-Celsius\nhttps://en.wikipedia.org/wiki/X",
+            "Where was Anders Celsius born?",
+            ["Anders Celsius"],
+        ),
+        (f"{QUESTION}\nWhere were Gustav Klimt and Piet Mondrian born", QUESTION, []),  # the question again
+        ("I don't know based on the documents.", QUESTION, []),
+    ],
+)
+def test_plan_queries_reads_the_plans_the_default_model_wrote(
+    plan: str, question: str, expected: list[str]
+) -> None:
+    from lectern.rag.agent import plan_queries
+
+    assert plan_queries(plan, question) == expected
+
+
+@pytest.mark.parametrize(
+    ("question", "names", "comparison"),
+    [
+        (QUESTION, ("Gustav Klimt", "Piet Mondrian"), False),
+        (
+            "In what years were Ulysses S. Grant and Gerald Ford born?",
+            ("Ulysses S. Grant", "Gerald Ford"),
+            False,
+        ),
+        (
+            "Which numbered presidents of the United States were Abraham Lincoln and Calvin Coolidge?",
+            ("Abraham Lincoln", "Calvin Coolidge"),
+            False,
+        ),
+        (
+            "When did Ghana gain independence from the United Kingdom, and since when has Egypt been a republic?",
+            ("Ghana", "Egypt"),
+            False,
+        ),
+        (
+            "Where were Leonardo da Vinci and Vincent van Gogh born?",
+            ("Leonardo da Vinci", "Vincent van Gogh"),
+            False,
+        ),
+        ("What do koalas and giant pandas eat?", ("koalas", "giant pandas"), False),
+        ("Who was born first, Pablo Picasso or El Greco?", ("Pablo Picasso", "El Greco"), True),
+        # one subject asked two things: no list of subjects
+        ("Who assassinated Abraham Lincoln, and in which county was Lincoln born?", (), False),
+        (
+            "What device did Alessandro Volta improve in 1775, and when did he teach at the Como school?",
+            (),
+            False,
+        ),
+        ("Who assassinated the president who signed the National Banking Act of 1863?", (), False),
+    ],
+)
+def test_question_subjects_are_found_without_a_model(
+    question: str, names: tuple[str, ...], comparison: bool
+) -> None:
+    from lectern.rag.plan import question_subjects
+
+    found = question_subjects(question)
+    assert found.names == names and found.comparison == comparison
+
+
+def test_an_unusable_plan_falls_back_to_the_question_s_subjects() -> None:
+    from lectern.rag.plan import Subject, plan_subjects
+
+    assert plan_subjects("Google Images, Wikipedia articles", QUESTION) == [
+        Subject("Gustav Klimt", "Gustav Klimt"),
+        Subject("Piet Mondrian", "Piet Mondrian"),
+    ]
+    # a usable plan's searches are kept for the subjects they name; a missing subject is added
+    assert plan_subjects("Gustav Klimt birthplace\nGustav Klimt", QUESTION) == [
+        Subject("Gustav Klimt", "Gustav Klimt birthplace"),
+        Subject("Piet Mondrian", "Piet Mondrian"),
+    ]
+    # a question naming no list of subjects: its names, when the plan has nothing
+    assert plan_subjects("Google Maps", "Who designed the Marrow Point lighthouse tower?") == [
+        Subject("Marrow Point", "Marrow Point")
+    ]
+
+
+def _ctx(number: int, title: str, text: str) -> Context:
+    return Context(number=number, chunk_id=f"c{number}", source=f"{title}.txt", title=title, text=text)
+
+
+def test_each_planned_search_keeps_its_own_best_sentences() -> None:
+    """Seven of Klimt's sentences share "born" with the question and his chunk ranks first, so the
+    six best sentences of all that was found hold none of Mondrian's; his search's quota keeps his."""
+    from lectern.rag.plan import Subject
+    from lectern.rag.subjects import quota_sentences
+
+    klimt, mondrian = (
+        _ctx(1, "Gustav Klimt", KLIMT.split("\n\n")[1]),
+        _ctx(2, "Piet Mondrian", MONDRIAN.split("\n\n")[1]),
+    )
+    alone = select_sentences(QUESTION, [klimt, mondrian])
+    assert "Amersfoort" not in " ".join(c.text for c in alone)  # what the agent showed before
+    shown = quota_sentences(
+        QUESTION,
+        [klimt, mondrian],
+        [
+            (Subject("Gustav Klimt", "Gustav Klimt"), [klimt]),
+            (Subject("Piet Mondrian", "Piet Mondrian"), [mondrian]),
+        ],
+    )
+    assert [c.number for c in shown] == [1, 2] and all(c.excerpt for c in shown)
+    assert "born in Amersfoort" in shown[1].text and "born in Baumgarten" in shown[0].text
+    assert shown[0].text.count("Gustav Klimt was born in Baumgarten") == 1  # chosen twice, shown once
+
+
+@pytest.fixture
+def painters(ws: Workspace, tmp_path: Path) -> Workspace:
+    more = tmp_path / "painters"
+    more.mkdir()
+    (more / "klimt.txt").write_text(KLIMT)
+    (more / "mondrian.txt").write_text(MONDRIAN)
+    ws.ingest([more])
+    return ws
+
+
+def _queries(result: AgentResult) -> list[str]:
+    return [s.arguments["query"] for s in result.steps if s.kind == "tool"]
+
+
+def test_a_website_plan_still_searches_each_subject_and_both_facts_reach_the_prompt(
+    painters: Workspace,
+) -> None:
+    answer_text = "Gustav Klimt was born in Baumgarten. Piet Mondrian was born in Amersfoort."
+    llm = ScriptedChatModel(replies=["Google Images, Wikipedia articles", answer_text])
+    result = painters.agent(llm=llm).invoke(QUESTION)
+    assert _queries(result) == [QUESTION, "Gustav Klimt", "Piet Mondrian"]
+    prompt = llm.calls[1][-1].text
+    assert "born in Baumgarten" in prompt and "born in Amersfoort" in prompt
+    answer = result.answer
+    assert (
+        not answer.abstained and result.subjects == ["Gustav Klimt", "Piet Mondrian"] and not result.missing
+    )
+    assert {Path(c.source).name for c in answer.citations} == {"klimt.txt", "mondrian.txt"}
+
+
+@pytest.mark.parametrize(
+    ("answer_text", "missing"),
+    [
+        (
+            "Gustav Klimt and Piet Mondrian were both born in Baumgarten.",
+            ["Piet Mondrian"],
+        ),  # one's fact for both
+        ("Baumgarten.", ["Piet Mondrian"]),
+        ("Gustav Klimt was born in Baumgarten.", ["Piet Mondrian"]),  # nothing for Mondrian
+        ("Paris.", ["Gustav Klimt"]),  # in Mondrian's passages (he moved there), not Klimt's
+    ],
+)
+def test_an_answer_that_gives_a_subject_no_fact_of_its_own_abstains(
+    painters: Workspace, answer_text: str, missing: list[str]
+) -> None:
+    llm = ScriptedChatModel(replies=["Gustav Klimt\nPiet Mondrian", answer_text])
+    result = painters.agent(llm=llm).invoke(QUESTION)
+    assert len(llm.calls) == 2  # the plan and the answer: no retry
+    answer = result.answer
+    assert answer.abstained and answer.abstained_by == "missing_subject" and answer.answer == NO_ANSWER
+    assert not answer.citations and result.missing == missing and answer.raw == answer_text
+
+
+def test_a_subject_nothing_was_found_for_abstains_without_asking_for_an_answer(painters: Workspace) -> None:
+    llm = ScriptedChatModel(replies=["Gustav Klimt\nFrida Kahlo", "Both were born in Baumgarten."])
+    result = painters.agent(llm=llm).invoke("Where were Gustav Klimt and Frida Kahlo born?")
+    assert _queries(result)[1:] == ["Gustav Klimt", "Frida Kahlo"]
+    assert len(llm.calls) == 1 and result.missing == ["Frida Kahlo"]
+    assert result.answer.abstained and result.answer.abstained_by == "missing_subject"
+    assert result.answer.contexts  # what was found is still shown to the reader
+
+
+def test_a_comparison_names_one_subject_and_is_not_faulted(painters: Workspace) -> None:
+    llm = ScriptedChatModel(replies=["Gustav Klimt\nPiet Mondrian", "Gustav Klimt."])
+    result = painters.agent(llm=llm).invoke("Who was born first, Gustav Klimt or Piet Mondrian?")
+    assert not result.answer.abstained and not result.missing
+
+
+@pytest.mark.parametrize(
+    "answer_text",
+    [
+        "Gustav Klimt was born in Baumgarten, and Mondrian in Amersfoort [2].",
+        "Baumgarten and Amersfoort.",
+        "Klimt was born in Baumgarten. He died in Vienna. Mondrian was born in Amersfoort.",
+        "Klimt and Mondrian were born in Baumgarten and Amersfoort respectively.",
+    ],
+)
+def test_an_answer_giving_each_subject_its_own_fact_passes(answer_text: str) -> None:
+    from lectern.rag.plan import question_subjects
+    from lectern.rag.subjects import misattributed
+
+    shown = [
+        _ctx(1, "Gustav_Klimt", KLIMT.split("\n\n")[1]),
+        _ctx(2, "Piet_Mondrian", MONDRIAN.split("\n\n")[1]),
+    ]
+    chunks = {c.chunk_id: c for c in shown}
+    assert misattributed(answer_text, QUESTION, question_subjects(QUESTION), shown, chunks) == []
+    wrong = "Klimt was born in Baumgarten, and Mondrian in Vienna."  # Vienna is Klimt's, not Mondrian's
+    assert misattributed(wrong, QUESTION, question_subjects(QUESTION), shown, chunks) == ["Piet Mondrian"]

@@ -1,0 +1,320 @@
+"""The agent's plan: the subjects a question asks about, each with the search that names it.
+
+    plan_queries("Searches: Koalas, giant pandas", question)     -> ["Koalas", "giant pandas"]
+    question_subjects("Where were Gustav Klimt and Piet Mondrian born?").names
+                                                                 -> ["Gustav Klimt", "Piet Mondrian"]
+    plan_subjects(model_plan, question)                          -> [Subject(name, query), ...]
+
+A 0.5B model's plan is often not a list of searches: it names websites ("Google Images, Wikipedia
+articles"), writes labels ("Google Search:", "Query 1:"), puts two subjects on one line, or repeats
+the question. `plan_queries` reads what is usable; `question_subjects` finds the subjects in the
+question itself, without a model (the names joined by "and"/"or", or the first name of each part of
+a two-part question), so that each one is searched even when the plan is unusable.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from lectern.ingest import tokenize
+from lectern.rag.citations import is_abstention
+
+PLAN_SEARCHES = 3  # at most this many searches from the plan, beside the question's own
+MAX_SEARCH_WORDS = 12  # a longer line is a sentence, not a search
+REPEATS_QUESTION = 0.8  # a search holding this share of the question's words is the question again
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Where to search and what to call the results, not what to search for: dropped from a planned search.
+ENGINES = _words(
+    "google bing yahoo duckduckgo baidu wikipedia wiki britannica encyclopedia encyclopaedia youtube "
+    "internet online web website websites site sites webpage webpages url urls"
+)
+GENERIC = _words(
+    "search searches query queries images image pictures photos videos maps articles article information "
+    "info results sources source facts details data page pages documents document keywords keyword"
+)
+# A label before a search: "Search:", "Searches:", "Google Search:", "Query 1:", "Step 2 -", "Subject:".
+_LABEL = re.compile(
+    r"^(?:(?:google|bing|web|wikipedia)\s+)?"
+    r"(?:search(?:es)?|quer(?:y|ies)|steps?|subjects?|topics?|keywords?|terms?)\s*\d*\s*[:.)\-–]\s*",
+    re.IGNORECASE,
+)
+_MARK = re.compile(r"^(?:[-*•·>#]+|\(?\d+\s*[.):\]]|\(\d+\)|[a-z]\))\s*", re.IGNORECASE)
+_VERB = re.compile(r"^(?:search\s+(?:for|on)|look\s+up|find(?:\s+out)?|google)\s+", re.IGNORECASE)
+_URL = re.compile(r"https?://\S+|www\.\S+|\b[\w.-]+\.(?:com|org|net|edu|gov|io)(?:/\S*)?", re.IGNORECASE)
+_QUOTES = "\"'`“”‘’*"
+# One line naming several subjects: "Koalas, giant pandas", "Klimt and Mondrian", "X; Y", "X / Y".
+_LIST = re.compile(r"\s*[,;/|]\s*|\s+(?:and|or|&|vs\.?|versus)\s+", re.IGNORECASE)
+_WORD = re.compile(r"[^\W\d_][\w'’.\-]*|\d[\w'’.\-]*|[^\w\s]")
+
+# Words that start a question or an order, not a name, though capitalised at its start.
+_OPENERS = tokenize.STOPWORDS | {"name", "list", "tell", "describe", "compare", "give", "explain", "state"}
+# Lower-case words inside a name: "Leonardo da Vinci", "Battle of Singapore", "Vincent van Gogh".
+_CONNECTORS = _words("of de da di del della van von der den du la le y")
+_PRONOUNS = _words("he she it they his her its their him them")
+# A two-part question: "..., and in which county was Lincoln born?", "...; what is ...", "... and when ...".
+_CLAUSE = re.compile(
+    r",\s*(?:and|but)\s+|;\s*|\s+and\s+(?=(?:what|which|who|whom|whose|where|when|why|how|in|on|at|"
+    r"since|for|from|to|by|into|until)\b)",
+    re.IGNORECASE,
+)
+_AUX = _words("do does did")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One thing the question asks about (or the plan adds) and the search that names it."""
+
+    name: str
+    query: str
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """The subjects a question names, in its order; `comparison`: it asks which of them ("Which is
+    older, X or Y?"), so the answer names one and states no fact for the other."""
+
+    names: tuple[str, ...] = ()
+    comparison: bool = False
+
+
+def name_terms(name: str) -> list[str]:
+    """A name's words as lectern compares them (stemmed, stop words dropped), in order."""
+    return tokenize.terms(name)
+
+
+def names(text: str, name: str) -> bool:
+    """Whether `text` names `name`: it holds the name's last word ("Klimt", "pandas") and at least
+    half of its words, so "Gustav Mahler" does not name "Gustav Klimt"."""
+    wanted = name_terms(name)
+    if not wanted:
+        return False
+    held = set(tokenize.terms(text))
+    return wanted[-1] in held and 2 * len(held & set(wanted)) >= len(set(wanted))
+
+
+def _clean(part: str) -> str:
+    """A planned search without URLs, engines, generic words, quotes and loose small words."""
+    part = _URL.sub(" ", part)
+    words = [w for w in part.split() if w.strip(_QUOTES + ".,:;()!?").lower() not in ENGINES | GENERIC]
+    while words and (words[0].lower() in tokenize.STOPWORDS or not words[0].strip(_QUOTES + ":-–.,")):
+        words.pop(0)
+    while words and (words[-1].lower() in tokenize.STOPWORDS or not words[-1].strip(_QUOTES + ":-–.,")):
+        words.pop()
+    return " ".join(words).strip(_QUOTES + " :-–,;.?!")
+
+
+def _repeats(words: Collection[str], asked: set[str]) -> bool:
+    """Whether a search is the question again, whole or nearly (REPEATS_QUESTION of its words)."""
+    held = set(words) & asked
+    return bool(asked) and (held == asked or len(held) >= REPEATS_QUESTION * len(asked) > 2)
+
+
+def _strip_labels(line: str) -> str:
+    """The line without list marks, labels ("Google Search:") and leading verbs ("look up"), repeatedly."""
+    previous = None
+    line = line.strip()
+    while line != previous:
+        previous = line
+        line = line.strip().lstrip(_QUOTES).strip()
+        line = _MARK.sub("", line)
+        line = _LABEL.sub("", line)
+        line = _VERB.sub("", line)
+    return line.strip()
+
+
+def plan_queries(text: str, question: str, limit: int = PLAN_SEARCHES) -> list[str]:
+    """The usable searches of a plan, at most `limit`: labels, list marks and quotes stripped, a line
+    naming several subjects split into one search each; websites, search engines and generic words
+    dropped; none repeated, none that repeats the question, none longer than a short phrase."""
+    asked = set(tokenize.terms(question))
+    seen: list[set[str]] = []
+    out: list[str] = []
+    for line in text.splitlines():
+        raw = line.strip()
+        if not raw or raw.endswith(":") or len(raw) > 200:  # "Here are the searches:"
+            continue
+        body = _strip_labels(re.sub(r"[*`]+", "", raw))
+        if not body or is_abstention(body, cited=False) or asked <= set(tokenize.terms(body)):
+            continue  # no plan, or the question itself (a list of its subjects is split below)
+        for part in _LIST.split(_URL.sub(lambda m: " " * len(m.group()), body)):
+            query = _clean(part)
+            words = set(tokenize.terms(query))
+            if not words or len(query.split()) > MAX_SEARCH_WORDS or words in seen:
+                continue
+            if _repeats(words, asked):
+                continue
+            if not words & asked and not any(w[:1].isupper() for w in query.split()):
+                continue  # shares no word with the question and names nothing: not about it
+            seen.append(words)
+            out.append(query)
+            if len(out) == limit:
+                return out
+    return out
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A run of capitalised words (a name) in a question: its text and token positions."""
+
+    text: str
+    start: int
+    end: int  # exclusive
+
+
+def _runs(tokens: Sequence[str]) -> list[_Run]:
+    """The names in a tokenised text: capitalised words, with "of", "da", "van" inside; a possessive
+    ends one ("Roosevelt's African safari": "Roosevelt")."""
+    runs: list[_Run] = []
+    i = 0
+    while i < len(tokens):
+        word = tokens[i]
+        opener = i == 0 and word.lower() in _OPENERS
+        if not word[:1].isupper() or opener or word.lower() in tokenize.STOPWORDS or word == "I":
+            i += 1
+            continue
+        parts: list[str] = []
+        j = i
+        while j < len(tokens):
+            w = tokens[j]
+            if w[:1].isupper():
+                possessive = re.sub(r"['’]s?$", "", w)
+                parts.append(possessive.rstrip(".") if len(possessive) > 2 else possessive)
+                j += 1
+                if possessive != w:
+                    break
+            elif w.lower() in _CONNECTORS and j + 1 < len(tokens) and tokens[j + 1][:1].isupper() and parts:
+                parts.append(w)
+                j += 1
+            else:
+                break
+        runs.append(_Run(" ".join(parts), i, j))
+        i = j
+    return runs
+
+
+def name_runs(text: str) -> list[str]:
+    """The capitalised names in `text`, first word of a question aside, without repeats."""
+    out: list[str] = []
+    for run in _runs(_WORD.findall(text)):
+        if name_terms(run.text) and run.text not in out:
+            out.append(run.text)
+    return _merged(out)
+
+
+def _merged(found: Sequence[str]) -> list[str]:
+    """Names without repeats: one whose words are all in another ("Lincoln", "Abraham Lincoln") goes."""
+    out: list[str] = []
+    for name in found:
+        words = set(name_terms(name))
+        if not words or any(words <= set(name_terms(o)) for o in out):
+            continue
+        out = [o for o in out if not set(name_terms(o)) <= words]
+        out.append(name)
+    return out
+
+
+def _coordinated(tokens: Sequence[str]) -> tuple[list[str], bool]:
+    """The longest list of names joined by ",", "and", "or" ("Gustav Klimt and Piet Mondrian"), and
+    whether it ends with "or"; ([], False) when no two names are joined."""
+    runs = _runs(tokens)
+    best: list[_Run] = []
+    best_or = False
+    group: list[_Run] = runs[:1]
+    group_or = False
+    for prev, run in itertools.pairwise(runs):
+        between = [t.lower() for t in tokens[prev.end : run.start]]
+        if between and all(t in {",", "and", "or", "&"} for t in between) and len(between) <= 2:
+            group.append(run)
+            group_or = "or" in between
+        else:
+            group, group_or = [run], False
+        if len(group) > len(best):
+            best, best_or = list(group), group_or
+    return ([r.text for r in best], best_or) if len(best) >= 2 else ([], False)
+
+
+def _lower_coordinated(tokens: Sequence[str]) -> tuple[list[str], bool]:
+    """Two lower-case subjects around "and"/"or" ("What do koalas and giant pandas eat?"): up to three
+    words either side, stopping at a small word or a comma; a question that opens "what do" or ends
+    in a participle ("born") has its verb last, which is not part of the second subject."""
+    words = [t for t in tokens if t not in "?!."]
+    for k, word in enumerate(words):
+        if word.lower() not in ("and", "or") or k == 0:
+            continue
+        left: list[str] = []
+        for w in reversed(words[max(0, k - 3) : k]):
+            if w.lower() in tokenize.STOPWORDS or not w[:1].isalpha():
+                break
+            left.insert(0, w)
+        right: list[str] = []
+        for w in words[k + 1 : k + 4]:
+            if w.lower() in tokenize.STOPWORDS or not w[:1].isalpha():
+                break
+            right.append(w)
+        runs_to_end = k + 1 + len(right) == len(words)
+        verb_last = (len(words) > 1 and words[1].lower() in _AUX) or words[-1].lower().endswith(
+            ("ed", "born")
+        )
+        if runs_to_end and verb_last and len(right) > 1:
+            right.pop()
+        if left and right:
+            return [" ".join(left), " ".join(right)], word.lower() == "or"
+    return [], False
+
+
+def question_subjects(question: str) -> Subjects:
+    """The subjects a question asks about, found without a model: names joined by "and"/"or" ("Where
+    were Gustav Klimt and Piet Mondrian born?"), else the first name of each part of a two-part
+    question ("When did Ghana ..., and since when has Egypt ...?") unless one name is in every part
+    (one subject asked two things) or a part says "he"/"it" (the same one again), else two lower-case
+    subjects around "and". Empty for a question about one thing."""
+    tokens = _WORD.findall(question)
+    found, comparison = _coordinated(tokens)
+    if found:
+        return Subjects(tuple(_merged(found)), comparison)
+    clauses = [c for c in _CLAUSE.split(question) if c.strip()]
+    if len(clauses) >= 2:
+        runs = [_runs(_WORD.findall(c)) for c in clauses]
+        heads = [{name_terms(r.text)[-1] for r in rs if name_terms(r.text)} for rs in runs]
+        if set.intersection(*heads):
+            return Subjects()  # one subject in every part
+        chosen: list[str] = []
+        for clause, rs in zip(clauses, runs, strict=True):
+            if {w.lower() for w in _WORD.findall(clause)} & _PRONOUNS:
+                continue
+            fresh = [r.text for r in rs if name_terms(r.text) and not any(names(r.text, c) for c in chosen)]
+            if fresh:
+                chosen.append(fresh[0])
+        merged = _merged(chosen)
+        return Subjects(tuple(merged)) if len(merged) >= 2 else Subjects()
+    if not _runs(tokens):
+        pair, comparison = _lower_coordinated(tokens)
+        if pair:
+            return Subjects(tuple(pair), comparison)
+    return Subjects()
+
+
+def plan_subjects(text: str, question: str, limit: int = PLAN_SEARCHES) -> list[Subject]:
+    """The searches to run beside the question's own: each subject of the question with the first
+    planned search that names it (else its name), then the plan's other searches; when the question
+    names no subjects and the plan is unusable, the question's names. At most `limit`."""
+    planned = plan_queries(text, question, limit=limit + len(question.split()))
+    out: list[Subject] = []
+    used: set[str] = set()
+    for name in question_subjects(question).names:
+        query = next((q for q in planned if q not in used and names(q, name)), name)
+        used.add(query)
+        out.append(Subject(name, query))
+    # a second search for a subject already searched adds nothing: only searches for other things
+    out += [Subject(q, q) for q in planned if not any(names(q, s.name) for s in out)]
+    if not out:
+        out = [Subject(n, n) for n in name_runs(question)]
+    return out[:limit]
