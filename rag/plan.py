@@ -58,7 +58,8 @@ _WORD = re.compile(r"[^\W\d_][\w'’.\-]*|\d[\w'’.\-]*|[^\w\s]")
 _OPENERS = tokenize.STOPWORDS | {"name", "list", "tell", "describe", "compare", "give", "explain", "state"}
 # Lower-case words inside a name: "Leonardo da Vinci", "Battle of Singapore", "Vincent van Gogh".
 _CONNECTORS = _words("of de da di del della van von der den du la le y")
-_PRONOUNS = _words("he she it they his her its their him them")
+# A part that says "he" or "that city" asks about a subject named before it.
+_PRONOUNS = _words("he she it they his her its their him them that this these those")
 # A two-part question: "..., and in which county was Lincoln born?", "...; what is ...", "... and when ...".
 _CLAUSE = re.compile(
     r",\s*(?:and|but)\s+|;\s*|\s+and\s+(?=(?:what|which|who|whom|whose|where|when|why|how|in|on|at|"
@@ -66,23 +67,32 @@ _CLAUSE = re.compile(
     re.IGNORECASE,
 )
 _AUX = _words("do does did")
+_ARTICLES = _words("the a an")
 
 
 @dataclass(frozen=True)
 class Subject:
-    """One thing the question asks about (or the plan adds) and the search that names it."""
+    """One thing the question asks about (or the plan adds), the search that names it, and the part
+    of the question that asks about it ("" for the whole question)."""
 
     name: str
     query: str
+    asks: str = ""
 
 
 @dataclass(frozen=True)
 class Subjects:
-    """The subjects a question names, in its order; `comparison`: it asks which of them ("Which is
-    older, X or Y?"), so the answer names one and states no fact for the other."""
+    """The subjects a question names, in its order; `parts`: the part of the question that asks about
+    each, when it has parts ("When did Ghana ...", "since when has Egypt ..."); `comparison`: it asks
+    which of them ("Which is older, X or Y?"), so the answer names one and states no fact for the other."""
 
     names: tuple[str, ...] = ()
     comparison: bool = False
+    parts: tuple[str, ...] = ()
+
+    def part(self, name: str) -> str:
+        """The part of the question about `name`, or "" (the whole question asks about each)."""
+        return dict(zip(self.names, self.parts, strict=False)).get(name, "")
 
 
 def name_terms(name: str) -> list[str]:
@@ -176,7 +186,7 @@ def _runs(tokens: Sequence[str]) -> list[_Run]:
     i = 0
     while i < len(tokens):
         word = tokens[i]
-        opener = i == 0 and word.lower() in _OPENERS
+        opener = (i == 0 or tokens[i - 1] in (".", "?", "!", ":")) and word.lower() in _OPENERS
         if not word[:1].isupper() or opener or word.lower() in tokenize.STOPWORDS or word == "I":
             i += 1
             continue
@@ -243,8 +253,9 @@ def _coordinated(tokens: Sequence[str]) -> tuple[list[str], bool]:
 
 def _lower_coordinated(tokens: Sequence[str]) -> tuple[list[str], bool]:
     """Two lower-case subjects around "and"/"or" ("What do koalas and giant pandas eat?"): up to three
-    words either side, stopping at a small word or a comma; a question that opens "what do" or ends
-    in a participle ("born") has its verb last, which is not part of the second subject."""
+    words either side, stopping at a small word or a comma ("the" after "and" skipped); when "do",
+    "does" or "did" comes before them, or the question ends in a participle ("born"), the verb is
+    last ("eat", "belong", "lie on"), and it is not part of the second subject."""
     words = [t for t in tokens if t not in "?!."]
     for k, word in enumerate(words):
         if word.lower() not in ("and", "or") or k == 0:
@@ -254,47 +265,71 @@ def _lower_coordinated(tokens: Sequence[str]) -> tuple[list[str], bool]:
             if w.lower() in tokenize.STOPWORDS or not w[:1].isalpha():
                 break
             left.insert(0, w)
+        after = words[k + 1 :]
+        while after and after[0].lower() in _ARTICLES:
+            after = after[1:]
         right: list[str] = []
-        for w in words[k + 1 : k + 4]:
+        for w in after[:3]:
             if w.lower() in tokenize.STOPWORDS or not w[:1].isalpha():
                 break
             right.append(w)
-        runs_to_end = k + 1 + len(right) == len(words)
-        verb_last = (len(words) > 1 and words[1].lower() in _AUX) or words[-1].lower().endswith(
-            ("ed", "born")
-        )
-        if runs_to_end and verb_last and len(right) > 1:
+        to_end = all(w.lower() in tokenize.STOPWORDS for w in after[len(right) :])
+        participle = words[-1].lower().endswith(("ed", "born"))
+        verb_last = participle or any(w.lower() in _AUX for w in words[: k - len(left)])
+        if to_end and verb_last and len(right) > 1:
             right.pop()
         if left and right:
             return [" ".join(left), " ".join(right)], word.lower() == "or"
     return [], False
 
 
+def _parallel(clauses: Sequence[str]) -> list[str]:
+    """The subjects of parallel parts that name nothing ("What is a male otter called, and what is a
+    male swan called?"): each part's one or two words that the other parts lack; [] otherwise."""
+    words = [[w for w in _WORD.findall(c) if tokenize.terms(w)] for c in clauses]
+    out = []
+    for i, part in enumerate(words):
+        others = {t for j, ws in enumerate(words) if j != i for w in ws for t in tokenize.terms(w)}
+        own = [w for w in part if not set(tokenize.terms(w)) <= others]
+        if not 1 <= len(own) <= 2:
+            return []
+        out.append(" ".join(own))
+    return out
+
+
 def question_subjects(question: str) -> Subjects:
     """The subjects a question asks about, found without a model: names joined by "and"/"or" ("Where
     were Gustav Klimt and Piet Mondrian born?"), else the first name of each part of a two-part
     question ("When did Ghana ..., and since when has Egypt ...?") unless one name is in every part
-    (one subject asked two things) or a part says "he"/"it" (the same one again), else two lower-case
-    subjects around "and". Empty for a question about one thing."""
+    (one subject asked two things) or a part says "he"/"that city" (the same one again), or the words
+    only one of two parallel parts has ("a male otter", "a male swan"); else two lower-case subjects
+    around "and". Empty for a question about one thing."""
     tokens = _WORD.findall(question)
     found, comparison = _coordinated(tokens)
+    if len(found) == 2 and len(found[0].split()) == 1 < len(found[1].split()) and not comparison:
+        return Subjects()  # "Pierre and Marie Curie", "Orville and Wilbur Wright": one family name
     if found:
         return Subjects(tuple(_merged(found)), comparison)
     clauses = [c for c in _CLAUSE.split(question) if c.strip()]
     if len(clauses) >= 2:
         runs = [_runs(_WORD.findall(c)) for c in clauses]
+        if not any(runs):
+            said = {w.lower() for w in _WORD.findall(question)} & _PRONOUNS
+            parallel = [] if said else _parallel(clauses)
+            return Subjects(tuple(parallel), parts=tuple(clauses)) if len(parallel) >= 2 else Subjects()
         heads = [{name_terms(r.text)[-1] for r in rs if name_terms(r.text)} for rs in runs]
         if set.intersection(*heads):
             return Subjects()  # one subject in every part
-        chosen: list[str] = []
+        chosen: dict[str, str] = {}  # name -> its part
         for clause, rs in zip(clauses, runs, strict=True):
             if {w.lower() for w in _WORD.findall(clause)} & _PRONOUNS:
                 continue
             fresh = [r.text for r in rs if name_terms(r.text) and not any(names(r.text, c) for c in chosen)]
             if fresh:
-                chosen.append(fresh[0])
-        merged = _merged(chosen)
-        return Subjects(tuple(merged)) if len(merged) >= 2 else Subjects()
+                chosen[fresh[0]] = clause.strip()
+        merged = _merged(list(chosen))
+        parts = tuple(chosen[n] for n in merged)
+        return Subjects(tuple(merged), parts=parts) if len(merged) >= 2 else Subjects()
     if not _runs(tokens):
         pair, comparison = _lower_coordinated(tokens)
         if pair:
@@ -307,12 +342,13 @@ def plan_subjects(text: str, question: str, limit: int = PLAN_SEARCHES) -> list[
     planned search that names it (else its name), then the plan's other searches; when the question
     names no subjects and the plan is unusable, the question's names. At most `limit`."""
     planned = plan_queries(text, question, limit=limit + len(question.split()))
+    asked = question_subjects(question)
     out: list[Subject] = []
     used: set[str] = set()
-    for name in question_subjects(question).names:
+    for name in asked.names:
         query = next((q for q in planned if q not in used and names(q, name)), name)
         used.add(query)
-        out.append(Subject(name, query))
+        out.append(Subject(name, query, asked.part(name)))
     # a second search for a subject already searched adds nothing: only searches for other things
     out += [Subject(q, q) for q in planned if not any(names(q, s.name) for s in out)]
     if not out:

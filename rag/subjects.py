@@ -25,6 +25,8 @@ from lectern.rag.types import Context
 from lectern.rag.verify import _YES_NO, terms
 
 QUOTA = 2  # each planned search's own best sentences (with their neighbours) kept in the prompt
+# A date as rag.verify.terms writes it (d1953x06x18, d1953x06): its year is a fact on its own too.
+_DATE = re.compile(r"^d(\d{4})x\d{2}(?:x\d{2})?$")
 # Where an answer moves from one subject to the next: "Klimt was born in Baumgarten, and Mondrian in ..."
 _CLAUSE = re.compile(r",\s*(?:and|but|while|whereas)\s+|;\s*|\s+(?:while|whereas|but)\s+", re.IGNORECASE)
 
@@ -39,20 +41,40 @@ def quota_sentences(
     quota: int = QUOTA,
 ) -> list[Context]:
     """The `top` best sentences of everything `found` (rag.evidence.select_sentences, against the
-    question), and for each search its own `quota` best of the chunks it returned, chosen against its
-    query and the words of the question that name no other subject; merged by chunk (a sentence
-    chosen twice is shown once), the selections' best excerpts in turn, renumbered from 1."""
+    question), and for each search a quota of its own: the first sentence that names its subject in
+    full (an article's opening: "Volta (February 18, 1745 - ...) was ...") and its `quota` best,
+    chosen against its query and its part of the question, less the other subjects' names, among
+    the chunks it returned and those found whose title names it. Merged by chunk (a sentence chosen
+    twice is shown once), the selections' best excerpts in turn, renumbered from 1."""
     selections = [select_sentences(question, found, weights, top=top)]
     for subject, chunks in searches:
-        if not chunks:
+        pool = list(chunks) + [
+            c for c in found if c not in chunks and names(f"{c.title} {c.heading or ''}", subject.name)
+        ]
+        if not pool:
             continue
         others = {t for s, _ in searches if s.name != subject.name for t in name_terms(s.name)}
-        asked = set(tokenize.terms(subject.query)) | (set(tokenize.terms(question)) - others)
-        selections.append(select_sentences(subject.query, chunks, weights, top=quota, terms=sorted(asked)))
+        asked = set(tokenize.terms(subject.query)) | (set(tokenize.terms(subject.asks or question)) - others)
+        opening = _opening(subject.name, pool)
+        best = select_sentences(subject.query, pool, weights, top=quota, terms=sorted(asked))
+        selections.append([*opening, *best])
     originals = {c.chunk_id: c for c in found}
     for _, chunks in searches:
         originals.update({c.chunk_id: c for c in chunks if c.chunk_id not in originals})
     return _merge(selections, originals)
+
+
+def _opening(name: str, pool: Sequence[Context]) -> list[Context]:
+    """The first sentence that holds every word of `name` and says more, as a one-sentence excerpt:
+    looked for first in the chunks that open their document (their text starts with its title)."""
+    wanted = set(name_terms(name))
+    first = sorted(pool, key=lambda c: not (c.title and c.text.lstrip().startswith(c.title)))
+    for ctx in first:
+        for a, b in sentence_spans(ctx.text):
+            said = set(tokenize.terms(ctx.text[a:b]))
+            if wanted and wanted <= said and len(said - wanted) >= 2:
+                return [ctx.model_copy(update={"text": ctx.text[a:b], "excerpt": True})]
+    return []
 
 
 def _merge(selections: Sequence[Sequence[Context]], originals: Mapping[str, Context]) -> list[Context]:
@@ -86,14 +108,15 @@ def _merge(selections: Sequence[Sequence[Context]], originals: Mapping[str, Cont
 def passages_of(
     name: str, all_names: Sequence[str], shown: Sequence[Context], chunks: Mapping[str, Context]
 ) -> list[Context]:
-    """The shown passages about `name`: those whose title names it, and those that name it in their
-    whole chunk (`chunks`, by chunk id) while their title names none of `all_names`."""
+    """The shown passages about `name`: those whose title or shown text names it, and those whose
+    whole chunk (`chunks`, by chunk id) names it while their title names none of `all_names` (a
+    passage of Klimt's article that mentions Mondrian out of sight is not about Mondrian)."""
     out: list[Context] = []
     for ctx in shown:
         whole = chunks.get(ctx.chunk_id, ctx)
         title = f"{whole.title} {whole.heading or ''}"
         titled = [n for n in all_names if names(title, n)]
-        if name in titled or (not titled and names(f"{title} {whole.text}", name)):
+        if name in titled or names(ctx.text, name) or (not titled and names(f"{title} {whole.text}", name)):
             out.append(ctx)
     return out
 
@@ -105,35 +128,68 @@ def missing_subjects(
     return [s for s in subjects if not passages_of(s, subjects, shown, chunks)]
 
 
-def answer_words(answer: str, question: str, subjects: Sequence[str]) -> dict[str, set[str]]:
-    """The answer's words for each subject: its sentences and clauses are read in turn, each giving
-    its new words (not the question's, not a subject's name) to the subjects it names, or to those
-    of the clause before when it names none ("He died in Vienna"), or to all when none was named yet."""
+def _facts(text: str) -> set[str]:
+    """The words of `text` as rag.verify compares them, each date's year added: "1953" is in
+    "June 18 1953", which verify.terms writes as one token."""
+    words = terms(text)
+    return words | {m.group(1) for w in words if (m := _DATE.match(w))}
+
+
+def _pieces(answer: str, subjects: Sequence[str]) -> list[str]:
+    """The answer cut where it moves from one subject to the next: at sentence ends, at ", and" or
+    "; ", and before ", X" or "and X" where X is a word of a subject's name ("London lies on the
+    Thames and Ottawa on ...")."""
+    words = sorted({w for s in subjects for w in re.findall(r"[^\W\d_][\w'-]{2,}", s)}, key=len, reverse=True)
+    before = re.compile(
+        r"\s*(?:,|\band\b|&)\s+(?=(?:the\s+)?(?:" + "|".join(map(re.escape, words)) + r")\b)", re.IGNORECASE
+    )
+    out: list[str] = []
+    for sentence in sentences(without_markers(answer)):
+        for clause in _CLAUSE.split(sentence):
+            out += [p for p in (before.split(clause) if words else [clause]) if p.strip()]
+    return out
+
+
+def answer_words(answer: str, question: str, subjects: Sequence[str]) -> tuple[dict[str, set[str]], set[str]]:
+    """The answer's words for each subject, and the subjects it names. Its pieces (_pieces) are read
+    in turn, each giving its new words (not the question's, not a subject's name) to the subjects it
+    names, or to those of the piece before when it names none ("He died in Vienna"), or to all when
+    none was named yet; a piece that names subjects and says nothing new ("Klimt and Mondrian were
+    born in Paris": "Klimt") passes them on to the next piece's words."""
     asked = terms(question) | {t for s in subjects for t in terms(s)}
     out: dict[str, set[str]] = {s: set() for s in subjects}
+    named_any: set[str] = set()
     current = list(subjects)
-    for sentence in sentences(without_markers(answer)):
-        for piece in _CLAUSE.split(sentence):
-            named = [s for s in subjects if names(piece, s)]
-            current = named or current
-            for s in current:
-                out[s] |= terms(piece) - asked
-    return out
+    waiting: list[str] = []
+    for piece in _pieces(answer, subjects):
+        named = [s for s in subjects if names(piece, s)]
+        named_any.update(named)
+        new = _facts(piece) - asked
+        if named and not new:
+            waiting += [s for s in named if s not in waiting]
+            continue
+        current = list(dict.fromkeys([*waiting, *(named or ([] if waiting else current))]))
+        waiting = []
+        for s in current:
+            out[s] |= new
+    return out, named_any
 
 
 def misattributed(
     answer: str, question: str, subjects: Subjects, shown: Sequence[Context], chunks: Mapping[str, Context]
 ) -> list[str]:
-    """The subjects whose fact the answer does not give from their own passages: it states none for
-    them, or none of its words for them is in their passages (one subject's fact given to both).
-    A comparison ("Which is older, X or Y?") or a yes/no question states no fact: never faulted."""
+    """The subjects whose fact the answer does not give from their own passages: it neither names
+    them nor gives them a word, or none of its words for them is in their passages (one subject's
+    fact given to both). A comparison ("Which is older, X or Y?") or a yes/no question states no
+    fact: never faulted. A subject named with no new word ("Ottawa on the Ottawa River") passes."""
     if len(subjects.names) < 2 or subjects.comparison or _YES_NO.match(question.strip()):
         return []
+    words_for, named = answer_words(answer, question, subjects.names)
     wrong = []
-    for name, words in answer_words(answer, question, subjects.names).items():
+    for name, words in words_for.items():
         held: set[str] = set()
         for ctx in passages_of(name, subjects.names, shown, chunks):
-            held |= terms(f"{ctx.title} {ctx.heading or ''} {ctx.text}")
-        if not words & held:
+            held |= _facts(f"{ctx.title} {ctx.heading or ''} {ctx.text}")
+        if (words and not words & held) or (not words and name not in named):
             wrong.append(name)
     return wrong

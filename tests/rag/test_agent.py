@@ -323,6 +323,7 @@ def test_plan_queries_reads_the_plans_the_default_model_wrote(
             False,
         ),
         ("Who assassinated the president who signed the National Banking Act of 1863?", (), False),
+        ("Which physicist shared the 1903 Nobel Prize with Pierre and Marie Curie?", (), False),
     ],
 )
 def test_question_subjects_are_found_without_a_model(
@@ -470,3 +471,44 @@ def test_an_answer_giving_each_subject_its_own_fact_passes(answer_text: str) -> 
     assert misattributed(answer_text, QUESTION, question_subjects(QUESTION), shown, chunks) == []
     wrong = "Klimt was born in Baumgarten, and Mondrian in Vienna."  # Vienna is Klimt's, not Mondrian's
     assert misattributed(wrong, QUESTION, question_subjects(QUESTION), shown, chunks) == ["Piet Mondrian"]
+    both = "Klimt and Mondrian were both born in Paris."  # Mondrian moved to Paris; Klimt never did
+    assert misattributed(both, QUESTION, question_subjects(QUESTION), shown, chunks) == ["Gustav Klimt"]
+
+
+def test_a_subject_named_in_its_own_fact_is_not_faulted() -> None:
+    from lectern.rag.plan import question_subjects
+    from lectern.rag.subjects import misattributed
+
+    question = "Which rivers do London and Ottawa lie on?"
+    shown = [
+        _ctx(1, "London", "London lies on the River Thames."),
+        _ctx(2, "Ottawa", "Ottawa lies on the south bank of the Ottawa River."),
+    ]
+    chunks = {c.chunk_id: c for c in shown}
+    answer = "London lies on the Thames and Ottawa on the Ottawa River."
+    assert misattributed(answer, question, question_subjects(question), shown, chunks) == []
+
+
+def test_a_subject_s_opening_sentence_and_its_dates_count_as_its_facts() -> None:
+    """An article's opening names its subject and gives its dates without the question's words
+    ("born" is not in it), so no selection by words finds it: each subject's quota starts with it.
+    A year in the answer is that subject's fact when its passage writes the whole date."""
+    from lectern.rag.plan import Subject, question_subjects
+    from lectern.rag.subjects import misattributed, quota_sentences
+
+    question = "In what years were Alessandro Volta and Amedeo Avogadro born?"
+    volta = _ctx(
+        1,
+        "Alessandro_Volta",
+        "Alessandro_Volta\n\nCount Alessandro Volta (February 18, 1745 - March 5, 1827) was an Italian "
+        "physicist. In 1779 he became professor of physics at Pavia. He was born a noble. "
+        "His years in Como were quiet.",
+    )
+    avogadro = _ctx(2, "Amedeo Avogadro", "Amedeo Avogadro was born in Turin on August 9, 1776.")
+    searches = [(Subject("Alessandro Volta", "Alessandro Volta"), [volta]),
+                (Subject("Amedeo Avogadro", "Amedeo Avogadro"), [avogadro])]  # fmt: skip
+    shown = quota_sentences(question, [avogadro, volta], searches, quota=1)
+    assert "1745" in " ".join(c.text for c in shown)
+    answer = "Alessandro Volta was born in 1745 and Amedeo Avogadro in 1776."
+    chunks = {c.chunk_id: c for c in (volta, avogadro)}
+    assert misattributed(answer, question, question_subjects(question), shown, chunks) == []
