@@ -180,16 +180,21 @@ def misattributed(
 ) -> list[str]:
     """The subjects whose fact the answer does not give from their own passages: it neither names
     them nor gives them a word, or none of its words for them is in their passages (one subject's
-    fact given to both). A comparison ("Which is older, X or Y?") or a yes/no question states no
-    fact: never faulted. A subject named with no new word ("Ottawa on the Ottawa River") passes."""
+    fact given to both). Words every subject's passages hold ("city") tell them apart only when the
+    answer has no other words for a subject. A comparison ("Which is older, X or Y?") or a yes/no
+    question states no fact: never faulted; nor is a subject named with no new word ("Ottawa on
+    the Ottawa River")."""
     if len(subjects.names) < 2 or subjects.comparison or _YES_NO.match(question.strip()):
         return []
     words_for, named = answer_words(answer, question, subjects.names)
+    held: dict[str, set[str]] = {}
+    for name in subjects.names:
+        passages = passages_of(name, subjects.names, shown, chunks)
+        held[name] = set().union(*(_facts(f"{c.title} {c.heading or ''} {c.text}") for c in passages))
+    everywhere = set.intersection(*held.values())
     wrong = []
     for name, words in words_for.items():
-        held: set[str] = set()
-        for ctx in passages_of(name, subjects.names, shown, chunks):
-            held |= _facts(f"{ctx.title} {ctx.heading or ''} {ctx.text}")
-        if (words and not words & held) or (not words and name not in named):
+        telling = (words - everywhere) or words
+        if (words and not telling & held[name]) or (not words and name not in named):
             wrong.append(name)
     return wrong

@@ -481,12 +481,18 @@ def test_a_subject_named_in_its_own_fact_is_not_faulted() -> None:
 
     question = "Which rivers do London and Ottawa lie on?"
     shown = [
-        _ctx(1, "London", "London lies on the River Thames."),
+        _ctx(1, "London", "London lies on the River Thames, on its north bank and its south bank."),
         _ctx(2, "Ottawa", "Ottawa lies on the south bank of the Ottawa River."),
     ]
     chunks = {c.chunk_id: c for c in shown}
     answer = "London lies on the Thames and Ottawa on the Ottawa River."
     assert misattributed(answer, question, question_subjects(question), shown, chunks) == []
+    # words every subject's passages hold ("lies", "bank") tell nothing: the answer's other words must be theirs
+    unfounded = "The south bank of the Amazon."
+    assert misattributed(unfounded, question, question_subjects(question), shown, chunks) == [
+        "London",
+        "Ottawa",
+    ]
 
 
 def test_a_subject_s_opening_sentence_and_its_dates_count_as_its_facts() -> None:
