@@ -1,18 +1,22 @@
 """The agent against the single-pass QA chain on multi-hop questions (bench/data/multihop_s08.jsonl:
 questions over the CMU S08 articles that need two articles, two parts of one, or a bridge from a
-description to a name to a fact), with one or more local models.
+description to a name to a fact; multihop_s09.jsonl the same over S09), with one or more local models.
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/python -m bench.agent_multihop \
         --qa-dir ../shared/data/cmu-wikiqa/S08 --model packaged:qwen2.5-0.5b --threads 1 \
-        [--every K] [--limit N] [--max-steps 6] [--token-budget 12000] [--modes chain,agent]
+        [--questions bench/data/multihop_s08.jsonl] [--every K] [--limit N] [--max-steps 6] \
+        [--token-budget 12000] [--modes chain,agent]
 
-The library is every S08 article (one collection, ingested once under --data-dir), so retrieval has
-to find the right ones among 40. Each question is asked by the chain and then by the agent, model by
-model, before the next question, so machine load hits both alike. An answer is correct when it holds
-every part of the gold answer (each part: any of its spellings, compared as `eval answers`'
-answer_lenient compares); `partial` when it holds at least one. Steps are the agent's tool calls
-(its first search included) and model calls. Prints one JSON line per model and mode; writes one
-JSONL line per question and mode under --out.
+The library is every article of --qa-dir (one collection per folder, named after it, ingested once
+under --data-dir), so retrieval has to find the right ones among 40. Each question is asked by the
+chain and then by the agent, model by model, before the next question, so machine load hits both
+alike. An answer is correct ("fully right") when it holds every part of the gold answer (each part:
+any of its spellings, compared as `eval answers`' answer_lenient compares); `partial` when it holds
+at least one (the fully right included), `partly_right` when some but not all; `wrong` when it
+answered and holds none. Steps are the agent's tool calls (its first search included) and model
+calls. Prints one JSON line per model and mode, and a line of counts; writes one JSONL line per
+question and mode under --out. `--backend fake --embed-model fake` runs it without a model (a
+check of the bench itself).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import json
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +45,13 @@ def score(answer: str, parts: list[list[str]]) -> tuple[bool, bool]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--qa-dir", type=Path, required=True, help="the S08 folder (its data/set*/a*.txt.clean)")
-    ap.add_argument("--set", type=Path, default=SET)
+    ap.add_argument(
+        "--qa-dir", type=Path, required=True, help="the S08 or S09 folder (its data/set*/a*.txt.clean)"
+    )
+    ap.add_argument("--questions", "--set", dest="questions", type=Path, default=SET, help="a JSONL set")
     ap.add_argument("--model", action="append", help="repeatable; default packaged:qwen2.5-0.5b")
+    ap.add_argument("--backend", default="local", help="the LLM backend (fake: check the bench, no model)")
+    ap.add_argument("--embed-model", default=None, help="the embedder (default: the settings' own)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--every", type=int, default=1, help="every K-th question (a spread over the kinds)")
@@ -61,16 +70,20 @@ def main() -> None:
     args = ap.parse_args()
     models = args.model or ["packaged:qwen2.5-0.5b"]
     modes = args.modes.split(",")
-    items = [json.loads(line) for line in args.set.read_text().splitlines() if line.strip()]
+    items = [json.loads(line) for line in args.questions.read_text().splitlines() if line.strip()]
     if args.ids:
         items = [i for i in items if str(i["id"]) in args.ids.split(",")]
     items = items[:: max(1, args.every)][: args.limit]
     articles = sorted(args.qa_dir.glob("data/set*/a*.txt.clean"))
+    ingest: dict[str, Any] = {"parse_workers": 0}
+    if args.embed_model:
+        ingest["embed"] = {"model": args.embed_model}
+    collection = args.qa_dir.resolve().name.lower()  # s08, s09: one library per folder
     spaces = {}
     for model in models:
-        settings = load_settings(data_dir=args.data_dir, ingest={"parse_workers": 0},
-                                 llm={"model": model, "threads": args.threads})  # fmt: skip
-        spaces[model] = Workspace(collection="s08", settings=settings)
+        llm = {"model": model, "threads": args.threads, "backend": args.backend}
+        settings = load_settings(data_dir=args.data_dir, ingest=ingest, llm=llm)
+        spaces[model] = Workspace(collection=collection, settings=settings)
     report = spaces[models[0]].ingest(articles)  # unchanged articles are skipped on a rerun
     print(f"library: {len(articles)} articles, {report.summary()}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +91,8 @@ def main() -> None:
     tag = "-".join(m.split(":")[-1] for m in models)
     picked = f"-ids{args.ids.replace(',', '_')}" if args.ids else ""
     picked += "-plan" if args.plan else "-loop"
-    out = (args.out / f"agent-multihop-{tag}-{'-'.join(modes)}{picked}.jsonl").open("w")
+    stem = args.questions.stem.replace("multihop_", "multihop-")
+    out = (args.out / f"agent-{stem}-{tag}-{'-'.join(modes)}{picked}.jsonl").open("w")
     t0 = time.perf_counter()
     for n, item in enumerate(items, 1):
         for model in models:
@@ -100,7 +114,10 @@ def main() -> None:
             "n": len(got),
             "correct": sum(r["correct"] for r in got),
             "partial": sum(r["partial"] for r in got),
+            "partly_right": sum(r["partial"] and not r["correct"] for r in got),
             "abstained": sum(r["abstained"] for r in got),
+            "wrong": sum(not r["partial"] and not r["abstained"] for r in got),
+            "abstained_by": dict(Counter(str(r["abstained_by"]) for r in got if r["abstained"])),
             "mean_tool_calls": round(statistics.mean(r["tool_calls"] for r in got), 2),
             "mean_model_calls": round(statistics.mean(r["model_calls"] for r in got), 2),
             "mean_s": round(statistics.mean(r["seconds"] for r in got), 1),
@@ -117,6 +134,11 @@ def main() -> None:
             "cpu": cpu,
         }
         print(json.dumps(summary))
+        print(
+            f"{model} {mode}: {summary['correct']} fully right, {summary['partly_right']} partly right, "
+            f"{summary['abstained']} abstained, {summary['wrong']} wrong, of {len(got)}",
+            flush=True,
+        )
     print(json.dumps({"wall_s": round(time.perf_counter() - t0, 1), "questions": len(items)}))
 
 
@@ -136,13 +158,20 @@ def ask(ws: Workspace, mode: str, item: dict[str, Any], args: argparse.Namespace
             model_calls=sum(s.kind == "model" for s in result.steps),
             stopped_by=result.stopped_by,
             tokens=result.tokens,
+            subjects=result.subjects,
+            missing=result.missing,
             steps=[f"{s.tool}({json.dumps(s.arguments)[:60]})" for s in result.steps if s.kind == "tool"],
         )
     row["seconds"] = round(time.perf_counter() - started, 2)
     correct, partial = score(answer.answer, item["answers"])
     cited = sorted({c.source.split("/")[-2] + "/" + c.source.split("/")[-1] for c in answer.citations})
     row.update(
-        answer=answer.answer, correct=correct, partial=partial, abstained=answer.abstained, cited=cited
+        answer=answer.answer,
+        correct=correct,
+        partial=partial,
+        abstained=answer.abstained,
+        abstained_by=answer.abstained_by,
+        cited=cited,
     )
     return row
 
