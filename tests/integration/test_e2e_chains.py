@@ -65,6 +65,30 @@ def test_summaries_of_a_multi_page_pdf(real_ws, method: str) -> None:  # type: i
     assert real_ws.llm.get_num_tokens(result.summary) < window
 
 
+def test_a_pdf_that_fits_the_window_is_one_call_whose_sentences_cite_its_chunks(real_ws) -> None:  # type: ignore[no-untyped-def]
+    """map_reduce asked on a 5-page PDF that fits SmolLM2's window: stuff ran, in one call, and says
+    so; each sentence of the summary cites chunks of the PDF or is flagged."""
+    result = real_ws.summarize(source=PDF, method="map_reduce")
+    assert (result.method, result.requested, result.steps, result.chunks) == ("stuff", "map_reduce", 1, 5)
+    assert result.reason == "stuff: the text fits the window in one call (map_reduce asked)"
+    chunks = real_ws.collection().chunks_of(real_ws._source(PDF))
+    numbered = {i: c for i, c in enumerate(chunks, start=1)}  # the order summarize numbered them in
+    for citation in result.citations:
+        chunk = numbered[citation.number]
+        assert (citation.chunk_id, citation.page, citation.source) == (
+            chunk.chunk_id,
+            chunk.page,
+            chunk.source,
+        )
+        assert citation.quote and citation.quote[:40] in " ".join(chunk.text.split())
+    claims = [s for s in result.sentences if s.claim]
+    assert claims, result.summary
+    assert all(bool(s.sources) == s.supported for s in claims)  # cited, or flagged
+    assert {n for s in claims for n in s.sources} == {c.number for c in result.citations}
+    assert result.faithfulness == round(sum(s.supported for s in claims) / len(claims), 4)
+    print(f"\n{result.reason}\n{result.marked()}\nfaithfulness {result.faithfulness}")
+
+
 def test_question_longer_than_the_window_is_a_clear_error(real_ws) -> None:  # type: ignore[no-untyped-def]
     question = "lighthouse " * (real_ws.llm.context_window + 10)
     with pytest.raises(InvalidInput, match="max_question_tokens"):  # the question limit comes first
