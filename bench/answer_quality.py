@@ -47,6 +47,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "four": {"answer": {"sentences": 4}},
     "rank-order": {"answer": {"order": "rank"}},
     "together": {"answer": {"together": True}},
+    "before": {"answer": {"gate": "coverage", "subject": False}},  # the defaults before the tenth run
+    "words-gate": {"answer": {"gate": "words", "subject": False}},
+    "no-subject": {"answer": {"subject": False}},  # the meaning gate alone
+    "before-subject": {"answer": {"gate": "coverage"}},  # the subject check alone
 }
 
 

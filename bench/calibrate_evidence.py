@@ -1,15 +1,18 @@
-"""Refit the evidence gate (rag.evidence.CALIBRATED) on a CMU-layout QA set: retrieval only, no model.
+"""Refit the evidence gate (rag.evidence.MEANING, WORDS, COVERAGE_ONLY) on a CMU-layout QA set:
+retrieval only, no model.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m bench.calibrate_evidence --qa-dir ../shared/data/cmu-wikiqa/S08 \
-        --limit 200 [--keep 0.92]
+        --limit 200 --questions bench/data/paraphrase_s08.jsonl [--keep 0.92]
 
-Each sampled answerable question is retrieved as the QA chain retrieves it, twice: with every article
-in the collection (label 1: its article is there) and with its own article hidden (label 0). The
-features are those rag.evidence.assess computes on the best chunk: the share of the question's
-IDF-weighted words it holds (with its title), and its cosine to the question. A logistic model is
-fitted by Newton's method, cross-validated in 5 folds (a question's two rows stay in one fold), and
-the threshold is the highest that keeps `--keep` of the answerable questions out of fold. It prints
-the Calibration to paste into rag/evidence.py and the rates it gives beside the current one's.
+Each question is retrieved as the QA chain retrieves it, twice: with every article in the collection
+(label 1: its article is there) and with its own article hidden (label 0). The questions are `--limit`
+sampled answerable ones of the folder, plus every line of each `--questions` file in its own wording
+and in its `original` one (the paraphrase sets: a gate fitted on the CMU wording alone refuses what
+people word their own way). The features are those rag.evidence.assess computes (rag.evidence.FEATURES). For each
+feature set a logistic model is fitted by Newton's method, cross-validated in 5 folds (a question's
+rows stay in one fold), and the threshold is the highest that keeps `--keep` of the answerable
+questions out of fold. It prints each Calibration to paste into rag/evidence.py with the rates it gives
+per question set, beside the shipped ones'.
 
 Tune on S08 only: S09 is the held-out check, and a held-out set kept elsewhere checks both.
 """
@@ -26,23 +29,33 @@ import numpy as np
 
 from lectern.ingest import tokenize
 from lectern.ingest.pipeline import source_key
-from lectern.rag.evaluate import articles_of, eval_searcher, load_qa
+from lectern.rag.evaluate import QAItem, articles_of, eval_searcher, load_qa, load_questions
 from lectern.rag.evaluate_answers import sample_answerable
-from lectern.rag.evidence import CALIBRATED, assess
+from lectern.rag.evidence import COVERAGE_ONLY, MEANING, WORDS, Calibration, assess
 from lectern.rag.retrieval import Filters, LecternRetriever, Searcher
 from lectern.rag.settings import load_settings
 from lectern.rag.types import Context
 
+SHIPPED = {"meaning": MEANING, "words": WORDS, "coverage": COVERAGE_ONLY}
+CANDIDATES = {
+    "meaning": ["dense", "sentence", "names"],
+    "meaning+coverage": ["coverage", "dense", "sentence", "names"],
+    "words": ["coverage", "dense"],
+    "coverage": ["coverage"],
+}
 
-def features(searcher: Searcher, question: str, filters: Filters | None) -> tuple[float, float]:
-    """(coverage, dense) of the best chunk, as the QA chain's evidence gate sees them."""
+
+def features(searcher: Searcher, question: str, filters: Filters | None) -> dict[str, float]:
+    """Every evidence feature of the retrieved chunks, as the QA chain's gate sees them."""
     r = searcher.settings
     retriever = LecternRetriever(searcher=searcher, k=r.k, mode=r.mode, mmr=r.mmr, filters=filters)
     docs = retriever.invoke(question)
     contexts = [Context.from_document(i, d) for i, d in enumerate(docs, start=1)]
     terms = searcher.spelled(tokenize.terms(question))
-    evidence = assess(question, contexts, searcher.term_weights, CALIBRATED, terms=terms)
-    return evidence.coverage, evidence.dense if evidence.dense is not None else 0.0
+    evidence = assess(
+        question, contexts, searcher.term_weights, MEANING, terms=terms, similarity=searcher.similarities
+    )
+    return {k: float(v or 0.0) for k, v in evidence.features().items()}
 
 
 def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50) -> np.ndarray:
@@ -95,40 +108,60 @@ def main() -> None:
     ap.add_argument("--qa-dir", type=Path, required=True)
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--questions", type=Path, action="append", default=[], help="a paraphrase set (JSONL)")
     ap.add_argument("--keep", type=float, default=0.92, help="share of answerable questions to keep")
     ap.add_argument("--data-dir", type=Path, default=Path(".lectern-data/bench"))
     args = ap.parse_args()
-    if args.qa_dir.name == "S09":
+    if "S09" in (args.qa_dir.name, *(q.stem.upper()[-3:] for q in args.questions)):
         raise SystemExit("S09 is the held-out set: calibrate on S08")
     settings = load_settings(data_dir=args.data_dir, ingest={"parse_workers": 0})
     items = load_qa(args.qa_dir)
     articles = articles_of(items)
-    sample = sample_answerable(items, args.limit, args.seed)
-    rows: list[tuple[float, float]] = []
+    sets: dict[str, list[QAItem]] = {args.qa_dir.name: sample_answerable(items, args.limit, args.seed)}
+    for path in args.questions:
+        sets[path.stem] = load_questions(path, args.qa_dir)
+        sets[f"{path.stem}:original"] = load_questions(path, args.qa_dir, "original")
+    rows: list[dict[str, float]] = []
     labels: list[int] = []
     groups: list[int] = []
+    names: list[str] = []
     with eval_searcher(articles, settings) as searcher:
         keys = {a: source_key(a) for a in articles}
-        for i, item in enumerate(sample):
-            others = tuple(keys[a] for a in articles if a != item.article)
-            for label, filters in ((1, None), (0, Filters(sources=others))):
-                rows.append(features(searcher, item.question, filters))
-                labels.append(label)
-                groups.append(i)
-    x, y = np.array(rows), np.array(labels, dtype=float)
-    report: dict[str, object] = {"set": args.qa_dir.name, "questions": len(sample)}
-    current = np.array([CALIBRATED.probability(c, d) for c, d in rows])
-    report["current"] = {"calibration": CALIBRATED.__dict__, **rates(current, y, CALIBRATED.threshold)}
-    for name, columns in (("coverage+dense", [0, 1]), ("coverage", [0])):
-        oof = cross_validated(x[:, columns], y, groups, folds=5, seed=args.seed)
+        for name, sample in sets.items():
+            for item in sample:
+                others = tuple(keys[a] for a in articles if a != item.article)
+                question = len(set(groups))  # the two rows of one question share a fold
+                for label, filters in ((1, None), (0, Filters(sources=others))):
+                    rows.append(features(searcher, item.question, filters))
+                    labels.append(label)
+                    groups.append(question)
+                    names.append(name)
+    y = np.array(labels, dtype=float)
+    which = np.array(names)
+    report: dict[str, object] = {"sets": {k: len(v) for k, v in sets.items()}}
+
+    def per_set(p: np.ndarray, threshold: float) -> dict[str, dict[str, float]]:
+        return {name: rates(p[which == name], y[which == name], threshold) for name in sets}
+
+    for name, model in SHIPPED.items():
+        p = np.array([model.probability(r) for r in rows])
+        report[f"shipped {name}"] = {"calibration": _dump(model), **per_set(p, model.threshold)}
+    for name, columns in CANDIDATES.items():
+        x = np.array([[r[c] for c in columns] for r in rows])
+        oof = cross_validated(x, y, groups, folds=5, seed=args.seed)
         threshold = threshold_keeping(oof[y == 1], args.keep)
-        w = fit(x[:, columns], y)
-        coef = dict(zip(["coverage", "dense"][: len(columns)], w[:-1].round(2).tolist(), strict=True))
-        report[name] = {
-            "calibration": {**coef, "bias": round(float(w[-1]), 2), "threshold": round(threshold, 2)},
-            "cross_validated": rates(oof, y, threshold),
-        }
+        w = fit(x, y)
+        model = Calibration(
+            dict(zip(columns, w[:-1].round(2).tolist(), strict=True)),
+            round(float(w[-1]), 2),
+            round(threshold, 2),
+        )
+        report[name] = {"calibration": _dump(model), "cross_validated": per_set(oof, threshold)}
     print(json.dumps(report, indent=2))
+
+
+def _dump(model: Calibration) -> dict[str, object]:
+    return {"weights": dict(model.weights), "bias": model.bias, "threshold": model.threshold}
 
 
 if __name__ == "__main__":

@@ -118,6 +118,7 @@ class QuestionRecord:
     hidden_abstained: bool = False
     hidden_seconds: float = 0.0
     hidden_sources: list[str] = field(default_factory=list)  # what the ask without the article saw
+    hidden_abstained_by: str | None = None  # why the ask without the article abstained
     abstained_by: str | None = None  # retrieval, evidence, model or unsupported (rag.types.AbstainReason)
     retried: str | None = None  # the check the first answer failed, when it was asked again (rag.verify)
 
@@ -153,6 +154,7 @@ class QuestionRecord:
             hidden_abstained=hidden.abstained,
             hidden_seconds=round(hidden_s, 3),
             hidden_sources=sorted({Path(c.source).name for c in hidden.contexts}),
+            hidden_abstained_by=hidden.abstained_by,
             abstained_by=answer.abstained_by,
             retried=answer.retried,
         )
@@ -242,17 +244,13 @@ class AnswerEval:
         from lectern.rag.context import count_tokens
         from lectern.rag.qa import QAChain, build_qa_chain
         from lectern.rag.retrieval import Filters, LecternRetriever, Searcher
-        from lectern.rag.workspace import qa_options, shared_llm, shared_reranker
+        from lectern.rag.workspace import chain_options, shared_llm, shared_reranker
 
         llm = shared_llm(settings)
         r = settings.retrieval
         # the index is shared; these settings' retrieval options (weights, spelling...) are not
         searcher = Searcher(self.searcher.collection, self.searcher.embedder, r)
-        options = {
-            **qa_options(settings),
-            "term_weights": searcher.term_weights,
-            "spelling": searcher.spelled,
-        }
+        options = chain_options(settings, searcher)
 
         def chain(filters: Filters | None) -> QAChain:
             retriever = LecternRetriever(

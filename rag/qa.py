@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from langchain_core.documents import Document
@@ -32,6 +32,7 @@ from lectern.rag.citations import (
     parse_citations,
     strip_citations,
     support_scores,
+    without_markers,
 )
 from lectern.rag.context import fit_contexts, generation_kwargs
 from lectern.rag.evidence import (
@@ -40,8 +41,10 @@ from lectern.rag.evidence import (
     SENTENCES,
     Calibration,
     Evidence,
+    Similarity,
     TermWeights,
     assess,
+    names,
     select_sentences,
 )
 from lectern.rag.limits import check_question
@@ -56,7 +59,7 @@ from lectern.rag.prompts import (
     qa_prompt,
 )
 from lectern.rag.types import AbstainReason, Answer, Citation, Context, quote_of
-from lectern.rag.verify import RESTATES, SCATTERED, answer_problem, clean_span, locate
+from lectern.rag.verify import RESTATES, SCATTERED, answer_problem, clean_span, locate, off_subject
 
 __all__ = [
     "QAChain",
@@ -88,6 +91,7 @@ class _Prepared:
     messages: list[BaseMessage] | None  # None: abstain without calling the model
     evidence: Evidence | None = None
     abstained_by: AbstainReason | None = None
+    chunks: dict[str, Context] = field(default_factory=dict)  # the retrieved chunks whole, by chunk id
 
 
 CONTEXT_FORMS = ("sentences", "chunks")
@@ -120,8 +124,10 @@ class QAChain(Runnable[QAInput, Answer]):
         term_weights: TermWeights | None = None,
         calibration: Calibration | None = None,
         spelling: Callable[[Sequence[str]], list[str]] | None = None,
+        similarity: Similarity | None = None,
         verify: bool = True,
         together: bool = False,
+        subject: bool = True,
     ) -> None:
         if context not in CONTEXT_FORMS:
             raise UnknownKey("answer context", context, list(CONTEXT_FORMS))
@@ -141,8 +147,10 @@ class QAChain(Runnable[QAInput, Answer]):
         self.term_weights = term_weights
         self.calibration = calibration
         self.spelling = spelling
+        self.similarity = similarity
         self.verify = verify
         self.together = together
+        self.subject = subject
 
     def _generation(self, question: str) -> dict[str, Any]:
         """Per-call generation options: a concise prompt gets a short answer budget and stops at a
@@ -157,7 +165,7 @@ class QAChain(Runnable[QAInput, Answer]):
         if prepared.messages is None:
             return self._abstain(prepared)
         raw = self.llm.invoke(prepared.messages, config, **self._generation(prepared.question)).text
-        return self.check(prepared, self.finish(prepared, raw), config)
+        return self.on_subject(prepared, self.check(prepared, self.finish(prepared, raw), config))
 
     def stream_answer(self, input: QAInput, config: RunnableConfig | None = None) -> Iterator[str | Answer]:
         """Yield the model's text as it streams (str chunks), then the final Answer, always last.
@@ -178,7 +186,7 @@ class QAChain(Runnable[QAInput, Answer]):
             if text:
                 parts.append(text)
                 yield text
-        yield self.check(prepared, self.finish(prepared, "".join(parts)), config)
+        yield self.on_subject(prepared, self.check(prepared, self.finish(prepared, "".join(parts)), config))
 
     def retrieve(self, question: str, config: RunnableConfig | None = None) -> list[Document]:
         """Retrieved documents in rank order, cut to k and to those scoring at least min_score."""
@@ -191,9 +199,23 @@ class QAChain(Runnable[QAInput, Answer]):
         terms = tokenize.terms(question)
         return self.spelling(terms) if self.spelling is not None else terms
 
+    def names(self, question: str) -> list[str]:
+        """The question's names (rag.evidence.names), spelled as its terms are: "Vlota" -> "volta"."""
+        found = names(question)
+        return self.spelling(found) if self.spelling is not None and found else found
+
     def assess(self, question: str, contexts: list[Context]) -> Evidence:
-        """How likely the answer is in these sources, from the question's words and the best score."""
-        return assess(question, contexts, self.term_weights, self.calibration, terms=self.terms(question))
+        """How likely the answer is in these sources: how close in meaning the best chunk and sentence
+        are to the question, and whether they hold its names (rag.evidence)."""
+        return assess(
+            question,
+            contexts,
+            self.term_weights,
+            self.calibration,
+            terms=self.terms(question),
+            similarity=self.similarity,
+            named=self.names(question),
+        )
 
     def select(self, question: str, contexts: list[Context]) -> list[Context]:
         """What the model is shown: the best sentences with their neighbours, or the whole chunks."""
@@ -213,21 +235,21 @@ class QAChain(Runnable[QAInput, Answer]):
         docs = self.retrieve(question, config)
         if not docs:
             return _Prepared(question, [], None, abstained_by="retrieval")
-        contexts = [Context.from_document(i, d) for i, d in enumerate(docs, start=1)]
-        evidence = self.assess(question, contexts) if self.evidence else None
+        retrieved = [Context.from_document(i, d) for i, d in enumerate(docs, start=1)]
+        evidence = self.assess(question, retrieved) if self.evidence else None
         if evidence is not None and not evidence.answerable:
-            return _Prepared(question, contexts, None, evidence, "evidence")
+            return _Prepared(question, retrieved, None, evidence, "evidence")
         contexts = fit_contexts(
             self.llm,
             self.template,
             question,
-            self.select(question, contexts),
+            self.select(question, retrieved),
             max_new_tokens=self._generation(question).get("max_new_tokens", self.max_new_tokens),
         )
         if not contexts:
             return _Prepared(question, [], None, evidence, "retrieval")
         messages = self.template.format_messages(sources=format_sources(contexts), question=question)
-        return _Prepared(question, contexts, messages, evidence)
+        return _Prepared(question, contexts, messages, evidence, chunks={c.chunk_id: c for c in retrieved})
 
     def finish(self, prepared: _Prepared, raw: str) -> Answer:
         """Parse the model's output into an Answer against the sources it was shown."""
@@ -280,6 +302,28 @@ class QAChain(Runnable[QAInput, Answer]):
         )
         update.update(answer=f"{span} [{number}]", citations=[citation], support=1.0)
         return answer.model_copy(update=update)
+
+    def on_subject(self, prepared: _Prepared, answer: Answer) -> Answer:
+        """The answer, withdrawn when the chunks it cites are not about the question's subject
+        (rag.verify.off_subject): an answer built from another article is no answer."""
+        if not self.subject or answer.abstained or not answer.citations:
+            return answer
+        by_number = {c.number: c for c in prepared.contexts}
+        shown = [by_number[c.number] for c in answer.citations if c.number in by_number]
+        cited = [prepared.chunks.get(c.chunk_id, c) for c in shown]  # whole: an excerpt may say "he"
+        text = without_markers(answer.answer)
+        if not off_subject(text, prepared.question, cited, self.similarity, self.names(prepared.question)):
+            return answer
+        return answer.model_copy(
+            update={
+                "answer": NO_ANSWER,
+                "citations": [],
+                "abstained": True,
+                "abstained_by": "off_subject",
+                "support": None,
+                "raw": answer.raw,
+            }
+        )
 
     def _parse(self, prepared: _Prepared, raw: str) -> Answer:
         parse_error: str | None = None
@@ -366,7 +410,7 @@ def cited_answer(
 def build_qa_chain(llm: BaseChatModel, retriever: BaseRetriever, **options: Any) -> QAChain:
     """The QA runnable: `.invoke({"question": q})` or `.invoke(q)` -> Answer; `.stream_answer(q)`.
     Options are QAChain's (k, variant, max_new_tokens, min_score, structured, context, sentences,
-    neighbours, evidence, term_weights, calibration, spelling, verify)."""
+    neighbours, evidence, term_weights, calibration, spelling, similarity, verify)."""
     return QAChain(llm, retriever, **options)
 
 

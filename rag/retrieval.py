@@ -160,6 +160,16 @@ class Searcher:
                 fixes[term] = min(live)[1]
         return [fixes.get(t, t) for t in terms]
 
+    def similarities(self, query: str, texts: Sequence[str]) -> list[float]:
+        """The cosine of each text to the query, with the collection's embedder (the evidence gate's
+        sentence similarity, rag.evidence.assess)."""
+        if not texts:
+            return []
+        q = self.embedder.embed_query(query)
+        vectors = self.embedder.embed(list(texts))
+        norms = np.linalg.norm(vectors, axis=1) * max(float(np.linalg.norm(q)), 1e-12)
+        return (vectors @ q / np.maximum(norms, 1e-12)).astype(float).tolist()
+
     def term_weights(self, terms: Sequence[str]) -> dict[str, float]:
         """The collection's IDF of each stemmed term (rag.evidence weighs a question's words by it);
         a term no chunk holds weighs as the rarest."""

@@ -64,6 +64,7 @@ class RetrievalSettings(BaseModel):
 
 AnswerContext = Literal["sentences", "chunks"]
 AnswerOrder = Literal["rank", "best"]  # rag.evidence.ORDERS
+EvidenceGate = Literal["meaning", "words", "coverage"]  # rag.evidence.MEANING, WORDS, COVERAGE_ONLY
 
 
 class AnswerSettings(BaseModel):
@@ -84,12 +85,21 @@ class AnswerSettings(BaseModel):
     # abstain without asking the model when the question's subject is not in the sources
     # (rag.evidence, calibrated on S08); off: only the model decides
     evidence: bool = True
+    # what the gate reads (rag.evidence): "meaning", the best chunk's and sentence's cosine to the
+    # question and its names in the sources (MEANING); "words", its rarer words in the best chunk and
+    # that chunk's cosine (WORDS); "coverage", the rarer words alone (COVERAGE_ONLY, the gate every
+    # collection got before docs/ANSWERS.md's tenth run). With an embedder other than the accurate
+    # profile's, the gate is always "coverage": the fits are on MiniLM's cosine scale.
+    gate: EvidenceGate = "meaning"
     # check the answer (rag.verify): one that restates the question or says what no source says is
     # asked again for a source's exact words, or the chain abstains
     verify: bool = True
     # with verify: an answer whose new words no one passage holds together (a sentence and its
     # neighbours) is asked again too, and kept if the second try fails (rag.verify.SCATTERED)
     together: bool = False
+    # withdraw an answer taken from passages that are not about the question's subject (its names, and
+    # its meaning with the accurate embedder): rag.verify.off_subject
+    subject: bool = True
     # a longer question is refused with a clear error (rag.limits): 100k characters took minutes to prefill
     max_question_tokens: int = Field(QUESTION_TOKENS, ge=1)
 

@@ -19,14 +19,20 @@ from collections.abc import Mapping, Sequence
 
 from lectern.ingest import tokenize
 from lectern.rag.citations import without_markers
-from lectern.rag.evidence import SENTENCES, TermWeights, _join, select_sentences, sentence_spans, sentences
+from lectern.rag.evidence import (
+    SENTENCES,
+    TermWeights,
+    join_spans,
+    select_sentences,
+    sentence_spans,
+    sentences,
+)
 from lectern.rag.plan import Subject, Subjects, name_terms, names
 from lectern.rag.types import Context
-from lectern.rag.verify import _YES_NO, terms
+from lectern.rag.verify import YES_NO, terms
 
 QUOTA = 2  # each planned search's own best sentences (with their neighbours) kept in the prompt
 # A date as rag.verify.terms writes it (d1953x06x18, d1953x06): its year is a fact on its own too.
-_DATE = re.compile(r"^d(\d{4})x\d{2}(?:x\d{2})?$")
 # Where an answer moves from one subject to the next: "Klimt was born in Baumgarten, and Mondrian in ..."
 _CLAUSE = re.compile(r",\s*(?:and|but|while|whereas)\s+|;\s*|\s+(?:while|whereas|but)\s+", re.IGNORECASE)
 
@@ -99,7 +105,7 @@ def _merge(selections: Sequence[Sequence[Context]], originals: Mapping[str, Cont
     for chunk_id in order:
         original = originals[chunk_id]
         spans = sentence_spans(original.text)
-        text = _join(original.text, [spans[j] for j in sorted(kept[chunk_id])])
+        text = join_spans(original.text, [spans[j] for j in sorted(kept[chunk_id])])
         if text:
             out.append(original.model_copy(update={"number": len(out) + 1, "text": text, "excerpt": True}))
     return out
@@ -126,13 +132,6 @@ def missing_subjects(
 ) -> list[str]:
     """The subjects no shown passage is about: nothing was found for them."""
     return [s for s in subjects if not passages_of(s, subjects, shown, chunks)]
-
-
-def _facts(text: str) -> set[str]:
-    """The words of `text` as rag.verify compares them, each date's year added: "1953" is in
-    "June 18 1953", which verify.terms writes as one token."""
-    words = terms(text)
-    return words | {m.group(1) for w in words if (m := _DATE.match(w))}
 
 
 def _pieces(answer: str, subjects: Sequence[str]) -> list[str]:
@@ -164,7 +163,7 @@ def answer_words(answer: str, question: str, subjects: Sequence[str]) -> tuple[d
     for piece in _pieces(answer, subjects):
         named = [s for s in subjects if names(piece, s)]
         named_any.update(named)
-        new = _facts(piece) - asked
+        new = terms(piece) - asked
         if named and not new:
             waiting += [s for s in named if s not in waiting]
             continue
@@ -184,13 +183,13 @@ def misattributed(
     answer has no other words for a subject. A comparison ("Which is older, X or Y?") or a yes/no
     question states no fact: never faulted; nor is a subject named with no new word ("Ottawa on
     the Ottawa River")."""
-    if len(subjects.names) < 2 or subjects.comparison or _YES_NO.match(question.strip()):
+    if len(subjects.names) < 2 or subjects.comparison or YES_NO.match(question.strip()):
         return []
     words_for, named = answer_words(answer, question, subjects.names)
     held: dict[str, set[str]] = {}
     for name in subjects.names:
         passages = passages_of(name, subjects.names, shown, chunks)
-        held[name] = set().union(*(_facts(f"{c.title} {c.heading or ''} {c.text}") for c in passages))
+        held[name] = set().union(*(terms(f"{c.title} {c.heading or ''} {c.text}") for c in passages))
     everywhere = set.intersection(*held.values())
     wrong = []
     for name, words in words_for.items():

@@ -10,10 +10,11 @@ from langchain_core.documents import Document
 from pydantic import BaseModel, Field, computed_field
 
 QUOTE_CHARS = 300
-AbstainReason = Literal["retrieval", "evidence", "model", "unsupported", "missing_subject"]
+AbstainReason = Literal["retrieval", "evidence", "model", "unsupported", "off_subject", "missing_subject"]
 """Why an answer abstained: nothing retrieved, too little evidence in the sources, the model said so,
-its answer failed the check twice (restated the question, or said what no source says), or (the
-agent) one of the question's subjects has no passage or no fact of its own in the answer."""
+its answer failed the check twice (restated the question, or said what no source says), the passages
+it was taken from are not about the question's subject (rag.verify.off_subject), or (the agent) one
+of the question's subjects has no passage or no fact of its own in the answer."""
 
 
 class Citation(BaseModel):

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from lectern.ingest import tokenize
 from lectern.rag.answer_metrics import canonical
 from lectern.rag.citations import CITATION
-from lectern.rag.evidence import sentence_spans
+from lectern.rag.evidence import Similarity, names, sentence_spans
 from lectern.rag.types import Context
 
 RESTATES = "restates the question"
@@ -36,7 +36,7 @@ NOT_IN_SOURCES = "says what no source says"
 SCATTERED = "joins words no one passage says together"
 
 # A question that starts like these is answered by yes or no, which need no new word.
-_YES_NO = re.compile(
+YES_NO = re.compile(
     r"^(?:is|are|was|were|am|do|does|did|can|could|has|have|had|will|would|shall|should|may|might|must)\b",
     re.IGNORECASE,
 )
@@ -47,10 +47,15 @@ SPAN_IN_SOURCE = 0.8  # share of a span's words one source must hold for the spa
 TOGETHER = 0.75
 
 
+_DATE_TOKEN = re.compile(r"^d(\d{4})x\d{2}")
+
+
 def terms(text: str) -> set[str]:
     """Stemmed words, with numbers and dates in one form ("three" = "3", "14 October 1852" =
-    "October 14, 1852"), so that an answer writing a number otherwise than its source still matches."""
-    return set(tokenize.terms(canonical(CITATION.sub(" ", text))))
+    "October 14, 1852"), so that an answer writing a number otherwise than its source still matches.
+    A full date also stands for its year: "born in 1745" is what "February 18, 1745" says."""
+    words = set(tokenize.terms(canonical(CITATION.sub(" ", text))))
+    return words | {m.group(1) for w in words if (m := _DATE_TOKEN.match(w))}
 
 
 def new_terms(text: str, question: str) -> set[str]:
@@ -66,7 +71,7 @@ def answer_problem(
     A yes/no question is never faulted for adding no word. A word counts as in the sources when a
     shown passage or its title holds it; with `together`, TOGETHER of them must be in one sentence of
     one passage or its neighbours."""
-    if _YES_NO.match(question.strip()):
+    if YES_NO.match(question.strip()):
         return None
     novel = new_terms(answer, question)
     if not novel:
@@ -79,6 +84,53 @@ def answer_problem(
     if together and _best_window(novel, contexts) < TOGETHER:
         return SCATTERED
     return None
+
+
+# The subject check (answer.subject): the window an answer is taken from must be about the question.
+SUBJECT_NAMES = 0.5  # share of the question's names the cited chunk (with its title) must hold
+SUBJECT_SIMILARITY = 0.4  # the window's least cosine to the question, where an embedder is at hand
+
+
+def support_window(answer: str, question: str, ctx: Context) -> str:
+    """The sentence of `ctx` holding most of the answer's new words, with one neighbour either side."""
+    spans = sentence_spans(ctx.text)
+    if not spans:
+        return ctx.text
+    novel = new_terms(answer, question)
+    held = [len(novel & terms(ctx.text[a:b])) for a, b in spans]
+    i = max(range(len(spans)), key=lambda j: (held[j], -j))
+    lo, hi = max(0, i - 1), min(len(spans), i + 2)
+    return ctx.text[spans[lo][0] : spans[hi - 1][1]]
+
+
+def off_subject(
+    answer: str,
+    question: str,
+    cited: Sequence[Context],
+    similarity: Similarity | None = None,
+    named: Sequence[str] | None = None,
+) -> bool:
+    """True when the passages an answer is taken from are not about the question's subject: with the
+    question's article missing, a 0.5B model answers "the most common color of ants" from a sentence
+    about bees. The answer stands when one cited chunk holds SUBJECT_NAMES of the question's names
+    (its title counts) and, with an embedder, its support window (support_window) is within
+    SUBJECT_SIMILARITY of the question in meaning. Pass whole chunks: the names
+    are looked for in all of the chunk, since the sentence an answer comes from often says "he".
+    `named`: the question's names as the caller spelled them (else rag.evidence.names)."""
+    if not cited:
+        return False
+    asked = set(named if named is not None else names(question))
+    windows = [support_window(answer, question, c) for c in cited]
+    scores = similarity(question, windows) if similarity is not None else None
+    for i, ctx in enumerate(cited):
+        if asked:
+            held = set(tokenize.terms(f"{ctx.title or ''} {ctx.heading or ''} {ctx.text}"))
+            if len(asked & held) / len(asked) < SUBJECT_NAMES:
+                continue
+        if scores is not None and float(scores[i]) < SUBJECT_SIMILARITY:
+            continue
+        return False
+    return True
 
 
 def _best_window(words: set[str], contexts: Sequence[Context]) -> float:

@@ -90,18 +90,33 @@ def qa_options(settings: Settings) -> dict[str, Any]:
         "evidence": settings.answer.evidence,
         "verify": settings.answer.verify,
         "together": settings.answer.together,
-        "calibration": evidence_calibration(settings),
+        "subject": settings.answer.subject,
     }
 
 
-def evidence_calibration(settings: Settings) -> Calibration:
-    """The abstention model for this embedder: rag.evidence.CALIBRATED was fitted with MiniLM's
-    cosine scores (the accurate profile); other embedders score on another scale, so only the
-    question-word coverage is used with them."""
-    from lectern.rag.evidence import CALIBRATED, COVERAGE_ONLY
+def chain_options(settings: Settings, searcher: Searcher) -> dict[str, Any]:
+    """build_qa_chain's options for a chain over `searcher`'s collection: the settings' (qa_options)
+    and what the collection knows: its IDF, its words for spelling, its embedder for the meaning
+    gate, and the gate's calibration for the embedder it was built with."""
+    return {
+        **qa_options(settings),
+        "term_weights": searcher.term_weights,
+        "spelling": searcher.spelled,
+        "similarity": searcher.similarities,
+        "calibration": evidence_calibration(settings, searcher.collection.manifest.profile),
+    }
 
-    embed = settings.ingest.embed
-    return CALIBRATED if embed.profile == "accurate" and not embed.model else COVERAGE_ONLY
+
+def evidence_calibration(settings: Settings, profile: str | None) -> Calibration:
+    """The abstention model for a collection built with embedding `profile` (its manifest's) and
+    answer.gate: rag.evidence.MEANING and WORDS were fitted with MiniLM's cosine scores (the accurate
+    profile); other embedders score on another scale, so only the question-word coverage is used
+    with them, as with gate = "coverage"."""
+    from lectern.rag.evidence import COVERAGE_ONLY, MEANING, WORDS
+
+    if profile != "accurate":
+        return COVERAGE_ONLY
+    return {"meaning": MEANING, "words": WORDS, "coverage": COVERAGE_ONLY}[settings.answer.gate]
 
 
 class Workspace:
@@ -238,12 +253,7 @@ class Workspace:
     def _qa_parts(self, options: dict[str, Any]) -> tuple[LecternRetriever, dict[str, Any]]:
         """The retriever and the QA chain's options, weighing question words by this collection's IDF."""
         searcher = self.searcher()
-        return self.retriever(searcher), {
-            **qa_options(self.settings),
-            "term_weights": searcher.term_weights,
-            "spelling": searcher.spelled,
-            **options,
-        }
+        return self.retriever(searcher), {**chain_options(self.settings, searcher), **options}
 
     def qa_chain(self, **options: Any) -> QAChain:
         """The QA chain over this collection, as the settings configure it (options override)."""

@@ -40,7 +40,7 @@ def sources_of(answer: Any) -> list[dict[str, Any]]:
 def _rag_chain(server: Server, body: ChatRequest, llm: QueuedChatModel) -> Any:
     from lectern.rag.qa import build_qa_chain
     from lectern.rag.retrieval import Filters
-    from lectern.rag.workspace import qa_options
+    from lectern.rag.workspace import chain_options
 
     ws = server.workspace(body.model[len(RAG_PREFIX) :])
     searcher = ws.searcher()
@@ -52,11 +52,7 @@ def _rag_chain(server: Server, body: ChatRequest, llm: QueuedChatModel) -> Any:
     if body.sources:
         retrieval["filters"] = Filters(tuple(ws._source(s) for s in body.sources))
     retriever = ws.retriever(searcher, **retrieval)
-    options = {
-        **qa_options(ws.settings),
-        "term_weights": searcher.term_weights,
-        "max_new_tokens": llm.max_new_tokens,
-    }
+    options = {**chain_options(ws.settings, searcher), "max_new_tokens": llm.max_new_tokens}
     if body.k is not None:
         options["k"] = body.k
     return build_qa_chain(llm, retriever, **options)

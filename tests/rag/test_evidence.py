@@ -8,10 +8,13 @@ import pytest
 from lectern.rag.evidence import (
     CALIBRATED,
     COVERAGE_ONLY,
+    MEANING,
+    WORDS,
     Calibration,
     assess,
     coverage,
     local_idf,
+    names,
     select_sentences,
     sentence_spans,
     sentences,
@@ -65,15 +68,57 @@ def test_local_idf_ranks_a_word_of_one_passage_above_a_word_of_all() -> None:
 
 
 def test_calibration_is_monotone_and_thresholded() -> None:
-    model = Calibration(coverage=5.0, dense=10.0, bias=-8.0, threshold=0.5)
-    assert model.probability(1.0, 0.6) > model.probability(0.5, 0.6) > model.probability(0.5, 0.2)
-    assert model.probability(1.0, None) == pytest.approx(1 / (1 + 2.718281828**3), rel=1e-6)
+    model = Calibration({"coverage": 5.0, "dense": 10.0}, bias=-8.0, threshold=0.5)
+    p = lambda cover, dense: model.probability({"coverage": cover, "dense": dense})  # noqa: E731
+    assert p(1.0, 0.6) > p(0.5, 0.6) > p(0.5, 0.2)
+    assert p(1.0, 0.0) == pytest.approx(1 / (1 + 2.718281828**3), rel=1e-6)
+    assert model.usable({"coverage": 1.0, "dense": 0.3}) and not model.usable(
+        {"coverage": 1.0, "dense": None}
+    )
     # the shipped models: a question whose words are all in a close passage is answerable; one whose
     # name is missing from a distant passage is not
-    assert CALIBRATED.probability(1.0, 0.6) > CALIBRATED.threshold > CALIBRATED.probability(0.4, 0.25)
-    assert (
-        COVERAGE_ONLY.probability(1.0, None) > COVERAGE_ONLY.threshold > COVERAGE_ONLY.probability(0.3, None)
-    )
+    assert WORDS.probability({"coverage": 1.0, "dense": 0.6}) > WORDS.threshold
+    assert WORDS.probability({"coverage": 0.4, "dense": 0.25}) < WORDS.threshold
+    assert COVERAGE_ONLY.probability({"coverage": 1.0}) > COVERAGE_ONLY.threshold
+    assert COVERAGE_ONLY.probability({"coverage": 0.3}) < COVERAGE_ONLY.threshold
+    # MEANING reads no word of the question: a close sentence that holds its names is enough
+    close = {"dense": 0.45, "sentence": 0.7, "names": 1.0}
+    assert MEANING.probability(close) > MEANING.threshold
+    assert MEANING.probability({**close, "sentence": 0.45, "names": 0.0}) < MEANING.threshold
+    assert CALIBRATED is MEANING
+
+
+def test_names_are_the_capitalised_words_past_the_first() -> None:
+    assert names("How many stairs lead up to the top of the Marrow Point lighthouse?") == ["marrow", "point"]
+    assert names("Which city were Quillmate's original developers based in?") == ["quillmat"]
+    assert names("What is the most common color of ants?") == []
+    assert names("Where was Volta born? And Newton?") == ["volta", "newton"]
+
+
+def test_the_meaning_gate_passes_a_reworded_question_the_words_gate_refuses() -> None:
+    """ "stairs" is in no source and weighs as the rarest word: the words gate abstains. The meaning
+    gate reads the sentence's closeness to the question (a stand-in embedder here) and the name."""
+    idf = lambda terms: {t: {"stair": 9.0, "marrow": 6.0, "point": 3.0}.get(t, 1.0) for t in terms}  # noqa: E731
+    question = "How many stairs lead up to the top of the Marrow Point lighthouse?"
+    passage = "Visitors may climb the 143 steps of the tower. The lamp was first lit in 1852."
+    shown = [ctx(1, passage, "Marrow Point Light", 0.45)]
+    seen: list[list[str]] = []
+
+    def similarity(q: str, texts: list[str]) -> list[float]:
+        seen.append(list(texts))
+        return [0.72 if "steps" in t else 0.2 for t in texts]
+
+    words = assess(question, shown, idf, WORDS)
+    assert not words.answerable and words.coverage < 0.5
+    meaning = assess(question, shown, idf, MEANING, similarity=similarity)
+    assert meaning.answerable and meaning.sentence == 0.72 and meaning.names == 1.0
+    assert seen == [["Visitors may climb the 143 steps of the tower.", "The lamp was first lit in 1852."]]
+    # the same sentence in a passage that lacks the question's name: refused
+    elsewhere = [ctx(1, passage.replace("tower", "mill"), "Old Mill", 0.3)]
+    assert not assess(question, elsewhere, idf, MEANING, similarity=lambda q, t: [0.45] * len(t)).answerable
+    # without an embedder at hand the meaning gate cannot be read: the words gate decides
+    fallback = assess(question, shown, idf, MEANING)
+    assert fallback.sentence is None and fallback.threshold == WORDS.threshold
 
 
 def test_assess_uses_the_best_chunk_and_its_title() -> None:

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from lectern.rag.prompts import NO_ANSWER
 from lectern.rag.qa import QAChain, build_qa_chain
-from lectern.rag.verify import NOT_IN_SOURCES, RESTATES, SCATTERED, answer_problem, clean_span, locate
+from lectern.rag.verify import (
+    NOT_IN_SOURCES,
+    RESTATES,
+    SCATTERED,
+    answer_problem,
+    clean_span,
+    locate,
+    off_subject,
+    support_window,
+)
 from tests.rag.test_context import ListRetriever, WindowFake, make_doc
 from tests.rag.test_evidence import ctx
 
@@ -138,3 +147,69 @@ def test_a_scattered_answer_is_kept_when_the_retry_finds_nothing_better() -> Non
     llm, qa = grant_chain(JOINED, together=False)
     qa.invoke(FAME)
     assert len(llm.prompts) == 1
+
+
+def test_a_bare_year_is_what_a_full_date_says() -> None:
+    """ "Volta was born in 1745." against "(February 18, 1745 - ...)": the date stands for its year
+    too, so the answer is in the sources (it was NOT_IN_SOURCES, and every year answer was asked again)."""
+    source = [ctx(1, "Alessandro Volta (February 18, 1745 - March 5, 1827) was an Italian physicist.")]
+    assert answer_problem("Volta was born in 1745.", "In what year was Volta born?", source) is None
+    assert answer_problem("Volta was born in 1746.", "In what year was Volta born?", source) == NOT_IN_SOURCES
+
+
+ANTS = "Ants are found on every continent. Most ants are red or black, and a few are yellow."
+BEES = "Bees feed on nectar and pollen. The most common color of honey bees is yellow with black bands."
+
+
+def test_off_subject_needs_the_question_names_in_the_cited_chunk() -> None:
+    question = "Where was Alessandro Volta buried?"
+    volta = ctx(1, "In 1819 he retired to Camnago. He was buried in Como.", "Alessandro Volta")
+    other = ctx(2, "Galvani was buried in Bologna. He studied frogs.", "Luigi Galvani")
+    assert not off_subject("He was buried in Como.", question, [volta])
+    assert off_subject("He was buried in Bologna.", question, [other])
+    # one cited chunk about the subject is enough; none cited, nothing to judge
+    assert not off_subject("Como.", question, [other, volta])
+    assert not off_subject("Como.", question, [])
+    # the names as the chain spelled them ("Vlota" -> "volta")
+    assert not off_subject("Como.", "Where was Vlota buried?", [volta], named=["volta"])
+    assert off_subject("Como.", "Where was Vlota buried?", [volta])
+
+
+def test_off_subject_reads_the_support_window_meaning_with_an_embedder() -> None:
+    """A question without names: the window the answer is taken from must be close to it in meaning.
+    A stand-in embedder: close when the window speaks of ants."""
+    question = "What is the most common color of ants?"
+    seen: list[list[str]] = []
+
+    def similarity(q: str, texts: list[str]) -> list[float]:
+        seen.append(list(texts))
+        return [0.6 if "ants" in t.lower() else 0.3 for t in texts]
+
+    assert off_subject("Yellow with black bands.", question, [ctx(1, BEES, "Bee")], similarity)
+    assert seen[-1] == [BEES]  # both sentences: the answer's and its neighbour
+    assert not off_subject("Red or black.", question, [ctx(1, ANTS, "Ant")], similarity)
+    longer = ctx(1, f"Filler one here. Filler two here. {ANTS} Queens lay the eggs.")
+    assert support_window("Red or black.", question, longer) == f"{ANTS} Queens lay the eggs."
+
+
+def test_the_chain_withdraws_an_answer_taken_from_another_subject() -> None:
+    llm = WindowFake(context_window=600, script=["He was buried in Bologna. [1]"])
+    docs = [make_doc(1, "Luigi Galvani was buried in Bologna. He studied frogs and electricity.")]
+    qa = build_qa_chain(llm, ListRetriever(docs=docs), evidence=False)
+    answer = qa.invoke("Where was Alessandro Volta buried?")
+    assert answer.abstained and answer.abstained_by == "off_subject" and answer.answer == NO_ANSWER
+    assert answer.raw == "He was buried in Bologna. [1]" and answer.citations == []
+    # the same answer about the subject the question names stands; the check can be turned off
+    kept = build_qa_chain(
+        WindowFake(context_window=600, script=["He was buried in Bologna. [1]"]),
+        ListRetriever(docs=[make_doc(1, "Alessandro Volta was buried in Bologna, they say.")]),
+        evidence=False,
+    ).invoke("Where was Alessandro Volta buried?")
+    assert not kept.abstained
+    off = build_qa_chain(
+        WindowFake(context_window=600, script=["He was buried in Bologna. [1]"]),
+        ListRetriever(docs=docs),
+        evidence=False,
+        subject=False,
+    ).invoke("Where was Alessandro Volta buried?")
+    assert not off.abstained and off.citations

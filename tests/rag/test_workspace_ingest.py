@@ -252,3 +252,30 @@ def test_e2e_fast_profile(fast_data_dir: Path, monkeypatch: pytest.MonkeyPatch) 
     assert Path(hits[0].chunk.source).name == "brennock_canal.txt"
     assert any("42 locks" in h.chunk.text for h in hits)
     ws.close()
+
+
+def test_the_gate_follows_the_collection_embedder_not_the_unset_profile(settings) -> None:  # type: ignore[no-untyped-def]
+    """The profile is unset in the settings by default (a collection keeps its own): the calibration
+    must come from the collection's manifest. Reading the settings' None gave every collection the
+    coverage-only gate, which refuses reworded questions."""
+    from types import SimpleNamespace
+
+    from lectern.rag.evidence import COVERAGE_ONLY, MEANING, WORDS
+    from lectern.rag.workspace import chain_options, evidence_calibration
+
+    assert settings.ingest.embed.profile is None or settings.ingest.embed.model == "fake"
+    assert evidence_calibration(settings, "accurate") is MEANING
+    assert evidence_calibration(settings, "fast") is COVERAGE_ONLY
+    assert evidence_calibration(settings, None) is COVERAGE_ONLY  # a model folder or the fake
+    settings.answer.gate = "words"
+    assert evidence_calibration(settings, "accurate") is WORDS
+    settings.answer.gate = "meaning"
+    searcher = SimpleNamespace(
+        collection=SimpleNamespace(manifest=SimpleNamespace(profile="accurate")),
+        term_weights=len,
+        spelled=list,
+        similarities=max,
+    )
+    options = chain_options(settings, searcher)  # type: ignore[arg-type]
+    assert options["calibration"] is MEANING and options["similarity"] is max
+    assert options["spelling"] is list and options["term_weights"] is len
