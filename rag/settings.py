@@ -91,6 +91,9 @@ class AnswerSettings(BaseModel):
     # collection got before docs/ANSWERS.md's tenth run). With an embedder other than the accurate
     # profile's, the gate is always "coverage": the fits are on MiniLM's cosine scale.
     gate: EvidenceGate = "meaning"
+    # the gate's threshold (None: the calibration's): lower answers more reworded questions and lets
+    # more answers through when the documents lack them, which the subject check then has to catch
+    evidence_threshold: float | None = Field(None, ge=0.0, le=1.0)
     # check the answer (rag.verify): one that restates the question or says what no source says is
     # asked again for a source's exact words, or the chain abstains
     verify: bool = True

@@ -11,6 +11,7 @@ shared by every Workspace of the process, keyed by what was loaded (not by the w
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -111,12 +112,14 @@ def evidence_calibration(settings: Settings, profile: str | None) -> Calibration
     """The abstention model for a collection built with embedding `profile` (its manifest's) and
     answer.gate: rag.evidence.MEANING and WORDS were fitted with MiniLM's cosine scores (the accurate
     profile); other embedders score on another scale, so only the question-word coverage is used
-    with them, as with gate = "coverage"."""
+    with them, as with gate = "coverage". answer.evidence_threshold replaces the fitted threshold."""
     from lectern.rag.evidence import COVERAGE_ONLY, MEANING, WORDS
 
-    if profile != "accurate":
-        return COVERAGE_ONLY
-    return {"meaning": MEANING, "words": WORDS, "coverage": COVERAGE_ONLY}[settings.answer.gate]
+    model = COVERAGE_ONLY
+    if profile == "accurate":
+        model = {"meaning": MEANING, "words": WORDS, "coverage": COVERAGE_ONLY}[settings.answer.gate]
+    threshold = settings.answer.evidence_threshold
+    return model if threshold is None else dataclasses.replace(model, threshold=threshold)
 
 
 class Workspace:

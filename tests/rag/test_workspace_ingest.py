@@ -279,3 +279,6 @@ def test_the_gate_follows_the_collection_embedder_not_the_unset_profile(settings
     options = chain_options(settings, searcher)  # type: ignore[arg-type]
     assert options["calibration"] is MEANING and options["similarity"] is max
     assert options["spelling"] is list and options["term_weights"] is len
+    settings.answer.evidence_threshold = 0.2
+    lowered = evidence_calibration(settings, "accurate")
+    assert lowered.threshold == 0.2 and lowered.weights == MEANING.weights
