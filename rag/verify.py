@@ -92,13 +92,16 @@ SUBJECT_SIMILARITY = 0.4  # the window's least cosine to the question, where an 
 
 
 def support_window(answer: str, question: str, ctx: Context) -> str:
-    """The sentence of `ctx` holding most of the answer's new words, with one neighbour either side."""
+    """The sentence of `ctx` holding most of the answer's new words (then most of its words), with one
+    neighbour either side."""
     spans = sentence_spans(ctx.text)
     if not spans:
         return ctx.text
-    novel = new_terms(answer, question)
-    held = [len(novel & terms(ctx.text[a:b])) for a, b in spans]
-    i = max(range(len(spans)), key=lambda j: (held[j], -j))
+    novel, said = new_terms(answer, question), terms(answer)
+    words = [terms(ctx.text[a:b]) for a, b in spans]
+    # most of the answer's new words; among equals, most of all its words ("the duck" is in many
+    # sentences of the duck article, "the duck attracts the most humor" in one)
+    i = max(range(len(spans)), key=lambda j: (len(novel & words[j]), len(said & words[j]), -j))
     lo, hi = max(0, i - 1), min(len(spans), i + 2)
     return ctx.text[spans[lo][0] : spans[hi - 1][1]]
 

@@ -188,6 +188,10 @@ def test_off_subject_reads_the_support_window_meaning_with_an_embedder() -> None
     assert off_subject("Yellow with black bands.", question, [ctx(1, BEES, "Bee")], similarity)
     assert seen[-1] == [BEES]  # both sentences: the answer's and its neighbour
     assert not off_subject("Red or black.", question, [ctx(1, ANTS, "Ant")], similarity)
+    ducks = ctx(1, "The duck swims. A duck eats weeds. The duck attracts the most humor of all. It quacks.")
+    assert support_window("The duck attracts humor.", "What animal attracts humor?", ducks) == (
+        "A duck eats weeds. The duck attracts the most humor of all. It quacks."
+    )
     longer = ctx(1, f"Filler one here. Filler two here. {ANTS} Queens lay the eggs.")
     assert support_window("Red or black.", question, longer) == f"{ANTS} Queens lay the eggs."
 
