@@ -207,6 +207,9 @@ class Agent:
             context="chunks",  # the sentences are chosen above, a quota per search
             evidence=False,
             term_weights=self.term_weights,
+            # several subjects: each one's fact is judged below (misattributed), not the chain's
+            # one-subject check, which wants most of the question's names in one cited chunk
+            subject=len(subjects.names) < 2,
         )
         start = time.perf_counter()
         answer = chain.invoke(question)
