@@ -1,0 +1,95 @@
+"""The evidence gate end to end with the real MiniLM: questions worded unlike their documents pass it,
+questions about what the documents lack do not (no language model: the gate decides before one)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CMU_DATA, SAMPLE_DOCS, SAMPLE_EXCLUDE
+
+pytestmark = pytest.mark.e2e
+BENCH_DATA = Path(__file__).parents[2] / "bench" / "data"
+
+REWORDED = [  # sample_docs' words: "143 steps", "open every day except Tuesdays", "founded in Leeds", "cost"
+    "How many stairs lead up to the top of the Marrow Point lighthouse?",
+    "On which day is the Marrow Point Museum closed?",
+    "Which city were Quillmate's original developers based in?",
+    "What was the price tag for constructing the Marrow Point tower?",
+]
+ELSEWHERE = [
+    "What is the most common color of ants?",
+    "Where was Gustav Klimt born?",
+    "How tall is the Eiffel Tower?",
+]
+
+
+@pytest.fixture(scope="module")
+def sample_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from lectern.rag.settings import Settings
+    from lectern.rag.workspace import Workspace
+
+    settings = Settings(data_dir=tmp_path_factory.mktemp("gate"), llm={"backend": "fake"})
+    settings.ingest.exclude = [*settings.ingest.exclude, *SAMPLE_EXCLUDE]
+    ws = Workspace(collection="gate", settings=settings)
+    assert ws.ingest([SAMPLE_DOCS]).ok
+    yield ws.qa_chain()
+    ws.close()
+
+
+@pytest.mark.parametrize("question", REWORDED)
+def test_a_question_in_a_person_s_own_words_reaches_the_model(sample_chain, question: str) -> None:  # type: ignore[no-untyped-def]
+    prepared = sample_chain.prepare(question)
+    assert prepared.abstained_by is None and prepared.messages is not None, prepared.evidence
+    assert prepared.evidence.sentence is not None  # the meaning gate decided, with MiniLM
+
+
+@pytest.mark.parametrize("question", ELSEWHERE)
+def test_a_question_the_documents_do_not_answer_is_refused_before_the_model(
+    sample_chain, question: str
+) -> None:  # type: ignore[no-untyped-def]
+    prepared = sample_chain.prepare(question)
+    assert prepared.abstained_by == "evidence" and prepared.messages is None, prepared.evidence
+
+
+@pytest.mark.parametrize("year", ["S08", "S09"])
+def test_the_gate_passes_reworded_questions_whose_answer_sentence_is_retrieved(
+    year: str, tmp_path: Path
+) -> None:
+    """Every paraphrase of bench/data whose evidence sentence is among the retrieved chunks should pass
+    the gate. A few still miss, just under the fitted threshold (4 of 44 on S08, 3 of 35 on S09, where
+    the words gate refused most of them; docs/ANSWERS.md): at most one in ten, each named here."""
+    from lectern.rag.evaluate import articles_of, eval_searcher, load_qa, load_questions
+    from lectern.rag.llm import build_llm
+    from lectern.rag.qa import build_qa_chain
+    from lectern.rag.retrieval import LecternRetriever
+    from lectern.rag.settings import load_settings
+    from lectern.rag.workspace import chain_options
+
+    qa = CMU_DATA / year
+    if not qa.is_dir():
+        pytest.skip("CMU QA data not available")
+    path = BENCH_DATA / f"paraphrase_{year.lower()}.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    settings = load_settings(data_dir=tmp_path, ingest={"parse_workers": 0}, llm={"backend": "fake"})
+    with eval_searcher(articles_of(load_qa(qa)), settings, tmp_path) as searcher:
+        r = settings.retrieval
+        retriever = LecternRetriever(searcher=searcher, k=r.k, mode=r.mode)
+        chain = build_qa_chain(
+            build_llm(settings.llm, settings.models_dir), retriever, **chain_options(settings, searcher)
+        )
+        shown, refused = 0, []
+        for item, row in zip(load_questions(path, qa), rows, strict=True):
+            evidence = " ".join(row["evidence"].split()).lower()[:80]
+            docs = chain.retrieve(item.question)
+            if not any(evidence in " ".join(d.page_content.split()).lower() for d in docs):
+                continue
+            shown += 1
+            prepared = chain.prepare(item.question)
+            if prepared.abstained_by == "evidence":
+                refused.append((round(prepared.evidence.probability, 2), item.question))
+    assert shown >= len(rows) * 0.6  # the retrieval finds most of them: the test tests something
+    assert len(refused) <= shown // 10, refused
