@@ -49,9 +49,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "together": {"answer": {"together": True}},
     "before": {"answer": {"gate": "coverage", "subject": False}},  # the defaults before the tenth run
     "words-gate": {"answer": {"gate": "words", "subject": False}},
-    "no-subject": {"answer": {"subject": False}},  # the meaning gate alone
-    "before-subject": {"answer": {"gate": "coverage"}},  # the subject check alone
-    "low-gate": {"answer": {"evidence_threshold": 0.22}},  # MEANING keeping 95% of S08's answerable
+    "no-subject": {"answer": {"subject": False}},  # the meaning gate alone (the defaults since the tenth run)
+    "subject": {"answer": {"subject": True}},  # with the subject check
+    "before-subject": {"answer": {"gate": "coverage", "subject": True}},  # the subject check alone
+    "low-gate": {"answer": {"evidence_threshold": 0.22, "subject": True}},  # MEANING keeping 95% of S08's answerable
 }
 
 

@@ -127,7 +127,7 @@ class QAChain(Runnable[QAInput, Answer]):
         similarity: Similarity | None = None,
         verify: bool = True,
         together: bool = False,
-        subject: bool = True,
+        subject: bool = False,
     ) -> None:
         if context not in CONTEXT_FORMS:
             raise UnknownKey("answer context", context, list(CONTEXT_FORMS))

@@ -199,21 +199,21 @@ def test_off_subject_reads_the_support_window_meaning_with_an_embedder() -> None
 def test_the_chain_withdraws_an_answer_taken_from_another_subject() -> None:
     llm = WindowFake(context_window=600, script=["He was buried in Bologna. [1]"])
     docs = [make_doc(1, "Luigi Galvani was buried in Bologna. He studied frogs and electricity.")]
-    qa = build_qa_chain(llm, ListRetriever(docs=docs), evidence=False)
+    qa = build_qa_chain(llm, ListRetriever(docs=docs), evidence=False, subject=True)
     answer = qa.invoke("Where was Alessandro Volta buried?")
     assert answer.abstained and answer.abstained_by == "off_subject" and answer.answer == NO_ANSWER
     assert answer.raw == "He was buried in Bologna. [1]" and answer.citations == []
-    # the same answer about the subject the question names stands; the check can be turned off
+    # the same answer about the subject the question names stands; the check is off by default
     kept = build_qa_chain(
         WindowFake(context_window=600, script=["He was buried in Bologna. [1]"]),
         ListRetriever(docs=[make_doc(1, "Alessandro Volta was buried in Bologna, they say.")]),
         evidence=False,
+        subject=True,
     ).invoke("Where was Alessandro Volta buried?")
     assert not kept.abstained
     off = build_qa_chain(
         WindowFake(context_window=600, script=["He was buried in Bologna. [1]"]),
         ListRetriever(docs=docs),
         evidence=False,
-        subject=False,
     ).invoke("Where was Alessandro Volta buried?")
     assert not off.abstained and off.citations
