@@ -232,6 +232,9 @@ class QAChain(Runnable[QAInput, Answer]):
         )
 
     def prepare(self, question: str, config: RunnableConfig | None = None) -> _Prepared:
+        budget = self._generation(question).get("max_new_tokens", self.max_new_tokens)
+        # a question the window cannot hold is a clear error (ContextTooLong), never an abstention
+        fit_contexts(self.llm, self.template, question, [], max_new_tokens=budget)
         docs = self.retrieve(question, config)
         if not docs:
             return _Prepared(question, [], None, abstained_by="retrieval")
@@ -244,7 +247,7 @@ class QAChain(Runnable[QAInput, Answer]):
             self.template,
             question,
             self.select(question, retrieved),
-            max_new_tokens=self._generation(question).get("max_new_tokens", self.max_new_tokens),
+            max_new_tokens=budget,
         )
         if not contexts:
             return _Prepared(question, [], None, evidence, "retrieval")

@@ -225,3 +225,15 @@ def test_the_concise_prompt_asks_for_a_short_budget_and_stops_at_a_blank_line() 
     qa = build_qa_chain(llm, ListRetriever(docs=[make_doc(1, VOLTA)]), max_new_tokens=256)
     qa.invoke("When did Volta retire?")
     assert seen == [{"stop": ["\n\n"], "max_new_tokens": 48}]
+
+
+def test_a_question_the_window_cannot_hold_is_an_error_before_the_gate_decides() -> None:
+    """The gate would refuse it (nothing in the sources is about it): the user must still learn that
+    the question itself is too long, not read "The documents do not contain the answer"."""
+    from lectern.errors import ContextTooLong
+
+    llm = WindowFake(context_window=300, script=["unused"])
+    qa = build_qa_chain(llm, ListRetriever(docs=[make_doc(1, "Kings ruled long.")]))
+    with pytest.raises(ContextTooLong):
+        qa.invoke("lighthouse " * 400)
+    assert llm.prompts == []
