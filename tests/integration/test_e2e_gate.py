@@ -55,7 +55,7 @@ def test_a_question_the_documents_do_not_answer_is_refused_before_the_model(
     assert prepared.abstained_by == "evidence" and prepared.messages is None, prepared.evidence
 
 
-@pytest.mark.parametrize("year", ["S08", "S09"])
+@pytest.mark.parametrize("year", ["S09"])  # the held-out set (S08's, the tuning set, costs CI 2 minutes more)
 def test_the_gate_passes_reworded_questions_whose_answer_sentence_is_retrieved(
     year: str, tmp_path: Path
 ) -> None:
