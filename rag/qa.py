@@ -295,10 +295,7 @@ class QAChain(Runnable[QAInput, Answer]):
             "unsupported_citations": [],
         }
         if number is None:
-            update.update(
-                answer=NO_ANSWER, citations=[], abstained=True, abstained_by="unsupported", support=None
-            )
-            return answer.model_copy(update=update)
+            return _withdrawn(answer, "unsupported", **update)
         ctx = next(c for c in prepared.contexts if c.number == number)
         citation = _citation(ctx).model_copy(
             update={"highlights": highlights(span, prepared.question, ctx.text)}
@@ -317,16 +314,7 @@ class QAChain(Runnable[QAInput, Answer]):
         text = without_markers(answer.answer)
         if not off_subject(text, prepared.question, cited, self.similarity, self.names(prepared.question)):
             return answer
-        return answer.model_copy(
-            update={
-                "answer": NO_ANSWER,
-                "citations": [],
-                "abstained": True,
-                "abstained_by": "off_subject",
-                "support": None,
-                "raw": answer.raw,
-            }
-        )
+        return _withdrawn(answer, "off_subject")
 
     def _parse(self, prepared: _Prepared, raw: str) -> Answer:
         parse_error: str | None = None
@@ -460,6 +448,18 @@ def parse_structured(raw: str) -> StructuredAnswer:
         raise ValueError("no JSON object in the model's output")
     data = json.loads(raw[start : end + 1])
     return StructuredAnswer.model_validate(data)
+
+
+def _withdrawn(answer: Answer, reason: AbstainReason, **update: Any) -> Answer:
+    """The answer replaced by the abstention, with why (a check it failed) and any other fields."""
+    fields = {
+        "answer": NO_ANSWER,
+        "citations": [],
+        "abstained": True,
+        "abstained_by": reason,
+        "support": None,
+    }
+    return answer.model_copy(update={**update, **fields})
 
 
 def _inferred(by_number: dict[int, Context], numbers: list[int]) -> list[Citation]:
