@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from lectern.rag.evaluate import load_qa
-from lectern.rag.evaluate_answers import QuestionRecord, QuestionSource, answer_eval, summarise
+from lectern.rag.evaluate_answers import (
+    AnswerEval,
+    QuestionRecord,
+    QuestionSource,
+    answer_eval,
+    sample_answerable,
+    summarise,
+)
 from lectern.rag.settings import Settings, load_settings
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -54,6 +61,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "before-subject": {"answer": {"gate": "coverage", "subject": True}},  # the subject check alone
     # MEANING at the threshold that keeps 95% of S08's answerable questions, with the subject check
     "low-gate": {"answer": {"evidence_threshold": 0.22, "subject": True}},
+    "meaning": {"answer": {"meaning": 1.0}},  # sentences chosen by words and meaning
+    "facts": {"answer": {"facts": True}},  # a wrong date or number asked again (rag.verify.wrong_fact)
+    "meaning-facts": {"answer": {"meaning": 1.0, "facts": True}},
 }
 
 
@@ -73,7 +83,16 @@ def main() -> None:
     ap.add_argument("--model", default="packaged:qwen2.5-0.5b")
     ap.add_argument("--adapter", default=None, help="adds the config `adapter`: the defaults with this LoRA")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for the model")
-    ap.add_argument("--questions", type=Path, default=None, help="a JSONL questions file over the articles")
+    ap.add_argument(
+        "--questions", type=Path, action="append", help="JSONL questions files over the articles (one ingest)"
+    )
+    ap.add_argument("--own", action="store_true", help="with --questions: the folder's own questions too")
+    ap.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="ask the model again for a prompt it has answered (default: greedy decoding gives the same "
+        "text, so configurations sharing a prompt share the call; seconds then compare only without the cache)",
+    )
     ap.add_argument("--wording", default="question", help="with --questions: question | original")
     ap.add_argument("--data-dir", type=Path, default=Path(".lectern-data/bench"))
     ap.add_argument("--out", type=Path, default=Path("bench/out"))
@@ -91,35 +110,50 @@ def main() -> None:
     }
     first = settings[names[0]]
     args.out.mkdir(parents=True, exist_ok=True)
-    records: dict[str, list[QuestionRecord]] = {name: [] for name in names}
+    if not args.no_cache:
+        from langchain_core.caches import InMemoryCache
+        from langchain_core.globals import set_llm_cache
+
+        set_llm_cache(InMemoryCache())
     tag = f"{args.qa_dir.name}-{args.model.replace(':', '_').replace('/', '_')}"
-    source = None
-    if args.questions is not None:
-        source = QuestionSource(args.questions, args.wording)
-        tag = f"{tag}-{args.questions.stem}-{args.wording}"
+    sources = [(args.qa_dir.name, QuestionSource())] if not args.questions or args.own else []
+    sources += [(f"{p.stem}-{args.wording}", QuestionSource(p, args.wording)) for p in args.questions or []]
+    results: list[tuple[str, dict[str, list[QuestionRecord]]]] = []
     t0 = time.perf_counter()
-    with answer_eval(args.qa_dir, first, args.limit, args.seed, questions=source) as session:
-        runs = {name: session.asker(settings[name]) for name in names}
-        files = {name: (args.out / f"answers-{tag}-{name}.jsonl").open("w") for name in names}
-        try:
-            for i, item in enumerate(session.items, 1):
-                for name in names:
-                    record = runs[name](item)
-                    records[name].append(record)
-                    files[name].write(json.dumps(record.__dict__) + "\n")
-                    files[name].flush()
-                print(f"{i}/{len(session.items)}", flush=True, end="\r")
-        finally:
-            for fh in files.values():
-                fh.close()
+    with answer_eval(args.qa_dir, first, args.limit, args.seed, questions=sources[0][1]) as opened:
+        for set_name, source in sources:
+            items = sample_answerable(source.items(args.qa_dir), args.limit, args.seed)
+            session = AnswerEval(items, opened.articles, opened.searcher)
+            records = ask_all(session, names, settings, args.out, f"{tag}-{set_name}")
+            results.append((set_name, records))
     print()
     cpu = _cpu()
-    for name in names:
-        metrics = summarise(records[name])
-        print(
-            json.dumps({"config": name, "set": args.qa_dir.name, "model": args.model, "cpu": cpu, **metrics})
-        )
+    for set_name, records in results:
+        for name in names:
+            metrics = summarise(records[name])
+            print(json.dumps({"config": name, "set": set_name, "model": args.model, "cpu": cpu, **metrics}))
     print(json.dumps({"wall_s": round(time.perf_counter() - t0, 1), "questions": len(load_qa(args.qa_dir))}))
+
+
+def ask_all(
+    session: AnswerEval, names: list[str], settings: dict[str, Settings], out: Path, tag: str
+) -> dict[str, list[QuestionRecord]]:
+    """Every question by every configuration in turn; per-question JSONL in `out`."""
+    runs = {name: session.asker(settings[name]) for name in names}
+    records: dict[str, list[QuestionRecord]] = {name: [] for name in names}
+    files = {name: (out / f"answers-{tag}-{name}.jsonl").open("w") for name in names}
+    try:
+        for i, item in enumerate(session.items, 1):
+            for name in names:
+                record = runs[name](item)
+                records[name].append(record)
+                files[name].write(json.dumps(record.__dict__) + "\n")
+                files[name].flush()
+            print(f"{tag} {i}/{len(session.items)}", flush=True, end="\r")
+    finally:
+        for fh in files.values():
+            fh.close()
+    return records
 
 
 def _cpu() -> str:

@@ -27,6 +27,9 @@ NEIGHBOURS = 1  # sentences either side of each; answer.neighbours
 ORDERS = ("rank", "best")  # the excerpts in retrieval rank, or best-matching sentence first; answer.order
 ORDER = "best"  # docs/ANSWERS.md, eighth run: +4 of 180 S08 questions, +2 of 60 on S09, none lost
 
+MEANING_WEIGHT = 0.0  # with a similarity: the cosine's weight beside the words' share; answer.meaning
+MEANING_RANK_PENALTY = 0.03  # with a similarity: a chunk's rank breaks near-ties (in shares)
+
 TermWeights = Callable[[Sequence[str]], Mapping[str, float]]
 """Stemmed terms -> their weight (IDF) in the collection; unknown terms weigh as the rarest."""
 
@@ -209,30 +212,28 @@ def select_sentences(
     rank_penalty: float = 0.15,
     terms: Sequence[str] | None = None,
     order: str = ORDER,
+    similarity: Similarity | None = None,
+    meaning: float = MEANING_WEIGHT,
 ) -> list[Context]:
     """The `top` sentences that share the most (rarity-weighted) terms with the question, each with
     `neighbours` sentences either side, kept in their chunk and in reading order; chunks with no
     chosen sentence are dropped and the rest renumbered from 1. A chunk's rank breaks near-ties. A
     sentence that shares no word is never chosen for itself (only as a neighbour). `terms`: the
     question's terms, when the caller has them already. `order`: the excerpts in their chunks'
-    retrieval rank ("rank"), or the one holding the best-matching sentence first ("best")."""
+    retrieval rank ("rank"), or the one holding the best-matching sentence first ("best").
+
+    With `similarity` (Searcher.similarities) a sentence also scores by meaning: its words' share of
+    the question's (rarity-weighted) plus `meaning` times its cosine to the question, so a sentence
+    worded unlike the question ("open every day except Tuesdays" for "which day is it closed?") can
+    be chosen though it shares no rare word (docs/ANSWERS.md)."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, not {order!r}")
-    asked = set(terms) if terms is not None else set(tokenize.terms(question))
-    lookup = weights or local_idf([c.text for c in contexts])
-    w = lookup(sorted(asked))
-    scored: list[tuple[float, int, int]] = []
-    matched: dict[tuple[int, int], float] = {}  # (chunk, sentence) -> weight of the words it shares
     spans = [sentence_spans(c.text) for c in contexts]
-    for ci, (ctx, chunk_spans) in enumerate(zip(contexts, spans, strict=True)):
-        # The chunk's title names its subject ("Alessandro Volta"), which its sentences call "he":
-        # the question's words found in the title are not looked for in the sentences.
-        wanted = (asked - set(tokenize.terms(f"{ctx.title} {ctx.heading or ''}"))) or asked
-        for si, (a, b) in enumerate(chunk_spans):
-            shared = wanted & set(tokenize.terms(ctx.text[a:b]))
-            if shared:
-                matched[ci, si] = sum(w.get(t, 0.0) for t in shared)
-                scored.append((matched[ci, si] - rank_penalty * ci, -ci, -si))
+    matched = sentence_scores(
+        question, contexts, spans, weights, terms=terms, similarity=similarity, meaning=meaning
+    )
+    penalty = MEANING_RANK_PENALTY if meaning and similarity else rank_penalty
+    scored = [(score - penalty * ci, -ci, -si) for (ci, si), score in matched.items()]
     if not scored and contexts:  # no sentence shares a word with the question: the best chunk's opening
         scored = [(0.0, 0, -si) for si in range(min(top, len(spans[0])))]
     scored.sort(reverse=True)
@@ -250,6 +251,65 @@ def select_sentences(
         text = join_spans(contexts[ci].text, [chunk_spans[j] for j in chosen])
         out.append(contexts[ci].model_copy(update={"number": len(out) + 1, "text": text, "excerpt": True}))
     return out
+
+
+def sentence_scores(
+    question: str,
+    contexts: Sequence[Context],
+    spans: Sequence[Sequence[tuple[int, int]]],
+    weights: TermWeights | None = None,
+    *,
+    terms: Sequence[str] | None = None,
+    similarity: Similarity | None = None,
+    meaning: float = MEANING_WEIGHT,
+) -> dict[tuple[int, int], float]:
+    """How well each sentence ((chunk, sentence) -> score; `spans` from sentence_spans) matches the
+    question: the rarity-weighted sum of the question's words it holds; with `similarity` and a
+    `meaning` weight, their share of the question's plus `meaning` times the sentence's cosine, for
+    every sentence. Without, a sentence that holds none of the question's words has no score."""
+    asked = set(terms) if terms is not None else set(tokenize.terms(question))
+    lookup = weights or local_idf([c.text for c in contexts])
+    w = lookup(sorted(asked))
+    cosines = _sentence_cosines(question, contexts, spans, similarity) if meaning and similarity else None
+    scores: dict[tuple[int, int], float] = {}
+    for ci, (ctx, chunk_spans) in enumerate(zip(contexts, spans, strict=True)):
+        # The chunk's title names its subject ("Alessandro Volta"), which its sentences call "he":
+        # the question's words found in the title are not looked for in the sentences.
+        wanted = (asked - set(tokenize.terms(f"{ctx.title} {ctx.heading or ''}"))) or asked
+        total = sum(w.get(t, 0.0) for t in wanted) or 1.0
+        for si, (a, b) in enumerate(chunk_spans):
+            shared = sum(w.get(t, 0.0) for t in wanted & set(tokenize.terms(ctx.text[a:b])))
+            if cosines is not None:
+                scores[ci, si] = shared / total + meaning * cosines[ci][si]
+            elif shared:
+                scores[ci, si] = shared
+    return scores
+
+
+def remembered(similarity: Similarity) -> Similarity:
+    """`similarity` that embeds each (question, text) pair once: the gate and the sentence selection
+    of one question read the same sentences."""
+    seen: dict[tuple[str, str], float] = {}
+
+    def similar(question: str, texts: Sequence[str]) -> list[float]:
+        new = list(dict.fromkeys(t for t in texts if (question, t) not in seen))
+        for text, value in zip(new, similarity(question, new) if new else [], strict=True):
+            seen[question, text] = float(value)
+        return [seen[question, t] for t in texts]
+
+    return similar
+
+
+def _sentence_cosines(
+    question: str,
+    contexts: Sequence[Context],
+    spans: Sequence[Sequence[tuple[int, int]]],
+    similarity: Similarity,
+) -> list[list[float]]:
+    """Each sentence's cosine to the question, chunk by chunk, in one call of `similarity`."""
+    texts = [c.text[a:b] for c, chunk_spans in zip(contexts, spans, strict=True) for a, b in chunk_spans]
+    flat = iter(similarity(question, texts) if texts else [])
+    return [[float(next(flat)) for _ in chunk_spans] for chunk_spans in spans]
 
 
 def join_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:

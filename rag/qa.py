@@ -36,6 +36,7 @@ from lectern.rag.citations import (
 )
 from lectern.rag.context import fit_contexts, generation_kwargs
 from lectern.rag.evidence import (
+    MEANING_WEIGHT,
     NEIGHBOURS,
     ORDER,
     SENTENCES,
@@ -45,7 +46,10 @@ from lectern.rag.evidence import (
     TermWeights,
     assess,
     names,
+    remembered,
     select_sentences,
+    sentence_scores,
+    sentence_spans,
 )
 from lectern.rag.limits import check_question
 from lectern.rag.prompts import (
@@ -59,7 +63,19 @@ from lectern.rag.prompts import (
     qa_prompt,
 )
 from lectern.rag.types import AbstainReason, Answer, Citation, Context, quote_of
-from lectern.rag.verify import RESTATES, SCATTERED, answer_problem, clean_span, locate, off_subject
+from lectern.rag.verify import (
+    FACT_MEANING,
+    RESTATES,
+    SCATTERED,
+    WRONG_FACT,
+    answer_problem,
+    asked_kind,
+    clean_span,
+    locate,
+    off_subject,
+    values,
+    wrong_fact,
+)
 
 __all__ = [
     "QAChain",
@@ -92,6 +108,7 @@ class _Prepared:
     evidence: Evidence | None = None
     abstained_by: AbstainReason | None = None
     chunks: dict[str, Context] = field(default_factory=dict)  # the retrieved chunks whole, by chunk id
+    similarity: Similarity | None = None  # this question's sentence cosines, each computed once
 
 
 CONTEXT_FORMS = ("sentences", "chunks")
@@ -125,9 +142,11 @@ class QAChain(Runnable[QAInput, Answer]):
         calibration: Calibration | None = None,
         spelling: Callable[[Sequence[str]], list[str]] | None = None,
         similarity: Similarity | None = None,
+        meaning: float = MEANING_WEIGHT,
         verify: bool = True,
         together: bool = False,
         subject: bool = False,
+        facts: bool = False,
     ) -> None:
         if context not in CONTEXT_FORMS:
             raise UnknownKey("answer context", context, list(CONTEXT_FORMS))
@@ -148,9 +167,11 @@ class QAChain(Runnable[QAInput, Answer]):
         self.calibration = calibration
         self.spelling = spelling
         self.similarity = similarity
+        self.meaning = meaning
         self.verify = verify
         self.together = together
         self.subject = subject
+        self.facts = facts
 
     def _generation(self, question: str) -> dict[str, Any]:
         """Per-call generation options: a concise prompt gets a short answer budget and stops at a
@@ -165,7 +186,7 @@ class QAChain(Runnable[QAInput, Answer]):
         if prepared.messages is None:
             return self._abstain(prepared)
         raw = self.llm.invoke(prepared.messages, config, **self._generation(prepared.question)).text
-        return self.on_subject(prepared, self.check(prepared, self.finish(prepared, raw), config))
+        return self.review(prepared, self.finish(prepared, raw), config)
 
     def stream_answer(self, input: QAInput, config: RunnableConfig | None = None) -> Iterator[str | Answer]:
         """Yield the model's text as it streams (str chunks), then the final Answer, always last.
@@ -186,7 +207,7 @@ class QAChain(Runnable[QAInput, Answer]):
             if text:
                 parts.append(text)
                 yield text
-        yield self.on_subject(prepared, self.check(prepared, self.finish(prepared, "".join(parts)), config))
+        yield self.review(prepared, self.finish(prepared, "".join(parts)), config)
 
     def retrieve(self, question: str, config: RunnableConfig | None = None) -> list[Document]:
         """Retrieved documents in rank order, cut to k and to those scoring at least min_score."""
@@ -204,7 +225,9 @@ class QAChain(Runnable[QAInput, Answer]):
         found = names(question)
         return self.spelling(found) if self.spelling is not None and found else found
 
-    def assess(self, question: str, contexts: list[Context]) -> Evidence:
+    def assess(
+        self, question: str, contexts: list[Context], similarity: Similarity | None = None
+    ) -> Evidence:
         """How likely the answer is in these sources: how close in meaning the best chunk and sentence
         are to the question, and whether they hold its names (rag.evidence)."""
         return assess(
@@ -213,12 +236,15 @@ class QAChain(Runnable[QAInput, Answer]):
             self.term_weights,
             self.calibration,
             terms=self.terms(question),
-            similarity=self.similarity,
+            similarity=similarity or self.similarity,
             named=self.names(question),
         )
 
-    def select(self, question: str, contexts: list[Context]) -> list[Context]:
-        """What the model is shown: the best sentences with their neighbours, or the whole chunks."""
+    def select(
+        self, question: str, contexts: list[Context], similarity: Similarity | None = None
+    ) -> list[Context]:
+        """What the model is shown: the best sentences (by words and meaning) with their neighbours,
+        or the whole chunks."""
         if self.context == "chunks":
             return contexts
         return select_sentences(
@@ -229,6 +255,8 @@ class QAChain(Runnable[QAInput, Answer]):
             neighbours=self.neighbours,
             terms=self.terms(question),
             order=self.order,
+            similarity=similarity or self.similarity,
+            meaning=self.meaning,
         )
 
     def prepare(self, question: str, config: RunnableConfig | None = None) -> _Prepared:
@@ -239,20 +267,23 @@ class QAChain(Runnable[QAInput, Answer]):
         if not docs:
             return _Prepared(question, [], None, abstained_by="retrieval")
         retrieved = [Context.from_document(i, d) for i, d in enumerate(docs, start=1)]
-        evidence = self.assess(question, retrieved) if self.evidence else None
+        # the gate and the selection read the same sentences' cosines: each is embedded once
+        similarity = remembered(self.similarity) if self.similarity is not None else None
+        evidence = self.assess(question, retrieved, similarity) if self.evidence else None
         if evidence is not None and not evidence.answerable:
             return _Prepared(question, retrieved, None, evidence, "evidence")
         contexts = fit_contexts(
             self.llm,
             self.template,
             question,
-            self.select(question, retrieved),
+            self.select(question, retrieved, similarity),
             max_new_tokens=budget,
         )
         if not contexts:
             return _Prepared(question, [], None, evidence, "retrieval")
         messages = self.template.format_messages(sources=format_sources(contexts), question=question)
-        return _Prepared(question, contexts, messages, evidence, chunks={c.chunk_id: c for c in retrieved})
+        chunks = {c.chunk_id: c for c in retrieved}
+        return _Prepared(question, contexts, messages, evidence, chunks=chunks, similarity=similarity)
 
     def finish(self, prepared: _Prepared, raw: str) -> Answer:
         """Parse the model's output into an Answer against the sources it was shown."""
@@ -264,6 +295,13 @@ class QAChain(Runnable[QAInput, Answer]):
                 passage = next(c.text for c in prepared.contexts if c.number == citation.number)
                 citation.highlights = highlights(answer.answer, prepared.question, passage)
         return answer
+
+    def review(self, prepared: _Prepared, answer: Answer, config: RunnableConfig | None = None) -> Answer:
+        """The model's answer after the checks that can ask again or withdraw it: its words
+        (`check`), its date or number (`right_fact`), its subject (`on_subject`)."""
+        return self.on_subject(
+            prepared, self.right_fact(prepared, self.check(prepared, answer, config), config)
+        )
 
     def check(self, prepared: _Prepared, answer: Answer, config: RunnableConfig | None = None) -> Answer:
         """The answer as it is when it passes rag.verify's check; else the model is asked once for a
@@ -297,11 +335,43 @@ class QAChain(Runnable[QAInput, Answer]):
         if number is None:
             return _withdrawn(answer, "unsupported", **update)
         ctx = next(c for c in prepared.contexts if c.number == number)
-        citation = _citation(ctx).model_copy(
-            update={"highlights": highlights(span, prepared.question, ctx.text)}
+        return _from_span(answer, span, ctx, prepared.question, **update)
+
+    def right_fact(self, prepared: _Prepared, answer: Answer, config: RunnableConfig | None = None) -> Answer:
+        """The answer, or the date or number of the sentence that answers the question when the
+        model took another one (rag.verify.wrong_fact: "founded in 1906" where the founding sentence
+        says 1899). The model is asked once more for a source's exact words with only that sentence
+        and its neighbours shown; the new span replaces the answer when it states that sentence's
+        value, else the answer stands."""
+        if not self.facts or answer.abstained or self.variant not in CONCISE_VARIANTS or self.structured:
+            return answer
+        question, contexts = prepared.question, prepared.contexts
+        spans = [sentence_spans(c.text) for c in contexts]
+        scores = sentence_scores(
+            question,
+            contexts,
+            spans,
+            self.term_weights,
+            terms=self.terms(question),
+            similarity=prepared.similarity,
+            meaning=self.meaning or FACT_MEANING,
         )
-        update.update(answer=f"{span} [{number}]", citations=[citation], support=1.0)
-        return answer.model_copy(update=update)
+        best = wrong_fact(without_markers(answer.answer), question, contexts, scores)
+        if best is None:
+            return answer
+        ci, si = best
+        ctx, chunk_spans = contexts[ci], spans[ci]
+        lo, hi = max(0, si - 1), min(len(chunk_spans) - 1, si + 1)
+        focus = ctx.model_copy(update={"text": ctx.text[chunk_spans[lo][0] : chunk_spans[hi][1]]})
+        messages = QA_EXTRACT.format_messages(sources=format_sources([focus]), question=question)
+        options = {**generation_kwargs(self.llm, EXTRACT_TOKENS), "stop": ["\n"]}
+        raw = self.llm.invoke(messages, config, **options).text
+        span, kind = clean_span(raw), asked_kind(question) or ""
+        update: dict[str, Any] = {"retried": WRONG_FACT, "raw": f"{answer.raw}\n{raw}"}
+        stated = values(ctx.text[slice(*chunk_spans[si])], kind) - values(question, kind)
+        if not span or not values(span, kind) & stated:
+            return answer.model_copy(update=update)
+        return _from_span(answer, span, ctx, question, unsupported_citations=[], **update)
 
     def on_subject(self, prepared: _Prepared, answer: Answer) -> Answer:
         """The answer, withdrawn when the chunks it cites are not about the question's subject
@@ -448,6 +518,13 @@ def parse_structured(raw: str) -> StructuredAnswer:
         raise ValueError("no JSON object in the model's output")
     data = json.loads(raw[start : end + 1])
     return StructuredAnswer.model_validate(data)
+
+
+def _from_span(answer: Answer, span: str, ctx: Context, question: str, **update: Any) -> Answer:
+    """The answer replaced by a source's exact words, citing that source alone."""
+    citation = _citation(ctx).model_copy(update={"highlights": highlights(span, question, ctx.text)})
+    fields = {"answer": f"{span} [{ctx.number}]", "citations": [citation], "support": 1.0}
+    return answer.model_copy(update={**update, **fields})
 
 
 def _withdrawn(answer: Answer, reason: AbstainReason, **update: Any) -> Answer:

@@ -94,6 +94,13 @@ class AnswerSettings(BaseModel):
     # the gate's threshold (None: the calibration's): lower answers more reworded questions and lets
     # more answers through when the documents lack them, which the subject check then has to catch
     evidence_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    # with context = "sentences": the weight of a sentence's cosine to the question beside its share
+    # of the question's words when choosing what the model is shown (rag.evidence.sentence_scores);
+    # 0: words alone. Needs the collection's embedder (the accurate profile)
+    meaning: float = Field(0.0, ge=0.0, le=100.0)
+    # a "when"/"how many" answer whose date or number is not the one stated by the sentence that
+    # answers the question best is asked once more with that sentence alone (rag.verify.wrong_fact)
+    facts: bool = False
     # check the answer (rag.verify): one that restates the question or says what no source says is
     # asked again for a source's exact words, or the chain abstains
     verify: bool = True

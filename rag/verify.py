@@ -174,3 +174,80 @@ def locate(span: str, contexts: Sequence[Context]) -> int | None:
         if held > share:
             best, share = ctx.number, held
     return best if share >= SPAN_IN_SOURCE else None
+
+
+# The fact check (answer.facts): the right date or number from the sentence that answers the question.
+WRONG_FACT = "takes its date or number from a sentence that does not answer the question"
+DATE = "date"
+NUMBER = "number"
+_ASKS_DATE = re.compile(
+    r"^\s*when\b|\b(?:what|which)\s+(?:year|date|day|month|century|decade)\b|\bhow\s+long\s+ago\b", re.I
+)
+_ASKS_NUMBER = re.compile(
+    r"\bhow\s+(?:many|much|long|old|tall|high|far|big|large|wide|deep|heavy|fast|often)\b"
+    r"|\bwhat\s+(?:percentage|percent|proportion|number|amount|population|size)\b",
+    re.I,
+)
+_YEAR = re.compile(r"^\d{3,4}$")
+FACT_MARGIN = 0.1  # a sentence holding the answer's value this close to the best one's score is a tie
+FACT_MEANING = 1.0  # the cosine's weight in the sentence scores the check reads when selection's is 0
+
+
+def asked_kind(question: str) -> str | None:
+    """DATE for "when" and "what year" questions, NUMBER for "how many/much/long/old" and the like,
+    else None (the check leaves the answer alone)."""
+    if _ASKS_DATE.search(question):
+        return DATE
+    if _ASKS_NUMBER.search(question):
+        return NUMBER
+    return None
+
+
+def values(text: str, kind: str) -> set[str]:
+    """The dates (as years) or numbers `text` states, in rag.verify.terms' one form."""
+    said = terms(text)
+    if kind == DATE:
+        return {t for t in said if _YEAR.match(t)}
+    return {t for t in said if t[:1].isdigit() and not _DATE_TOKEN.match(t)}
+
+
+def answering_sentence(
+    question: str, contexts: Sequence[Context], kind: str, scores: dict[tuple[int, int], float]
+) -> tuple[int, int] | None:
+    """The best-scoring shown sentence ((passage index, sentence index), scores from
+    rag.evidence.sentence_scores) that states a value of `kind`, or None."""
+    question_values = values(question, kind)
+    spans = [sentence_spans(c.text) for c in contexts]
+    held = [
+        key
+        for key in scores
+        if values(contexts[key[0]].text[slice(*spans[key[0]][key[1]])], kind) - question_values
+    ]
+    return max(held, key=lambda key: (scores[key], -key[0], -key[1]), default=None)
+
+
+def wrong_fact(
+    answer: str, question: str, contexts: Sequence[Context], scores: dict[tuple[int, int], float]
+) -> tuple[int, int] | None:
+    """The sentence that answers the question ((passage index, sentence index)) when the answer's
+    date or number is not the one it states and no sentence stating the answer's value matches the
+    question nearly as well (FACT_MARGIN); else None. Only for questions asking a date or number
+    (asked_kind) whose answer states one."""
+    kind = asked_kind(question)
+    if kind is None:
+        return None
+    said = values(answer, kind) - values(question, kind)
+    best = answering_sentence(question, contexts, kind, scores) if said else None
+    if best is None:
+        return None
+    spans = [sentence_spans(c.text) for c in contexts]
+
+    def states(key: tuple[int, int]) -> set[str]:
+        return values(contexts[key[0]].text[slice(*spans[key[0]][key[1]])], kind)
+
+    if said & states(best):
+        return None
+    rival = max((scores[k] for k in scores if said & states(k)), default=None)
+    if rival is not None and rival >= scores[best] - FACT_MARGIN:
+        return None
+    return best

@@ -92,6 +92,8 @@ def qa_options(settings: Settings) -> dict[str, Any]:
         "verify": settings.answer.verify,
         "together": settings.answer.together,
         "subject": settings.answer.subject,
+        "meaning": settings.answer.meaning,
+        "facts": settings.answer.facts,
     }
 
 

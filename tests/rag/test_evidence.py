@@ -237,3 +237,52 @@ def test_a_question_the_window_cannot_hold_is_an_error_before_the_gate_decides()
     with pytest.raises(ContextTooLong):
         qa.invoke("lighthouse " * 400)
     assert llm.prompts == []
+
+
+def test_selection_by_meaning_shows_a_sentence_worded_unlike_the_question() -> None:
+    """ "weekday" and "shut" are in no sentence; by words alone the museum's opening hours are never
+    chosen. With the sentences' closeness to the question (a stand-in embedder), they are."""
+    from lectern.rag.evidence import remembered
+
+    question = "Which weekday is the Marrow Point Museum shut?"
+    passage = (
+        "The Marrow Point Museum has three rooms. The museum is open every day except Tuesdays. "
+        "It was built in 1901. Its roof was replaced in 1950. A shop sells postcards."
+    )
+    shown = [ctx(1, passage, "Marrow Point Museum")]
+    idf = lambda terms: dict.fromkeys(terms, 1.0)  # noqa: E731
+    calls: list[list[str]] = []
+
+    def similarity(q: str, texts: list[str]) -> list[float]:
+        calls.append(list(texts))
+        return [0.8 if "except Tuesdays" in t else 0.1 for t in texts]
+
+    by_words = select_sentences(question, shown, idf, top=1, neighbours=0)
+    assert "Tuesdays" not in by_words[0].text
+    memo = remembered(similarity)
+    by_meaning = select_sentences(question, shown, idf, top=1, neighbours=0, similarity=memo, meaning=1.0)
+    assert by_meaning[0].text == "The museum is open every day except Tuesdays."
+    # meaning 0 leaves the selection to words, embedder or not
+    assert select_sentences(question, shown, idf, top=1, neighbours=0, similarity=memo) == by_words
+    # remembered: a second reading of the same sentences embeds nothing new
+    select_sentences(question, shown, idf, top=2, neighbours=0, similarity=memo, meaning=1.0)
+    assert len(calls) == 1 and len(calls[0]) == 5
+
+
+def test_the_gate_and_the_selection_embed_each_sentence_once_per_question() -> None:
+    seen: list[str] = []
+
+    def similarity(q: str, texts: list[str]) -> list[float]:
+        seen.extend(texts)
+        return [0.9 if "1819" in t else 0.3 for t in texts]
+
+    llm = WindowFake(context_window=600, script=["In 1819 [1]."])
+    qa = build_qa_chain(
+        llm,
+        ListRetriever(docs=[make_doc(1, VOLTA)]),
+        calibration=MEANING,
+        similarity=similarity,
+        meaning=1.0,
+    )
+    assert not qa.invoke("When did Volta go to Camnago?").abstained
+    assert len(seen) == len(set(seen)) == len(sentences(VOLTA))

@@ -217,3 +217,59 @@ def test_the_chain_withdraws_an_answer_taken_from_another_subject() -> None:
         evidence=False,
     ).invoke("Where was Alessandro Volta buried?")
     assert not off.abstained and off.citations
+
+
+FOUNDING = (
+    "The Hollow Club was founded in 1899 by twelve rowers. "
+    "It moved to a new boathouse in 1906. "
+    "Its members won 14 regattas."
+)
+
+
+def test_the_kind_of_fact_a_question_asks_for() -> None:
+    from lectern.rag.verify import DATE, NUMBER, asked_kind, values
+
+    assert asked_kind("When was the Hollow Club founded?") == DATE
+    assert asked_kind("In what year did it move?") == DATE
+    assert asked_kind("How many regattas did its members win?") == NUMBER
+    assert asked_kind("Who founded the club?") is None
+    assert values("founded on 3 March 1899 by twelve rowers", DATE) == {"1899"}
+    assert values("twelve rowers and 14 regattas", NUMBER) == {"12", "14"}
+
+
+def test_wrong_fact_finds_the_sentence_that_answers_the_question() -> None:
+    from lectern.rag.evidence import sentence_scores, sentence_spans
+    from lectern.rag.verify import wrong_fact
+
+    question = "When was the Hollow Club founded?"
+    shown = [ctx(1, FOUNDING, "Hollow Club")]
+    scores = sentence_scores(question, shown, [sentence_spans(FOUNDING)], lambda ts: dict.fromkeys(ts, 1.0))
+    assert wrong_fact("It was founded in 1906.", question, shown, scores) == (0, 0)
+    assert wrong_fact("In 1899.", question, shown, scores) is None
+    assert wrong_fact("By twelve rowers.", question, shown, scores) is None  # states no date
+    assert wrong_fact("1906", "Who founded the Hollow Club?", shown, scores) is None  # asks no date
+    # a sentence stating the answer's year that matches the question nearly as well is a tie: kept
+    tied = {**scores, (0, 1): scores[0, 0] - 0.05}
+    assert wrong_fact("1906", question, shown, tied) is None
+
+
+def test_the_chain_asks_again_for_the_answering_sentences_date() -> None:
+    from lectern.rag.verify import WRONG_FACT
+
+    question = "When was the Hollow Club founded?"
+    docs = [make_doc(1, FOUNDING)]
+    llm = WindowFake(context_window=600, script=["It was founded in 1906 [1].", "1899"])
+    qa = build_qa_chain(llm, ListRetriever(docs=docs), facts=True)
+    answer = qa.invoke(question)
+    assert answer.answer == "1899 [1]" and answer.retried == WRONG_FACT and not answer.abstained
+    assert [c.chunk_id for c in answer.citations] == ["c1"]
+    # the second ask shows the answering sentence and its neighbour only
+    assert "founded in 1899" in llm.users[1] and "14 regattas" not in llm.users[1]
+    # a second try that does not state the sentence's year leaves the first answer standing
+    llm = WindowFake(context_window=600, script=["It was founded in 1906 [1].", "1906"])
+    kept = build_qa_chain(llm, ListRetriever(docs=docs), facts=True).invoke(question)
+    assert kept.answer.startswith("It was founded in 1906") and kept.retried == WRONG_FACT
+    # off (the default): one call, the answer as the model wrote it
+    llm = WindowFake(context_window=600, script=["It was founded in 1906 [1]."])
+    assert build_qa_chain(llm, ListRetriever(docs=docs)).invoke(question).retried is None
+    assert len(llm.prompts) == 1
