@@ -35,6 +35,7 @@ ABOUT_ITSELF = (
     "Here is a summary of the following text, document, article, passage or part; overall, in summary"
 )
 _ABOUT_ITSELF = set(tokenize.terms(ABOUT_ITSELF))
+_LIST_MARKER = re.compile(r"^(?:\d{1,3}[.)]|[-*\u2022])\s+")
 _LAYOUT = re.compile(r"[\W\d_]{0,4}")  # "2.", "-", "(a)": list markers, no words
 _NUMBER = re.compile(r"\d+(?:,\d{3})*")
 
@@ -78,15 +79,16 @@ def check_sentences(
     for a, b in sentence_spans(summary):
         text, before = summary[a:b], summary[end:a]
         end = b
-        if not is_claim(text):
+        said = _LIST_MARKER.sub("", text)  # "1. The tower..." claims what "The tower..." does
+        if not is_claim(said):
             out.append(SummarySentence(text=text, before=before, claim=False))
             continue
-        scores = support_scores(text, ABOUT_ITSELF, contexts)
+        scores = support_scores(said, ABOUT_ITSELF, contexts)
         sources = attribute(scores, threshold)
         problem = None if sources else NOT_IN_SOURCES
         if sources:
             held = set().union(*(stated_in(by_number[n]) for n in sources))
-            if not all(_held(n, held) for n in numbers(text)):
+            if not all(_held(n, held) for n in numbers(said)):
                 problem = WRONG_NUMBER
         out.append(
             SummarySentence(

@@ -123,3 +123,32 @@ def test_together_only_asks_again_for_an_answer_no_one_passage_holds(real_ws, qu
         assert joined.retried == SCATTERED or joined.answer == plain.answer
         if joined.retried == SCATTERED:  # the extract prompt's span, found in and citing a source
             assert joined.citations and joined.support == 1.0
+
+
+def test_a_wrong_year_is_asked_again_from_the_sentence_that_answers(real_ws, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """answer.facts end to end: the first reply takes the year of another sentence (scripted, since
+    a model's slip cannot be summoned), the check finds the founding sentence with the real MiniLM,
+    and the real model, shown that sentence alone, answers with its year."""
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    from lectern.rag.verify import WRONG_FACT
+
+    llm = real_ws.llm
+    generate = type(llm)._generate
+    calls: list[object] = []
+
+    def first_reply_wrong(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(messages)
+        if len(calls) == 1:
+            return ChatResult(
+                generations=[ChatGeneration(message=AIMessage(content="It was founded in 2016 [1]."))]
+            )
+        return generate(self, messages, stop, run_manager, **kwargs)
+
+    monkeypatch.setattr(type(llm), "_generate", first_reply_wrong)
+    chain = real_ws.qa_chain(facts=True, verify=False)  # verify off: the fact check alone is tested
+    answer = chain.invoke("In what year was the Kestrel Valley Cheese Cooperative founded?")
+    assert len(calls) == 2 and answer.retried == WRONG_FACT, answer.raw
+    assert "1921" in answer.answer and "2016" not in answer.answer
+    assert [Path(c.source).name for c in answer.citations] == ["kestrel_valley_cheese.html"]

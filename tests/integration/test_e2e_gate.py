@@ -47,6 +47,21 @@ def test_a_question_in_a_person_s_own_words_reaches_the_model(sample_chain, ques
     assert prepared.evidence.sentence is not None  # the meaning gate decided, with MiniLM
 
 
+ANSWER_WORDS = ["143 steps", "except Tuesdays", "Tartu", "11,400 pounds"]  # REWORDED's answers, in order
+
+
+@pytest.mark.parametrize(("question", "words"), list(zip(REWORDED, ANSWER_WORDS, strict=True)))
+def test_the_sentence_that_answers_a_reworded_question_is_shown_to_the_model(
+    sample_chain, question: str, words: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Selection by words and meaning (answer.meaning) shows the answer sentence though it shares no
+    rare word with the question ("stairs" / "steps", "closed" / "open except")."""
+    assert sample_chain.meaning > 0  # the default
+    prepared = sample_chain.prepare(question)
+    shown = " ".join(c.text for c in prepared.contexts)
+    assert words in " ".join(shown.split()), shown
+
+
 @pytest.mark.parametrize("question", ELSEWHERE)
 def test_a_question_the_documents_do_not_answer_is_refused_before_the_model(
     sample_chain, question: str
