@@ -61,9 +61,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "before-subject": {"answer": {"gate": "coverage", "subject": True}},  # the subject check alone
     # MEANING at the threshold that keeps 95% of S08's answerable questions, with the subject check
     "low-gate": {"answer": {"evidence_threshold": 0.22, "subject": True}},
-    "meaning": {"answer": {"meaning": 1.0}},  # sentences chosen by words and meaning
+    "words-select": {"answer": {"meaning": 0.0}},  # sentences chosen by words alone (before the eleventh run)
     "facts": {"answer": {"facts": True}},  # a wrong date or number asked again (rag.verify.wrong_fact)
-    "meaning-facts": {"answer": {"meaning": 1.0, "facts": True}},
+    "words-select-facts": {"answer": {"meaning": 0.0, "facts": True}},
 }
 
 
@@ -86,7 +86,9 @@ def main() -> None:
     ap.add_argument(
         "--questions", type=Path, action="append", help="JSONL questions files over the articles (one ingest)"
     )
-    ap.add_argument("--own", action="store_true", help="with --questions: the folder's own questions too")
+    ap.add_argument(
+        "--own", action="store_true", help="with --questions: the folder's own questions too, after them"
+    )
     ap.add_argument(
         "--no-cache",
         action="store_true",
@@ -116,8 +118,8 @@ def main() -> None:
 
         set_llm_cache(InMemoryCache())
     tag = f"{args.qa_dir.name}-{args.model.replace(':', '_').replace('/', '_')}"
-    sources = [(args.qa_dir.name, QuestionSource())] if not args.questions or args.own else []
-    sources += [(f"{p.stem}-{args.wording}", QuestionSource(p, args.wording)) for p in args.questions or []]
+    sources = [(f"{p.stem}-{args.wording}", QuestionSource(p, args.wording)) for p in args.questions or []]
+    sources += [(args.qa_dir.name, QuestionSource())] if not args.questions or args.own else []
     results: list[tuple[str, dict[str, list[QuestionRecord]]]] = []
     t0 = time.perf_counter()
     with answer_eval(args.qa_dir, first, args.limit, args.seed, questions=sources[0][1]) as opened:

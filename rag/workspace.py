@@ -101,13 +101,22 @@ def chain_options(settings: Settings, searcher: Searcher) -> dict[str, Any]:
     """build_qa_chain's options for a chain over `searcher`'s collection: the settings' (qa_options)
     and what the collection knows: its IDF, its words for spelling, its embedder for the meaning
     gate, and the gate's calibration for the embedder it was built with."""
+    profile = searcher.collection.manifest.profile
     return {
         **qa_options(settings),
         "term_weights": searcher.term_weights,
         "spelling": searcher.spelled,
         "similarity": searcher.similarities,
-        "calibration": evidence_calibration(settings, searcher.collection.manifest.profile),
+        "calibration": evidence_calibration(settings, profile),
+        # the selection's cosine weight was tuned on MiniLM's scale too: other embedders choose by words
+        "meaning": settings.answer.meaning if fitted_embedder(profile) else 0.0,
     }
+
+
+def fitted_embedder(profile: str | None) -> bool:
+    """Whether a collection built with embedding `profile` scores cosines on the scale lectern's
+    fits were made on (MiniLM, the accurate profile): the meaning gate and selection's weight."""
+    return profile == "accurate"
 
 
 def evidence_calibration(settings: Settings, profile: str | None) -> Calibration:
@@ -118,7 +127,7 @@ def evidence_calibration(settings: Settings, profile: str | None) -> Calibration
     from lectern.rag.evidence import COVERAGE_ONLY, MEANING, WORDS
 
     model = COVERAGE_ONLY
-    if profile == "accurate":
+    if fitted_embedder(profile):
         model = {"meaning": MEANING, "words": WORDS, "coverage": COVERAGE_ONLY}[settings.answer.gate]
     threshold = settings.answer.evidence_threshold
     return model if threshold is None else dataclasses.replace(model, threshold=threshold)

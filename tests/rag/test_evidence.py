@@ -278,13 +278,15 @@ def test_selection_by_meaning_shows_a_sentence_worded_unlike_the_question() -> N
         calls.append(list(texts))
         return [0.8 if "except Tuesdays" in t else 0.1 for t in texts]
 
-    by_words = select_sentences(question, shown, idf, top=1, neighbours=0)
+    by_words = select_sentences(question, shown, idf, top=1, neighbours=0)  # no embedder at hand
     assert "Tuesdays" not in by_words[0].text
     memo = remembered(similarity)
-    by_meaning = select_sentences(question, shown, idf, top=1, neighbours=0, similarity=memo, meaning=1.0)
+    by_meaning = select_sentences(question, shown, idf, top=1, neighbours=0, similarity=memo)  # the default
     assert by_meaning[0].text == "The museum is open every day except Tuesdays."
     # meaning 0 leaves the selection to words, embedder or not
-    assert select_sentences(question, shown, idf, top=1, neighbours=0, similarity=memo) == by_words
+    assert (
+        select_sentences(question, shown, idf, top=1, neighbours=0, similarity=memo, meaning=0.0) == by_words
+    )
     # remembered: a second reading of the same sentences embeds nothing new
     select_sentences(question, shown, idf, top=2, neighbours=0, similarity=memo, meaning=1.0)
     assert len(calls) == 1 and len(calls[0]) == 5
