@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
+from lectern.ingest.load import OcrMode
+
 Profile = Literal["accurate", "fast"]
 DEFAULT_PROFILE: Profile = "accurate"
 IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
@@ -93,6 +95,12 @@ class IngestSettings(BaseModel):
     # Text files larger than this are chunked, embedded and written a batch at a time in the main
     # process (memory stays flat) rather than parsed whole in a worker (bench/large_text_memory.py).
     stream_bytes: int = Field(8 << 20, ge=0)
+    # OCR (ingest.ocr): auto reads images, and PDF pages with little text for their area and an image
+    # on them; force reads every PDF page by OCR instead of its text layer; off reads no image at all
+    ocr: OcrMode = "auto"
+    ocr_dpi: int = Field(150, ge=50, le=600)  # a PDF page is rendered at this resolution for OCR
+    # OCR results, keyed by the page image's hash: None is <cache_dir>/ocr (rag.workspace fills it in)
+    ocr_cache: str | None = None
 
 
 StoreBackend = Literal["faiss", "milvus"]
