@@ -46,7 +46,7 @@ def check_zip(path: Path, kind: str) -> list[str]:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise CorruptDocument(path, f"corrupt or not a {kind} file: not a readable zip ({exc})") from exc
+        raise CorruptDocument(path, f"not a readable {kind} file: corrupt, or not a zip ({exc})") from exc
     if len(infos) > MAX_MEMBERS:
         raise TooLarge(path, f"zip with {len(infos):,} members (at most {MAX_MEMBERS:,}): not opened")
     total = sum(i.file_size for i in infos)

@@ -73,8 +73,9 @@ class LoadedDocument:
     warnings: tuple[str, ...] = ()
     pages: int = 1
     ocr_pages: int = 0  # pages (or images) read by OCR, from the cache or recognised now
-    ocr_cached: int = 0  # of those, found in the OCR cache
-    ocr_seconds: float = field(default=0.0, compare=False)  # time spent rendering and recognising
+    # how they were read (stats, not content): found in the OCR cache, and the time spent
+    ocr_cached: int = field(default=0, compare=False)
+    ocr_seconds: float = field(default=0.0, compare=False)
 
 
 Loader = Callable[[Path, LoadOptions], LoadedDocument]

@@ -40,7 +40,6 @@ MAX_FRAMES = 1000  # pages of a multi-page TIFF read at most
 # max_side_len anyway, 2000 by default, which loses small print at 300 dpi); a PDF page is rendered at
 # ingest.ocr_dpi but never past MAX_RENDER_PIXELS.
 OCR_MAX_SIDE = 3600
-DET_MAX_SIDE = 2000
 MAX_RENDER_PIXELS = 16_000_000
 _PARAGRAPH_GAP = 0.9  # a vertical gap over this many line heights starts a paragraph
 
@@ -62,14 +61,10 @@ def engine(threads: int | None = None) -> Any:
     if threads not in _ENGINES:
         from rapidocr_onnxruntime import RapidOCR
 
-        # Detection at most DET_MAX_SIDE on the longer side, never enlarged (RapidOCR's default
-        # enlarges the shorter side to 736: a one-line image 100 px high became 13,000 px wide, 9 s);
-        # the lines it finds are read from the image at full size.
-        config: dict[str, Any] = {
-            "max_side_len": OCR_MAX_SIDE,
-            "det_limit_type": "max",
-            "det_limit_side_len": DET_MAX_SIDE,
-        }
+        # Detection keeps RapidOCR's default: the shorter side enlarged to 736 px. Without it (only
+        # shrinking past 2000 px) a line of 36 px type was missed or found depending on how the
+        # image's size rounded to 32 px. A page at 150 dpi is not enlarged.
+        config: dict[str, Any] = {"max_side_len": OCR_MAX_SIDE}
         if threads:
             config |= {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
         _ENGINES[threads] = RapidOCR(**config)
@@ -81,7 +76,7 @@ def engine_identity() -> str:
     from importlib.metadata import version
 
     package = version("rapidocr-onnxruntime")
-    return f"rapidocr-onnxruntime {package}; max_side {OCR_MAX_SIDE}; det {DET_MAX_SIDE} max"
+    return f"rapidocr-onnxruntime {package}; max_side {OCR_MAX_SIDE}"
 
 
 def image_key(image: Image, identity: str) -> str:
@@ -201,7 +196,9 @@ def load_image(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
             warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
             image = PIL.Image.open(path)
     except PIL.Image.DecompressionBombError as exc:
-        raise TooLarge(path, f"image too large to read: {exc}") from exc
+        raise TooLarge(
+            path, f"image too large to read ({exc}); at most {MAX_IMAGE_PIXELS / 1e6:,.0f} Mpx: scale it down"
+        ) from exc
     except PIL.UnidentifiedImageError as exc:
         raise CorruptDocument(path, "not an image that can be read (corrupt, or another format)") from exc
     except OSError as exc:

@@ -110,7 +110,7 @@ def row_blocks(
     block: list[list[str]] = []
     first = last = 0
     size = 0
-    label = where.removesuffix(", ") or "rows"
+    label = where.removesuffix(", ")
 
     def unit() -> Unit:
         assert header is not None
@@ -119,8 +119,9 @@ def row_blocks(
     for number, raw in rows:
         counted[0] += 1
         if counted[0] > MAX_ROWS:
-            raise TooLarge(path, f"more than {MAX_ROWS:,} rows (at {label}): split the file to ingest it")
-        cells = _trimmed(raw, warnings, label)
+            at = f" (at {label})" if label else ""
+            raise TooLarge(path, f"more than {MAX_ROWS:,} rows{at}: split the file to ingest it")
+        cells = _trimmed(raw, warnings, label or "rows")
         if not any(cells):
             continue
         if header is None:
