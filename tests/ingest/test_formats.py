@@ -4,6 +4,7 @@ every bad input: empty, corrupt, encrypted, a zip bomb, a huge image, too many r
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def test_sheet_blocks_repeat_the_header_and_name_their_rows(tmp_path: Path) -> N
     assert len(stock) >= 3
     spans = [tuple(map(int, re.findall(r"\d+", u.heading or ""))) for u in stock]
     assert spans[0][0] == 2 and spans[-1][1] == 62  # every row, once, in order
-    assert all(a[1] + 1 == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(spans))
     for unit, (first, last) in zip(stock, spans, strict=True):
         lines = unit.text.split("\n")
         assert lines[:2] == ["| Part | Bin | Count |", "|---|---|---|"]  # each block stands alone

@@ -66,9 +66,9 @@ def test_a_mixed_pdf_is_read_page_by_page(tmp_path: Path) -> None:
 
 
 def test_a_scan_with_ocr_off_says_so(tmp_path: Path) -> None:
-    with pytest.raises(EmptyDocument, match="scanned PDF\\? ingest.ocr is off"):
+    with pytest.raises(EmptyDocument, match=r"scanned PDF\? ingest\.ocr is off"):
         load(build_scanned_pdf(tmp_path / "scan.pdf"), LoadOptions(ocr="off"))
-    with pytest.raises(UnsupportedFormat, match="ingest.ocr is off"):
+    with pytest.raises(UnsupportedFormat, match=r"ingest\.ocr is off"):
         load(build_image(tmp_path / "note.png"), LoadOptions(ocr="off"))
 
 
