@@ -12,7 +12,10 @@ from pypdf import PdfReader, PdfWriter
 
 from lectern.errors import EmptyDocument, UnsupportedFormat
 from lectern.ingest import ocr
+from lectern.ingest.embed import FakeEmbedder
 from lectern.ingest.load import OCR_HEADING, LoadOptions, load
+from lectern.ingest.pipeline import Progress, ingest
+from lectern.ingest.settings import IngestSettings
 from tests.fixtures.bad_inputs import build_pdf
 from tests.fixtures.documents import OCR_SENTENCE, build_image, build_scanned_pdf, text_image
 
@@ -131,3 +134,31 @@ def test_a_multi_page_tiff_is_a_page_each(tmp_path: Path) -> None:
         (2, OCR_HEADING, SECOND),
     ]
     assert doc.pages == 2 and doc.format == "image"
+
+
+def test_ingest_tells_each_ocr_page_from_the_worker_and_reports_the_rate(tmp_path: Path) -> None:
+    """Through a parse worker: the pages come back one by one as progress, the report counts them with
+    a rate, and a forced re-ingest of the unchanged scan reads them all from the cache."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    scan = PdfReader(build_scanned_pdf(tmp_path / "one.pdf"))
+    writer = PdfWriter()
+    writer.add_page(scan.pages[0])
+    writer.add_page(PdfReader(build_scanned_pdf(tmp_path / "two.pdf", [SECOND])).pages[0])
+    with (docs / "logbook.pdf").open("wb") as fh:
+        writer.write(fh)
+    settings = IngestSettings(parse_workers=1, lock_timeout_s=2.0, ocr_cache=str(tmp_path / "ocr"))
+    seen: list[int] = []
+
+    def progress(p: Progress) -> None:
+        if not seen or seen[-1] != p.ocr_pages:
+            seen.append(p.ocr_pages)
+
+    report = ingest([docs], tmp_path / "col", FakeEmbedder(), settings, progress=progress)
+    assert report.ok, report.results
+    assert seen == [0, 1, 2]  # told page by page, before the file was done
+    summary = report.summary()
+    assert (summary["ocr_pages"], summary["ocr_cached"]) == (2, 0)
+    assert summary["ocr_pages_per_s"] > 0
+    again = ingest([docs], tmp_path / "col", FakeEmbedder(), settings, force=True).summary()
+    assert (again["ocr_pages"], again["ocr_cached"], again["ocr_pages_per_s"]) == (2, 2, None)
