@@ -53,7 +53,7 @@ class LoadOptions:
     cached, and whom to tell as each page is recognised (a parse worker's progress)."""
 
     ocr: OcrMode = "auto"
-    ocr_dpi: int = 150
+    ocr_dpi: int = 200
     ocr_cache: str | None = None  # folder of OCR results keyed by the page image's hash; None: no cache
     ocr_threads: int | None = None  # ONNX Runtime threads for OCR; None: its default
     on_page: Callable[[int, int], None] | None = field(default=None, compare=False)  # (done, total)
