@@ -218,8 +218,11 @@ def load_image(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
         warns = [f"{frames} pages: the first {MAX_FRAMES} are read"] if frames > MAX_FRAMES else []
 
         def frame(n: int) -> Image:
+            import PIL.ImageOps
+
             image.seek(n - 1)  # one page decoded at a time
-            return image.copy()
+            upright: Image = PIL.ImageOps.exif_transpose(image.copy())  # a phone's photo of a page
+            return upright
 
         pages = [(n, lambda n=n: frame(n)) for n in range(1, min(frames, MAX_FRAMES) + 1)]
         run = ocr_images(pages, options)

@@ -162,3 +162,15 @@ def test_ingest_tells_each_ocr_page_from_the_worker_and_reports_the_rate(tmp_pat
     assert summary["ocr_pages_per_s"] > 0
     again = ingest([docs], tmp_path / "col", FakeEmbedder(), settings, force=True).summary()
     assert (again["ocr_pages"], again["ocr_cached"], again["ocr_pages_per_s"]) == (2, 2, None)
+
+
+def test_a_photo_stored_sideways_is_turned_upright_by_its_exif(tmp_path: Path) -> None:
+    """Phones store a page as the sensor saw it and say how to turn it (EXIF orientation 6: 90 degrees
+    clockwise); read as stored, the lines run down the image."""
+    from PIL import Image
+
+    sideways = text_image([OCR_SENTENCE]).rotate(90, expand=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sideways.save(tmp_path / "photo.jpg", quality=95, exif=exif)
+    assert load(tmp_path / "photo.jpg").units[0].text == OCR_SENTENCE
