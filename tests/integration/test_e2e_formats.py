@@ -68,4 +68,4 @@ def test_each_kind_of_file_answers_with_its_location(formats_ws: Any, name: str)
     for citation in answer.citations:
         if Path(citation.source).name == name:
             assert citation.location == WHERE[name]
-            assert citation.ocr == name in ("logbook.png", "scanned.pdf")
+            assert citation.ocr == (name in ("logbook.png", "scanned.pdf"))
