@@ -10,7 +10,9 @@ no text again. The engine is built once per process.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import math
 import time
 import warnings
@@ -74,6 +76,7 @@ def engine(threads: int | None = None) -> Any:
     return _ENGINES[threads]
 
 
+@functools.cache
 def engine_identity() -> str:
     """What an OCR result depends on besides the image: the package's version and our settings."""
     from importlib.metadata import version
@@ -121,17 +124,23 @@ def recognise(image: Image, options: LoadOptions) -> tuple[str, bool]:
     result, _ = engine(options.ocr_threads)(image)
     text = lines_text(result)
     if cached_file is not None:
-        import json
-
-        cached_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cached_file, json.dumps({"engine": identity, "text": text}))
+        try:
+            cached_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(cached_file, json.dumps({"engine": identity, "text": text}))
+        except OSError:  # a cache that cannot be written (full, read-only) costs the next run, not this one
+            pass
     return text, False
 
 
 def _fit(image: Image) -> Image:
-    """The image with its longest side at most OCR_MAX_SIDE, in grey (colour does not help OCR)."""
-    if image.mode not in ("L", "RGB"):
-        image = image.convert("RGB")
+    """The image in grey (colour does not help OCR), transparency on white (a screenshot's text on a
+    transparent ground would turn black on black), its longest side at most OCR_MAX_SIDE."""
+    import PIL.Image
+
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = PIL.Image.new("RGBA", rgba.size, "white")
+        image.alpha_composite(rgba)
     image = image.convert("L")
     if max(image.size) > OCR_MAX_SIDE:
         scale = OCR_MAX_SIDE / max(image.size)

@@ -174,3 +174,13 @@ def test_a_photo_stored_sideways_is_turned_upright_by_its_exif(tmp_path: Path) -
     exif[0x0112] = 6
     sideways.save(tmp_path / "photo.jpg", quality=95, exif=exif)
     assert load(tmp_path / "photo.jpg").units[0].text == OCR_SENTENCE
+
+
+def test_text_on_a_transparent_ground_is_read_on_white(tmp_path: Path) -> None:
+    """A screenshot's black text on a transparent ground: flattened on black it would read as nothing."""
+    grey = text_image([OCR_SENTENCE])
+    clear = grey.convert("RGBA")
+    clear.putalpha(grey.point(lambda v: 255 - v))  # the ink opaque, the paper transparent
+    clear.putdata([(0, 0, 0, a) for *_, a in clear.getdata()])
+    clear.save(tmp_path / "shot.png")
+    assert load(tmp_path / "shot.png").units[0].text == OCR_SENTENCE
