@@ -522,7 +522,9 @@ def parse_structured(raw: str) -> StructuredAnswer:
 
 def _from_span(answer: Answer, span: str, ctx: Context, question: str, **update: Any) -> Answer:
     """The answer replaced by a source's exact words, citing that source alone."""
-    citation = Citation.from_context(ctx).model_copy(update={"highlights": highlights(span, question, ctx.text)})
+    citation = Citation.from_context(ctx).model_copy(
+        update={"highlights": highlights(span, question, ctx.text)}
+    )
     fields = {"answer": f"{span} [{ctx.number}]", "citations": [citation], "support": 1.0}
     return answer.model_copy(update={**update, **fields})
 
@@ -541,7 +543,6 @@ def _withdrawn(answer: Answer, reason: AbstainReason, **update: Any) -> Answer:
 
 def _inferred(by_number: dict[int, Context], numbers: list[int]) -> list[Citation]:
     return [Citation.from_context(by_number[n]).model_copy(update={"inferred": True}) for n in numbers]
-
 
 
 def _score(doc: Document) -> float | None:
