@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from lectern.errors import LecternError
 from lectern.ingest.pipeline import IngestReport, Progress
-from lectern.rag.types import Citation, Context
+from lectern.rag.types import Citation, Context, location
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#+\-.!|~$])")
 
@@ -63,10 +63,11 @@ def ingest_progress() -> Callable[[Progress], None]:
         embedding = p.chunks_embedded / p.chunks if p.chunks else 0.0
         done = min(1.0, (p.files_done + (0 if p.files_done >= total else embedding * 0.99)) / total)
         current = f" · {file_name(p.current)}" if p.current and p.files_done < p.files_total else ""
+        ocr = f" · OCR {p.ocr_pages} pages" if p.ocr_pages else ""
         bar.progress(
             done,
             text=f"Files {p.files_done}/{p.files_total} · pages {p.pages} · chunks {p.chunks} "
-            f"(embedded {p.chunks_embedded}){current}",
+            f"(embedded {p.chunks_embedded}){ocr}{current}",
         )
 
     return update
@@ -88,11 +89,15 @@ def ingest_report(report: IngestReport) -> None:
     for col, key in zip(cols, ("added", "updated", "unchanged", "skipped", "failed"), strict=True):
         col.metric(key.capitalize(), s[key])
     st.caption(f"{s['pages']} pages, {s['chunks']} chunks in {s['seconds']:.1f} s")
+    if s["ocr_pages"]:
+        speed = f", {s['ocr_pages_per_s']:.2f} pages/s a worker" if s["ocr_pages_per_s"] else ""
+        st.caption(f"OCR: {s['ocr_pages']} pages ({s['ocr_cached']} from the cache{speed})")
     rows = [
         {
             "file": file_name(r.path),
             "status": r.status,
             "pages": r.pages,
+            "OCR pages": r.ocr_pages,
             "chunks": r.chunks,
             "reason": r.reason or "; ".join(r.warnings),
         }
@@ -122,9 +127,12 @@ def highlighted(text: str, sentences: Sequence[str]) -> str:
     return "".join(out)
 
 
+OCR_NOTE = "read by OCR from an image: the text may hold recognition errors"
+
+
 def citation_title(c: Citation) -> str:
-    page = f", page {c.page}" if c.page is not None else ""
-    return f"[{c.number}] {file_name(c.source)}{page}"
+    where = f", {c.location}" if c.location else ""
+    return f"[{c.number}] {file_name(c.source)}{where}"
 
 
 def citations(cites: Sequence[Citation], contexts: Sequence[Context] = ()) -> None:
@@ -140,9 +148,15 @@ def citations(cites: Sequence[Citation], contexts: Sequence[Context] = ()) -> No
         with st.expander(citation_title(c)):
             st.markdown(highlighted(passages.get(c.chunk_id, c.quote), c.highlights))
             where = f"`{c.source}`"
-            if c.page is not None:
-                open_at = " (open the PDF at this page)" if c.source.lower().endswith(".pdf") else ""
-                where += f" — page {c.page}{open_at}"
+            if c.location:
+                open_at = (
+                    " (open the PDF at this page)"
+                    if c.page is not None and c.source.lower().endswith(".pdf")
+                    else ""
+                )
+                where += f" — {c.location}{open_at}"
+            if c.ocr:
+                where += f" — {OCR_NOTE}"
             st.caption(where)
 
 
@@ -150,7 +164,8 @@ def passages_given(contexts: Sequence[Context]) -> None:
     """When the model cited nothing, the passages it was given, so the answer can still be checked."""
     st.caption("The answer cites no source; these are the passages the model was given:")
     for c in contexts:
-        page = f", page {c.page}" if c.page is not None else ""
-        with st.expander(f"Passage {c.number}: {file_name(c.source)}{page}"):
+        place = location(c.page, c.heading)
+        where = f", {place}" if place else ""
+        with st.expander(f"Passage {c.number}: {file_name(c.source)}{where}"):
             st.markdown(plain(c.text))
             st.caption(f"`{c.source}`")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lectern.ingest.load import LoadedDocument, Unit
+from lectern.ingest.load import OCR_HEADING, LoadedDocument, Unit
 
 OffsetsFn = Callable[[Sequence[str]], list[list[tuple[int, int]]]]
 
@@ -118,9 +118,10 @@ def split_pieces(
 
 
 def context_line(doc: LoadedDocument, unit: Unit) -> str:
-    """The title and heading path, embedded and indexed with each chunk (not shown as its text)."""
+    """The title and heading path, embedded and indexed with each chunk (not shown as its text). The
+    OCR mark is no heading: left out, so that "OCR" is no word every scanned page matches."""
     parts = [doc.title]
-    if unit.heading and unit.heading != doc.title:
+    if unit.heading and unit.heading not in (doc.title, OCR_HEADING):
         parts.append(unit.heading)
     return " > ".join(p for p in parts if p)
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import codecs
 import errno
+import importlib
 import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from bs4 import BeautifulSoup, Tag
@@ -27,15 +28,38 @@ from lectern.errors import (
     UnsupportedFormat,
 )
 
+OcrMode = Literal["auto", "off", "force"]
+OCR_HEADING = "OCR"
+"""The heading of a unit read by OCR (a scanned page, an image): citations say its text may hold
+recognition errors. It is left out of the context line that is embedded (ingest.chunk.context_line)."""
+
 
 @dataclass(frozen=True)
 class Unit:
-    """A piece of a document that chunks never cross: a PDF page or a section under one heading."""
+    """A piece of a document that chunks never cross: a PDF page, a section under one heading, a slide,
+    a block of rows. `page` and `heading` are its location, as citations name it."""
 
     text: str
-    page: int | None = None  # 1-based page number for paged formats (PDF), else None
-    heading: str | None = None  # heading path, e.g. "Install > On Linux" (Markdown, HTML)
+    page: int | None = None  # 1-based page number for paged formats (PDF, TIFF, Word's page breaks)
+    # heading path, e.g. "Install > On Linux" (Markdown, HTML, Word); "slide 3: Results";
+    # "sheet Sales, rows 2-21"; "chapter 4: Otters"; OCR_HEADING for text read by OCR
+    heading: str | None = None
     offset: int = 0  # where the text starts in the document's (page's) text: segments of a long text
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What a loader is told besides the path: whether to OCR (`ingest.ocr`), where OCR results are
+    cached, and whom to tell as each page is recognised (a parse worker's progress)."""
+
+    ocr: OcrMode = "auto"
+    ocr_dpi: int = 200
+    ocr_cache: str | None = None  # folder of OCR results keyed by the page image's hash; None: no cache
+    ocr_threads: int | None = None  # ONNX Runtime threads for OCR; None: its default
+    on_page: Callable[[int, int], None] | None = field(default=None, compare=False)  # (done, total)
+
+
+NO_OPTIONS = LoadOptions()
 
 
 @dataclass(frozen=True)
@@ -48,9 +72,13 @@ class LoadedDocument:
     units: tuple[Unit, ...]
     warnings: tuple[str, ...] = ()
     pages: int = 1
+    ocr_pages: int = 0  # pages (or images) read by OCR, from the cache or recognised now
+    # how they were read (stats, not content): found in the OCR cache, and the time spent
+    ocr_cached: int = field(default=0, compare=False)
+    ocr_seconds: float = field(default=0.0, compare=False)
 
 
-Loader = Callable[[Path], LoadedDocument]
+Loader = Callable[[Path, LoadOptions], LoadedDocument]
 
 TITLE_MAX_CHARS = 200
 _SNIFF_BYTES = 8192
@@ -201,7 +229,7 @@ def _first_line_title(text: str, path: Path) -> str:
 # --- text --------------------------------------------------------------------------------------------
 
 
-def load_text(path: Path) -> LoadedDocument:
+def load_text(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
     """A plain text file as one Unit. Layout (indentation, line breaks) is kept: it often carries meaning."""
     text = clean_text(decode_bytes(path, _read_bytes(path)), collapse_spaces=False)
     if not text.strip():
@@ -266,10 +294,12 @@ def _split_front_matter(text: str) -> tuple[str, str]:
     return text[4 : 4 + end.start()], text[4 + end.end() :]
 
 
-class _Sections:
-    """Collects Units under a heading path that follows heading levels, for Markdown and HTML alike."""
+class Sections:
+    """Collects Units under a heading path that follows heading levels, for Markdown, HTML and Word
+    alike; a page turn (Word's recorded page breaks) starts a unit too, so each unit has one page."""
 
     def __init__(self) -> None:
+        self.page: int | None = None
         self.stack: list[tuple[int, str]] = []
         self.units: list[Unit] = []
         self.bodies: list[bool] = []  # whether each unit has text besides its heading
@@ -283,6 +313,10 @@ class _Sections:
         self.stack.append((level, title or "(untitled)"))
         self.lines = [line]
 
+    def turn_page(self, page: int) -> None:
+        self.flush()
+        self.page = page
+
     def add(self, line: str) -> None:
         self.lines.append(line)
         if line.strip():
@@ -292,7 +326,7 @@ class _Sections:
         text = "\n".join(self.lines).strip("\n")
         if text.strip():
             path = " > ".join(t for _, t in self.stack) if self.stack else None
-            self.units.append(Unit(text, heading=path))
+            self.units.append(Unit(text, page=self.page, heading=path))
             self.bodies.append(self.has_body)
         self.lines, self.has_body = [], False
 
@@ -303,11 +337,11 @@ class _Sections:
         return with_body or tuple(self.units)
 
 
-def load_markdown(path: Path) -> LoadedDocument:
+def load_markdown(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
     """Markdown split at ATX headings (outside code fences), each Unit under its heading path."""
     text = clean_text(decode_bytes(path, _read_bytes(path)), collapse_spaces=False)
     front, body = _split_front_matter(text)
-    sections = _Sections()
+    sections = Sections()
     title: str | None = None
     fence: str | None = None
     for line in body.split("\n"):
@@ -401,13 +435,21 @@ def _html_lines(root: Tag | BeautifulSoup) -> Iterator[tuple[str, int, str]]:
             yield ("text", 0, text if pre_depth else _WHITESPACE.sub(" ", text))
 
 
-def load_html(path: Path) -> LoadedDocument:
+def load_html(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
     """An HTML page without its chrome (nav, scripts, forms...), split into Units at h1-h3."""
-    from bs4 import BeautifulSoup
-
     data = _read_bytes(path)
     declared = _META_CHARSET.search(data[:4096])
     text = decode_bytes(path, data, declared.group(1).decode("ascii") if declared else None)
+    title, units = html_units(text)
+    if not units:
+        raise EmptyDocument(path, "no text in the page once scripts, navigation and forms are removed")
+    return LoadedDocument(path, "html", (title or path.stem)[:TITLE_MAX_CHARS], units)
+
+
+def html_units(text: str) -> tuple[str | None, tuple[Unit, ...]]:
+    """An HTML document's title and its text in Units at h1-h3 (HTML pages, EPUB chapters)."""
+    from bs4 import BeautifulSoup
+
     soup = BeautifulSoup(text, "html.parser")
     title: str | None = None
     if soup.title is not None:
@@ -417,7 +459,7 @@ def load_html(path: Path) -> LoadedDocument:
     if title is None and (h1 := soup.find("h1")) is not None:
         title = _WHITESPACE.sub(" ", h1.get_text(" ")).strip() or None
 
-    sections = _Sections()
+    sections = Sections()
     parts: list[str] = []
     pending = 0  # newlines owed before the next text: breaks do not add up, the widest one wins
 
@@ -441,19 +483,18 @@ def load_html(path: Path) -> LoadedDocument:
                 pending = 0
             parts.append(value)
     flush_parts()
-    units = tuple(Unit(clean_text(u.text), heading=u.heading) for u in sections.result())
-    if not units:
-        raise EmptyDocument(path, "no text in the page once scripts, navigation and forms are removed")
-    return LoadedDocument(path, "html", (title or path.stem)[:TITLE_MAX_CHARS], units)
+    return title, tuple(Unit(clean_text(u.text), heading=u.heading) for u in sections.result())
 
 
 # --- pdf ---------------------------------------------------------------------------------------------
 
 
-def load_pdf(path: Path) -> LoadedDocument:
+def load_pdf(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
     """One Unit per page with text; empty or failing pages become warnings, not errors.
 
-    The text comes from ingest.pdf (PDFium, pypdf as the fallback); the rules on pages are here.
+    The text comes from ingest.pdf (PDFium, pypdf as the fallback); the rules on pages are here. Pages
+    that look scanned (ingest.pdf.MIN_CHARS_PER_SQ_INCH), or every page with `ingest.ocr = force`, are
+    read by OCR (ingest.ocr) and marked OCR_HEADING; `off` reads the text layer only.
     """
     from lectern.ingest.pdf import extract
 
@@ -465,9 +506,36 @@ def load_pdf(path: Path) -> LoadedDocument:
     if n_pages == 0:
         raise CorruptDocument(path, "corrupt PDF: it has no pages")
 
+    if options.ocr == "force":
+        wanted = list(range(1, n_pages + 1))
+    elif options.ocr == "auto":
+        wanted = [n for n, scanned in enumerate(pdf.scanned, start=1) if scanned]
+    else:
+        wanted = []
+    read: dict[int, str | Exception] = {}
+    ocr_cached, ocr_seconds = 0, 0.0
+    if wanted:
+        from lectern.ingest.ocr import ocr_pdf_pages
+
+        try:
+            run = ocr_pdf_pages(data, wanted, options)
+        except Exception as exc:  # OCR not installed, or PDFium cannot render this file
+            read = dict.fromkeys(wanted, exc)
+        else:
+            read, ocr_cached, ocr_seconds = run.texts, run.cached, run.seconds
+
     units: list[Unit] = []
     warnings: list[str] = []
     for number, raw in enumerate(pdf.pages, start=1):
+        if number in read:
+            got = read[number]
+            if isinstance(got, Exception):
+                warnings.append(f"page {number}: OCR failed: {got or got.__class__.__name__}")
+            elif ocr_text := clean_text(got, dehyphenate=True):
+                units.append(Unit(ocr_text, page=number, heading=OCR_HEADING))
+                continue
+            else:
+                warnings.append(f"page {number}: OCR found no text")
         if isinstance(raw, Exception):  # one broken page (bad font, bad stream) must not lose the others
             warnings.append(f"page {number}: text extraction failed: {raw or raw.__class__.__name__}")
             continue
@@ -477,11 +545,18 @@ def load_pdf(path: Path) -> LoadedDocument:
         else:
             warnings.append(f"page {number}: no extractable text (image-only?)")
     if not units:
-        raise EmptyDocument(
-            path,
-            f"no extractable text in {n_pages} page{'s' if n_pages != 1 else ''}; scanned PDF? OCR is not supported",
-        )
-    return LoadedDocument(path, "pdf", _pdf_title(pdf.title, path), tuple(units), tuple(warnings), n_pages)
+        pages = f"{n_pages} page{'s' if n_pages != 1 else ''}"
+        if options.ocr == "off":
+            raise EmptyDocument(path, f"no extractable text in {pages}; scanned PDF? ingest.ocr is off")
+        if not wanted:
+            raise EmptyDocument(path, f"no extractable text in {pages}, and no image on them to read by OCR")
+        failed = next((w for w in warnings if "OCR failed" in w), None)
+        found = f"OCR failed ({failed})" if failed else "none found by OCR"
+        raise EmptyDocument(path, f"no text in {pages}: none in the text layer, {found}")
+    return LoadedDocument(
+        path, "pdf", _pdf_title(pdf.title, path), tuple(units), tuple(warnings), n_pages,
+        ocr_pages=len(wanted), ocr_cached=ocr_cached, ocr_seconds=ocr_seconds,
+    )  # fmt: skip
 
 
 def _pdf_title(title: str | None, path: Path) -> str:
@@ -493,9 +568,40 @@ def _pdf_title(title: str | None, path: Path) -> str:
 
 # --- registry ----------------------------------------------------------------------------------------
 
-# .csv and .tsv are left out on purpose: rows chunked as prose retrieve badly; rename them to .txt to force it.
+
+def _lazy(module: str, name: str) -> Loader:
+    """A loader that lives in another module, imported when first used: `import lectern` stays free
+    of python-docx, openpyxl, ebooklib, PIL and RapidOCR, and those modules can import this one."""
+
+    def loader(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
+        fn: Loader = getattr(importlib.import_module(f"lectern.ingest.{module}"), name)
+        return fn(path, options)
+
+    loader.__name__ = loader.__qualname__ = name
+    return loader
+
+
+load_docx = _lazy("office", "load_docx")
+load_pptx = _lazy("office", "load_pptx")
+load_xlsx = _lazy("office", "load_xlsx")
+load_csv = _lazy("office", "load_csv")
+load_epub = _lazy("epub", "load_epub")
+load_image = _lazy("ocr", "load_image")
+
+# Spreadsheets and CSV come in blocks of rows with the header row repeated (ingest.office).
 LOADERS: dict[str, Loader] = {
     ".pdf": load_pdf,
+    ".docx": load_docx,
+    ".pptx": load_pptx,
+    ".xlsx": load_xlsx,
+    ".csv": load_csv,
+    ".tsv": load_csv,
+    ".epub": load_epub,
+    ".png": load_image,
+    ".jpg": load_image,
+    ".jpeg": load_image,
+    ".tif": load_image,
+    ".tiff": load_image,
     ".md": load_markdown,
     ".markdown": load_markdown,
     ".html": load_html,
@@ -512,14 +618,14 @@ def is_supported(path: Path) -> bool:
     return path.suffix.lower() in LOADERS
 
 
-def load(path: Path) -> LoadedDocument:
+def load(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
     """Load one file with the loader its extension selects."""
     path = Path(path)
     loader = LOADERS.get(path.suffix.lower())
     if loader is None:
         known = ", ".join(sorted(LOADERS))
         raise UnsupportedFormat(path, f"unsupported extension {path.suffix or '(none)'!r}; known: {known}")
-    return loader(path)
+    return loader(path, options)
 
 
 # --- walking folders ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lectern.errors import CorruptDocument, DocumentError, EncryptedDocument
 
@@ -22,13 +23,21 @@ from lectern.errors import CorruptDocument, DocumentError, EncryptedDocument
 _PDFIUM_HYPHEN = "\x02"
 
 
+# A page with fewer characters in its text layer than this per square inch of its area, and an image
+# on it, is a scan (or mostly one): `ingest.ocr = auto` reads it by OCR. A letter page of prose holds
+# about 30 a square inch; a figure with its caption 2 or more; a scan none, or a page number.
+MIN_CHARS_PER_SQ_INCH = 1.0
+
+
 @dataclass(frozen=True)
 class PdfText:
-    """A PDF's raw page texts, or for a page the error its extraction raised; its metadata title."""
+    """A PDF's raw page texts, or for a page the error its extraction raised; its metadata title; and
+    which pages look scanned (little text for their area, and an image), where the parser can tell."""
 
     pages: tuple[str | Exception, ...]
     title: str | None
     parser: str
+    scanned: tuple[bool, ...] = ()
 
     @property
     def has_text(self) -> bool:
@@ -37,6 +46,17 @@ class PdfText:
 
 def _reason(exc: BaseException) -> str:
     return str(exc) or exc.__class__.__name__
+
+
+def _looks_scanned(page: Any, text: str) -> bool:
+    """Little text for the page's area (MIN_CHARS_PER_SQ_INCH), and an image on it."""
+    import pypdfium2 as pdfium
+
+    width, height = page.get_size()
+    if len(text.strip()) >= MIN_CHARS_PER_SQ_INCH * (width / 72) * (height / 72):
+        return False
+    images = page.get_objects(filter=[pdfium.raw.FPDF_PAGEOBJ_IMAGE], max_depth=4)
+    return next(iter(images), None) is not None
 
 
 def pdfium_text(path: Path, data: bytes) -> PdfText:
@@ -58,6 +78,7 @@ def pdfium_text(path: Path, data: bytes) -> PdfText:
         raise CorruptDocument(path, f"corrupt or truncated PDF: {reason}") from exc
     try:
         pages: list[str | Exception] = []
+        scanned: list[bool] = []
         for index in range(len(doc)):
             try:
                 page = doc[index]
@@ -67,18 +88,21 @@ def pdfium_text(path: Path, data: bytes) -> PdfText:
                         text = textpage.get_text_bounded()
                     finally:
                         textpage.close()
+                    looks_scanned = _looks_scanned(page, text)
                 finally:
                     page.close()
                 pages.append(text.replace(_PDFIUM_HYPHEN, "-\n"))
+                scanned.append(looks_scanned)
             except Exception as exc:  # one broken page must not lose the others
                 pages.append(exc)
+                scanned.append(False)
         try:
             title = doc.get_metadata_dict().get("Title")
         except Exception:  # a broken Info dictionary only costs the title
             title = None
     finally:
         doc.close()
-    return PdfText(tuple(pages), title or None, "pdfium")
+    return PdfText(tuple(pages), title or None, "pdfium", tuple(scanned))
 
 
 def pypdf_text(path: Path, data: bytes) -> PdfText:

@@ -14,9 +14,13 @@ or a cluster (ingest/ray_runner.py). Both write through Work.write, so they buil
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import dataclasses
+import functools
 import hashlib
 import multiprocessing
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,7 +41,7 @@ from lectern.errors import (
 from lectern.ingest import tokenize
 from lectern.ingest.chunk import MAX_CONTEXT_TOKENS, Chunk, context_line, embedding_text, iter_chunks
 from lectern.ingest.embed import Embedder, HFTokenizer, table_folder, word_offsets
-from lectern.ingest.load import LOADERS, LoadedDocument, iter_files, load, load_text
+from lectern.ingest.load import LOADERS, LoadedDocument, LoadOptions, iter_files, load, load_text
 from lectern.ingest.settings import EmbedSettings, IngestSettings
 from lectern.ingest.store import DocumentRow, Manifest, NewChunk
 from lectern.ingest.stores import Store, StoreWriter, Target, as_target
@@ -57,6 +61,9 @@ class FileResult:
     pages: int = 0
     reason: str | None = None
     warnings: list[str] = field(default_factory=list)
+    ocr_pages: int = 0  # pages or images read by OCR (from the cache or recognised now)
+    ocr_cached: int = 0
+    ocr_seconds: float = 0.0
 
 
 @dataclass
@@ -100,7 +107,23 @@ class IngestReport:
     def ok(self) -> bool:
         return not self.failed
 
+    def _ocr(self) -> tuple[int, int, float]:
+        done = [r for r in self.results if r.status in ("added", "updated")]
+        return (
+            sum(r.ocr_pages for r in done),
+            sum(r.ocr_cached for r in done),
+            sum(r.ocr_seconds for r in done),
+        )
+
+    @property
+    def ocr_pages_per_s(self) -> float | None:
+        """Pages recognised per second of a parse worker's time (cache hits left out); None without any."""
+        pages, cached, seconds = self._ocr()
+        return (pages - cached) / seconds if pages > cached and seconds > 0 else None
+
     def summary(self) -> dict[str, Any]:
+        ocr_pages, ocr_cached, _ = self._ocr()
+        rate = self.ocr_pages_per_s
         return {
             "collection": self.collection,
             "added": len(self.added),
@@ -110,6 +133,9 @@ class IngestReport:
             "failed": len(self.failed),
             "chunks": self.chunks,
             "pages": self.pages,
+            "ocr_pages": ocr_pages,
+            "ocr_cached": ocr_cached,
+            "ocr_pages_per_s": round(rate, 3) if rate is not None else None,
             "seconds": round(self.seconds, 3),
         }
 
@@ -124,6 +150,7 @@ class Progress:
     chunks: int = 0
     chunks_embedded: int = 0
     current: str | None = None
+    ocr_pages: int = 0  # pages read by OCR so far, told page by page as the parse workers finish them
 
 
 ProgressFn = Callable[[Progress], None]
@@ -143,6 +170,9 @@ class Parsed:
     warnings: list[str]
     chunks: list[NewChunk]
     vectors: np.ndarray | None = None
+    ocr_pages: int = 0
+    ocr_cached: int = 0
+    ocr_seconds: float = 0.0
 
 
 def file_hash(path: Path) -> tuple[str, int]:
@@ -234,6 +264,9 @@ def _static_vectors(
     return table.encode_ids(texts)
 
 
+_WORKER_EVENTS: Any = None  # a parse worker's queue to the ingest that started it (per-page OCR progress)
+
+
 def parse_file(
     path: str,
     source: str,
@@ -243,11 +276,15 @@ def parse_file(
     chunk_tokens: int,
     overlap: int,
     table_folder: str | None = None,
+    options: LoadOptions = LoadOptions(),
 ) -> Parsed:
     """Load, chunk and tokenise for BM25 one file; runs in a worker process. With a static model's
     `table_folder`, the chunks are embedded here too, from the pieces they were cut with."""
     offsets = _offsets_fn(tokenizer_file)
-    doc = load(Path(path))
+    if _WORKER_EVENTS is not None and options.on_page is None:
+        events = _WORKER_EVENTS
+        options = dataclasses.replace(options, on_page=lambda done, total: events.put((path, done, total)))
+    doc = load(Path(path), options)
     if table_folder and tokenizer_file:
         table, ids_map = _table(table_folder, tokenizer_file)
         cut = _hf_tokenizer(tokenizer_file)  # the very tokenizer `offsets` belongs to
@@ -260,18 +297,24 @@ def parse_file(
     if not new:
         raise EmptyDocument(path, "no text to index")
     return Parsed(
-        source, content_hash, size, doc.title, doc.format, doc.pages, list(doc.warnings), new, vectors
-    )
+        source, content_hash, size, doc.title, doc.format, doc.pages, list(doc.warnings), new, vectors,
+        doc.ocr_pages, doc.ocr_cached, doc.ocr_seconds,
+    )  # fmt: skip
 
 
 def parse_or_error(
-    job: Job, tokenizer_file: str | None, chunk_tokens: int, overlap: int, table_folder: str | None = None
+    job: Job,
+    tokenizer_file: str | None,
+    chunk_tokens: int,
+    overlap: int,
+    table_folder: str | None = None,
+    options: LoadOptions = LoadOptions(),
 ) -> Parsed | DocumentError:
     """parse_file, with what fails the file (and only the file) returned as its DocumentError."""
     path, source, digest, size = job
     try:
         return parse_file(
-            str(path), source, digest, size, tokenizer_file, chunk_tokens, overlap, table_folder
+            str(path), source, digest, size, tokenizer_file, chunk_tokens, overlap, table_folder, options
         )
     except DocumentError as err:
         return err
@@ -387,6 +430,12 @@ def _check_chunking(embedder: Embedder, chunk_tokens: int) -> None:
         raise ChunkTooLarge(chunk_tokens, room, embedder.max_tokens, MAX_CONTEXT_TOKENS + 1)
 
 
+def load_options(settings: IngestSettings, workers: int = 1) -> LoadOptions:
+    """What the loaders are told (OCR), with ONNX Runtime's threads shared among the parse workers."""
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    return LoadOptions(settings.ocr, settings.ocr_dpi, settings.ocr_cache, threads)
+
+
 def parse_workers(settings: IngestSettings, embedder: Embedder) -> int:
     if settings.parse_workers is not None:
         return settings.parse_workers
@@ -398,10 +447,13 @@ def parse_workers(settings: IngestSettings, embedder: Embedder) -> int:
 PARENT_POLL_S = 0.5  # how often a parse worker checks that the ingest that started it is alive
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Parse workers' initialiser: exit as soon as the parent is gone. Killed with SIGKILL (the OOM
-    killer's way), the parent cannot shut its pool down, and its workers sat blocked under init for
-    minutes holding its stdout and stderr open (a caller waiting on those pipes hung)."""
+def _exit_with_parent(parent: int, events: Any = None) -> None:
+    """Parse workers' initialiser: keep the queue that carries per-page OCR progress to the parent, and
+    exit as soon as the parent is gone. Killed with SIGKILL (the OOM killer's way), the parent cannot
+    shut its pool down, and its workers sat blocked under init for minutes holding its stdout and
+    stderr open (a caller waiting on those pipes hung)."""
+    global _WORKER_EVENTS
+    _WORKER_EVENTS = events
     if os.getppid() != parent:
         os._exit(1)  # it died while this worker started
 
@@ -413,34 +465,56 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="lectern-parent-watch", daemon=True).start()
 
 
-def _pool(workers: int) -> cf.Executor | None:
-    if workers <= 0:
-        return None
+def _pool(workers: int, events: Any) -> cf.Executor:
     # spawn: the parent holds torch threads; a forked child could inherit a held lock.
     return cf.ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_exit_with_parent,
-        initargs=(os.getpid(),),
+        initargs=(os.getpid(), events),
     )
 
 
+OnPage = Callable[[str, int, int], None]  # (file, pages done, pages to do): one page read by OCR
+PROGRESS_POLL_S = 0.25  # how often the ingest passes on the workers' page events while it waits
+
+
+def _result(fut: cf.Future[Parsed], events: Any, on_page: OnPage | None) -> Parsed:
+    """The future's result, passing on the page events the workers send while it is being parsed."""
+    while True:
+        done, _ = cf.wait([fut], timeout=PROGRESS_POLL_S)
+        while True:
+            try:
+                event = events.get_nowait()
+            except (queue.Empty, OSError, ValueError):
+                break
+            if on_page is not None:
+                on_page(*event)
+        if done:
+            return fut.result()
+
+
 def _parsed_in_order(
-    jobs: list[Job], embedder: Embedder, settings: IngestSettings
+    jobs: list[Job], embedder: Embedder, settings: IngestSettings, on_page: OnPage | None = None
 ) -> Iterator[tuple[Path, Parsed | DocumentError]]:
     """Parse results in submission order, a few files ahead of the consumer (bounded memory)."""
+    workers = parse_workers(settings, embedder)
+    options = load_options(settings, workers)
     args = (
         embedder.tokenizer_file, settings.chunk.chunk_tokens, settings.chunk.overlap_tokens,
-        table_folder(embedder),
+        table_folder(embedder), options,
     )  # fmt: skip
-    workers = parse_workers(settings, embedder)
-    pool = _pool(workers)
-    if pool is None:
+    if workers <= 0:
         for job in jobs:
-            yield job[0], parse_or_error(job, *args)
+            here = options
+            if on_page is not None:
+                here = dataclasses.replace(options, on_page=functools.partial(on_page, str(job[0])))
+            yield job[0], parse_or_error(job, *args[:-1], here)
         return
     ahead = max(2, 2 * workers)
-    with pool:
+    events = multiprocessing.get_context("spawn").Queue()
+    pool = _pool(workers, events)
+    with contextlib.closing(events), pool:
         pending: list[tuple[Job, cf.Future[Parsed]]] = []
 
         def submit(job: Job) -> None:
@@ -464,7 +538,7 @@ def _parsed_in_order(
             path = job[0]
             try:
                 try:
-                    yield path, fut.result()
+                    yield path, _result(fut, events, on_page)
                 except cf.process.BrokenProcessPool:  # the worker died: parse this file here instead
                     yield path, _inline(parse_file, str(path), *job[1:], *args).result()
             except DocumentError as err:
@@ -521,6 +595,7 @@ class Work:
             FileResult(
                 str(path), self.status(parsed.source), len(parsed.chunks), parsed.pages,
                 warnings=[*_link_note(path, parsed.source), *parsed.warnings],
+                ocr_pages=parsed.ocr_pages, ocr_cached=parsed.ocr_cached, ocr_seconds=parsed.ocr_seconds,
             )
         )  # fmt: skip
 
@@ -536,7 +611,14 @@ def run_local(work: Work) -> None:
         # filling in beside them (the R manuals' 236-page file last in line kept one worker busy
         # for a second after the other had finished: 3.0 s to the last file instead of 2.5)
         jobs.sort(key=lambda job: -job[3])
-    for path, parsed in _parsed_in_order(jobs, work.embedder, work.settings):
+
+    def on_page(path: str, done: int, total: int) -> None:
+        work.state.ocr_pages += 1
+        work.state.current = f"{path} (OCR page {done}/{total})"
+        if work.progress:
+            work.progress(work.state)
+
+    for path, parsed in _parsed_in_order(jobs, work.embedder, work.settings, on_page):
         work.state.current = str(path)
         if isinstance(parsed, DocumentError):
             work.failed(path, parsed)

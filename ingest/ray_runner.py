@@ -37,6 +37,7 @@ import numpy as np
 from lectern.errors import RunnerUnavailable
 from lectern.ingest.chunk import embedding_text
 from lectern.ingest.embed import Embedder, embedder_recipe
+from lectern.ingest.load import NO_OPTIONS, LoadOptions
 from lectern.ingest.pipeline import (
     EMBED_SLICE,
     FileResult,
@@ -44,6 +45,7 @@ from lectern.ingest.pipeline import (
     Parsed,
     Work,
     failure_reason,
+    load_options,
     parse_or_error,
     run_streamed,
 )
@@ -55,7 +57,13 @@ PARSE_MEMORY = 512 << 20  # bytes a parse task reserves
 Batch = dict[str, Any]
 
 
-def parse_files(batch: Batch, tokenizer_file: str | None, chunk_tokens: int, overlap: int) -> Batch:
+def parse_files(
+    batch: Batch,
+    tokenizer_file: str | None,
+    chunk_tokens: int,
+    overlap: int,
+    options: LoadOptions = NO_OPTIONS,
+) -> Batch:
     """A Ray task: these files' chunks, a row each (the file's facts on its first row), or one row
     with the file's error. Columns: job, rows (the file's row count), meta, chunk and text (JSON)."""
     out: dict[str, list[Any]] = {"job": [], "rows": [], "meta": [], "chunk": [], "text": []}
@@ -69,7 +77,7 @@ def parse_files(batch: Batch, tokenizer_file: str | None, chunk_tokens: int, ove
         path = Path(str(batch["path"][i]))
         parsed = parse_or_error(
             (path, str(batch["source"][i]), str(batch["hash"][i]), int(batch["size"][i])),
-            tokenizer_file, chunk_tokens, overlap,
+            tokenizer_file, chunk_tokens, overlap, None, options,
         )  # fmt: skip
         if not isinstance(parsed, Parsed):
             row(job, 1, json.dumps({"error": failure_reason(parsed)}), "", "")
@@ -80,6 +88,7 @@ def parse_files(batch: Batch, tokenizer_file: str | None, chunk_tokens: int, ove
                 "format": parsed.format,
                 "pages": parsed.pages,
                 "warnings": parsed.warnings,
+                "ocr": [parsed.ocr_pages, parsed.ocr_cached, parsed.ocr_seconds],
             }
         )
         for n, ch in enumerate(parsed.chunks):
@@ -201,6 +210,7 @@ def dataset(ray: Any, jobs: list[Job], work: Work) -> Any:
         "tokenizer_file": work.embedder.tokenizer_file,
         "chunk_tokens": chunking.chunk_tokens,
         "overlap": chunking.overlap_tokens,
+        "options": load_options(work.settings),
     }
     return (
         ray.data.from_items(items, override_num_blocks=min(len(items), PARSE_BLOCKS_MAX))
@@ -251,7 +261,9 @@ def _finish(job: Job, f: _File, work: Work) -> None:
         work.done(FileResult(str(path), "failed", reason=f.meta["error"]))
         return
     m = f.meta
-    parsed = Parsed(source, digest, size, m["title"], m["format"], m["pages"], m["warnings"], f.chunks)
+    parsed = Parsed(
+        source, digest, size, m["title"], m["format"], m["pages"], m["warnings"], f.chunks, None, *m["ocr"]
+    )
     work.state.pages += parsed.pages
     work.write(path, parsed, np.vstack(f.vectors))
 

@@ -188,6 +188,9 @@ def _print_report(report: IngestReport, as_json: bool) -> None:
         f"failed {s['failed']}; {s['chunks']} chunks from {s['pages']} pages in {s['seconds']:.1f} s"
         f" ({rate:.0f} chunks/s)"
     )
+    if s["ocr_pages"]:
+        speed = f", {s['ocr_pages_per_s']:.2f} pages/s a worker" if s["ocr_pages_per_s"] else ""
+        out.print(f"OCR: {s['ocr_pages']} pages ({s['ocr_cached']} from the cache{speed})")
 
 
 @app.command()
@@ -222,6 +225,10 @@ def ingest(
         str | None,
         typer.Option(help="The ray runner's cluster: auto | ray://host:10001 (default: Ray on this machine)"),
     ] = None,
+    ocr: Annotated[
+        str | None,
+        typer.Option(help="OCR of images and scanned PDF pages: auto | off | force (every PDF page)"),
+    ] = None,
     data_dir: DataDir = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -235,7 +242,12 @@ def ingest(
             data_dir,
             **{
                 "ingest.embed": {"profile": profile},
-                "ingest": {"parse_workers": workers, "follow_links": follow_links, "runner": runner},
+                "ingest": {
+                    "parse_workers": workers,
+                    "follow_links": follow_links,
+                    "runner": runner,
+                    "ocr": ocr,
+                },
                 "ingest.ray": {"address": address},
             },
         )
@@ -262,6 +274,8 @@ def ingest(
 
             def show(p: Any) -> None:
                 detail = f"{p.pages} pages, {p.chunks_embedded}/{p.chunks} chunks"
+                if p.ocr_pages:
+                    detail += f", {p.ocr_pages} pages read by OCR"
                 bar.update(
                     task, description="ingesting", total=p.files_total, completed=p.files_done, detail=detail
                 )
@@ -409,7 +423,9 @@ def _print_citations(answer: Answer | SummaryResult) -> None:
     if answer.citations:
         out.print("\n[bold]Sources[/bold]")
     for c in answer.citations:
-        where = Path(c.source).name + (f", page {c.page}" if c.page else "")
+        where = Path(c.source).name + (f", {c.location}" if c.location else "")
+        if c.ocr:
+            where += ", read by OCR: may hold recognition errors"
         out.print(f"[{c.number}] [cyan]{escape(where)}[/cyan]: ", end="", highlight=False)
         if c.highlights:  # the sentences that hold the answer, marked
             out.print(

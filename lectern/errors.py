@@ -49,6 +49,13 @@ class EncodingError(DocumentError):
     reason = "encoding"
 
 
+class TooLarge(DocumentError):
+    """Past a bound that keeps memory in check: a zip that unpacks too far, an image of too many
+    pixels, a spreadsheet of too many rows."""
+
+    reason = "too large"
+
+
 class IndexMismatch(LecternError):
     """The collection was built with another embedder, dimension or format than asked for."""
 

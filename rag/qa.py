@@ -62,7 +62,7 @@ from lectern.rag.prompts import (
     format_sources,
     qa_prompt,
 )
-from lectern.rag.types import AbstainReason, Answer, Citation, Context, quote_of
+from lectern.rag.types import AbstainReason, Answer, Citation, Context
 from lectern.rag.verify import (
     FACT_MEANING,
     RESTATES,
@@ -408,7 +408,7 @@ class QAChain(Runnable[QAInput, Answer]):
         answer = Answer(
             question=prepared.question,
             answer=text,
-            citations=[_citation(by_number[n]) for n in valid],
+            citations=[Citation.from_context(by_number[n]) for n in valid],
             contexts=prepared.contexts,
             reasoning=reasoning,
             dropped_citations=dropped,
@@ -522,7 +522,9 @@ def parse_structured(raw: str) -> StructuredAnswer:
 
 def _from_span(answer: Answer, span: str, ctx: Context, question: str, **update: Any) -> Answer:
     """The answer replaced by a source's exact words, citing that source alone."""
-    citation = _citation(ctx).model_copy(update={"highlights": highlights(span, question, ctx.text)})
+    citation = Citation.from_context(ctx).model_copy(
+        update={"highlights": highlights(span, question, ctx.text)}
+    )
     fields = {"answer": f"{span} [{ctx.number}]", "citations": [citation], "support": 1.0}
     return answer.model_copy(update={**update, **fields})
 
@@ -540,13 +542,7 @@ def _withdrawn(answer: Answer, reason: AbstainReason, **update: Any) -> Answer:
 
 
 def _inferred(by_number: dict[int, Context], numbers: list[int]) -> list[Citation]:
-    return [_citation(by_number[n]).model_copy(update={"inferred": True}) for n in numbers]
-
-
-def _citation(ctx: Context) -> Citation:
-    return Citation(
-        number=ctx.number, source=ctx.source, page=ctx.page, chunk_id=ctx.chunk_id, quote=quote_of(ctx.text)
-    )
+    return [Citation.from_context(by_number[n]).model_copy(update={"inferred": True}) for n in numbers]
 
 
 def _score(doc: Document) -> float | None:

@@ -9,6 +9,8 @@ from typing import Any, Literal
 from langchain_core.documents import Document
 from pydantic import BaseModel, Field, computed_field
 
+from lectern.ingest.load import OCR_HEADING
+
 QUOTE_CHARS = 300
 AbstainReason = Literal["retrieval", "evidence", "model", "unsupported", "off_subject", "missing_subject"]
 """Why an answer abstained: nothing retrieved, too little evidence in the sources, the model said so,
@@ -17,12 +19,25 @@ it was taken from are not about the question's subject (rag.verify.off_subject),
 of the question's subjects has no passage or no fact of its own in the answer."""
 
 
+def location(page: int | None, heading: str | None) -> str | None:
+    """Where a passage is in its file, as people name it: "page 3", "slide 2: Results", "sheet Stock,
+    rows 27-51", "chapter 4: Otters", "page 2, Install > Linux"; "(OCR)" marks text read by OCR."""
+    parts = [f"page {page}"] if page is not None else []
+    if heading == OCR_HEADING:
+        return " ".join([*parts, "(OCR)"])
+    if heading:
+        parts.append(heading)
+    return ", ".join(parts) or None
+
+
 class Citation(BaseModel):
     """One source the answer cites; `number` is the [n] the model wrote."""
 
     number: int
     source: str
     page: int | None = None
+    # the passage's heading path, "slide N: title", "sheet S, rows a-b", "chapter N: title", or OCR
+    heading: str | None = None
     chunk_id: str
     quote: str
     inferred: bool = False  # the model wrote no [n]; lectern matched the answer to this source
@@ -35,9 +50,21 @@ class Citation(BaseModel):
             number=ctx.number,
             source=ctx.source,
             page=ctx.page,
+            heading=ctx.heading,
             chunk_id=ctx.chunk_id,
             quote=quote_of(ctx.text),
         )
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def location(self) -> str | None:
+        return location(self.page, self.heading)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ocr(self) -> bool:
+        """The passage was read by OCR: its text may hold recognition errors."""
+        return self.heading == OCR_HEADING
 
 
 class Context(BaseModel):

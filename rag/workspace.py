@@ -198,7 +198,10 @@ class Workspace:
         self, paths: Iterable[str | Path], *, progress: ProgressFn | None = None, force: bool = False
     ) -> IngestReport:
         embedder = self.embedder
-        config = self.settings.ingest.model_copy(update={"embed": self.embed_settings()})
+        ocr_cache = self.settings.ingest.ocr_cache or str(self.settings.cache_dir / "ocr")
+        config = self.settings.ingest.model_copy(
+            update={"embed": self.embed_settings(), "ocr_cache": ocr_cache}
+        )
         if not self.exists:
             open_collection(self.target, embedder, config).close()
         return ingest([Path(p) for p in paths], self.target, embedder, config, progress, force)

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from lectern.cli import app
 from tests.conftest import CMU_DATA
 from tests.fixtures.bad_inputs import text_pdf
+from tests.fixtures.documents import build_image
 
 CMU = CMU_DATA / "S08"
 TINY_ARTICLES = ("data/set4/a2", "data/set4/a3")
@@ -114,6 +115,21 @@ def test_ingest_with_a_corrupt_file_exits_1_and_names_it(runner: CliRunner, docs
     data = json.loads(as_json.output)
     failed = [f for f in data["files"] if f["status"] == "failed"]
     assert [Path(f["path"]).name for f in failed] == ["broken.pdf"] and "corrupt" in failed[0]["reason"]
+
+
+def test_ingest_reads_scans_by_ocr_and_says_so(runner: CliRunner, docs: Path) -> None:
+    """--ocr off leaves an image unread, with its reason; auto reads it, and the report counts OCR pages;
+    a citation of it says where it is and that OCR read it."""
+    build_image(docs / "logbook.png")
+    off = run(runner, "ingest", str(docs), "-c", "notes", "--ocr", "off")
+    assert off.exit_code == 1 and "logbook.png" in off.output and "ingest.ocr is off" in off.output
+    auto = run(runner, "ingest", str(docs), "-c", "notes", "--json")
+    assert auto.exit_code == 0, auto.output
+    data = json.loads(auto.output)
+    assert (data["added"], data["ocr_pages"]) == (1, 1)
+    found = run(runner, "search", "gannets lighthouse keeper", "-c", "notes")
+    assert "logbook.png § OCR" in found.output
+    assert run(runner, "ingest", str(docs), "-c", "notes", "--ocr", "sometimes").exit_code == 2
 
 
 @pytest.mark.parametrize("command", [["search", "anything"], ["delete", "x.txt"], ["ask", "why?"], ["list"]])

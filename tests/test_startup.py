@@ -1,6 +1,7 @@
 """Start-up pays only for what a command needs: `import lectern`, `lectern --help`, `list`, `delete`
-and a re-ingest with nothing changed import no torch, transformers, model2vec, ONNX Runtime or Ray
-(each checked in a fresh process, in sys.modules)."""
+and a re-ingest with nothing changed import no torch, transformers, model2vec, ONNX Runtime or Ray,
+nor the readers of Office files, EPUB and images, nor OCR (each checked in a fresh process, in
+sys.modules)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.fixtures.documents import build_docx
+
 HEAVY = ("torch", "transformers", "sentence_transformers", "model2vec", "ray", "onnxruntime", "onnx")
+# the document readers (ingest.office, ingest.epub, ingest.ocr): imported by a file that needs one
+READERS = ("docx", "pptx", "openpyxl", "ebooklib", "PIL", "rapidocr_onnxruntime", "cv2")
 # Besides: what `lectern list` and `--help` need not import either (about 2 s of a 2-core machine's time).
 SEARCH_STACK = ("langchain_core", "scipy", "faiss")
 
@@ -26,7 +31,7 @@ if args is not None:
         code = exit.code or 0
 else:
     import lectern
-heavy = sorted(m for m in {HEAVY + SEARCH_STACK!r} if m in sys.modules)
+heavy = sorted(m for m in {HEAVY + READERS + SEARCH_STACK!r} if m in sys.modules)
 print("PROBE " + json.dumps({{"code": code, "heavy": heavy}}))
 """
 
@@ -44,7 +49,7 @@ def probe(args: list[str] | None) -> tuple[int, list[str], str]:
 
 
 def no_model(heavy: list[str]) -> bool:
-    return not set(heavy) & set(HEAVY)
+    return not set(heavy) & {*HEAVY, *READERS}
 
 
 def test_import_and_help_load_no_model_and_no_search_stack() -> None:
@@ -60,14 +65,15 @@ def test_list_delete_and_unchanged_reingest_load_no_model(data_dir: Path, tmp_pa
     docs.mkdir()
     (docs / "otters.txt").write_text("Otters\n\nThe river otters of Glenmore eat crayfish at dawn.\n")
     (docs / "herons.md").write_text("# Herons\n\nGrey herons nest in the alders by the weir.\n")
+    build_docx(docs / "orchard.docx")
     code, heavy, out = probe(["ingest", str(docs), "-c", "notes", "--profile", "accurate", "--workers", "0"])
     assert code == 0, out
-    assert "torch" in heavy and "sentence_transformers" in heavy
+    assert "torch" in heavy and "sentence_transformers" in heavy and "docx" in heavy
 
     for runner in ("local", "ray"):  # unchanged files are skipped before any runner starts (no Ray)
         code, heavy, out = probe(["ingest", str(docs), "-c", "notes", "--workers", "0", "--runner", runner])
         assert code == 0, out
-        assert "unchanged 2" in out
+        assert "unchanged 3" in out
         assert no_model(heavy), heavy
 
     for args in (["list", "-c", "notes"], ["list"]):

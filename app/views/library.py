@@ -23,7 +23,9 @@ add_files, add_folder = st.tabs(["Upload files", "Folder on the server"])
 with add_files:
     key = f"uploader-{st.session_state.get('uploads', 0)}"
     files = st.file_uploader(
-        "Drop PDF, text, Markdown or HTML files here", accept_multiple_files=True, key=key
+        "Drop PDF, Word, PowerPoint, Excel, CSV, EPUB, image, text, Markdown or HTML files here",
+        accept_multiple_files=True,
+        key=key,
     )
     force_upload = st.checkbox("Re-index unchanged files", key="force-upload")
     if st.button("Ingest uploaded files", type="primary", disabled=not files):

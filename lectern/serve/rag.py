@@ -30,9 +30,18 @@ if TYPE_CHECKING:
 
 
 def sources_of(answer: Any) -> list[dict[str, Any]]:
-    """The answer's citations as the `sources` field: number, source, page, chunk id, quote."""
+    """The answer's citations as the `sources` field: number, source, page, location (slide, sheet
+    rows, heading path), whether it was read by OCR, chunk id, quote."""
     return [
-        {"number": c.number, "source": c.source, "page": c.page, "chunk_id": c.chunk_id, "quote": c.quote}
+        {
+            "number": c.number,
+            "source": c.source,
+            "page": c.page,
+            "location": c.location,
+            "ocr": c.ocr,
+            "chunk_id": c.chunk_id,
+            "quote": c.quote,
+        }
         for c in answer.citations
     ]
 

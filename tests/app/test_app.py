@@ -433,6 +433,40 @@ def test_an_answer_without_citations_shows_the_passages_given() -> None:
     assert at.expander[0].markdown[0].value == "Edith Varley designed it\\."  # shown as plain text
 
 
+def test_citations_name_slides_sheet_rows_and_ocr_pages() -> None:
+    """A cited slide, block of rows or OCRed page is named by its location; OCR's text is marked as such."""
+
+    def script() -> None:
+        from lectern.app import components
+        from lectern.rag.types import Citation
+
+        components.citations(
+            [
+                Citation(
+                    number=1, source="/d/ferry.pptx", heading="slide 2: Passengers", chunk_id="a", quote="q"
+                ),
+                Citation(
+                    number=2,
+                    source="/d/stock.xlsx",
+                    heading="sheet Stock, rows 27-51",
+                    chunk_id="b",
+                    quote="q",
+                ),
+                Citation(number=3, source="/d/scan.pdf", page=4, heading="OCR", chunk_id="c", quote="q"),
+            ]
+        )
+
+    at = AppTest.from_function(script).run()
+    assert [e.label for e in at.expander] == [
+        "[1] ferry.pptx, slide 2: Passengers",
+        "[2] stock.xlsx, sheet Stock, rows 27-51",
+        "[3] scan.pdf, page 4 (OCR)",
+    ]
+    captions = [c.value for c in at.caption]
+    assert "recognition errors" in captions[-1] and "open the PDF at this page" in captions[-1]
+    assert not any("recognition errors" in c for c in captions[:-1])
+
+
 # -- signing in ----------------------------------------------------------------------------------
 def test_a_password_guards_every_page(open_app: OpenApp, monkeypatch: pytest.MonkeyPatch) -> None:
     """`lectern ui --host 0.0.0.0` requires a password; the app asks for it before anything else."""

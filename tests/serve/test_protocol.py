@@ -281,7 +281,7 @@ def test_rag_model_answers_with_sources(settings: Any, fake_ws: Any) -> None:
         assert body["usage"]["prompt_tokens"] > 0 and body["usage"]["completion_tokens"] > 0
         assert body["sources"], body
         source = body["sources"][0]
-        assert set(source) == {"number", "source", "page", "chunk_id", "quote"}
+        assert set(source) == {"number", "source", "page", "location", "ocr", "chunk_id", "quote"}
         assert source["source"].endswith("brennock_canal.txt")
         events = sse_events(
             stream_lines(url, {**rag, "stream": True, "stream_options": {"include_usage": True}})

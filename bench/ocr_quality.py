@@ -1,0 +1,141 @@
+"""OCR against PDFium's text layer on the R manuals: character error rate at 150, 200 (lectern's
+default) and 300 dpi, and pages/s.
+
+    nice -n 15 .venv/bin/python -m bench.ocr_quality [--pages 6] [--dpi 150 200 300] [--threads N]
+
+Pages are taken evenly across the manuals (r-doc-pdf), skipping nearly empty ones. Each page is rendered
+in grey at each resolution by PDFium and wrapped as an image-only PDF (JPEG at quality 95, as a good
+scanner writes), then loaded by lectern as any scanned PDF is (ingest.load.load_pdf, `ingest.ocr =
+auto`, rendered back at that resolution, no OCR cache). The reference is the loader's text of the
+original page (the text layer, cleaned the same way). The character error rate is the edit distance
+over the reference's length, whitespace runs counted as one space; pages/s is pages over the time
+spent rendering and recognising, on --threads ONNX Runtime threads (default: its own choice, every
+core), with the CPU seconds beside it (on a shared machine, wall time is mostly the other jobs').
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import time
+import unicodedata
+from pathlib import Path
+
+from bench.ingest_speed import R_MANUALS, corpus, machine
+from lectern.ingest.load import LoadOptions, load_pdf
+
+MIN_CHARS = 400  # a page with less text than this is left out (title pages, blank versos)
+_SPACES = re.compile(r"\s+")
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insertions, deletions, substitutions), bit-parallel (Myers, Hyyrö): a page of
+    3,000 characters against another in milliseconds."""
+    if not a:
+        return len(b)
+    m = len(a)
+    mask = (1 << m) - 1
+    high = 1 << (m - 1)
+    peq: dict[str, int] = {}
+    for i, ch in enumerate(a):
+        peq[ch] = peq.get(ch, 0) | (1 << i)
+    pv, mv, score = mask, 0, m
+    for ch in b:
+        eq = peq.get(ch, 0)
+        xv = eq | mv
+        xh = ((((eq & pv) + pv) & mask) ^ pv) | eq
+        ph = (mv | ~(xh | pv)) & mask
+        mh = pv & xh
+        if ph & high:
+            score += 1
+        elif mh & high:
+            score -= 1
+        ph = ((ph << 1) | 1) & mask
+        mh = (mh << 1) & mask
+        pv = (mh | ~(xv | ph)) & mask
+        mv = ph & xv
+    return score
+
+
+def normalised(text: str) -> str:
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+
+
+def cer(reference: str, hypothesis: str) -> float:
+    ref, hyp = normalised(reference), normalised(hypothesis)
+    return levenshtein(ref, hyp) / max(len(ref), 1)
+
+
+def pick_pages(files: list[Path], n: int) -> list[tuple[Path, int, str]]:
+    """n pages with text, evenly across the files' pages: (file, page number, the loader's text)."""
+    from lectern.ingest.load import load_pdf
+
+    pages: list[tuple[Path, int, str]] = []
+    for path in files:
+        doc = load_pdf(path, LoadOptions(ocr="off"))
+        pages += [(path, u.page or 0, u.text) for u in doc.units if len(u.text) >= MIN_CHARS]
+    step = max(len(pages) // max(n, 1), 1)
+    return pages[step // 2 :: step][:n]
+
+
+def scanned(path: Path, number: int, dpi: int) -> bytes:
+    """The page rendered in grey at dpi, as an image-only PDF of the same page size."""
+    import pypdfium2 as pdfium
+
+    doc = pdfium.PdfDocument(str(path))
+    try:
+        image = doc[number - 1].render(scale=dpi / 72, grayscale=True).to_pil()
+    finally:
+        doc.close()
+    out = io.BytesIO()
+    image.save(out, "PDF", resolution=float(dpi), quality=95)
+    return out.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--docs", type=Path, nargs="+", default=[R_MANUALS])
+    parser.add_argument("--pages", type=int, default=6)
+    parser.add_argument("--dpi", type=int, nargs="+", default=[150, 200, 300])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp/lectern-ocr-bench"))
+    args = parser.parse_args()
+    files = [p for p in corpus(args.docs) if p.suffix.lower() == ".pdf"]
+    pages = pick_pages(files, args.pages)
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    print(machine(), f"load average {os.getloadavg()[0]:.2f}")
+    print("| dpi | file | page | chars | CER | seconds | CPU seconds |")
+    print("|---|---|---|---|---|---|---|")
+    totals: dict[int, tuple[int, int, float, float, int]] = {}  # dpi -> edits, chars, seconds, CPU, pages
+    for dpi in args.dpi:
+        edits = chars = n = 0
+        seconds = cpu = 0.0
+        for path, number, reference in pages:
+            image_pdf = args.scratch / f"{path.stem}-p{number}-{dpi}.pdf"
+            image_pdf.write_bytes(scanned(path, number, dpi))
+            started, cpu_started = time.perf_counter(), time.process_time()
+            doc = load_pdf(image_pdf, LoadOptions(ocr="auto", ocr_dpi=dpi, ocr_threads=args.threads))
+            wall, page_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            assert doc.ocr_pages == 1, f"{image_pdf} was not read by OCR"
+            text = "\n".join(u.text for u in doc.units)
+            ref = normalised(reference)
+            page_edits = levenshtein(ref, normalised(text))
+            edits, chars, n = edits + page_edits, chars + len(ref), n + 1
+            seconds, cpu = seconds + doc.ocr_seconds, cpu + page_cpu
+            print(
+                f"| {dpi} | {path.name} | {number} | {len(ref)} | {page_edits / max(len(ref), 1):.2%} "
+                f"| {wall:.1f} | {page_cpu:.1f} |",
+                flush=True,
+            )
+        totals[dpi] = (edits, chars, seconds, cpu, n)
+    print()
+    print("| dpi | pages | CER (all characters) | pages/s | CPU seconds a page |")
+    print("|---|---|---|---|---|")
+    for dpi, (edits, chars, seconds, cpu, n) in totals.items():
+        print(f"| {dpi} | {n} | {edits / max(chars, 1):.2%} | {n / seconds:.2f} | {cpu / n:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
