@@ -27,7 +27,7 @@ NEIGHBOURS = 1  # sentences either side of each; answer.neighbours
 ORDERS = ("rank", "best")  # the excerpts in retrieval rank, or best-matching sentence first; answer.order
 ORDER = "best"  # docs/ANSWERS.md, eighth run: +4 of 180 S08 questions, +2 of 60 on S09, none lost
 
-MEANING_WEIGHT = 1.0  # the cosine's weight beside the words' share (docs/ANSWERS.md); answer.meaning
+MEANING_WEIGHT = 0.0  # the cosine's weight beside the words' share: off (docs/ANSWERS.md); answer.meaning
 MEANING_RANK_PENALTY = 0.03  # with a similarity: a chunk's rank breaks near-ties (in shares)
 
 TermWeights = Callable[[Sequence[str]], Mapping[str, float]]

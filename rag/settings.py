@@ -96,9 +96,10 @@ class AnswerSettings(BaseModel):
     evidence_threshold: float | None = Field(None, ge=0.0, le=1.0)
     # with context = "sentences": the weight of a sentence's cosine to the question beside its share
     # of the question's words when choosing what the model is shown (rag.evidence.sentence_scores).
-    # 0: words alone (rag.evidence.MEANING_WEIGHT; docs/ANSWERS.md, eleventh run). Like the meaning
-    # gate, only with the accurate profile's embedder, on whose cosine scale the weight was tuned
-    meaning: float = Field(1.0, ge=0.0, le=100.0)
+    # 0: words alone, the default: 1.0 shows reworded questions their answer far more often but the
+    # 0.5B model answered fewer held-out questions with it (docs/ANSWERS.md, eleventh run). Like the
+    # meaning gate, only with the accurate profile's embedder, on whose cosine scale 1.0 was tuned
+    meaning: float = Field(0.0, ge=0.0, le=100.0)
     # a "when"/"how many" answer whose date or number is not the one stated by the sentence that
     # answers the question best is asked once more with that sentence alone (rag.verify.wrong_fact)
     facts: bool = False

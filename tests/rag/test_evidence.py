@@ -281,7 +281,7 @@ def test_selection_by_meaning_shows_a_sentence_worded_unlike_the_question() -> N
     by_words = select_sentences(question, shown, idf, top=1, neighbours=0)  # no embedder at hand
     assert "Tuesdays" not in by_words[0].text
     memo = remembered(similarity)
-    by_meaning = select_sentences(question, shown, idf, top=1, neighbours=0, similarity=memo)  # the default
+    by_meaning = select_sentences(question, shown, idf, top=1, neighbours=0, similarity=memo, meaning=1.0)
     assert by_meaning[0].text == "The museum is open every day except Tuesdays."
     # meaning 0 leaves the selection to words, embedder or not
     assert (
