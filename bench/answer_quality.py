@@ -61,9 +61,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "before-subject": {"answer": {"gate": "coverage", "subject": True}},  # the subject check alone
     # MEANING at the threshold that keeps 95% of S08's answerable questions, with the subject check
     "low-gate": {"answer": {"evidence_threshold": 0.22, "subject": True}},
-    "words-select": {"answer": {"meaning": 0.0}},  # sentences chosen by words alone (before the eleventh run)
+    "meaning": {
+        "answer": {"meaning": 1.0}
+    },  # sentences chosen by words and meaning (docs/ANSWERS.md, 11th run)
     "facts": {"answer": {"facts": True}},  # a wrong date or number asked again (rag.verify.wrong_fact)
-    "words-select-facts": {"answer": {"meaning": 0.0, "facts": True}},
+    "meaning-facts": {"answer": {"meaning": 1.0, "facts": True}},
 }
 
 
