@@ -33,28 +33,21 @@ MEANING_RANK_PENALTY = 0.03  # with a similarity: a chunk's rank breaks near-tie
 TermWeights = Callable[[Sequence[str]], Mapping[str, float]]
 """Stemmed terms -> their weight (IDF) in the collection; unknown terms weigh as the rarest."""
 
-# End of a sentence: . ! ? (and closing quotes) before a capital, digit or quote; a blank line; or a
-# line break, unless the line was wrapped inside a sentence (PDF and hard-wrapped text: the line
-# ends in a comma, or the next begins in lower case or with a number that is no list item's).
-_SENTENCE_END = re.compile(
-    r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])"
-    r"|\n[^\S\n]*\n\s*"
-    r"|(?<![,;(\-\u2013])\n\s*(?![a-z]|\d++(?![.)]\s))"
-)
-# ... nor does a list item's number ("1. Install it")
-_ABBREVIATION = re.compile(
-    r"\b(?:[A-Z]|Mr|Mrs|Ms|Dr|St|Jr|Sr|vs|etc|e\.g|i\.e|No|Vol|pp|Fig|c|ca)\.$|(?:^|\n)\s*\d{1,3}\.$"
-)
+# End of a sentence: . ! ? (and closing quotes) before a capital, digit or quote; or a line break.
+# (A line wrapped inside a sentence is cut there too: joining such lines gave whole sentences lower
+# cosines than the fragments the meaning gate was fitted on; docs/ANSWERS.md, eleventh run.)
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*")
+_ABBREVIATION = re.compile(r"\b(?:[A-Z]|Mr|Mrs|Ms|Dr|St|Jr|Sr|vs|etc|e\.g|i\.e|No|Vol|pp|Fig|c|ca)\.$")
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each sentence of `text`, whitespace trimmed; an abbreviation ("Dr.", "J.")
-    does not end a sentence, nor does a line break inside a wrapped one (_SENTENCE_END)."""
+    does not end a sentence."""
     spans: list[tuple[int, int]] = []
     start = 0
     for match in _SENTENCE_END.finditer(text):
-        if _ABBREVIATION.search(text[start : match.start()]) and match.group().count("\n") < 2:
-            continue  # a blank line ends a sentence whatever precedes it
+        if _ABBREVIATION.search(text[start : match.start()]):
+            continue
         spans.append((start, match.start()))
         start = match.end()
     spans.append((start, len(text)))

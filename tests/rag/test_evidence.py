@@ -55,27 +55,6 @@ def test_sentence_spans_keep_abbreviations_and_trim() -> None:
     assert sentences("") == []
 
 
-def test_a_line_wrapped_inside_a_sentence_is_one_sentence() -> None:
-    """PDF text and hard-wrapped Markdown break lines mid-sentence ("and cost\n11,400 pounds."): a
-    sentence cut there loses its answer to the next "sentence". Headings, list items and blank lines
-    still end one."""
-    text = (
-        "Building the tower\nBuilding took four summers, from 1848 to 1851, and cost\n11,400 pounds.\n"
-        "It was first released\nin March 2019 by a team of four volunteers in Tartu.\n\n"
-        "Steps:\n1. Install it\n12. Run it\n6.\n\nNotes, see below,\nLater text"
-    )
-    assert sentences(text) == [
-        "Building the tower",
-        "Building took four summers, from 1848 to 1851, and cost\n11,400 pounds.",
-        "It was first released\nin March 2019 by a team of four volunteers in Tartu.",
-        "Steps:",
-        "1. Install it",
-        "12. Run it",
-        "6.",
-        "Notes, see below,\nLater text",
-    ]
-
-
 def test_coverage_weighs_rare_words() -> None:
     weights = {"volta": 5.0, "retir": 1.0}
     assert coverage(["volta", "retir"], "Volta retired in 1819.", weights) == 1.0

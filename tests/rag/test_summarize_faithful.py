@@ -93,7 +93,7 @@ def test_the_support_threshold_is_a_choice() -> None:
 def test_what_says_nothing_about_the_text_is_not_judged_and_the_layout_is_kept() -> None:
     reply = f"Here is a summary of the text:\n1. {TRUE}\n2. {MADE_UP}"
     result = summary_of(reply)
-    assert [s.claim for s in result.sentences] == [False, True, True]  # "1." stays with its item
+    assert [s.claim for s in result.sentences] == [False, False, True, False, True]
     assert result.faithfulness == 0.5
     assert (
         result.marked() == f"Here is a summary of the text:\n1. {TRUE} [2]\n2. {MADE_UP} {UNSUPPORTED_FLAG}"
