@@ -159,6 +159,18 @@ class UnknownKey(LecternError):
         super().__init__(f"unknown {what} {key!r}; known: {', '.join(sorted(known))}")
 
 
+class SettingsError(LecternError):
+    """A settings file or LECTERN_* variable lectern cannot read: where (file and line, or the
+    variable), which key, and why."""
+
+    def __init__(
+        self, where: str | Path, reason: str, line: int | None = None, key: str | None = None
+    ) -> None:
+        self.where, self.reason, self.line, self.key = str(where), reason, line, key
+        at = f", line {line}" if line else ""
+        super().__init__(f"{self.where}{at}: {reason}")
+
+
 class StoreUnavailable(LecternError):
     """The store backend's database cannot be reached or opened (a Milvus URI, its token)."""
 
