@@ -841,6 +841,9 @@ def ui(
             env["LECTERN_DATA_DIR"] = str(data_dir)
         if collection is not None:
             env["LECTERN_COLLECTION"] = collection
+        from lectern.serve import listen
+
+        listen(host, port).close()  # in use: one line now, not Streamlit's after it started
     # toolbarMode minimal: a served app, not a developer's session (no "Deploy" button, no dev menu).
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(main), "--server.port", str(port), "--server.address", host,
@@ -930,7 +933,7 @@ def tune(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind; not loopback needs --api-key.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to serve on.", min=1, max=65535)] = 8000,
     api_key: Annotated[
         list[str] | None,
         typer.Option(

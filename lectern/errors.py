@@ -171,6 +171,15 @@ class SettingsError(LecternError):
         super().__init__(f"{self.where}{at}: {reason}")
 
 
+class PortUnavailable(LecternError):
+    """`serve` or `ui` cannot listen where asked: the port is in use, or the address is not this machine's."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host, self.port, self.reason = host, port, reason
+        in_use = "is in use" if "in use" in reason.lower() else f"cannot be used: {reason}"
+        super().__init__(f"port {port} on {host} {in_use} (choose another with --port)")
+
+
 class StoreUnavailable(LecternError):
     """The store backend's database cannot be reached or opened (a Milvus URI, its token)."""
 
