@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections import Counter
@@ -158,11 +159,27 @@ class NewChunk:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    if not os.access(path.parent, os.W_OK):
+        return _connect_read_only(path)
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A collection on a read-only disk: SQLite read-only; immutable (no locks, no -shm to create)
+    when even that needs a file the folder cannot take. No writer can be at work on such a disk."""
+    uri = path.resolve().as_uri()
+    for mode in ("mode=ro", "immutable=1"):
+        conn = sqlite3.connect(f"{uri}?{mode}", uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+    raise PermissionError(13, "the collection's database cannot be opened read-only", str(path))
 
 
 class Collection:
@@ -172,7 +189,8 @@ class Collection:
         self.path = path
         self.manifest = manifest
         self.db = _connect(path / "chunks.sqlite")
-        self.db.executescript(SCHEMA)
+        if os.access(path, os.W_OK):  # a read-only collection has its tables: nothing to create
+            self.db.executescript(SCHEMA)
         self._snapshot: Snapshot | None = None
 
     # -- opening -------------------------------------------------------------------------------
