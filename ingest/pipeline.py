@@ -514,17 +514,20 @@ def _parsed_in_order(
     ahead = max(2, 2 * workers)
     events = multiprocessing.get_context("spawn").Queue()
     pool = _pool(workers, events)
-    with contextlib.closing(events), pool:
-        pending: list[tuple[Job, cf.Future[Parsed]]] = []
+    pending: list[tuple[Job, cf.Future[Parsed]]] = []
 
-        def submit(job: Job) -> None:
-            path, source, digest, size = job
-            try:
-                fut = pool.submit(parse_file, str(path), source, digest, size, *args)
-            except cf.process.BrokenProcessPool:
-                fut = _inline(parse_file, str(path), source, digest, size, *args)
-            pending.append((job, fut))
+    def submit(job: Job) -> None:
+        nonlocal pool
+        path, source, digest, size = job
+        try:
+            fut = pool.submit(parse_file, str(path), source, digest, size, *args)
+        except cf.process.BrokenProcessPool:  # a worker died on an earlier file: a fresh pool
+            pool.shutdown(wait=False)
+            pool = _pool(workers, events)
+            fut = pool.submit(parse_file, str(path), source, digest, size, *args)
+        pending.append((job, fut))
 
+    try:
         it = iter(jobs)
         for job in it:
             submit(job)
@@ -532,29 +535,42 @@ def _parsed_in_order(
                 break
         while pending:
             job, fut = pending.pop(0)
+            path = job[0]
+            try:
+                parsed: Parsed | DocumentError = _result(fut, events, on_page)
+            except cf.process.BrokenProcessPool:  # some worker died: which file killed it is not known
+                parsed = _parse_alone(job, args, events, on_page)
+            except DocumentError as err:
+                parsed = err
+            except Exception as err:  # a loader bug fails this file, not the ingest
+                parsed = DocumentError(path, f"unexpected {type(err).__name__}: {err}")
             nxt = next(it, None)
             if nxt is not None:
                 submit(nxt)
-            path = job[0]
-            try:
-                try:
-                    yield path, _result(fut, events, on_page)
-                except cf.process.BrokenProcessPool:  # the worker died: parse this file here instead
-                    yield path, _inline(parse_file, str(path), *job[1:], *args).result()
-            except DocumentError as err:
-                yield path, err
-            except Exception as err:  # a loader bug fails this file, not the ingest
-                yield path, DocumentError(path, f"unexpected {type(err).__name__}: {err}")
+            yield path, parsed
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        events.close()
 
 
-def _inline(fn: Callable[..., Parsed], *args: Any) -> cf.Future[Parsed]:
-    """Run in this process when the pool has died (a worker killed by the OS, say)."""
-    fut: cf.Future[Parsed] = cf.Future()
+def _parse_alone(
+    job: Job, args: tuple[Any, ...], events: Any, on_page: OnPage | None
+) -> Parsed | DocumentError:
+    """A file that was in a pool when one of its workers died (the OOM killer, a crash in a parser),
+    parsed again in a process of its own: if that dies too, the file fails alone. Never parsed in
+    this process, which would die of it (and lose every file after it) the same way."""
+    path, source, digest, size = job
+    alone = _pool(1, events)
     try:
-        fut.set_result(fn(*args))
+        return _result(alone.submit(parse_file, str(path), source, digest, size, *args), events, on_page)
+    except cf.process.BrokenProcessPool:
+        return DocumentError(path, "its parse process was killed (out of memory?); it was not parsed again")
+    except DocumentError as err:
+        return err
     except Exception as err:
-        fut.set_exception(err)
-    return fut
+        return DocumentError(path, f"unexpected {type(err).__name__}: {err}")
+    finally:
+        alone.shutdown(wait=True)
 
 
 @dataclass

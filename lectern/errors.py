@@ -41,6 +41,12 @@ class CorruptDocument(DocumentError):
     reason = "corrupt"
 
 
+class DecompressionBomb(DocumentError):
+    """A file that inflates past lectern's budget when read (a zip or PDF stream bomb)."""
+
+    reason = "decompression bomb"
+
+
 class EncryptedDocument(DocumentError):
     reason = "encrypted"
 
