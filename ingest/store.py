@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -192,6 +193,7 @@ class Collection:
         if os.access(path, os.W_OK):  # a read-only collection has its tables: nothing to create
             self.db.executescript(SCHEMA)
         self._snapshot: Snapshot | None = None
+        self._reading = threading.RLock()
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -225,6 +227,23 @@ class Collection:
     @property
     def where(self) -> str:
         return str(self.path)
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """One SQLite read transaction for a whole search: its generation, snapshot, ids and fetched
+        rows all belong to one commit, though a writer replaces the rows under new ids meanwhile
+        (a search during `ingest --force` fetched ids already gone, and missed passages). Threads
+        sharing this connection (the server's requests) take turns; a nested call joins."""
+        with self._reading:
+            if self.db.in_transaction:
+                yield
+                return
+            self.db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                if self.db.in_transaction:
+                    self.db.execute("COMMIT")
 
     # -- searching (ingest.stores.Store) ---------------------------------------------------------
     corrects_spelling = True

@@ -109,23 +109,18 @@ class Searcher:
         terms: list[str] = []
         if mode in ("dense", "hybrid") or use_mmr:
             qvec = self.embedder.embed_query(query)
-        if mode in ("bm25", "hybrid"):
-            terms = self.spelled(tokenize.terms(query))
-        request = SearchRequest(
-            mode,
-            qvec,
-            terms,
-            k,
-            fetch if mode == "hybrid" or use_mmr else k,
-            filters,
-            self.settings.dense_weight,
-            self.settings.bm25_weight,
-        )
-        scored = self.collection.search(request)
-        if use_mmr and qvec is not None and len(scored) > k:
-            scored = self._mmr(scored, qvec, k)
-        scored = scored[:k]
-        chunks = self.collection.fetch([i for i, *_ in scored])
+        with self.collection.reading():
+            if mode in ("bm25", "hybrid"):
+                terms = self.spelled(tokenize.terms(query))
+            request = SearchRequest(
+                mode, qvec, terms, k, fetch if mode == "hybrid" or use_mmr else k, filters,
+                self.settings.dense_weight, self.settings.bm25_weight,
+            )  # fmt: skip
+            scored = self.collection.search(request)
+            if use_mmr and qvec is not None and len(scored) > k:
+                scored = self._mmr(scored, qvec, k)
+            scored = scored[:k]
+            chunks = self.collection.fetch([i for i, *_ in scored])
         name = self.collection.name
         return [
             Hit(chunks[i], float(s), d, lx, collection=name)
