@@ -516,15 +516,16 @@ def _parsed_in_order(
     pool = _pool(workers, events)
     pending: list[tuple[Job, cf.Future[Parsed]]] = []
 
+    live = [pool]  # replaced when a worker dies
+
     def submit(job: Job) -> None:
-        nonlocal pool
         path, source, digest, size = job
         try:
-            fut = pool.submit(parse_file, str(path), source, digest, size, *args)
+            fut = live[0].submit(parse_file, str(path), source, digest, size, *args)
         except cf.process.BrokenProcessPool:  # a worker died on an earlier file: a fresh pool
-            pool.shutdown(wait=False)
-            pool = _pool(workers, events)
-            fut = pool.submit(parse_file, str(path), source, digest, size, *args)
+            live[0].shutdown(wait=False)
+            live[0] = _pool(workers, events)
+            fut = live[0].submit(parse_file, str(path), source, digest, size, *args)
         pending.append((job, fut))
 
     try:
@@ -549,7 +550,7 @@ def _parsed_in_order(
                 submit(nxt)
             yield path, parsed
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        live[0].shutdown(wait=True, cancel_futures=True)
         events.close()
 
 
