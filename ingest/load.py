@@ -11,6 +11,7 @@ import errno
 import importlib
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -717,19 +718,21 @@ def iter_files(root: Path, include: list[str], exclude: list[str], *, follow_lin
     root = Path(root)
     walk = Walk()
     try:
-        is_file, is_dir = root.is_file(), root.is_dir()
+        mode = os.stat(root).st_mode
     except OSError as exc:
-        raise DocumentError(root, f"cannot open: {_os_reason(exc)}") from exc
-    if is_file:
+        if exc.errno == errno.ENOENT:
+            if root.is_symlink():
+                raise DocumentError(root, "dangling symbolic link: its target does not exist") from None
+            raise DocumentError(root, "no such file or directory") from None
+        raise DocumentError(root, f"cannot open: {_os_reason(exc)}") from None
+    if stat.S_ISREG(mode):
         if is_supported(root):
             walk.files.append(root)
         else:
             walk.skipped.append(Skipped(root, "unsupported file type"))
         return walk
-    if not is_dir:
-        if root.is_symlink():
-            raise DocumentError(root, "dangling symbolic link: its target does not exist")
-        raise DocumentError(root, "no such file or directory")
+    if not stat.S_ISDIR(mode):  # /dev/zero, a FIFO: reading one would never end
+        raise DocumentError(root, "not a regular file (a pipe, socket or device)")
     boundary = os.path.realpath(root)
     includes = [_glob_regex(p) for p in include if p.strip()]
     excludes = [_glob_regex(p) for p in exclude if p.strip()]

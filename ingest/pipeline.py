@@ -366,8 +366,13 @@ def _streams(path: Path, size: int, settings: IngestSettings) -> bool:
 
 
 def source_key(path: Path) -> str:
-    """How a file is known in a collection: its absolute path."""
-    return str(path.resolve())
+    """How a file is known in a collection: its absolute path, with the bytes of a name that is not
+    UTF-8 (a Latin-1 name on an old disk) spelled out as \\xe9: SQLite, JSON and terminals take it."""
+    return _spelled(str(path.resolve()))
+
+
+def _spelled(path: str) -> str:
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def chunking_of(settings: IngestSettings) -> dict[str, int]:
@@ -750,26 +755,40 @@ def ingest(
 
 
 def _one_path_per_file(files: list[Path], report: IngestReport) -> list[Path]:
-    """One path to each file, its own rather than a symbolic link's: another path to it is reported
-    and skipped, so that a file is never ingested twice in one run."""
+    """One path to each file, its own rather than a symbolic link's, and the first of its hard links
+    (one device and inode): another path to it is reported and skipped, so that a file is never
+    ingested twice in one run."""
     keys = [source_key(p) for p in files]
     chosen: dict[str, Path] = {}
     for path, key in zip(files, keys, strict=True):
-        if key not in chosen or (os.path.abspath(chosen[key]) != key and os.path.abspath(path) == key):
+        own = _spelled(os.path.abspath(path)) == key
+        if key not in chosen or (own and _spelled(os.path.abspath(chosen[key])) != key):
             chosen[key] = path
+    inodes: dict[tuple[int, int], Path] = {}
     kept: list[Path] = []
     for path, key in zip(files, keys, strict=True):
-        if chosen[key] is path:
+        if chosen[key] is not path:
+            if chosen[key] != path:
+                reason = f"same file as {chosen[key]} (a symbolic link)"
+                report.results.append(FileResult(str(path), "skipped", reason=reason))
+            continue
+        try:
+            info = path.stat()
+        except OSError:
+            kept.append(path)  # hashing it reports why it cannot be read
+            continue
+        first = inodes.setdefault((info.st_dev, info.st_ino), path)
+        if first is path:
             kept.append(path)
-        elif chosen[key] != path:
-            reason = f"same file as {chosen[key]} (a symbolic link)"
+        else:
+            reason = f"same file as {first} (a hard link)"
             report.results.append(FileResult(str(path), "skipped", reason=reason))
     return kept
 
 
 def _link_note(path: Path, source: str) -> list[str]:
     """Said of a file reached through a symbolic link: the collection knows it by its target's path."""
-    return [] if os.path.abspath(path) == source else [f"a symbolic link: stored as {source}"]
+    return [] if _spelled(os.path.abspath(path)) == source else [f"a symbolic link: stored as {source}"]
 
 
 def failure_reason(err: DocumentError) -> str:

@@ -76,6 +76,7 @@ AdapterOpt = Annotated[
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def _visible(char: str) -> str:
@@ -88,6 +89,23 @@ def shown(text: object) -> str:
     (`[/quote]`) as it is, and control characters (an ANSI escape in a file name) and the undecodable
     bytes of a file name escaped (`\\x1b`). Every print of user text goes through here."""
     return escape(_CONTROL.sub(lambda m: _visible(m.group()), str(text)))
+
+
+def _printable(data: Any) -> Any:
+    """JSON data with what a file name holds that is not UTF-8 spelled out (\\xe9), as shown() does:
+    stdout cannot take it raw."""
+    if isinstance(data, str):
+        return _SURROGATE.sub(lambda m: _visible(m.group()), data)
+    if isinstance(data, dict):
+        return {key: _printable(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_printable(value) for value in data]
+    return data
+
+
+def print_json(text: str) -> None:
+    """Every --json output: the JSON text `text`, printable whatever names it holds."""
+    out.print_json(json.dumps(_printable(json.loads(text))))
 
 
 def _settings(data_dir: Path | None = None, **nested: Any) -> Settings:
@@ -181,7 +199,7 @@ def _print_report(report: IngestReport, as_json: bool) -> None:
     if as_json:
         data = report.summary()
         data["files"] = [r.__dict__ for r in report.results]
-        out.print_json(json.dumps(data))
+        print_json(json.dumps(data))
         return
     table = Table(title=f"ingest into {shown(repr(report.collection))}", show_lines=False)
     for col in ("status", "file", "pages", "chunks", "reason / warnings"):
@@ -384,7 +402,7 @@ def list_documents(
         # A collection named on the command line must exist; the default one may not exist yet.
         docs = ws.collection().documents() if collection is not None else ws.documents()
         if as_json:
-            out.print_json(json.dumps([d.__dict__ for d in docs]))
+            print_json(json.dumps([d.__dict__ for d in docs]))
             return
         table = Table(title=f"collection {ws.name!r}")
         for col in ("source", "title", "format", "pages", "chunks"):
@@ -420,7 +438,7 @@ def search(
             query, k=k, mode=mode, sources=source or (), page_min=page_min, page_max=page_max, mmr=mmr
         )
         if as_json:
-            out.print_json(json.dumps([h.to_document().metadata | {"text": h.chunk.text} for h in hits]))
+            print_json(json.dumps([h.to_document().metadata | {"text": h.chunk.text} for h in hits]))
             return
         if not hits:
             out.print("no matching chunks")
@@ -530,6 +548,7 @@ def ask(
             retrieval={"k": k, "mode": mode},
             answer={"prompt": prompt},
         )
+        check_question(question, max_tokens=settings.answer.max_question_tokens)  # a paste: no model yet
         ws = _workspace(collection, settings)
         ws.collection()
         _warn_remote(settings)
@@ -539,7 +558,7 @@ def ask(
             _ask_agent(ws, question, as_json, verbose, **options)
             return
         if as_json:
-            out.print_json(ws.ask(question).model_dump_json())
+            print_json(ws.ask(question).model_dump_json())
             return
         answer = _stream(ws.stream_ask(question))
         if answer.abstained and not answer.answer.strip():
@@ -552,7 +571,7 @@ def _ask_agent(ws: Any, question: str, as_json: bool, verbose: bool, **options: 
     """`ask --agent`: the agent's answer and sources; with --verbose, each step as it was taken."""
     result = ws.agent(**options).invoke(ws.check_question(question))
     if as_json:
-        out.print_json(result.model_dump_json())
+        print_json(result.model_dump_json())
         return
     if verbose:
         for step in result.steps:
@@ -675,7 +694,7 @@ def summarize(
 
             result = ws.summarize(source=path, query=query, method=method, progress=show)
         if as_json:
-            out.print_json(result.model_dump_json())
+            print_json(result.model_dump_json())
             return
         _print_summary(result)
 

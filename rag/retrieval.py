@@ -25,7 +25,7 @@ from lectern.ingest.embed import Embedder
 from lectern.ingest.fusion import rescale as _rescale
 from lectern.ingest.store import StoredChunk
 from lectern.ingest.stores import Filters, Scored, SearchRequest, Store
-from lectern.rag.limits import CANDIDATES_MAX, K_MAX, check_k, check_page
+from lectern.rag.limits import CANDIDATES_MAX, K_MAX, check_k, check_page, check_query
 from lectern.rag.settings import RetrievalSettings
 
 MODES = ("hybrid", "dense", "bm25")
@@ -99,6 +99,7 @@ class Searcher:
         mode = mode or self.settings.mode
         if mode not in MODES:
             raise UnknownKey("retrieval mode", mode, list(MODES))
+        query = check_query(query)
         k = check_k(self.settings.k if k is None else k, limit=limit)
         if filters is not None:
             check_page(filters.page_min, "page_min")

@@ -1,0 +1,112 @@
+"""The smaller hostile inputs: hard links, file names that are not UTF-8, arguments that are not
+files, empty and huge queries."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lectern.cli import EXIT_FAILED_FILES, EXIT_USAGE, app
+from tests.hostile.conftest import no_traceback
+
+
+def ingest_json(runner: CliRunner, *paths: Path | str) -> tuple[int, dict]:
+    result = runner.invoke(app, ["ingest", *map(str, paths), "-c", "c", "--json"])
+    no_traceback(result.output)
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_a_hard_linked_file_is_ingested_once(runner: CliRunner, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Otters eat crayfish at dawn.\n")
+    os.link(folder / "a.txt", folder / "b.txt")
+    rc, report = ingest_json(runner, folder)
+    assert rc == 0 and report["added"] == 1 and report["skipped"] == 1, report
+    (skipped,) = [f for f in report["files"] if f["status"] == "skipped"]
+    assert skipped["path"].endswith("b.txt") and "a hard link" in skipped["reason"]
+    hits = runner.invoke(app, ["search", "otters", "-c", "c", "--json"]).stdout
+    assert len(json.loads(hits)) == 1
+
+
+def test_a_file_name_that_is_not_utf8_is_ingested_and_shown_escaped(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    name = os.fsdecode(b"caf\xe9 notes.txt")  # Latin-1 bytes on a UTF-8 system
+    (folder / name).write_text("Otters eat crayfish at dawn.\n")
+    rc, report = ingest_json(runner, folder)
+    assert rc == 0 and report["added"] == 1, report
+    (added,) = report["files"]
+    assert added["path"].endswith("caf\\xe9 notes.txt")  # valid JSON text, the byte spelled out
+    listing = runner.invoke(app, ["list", "-c", "c"])
+    assert listing.exit_code == 0 and "caf\\xe9 notes.txt" in listing.output
+    found = runner.invoke(app, ["search", "otters", "-c", "c"])
+    assert found.exit_code == 0 and "caf\\xe9 notes.txt" in found.output
+    again = runner.invoke(app, ["ingest", str(folder), "-c", "c"])
+    assert again.exit_code == 0 and "unchanged 1" in " ".join(again.output.split())
+    gone = runner.invoke(app, ["delete", str(folder / name), "-c", "c"])
+    assert gone.exit_code == 0, gone.output
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        ("fifo", "not a regular file (a pipe, socket or device)"),
+        ("zero", "not a regular file (a pipe, socket or device)"),
+        ("loop", "symbolic link loop"),
+        ("dangling", "dangling symbolic link"),
+        ("missing", "no such file or directory"),
+    ],
+)
+def test_an_argument_that_is_not_a_file_gets_its_reason(
+    runner: CliRunner, tmp_path: Path, make: str, reason: str
+) -> None:
+    path = tmp_path / make
+    if make == "fifo":
+        os.mkfifo(path)
+    elif make == "zero":
+        path = Path("/dev/zero")
+    elif make == "loop":
+        os.symlink(tmp_path / "loop2", path)
+        os.symlink(path, tmp_path / "loop2")
+    elif make == "dangling":
+        os.symlink(tmp_path / "nowhere", path)
+    rc, report = ingest_json(runner, path)
+    assert rc == EXIT_FAILED_FILES, report
+    (failed,) = report["files"]
+    assert failed["status"] == "failed" and reason in failed["reason"], failed
+
+
+@pytest.fixture
+def notes(runner: CliRunner, tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Otters eat crayfish at dawn.\n")
+    assert runner.invoke(app, ["ingest", str(folder), "-c", "c"]).exit_code == 0
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_an_empty_search_is_a_usage_error(runner: CliRunner, notes: None, query: str) -> None:
+    result = runner.invoke(app, ["search", query, "-c", "c"])
+    no_traceback(result.output)
+    assert result.exit_code == EXIT_USAGE and "query" in result.output and "empty" in result.output
+
+
+def test_a_huge_question_is_refused_before_the_model_loads(
+    runner: CliRunner, notes: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lectern.rag.workspace
+
+    loads: list[object] = []
+    monkeypatch.setattr(lectern.rag.workspace, "shared_llm", lambda *a: loads.append(a))
+    for extra in ([], ["--agent"]):
+        result = runner.invoke(app, ["ask", "why " * 25_000, "-c", "c", *extra])
+        no_traceback(result.output)
+        assert result.exit_code == EXIT_USAGE and "max_question_tokens" in result.output, result.output
+    assert loads == []
