@@ -216,17 +216,25 @@ class NotEnoughDisk(LecternError):
         self.folder = folder
         self.needed = needed
         self.free = free
-        gib = 1024**3
+        room = f"is full ({free} bytes free)" if free < 1024 else f"has {_size(free)} free"
         if needed is None:  # found out by the write itself
             super().__init__(
-                f"the disk filled up while {what}: {folder} has {free / gib:.2f} GiB free; what was "
+                f"the disk filled up while {what}: {folder} {room}; what was "
                 "written before is kept and that write was undone; free some space and run it again"
             )
             return
         super().__init__(
-            f"{what} needs about {needed / gib:.1f} GiB in {folder}, which has {free / gib:.1f} GiB "
-            "free; free some space, or set LECTERN_CACHE_DIR (cache_dir) to a folder on a larger disk"
+            f"{what} needs about {_size(needed)} in {folder}, which {room}; "
+            "free some space, or set LECTERN_CACHE_DIR (cache_dir) to a folder on a larger disk"
         )
+
+
+def _size(n: int) -> str:
+    """Bytes in the largest unit that keeps a digit before the point ("0.00 GiB free" said nothing)."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 # --- answering: models, prompts, conversations, evaluation ---
