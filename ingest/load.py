@@ -179,9 +179,11 @@ def _wide_encoding(data: bytes) -> str | None:
     return None
 
 
-def decode_bytes(path: Path, data: bytes, declared: str | None = None) -> str:
+def decode_bytes(
+    path: Path, data: bytes, declared: str | None = None, warnings: list[str] | None = None
+) -> str:
     """Text from bytes: BOM, then UTF-16/32 told by their NULs, then UTF-8, then a declared charset
-    (HTML meta), then detection.
+    (HTML meta) unless the bytes contradict it (said in `warnings`), then detection.
 
     Raises EmptyDocument for no bytes and EncodingError for binary data.
     """
@@ -213,6 +215,12 @@ def decode_bytes(path: Path, data: bytes, declared: str | None = None) -> str:
                 text = data.decode(declared)
             except (LookupError, UnicodeDecodeError):
                 text = None
+            if text is not None and "charset" not in text[: 2 * _SNIFF_BYTES].lower():
+                text = None  # read in its own charset the page loses its own declaration: it is another
+            if text is None and warnings is not None:
+                warnings.append(
+                    f"the page declares charset {declared!r}, which its bytes are not; detected instead"
+                )
         if text is None:
             text = _guess_decode(path, data)
     if _control_share(text) > _MAX_CONTROL_SHARE:
@@ -440,11 +448,12 @@ def load_html(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
     """An HTML page without its chrome (nav, scripts, forms...), split into Units at h1-h3."""
     data = _read_bytes(path)
     declared = _META_CHARSET.search(data[:4096])
-    text = decode_bytes(path, data, declared.group(1).decode("ascii") if declared else None)
+    warnings: list[str] = []
+    text = decode_bytes(path, data, declared.group(1).decode("ascii") if declared else None, warnings)
     title, units = html_units(text)
     if not units:
         raise EmptyDocument(path, "no text in the page once scripts, navigation and forms are removed")
-    return LoadedDocument(path, "html", (title or path.stem)[:TITLE_MAX_CHARS], units)
+    return LoadedDocument(path, "html", (title or path.stem)[:TITLE_MAX_CHARS], units, tuple(warnings))
 
 
 def html_units(text: str) -> tuple[str | None, tuple[Unit, ...]]:

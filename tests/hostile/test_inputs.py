@@ -110,3 +110,27 @@ def test_a_huge_question_is_refused_before_the_model_loads(
         no_traceback(result.output)
         assert result.exit_code == EXIT_USAGE and "max_question_tokens" in result.output, result.output
     assert loads == []
+
+
+@pytest.mark.parametrize("declared", ["utf-16", "utf-32", "shift_jis", "no-such-charset"])
+def test_an_html_charset_the_bytes_contradict_is_detected_and_warned(tmp_path: Path, declared: str) -> None:
+    """Latin-1 bytes under <meta charset="utf-16"> were stored as CJK mojibake, without a word."""
+    from lectern.ingest.load import load
+
+    page = f'<html><head><meta charset="{declared}"><title>Caf\xe9</title></head>'
+    page += "<body><p>Le caf\xe9 cr\xe8me des loutres, servi \xe0 l'aube.</p></body></html>"
+    data = page.encode("latin-1")
+    path = tmp_path / "page.html"
+    path.write_bytes(data + b" " * (-len(data) % 4))  # a whole number of UTF-16/32 code units
+    doc = load(path)
+    assert "Le café crème des loutres" in doc.units[0].text and doc.title == "Café"
+    assert any(declared in w and "its bytes are not" in w for w in doc.warnings), doc.warnings
+
+
+def test_an_html_charset_that_is_right_is_used_without_a_word(tmp_path: Path) -> None:
+    from lectern.ingest.load import load
+
+    path = tmp_path / "page.html"
+    path.write_bytes('<meta charset="cp1251"><p>Выдры едят раков.</p>'.encode("cp1251"))
+    doc = load(path)
+    assert "Выдры едят раков" in doc.units[0].text and doc.warnings == ()
