@@ -506,12 +506,13 @@ def load_pdf(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
     that look scanned (ingest.pdf.MIN_CHARS_PER_SQ_INCH), or every page with `ingest.ocr = force`, are
     read by OCR (ingest.ocr) and marked OCR_HEADING; `off` reads the text layer only.
     """
-    from lectern.ingest.pdf import extract
+    from lectern.ingest.pdf import extract, form_fields
 
     data = _read_bytes(path)
     if not data:
         raise EmptyDocument(path, "file is empty (0 bytes)")
     pdf = extract(path, data)
+    fields = form_fields(data)
     n_pages = len(pdf.pages)
     if n_pages == 0:
         raise CorruptDocument(path, "corrupt PDF: it has no pages")
@@ -552,8 +553,10 @@ def load_pdf(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
         text = clean_text(raw, dehyphenate=True)
         if text.strip():
             units.append(Unit(text, page=number))
-        else:
+        elif not fields:
             warnings.append(f"page {number}: no extractable text (image-only?)")
+    if fields:
+        units.append(Unit(clean_text("\n".join(fields)), heading="Form fields"))
     if not units:
         pages = f"{n_pages} page{'s' if n_pages != 1 else ''}"
         if options.ocr == "off":

@@ -203,6 +203,28 @@ def _inflated_size(data: bytes, start: int, limit: int) -> int:
     return size
 
 
+def form_fields(data: bytes) -> list[str]:
+    """The filled-in fields of a PDF form (AcroForm), as "label: value" lines: no parser's text layer
+    holds them. Unreadable forms give none (the page text still counts)."""
+    if b"/AcroForm" not in data:
+        return []
+    from pypdf import PdfReader
+
+    try:
+        fields = PdfReader(io.BytesIO(data)).get_fields() or {}
+    except Exception:  # a broken form only costs its fields
+        return []
+    lines = []
+    for name, field in fields.items():
+        value = field.get("/V")
+        if isinstance(value, list):
+            value = ", ".join(map(str, value))
+        text = " ".join(str(value if value is not None else "").split()).removeprefix("/")
+        if text and text != "Off":  # an unticked box says nothing
+            lines.append(f"{field.get('/TU') or name}: {text}")
+    return lines
+
+
 PdfParser = Callable[[Path, bytes], PdfText]
 PARSERS: dict[str, PdfParser] = {"pdfium": pdfium_text, "pypdf": pypdf_text}
 ORDER: tuple[str, ...] = ("pdfium", "pypdf")  # tests narrow this to one parser to check each alone

@@ -134,3 +134,28 @@ def test_an_html_charset_that_is_right_is_used_without_a_word(tmp_path: Path) ->
     path.write_bytes('<meta charset="cp1251"><p>Выдры едят раков.</p>'.encode("cp1251"))
     doc = load(path)
     assert "Выдры едят раков" in doc.units[0].text and doc.warnings == ()
+
+
+@pytest.mark.parametrize("page_text", ["Application for a fishing permit", ""])
+def test_acroform_field_values_are_indexed(tmp_path: Path, page_text: str) -> None:
+    """Field values were not indexed, and a form of fields only failed as 'scanned PDF?'."""
+    from lectern.ingest.load import load
+    from tests.hostile.corpus import form_pdf
+
+    fields = {"applicant": "Ada Otterley", "river": "Brennock Canal", "species": "crayfish"}
+    doc = load(form_pdf(tmp_path / "form.pdf", fields, page_text))
+    text = "\n".join(u.text for u in doc.units)
+    assert all(f"{name}: {value}" in text for name, value in fields.items()), text
+    assert page_text in text
+
+
+def test_a_fields_only_form_is_ingested_and_found(runner: CliRunner, tmp_path: Path) -> None:
+    from tests.hostile.corpus import form_pdf
+
+    folder = tmp_path / "forms"
+    folder.mkdir()
+    form_pdf(folder / "permit.pdf", {"applicant": "Ada Otterley", "species": "crayfish"})
+    rc, report = ingest_json(runner, folder)
+    assert rc == 0 and report["added"] == 1, report
+    hits = json.loads(runner.invoke(app, ["search", "Otterley", "-c", "c", "--json"]).stdout)
+    assert hits and "applicant: Ada Otterley" in hits[0]["text"]
