@@ -41,7 +41,16 @@ from lectern.errors import (
 from lectern.ingest import tokenize
 from lectern.ingest.chunk import MAX_CONTEXT_TOKENS, Chunk, context_line, embedding_text, iter_chunks
 from lectern.ingest.embed import Embedder, HFTokenizer, table_folder, word_offsets
-from lectern.ingest.load import LOADERS, LoadedDocument, LoadOptions, iter_files, load, load_text
+from lectern.ingest.load import (
+    LOADERS,
+    LoadedDocument,
+    LoadOptions,
+    Unit,
+    iter_files,
+    load,
+    load_text,
+    stream_text,
+)
 from lectern.ingest.settings import EmbedSettings, IngestSettings
 from lectern.ingest.store import DocumentRow, Manifest, NewChunk
 from lectern.ingest.stores import Store, StoreWriter, Target, as_target
@@ -220,12 +229,10 @@ def _new_chunks(
 ) -> Iterator[NewChunk]:
     """Chunks with their context line (title > heading, clipped) and BM25 terms, as stored."""
     contexts: dict[str | None, str] = {}
-    units = {(u.page, u.heading): u for u in doc.units}
     for ch in chunks:
         key = ch.heading
-        if key not in contexts:
-            unit = units.get((ch.page, ch.heading)) or doc.units[0]
-            contexts[key] = _clip_context(context_line(doc, unit), offsets)
+        if key not in contexts:  # the line depends on the heading alone: no unit is looked up (streams)
+            contexts[key] = _clip_context(context_line(doc, Unit("", heading=key)), offsets)
         ctx = contexts[key]
         terms = tokenize.terms(embedding_text(ctx, ch.text))
         yield NewChunk(ch.chunk_id, ch.page, ch.heading, ch.start, ch.end, ch.ordinal, ch.text, ctx, terms)
@@ -334,12 +341,12 @@ def _write_streamed(
     transaction, so memory stays flat however long the file. Returns (chunks, pages, warnings)."""
     path, source, digest, size = job
     offsets = _offsets_fn(embedder.tokenizer_file)
-    doc = load(path)
+    doc, units, warnings = stream_text(path)
     state.pages += doc.pages
     chunking = settings.chunk
 
     def parts() -> Iterator[tuple[list[NewChunk], np.ndarray]]:
-        chunks = iter_chunks(doc, source, offsets, chunking.chunk_tokens, chunking.overlap_tokens)
+        chunks = iter_chunks(doc, source, offsets, chunking.chunk_tokens, chunking.overlap_tokens, units)
         batch: list[NewChunk] = []
         written = 0
         for chunk in _new_chunks(doc, chunks, offsets):
@@ -354,10 +361,8 @@ def _write_streamed(
         elif not written:
             raise EmptyDocument(path, "no text to index")  # rolls the transaction back
 
-    row = DocumentRow(
-        source, digest, doc.title, doc.format, doc.pages, 0, size, list(doc.warnings), time.time()
-    )
-    return writer.replace_document_parts(row, parts()), doc.pages, list(doc.warnings)
+    row = DocumentRow(source, digest, doc.title, doc.format, doc.pages, 0, size, warnings, time.time())
+    return writer.replace_document_parts(row, parts()), doc.pages, warnings  # warnings: filled as read
 
 
 def _streams(path: Path, size: int, settings: IngestSettings) -> bool:

@@ -159,3 +159,47 @@ def test_a_fields_only_form_is_ingested_and_found(runner: CliRunner, tmp_path: P
     assert rc == 0 and report["added"] == 1, report
     hits = json.loads(runner.invoke(app, ["search", "Otterley", "-c", "c", "--json"]).stdout)
     assert hits and "applicant: Ada Otterley" in hits[0]["text"]
+
+
+def _long_text(path: Path, size: int, encoding: str = "utf-8") -> Path:
+    line = "Les loutres du bassin mangent des écrevisses à l'aube . . . . . 12\n\n\nThe herons wait.\r\n"
+    with path.open("w", encoding=encoding, newline="") as fh:
+        for _ in range(size // len(line.encode(encoding))):
+            fh.write(line)
+    return path
+
+
+def _streamed_peak(path: Path) -> int:
+    import tracemalloc
+
+    from lectern.ingest.load import stream_text
+
+    tracemalloc.start()
+    try:
+        doc, units, warnings = stream_text(path)
+        assert sum(1 for _ in units) > 4 and warnings == [] and doc.title.startswith("Les loutres")
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])
+def test_a_long_text_file_streams_in_flat_memory(tmp_path: Path, encoding: str) -> None:
+    """A 300 MB text file peaked at 4.6 GB: it was read, decoded and cleaned whole. Streamed, what
+    is held at once does not grow with the file."""
+    small = _streamed_peak(_long_text(tmp_path / "small.txt", 4 << 20, encoding))
+    large = _streamed_peak(_long_text(tmp_path / "large.txt", 16 << 20, encoding))
+    assert large < 1.25 * small + (1 << 20) and large < 16 << 20, (small, large)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252", "utf-16"])
+def test_a_streamed_text_has_the_units_of_the_whole(
+    tmp_path: Path, encoding: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same units, offsets and so chunk ids as read whole, blocks cut anywhere (here mid-line)."""
+    from lectern.ingest import load
+
+    monkeypatch.setattr(load, "STREAM_BLOCK", 4099)
+    path = _long_text(tmp_path / "text.txt", 2 << 20, encoding)
+    whole = load.load_text(path).units
+    assert len(whole) >= 4 and list(load.stream_text(path)[1]) == list(whole)
