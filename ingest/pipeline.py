@@ -489,10 +489,15 @@ OnPage = Callable[[str, int, int], None]  # (file, pages done, pages to do): one
 PROGRESS_POLL_S = 0.25  # how often the ingest passes on the workers' page events while it waits
 
 
-def _result(fut: cf.Future[Parsed], events: Any, on_page: OnPage | None) -> Parsed:
-    """The future's result, passing on the page events the workers send while it is being parsed."""
+def _result(
+    fut: cf.Future[Parsed], events: Any, on_page: OnPage | None, timeout: float | None = None
+) -> Parsed:
+    """The future's result, passing on the page events the workers send while it is being parsed;
+    cf.TimeoutError when there is none `timeout` seconds after the wait began."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        done, _ = cf.wait([fut], timeout=PROGRESS_POLL_S)
+        left = PROGRESS_POLL_S if deadline is None else deadline - time.monotonic()
+        done, _ = cf.wait([fut], timeout=max(0.0, min(PROGRESS_POLL_S, left)))
         while True:
             try:
                 event = events.get_nowait()
@@ -502,6 +507,8 @@ def _result(fut: cf.Future[Parsed], events: Any, on_page: OnPage | None) -> Pars
                 on_page(*event)
         if done:
             return fut.result()
+        if deadline is not None and time.monotonic() >= deadline:
+            raise cf.TimeoutError
 
 
 def _parsed_in_order(
@@ -548,9 +555,11 @@ def _parsed_in_order(
             job, fut = pending.pop(0)
             path = job[0]
             try:
-                parsed: Parsed | DocumentError = _result(fut, events, on_page)
+                parsed: Parsed | DocumentError = _result(fut, events, on_page, settings.parse_timeout_s)
+            except cf.TimeoutError:  # the files beside it in the pool are parsed again, each alone
+                parsed = _overdue(live[0], path, settings.parse_timeout_s)
             except cf.process.BrokenProcessPool:  # some worker died: which file killed it is not known
-                parsed = _parse_alone(job, args, events, on_page)
+                parsed = _parse_alone(job, args, settings.parse_timeout_s, events, on_page)
             except DocumentError as err:
                 parsed = err
             except Exception as err:  # a loader bug fails this file, not the ingest
@@ -564,8 +573,16 @@ def _parsed_in_order(
         events.close()
 
 
+def _overdue(pool: cf.Executor, path: Path, timeout: float) -> DocumentError:
+    """A parse past ingest.parse_timeout_s: its pool's workers are stopped (a running task cannot
+    be cancelled otherwise) and the file fails."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.kill()
+    return DocumentError(path, f"parsing took over {timeout:g} s (ingest.parse_timeout_s); stopped")
+
+
 def _parse_alone(
-    job: Job, args: tuple[Any, ...], events: Any, on_page: OnPage | None
+    job: Job, args: tuple[Any, ...], timeout: float, events: Any, on_page: OnPage | None
 ) -> Parsed | DocumentError:
     """A file that was in a pool when one of its workers died (the OOM killer, a crash in a parser),
     parsed again in a process of its own: if that dies too, the file fails alone. Never parsed in
@@ -573,7 +590,10 @@ def _parse_alone(
     path, source, digest, size = job
     alone = _pool(1, events)
     try:
-        return _result(alone.submit(parse_file, str(path), source, digest, size, *args), events, on_page)
+        fut = alone.submit(parse_file, str(path), source, digest, size, *args)
+        return _result(fut, events, on_page, timeout)
+    except cf.TimeoutError:
+        return _overdue(alone, path, timeout)
     except cf.process.BrokenProcessPool:
         return DocumentError(path, "its parse process was killed (out of memory?); it was not parsed again")
     except DocumentError as err:

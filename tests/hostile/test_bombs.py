@@ -44,8 +44,10 @@ def test_pdfs_under_the_budget_still_load(tmp_path: Path) -> None:
         assert load(pdf).units, pdf
 
 
-def _ingest(folder: Path, data: Path, prefix: list[str], extra_path: str = "") -> tuple[int, dict]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
+def _ingest(
+    folder: Path, data: Path, prefix: list[str], extra_path: str = "", **settings: str
+) -> tuple[int, dict]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")} | settings
     env |= {
         "LECTERN_DATA_DIR": str(data), "LECTERN_INGEST__EMBED__MODEL": "fake", "LECTERN_INGEST__PARSE_WORKERS": "1",
         "LECTERN_CACHE_DIR": os.environ["LECTERN_CACHE_DIR"],
@@ -77,7 +79,7 @@ def test_a_bomb_under_a_memory_limit_costs_only_itself(bomb: Path, tmp_path: Pat
 
 
 KILLER = """
-import os, signal
+import os, signal, threading
 from pathlib import Path
 import lectern.ingest.load as load
 
@@ -86,6 +88,8 @@ _text = load.LOADERS[".txt"]
 def killer(path: Path):
     if Path(path).name == "killer.txt":  # what the OOM killer does to a process parsing a bomb
         os.kill(os.getpid(), signal.SIGKILL)
+    if Path(path).name == "stuck.txt":  # a parser that never returns
+        threading.Event().wait()
     return _text(path)
 
 load.LOADERS[".txt"] = killer
@@ -116,3 +120,19 @@ def test_a_pdf_of_many_pages_stops_at_the_text_budget(monkeypatch: pytest.Monkey
     for parser in pdf.PARSERS.values():
         with pytest.raises(DecompressionBomb, match="its text passes"):
             parser(sample, sample.read_bytes())
+
+
+def test_a_file_whose_parse_never_ends_fails_at_the_timeout(tmp_path: Path) -> None:
+    """A parser stuck on one file held the whole ingest forever; past ingest.parse_timeout_s its
+    worker is stopped and it fails alone (the files beside it are parsed again)."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(KILLER)
+    folder = tmp_path / "docs"
+    _good_files(folder)
+    (folder / "stuck.txt").write_text("No parser ever finishes this file.\n")
+    settings = {"LECTERN_INGEST__PARSE_TIMEOUT_S": "5"}
+    rc, report = _ingest(folder, tmp_path / "data", ["timeout", "300"], extra_path=str(hooks), **settings)
+    assert rc == 1 and report["added"] == 10 and report["failed"] == 1, (rc, report)
+    (failed,) = [f for f in report["files"] if f["status"] == "failed"]
+    assert failed["path"].endswith("stuck.txt") and "parsing took over 5 s" in failed["reason"]
