@@ -751,9 +751,16 @@ def ingest(
     try:
         with col.writer(settings.lock_timeout_s) as writer:
             known = col.content_hashes()
+            stored = _stored_inodes(known, {source_key(p) for p in files})
             jobs: list[Job] = []
             for path in files:
                 source = source_key(path)
+                twin = _stored_twin(path, stored)
+                if twin is not None:
+                    reason = f"same file as {twin} (a hard link), already in the collection"
+                    report.results.append(FileResult(str(path), "skipped", reason=reason))
+                    state.files_done += 1
+                    continue
                 try:
                     digest, size = file_hash(path)
                 except OSError as err:
@@ -809,6 +816,27 @@ def _one_path_per_file(files: list[Path], report: IngestReport) -> list[Path]:
             reason = f"same file as {first} (a hard link)"
             report.results.append(FileResult(str(path), "skipped", reason=reason))
     return kept
+
+
+def _stored_inodes(known: dict[str, str], now: set[str]) -> dict[tuple[int, int], str]:
+    """The device and inode of each stored document not in this run (a stat each; one that is gone
+    or renamed has none), so that a hard link to one is not ingested a second time."""
+    inodes: dict[tuple[int, int], str] = {}
+    for source in known.keys() - now:
+        with contextlib.suppress(OSError, ValueError):
+            info = os.stat(source)
+            inodes[(info.st_dev, info.st_ino)] = source
+    return inodes
+
+
+def _stored_twin(path: Path, stored: dict[tuple[int, int], str]) -> str | None:
+    if not stored:
+        return None
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return stored.get((info.st_dev, info.st_ino))
 
 
 def _link_note(path: Path, source: str) -> list[str]:

@@ -203,3 +203,16 @@ def test_a_streamed_text_has_the_units_of_the_whole(
     path = _long_text(tmp_path / "text.txt", 2 << 20, encoding)
     whole = load.load_text(path).units
     assert len(whole) >= 4 and list(load.stream_text(path)[1]) == list(whole)
+
+
+def test_a_hard_link_to_a_stored_document_is_not_ingested_again(runner: CliRunner, tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (first / "a.txt").write_text("Otters eat crayfish at dawn.\n")
+    os.link(first / "a.txt", second / "copy.txt")
+    assert ingest_json(runner, first)[1]["added"] == 1
+    rc, report = ingest_json(runner, second)
+    assert rc == 0 and report["added"] == 0 and report["skipped"] == 1, report
+    assert "a hard link), already in the collection" in report["files"][0]["reason"]
+    assert ingest_json(runner, first)[1]["unchanged"] == 1  # the stored one itself is still itself
