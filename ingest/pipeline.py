@@ -574,11 +574,12 @@ def _parsed_in_order(
 
 
 def _overdue(pool: cf.Executor, path: Path, timeout: float) -> DocumentError:
-    """A parse past ingest.parse_timeout_s: its pool's workers are stopped (a running task cannot
+    """No result for a file ingest.parse_timeout_s after the ingest began to wait for it (a worker's
+    start counts too: the limit is generous): its pool's workers are stopped (a running task cannot
     be cancelled otherwise) and the file fails."""
     for process in list(getattr(pool, "_processes", {}).values()):
         process.kill()
-    return DocumentError(path, f"parsing took over {timeout:g} s (ingest.parse_timeout_s); stopped")
+    return DocumentError(path, f"not parsed within {timeout:g} s (ingest.parse_timeout_s); stopped")
 
 
 def _parse_alone(
