@@ -85,12 +85,12 @@ import lectern.ingest.load as load
 
 _text = load.LOADERS[".txt"]
 
-def killer(path: Path):
+def killer(path: Path, options=load.NO_OPTIONS):  # a Loader: (path, LoadOptions)
     if Path(path).name == "killer.txt":  # what the OOM killer does to a process parsing a bomb
         os.kill(os.getpid(), signal.SIGKILL)
     if Path(path).name == "stuck.txt":  # a parser that never returns
         threading.Event().wait()
-    return _text(path)
+    return _text(path, options)
 
 load.LOADERS[".txt"] = killer
 """
