@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -111,6 +113,40 @@ def atomic_write_text(path: Path, text: str, *, perms: int = 0o644, encoding: st
         fh.write(text)
 
 
+_FOLDER_TMP = re.compile(r"^\..+?(?:\.(\d+))?\.[a-z0-9_]{8}\.tmp$")
+ABANDONED_AFTER_S = 86400.0
+"""A temporary folder that names no process (made before they did) is abandoned after a day."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def remove_abandoned_folders(folder: Path) -> list[Path]:
+    """Delete the temporary folders of atomic_folder whose process is gone (a model conversion
+    killed half-way left one of 269 MB, forever); a live process's folder is left to it."""
+    removed: list[Path] = []
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            match = _FOLDER_TMP.match(entry.name)
+            if match is None or not entry.is_dir(follow_symlinks=False):
+                continue
+            pid = match.group(1)
+            if pid is not None and (_alive(int(pid)) or int(pid) == os.getpid()):
+                continue
+            if pid is None and time.time() - entry.stat().st_mtime < ABANDONED_AFTER_S:
+                continue
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_folder(target: Path, *, done: str) -> Iterator[Path]:
     """A temporary folder beside `target`, renamed to `target` when the block ends without error.
@@ -119,7 +155,8 @@ def atomic_folder(target: Path, *, done: str) -> Iterator[Path]:
     first (the rename fails and `target/done` exists), its copy is kept and ours is dropped."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    remove_abandoned_folders(target.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         for root, _, files in os.walk(tmp):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -146,22 +146,24 @@ def iter_chunks(
     offsets: TokenizeFn,
     chunk_tokens: int,
     overlap_tokens: int,
+    units: Iterable[Unit] | None = None,
 ) -> Iterator[Chunk]:
     """The chunks of a document in order, tokenizing a few units at a time (at most about
     TOKENIZE_CHARS characters per call), so a long text never has all its word pieces in memory.
     Offsets and ids count from the start of the page (the whole text for text files). With a
-    tokenizer that gives Pieces with ids, each chunk carries its pieces' ids."""
+    tokenizer that gives Pieces with ids, each chunk carries its pieces' ids. `units` (by default the
+    document's) may be a stream, read as it goes (ingest.load.stream_text)."""
     ordinal = 0
-    units = list(doc.units)
-    i = 0
-    while i < len(units):
-        batch = [units[i]]
-        size = len(units[i].text)
-        i += 1
-        while i < len(units) and size + len(units[i].text) <= TOKENIZE_CHARS:
-            size += len(units[i].text)
-            batch.append(units[i])
-            i += 1
+    stream = iter(doc.units if units is None else units)
+    ahead = next(stream, None)
+    while ahead is not None:
+        batch = [ahead]
+        size = len(ahead.text)
+        ahead = next(stream, None)
+        while ahead is not None and size + len(ahead.text) <= TOKENIZE_CHARS:
+            size += len(ahead.text)
+            batch.append(ahead)
+            ahead = next(stream, None)
         for unit, tokenized in zip(batch, offsets([u.text for u in batch]), strict=True):
             pieces = tokenized if isinstance(tokenized, Pieces) else Pieces(tokenized)
             spans, ids = pieces.spans, pieces.ids

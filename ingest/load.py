@@ -9,13 +9,15 @@ from __future__ import annotations
 import codecs
 import errno
 import importlib
+import itertools
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from bs4 import BeautifulSoup, Tag
@@ -139,6 +141,10 @@ def _guess_decode(path: Path, data: bytes) -> str:
 
     On short texts many single-byte code pages score the same; Western European text is the likeliest.
     """
+    return data.decode(_guess_encoding(path, data), errors="replace")
+
+
+def _guess_encoding(path: Path, data: bytes) -> str:
     from charset_normalizer import from_bytes
 
     matches = list(from_bytes(data))
@@ -146,10 +152,9 @@ def _guess_decode(path: Path, data: bytes) -> str:
         raise EncodingError(path, "binary file, not text (no character encoding fits)")
     best = matches[0]
     tied = [m for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence)]
-    western = next((m for m in tied if "cp1252" in m.could_be_from_charset), None)
-    if western is not None:
-        return data.decode("cp1252", errors="replace")
-    return str(best)
+    if any("cp1252" in m.could_be_from_charset for m in tied):
+        return "cp1252"
+    return best.encoding
 
 
 def _zero_shares(sample: bytes, width: int) -> list[float]:
@@ -178,9 +183,11 @@ def _wide_encoding(data: bytes) -> str | None:
     return None
 
 
-def decode_bytes(path: Path, data: bytes, declared: str | None = None) -> str:
+def decode_bytes(
+    path: Path, data: bytes, declared: str | None = None, warnings: list[str] | None = None
+) -> str:
     """Text from bytes: BOM, then UTF-16/32 told by their NULs, then UTF-8, then a declared charset
-    (HTML meta), then detection.
+    (HTML meta) unless the bytes contradict it (said in `warnings`), then detection.
 
     Raises EmptyDocument for no bytes and EncodingError for binary data.
     """
@@ -212,6 +219,12 @@ def decode_bytes(path: Path, data: bytes, declared: str | None = None) -> str:
                 text = data.decode(declared)
             except (LookupError, UnicodeDecodeError):
                 text = None
+            if text is not None and "charset" not in text[: 2 * _SNIFF_BYTES].lower():
+                text = None  # read in its own charset the page loses its own declaration: it is another
+            if text is None and warnings is not None:
+                warnings.append(
+                    f"the page declares charset {declared!r}, which its bytes are not; detected instead"
+                )
         if text is None:
             text = _guess_decode(path, data)
     if _control_share(text) > _MAX_CONTROL_SHARE:
@@ -248,16 +261,127 @@ def segments(text: str, size: int = SEGMENT_CHARS) -> tuple[Unit, ...]:
     units: list[Unit] = []
     pos = 0
     while pos < len(text):
-        end = min(pos + size, len(text))
-        if end < len(text):
-            for sep in ("\n\n", "\n", " "):
-                cut = text.rfind(sep, pos + size // 2, end)
-                if cut != -1:
-                    end = cut + len(sep)
-                    break
+        end = _segment_end(text, pos, size)
         units.append(Unit(text[pos:end], offset=pos))
         pos = end
     return tuple(units)
+
+
+def _segment_end(text: str, pos: int, size: int) -> int:
+    end = min(pos + size, len(text))
+    if end < len(text):
+        for sep in ("\n\n", "\n", " "):
+            cut = text.rfind(sep, pos + size // 2, end)
+            if cut != -1:
+                return cut + len(sep)
+    return end
+
+
+STREAM_BLOCK = 1 << 20  # bytes read at a time from a streamed text file
+
+
+def stream_text(path: Path) -> tuple[LoadedDocument, Iterator[Unit], list[str]]:
+    """A long text file (ingest.stream_bytes) as a document without units, its units, and its
+    warnings (filled as the units are read): read, decoded and cleaned a block at a time, so memory
+    stays flat however long the file (300 MB read whole peaked at 4.6 GB). The encoding is told from
+    the first MiB; a later byte it cannot decode becomes U+FFFD, with a warning."""
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise CorruptDocument(path, f"cannot read file: {exc.strerror or type(exc).__name__}") from exc
+    try:
+        encoding = _stream_encoding(path, fh.read(STREAM_BLOCK))
+        fh.seek(0)
+    except BaseException:
+        fh.close()
+        raise
+    warnings: list[str] = []
+    units = _stream_units(fh, encoding, warnings)
+    first = next(units, None)
+    if first is None:
+        raise EmptyDocument(path, "file is empty: it holds only whitespace")
+    doc = LoadedDocument(path, "text", _first_line_title(first.text, path), ())
+    return doc, itertools.chain([first], units), warnings
+
+
+def _stream_encoding(path: Path, head: bytes) -> str:
+    """decode_bytes's rules on the start of a file: BOM, UTF-16/32 told by their NULs, UTF-8, detection."""
+    if not head:
+        raise EmptyDocument(path, "file is empty (0 bytes)")
+    even = head[: len(head) - len(head) % 4] or head
+    boms = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+            (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # fmt: skip
+    encoding = next((name for bom, name in boms if head.startswith(bom)), None)
+    if encoding is None and b"\x00" in head[:_SNIFF_BYTES]:
+        encoding = _wide_encoding(even)
+        if encoding is None:
+            raise EncodingError(path, "binary file, not text (NUL bytes)")
+    if encoding is None:
+        try:
+            codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
+            encoding = "utf-8-sig"
+        except UnicodeDecodeError:
+            encoding = _guess_encoding(path, head[: 1 << 18])  # detection's memory grows with its sample
+    if _control_share(even.decode(encoding, errors="replace")) > _MAX_CONTROL_SHARE:
+        raise EncodingError(path, "binary file, not text (too many control characters)")
+    return encoding
+
+
+def _stream_units(fh: IO[bytes], encoding: str, warnings: list[str]) -> Iterator[Unit]:
+    """segments(clean_text(whole text)) of a file read a block at a time: the same units, offsets
+    and so chunk ids as load_text's, with a few blocks in memory (a line longer than LONG_LINE is cut
+    at a space, the one place the two may differ)."""
+    buffer, offset = "", 0
+    for piece in _cleaned(_decoded(fh, encoding, warnings)):
+        buffer += piece
+        while len(buffer) > SEGMENT_CHARS:
+            end = _segment_end(buffer, 0, SEGMENT_CHARS)
+            yield Unit(buffer[:end], offset=offset)
+            buffer, offset = buffer[end:], offset + end
+    if buffer:
+        yield Unit(buffer, offset=offset)
+
+
+def _decoded(fh: IO[bytes], encoding: str, warnings: list[str]) -> Iterator[str]:
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    with fh:
+        while True:
+            block = fh.read(STREAM_BLOCK)
+            try:
+                yield decoder.decode(block, final=not block)
+            except UnicodeDecodeError:  # past the first MiB: not all of it is in that encoding
+                decoder.errors = "replace"
+                warnings.append(f"bytes past the first MiB are not {encoding}: replaced with U+FFFD")
+                yield decoder.decode(block, final=not block)
+            if not block:
+                return
+
+
+LONG_LINE = 1 << 22  # a streamed line longer than this is cleaned in parts, cut at a space
+
+
+def _cleaned(blocks: Iterator[str]) -> Iterator[str]:
+    """clean_text(text, collapse_spaces=False) of the text the blocks make, as it comes: whole lines
+    at a time, with the run of newlines between two pieces carried over."""
+    pending, carry, started = "", 0, False
+    for block in itertools.chain(blocks, [None]):
+        final = block is None
+        pending += block or ""
+        hold = "\r" if not final and pending.endswith("\r") else ""  # maybe half of a \r\n
+        pending = pending[: len(pending) - len(hold)].replace("\r\n", "\n").replace("\r", "\n")
+        pending = pending.translate(_CONTROL_TO_SPACE)
+        cut = len(pending) if final else pending.rfind("\n") + 1
+        if not cut and len(pending) > LONG_LINE:
+            cut = max(pending.rfind(" "), 0)
+        piece, pending = pending[:cut], pending[cut:] + hold
+        text = "\n".join(line.rstrip() for line in _DOT_LEADER.sub(" ", piece).split("\n"))
+        body = text.strip("\n")
+        if not body:
+            carry += len(text)
+            continue
+        run = carry + len(text) - len(text.lstrip("\n"))
+        yield ("\n" * (2 if run >= 3 else run) if started else "") + _BLANK_LINES.sub("\n\n", body)
+        carry, started = len(text) - len(text.rstrip("\n")), True
 
 
 # --- markdown ----------------------------------------------------------------------------------------
@@ -439,11 +563,12 @@ def load_html(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
     """An HTML page without its chrome (nav, scripts, forms...), split into Units at h1-h3."""
     data = _read_bytes(path)
     declared = _META_CHARSET.search(data[:4096])
-    text = decode_bytes(path, data, declared.group(1).decode("ascii") if declared else None)
+    warnings: list[str] = []
+    text = decode_bytes(path, data, declared.group(1).decode("ascii") if declared else None, warnings)
     title, units = html_units(text)
     if not units:
         raise EmptyDocument(path, "no text in the page once scripts, navigation and forms are removed")
-    return LoadedDocument(path, "html", (title or path.stem)[:TITLE_MAX_CHARS], units)
+    return LoadedDocument(path, "html", (title or path.stem)[:TITLE_MAX_CHARS], units, tuple(warnings))
 
 
 def html_units(text: str) -> tuple[str | None, tuple[Unit, ...]]:
@@ -496,12 +621,13 @@ def load_pdf(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
     that look scanned (ingest.pdf.MIN_CHARS_PER_SQ_INCH), or every page with `ingest.ocr = force`, are
     read by OCR (ingest.ocr) and marked OCR_HEADING; `off` reads the text layer only.
     """
-    from lectern.ingest.pdf import extract
+    from lectern.ingest.pdf import extract, form_fields
 
     data = _read_bytes(path)
     if not data:
         raise EmptyDocument(path, "file is empty (0 bytes)")
     pdf = extract(path, data)
+    fields = form_fields(data)
     n_pages = len(pdf.pages)
     if n_pages == 0:
         raise CorruptDocument(path, "corrupt PDF: it has no pages")
@@ -542,8 +668,10 @@ def load_pdf(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
         text = clean_text(raw, dehyphenate=True)
         if text.strip():
             units.append(Unit(text, page=number))
-        else:
+        elif not fields:
             warnings.append(f"page {number}: no extractable text (image-only?)")
+    if fields:
+        units.append(Unit(clean_text("\n".join(fields)), heading="Form fields"))
     if not units:
         pages = f"{n_pages} page{'s' if n_pages != 1 else ''}"
         if options.ocr == "off":
@@ -717,19 +845,21 @@ def iter_files(root: Path, include: list[str], exclude: list[str], *, follow_lin
     root = Path(root)
     walk = Walk()
     try:
-        is_file, is_dir = root.is_file(), root.is_dir()
+        mode = os.stat(root).st_mode
     except OSError as exc:
-        raise DocumentError(root, f"cannot open: {_os_reason(exc)}") from exc
-    if is_file:
+        if exc.errno == errno.ENOENT:
+            if root.is_symlink():
+                raise DocumentError(root, "dangling symbolic link: its target does not exist") from None
+            raise DocumentError(root, "no such file or directory") from None
+        raise DocumentError(root, f"cannot open: {_os_reason(exc)}") from None
+    if stat.S_ISREG(mode):
         if is_supported(root):
             walk.files.append(root)
         else:
             walk.skipped.append(Skipped(root, "unsupported file type"))
         return walk
-    if not is_dir:
-        if root.is_symlink():
-            raise DocumentError(root, "dangling symbolic link: its target does not exist")
-        raise DocumentError(root, "no such file or directory")
+    if not stat.S_ISDIR(mode):  # /dev/zero, a FIFO: reading one would never end
+        raise DocumentError(root, "not a regular file (a pipe, socket or device)")
     boundary = os.path.realpath(root)
     includes = [_glob_regex(p) for p in include if p.strip()]
     excludes = [_glob_regex(p) for p in exclude if p.strip()]

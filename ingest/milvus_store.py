@@ -307,6 +307,10 @@ class MilvusCollection:
     def close(self) -> None:
         """Nothing to release: the client belongs to the process (close_client)."""
 
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        """Milvus keeps a replaced row's id (the chunk id is the primary key): nothing to hold."""
+        return contextlib.nullcontext()
+
     # -- searching -------------------------------------------------------------------------------
     def search(self, request: SearchRequest) -> Scored:
         expr = filter_expr(request.filters)

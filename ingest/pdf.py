@@ -11,12 +11,13 @@ from __future__ import annotations
 import io
 import re
 import unicodedata
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lectern.errors import CorruptDocument, DocumentError, EncryptedDocument
+from lectern.errors import CorruptDocument, DecompressionBomb, DocumentError, EncryptedDocument
 
 # PDFium marks a word broken at the end of a line with U+0002 and drops the line break ("infor\x02mation");
 # as "-\n" it reads like pypdf's text, so the loader's one dehyphenation rule treats both alike.
@@ -79,6 +80,7 @@ def pdfium_text(path: Path, data: bytes) -> PdfText:
     try:
         pages: list[str | Exception] = []
         scanned: list[bool] = []
+        chars = 0
         for index in range(len(doc)):
             try:
                 page = doc[index]
@@ -96,6 +98,7 @@ def pdfium_text(path: Path, data: bytes) -> PdfText:
             except Exception as exc:  # one broken page must not lose the others
                 pages.append(exc)
                 scanned.append(False)
+            chars = _spend(path, chars, pages[-1])
         try:
             title = doc.get_metadata_dict().get("Title")
         except Exception:  # a broken Info dictionary only costs the title
@@ -123,17 +126,103 @@ def pypdf_text(path: Path, data: bytes) -> PdfText:
     except Exception as exc:  # pypdf raises anything from PdfReadError to KeyError on malformed files
         raise CorruptDocument(path, f"corrupt or truncated PDF: {_reason(exc)}") from exc
     pages: list[str | Exception] = []
+    chars = 0
     for index in range(n_pages):
         try:
             pages.append(reader.pages[index].extract_text() or "")
         except Exception as exc:  # a bad font or stream on one page
             pages.append(exc)
+        chars = _spend(path, chars, pages[-1])
     try:
         metadata = reader.metadata
         title = metadata.title if metadata is not None else None
     except Exception:
         title = None
     return PdfText(tuple(pages), title if isinstance(title, str) and title else None, "pypdf")
+
+
+# What one of a PDF's streams may inflate to before a parser sees it (about a page's text): PDFium
+# holds about 13 times a content stream while it reads the page (a 1 GiB stream: 13.7 GB), so 32 MiB
+# keeps a page under half a GB; a real page's stream is a few KB to a few MB. Images are left out
+# (text extraction never decodes them). The file's budget is on the text out: the 2415 pages of R's
+# reference manual are 6 M characters.
+STREAM_BUDGET = 32 << 20
+TEXT_BUDGET = 128 << 20
+_DEFLATE_MAX_RATIO = 1032  # no deflate stream inflates more: a stream this small is no bomb
+_STREAM = re.compile(rb"stream\r?\n")
+_LENGTH = re.compile(rb"/Length\s+(\d+)(?!\s+\d+\s+R)")
+_STEP = 1 << 20
+
+
+def check_inflation(path: Path, data: bytes, budget: int = STREAM_BUDGET) -> None:
+    """Refuse a decompression bomb before any parser inflates it. A Flate stream (not an image) that
+    could pass the budget is inflated here a MiB at a time, counted and thrown away: memory stays
+    flat. What a parser may read of a stream is bounded by its direct /Length and by the first
+    `endstream` after it, so small streams (nearly all) cost nothing."""
+    for match in _STREAM.finditer(data):
+        head = data[max(0, match.start() - 1024) : match.start()]
+        head = head[head.rfind(b"obj") :]
+        if b"/FlateDecode" not in head or b"/Image" in head:
+            continue
+        end = data.find(b"endstream", match.end())
+        length = _LENGTH.search(head)
+        room = max(
+            len(data) - match.end() if end < 0 else end - match.end(), int(length[1]) if length else -1
+        )
+        if room * _DEFLATE_MAX_RATIO <= budget and length is not None:
+            continue
+        if _inflated_size(data, match.end(), budget) > budget:
+            raise DecompressionBomb(
+                path, f"a stream inflates past {budget >> 20} MiB (a page's text is far less)"
+            )
+
+
+def _spend(path: Path, spent: int, page: str | Exception) -> int:
+    """The file's text budget, checked as each page's text comes out (a bomb of many pages)."""
+    spent += len(page) if isinstance(page, str) else 0
+    if spent > TEXT_BUDGET:
+        raise DecompressionBomb(path, f"its text passes {TEXT_BUDGET >> 20} M characters")
+    return spent
+
+
+def _inflated_size(data: bytes, start: int, limit: int) -> int:
+    """What the zlib stream at `start` inflates to, counted up to just past `limit` (a broken stream:
+    what inflated before the break; its parsers report it)."""
+    inflate = zlib.decompressobj()
+    size, at, pending = 0, start, b""
+    try:
+        while size <= limit and not inflate.eof:
+            if not pending:
+                if at >= len(data):
+                    break
+                pending, at = data[at : at + _STEP], at + _STEP
+            size += len(inflate.decompress(pending, _STEP))
+            pending = inflate.unconsumed_tail
+    except zlib.error:
+        return size
+    return size
+
+
+def form_fields(data: bytes) -> list[str]:
+    """The filled-in fields of a PDF form (AcroForm), as "label: value" lines: no parser's text layer
+    holds them. Unreadable forms give none (the page text still counts)."""
+    if b"/AcroForm" not in data:
+        return []
+    from pypdf import PdfReader
+
+    try:
+        fields = PdfReader(io.BytesIO(data)).get_fields() or {}
+    except Exception:  # a broken form only costs its fields
+        return []
+    lines = []
+    for name, field in fields.items():
+        value = field.get("/V")
+        if isinstance(value, list):
+            value = ", ".join(map(str, value))
+        text = " ".join(str(value if value is not None else "").split()).removeprefix("/")
+        if text and text != "Off":  # an unticked box says nothing
+            lines.append(f"{field.get('/TU') or name}: {text}")
+    return lines
 
 
 PdfParser = Callable[[Path, bytes], PdfText]
@@ -147,6 +236,7 @@ def extract(path: Path, data: bytes) -> PdfText:
     A password refusal is final (every parser would refuse). A file no parser opens raises the last
     parser's CorruptDocument; one that opens but has no text anywhere returns the first such reading.
     """
+    check_inflation(path, data)
     refused: CorruptDocument | None = None
     empty: PdfText | None = None
     for name in ORDER:

@@ -41,7 +41,16 @@ from lectern.errors import (
 from lectern.ingest import tokenize
 from lectern.ingest.chunk import MAX_CONTEXT_TOKENS, Chunk, context_line, embedding_text, iter_chunks
 from lectern.ingest.embed import Embedder, HFTokenizer, table_folder, word_offsets
-from lectern.ingest.load import LOADERS, LoadedDocument, LoadOptions, iter_files, load, load_text
+from lectern.ingest.load import (
+    LOADERS,
+    LoadedDocument,
+    LoadOptions,
+    Unit,
+    iter_files,
+    load,
+    load_text,
+    stream_text,
+)
 from lectern.ingest.settings import EmbedSettings, IngestSettings
 from lectern.ingest.store import DocumentRow, Manifest, NewChunk
 from lectern.ingest.stores import Store, StoreWriter, Target, as_target
@@ -220,12 +229,10 @@ def _new_chunks(
 ) -> Iterator[NewChunk]:
     """Chunks with their context line (title > heading, clipped) and BM25 terms, as stored."""
     contexts: dict[str | None, str] = {}
-    units = {(u.page, u.heading): u for u in doc.units}
     for ch in chunks:
         key = ch.heading
-        if key not in contexts:
-            unit = units.get((ch.page, ch.heading)) or doc.units[0]
-            contexts[key] = _clip_context(context_line(doc, unit), offsets)
+        if key not in contexts:  # the line depends on the heading alone: no unit is looked up (streams)
+            contexts[key] = _clip_context(context_line(doc, Unit("", heading=key)), offsets)
         ctx = contexts[key]
         terms = tokenize.terms(embedding_text(ctx, ch.text))
         yield NewChunk(ch.chunk_id, ch.page, ch.heading, ch.start, ch.end, ch.ordinal, ch.text, ctx, terms)
@@ -334,12 +341,12 @@ def _write_streamed(
     transaction, so memory stays flat however long the file. Returns (chunks, pages, warnings)."""
     path, source, digest, size = job
     offsets = _offsets_fn(embedder.tokenizer_file)
-    doc = load(path)
+    doc, units, warnings = stream_text(path)
     state.pages += doc.pages
     chunking = settings.chunk
 
     def parts() -> Iterator[tuple[list[NewChunk], np.ndarray]]:
-        chunks = iter_chunks(doc, source, offsets, chunking.chunk_tokens, chunking.overlap_tokens)
+        chunks = iter_chunks(doc, source, offsets, chunking.chunk_tokens, chunking.overlap_tokens, units)
         batch: list[NewChunk] = []
         written = 0
         for chunk in _new_chunks(doc, chunks, offsets):
@@ -354,10 +361,8 @@ def _write_streamed(
         elif not written:
             raise EmptyDocument(path, "no text to index")  # rolls the transaction back
 
-    row = DocumentRow(
-        source, digest, doc.title, doc.format, doc.pages, 0, size, list(doc.warnings), time.time()
-    )
-    return writer.replace_document_parts(row, parts()), doc.pages, list(doc.warnings)
+    row = DocumentRow(source, digest, doc.title, doc.format, doc.pages, 0, size, warnings, time.time())
+    return writer.replace_document_parts(row, parts()), doc.pages, warnings  # warnings: filled as read
 
 
 def _streams(path: Path, size: int, settings: IngestSettings) -> bool:
@@ -366,8 +371,13 @@ def _streams(path: Path, size: int, settings: IngestSettings) -> bool:
 
 
 def source_key(path: Path) -> str:
-    """How a file is known in a collection: its absolute path."""
-    return str(path.resolve())
+    """How a file is known in a collection: its absolute path, with the bytes of a name that is not
+    UTF-8 (a Latin-1 name on an old disk) spelled out as \\xe9: SQLite, JSON and terminals take it."""
+    return _spelled(str(path.resolve()))
+
+
+def _spelled(path: str) -> str:
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def chunking_of(settings: IngestSettings) -> dict[str, int]:
@@ -479,10 +489,15 @@ OnPage = Callable[[str, int, int], None]  # (file, pages done, pages to do): one
 PROGRESS_POLL_S = 0.25  # how often the ingest passes on the workers' page events while it waits
 
 
-def _result(fut: cf.Future[Parsed], events: Any, on_page: OnPage | None) -> Parsed:
-    """The future's result, passing on the page events the workers send while it is being parsed."""
+def _result(
+    fut: cf.Future[Parsed], events: Any, on_page: OnPage | None, timeout: float | None = None
+) -> Parsed:
+    """The future's result, passing on the page events the workers send while it is being parsed;
+    cf.TimeoutError when there is none `timeout` seconds after the wait began."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        done, _ = cf.wait([fut], timeout=PROGRESS_POLL_S)
+        left = PROGRESS_POLL_S if deadline is None else deadline - time.monotonic()
+        done, _ = cf.wait([fut], timeout=max(0.0, min(PROGRESS_POLL_S, left)))
         while True:
             try:
                 event = events.get_nowait()
@@ -492,6 +507,8 @@ def _result(fut: cf.Future[Parsed], events: Any, on_page: OnPage | None) -> Pars
                 on_page(*event)
         if done:
             return fut.result()
+        if deadline is not None and time.monotonic() >= deadline:
+            raise cf.TimeoutError
 
 
 def _parsed_in_order(
@@ -514,17 +531,21 @@ def _parsed_in_order(
     ahead = max(2, 2 * workers)
     events = multiprocessing.get_context("spawn").Queue()
     pool = _pool(workers, events)
-    with contextlib.closing(events), pool:
-        pending: list[tuple[Job, cf.Future[Parsed]]] = []
+    pending: list[tuple[Job, cf.Future[Parsed]]] = []
 
-        def submit(job: Job) -> None:
-            path, source, digest, size = job
-            try:
-                fut = pool.submit(parse_file, str(path), source, digest, size, *args)
-            except cf.process.BrokenProcessPool:
-                fut = _inline(parse_file, str(path), source, digest, size, *args)
-            pending.append((job, fut))
+    live = [pool]  # replaced when a worker dies
 
+    def submit(job: Job) -> None:
+        path, source, digest, size = job
+        try:
+            fut = live[0].submit(parse_file, str(path), source, digest, size, *args)
+        except cf.process.BrokenProcessPool:  # a worker died on an earlier file: a fresh pool
+            live[0].shutdown(wait=False)
+            live[0] = _pool(workers, events)
+            fut = live[0].submit(parse_file, str(path), source, digest, size, *args)
+        pending.append((job, fut))
+
+    try:
         it = iter(jobs)
         for job in it:
             submit(job)
@@ -532,29 +553,56 @@ def _parsed_in_order(
                 break
         while pending:
             job, fut = pending.pop(0)
+            path = job[0]
+            try:
+                parsed: Parsed | DocumentError = _result(fut, events, on_page, settings.parse_timeout_s)
+            except cf.TimeoutError:  # the files beside it in the pool are parsed again, each alone
+                parsed = _overdue(live[0], path, settings.parse_timeout_s)
+            except cf.process.BrokenProcessPool:  # some worker died: which file killed it is not known
+                parsed = _parse_alone(job, args, settings.parse_timeout_s, events, on_page)
+            except DocumentError as err:
+                parsed = err
+            except Exception as err:  # a loader bug fails this file, not the ingest
+                parsed = DocumentError(path, f"unexpected {type(err).__name__}: {err}")
             nxt = next(it, None)
             if nxt is not None:
                 submit(nxt)
-            path = job[0]
-            try:
-                try:
-                    yield path, _result(fut, events, on_page)
-                except cf.process.BrokenProcessPool:  # the worker died: parse this file here instead
-                    yield path, _inline(parse_file, str(path), *job[1:], *args).result()
-            except DocumentError as err:
-                yield path, err
-            except Exception as err:  # a loader bug fails this file, not the ingest
-                yield path, DocumentError(path, f"unexpected {type(err).__name__}: {err}")
+            yield path, parsed
+    finally:
+        live[0].shutdown(wait=True, cancel_futures=True)
+        events.close()
 
 
-def _inline(fn: Callable[..., Parsed], *args: Any) -> cf.Future[Parsed]:
-    """Run in this process when the pool has died (a worker killed by the OS, say)."""
-    fut: cf.Future[Parsed] = cf.Future()
+def _overdue(pool: cf.Executor, path: Path, timeout: float) -> DocumentError:
+    """No result for a file ingest.parse_timeout_s after the ingest began to wait for it (a worker's
+    start counts too: the limit is generous): its pool's workers are stopped (a running task cannot
+    be cancelled otherwise) and the file fails."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.kill()
+    return DocumentError(path, f"not parsed within {timeout:g} s (ingest.parse_timeout_s); stopped")
+
+
+def _parse_alone(
+    job: Job, args: tuple[Any, ...], timeout: float, events: Any, on_page: OnPage | None
+) -> Parsed | DocumentError:
+    """A file that was in a pool when one of its workers died (the OOM killer, a crash in a parser),
+    parsed again in a process of its own: if that dies too, the file fails alone. Never parsed in
+    this process, which would die of it (and lose every file after it) the same way."""
+    path, source, digest, size = job
+    alone = _pool(1, events)
     try:
-        fut.set_result(fn(*args))
+        fut = alone.submit(parse_file, str(path), source, digest, size, *args)
+        return _result(fut, events, on_page, timeout)
+    except cf.TimeoutError:
+        return _overdue(alone, path, timeout)
+    except cf.process.BrokenProcessPool:
+        return DocumentError(path, "its parse process was killed (out of memory?); it was not parsed again")
+    except DocumentError as err:
+        return err
     except Exception as err:
-        fut.set_exception(err)
-    return fut
+        return DocumentError(path, f"unexpected {type(err).__name__}: {err}")
+    finally:
+        alone.shutdown(wait=True)
 
 
 @dataclass
@@ -704,9 +752,16 @@ def ingest(
     try:
         with col.writer(settings.lock_timeout_s) as writer:
             known = col.content_hashes()
+            stored = _stored_inodes(known, {source_key(p) for p in files})
             jobs: list[Job] = []
             for path in files:
                 source = source_key(path)
+                twin = _stored_twin(path, stored)
+                if twin is not None:
+                    reason = f"same file as {twin} (a hard link), already in the collection"
+                    report.results.append(FileResult(str(path), "skipped", reason=reason))
+                    state.files_done += 1
+                    continue
                 try:
                     digest, size = file_hash(path)
                 except OSError as err:
@@ -733,26 +788,61 @@ def ingest(
 
 
 def _one_path_per_file(files: list[Path], report: IngestReport) -> list[Path]:
-    """One path to each file, its own rather than a symbolic link's: another path to it is reported
-    and skipped, so that a file is never ingested twice in one run."""
+    """One path to each file, its own rather than a symbolic link's, and the first of its hard links
+    (one device and inode): another path to it is reported and skipped, so that a file is never
+    ingested twice in one run."""
     keys = [source_key(p) for p in files]
     chosen: dict[str, Path] = {}
     for path, key in zip(files, keys, strict=True):
-        if key not in chosen or (os.path.abspath(chosen[key]) != key and os.path.abspath(path) == key):
+        own = _spelled(os.path.abspath(path)) == key
+        if key not in chosen or (own and _spelled(os.path.abspath(chosen[key])) != key):
             chosen[key] = path
+    inodes: dict[tuple[int, int], Path] = {}
     kept: list[Path] = []
     for path, key in zip(files, keys, strict=True):
-        if chosen[key] is path:
+        if chosen[key] is not path:
+            if chosen[key] != path:
+                reason = f"same file as {chosen[key]} (a symbolic link)"
+                report.results.append(FileResult(str(path), "skipped", reason=reason))
+            continue
+        try:
+            info = path.stat()
+        except OSError:
+            kept.append(path)  # hashing it reports why it cannot be read
+            continue
+        first = inodes.setdefault((info.st_dev, info.st_ino), path)
+        if first is path:
             kept.append(path)
-        elif chosen[key] != path:
-            reason = f"same file as {chosen[key]} (a symbolic link)"
+        else:
+            reason = f"same file as {first} (a hard link)"
             report.results.append(FileResult(str(path), "skipped", reason=reason))
     return kept
 
 
+def _stored_inodes(known: dict[str, str], now: set[str]) -> dict[tuple[int, int], str]:
+    """The device and inode of each stored document not in this run (a stat each; one that is gone
+    or renamed has none), so that a hard link to one is not ingested a second time."""
+    inodes: dict[tuple[int, int], str] = {}
+    for source in known.keys() - now:
+        with contextlib.suppress(OSError, ValueError):
+            info = os.stat(source)
+            inodes[(info.st_dev, info.st_ino)] = source
+    return inodes
+
+
+def _stored_twin(path: Path, stored: dict[tuple[int, int], str]) -> str | None:
+    if not stored:
+        return None
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return stored.get((info.st_dev, info.st_ino))
+
+
 def _link_note(path: Path, source: str) -> list[str]:
     """Said of a file reached through a symbolic link: the collection knows it by its target's path."""
-    return [] if os.path.abspath(path) == source else [f"a symbolic link: stored as {source}"]
+    return [] if _spelled(os.path.abspath(path)) == source else [f"a symbolic link: stored as {source}"]
 
 
 def failure_reason(err: DocumentError) -> str:

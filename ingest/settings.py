@@ -88,6 +88,9 @@ class IngestSettings(BaseModel):
     # Processes parsing while the main process embeds; 0 = inline; None = one per core, less one
     # for a transformer embedder (torch keeps a core busy), all of them for a static one.
     parse_workers: int | None = Field(None, ge=0)
+    # A file with no parse result this long after the ingest waits for it fails, its worker stopped (a parser
+    # stuck on a hostile file); inline parsing (parse_workers = 0) cannot be stopped.
+    parse_timeout_s: float = Field(900.0, gt=0.0)
     lock_timeout_s: float = Field(30.0, ge=0.0)
     # Symbolic links that lead outside the folder being ingested are skipped (and reported) unless
     # this is on; links inside it are always followed. `lectern ingest --follow-links`.

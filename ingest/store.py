@@ -32,7 +32,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -158,11 +160,27 @@ class NewChunk:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    if not os.access(path.parent, os.W_OK):
+        return _connect_read_only(path)
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A collection on a read-only disk: SQLite read-only; immutable (no locks, no -shm to create)
+    when even that needs a file the folder cannot take. No writer can be at work on such a disk."""
+    uri = path.resolve().as_uri()
+    for mode in ("mode=ro", "immutable=1"):
+        conn = sqlite3.connect(f"{uri}?{mode}", uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+    raise PermissionError(13, "the collection's database cannot be opened read-only", str(path))
 
 
 class Collection:
@@ -172,8 +190,10 @@ class Collection:
         self.path = path
         self.manifest = manifest
         self.db = _connect(path / "chunks.sqlite")
-        self.db.executescript(SCHEMA)
+        if os.access(path, os.W_OK):  # a read-only collection has its tables: nothing to create
+            self.db.executescript(SCHEMA)
         self._snapshot: Snapshot | None = None
+        self._reading = threading.RLock()
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -207,6 +227,23 @@ class Collection:
     @property
     def where(self) -> str:
         return str(self.path)
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """One SQLite read transaction for a whole search: its generation, snapshot, ids and fetched
+        rows all belong to one commit, though a writer replaces the rows under new ids meanwhile
+        (a search during `ingest --force` fetched ids already gone, and missed passages). Threads
+        sharing this connection (the server's requests) take turns; a nested call joins."""
+        with self._reading:
+            if self.db.in_transaction:
+                yield
+                return
+            self.db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                if self.db.in_transaction:
+                    self.db.execute("COMMIT")
 
     # -- searching (ingest.stores.Store) ---------------------------------------------------------
     corrects_spelling = True

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -74,6 +75,39 @@ AdapterOpt = Annotated[
 ]
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _visible(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code - 0xDC00 if 0xDC80 <= code <= 0xDCFF else code:02x}"  # a surrogate: the raw byte
+
+
+def shown(text: object) -> str:
+    """User text (a path, title, heading, passage, message) as Rich prints it: what looks like markup
+    (`[/quote]`) as it is, and control characters (an ANSI escape in a file name) and the undecodable
+    bytes of a file name escaped (`\\x1b`). Every print of user text goes through here."""
+    return escape(_CONTROL.sub(lambda m: _visible(m.group()), str(text)))
+
+
+def _printable(data: Any) -> Any:
+    """JSON data with what a file name holds that is not UTF-8 spelled out (\\xe9), as shown() does:
+    stdout cannot take it raw."""
+    if isinstance(data, str):
+        return _SURROGATE.sub(lambda m: _visible(m.group()), data)
+    if isinstance(data, dict):
+        return {key: _printable(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_printable(value) for value in data]
+    return data
+
+
+def print_json(text: str) -> None:
+    """Every --json output: the JSON text `text`, printable whatever names it holds."""
+    out.print_json(json.dumps(_printable(json.loads(text))))
+
+
 def _settings(data_dir: Path | None = None, **nested: Any) -> Settings:
     """CLI flags on top of every other settings source; says on stderr which settings files were read."""
     from lectern.rag.settings import load_settings, settings_files
@@ -81,7 +115,7 @@ def _settings(data_dir: Path | None = None, **nested: Any) -> Settings:
     base = load_settings(data_dir=data_dir)
     files = settings_files(base)
     if files:
-        err.print(f"[dim]settings read from: {', '.join(map(str, files))}[/dim]", highlight=False)
+        err.print(f"[dim]settings read from: {shown(', '.join(map(str, files)))}[/dim]", highlight=False)
     if not nested:
         return base
     merged = base.model_dump()
@@ -100,7 +134,7 @@ def _warn_remote(settings: Settings) -> None:
 
     notice = remote_llm_notice(settings)
     if notice:
-        err.print(f"[yellow]warning:[/yellow] {escape(notice)}", highlight=False)
+        err.print(f"[yellow]warning:[/yellow] {shown(notice)}", highlight=False)
 
 
 def _workspace(collection: str | None, settings: Settings) -> Workspace:
@@ -120,7 +154,7 @@ def _internal_error(exc: BaseException) -> NoReturn:
     except OSError as write_error:
         where = f"the trace could not be written: {write_error.strerror}"
     summary = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-    err.print(f"[red]internal error:[/red] {escape(summary)} ({where}; please report it)", highlight=False)
+    err.print(f"[red]internal error:[/red] {shown(summary)} ({where}; please report it)", highlight=False)
     raise typer.Exit(EXIT_INTERNAL) from None
 
 
@@ -135,20 +169,20 @@ def _edge() -> Iterator[None]:
     except (typer.Exit, typer.Abort):
         raise
     except LecternError as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        err.print(f"[red]error:[/red] {shown(str(e))}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
     except ValidationError as e:  # a flag, LECTERN_* variable or settings.toml value out of range
         for problem in e.errors():
             field = ".".join(str(part) for part in problem["loc"])
             err.print(
-                f"[red]error:[/red] invalid setting {escape(field)} = {escape(repr(problem.get('input')))}: "
-                f"{escape(problem['msg'])}",
+                f"[red]error:[/red] invalid setting {shown(field)} = {shown(repr(problem.get('input')))}: "
+                f"{shown(problem['msg'])}",
                 highlight=False,
             )
         raise typer.Exit(EXIT_USAGE) from None
     except OSError as e:  # a path the user gave (or the data dir) that cannot be used
         where = f": {e.filename}" if e.filename else ""
-        err.print(f"[red]error:[/red] {escape((e.strerror or str(e)) + where)}", highlight=False)
+        err.print(f"[red]error:[/red] {shown((e.strerror or str(e)) + where)}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
     except Exception as e:
         _internal_error(e)
@@ -165,9 +199,9 @@ def _print_report(report: IngestReport, as_json: bool) -> None:
     if as_json:
         data = report.summary()
         data["files"] = [r.__dict__ for r in report.results]
-        out.print_json(json.dumps(data))
+        print_json(json.dumps(data))
         return
-    table = Table(title=f"ingest into {report.collection!r}", show_lines=False)
+    table = Table(title=f"ingest into {shown(repr(report.collection))}", show_lines=False)
     for col in ("status", "file", "pages", "chunks", "reason / warnings"):
         table.add_column(col)
     colours = {"added": "green", "updated": "cyan", "unchanged": "dim", "skipped": "yellow", "failed": "red"}
@@ -175,10 +209,10 @@ def _print_report(report: IngestReport, as_json: bool) -> None:
         note = r.reason or "; ".join(r.warnings[:3]) + (" …" if len(r.warnings) > 3 else "")
         table.add_row(
             f"[{colours.get(r.status, 'white')}]{r.status}[/]",
-            r.path,
+            shown(r.path),
             str(r.pages or ""),
             str(r.chunks or ""),
-            note,
+            shown(note),
         )
     out.print(table)
     s = report.summary()
@@ -304,7 +338,7 @@ def prepare(
         settings = _settings(data_dir)
         for name in profile or ["fast", "accurate"]:
             line = prepare_profile(name, settings.ingest.embed, settings.models_dir)
-            out.print(line, highlight=False, soft_wrap=True)  # a path stays on one line
+            out.print(shown(line), highlight=False, soft_wrap=True)  # a path stays on one line
 
 
 @app.command()
@@ -321,9 +355,9 @@ def delete(
         missing = [s for s, n in result.items() if n < 0]
         for s, n in result.items():
             if n >= 0:
-                out.print(f"deleted {s} ({n} chunks)")
+                out.print(f"deleted {shown(s)} ({n} chunks)", highlight=False)
         if missing:
-            err.print(f"[red]error:[/red] not in collection {ws.name!r}: {', '.join(missing)}")
+            err.print(f"[red]error:[/red] not in collection {ws.name!r}: {shown(', '.join(missing))}")
             raise typer.Exit(EXIT_FAILED_FILES)
 
 
@@ -352,8 +386,8 @@ def migrate(
         dst = Target(dst_backend, check_name(dst_name or src_name))
         report = copy(src, dst, settings.ingest.lock_timeout_s)
         out.print(
-            f"migrated {report.documents} documents ({report.chunks} chunks) from {report.source} to "
-            f"{report.destination}; {len(report.unchanged)} already there unchanged",
+            f"migrated {report.documents} documents ({report.chunks} chunks) from {shown(report.source)} to "
+            f"{shown(report.destination)}; {len(report.unchanged)} already there unchanged",
             highlight=False,
         )
 
@@ -368,15 +402,17 @@ def list_documents(
         # A collection named on the command line must exist; the default one may not exist yet.
         docs = ws.collection().documents() if collection is not None else ws.documents()
         if as_json:
-            out.print_json(json.dumps([d.__dict__ for d in docs]))
+            print_json(json.dumps([d.__dict__ for d in docs]))
             return
         table = Table(title=f"collection {ws.name!r}")
         for col in ("source", "title", "format", "pages", "chunks"):
             table.add_column(col)
         for d in docs:
-            table.add_row(d.source, d.title or "", d.format or "", str(d.pages), str(d.chunks))
+            table.add_row(
+                shown(d.source), shown(d.title or ""), shown(d.format or ""), str(d.pages), str(d.chunks)
+            )
         out.print(table)
-        out.print(f"collections: {', '.join(ws.collections()) or 'none'}")
+        out.print(f"collections: {shown(', '.join(ws.collections()) or 'none')}", highlight=False)
 
 
 # -- retrieval ---------------------------------------------------------------------------------------
@@ -402,7 +438,7 @@ def search(
             query, k=k, mode=mode, sources=source or (), page_min=page_min, page_max=page_max, mmr=mmr
         )
         if as_json:
-            out.print_json(json.dumps([h.to_document().metadata | {"text": h.chunk.text} for h in hits]))
+            print_json(json.dumps([h.to_document().metadata | {"text": h.chunk.text} for h in hits]))
             return
         if not hits:
             out.print("no matching chunks")
@@ -413,9 +449,11 @@ def search(
                 + (f" p.{c.page}" if c.page else "")
                 + (f" § {c.heading}" if c.heading else "")
             )
-            out.print(f"[bold]{rank}.[/bold] [cyan]{where}[/cyan]  score {h.score:.3f}")
+            out.print(
+                f"[bold]{rank}.[/bold] [cyan]{shown(where)}[/cyan]  score {h.score:.3f}", highlight=False
+            )
             text = " ".join(c.text.split())
-            out.print(f"   {text[:400]}{'…' if len(text) > 400 else ''}", highlight=False)
+            out.print(f"   {shown(text[:400])}{'…' if len(text) > 400 else ''}", highlight=False)
 
 
 # -- generation ---------------------------------------------------------------------------------------
@@ -426,14 +464,14 @@ def _print_citations(answer: Answer | SummaryResult) -> None:
         where = Path(c.source).name + (f", {c.location}" if c.location else "")
         if c.ocr:
             where += ", read by OCR: may hold recognition errors"
-        out.print(f"[{c.number}] [cyan]{escape(where)}[/cyan]: ", end="", highlight=False)
+        out.print(f"[{c.number}] [cyan]{shown(where)}[/cyan]: ", end="", highlight=False)
         if c.highlights:  # the sentences that hold the answer, marked
             out.print(
-                " … ".join(f"[bold yellow]{escape(' '.join(h.split()))}[/bold yellow]" for h in c.highlights)
+                " … ".join(f"[bold yellow]{shown(' '.join(h.split()))}[/bold yellow]" for h in c.highlights)
             )
         else:
             quote = " ".join(c.quote.split())
-            out.print(f"{escape(quote[:240])}{'…' if len(quote) > 240 else ''}", highlight=False)
+            out.print(f"{shown(quote[:240])}{'…' if len(quote) > 240 else ''}", highlight=False)
 
 
 def _say_model(ws: Workspace) -> None:
@@ -441,7 +479,10 @@ def _say_model(ws: Workspace) -> None:
     llm = ws.llm
     why = getattr(llm, "chosen_because", "")
     if why:
-        err.print(f"[dim]model: {getattr(llm, 'model_name', '?')} (auto: {why})[/dim]", highlight=False)
+        err.print(
+            f"[dim]model: {shown(getattr(llm, 'model_name', '?'))} (auto: {shown(why)})[/dim]",
+            highlight=False,
+        )
 
 
 def _print_grounding(answer: Answer) -> None:
@@ -449,7 +490,7 @@ def _print_grounding(answer: Answer) -> None:
 
     note = grounding_note(answer)
     if note:
-        out.print(f"[yellow]{note}[/yellow]")
+        out.print(f"[yellow]{shown(note)}[/yellow]", highlight=False)
 
 
 def _stream(parts: Iterator[Any]) -> Answer:
@@ -457,12 +498,12 @@ def _stream(parts: Iterator[Any]) -> Answer:
     failed the check (rag.verify) and was replaced, the replacement is printed under a note."""
     from lectern.rag.types import final_answer
 
-    answer = final_answer(parts, lambda text: out.print(text, end="", highlight=False, markup=False))
+    answer = final_answer(parts, lambda text: out.print(shown(text), end="", highlight=False))
     out.print()
     if answer.retried:
         again = "a second try failed too" if answer.abstained else "from the sources' own words"
         out.print(f"[dim](that answer {answer.retried}; {again}:)[/dim]")
-        out.print(answer.answer, highlight=False, markup=False)
+        out.print(shown(answer.answer), highlight=False)
     return answer
 
 
@@ -507,6 +548,7 @@ def ask(
             retrieval={"k": k, "mode": mode},
             answer={"prompt": prompt},
         )
+        check_question(question, max_tokens=settings.answer.max_question_tokens)  # a paste: no model yet
         ws = _workspace(collection, settings)
         ws.collection()
         _warn_remote(settings)
@@ -516,11 +558,11 @@ def ask(
             _ask_agent(ws, question, as_json, verbose, **options)
             return
         if as_json:
-            out.print_json(ws.ask(question).model_dump_json())
+            print_json(ws.ask(question).model_dump_json())
             return
         answer = _stream(ws.stream_ask(question))
         if answer.abstained and not answer.answer.strip():
-            out.print(answer.answer)
+            out.print(shown(answer.answer), highlight=False)
         _print_citations(answer)
         _print_grounding(answer)
 
@@ -529,7 +571,7 @@ def _ask_agent(ws: Any, question: str, as_json: bool, verbose: bool, **options: 
     """`ask --agent`: the agent's answer and sources; with --verbose, each step as it was taken."""
     result = ws.agent(**options).invoke(ws.check_question(question))
     if as_json:
-        out.print_json(result.model_dump_json())
+        print_json(result.model_dump_json())
         return
     if verbose:
         for step in result.steps:
@@ -541,9 +583,9 @@ def _ask_agent(ws: Any, question: str, as_json: bool, verbose: bool, **options: 
                 line = f"{step.number}. {step.tool}({args}) -> {step.result_chars} chars{chunks}"
             if step.error:
                 line += f" [error: {step.error}]"
-            out.print(f"[dim]{escape(line)} ({step.seconds:.2f}s)[/dim]", highlight=False)
+            out.print(f"[dim]{shown(line)} ({step.seconds:.2f}s)[/dim]", highlight=False)
         out.print(f"[dim]stopped by {result.stopped_by}; {result.tokens} tokens[/dim]")
-    out.print(result.answer.answer, highlight=False, markup=False)
+    out.print(shown(result.answer.answer), highlight=False)
     _print_citations(result.answer)
     _print_grounding(result.answer)
 
@@ -597,14 +639,14 @@ def chat(
             try:
                 ws.check_question(line)
             except LecternError as e:  # refused before the answer starts
-                err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+                err.print(f"[red]error:[/red] {shown(str(e))}", highlight=False)
                 continue
             out.print("lectern> ", end="")
             try:
                 last = _stream(session.stream_ask(conversation, line))
                 _print_grounding(last)
             except LecternError as e:  # one bad question must not end the conversation
-                err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+                err.print(f"[red]error:[/red] {shown(str(e))}", highlight=False)
 
 
 @app.command()
@@ -652,7 +694,7 @@ def summarize(
 
             result = ws.summarize(source=path, query=query, method=method, progress=show)
         if as_json:
-            out.print_json(result.model_dump_json())
+            print_json(result.model_dump_json())
             return
         _print_summary(result)
 
@@ -661,17 +703,17 @@ def _print_summary(result: SummaryResult) -> None:
     """What ran and why, the summary with its [n] and flags, the passages cited, how much of it they hold."""
     from lectern.rag.faithful import note
 
-    out.print(f"[bold]Summary of {result.scope}[/bold] ({result.method}, {result.chunks} chunks)")
-    out.print(f"[dim]{escape(result.reason)}[/dim]\n", highlight=False)
-    out.print(result.marked(), highlight=False, markup=False)
+    out.print(f"[bold]Summary of {shown(result.scope)}[/bold] ({result.method}, {result.chunks} chunks)")
+    out.print(f"[dim]{shown(result.reason)}[/dim]\n", highlight=False)
+    out.print(shown(result.marked()), highlight=False)
     _print_citations(result)
     line = note(result)
     if line:
         style = "yellow" if result.unsupported else "dim"
-        out.print(f"\n[{style}]{escape(line)}[/{style}]", highlight=False)
+        out.print(f"\n[{style}]{shown(line)}[/{style}]", highlight=False)
     if result.dropped:
         for sentence in result.unsupported:
-            out.print(f"[dim]left out: {escape(sentence)}[/dim]", highlight=False)
+            out.print(f"[dim]left out: {shown(sentence)}[/dim]", highlight=False)
 
 
 # -- evaluation ---------------------------------------------------------------------------------------
@@ -693,7 +735,7 @@ def eval_retrieval(
             out.print(json.dumps(metrics), soft_wrap=True, highlight=False, markup=False)
             return
         table = Table(
-            title=f"retrieval on {qa_dir} ({n} questions, {mode or settings.retrieval.mode}, {profile})"
+            title=f"retrieval on {shown(qa_dir)} ({n} questions, {mode or settings.retrieval.mode}, {profile})"
         )
         table.add_column("metric")
         table.add_column("value", justify="right")
@@ -810,7 +852,7 @@ def ui(
                 if not no_password:
                     raise ExposedWithoutPassword(host)
                 err.print(
-                    f"[yellow]warning:[/yellow] serving the web UI on {escape(host)} without a password "
+                    f"[yellow]warning:[/yellow] serving the web UI on {shown(host)} without a password "
                     "(--no-password): anyone who reaches this port can read and ingest files as this user",
                     highlight=False,
                 )
@@ -818,6 +860,9 @@ def ui(
             env["LECTERN_DATA_DIR"] = str(data_dir)
         if collection is not None:
             env["LECTERN_COLLECTION"] = collection
+        from lectern.serve import listen
+
+        listen(host, port).close()  # in use: one line now, not Streamlit's after it started
     # toolbarMode minimal: a served app, not a developer's session (no "Deploy" button, no dev menu).
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(main), "--server.port", str(port), "--server.address", host,
@@ -830,7 +875,7 @@ class _ToStderr(logging.Handler):
     """lectern's own log lines (a writer waiting for the lock, say) as notes on stderr."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        err.print(f"[dim]note:[/dim] {escape(record.getMessage())}", highlight=False)
+        err.print(f"[dim]note:[/dim] {shown(record.getMessage())}", highlight=False)
 
 
 @app.callback()
@@ -898,7 +943,7 @@ def tune(
             assert data is not None
             report = train(settings.llm, settings.models_dir, data, out_dir, seed=seed, **options)
         out.print(
-            f"adapter for {report.base} in {report.out}: {report.examples} examples, {report.steps} steps "
+            f"adapter for {shown(report.base)} in {shown(report.out)}: {report.examples} examples, {report.steps} steps "
             f"in {report.seconds:.0f} s, loss {report.first_loss:.3f} -> {report.last_loss:.3f}"
         )
 
@@ -907,7 +952,7 @@ def tune(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind; not loopback needs --api-key.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to serve on.", min=1, max=65535)] = 8000,
     api_key: Annotated[
         list[str] | None,
         typer.Option(

@@ -41,6 +41,12 @@ class CorruptDocument(DocumentError):
     reason = "corrupt"
 
 
+class DecompressionBomb(DocumentError):
+    """A file that inflates past lectern's budget when read (a zip or PDF stream bomb)."""
+
+    reason = "decompression bomb"
+
+
 class EncryptedDocument(DocumentError):
     reason = "encrypted"
 
@@ -159,6 +165,27 @@ class UnknownKey(LecternError):
         super().__init__(f"unknown {what} {key!r}; known: {', '.join(sorted(known))}")
 
 
+class SettingsError(LecternError):
+    """A settings file or LECTERN_* variable lectern cannot read: where (file and line, or the
+    variable), which key, and why."""
+
+    def __init__(
+        self, where: str | Path, reason: str, line: int | None = None, key: str | None = None
+    ) -> None:
+        self.where, self.reason, self.line, self.key = str(where), reason, line, key
+        at = f", line {line}" if line else ""
+        super().__init__(f"{self.where}{at}: {reason}")
+
+
+class PortUnavailable(LecternError):
+    """`serve` or `ui` cannot listen where asked: the port is in use, or the address is not this machine's."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host, self.port, self.reason = host, port, reason
+        in_use = "is in use" if "in use" in reason.lower() else f"cannot be used: {reason}"
+        super().__init__(f"port {port} on {host} {in_use} (choose another with --port)")
+
+
 class StoreUnavailable(LecternError):
     """The store backend's database cannot be reached or opened (a Milvus URI, its token)."""
 
@@ -189,17 +216,25 @@ class NotEnoughDisk(LecternError):
         self.folder = folder
         self.needed = needed
         self.free = free
-        gib = 1024**3
+        room = f"is full ({free} bytes free)" if free < 1024 else f"has {_size(free)} free"
         if needed is None:  # found out by the write itself
             super().__init__(
-                f"the disk filled up while {what}: {folder} has {free / gib:.2f} GiB free; what was "
+                f"the disk filled up while {what}: {folder} {room}; what was "
                 "written before is kept and that write was undone; free some space and run it again"
             )
             return
         super().__init__(
-            f"{what} needs about {needed / gib:.1f} GiB in {folder}, which has {free / gib:.1f} GiB "
-            "free; free some space, or set LECTERN_CACHE_DIR (cache_dir) to a folder on a larger disk"
+            f"{what} needs about {_size(needed)} in {folder}, which {room}; "
+            "free some space, or set LECTERN_CACHE_DIR (cache_dir) to a folder on a larger disk"
         )
+
+
+def _size(n: int) -> str:
+    """Bytes in the largest unit that keeps a digit before the point ("0.00 GiB free" said nothing)."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 # --- answering: models, prompts, conversations, evaluation ---

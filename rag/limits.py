@@ -39,6 +39,15 @@ def check_page(value: Any, field: str) -> int | None:
     return check_count(value, field, high=10**9)
 
 
+def check_query(query: Any) -> str:
+    """A search's query: text with something in it (an empty one returned arbitrary hits)."""
+    if not isinstance(query, str):
+        raise InvalidInput("query", query, "must be text")
+    if not query.strip():
+        raise InvalidInput("query", query, "it is empty: search for something")
+    return query
+
+
 def check_question(question: Any, llm: Any = None, max_tokens: int | None = None) -> str:
     """The question without surrounding space; refused when empty, or longer than `max_tokens` of
     `llm`'s tokenizer (answer.max_question_tokens): a long paste would take minutes to prefill."""

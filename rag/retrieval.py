@@ -25,7 +25,7 @@ from lectern.ingest.embed import Embedder
 from lectern.ingest.fusion import rescale as _rescale
 from lectern.ingest.store import StoredChunk
 from lectern.ingest.stores import Filters, Scored, SearchRequest, Store
-from lectern.rag.limits import CANDIDATES_MAX, K_MAX, check_k, check_page
+from lectern.rag.limits import CANDIDATES_MAX, K_MAX, check_k, check_page, check_query
 from lectern.rag.settings import RetrievalSettings
 
 MODES = ("hybrid", "dense", "bm25")
@@ -99,6 +99,7 @@ class Searcher:
         mode = mode or self.settings.mode
         if mode not in MODES:
             raise UnknownKey("retrieval mode", mode, list(MODES))
+        query = check_query(query)
         k = check_k(self.settings.k if k is None else k, limit=limit)
         if filters is not None:
             check_page(filters.page_min, "page_min")
@@ -109,23 +110,18 @@ class Searcher:
         terms: list[str] = []
         if mode in ("dense", "hybrid") or use_mmr:
             qvec = self.embedder.embed_query(query)
-        if mode in ("bm25", "hybrid"):
-            terms = self.spelled(tokenize.terms(query))
-        request = SearchRequest(
-            mode,
-            qvec,
-            terms,
-            k,
-            fetch if mode == "hybrid" or use_mmr else k,
-            filters,
-            self.settings.dense_weight,
-            self.settings.bm25_weight,
-        )
-        scored = self.collection.search(request)
-        if use_mmr and qvec is not None and len(scored) > k:
-            scored = self._mmr(scored, qvec, k)
-        scored = scored[:k]
-        chunks = self.collection.fetch([i for i, *_ in scored])
+        with self.collection.reading():
+            if mode in ("bm25", "hybrid"):
+                terms = self.spelled(tokenize.terms(query))
+            request = SearchRequest(
+                mode, qvec, terms, k, fetch if mode == "hybrid" or use_mmr else k, filters,
+                self.settings.dense_weight, self.settings.bm25_weight,
+            )  # fmt: skip
+            scored = self.collection.search(request)
+            if use_mmr and qvec is not None and len(scored) > k:
+                scored = self._mmr(scored, qvec, k)
+            scored = scored[:k]
+            chunks = self.collection.fetch([i for i, *_ in scored])
         name = self.collection.name
         return [
             Hit(chunks[i], float(s), d, lx, collection=name)

@@ -6,19 +6,23 @@ environment. Nested fields use `__` in the environment: LECTERN_LLM__BACKEND=fak
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+import pydantic_settings
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
+from lectern.errors import SettingsError
 from lectern.ingest.atomic import atomic_write_text
 from lectern.ingest.settings import IngestSettings, StoreSettings
 from lectern.rag.limits import CANDIDATES_MAX, K_MAX, QUESTION_TOKENS
@@ -171,6 +175,22 @@ class Settings(BaseSettings):
     summary: SummarySettings = SummarySettings()
     llm: LLMSettings = LLMSettings()
 
+    @field_validator("data_dir", "cache_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        """LECTERN_DATA_DIR= (empty) made the current folder the data dir, silently."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty: unset it, or name a folder")
+        return value
+
+    @field_validator("data_dir", "cache_dir")
+    @classmethod
+    def _a_folder(cls, value: Path) -> Path:
+        """A data dir that is a regular file listed as an empty collection, with exit 0."""
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is not a folder")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -182,11 +202,9 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         local = Path(LOCAL_FILE)
-        if local.is_file():
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=local))
-        saved = _data_dir_hint(init_settings, local) / SETTINGS_FILE
-        if saved.is_file():
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=saved))
+        for path in (local, _data_dir_hint(init_settings, local) / SETTINGS_FILE):
+            if path.is_file():
+                sources.append(InitSettingsSource(settings_cls, init_kwargs=read_settings_file(path)))
         return tuple(sources)
 
     @property
@@ -222,10 +240,70 @@ def _data_dir_hint(init_settings: PydanticBaseSettingsSource, local: Path) -> Pa
     if os.environ.get("LECTERN_DATA_DIR"):
         return Path(os.environ["LECTERN_DATA_DIR"])
     if local.is_file():
-        value = tomllib.loads(local.read_text(encoding="utf-8")).get("data_dir")
+        value = read_settings_file(local).get("data_dir")
         if value:
             return Path(value)
     return default_data_dir()
+
+
+def read_settings_file(path: Path) -> dict[str, Any]:
+    """A settings file's table, checked: UTF-8, TOML and every key one the settings have. Anything
+    else is a SettingsError naming the file, the line and the key (a typo is never ignored)."""
+    path = path.resolve()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise SettingsError(path, f"cannot be read: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise SettingsError(path, "not UTF-8 text (a binary file?)", line) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        at = re.search(r"\s*\(at line (\d+), column \d+\)", str(e))
+        line = int(at.group(1)) if at else text.count("\n") + 1
+        reason = str(e)[: at.start()] if at else str(e)
+        raise SettingsError(path, f"not valid TOML: {reason}", line) from None
+    _check_keys(data, Settings, path, text, ())
+    return data
+
+
+def _check_keys(
+    data: dict[str, Any], model: type[BaseModel], path: Path, text: str, at: tuple[str, ...]
+) -> None:
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        dotted = ".".join((*at, key))
+        if field is None:
+            close = difflib.get_close_matches(key, list(model.model_fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(model.model_fields)}"
+            raise SettingsError(path, f"unknown key {dotted!r}{hint}", _line_of(text, (*at, key)), dotted)
+        inner = field.annotation
+        if isinstance(value, dict) and isinstance(inner, type) and issubclass(inner, BaseModel):
+            _check_keys(value, inner, path, text, (*at, key))
+
+
+def _line_of(text: str, key: tuple[str, ...]) -> int | None:
+    """The line of a TOML file where a (dotted) key or table is set: good enough for an error message."""
+
+    def parts(name: str) -> tuple[str, ...]:
+        return tuple(p.strip().strip("\"'") for p in name.split("."))
+
+    table: tuple[str, ...] = ()
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"\s*\[\[?([^\]]+)\]", line)
+        if header:
+            table = parts(header.group(1))
+            found = table
+        elif assignment := re.match(r"""\s*([\w\-."' ]+?)\s*=""", line):
+            found = table + parts(assignment.group(1))
+        else:
+            continue
+        if found[: len(key)] == key:
+            return number
+    return None
 
 
 def _to_toml(data: dict[str, Any], prefix: str = "") -> str:
@@ -287,11 +365,9 @@ def remote_llm_notice(settings: Settings) -> str | None:
     local = Path(LOCAL_FILE)
     try:
         from_local = (
-            local.is_file()
-            and tomllib.loads(local.read_text(encoding="utf-8")).get("llm", {}).get("base_url")
-            == llm.base_url
+            local.is_file() and read_settings_file(local).get("llm", {}).get("base_url") == llm.base_url
         )
-    except (OSError, tomllib.TOMLDecodeError):
+    except SettingsError:
         from_local = False
     if not from_local:
         return None
@@ -303,5 +379,40 @@ def remote_llm_notice(settings: Settings) -> str | None:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build the settings root; `overrides` are the CLI flags (highest precedence)."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Build the settings root; `overrides` are the CLI flags (highest precedence). A value out of
+    range that came from a file or a variable is a SettingsError naming it (and the line)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except pydantic_settings.SettingsError as e:  # LECTERN_INGEST='{bad json'
+        field = re.search(r'field "([^"]+)"', str(e))
+        name = field.group(1) if field else "?"
+        cause = f" ({e.__cause__})" if e.__cause__ else ""
+        raise SettingsError(f"LECTERN_{name.upper()}", f"not valid JSON{cause}", key=name) from None
+    except ValidationError as e:
+        problem = e.errors()[0]
+        key = tuple(str(part) for part in problem["loc"])
+        whence = _whence(key, f"{problem.get('input')!r}: {problem['msg']}", given) if key else None
+        if whence is None or key[0] in given:
+            raise
+        raise whence from None
+
+
+def _whence(key: tuple[str, ...], reason: str, given: dict[str, Any]) -> SettingsError | None:
+    """Which variable or settings file (and line) set the bad value `key`, in precedence order."""
+    dotted = ".".join(key)
+    for depth in range(len(key), 0, -1):
+        variable = "LECTERN_" + "__".join(key[:depth]).upper()
+        if variable in os.environ:
+            return SettingsError(variable, f"{dotted} = {reason}", key=dotted)
+    local = Path(LOCAL_FILE)
+    for path in (local, _data_dir_hint(InitSettingsSource(Settings, given), local) / SETTINGS_FILE):
+        if path.is_file():
+            table: Any = read_settings_file(path)
+            for part in key:
+                table = table.get(part) if isinstance(table, dict) else None
+            if table is not None:
+                return SettingsError(
+                    path.resolve(), f"{dotted} = {reason}", _line_of(path.read_text(), key), dotted
+                )
+    return None

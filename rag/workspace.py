@@ -280,9 +280,11 @@ class Workspace:
         return build_qa_chain(self.llm, retriever, **merged)
 
     def check_question(self, question: str) -> str:
-        """The question, refused when empty (before any model loads) or over answer.max_question_tokens."""
-        check_question(question)
-        return check_question(question, self.llm, self.settings.answer.max_question_tokens)
+        """The question, refused when empty or far too long (before any model loads), or over
+        answer.max_question_tokens of the model's tokenizer."""
+        limit = self.settings.answer.max_question_tokens
+        check_question(question, max_tokens=limit)
+        return check_question(question, self.llm, limit)
 
     def ask(self, question: str, **options: Any) -> Answer:
         return self.qa_chain(**options).invoke(self.check_question(question))

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 from typing import TYPE_CHECKING
 
-from lectern.errors import APIError
+from lectern.errors import APIError, PortUnavailable
 
 if TYPE_CHECKING:
     from lectern.rag.settings import Settings
@@ -50,6 +51,19 @@ def check_exposure(host: str, has_key: bool, insecure: bool) -> str | None:
     return f"WARNING: serving on {host} WITHOUT an API key: anyone who can reach this address can use it"
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket for `host`:`port`, bound now (before any model loads) so that a port in
+    use or an address that is not this machine's is one clear PortUnavailable, not uvicorn's trace
+    half a minute later. `serve` serves on it; `ui` closes it and lets Streamlit bind the same."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        return socket.create_server(address, family=family, backlog=2048)
+    except OSError as e:
+        raise PortUnavailable(host, port, e.strerror or str(e)) from None
+
+
 def run(
     settings: Settings,
     *,
@@ -59,17 +73,19 @@ def run(
     insecure: bool = False,
     log_level: str = "info",
 ) -> None:
-    """Load the model, then serve until interrupted."""
+    """Bind the port, load the model, then serve until interrupted."""
     import uvicorn
 
     from lectern.rag.workspace import shared_llm
     from lectern.serve.app import build_app
 
     warning = check_exposure(host, bool(options.api_keys), insecure)
+    sock = listen(host, port)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     if warning:
         log.warning(warning)
     llm = shared_llm(settings)
     app = build_app(settings, llm, options)
     log.info("lectern serve: model %s on http://%s:%d/v1", app.state.server.model_id, host, port)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])

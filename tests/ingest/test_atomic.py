@@ -108,7 +108,7 @@ def test_a_write_the_disk_cannot_hold_is_refused_before_it_starts(
         atomic.ensure_room(tmp_path, 1024**3, "converting m.gguf (float32)")
     message = str(refused.value)
     assert "converting m.gguf (float32) needs about 1.0 GiB" in message and str(tmp_path) in message
-    assert "0.3 GiB free" in message and "LECTERN_CACHE_DIR" in message
+    assert "300.0 MiB free" in message and "LECTERN_CACHE_DIR" in message
     assert not (tmp_path / "not").exists()
 
 
