@@ -68,7 +68,7 @@ def test_summarize_a_document_each_method(runner: CliRunner, tmp_path: Path, met
     assert "(stuff," in result.output and "locks" in result.output  # it fits one call
     reason = "stuff, as asked" if method == "stuff" else f"fits the window in one call ({method} asked)"
     assert reason in result.output
-    assert "\nSources\n[1] canal.md: " in result.output  # the passage the summary cites
+    assert "\nSources\n[1] canal.md, Canal: " in result.output  # the cited passage, its heading
     assert "1 of 1 sentences found in the sources (100%)" in result.output
 
 
