@@ -28,17 +28,7 @@ def bomb_pdf(path: Path, expanded: int) -> Path:
         b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    path.write_bytes(bytes(out))
-    return path
+    return write_pdf(path, objects)
 
 
 def form_pdf(path: Path, fields: dict[str, str], page_text: str = "") -> Path:
@@ -60,6 +50,11 @@ def form_pdf(path: Path, fields: dict[str, str], page_text: str = "") -> Path:
             f"<< /Type /Annot /Subtype /Widget /FT /Tx /T ({name}) /V ({value}) "
             f"/Rect [72 {600 - 30 * i} 400 {620 - 30 * i}] /P 3 0 R >>".encode()
         )
+    return write_pdf(path, objects)
+
+
+def write_pdf(path: Path, objects: list[bytes]) -> Path:
+    """A PDF of `objects` (numbered from 1; the first is the catalog) with its cross-reference table."""
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(objects, 1):
