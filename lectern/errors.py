@@ -204,6 +204,15 @@ class RunnerUnavailable(LecternError):
         super().__init__(f"the {runner!r} ingest runner cannot run: {reason}")
 
 
+class BackendUnavailable(LecternError):
+    """An LLM backend that cannot run here: its package is missing or cannot load."""
+
+    def __init__(self, backend: str, reason: str) -> None:
+        self.backend = backend
+        self.reason = reason
+        super().__init__(f"the {backend!r} LLM backend cannot run: {reason}")
+
+
 class IndexLocked(LecternError):
     """Another writer holds the collection's lock."""
 

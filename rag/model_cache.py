@@ -32,6 +32,18 @@ if TYPE_CHECKING:  # langchain-core loads with the first chat model, not with an
 LOADED_BY: dict[str, tuple[str, ...]] = {
     # threads: torch's pool is set when it loads; adapter: keyed by its folder and weights' mtime
     "local": ("model", "device", "dtype", "threads", "adapter", "merge_adapter"),
+    # llama.cpp allocates its context (the window) and places its layers when it loads
+    "llamacpp": ("model", "device", "threads", "gpu_layers", "context_window"),
+    "auto": (
+        "model",
+        "device",
+        "dtype",
+        "threads",
+        "adapter",
+        "merge_adapter",
+        "gpu_layers",
+        "context_window",
+    ),
     "openai": ("model", "base_url", "api_key", "tokenizer"),
     "fake": (),
 }
@@ -66,7 +78,11 @@ def _value(settings: Any, name: str) -> Hashable:
 
 
 def llm_key(settings: LLMSettings, models_dir: Path) -> tuple[Hashable, ...]:
-    """What a chat model is cached by: its backend and the settings that backend loads from."""
+    """What a chat model is cached by: its backend (auto's choice) and the settings it loads from."""
+    if settings.backend == "auto":
+        from lectern.rag.llm import resolve_auto
+
+        settings = resolve_auto(settings)[0]
     names = LOADED_BY.get(settings.backend, tuple(sorted(LLMSettings.model_fields)))
     return (settings.backend, str(models_dir), *((n, _value(settings, n)) for n in names))
 
@@ -121,17 +137,31 @@ class ModelCache:
 
     def llm(self, settings: LLMSettings, models_dir: Path) -> BaseChatModel:
         """The chat model `settings` ask for, loaded at most once, with their generation parameters."""
-        from lectern.rag.llm import check_llm_settings
+        from lectern.rag.llm import check_llm_settings, resolve_auto
 
+        settings, why = resolve_auto(settings)  # "auto" is keyed, and said, as the backend it picks
         build = check_llm_settings(settings)  # an adapter a backend cannot load is refused, cached or not
-        native = settings.model_copy(update={"context_window": None})  # the cached one keeps its own
-        base = self._llms.get(
-            llm_key(settings, models_dir), lambda: build(native, Path(models_dir)), self.loads, "llm"
+        loaded_by = LOADED_BY.get(settings.backend, ())
+        # the cached one keeps its own window, unless loading allocates the window (llama.cpp)
+        native = (
+            settings
+            if "context_window" in loaded_by
+            else settings.model_copy(update={"context_window": None})
         )
+
+        def load() -> BaseChatModel:
+            llm = build(native, Path(models_dir))
+            if why and "backend_because" in type(llm).model_fields:
+                llm.backend_because = why  # type: ignore[attr-defined]
+            return llm
+
+        base = self._llms.get(llm_key(settings, models_dir), load, self.loads, "llm")
         fields = type(base).model_fields
         wanted = {name: getattr(settings, name) for name in PER_CALL if name in fields}
         if wanted.get("context_window") is None:
             wanted.pop("context_window", None)
+        if why and "backend_because" in fields:
+            wanted["backend_because"] = why
         changes = {k: v for k, v in wanted.items() if getattr(base, k) != v}
         return base.model_copy(update=changes) if changes else base
 

@@ -84,6 +84,24 @@ def packaged_gguf(name: str, models_dir: Path) -> Path:
     return target
 
 
+def gguf_file(model: str, models_dir: Path) -> Path | None:
+    """The GGUF file `model` names (`packaged:NAME`, joined once into `models_dir`, or a `.gguf`
+    path), or None for anything else (a transformers folder, a hub id)."""
+    if model.startswith(PACKAGED_PREFIX):
+        return packaged_gguf(model[len(PACKAGED_PREFIX) :], models_dir)
+    if model.endswith(".gguf"):
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise ModelNotFound(model, "no such .gguf file")
+        return path
+    return None
+
+
+def is_gguf(model: str) -> bool:
+    """Whether `model` names a GGUF file (packaged or a path), without looking at any file."""
+    return model.startswith(PACKAGED_PREFIX) or model.endswith(".gguf")
+
+
 AUTO = PACKAGED_PREFIX + "auto"
 """The default model: the best packaged model this machine runs at an interactive speed."""
 BIG, DEFAULT = PACKAGED_PREFIX + "qwen2.5-1.5b", PACKAGED_PREFIX + "qwen2.5-0.5b"

@@ -140,7 +140,9 @@ class LLMSettings(BaseModel):
     a model folder, a hub id a user already has cached, or a .gguf file; for the `openai` backend,
     the served model's name."""
 
-    backend: str = "local"  # local | openai | fake (see rag.llm.LLM_BACKENDS)
+    # auto | llamacpp | local | openai | fake (rag.llm.LLM_BACKENDS); auto: llama.cpp for a GGUF model
+    # (the packaged ones) unless a LoRA adapter is set or a CUDA GPU wants transformers (rag.llm.choose_backend)
+    backend: str = "auto"
     model: str = "packaged:auto"  # the 1.5B with a GPU or 8+ cores, else the 0.5B (rag.models)
     base_url: str | None = None
     api_key: SecretStr | None = None
@@ -150,7 +152,10 @@ class LLMSettings(BaseModel):
     context_window: int | None = Field(None, ge=256)  # None: the model's own
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto: bf16/fp16 on CUDA; on CPU bf16 where native (avx512_bf16, AMX), else fp32
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1)  # None: every core (local), the physical ones (llamacpp)
+    # llamacpp: layers offloaded to the GPU of a CUDA (or Metal, Vulkan) build of llama.cpp; -1 all;
+    # None: all of them where llama.cpp has GPU offload and device is not "cpu", else none
+    gpu_layers: int | None = Field(None, ge=-1)
     batch_size: int = Field(8, ge=1)
     timeout_s: float = Field(120.0, gt=0.0)
     tokenizer: str | None = None  # openai backend: a local folder or cached hub id to count tokens with

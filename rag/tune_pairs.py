@@ -194,7 +194,7 @@ def tune_from_collection(
     same model (one load). The collection is checked before the model loads."""
     from lectern.rag.workspace import Workspace
 
-    if settings.llm.backend != "local":
+    if settings.llm.backend not in ("local", "auto"):
         raise InvalidInput("llm.backend", settings.llm.backend, "only the local backend can be tuned")
     ws = Workspace(collection=collection, settings=settings)
     try:

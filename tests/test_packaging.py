@@ -53,6 +53,7 @@ def imported_distributions(*folders: str, installed: bool = True) -> set[str]:
 EXTRA_IMPORTS = {
     "milvus": {"pymilvus"},  # the milvus store backend (store.backend = "milvus")
     "ray": {"ray"},  # ingest.ray_runner, for `lectern ingest --runner ray`
+    "llamacpp": {"llama-cpp-python"},  # rag.llm.llamacpp, for llm.backend = "llamacpp" (and auto's)
 }
 
 

@@ -58,12 +58,12 @@ if kind == "packaged":
         "16 GB, else qwen2.5-0.5b. smollm2 is smaller and faster; qwen2.5-0.5b answers better; "
         "qwen2.5-1.5b (make model-1.5b) best, and slowest (docs/ANSWERS.md).",
     )
-    updates = {"backend": "local", "model": model}
+    updates = {"backend": "auto", "model": model}
 elif kind == "folder":
     folder = st.text_input(
         "Model folder or .gguf file", value="" if llm.model.startswith("packaged:") else llm.model
     )
-    updates = {"backend": "local", "model": folder.strip()}
+    updates = {"backend": "auto", "model": folder.strip()}
 elif kind == "openai":
     url = st.text_input("Server URL", value=llm.base_url or "http://127.0.0.1:8000/v1")
     served = st.text_input("Model name", value=llm.model if llm.backend == "openai" else "")

@@ -84,6 +84,12 @@ def run(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     if warning:
         log.warning(warning)
+    if settings.llm.backend == "auto":  # concurrent requests batch on transformers (rag.llm.choose_backend)
+        from lectern.rag.llm import resolve_auto
+
+        chosen, why = resolve_auto(settings.llm, serving=True)
+        log.info("lectern serve: backend %s", why)
+        settings = settings.model_copy(update={"llm": chosen})
     llm = shared_llm(settings)
     app = build_app(settings, llm, options)
     log.info("lectern serve: model %s on http://%s:%d/v1", app.state.server.model_id, host, port)

@@ -190,6 +190,8 @@ def stream_one(llm: BaseChatModel, job: Job, stats: Counter[str]) -> None:
     kwargs: dict[str, Any] = {"temperature": s.temperature}
     if hasattr(llm, "max_new_tokens"):
         kwargs["max_new_tokens"] = s.max_tokens
+    if s.seed is not None and "seed" in type(llm).model_fields:  # the llamacpp backend samples with it
+        kwargs["seed"] = s.seed
     if job.tools and job.tool_choice != "none":
         call_tools(llm, job, kwargs, stats)
         return

@@ -8,13 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lectern.errors import ModelNotFound, NotEnoughDisk
+from lectern.errors import NotEnoughDisk
 from lectern.ingest.atomic import atomic_folder, ensure_room, free_bytes, out_of_disk
 from lectern.rag.models import (
     PACKAGED_PREFIX,
     file_key,
     gguf_elements,
-    packaged_gguf,
+    gguf_file,
 )
 
 CONVERSIONS = 0
@@ -149,20 +149,11 @@ def resolve_local(model: str, models_dir: Path, dtype: Any = None) -> tuple[Path
     """(what to load with from_pretrained, the GGUF it came from or None), converting a GGUF once.
 
     A GGUF is cached in the dtype it will run in (fp32 when None), one cache per dtype."""
-    gguf: Path | None = None
-    name = model
-    if model.startswith(PACKAGED_PREFIX):
-        name = model[len(PACKAGED_PREFIX) :]
-        gguf = packaged_gguf(name, models_dir)
-    elif model.endswith(".gguf"):
-        gguf = Path(model).expanduser()
-        if not gguf.is_file():
-            raise ModelNotFound(model, "no such .gguf file")
-        name = gguf.stem
-    elif Path(model).expanduser().is_dir():
-        return Path(model).expanduser(), None
-    else:
-        return model, None  # a hub id: loaded with local_files_only below
+    gguf = gguf_file(model, models_dir)
+    if gguf is None:
+        path = Path(model).expanduser()
+        return (path, None) if path.is_dir() else (model, None)  # a hub id: loaded with local_files_only
+    name = model[len(PACKAGED_PREFIX) :] if model.startswith(PACKAGED_PREFIX) else gguf.stem
     import torch
 
     stored = storage_dtype(dtype)

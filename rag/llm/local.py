@@ -13,26 +13,21 @@ from typing import Any, cast
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import run_in_executor
-from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
-from lectern.errors import ModelNotFound, ToolsUnsupported, UnknownKey
+from lectern.errors import ModelNotFound, UnknownKey
 from lectern.ingest.embed import cpu_has_native_bf16
-from lectern.rag.llm.base import LecternChatModel, cut_at_stop
+from lectern.rag.llm.base import cut_at_stop
 from lectern.rag.llm.convert import (
     load_tokenizer,
     resolve_local,
 )
-from lectern.rag.llm.tool_calls import (
-    forced_start,
-    normalize_tool_choice,
-    parse_tool_calls,
-    supports_tools,
-    tool_chat_dicts,
-)
+from lectern.rag.llm.templated import TemplatedChatModel, usage
+from lectern.rag.llm.tool_calls import tool_chat_dicts
 from lectern.rag.models import (
     AUTO,
     Hardware,
@@ -42,15 +37,11 @@ from lectern.rag.models import (
 from lectern.rag.settings import LLMSettings
 
 
-class LocalChatModel(LecternChatModel):
+class LocalChatModel(TemplatedChatModel):
     """A transformers causal LM on CPU or CUDA, with true batched generation for map steps."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    model_name: str = "local"
-    chosen_because: str = ""  # packaged:auto: why this model was picked for this machine
-    temperature: float = 0.0
-    repetition_penalty: float = 1.0
     batch_size: int = 8
     hf_model: Any = Field(default=None, exclude=True, repr=False)
     tokenizer: Any = Field(default=None, exclude=True, repr=False)
@@ -67,10 +58,8 @@ class LocalChatModel(LecternChatModel):
     def get_token_ids(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def get_num_tokens_from_messages(
-        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
-    ) -> int:
-        return len(self._prompt_ids(messages, _openai_tools(tools)))
+    def _chat_template(self) -> str | None:
+        return getattr(self.tokenizer, "chat_template", None)
 
     def _prompt_text(self, messages: Sequence[BaseMessage], tools: list[dict[str, Any]] | None = None) -> str:
         options: dict[str, Any] = {"tools": tools} if tools else {}  # only templates with tools get them
@@ -84,35 +73,9 @@ class LocalChatModel(LecternChatModel):
     ) -> list[int]:
         return list(self.tokenizer(self._prompt_text(messages, tools), add_special_tokens=False).input_ids)
 
-    def bind_tools(
-        self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any
-    ) -> Runnable[LanguageModelInput, AIMessage]:
-        """The model with `tools` rendered by its own chat template; replies with `<tool_call>` blocks
-        come back as AIMessage.tool_calls (rag.llm.tool_calls). ToolsUnsupported, naming the model,
-        when the template has no tools section. `tool_choice` ("auto", "none", "required", a tool's
-        name, OpenAI's dict) is enforced by the start the reply is given (tool_calls.forced_start)."""
-        if not supports_tools(getattr(self.tokenizer, "chat_template", None)):
-            raise ToolsUnsupported(self.model_name)
-        specs = _openai_tools(tools) or []
-        choice = normalize_tool_choice(tool_choice, [t["function"]["name"] for t in specs])
-        options = {"tool_choice": choice} if choice != "auto" else {}
-        return self.bind(tools=specs, **options, **kwargs)
-
-    def tool_prompt(
-        self, messages: Sequence[BaseMessage], tools: list[dict[str, Any]] | None, tool_choice: Any = None
-    ) -> tuple[str, str]:
-        """(the prompt, the start the reply is forced to) for `messages` with `tools` under
-        `tool_choice`: "none" renders no tools; "required" or a name opens the reply's tool call.
-        The prompt ends with the forced start; the reply's text is that start plus what follows."""
-        if not tools:
-            return self._prompt_text(messages), ""
-        choice = normalize_tool_choice(tool_choice, [t["function"]["name"] for t in tools])
-        if choice == "none":
-            return self._prompt_text(messages), ""
-        if not supports_tools(getattr(self.tokenizer, "chat_template", None)):
-            raise ToolsUnsupported(self.model_name)
-        start = forced_start(choice)
-        return self._prompt_text(messages, tools) + start, start
+    def _complete(self, prompt: str, stop: list[str] | None, **overrides: Any) -> tuple[str, UsageMetadata]:
+        text = cut_at_stop(self._generate_texts([prompt], stop, **overrides)[0], stop)
+        return text, usage(len(self.get_token_ids(prompt)), len(self.get_token_ids(text)) if text else 0)
 
     def _gen_kwargs(
         self, prompt_len: int | None = None, stop: Sequence[str] | None = None, **overrides: Any
@@ -181,25 +144,6 @@ class LocalChatModel(LecternChatModel):
                 continue
             start += len(chunk)
         return results
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        tools = kwargs.pop("tools", None)
-        choice = kwargs.pop("tool_choice", None)
-        if tools:
-            choice = normalize_tool_choice(choice, [t["function"]["name"] for t in tools])
-        prompt, start = self.tool_prompt(messages, tools, choice)
-        text = start + cut_at_stop(self._generate_texts([prompt], stop, **kwargs)[0], stop)
-        if not tools or choice == "none":
-            return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
-        content, calls, invalid = parse_tool_calls(text)
-        message = AIMessage(content=content, tool_calls=calls, invalid_tool_calls=invalid)
-        return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(
         self,
@@ -290,14 +234,6 @@ class LocalChatModel(LecternChatModel):
         return await run_in_executor(
             None, lambda: self.batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         )
-
-
-def _openai_tools(tools: Sequence[Any] | None) -> list[dict[str, Any]] | None:
-    """Tools (langchain tools, functions, pydantic models or OpenAI dicts) in the OpenAI form that chat
-    templates render."""
-    if not tools:
-        return None
-    return [convert_to_openai_tool(t) for t in tools]
 
 
 def _stop_at_text(prompt_len: int, stop: list[str], tokenizer: Any) -> Any:

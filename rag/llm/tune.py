@@ -199,7 +199,7 @@ def load_base(settings: LLMSettings, models_dir: Path) -> Any:
 
     from lectern.rag.llm.local import build_local
 
-    if settings.backend != "local":
+    if settings.backend not in ("local", "auto"):
         raise InvalidInput("llm.backend", settings.backend, "only the local backend can be tuned")
     on_gpu = settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available())
     dtype = settings.dtype if settings.dtype != "auto" else ("auto" if on_gpu else "float32")
@@ -209,7 +209,7 @@ def load_base(settings: LLMSettings, models_dir: Path) -> Any:
 
 def tune(settings: LLMSettings, models_dir: Path, data: Path, out: Path, **options: Any) -> TuneReport:
     """Train an adapter on the pairs in `data` for the base model `settings` name (load_base)."""
-    if settings.backend != "local":
+    if settings.backend not in ("local", "auto"):
         raise InvalidInput("llm.backend", settings.backend, "only the local backend can be tuned")
     pairs = read_pairs(data)
     return train_lora(load_base(settings, models_dir), pairs, out, **options)

@@ -41,7 +41,7 @@ def test_import_is_cheap() -> None:
 def test_unknown_backend_lists_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(UnknownKey) as info:
         build_llm(LLMSettings(backend="nope"), tmp_path)
-    assert set(info.value.known) == set(LLM_BACKENDS) == {"local", "openai", "fake"}
+    assert set(info.value.known) == set(LLM_BACKENDS) == {"auto", "llamacpp", "local", "openai", "fake"}
 
 
 def test_fake_quotes_and_cites_the_first_source(tmp_path: Path) -> None:
@@ -177,7 +177,9 @@ def smol_dir(models_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def smol(smol_dir: Path) -> Any:
-    settings = LLMSettings(model="packaged:smollm2", temperature=0, max_new_tokens=16, device="cpu")
+    settings = LLMSettings(
+        backend="local", model="packaged:smollm2", temperature=0, max_new_tokens=16, device="cpu"
+    )
     return build_llm(settings, smol_dir)
 
 
@@ -238,7 +240,9 @@ def test_out_of_memory_halves_the_batch_and_keeps_order(smol: Any, monkeypatch: 
 @pytest.mark.e2e
 def test_second_build_uses_the_conversion_cache(smol: Any, smol_dir: Path) -> None:
     before = convert.CONVERSIONS
-    again = build_llm(LLMSettings(model="packaged:smollm2", temperature=0, max_new_tokens=16), smol_dir)
+    again = build_llm(
+        LLMSettings(backend="local", model="packaged:smollm2", temperature=0, max_new_tokens=16), smol_dir
+    )
     assert before == convert.CONVERSIONS
     assert again.invoke(QUESTION).content == smol.invoke(QUESTION).content
 
@@ -250,7 +254,9 @@ def test_second_build_uses_the_conversion_cache(smol: Any, smol_dir: Path) -> No
     assert cached()[running]["tokenizer"] == "saved"  # cached as it runs
     had_fp32 = "float32" in cached()  # another test of the session may have converted it
     before = convert.CONVERSIONS
-    fp32 = build_llm(LLMSettings(model="packaged:smollm2", max_new_tokens=16, dtype="float32"), smol_dir)
+    fp32 = build_llm(
+        LLMSettings(backend="local", model="packaged:smollm2", max_new_tokens=16, dtype="float32"), smol_dir
+    )
     assert fp32.hf_model.dtype == torch.float32  # type: ignore[attr-defined]
     assert before + (not had_fp32) == convert.CONVERSIONS and "float32" in cached()  # one cache per dtype
     assert "Paris" in fp32.invoke(QUESTION).content
@@ -269,7 +275,9 @@ def test_a_conversion_the_disk_cannot_hold_is_a_clear_error_and_leaves_nothing(
     monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: real(p)._replace(free=200 * 1024**2))
     before = convert.CONVERSIONS
     with pytest.raises(NotEnoughDisk) as refused:
-        build_llm(LLMSettings(model="packaged:smollm2", device="cpu", dtype="float32"), tmp_path)
+        build_llm(
+            LLMSettings(backend="local", model="packaged:smollm2", device="cpu", dtype="float32"), tmp_path
+        )
     assert before == convert.CONVERSIONS  # refused before any dequantizing
     message = str(refused.value)
     assert "SmolLM2-135M-Instruct" in message and "(float32)" in message and str(tmp_path) in message
@@ -292,7 +300,9 @@ def test_converted_models_are_cached_in_the_dtype_they_run_in() -> None:
 def test_cuda_loads_in_half_precision(smol_dir: Path) -> None:
     import torch
 
-    gpu = build_llm(LLMSettings(model="packaged:smollm2", temperature=0, device="cuda"), smol_dir)
+    gpu = build_llm(
+        LLMSettings(backend="local", model="packaged:smollm2", temperature=0, device="cuda"), smol_dir
+    )
     assert gpu.hf_model.dtype in (torch.bfloat16, torch.float16)  # type: ignore[attr-defined]
     assert "Paris" in gpu.invoke(QUESTION).content
 
@@ -317,7 +327,9 @@ def test_bf16_weights_answer_the_known_question(smol_dir: Path) -> None:
     """The dtype `auto` picks on CPUs with bf16 instructions (forced here, so every machine checks it)."""
     import torch
 
-    settings = LLMSettings(model="packaged:smollm2", max_new_tokens=16, device="cpu", dtype="bfloat16")
+    settings = LLMSettings(
+        backend="local", model="packaged:smollm2", max_new_tokens=16, device="cpu", dtype="bfloat16"
+    )
     half = build_llm(settings, smol_dir)
     assert half.hf_model.dtype == torch.bfloat16  # type: ignore[attr-defined]
     assert "Paris" in half.invoke(QUESTION).content

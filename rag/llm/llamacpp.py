@@ -1,0 +1,257 @@
+"""The llamacpp backend: a GGUF model run as it is by llama.cpp (llama-cpp-python), memory-mapped,
+its 4- and 8-bit weights used by llama.cpp's own kernels (AVX2, AVX-512, AMX; a GPU's with a CUDA
+build and `llm.gpu_layers`). No conversion: the packaged models' GGUF files are used in place (the
+split ones joined once, rag.models.packaged_gguf) and a user's `.gguf` path too.
+
+It meets the local backend's contract (rag.llm.templated): the prompt is the chat template the GGUF
+carries, rendered as transformers would; tokens are counted with the GGUF's own tokenizer; stop
+strings end generation; the repetition penalty falls on the generated tokens only; tools and
+`tool_choice` work as on the local backend; replies carry `usage_metadata`. One Llama context
+serves one generation at a time (a lock); llama.cpp keeps the prompt prefix a call shares with the
+previous one (an agent's growing conversation is not prefilled again).
+
+llama_cpp is imported when a model is built, never by `import lectern`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGenerationChunk
+from pydantic import ConfigDict, Field
+
+from lectern.errors import BackendUnavailable, ContextTooLong, CorruptModel, InvalidInput
+from lectern.rag.llm.local import CPU_WINDOW
+from lectern.rag.llm.templated import TemplatedChatModel, render_chat_template, usage
+from lectern.rag.llm.tool_calls import tool_chat_dicts
+from lectern.rag.models import AUTO, GGUF_MAGIC, Hardware, choose_packaged, gguf_file, installed
+from lectern.rag.settings import LLMSettings
+
+INSTALL = "pip install llama-cpp-python==0.3.36 (make setup installs it)"
+"""How to get the backend: built from source for this CPU (a CUDA build: docs/LLM.md)."""
+
+
+def import_llama_cpp() -> Any:
+    """The llama_cpp module, or BackendUnavailable saying how to install it."""
+    try:
+        import llama_cpp
+    except ImportError as error:  # missing, or its shared library does not load
+        raise BackendUnavailable(
+            "llamacpp", f"llama-cpp-python is not installed ({error}); run: {INSTALL}, or use --backend local"
+        ) from None
+    return llama_cpp
+
+
+def gpu_offload() -> bool:
+    """Whether the installed llama.cpp can offload layers to a GPU (a CUDA, Metal or Vulkan build)."""
+    try:
+        return bool(import_llama_cpp().llama_supports_gpu_offload())
+    except BackendUnavailable:
+        return False
+
+
+class LlamaCppChatModel(TemplatedChatModel):
+    """A GGUF model on llama.cpp, prompted through the chat template its file carries."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model_path: str = ""
+    seed: int | None = None  # sampling's seed when temperature > 0 (a call's `seed=` wins)
+    template: str | None = None  # the GGUF's tokenizer.chat_template
+    special_tokens: dict[str, str] = Field(default_factory=dict)  # bos_token, eos_token for the template
+    llama: Any = Field(default=None, exclude=True, repr=False)
+    lock: Any = Field(default_factory=threading.Lock, exclude=True, repr=False)  # shared by copies
+
+    @property
+    def _llm_type(self) -> str:
+        return "lectern-llamacpp"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "temperature": self.temperature}
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """The GGUF tokenizer's ids; special tokens written in the text are read as such (as the
+        local backend's tokenizer reads them)."""
+        return list(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _chat_template(self) -> str | None:
+        return self.template
+
+    def _prompt_text(self, messages: Sequence[BaseMessage], tools: list[dict[str, Any]] | None = None) -> str:
+        if not self.template:
+            raise InvalidInput("llm.model", self.model_path, "the GGUF file has no chat template")
+        options: dict[str, Any] = {"tools": tools} if tools else {}
+        return render_chat_template(
+            self.template,
+            tool_chat_dicts(messages),
+            add_generation_prompt=True,
+            **self.special_tokens,
+            **options,
+        )
+
+    def _options(self, prompt_len: int, stop: list[str] | None, overrides: dict[str, Any]) -> dict[str, Any]:
+        """create_completion's arguments: greedy at temperature 0, else plain sampling at that
+        temperature (no top-k, top-p, min-p: what the local backend samples from); stop strings; the
+        repetition rule on the generated tokens only (llama.cpp's own penalty would hit the prompt's)."""
+        temperature = float(overrides.get("temperature", self.temperature))
+        seed = overrides.get("seed", self.seed)
+        options: dict[str, Any] = {
+            "max_tokens": int(overrides.get("max_new_tokens", self.max_new_tokens)),
+            "temperature": temperature,
+            "top_p": float(overrides.get("top_p", 1.0)),
+            "top_k": 0,
+            "min_p": 0.0,
+            "repeat_penalty": 1.0,
+            "stop": list(stop or []),
+        }
+        if seed is not None:
+            options["seed"] = int(seed)
+        if self.repetition_penalty != 1.0:
+            import llama_cpp
+
+            options["logits_processor"] = llama_cpp.LogitsProcessorList(
+                [_penalty_after(prompt_len, self.repetition_penalty)]
+            )
+        return options
+
+    def _ids_that_fit(self, prompt: str) -> list[int]:
+        ids = self.get_token_ids(prompt)
+        room = int(self.llama.n_ctx())
+        if len(ids) >= room:  # at least one token of reply must fit
+            raise ContextTooLong(len(ids), room, "prompt")
+        return ids
+
+    def _complete(self, prompt: str, stop: list[str] | None, **overrides: Any) -> tuple[str, UsageMetadata]:
+        ids = self._ids_that_fit(prompt)
+        with self.lock:
+            out = self.llama.create_completion(ids, **self._options(len(ids), stop, overrides))
+        used = out["usage"]
+        return str(out["choices"][0]["text"]), usage(used["prompt_tokens"], used["completion_tokens"])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """Text as llama.cpp decodes it (whole UTF-8 characters, a possible stop string held back),
+        then an empty chunk with the usage; with tools bound, the whole reply as one chunk."""
+        if kwargs.get("tools"):
+            yield self._whole_reply(messages, stop, run_manager, **kwargs)
+            return
+        ids = self._ids_that_fit(self._prompt_text(messages))
+        text = ""
+        with self.lock:  # held until the stream ends or its consumer closes it
+            options = self._options(len(ids), stop, kwargs)
+            for part in self.llama.create_completion(ids, stream=True, **options):
+                piece = str(part["choices"][0]["text"])
+                if piece:
+                    text += piece
+                    yield self._chunk(piece, run_manager)
+        used = usage(len(ids), len(self.get_token_ids(text)) if text else 0)
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=used))
+
+
+def _penalty_after(prompt_len: int, penalty: float) -> Any:
+    """The local backend's repetition rule (rag.llm.local._penalty_after) as a llama.cpp logits
+    processor: the logits of tokens generated so far are penalized, the prompt's are not."""
+    import numpy as np
+
+    def apply(input_ids: Any, scores: Any) -> Any:
+        generated = np.unique(input_ids[prompt_len:])
+        if generated.size:
+            picked = scores[generated]
+            scores[generated] = np.where(picked < 0, picked * penalty, picked / penalty)
+        return scores
+
+    return apply
+
+
+def physical_cores() -> int:
+    """The physical cores this process may run on (llama.cpp is slower with a thread per SMT
+    sibling); the usable CPUs where /proc/cpuinfo does not say."""
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return max(1, len(usable))
+    cores = set()
+    for block in text.split("\n\n"):
+        fields = dict(re.findall(r"^(processor|physical id|core id)\s*:\s*(\S+)", block, re.MULTILINE))
+        if "processor" in fields and int(fields["processor"]) in usable:
+            cores.add((fields.get("physical id"), fields.get("core id", fields["processor"])))
+    return max(1, len(cores) or len(usable))
+
+
+def check_gguf_header(path: Path) -> None:
+    """CorruptModel unless `path` starts as a GGUF file does (llama.cpp checks the rest as it loads)."""
+    with path.open("rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise CorruptModel(str(path), "not a GGUF file (no GGUF magic at the start)")
+
+
+def build_llamacpp(settings: LLMSettings, models_dir: Path) -> LlamaCppChatModel:
+    """The GGUF `settings.model` names, on llama.cpp: CorruptModel for a file llama.cpp cannot load
+    (truncated, damaged), InvalidInput for a model that is not a GGUF file."""
+    llama_cpp = import_llama_cpp()
+    offload = settings.device != "cpu" and gpu_offload()
+    name, why = settings.model, ""
+    if name == AUTO:
+        name, why = choose_packaged(installed(), Hardware.here(cuda=offload))
+    path = gguf_file(name, models_dir)
+    if path is None:
+        raise InvalidInput(
+            "llm.model",
+            settings.model,
+            "the llamacpp backend runs GGUF files (packaged:NAME or a .gguf path); "
+            "use --backend local for a transformers model",
+        )
+    check_gguf_header(path)
+    layers = settings.gpu_layers if settings.gpu_layers is not None else (-1 if offload else 0)
+    threads = settings.threads or physical_cores()
+    # the window: the configured one, else the model's own capped at CPU_WINDOW on a CPU (a
+    # context is allocated for all of it: the KV cache of Qwen's 32k would be 0.4-0.9 GB)
+    n_ctx = settings.context_window or (0 if layers else CPU_WINDOW)
+    try:
+        llama = llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_gpu_layers=layers,
+            use_mmap=True,
+            verbose=False,
+        )
+    except ValueError as error:  # llama.cpp's loader refused the file
+        raise CorruptModel(str(path), f"llama.cpp cannot load this GGUF file ({error})") from None
+    window = int(llama.n_ctx())
+    if not settings.context_window:
+        window = min(window, int(llama.n_ctx_train()))
+    meta = dict(getattr(llama, "metadata", {}) or {})
+    vocab = llama._model
+    specials = {
+        "bos_token": vocab.token_get_text(llama.token_bos()) if llama.token_bos() >= 0 else "",
+        "eos_token": vocab.token_get_text(llama.token_eos()) if llama.token_eos() >= 0 else "",
+    }
+    return LlamaCppChatModel(
+        model_name=name,
+        chosen_because=why,
+        model_path=str(path),
+        llama=llama,
+        template=meta.get("tokenizer.chat_template"),
+        special_tokens=specials,
+        context_window=window,
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        repetition_penalty=settings.repetition_penalty,
+    )

@@ -1,0 +1,119 @@
+"""`llm.backend = "auto"` (the default): which backend runs a model, and why, said once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import lectern.rag.llm as llm_mod
+from lectern.rag.llm import LocalChatModel, choose_backend, resolve_auto
+from lectern.rag.model_cache import ModelCache
+from lectern.rag.settings import LLMSettings
+
+
+@pytest.fixture
+def cpu_with_llama(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU machine with llama-cpp-python installed (whatever this one has)."""
+    real = llm_mod.importlib.util.find_spec
+    monkeypatch.setattr(
+        llm_mod.importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "llama_cpp" else real(name, *a),
+    )
+    monkeypatch.setattr(llm_mod, "cuda_here", lambda device: device == "cuda")
+    monkeypatch.setattr(llm_mod, "gpu_offload", lambda: False)
+
+
+def test_the_default_is_auto() -> None:
+    assert LLMSettings().backend == "auto"
+
+
+@pytest.mark.parametrize(
+    ("settings", "backend", "why"),
+    [
+        (LLMSettings(), "llamacpp", "a GGUF model on a CPU"),
+        (LLMSettings(model="~/models/own.gguf"), "llamacpp", "a GGUF model on a CPU"),
+        (LLMSettings(model="/models/qwen-folder"), "local", "a transformers model, not a GGUF file"),
+        (LLMSettings(model="Qwen/Qwen2.5-0.5B-Instruct"), "local", "a transformers model, not a GGUF file"),
+        (LLMSettings(adapter="/adapters/a"), "local", "a LoRA adapter is set, which only transformers loads"),
+        (LLMSettings(device="cuda"), "local", "a CUDA GPU, which this CPU build of llama.cpp cannot use"),
+    ],
+)
+def test_choices_and_their_reasons(
+    cpu_with_llama: None, settings: LLMSettings, backend: str, why: str
+) -> None:
+    assert choose_backend(settings) == (backend, why)
+
+
+def test_a_cuda_build_of_llama_cpp_takes_the_gpu(
+    cpu_with_llama: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(llm_mod, "gpu_offload", lambda: True)
+    assert choose_backend(LLMSettings(device="cuda")) == (
+        "llamacpp",
+        "a GGUF model, and llama.cpp offloads it to the GPU",
+    )
+
+
+def test_serve_keeps_the_batching_backend(cpu_with_llama: None) -> None:
+    assert choose_backend(LLMSettings(), serving=True) == (
+        "local",
+        "lectern serve batches concurrent requests on transformers",
+    )
+
+
+def test_without_llama_cpp_gguf_models_run_on_transformers(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = llm_mod.importlib.util.find_spec
+    monkeypatch.setattr(
+        llm_mod.importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a)
+    )
+    assert choose_backend(LLMSettings()) == (
+        "local",
+        "llama-cpp-python is not installed (make setup installs it)",
+    )
+
+
+def test_a_cpu_machine_never_imports_torch_to_choose(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(llm_mod.Path, "exists", lambda self: False)  # no NVIDIA driver
+    monkeypatch.setitem(__import__("sys").modules, "torch", None)  # importing it would raise
+    assert llm_mod.cuda_here("auto") is False
+    assert llm_mod.cuda_here("cuda") is True and llm_mod.cuda_here("cpu") is False
+
+
+def test_explicit_backends_are_left_alone() -> None:
+    for backend in ("local", "llamacpp", "openai", "fake"):
+        settings = LLMSettings(backend=backend)
+        assert resolve_auto(settings) == (settings, "")
+
+
+def test_the_cache_keys_auto_as_its_choice_and_says_why(
+    cpu_with_llama: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    built: list[str] = []
+
+    def stand_in(settings: LLMSettings, models_dir: Path) -> LocalChatModel:
+        built.append(settings.backend)
+        return LocalChatModel(model_name=settings.model, hf_model=object(), tokenizer=object())
+
+    monkeypatch.setitem(llm_mod.LLM_BACKENDS, "local", stand_in)
+    cache = ModelCache()
+    folder = str(tmp_path)  # a transformers folder: auto picks local
+    auto = cache.llm(LLMSettings(model=folder), tmp_path)
+    assert auto.backend_because == "local (auto: a transformers model, not a GGUF file)"  # type: ignore[attr-defined]
+    explicit = cache.llm(LLMSettings(backend="local", model=folder), tmp_path)
+    assert built == ["local"] and cache.loads["llm"] == 1  # one load serves both
+    assert explicit.hf_model is auto.hf_model  # type: ignore[attr-defined]
+    assert cache.has_llm(LLMSettings(model=folder), tmp_path)
+
+
+def test_build_llm_says_why_too(
+    cpu_with_llama: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(
+        llm_mod.LLM_BACKENDS,
+        "llamacpp",
+        lambda s, d: LocalChatModel(model_name=s.model, hf_model=object(), tokenizer=object()),
+    )
+    llm = llm_mod.build_llm(LLMSettings(), tmp_path)
+    assert llm.backend_because == "llamacpp (auto: a GGUF model on a CPU)"  # type: ignore[attr-defined]

@@ -1,0 +1,239 @@
+"""One contract for the backends that run a model in this process (rag.llm.templated): the local
+(transformers) one and llamacpp, the same tests on each, with the real packaged models: a known
+answer, streaming, stop strings, usage, seed, the window, batches; tools and tool_choice with
+Qwen's template. Then what llamacpp alone promises: the same prompt and tokens as transformers,
+nothing converted, clear errors for a missing package and a damaged file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.tools import tool
+
+from lectern.errors import BackendUnavailable, ContextTooLong, CorruptModel, InvalidInput, ToolsUnsupported
+from lectern.rag.llm import build_llm
+from lectern.rag.settings import LLMSettings
+
+QUESTION = [SystemMessage("Answer in one word."), HumanMessage("What is the capital of France?")]
+BACKENDS = ["local", "llamacpp"]
+needs_llama = pytest.mark.skipif(
+    not __import__("importlib").util.find_spec("llama_cpp"), reason="llama-cpp-python not installed"
+)
+
+
+def _build(backend: str, model: str, models_dir: Path, **more: Any) -> Any:
+    if backend == "llamacpp" and not __import__("importlib").util.find_spec("llama_cpp"):
+        pytest.skip("llama-cpp-python not installed")
+    settings = LLMSettings(
+        backend=backend, model=model, temperature=0, max_new_tokens=16, device="cpu", **more
+    )
+    return build_llm(settings, models_dir)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def smol(request: pytest.FixtureRequest, models_dir: Path) -> Any:
+    return _build(request.param, "packaged:smollm2", models_dir)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def qwen(request: pytest.FixtureRequest, models_dir: Path) -> Any:
+    return _build(request.param, "packaged:qwen2.5-0.5b", models_dir, max_new_tokens=48)
+
+
+@pytest.mark.e2e
+def test_known_answer_with_usage(smol: Any) -> None:
+    reply = smol.invoke(QUESTION)
+    assert "Paris" in reply.content
+    used = reply.usage_metadata
+    assert used["input_tokens"] == smol.get_num_tokens_from_messages(QUESTION)
+    assert (
+        0 < used["output_tokens"] <= 16
+        and used["total_tokens"] == used["input_tokens"] + used["output_tokens"]
+    )
+    assert smol.context_window == 4096  # its native 8192, capped on a CPU (CPU_WINDOW)
+
+
+@pytest.mark.e2e
+def test_stream_concatenates_to_invoke(smol: Any) -> None:
+    chunks = [c.content for c in smol.stream(QUESTION)]
+    assert len([c for c in chunks if c]) > 1 and "".join(chunks) == smol.invoke(QUESTION).content
+
+
+@pytest.mark.e2e
+def test_a_stop_string_ends_the_reply_before_it(smol: Any) -> None:
+    counting = [HumanMessage("Count from 1 to 10, separated by commas.")]
+    whole = smol.invoke(counting, max_new_tokens=40).content
+    assert "4" in whole, whole
+    cut = smol.invoke(counting, stop=["4"], max_new_tokens=40).content
+    assert cut == whole[: whole.index("4")]
+    assert "".join(c.content for c in smol.stream(counting, stop=["4"], max_new_tokens=40)) == cut
+
+
+@pytest.mark.e2e
+def test_sampling_follows_the_seed_and_greedy_ignores_it(smol: Any) -> None:
+    story = [HumanMessage("Write a sentence about a cat.")]
+    if smol._llm_type == "lectern-local":  # transformers samples from torch's global generator
+        import torch
+
+        torch.manual_seed(7)
+        first = smol.invoke(story, temperature=1.0).content
+        torch.manual_seed(7)
+        assert smol.invoke(story, temperature=1.0).content == first
+    else:
+        first = smol.invoke(story, temperature=1.0, seed=7).content
+        assert smol.invoke(story, temperature=1.0, seed=7).content == first
+        others = {smol.invoke(story, temperature=1.0, seed=s).content for s in (1, 2, 3)}
+        assert others != {first}  # another seed, another sentence (three tries)
+    assert smol.invoke(story, seed=1).content == smol.invoke(story, seed=2).content  # temperature 0
+
+
+@pytest.mark.e2e
+def test_counts_and_the_window(smol: Any) -> None:
+    sentence = "The quick brown fox jumps over the lazy dog, twice."
+    assert smol.get_num_tokens(sentence) == len(smol.get_token_ids(sentence)) > 5
+    assert smol.get_num_tokens_from_messages([HumanMessage(sentence)]) > smol.get_num_tokens(sentence)
+    with pytest.raises(ContextTooLong) as info:
+        smol.fit_check(HumanMessage("word " * 9000), field="question")
+    assert info.value.field == "question" and info.value.window == smol.context_window
+
+
+@pytest.mark.e2e
+def test_batch_equals_single_generations(smol: Any) -> None:
+    prompts = [QUESTION, "Name one primary color."]
+    assert [m.content for m in smol.batch(prompts)] == [smol.invoke(p).content for p in prompts]
+
+
+@pytest.mark.e2e
+def test_a_template_without_tools_is_refused(smol: Any) -> None:
+    with pytest.raises(ToolsUnsupported, match="smollm2"):
+        smol.bind_tools([search])
+
+
+@tool
+def search(query: str) -> str:
+    """Search the documents for a query."""
+    return query
+
+
+@tool
+def list_documents() -> str:
+    """List the documents in the collection."""
+    return ""
+
+
+ASK = [HumanMessage("Find who designed the Marrow Point lighthouse. Use the tools.")]
+
+
+@pytest.mark.e2e
+def test_tool_choice_required_and_named_are_enforced(qwen: Any) -> None:
+    named = qwen.bind_tools([search, list_documents], tool_choice="list_documents").invoke(ASK)
+    assert [c["name"] for c in named.tool_calls] == ["list_documents"]
+    required = qwen.bind_tools([search, list_documents], tool_choice="required").invoke(ASK)
+    assert required.tool_calls and required.tool_calls[0]["name"] in {"search", "list_documents"}
+    assert required.usage_metadata["output_tokens"] > 0
+    none = qwen.bind_tools([search], tool_choice="none").invoke(ASK)
+    assert not none.tool_calls and "<tool_call>" not in none.content
+
+
+@pytest.mark.e2e
+def test_a_bound_model_streams_its_call_whole(qwen: Any) -> None:
+    bound = qwen.bind_tools([search], tool_choice="search")
+    chunks = list(bound.stream(ASK))
+    assert len(chunks) == 1 and chunks[0].tool_call_chunks[0]["name"] == "search"
+
+
+# ----------------------------------------------------------------------------- llamacpp alone
+
+
+@pytest.mark.e2e
+@needs_llama
+def test_llamacpp_prompts_and_counts_as_transformers_does(models_dir: Path) -> None:
+    """The template the GGUF carries, rendered here without transformers, is the text transformers
+    renders, tools included; both tokenizers give the same ids."""
+    local = _build("local", "packaged:qwen2.5-0.5b", models_dir)
+    llama = _build("llamacpp", "packaged:qwen2.5-0.5b", models_dir)
+    specs = [{"type": "function", "function": {"name": "search", "description": "Search «café» <docs>.",
+                                               "parameters": {"type": "object", "properties": {}}}}]  # fmt: skip
+    for tools in (None, specs):
+        assert llama._prompt_text(QUESTION, tools) == local._prompt_text(QUESTION, tools)
+        assert llama._prompt_ids(QUESTION, tools) == local._prompt_ids(QUESTION, tools)
+    assert llama.get_token_ids("naïve café — 42%!") == local.get_token_ids("naïve café — 42%!")
+
+
+@pytest.mark.e2e
+@needs_llama
+def test_llamacpp_runs_the_file_in_place_and_a_gguf_path(models_dir: Path, tmp_path: Path) -> None:
+    from lectern.rag.models import packaged_gguf
+
+    smol = _build("llamacpp", "packaged:smollm2", tmp_path)
+    assert Path(smol.model_path) == packaged_gguf("smollm2", tmp_path)  # the wheel's own file
+    assert list(tmp_path.iterdir()) == []  # nothing converted, nothing copied
+    by_path = _build("llamacpp", smol.model_path, tmp_path)
+    assert (
+        by_path.model_name == smol.model_path
+        and by_path.invoke(QUESTION).content == smol.invoke(QUESTION).content
+    )
+
+
+@pytest.mark.e2e
+@needs_llama
+def test_llamacpp_refuses_a_prompt_longer_than_its_context(models_dir: Path) -> None:
+    smol = _build("llamacpp", "packaged:smollm2", models_dir, context_window=256)
+    assert smol.context_window == 256
+    with pytest.raises(ContextTooLong) as info:
+        smol.invoke("word " * 400)
+    assert info.value.window == 256
+
+
+@needs_llama
+def test_a_truncated_or_foreign_gguf_is_a_clear_error(tmp_path: Path) -> None:
+    from lectern.rag.models import packaged_gguf
+
+    whole = packaged_gguf("smollm2", tmp_path).read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(CorruptModel) as info:
+        _build("llamacpp", str(cut), tmp_path)
+    assert info.value.path == str(cut) and "llama.cpp cannot load" in str(info.value)
+    foreign = tmp_path / "notes.gguf"
+    foreign.write_text("not a model")
+    with pytest.raises(CorruptModel, match="no GGUF magic"):
+        _build("llamacpp", str(foreign), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.gguf", "notes.gguf"]  # nothing else written
+
+
+def test_llamacpp_without_the_package_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "llama_cpp", None)  # import llama_cpp raises ImportError
+    with pytest.raises(BackendUnavailable) as info:
+        build_llm(LLMSettings(backend="llamacpp", model="packaged:smollm2"), tmp_path)
+    assert "llama-cpp-python" in str(info.value) and "pip install llama-cpp-python" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_llama
+def test_llamacpp_runs_gguf_files_only(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="--backend local"):
+        build_llm(LLMSettings(backend="llamacpp", model=str(tmp_path)), tmp_path)
+
+
+def test_the_repetition_rule_is_the_same_on_both_backends() -> None:
+    """llama.cpp's logits processor penalizes as transformers' does: generated tokens only."""
+    import numpy as np
+    import torch
+
+    from lectern.rag.llm.llamacpp import _penalty_after as numpy_rule
+    from lectern.rag.llm.local import _penalty_after as torch_rule
+
+    scores = [4.0, 4.0, 4.0, -4.0, 4.0]
+    ids = [0, 1, 1, 2, 3]  # prompt 0 1 1, generated 2 3
+    expected = torch_rule(3, 2.0)(torch.tensor([ids]), torch.tensor([scores]))[0].tolist()
+    assert expected == [4.0, 4.0, 2.0, -8.0, 4.0]
+    out = numpy_rule(3, 2.0)(np.array(ids, dtype=np.intc), np.array(scores, dtype=np.single))
+    assert out.tolist() == expected
+    untouched = numpy_rule(3, 2.0)(np.array(ids[:3], dtype=np.intc), np.array(scores, dtype=np.single))
+    assert untouched.tolist() == scores
