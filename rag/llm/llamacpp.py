@@ -40,7 +40,14 @@ INSTALL = "pip install llama-cpp-python==0.3.36 (make setup installs it)"
 
 
 def import_llama_cpp() -> Any:
-    """The llama_cpp module, or BackendUnavailable saying how to install it."""
+    """The llama_cpp module, or BackendUnavailable saying how to install it.
+
+    Its OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE, unless the environment says
+    otherwise; read once, when llama.cpp's libgomp loads): spinning, a thread that waits for one the
+    system descheduled holds a core the other needs. On 2 cores shared with other jobs (load 7.9),
+    24 tokens of Qwen 0.5B took 14-69 s with 2 spinning threads, 3.6-8.1 s with one, and 4.5-5.3 s
+    with 2 passive threads (docs/LLM.md)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import llama_cpp
     except ImportError as error:  # missing, or its shared library does not load
@@ -236,7 +243,7 @@ def build_llamacpp(settings: LLMSettings, models_dir: Path) -> LlamaCppChatModel
         raise CorruptModel(str(path), f"llama.cpp cannot load this GGUF file ({error})") from None
     window = int(llama.n_ctx())
     if not settings.context_window:
-        window = min(window, int(llama.n_ctx_train()))
+        window = min(window, int(llama._model.n_ctx_train()))
     meta = dict(getattr(llama, "metadata", {}) or {})
     vocab = llama._model
     specials = {

@@ -11,7 +11,7 @@ reports the rest as InvalidToolCalls, so a run never crashes on a model's typo.
 
 `tool_choice` (OpenAI's "none", "auto", "required" or a named function; LangChain's "any" and True
 too) is enforced on a local model by what its reply starts with (`forced_start`): "required" opens
-the reply with `<tool_call>`, a named function with `<tool_call>{"name": NAME, "arguments": `, so
+the reply with `<tool_call>`, a named function with `<tool_call>{"name": NAME, "arguments":`, so
 the model can only go on to write that call; "none" renders no tools at all.
 """
 
@@ -69,12 +69,13 @@ def normalize_tool_choice(choice: Any, names: Sequence[str]) -> str:
 def forced_start(choice: str) -> str:
     """The text a reply is made to start with so that it honours `choice` (normalized): nothing for
     "auto"/"none", an opened `<tool_call>` block for "required", that block with the name written
-    for a named function."""
+    for a named function. It ends at `"arguments":`, not after the space: the model writes ` {` as
+    one token; a prompt ending in a lone space token left Qwen 0.5B on llama.cpp writing `1}`."""
     if choice in ("auto", "none"):
         return ""
     if choice == "required":
         return OPEN + "\n"
-    return OPEN + "\n" + '{"name": ' + json.dumps(choice) + ', "arguments": '
+    return OPEN + "\n" + '{"name": ' + json.dumps(choice) + ', "arguments":'
 
 
 def parse_tool_calls(text: str) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
