@@ -81,13 +81,14 @@ def forced_start(choice: str) -> str:
 def parse_tool_calls(text: str) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
     """The text outside `<tool_call>` blocks, the calls parsed from them, and the blocks that could
     not be read. A reply that is nothing but one `{"name": ..., "arguments": ...}` object (the tags
-    forgotten) is read as a call too."""
+    forgotten), bare or in a code fence (Qwen 0.5B on llama.cpp writes one), is read as a call too."""
     calls: list[ToolCall] = []
     invalid: list[InvalidToolCall] = []
     bodies = [m.group(1) for m in _BLOCK.finditer(text)]
     content = _BLOCK.sub("", text).strip() if bodies else text.strip()
-    if not bodies and content.startswith("{") and '"name"' in content:
-        bodies, content = [content], ""
+    bare = "" if bodies else _FENCE.sub("", content).strip()
+    if bare.startswith("{") and '"name"' in bare:
+        bodies, content = [bare], ""
     for body in bodies:
         call_id = f"call_{uuid.uuid4().hex[:12]}"
         data, error = _read_json(body)

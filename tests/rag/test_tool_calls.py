@@ -87,6 +87,12 @@ def test_good_and_bad_calls_side_by_side() -> None:
 def test_bare_json_call_without_tags_is_read_and_plain_text_is_not() -> None:
     _, calls, _ = parse_tool_calls('{"name": "search", "arguments": {"query": "x"}}')
     assert calls[0]["name"] == "search"
+    fenced = '```json\n{\n  "name": "search",\n  "arguments": {"query": "x", "k": 4}\n}\n```'
+    content, calls, invalid = parse_tool_calls(fenced)
+    assert [(c["name"], c["args"]) for c in calls] == [("search", {"query": "x", "k": 4})]
+    assert content == "" and invalid == []
+    _, calls, _ = parse_tool_calls('```json\n{"name": "search", "arguments": {"query": "x"')  # cut off
+    assert calls[0]["args"] == {"query": "x"}
     content, calls, invalid = parse_tool_calls("The pump runs at 5 bar [1].")
     assert content == "The pump runs at 5 bar [1]." and calls == invalid == []
 
