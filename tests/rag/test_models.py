@@ -74,6 +74,21 @@ def test_verify_gguf_rejects_a_truncated_file(tmp_path: Path) -> None:
         models.verify_gguf(cut)
 
 
+def test_the_header_reader_agrees_with_the_gguf_package_on_a_real_model(tmp_path: Path) -> None:
+    from gguf import GGUFReader
+
+    smol = models.packaged_gguf("smollm2", tmp_path)  # the wheel's own file: 49k token strings
+    reader = GGUFReader(str(smol))
+    layout = models.gguf_layout(smol)
+    assert layout.elements == sum(int(t.n_elements) for t in reader.tensors)
+    assert layout.data_end == max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
+    assert layout.data_end == smol.stat().st_size
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(smol.read_bytes()[:500_000])  # ends inside the token strings
+    with pytest.raises(CorruptModel, match="unreadable GGUF header"):
+        models.gguf_layout(cut)
+
+
 def test_unknown_packaged_model_lists_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(UnknownKey, match="smollm2"):
         models.packaged_gguf("gpt-9", tmp_path)
@@ -150,6 +165,29 @@ def test_qwen_05b_parts_join_once_and_verify(models_dir: Path) -> None:
 def test_auto_picks_the_model_by_hardware(hw: models.Hardware, available: list[str], chosen: str) -> None:
     model, why = models.choose_packaged(available, hw)
     assert model == chosen and why
+
+
+@pytest.mark.parametrize(
+    ("seconds", "memory_gb", "chosen", "said"),
+    [
+        (models.ANSWER_BUDGET_S * 0.9, 8, "packaged:qwen2.5-1.5b", "within the"),
+        (models.ANSWER_BUDGET_S * 1.1, 64, "packaged:qwen2.5-0.5b", "over the"),
+        (models.ANSWER_BUDGET_S * 0.5, 2, "packaged:qwen2.5-0.5b", "needs 4 GB"),
+    ],
+)
+def test_on_a_cpu_the_measured_speed_of_the_1_5b_decides_not_the_core_count(
+    seconds: float, memory_gb: float, chosen: str, said: str
+) -> None:
+    available = ["packaged:qwen2.5-0.5b", "packaged:qwen2.5-1.5b"]
+    hw = models.Hardware(cuda=False, cores=2, memory_gb=memory_gb, big_answer_s=seconds)
+    model, why = models.choose_packaged(available, hw)
+    assert model == chosen and said in why
+
+
+def test_auto_without_the_1_5b_says_how_to_install_it() -> None:
+    hw = models.Hardware(cuda=False, cores=16, memory_gb=64)
+    model, why = models.choose_packaged(["packaged:qwen2.5-0.5b"], hw)
+    assert model == "packaged:qwen2.5-0.5b" and "make model-1.5b" in why
 
 
 def test_auto_with_nothing_installed_says_how_to_install() -> None:
