@@ -185,14 +185,9 @@ def machine(model_name: str) -> dict[str, str]:
     }
 
 
-def machine_key(model_name: str) -> str:
-    return hashlib.sha256(json.dumps(machine(model_name), sort_keys=True).encode()).hexdigest()[:24]
-
-
-def cached_choice(file: Path, key: str) -> str | None:
-    entry = read_json(file).get(key)
-    choice = entry.get("choice") if isinstance(entry, dict) else None
-    return choice if choice in CPU_PRECISIONS else None
+def machine_key(fields: dict[str, str]) -> str:
+    """The cache key of a machine described by `fields` (what a measurement depends on)."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def remember(cache_dir: Path, model_name: str, choice: str) -> None:
@@ -200,8 +195,46 @@ def remember(cache_dir: Path, model_name: str, choice: str) -> None:
     file = cache_dir / CACHE_FILE
     cache_dir.mkdir(parents=True, exist_ok=True)
     data = read_json(file)
-    data[machine_key(model_name)] = {"machine": machine(model_name), "choice": choice, "measured": None}
+    data[machine_key(machine(model_name))] = {
+        "machine": machine(model_name),
+        "choice": choice,
+        "measured": None,
+    }
     atomic_write_text(file, json.dumps(data, indent=2, sort_keys=True))
+
+
+def once_per_machine(
+    file: Path,
+    fields: dict[str, str],
+    measure: Callable[[], dict[str, Any]],
+    announce: Callable[[str], None],
+    what: str,
+    valid: Callable[[dict[str, Any]], bool] = lambda entry: True,
+) -> dict[str, Any]:
+    """The measurement kept in JSON `file` for the machine `fields` describe (where `valid`), or
+    `measure()` run now and kept there (with the date and the load average: other jobs skew
+    timings). A file lock makes a second process wait for the first one's measurement instead of
+    repeating it."""
+    key = machine_key(fields)
+    entry = read_json(file).get(key)
+    if isinstance(entry, dict) and valid(entry):
+        return entry
+    from filelock import FileLock
+
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(file) + ".lock"):
+        entry = read_json(file).get(key)
+        if isinstance(entry, dict) and valid(entry):
+            return entry
+        announce(f"lectern: measuring {what}, once for this machine")
+        entry = {"machine": fields, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+        entry["load_average"] = round(os.getloadavg()[0], 2)
+        entry |= measure()
+        MEASURED["benchmark"] += 1
+        data = read_json(file)
+        data[key] = entry
+        atomic_write_text(file, json.dumps(data, indent=2, sort_keys=True))
+    return entry
 
 
 def chosen_precision(
@@ -210,28 +243,21 @@ def chosen_precision(
     run_benchmark: Callable[[], Measurement],
     announce: Callable[[str], None],
 ) -> str:
-    """This machine's precision for the model: from the cache, or measured now and cached. A file
-    lock makes a second process wait for the first one's measurement instead of repeating it."""
-    key = machine_key(model_name)
+    """This machine's precision for the model: from the cache, or measured now and cached."""
     file = cache_dir / CACHE_FILE
-    choice = cached_choice(file, key)
-    if choice is not None:
-        return choice
-    from filelock import FileLock
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(file) + ".lock"):
-        choice = cached_choice(file, key)
-        if choice is not None:
-            return choice
-        announce("lectern: measuring which precision embeds fastest on this CPU, once for this machine")
+    def run() -> dict[str, Any]:
         result = run_benchmark()
-        MEASURED["benchmark"] += 1
-        data = read_json(file)
-        data[key] = {"machine": machine(model_name), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-        data[key]["load_average"] = round(os.getloadavg()[0], 2)  # other jobs skew the timings
-        data[key] |= asdict(result)
-        atomic_write_text(file, json.dumps(data, indent=2, sort_keys=True))
         seconds = ", ".join(f"{p} {s:.2f} s" for p, s in result.seconds.items())
         announce(f"lectern: embedding in {result.choice} on this CPU ({seconds}; kept in {file})")
-    return result.choice
+        return asdict(result)
+
+    entry = once_per_machine(
+        file,
+        machine(model_name),
+        run,
+        announce,
+        "which precision embeds fastest on this CPU",
+        valid=lambda entry: entry.get("choice") in CPU_PRECISIONS,
+    )
+    return str(entry["choice"])

@@ -15,9 +15,12 @@ llama_cpp is imported when a model is built, never by `import lectern`.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
+import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,11 +31,19 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk
 from pydantic import ConfigDict, Field
 
-from lectern.errors import BackendUnavailable, ContextTooLong, CorruptModel, InvalidInput
+from lectern.errors import BackendUnavailable, ContextTooLong, CorruptModel, InvalidInput, ModelNotFound
 from lectern.rag.llm.local import CPU_WINDOW
 from lectern.rag.llm.templated import TemplatedChatModel, render_chat_template, usage
 from lectern.rag.llm.tool_calls import tool_chat_dicts
-from lectern.rag.models import AUTO, GGUF_MAGIC, Hardware, choose_packaged, gguf_file, installed
+from lectern.rag.models import (
+    AUTO,
+    BIG,
+    GGUF_MAGIC,
+    Hardware,
+    choose_packaged,
+    gguf_file,
+    installed,
+)
 from lectern.rag.settings import LLMSettings
 
 INSTALL = "pip install llama-cpp-python==0.3.36 (make setup installs it)"
@@ -207,14 +218,97 @@ def check_gguf_header(path: Path) -> None:
             raise CorruptModel(str(path), "not a GGUF file (no GGUF magic at the start)")
 
 
+SPEED_FILE = "llm-speed.json"
+"""<models_dir>/llm-speed.json: a typical answer's seconds per GGUF model, measured once per machine."""
+TYPICAL_PROMPT, TYPICAL_REPLY = 500, 18
+"""Tokens the model reads and writes for a typical RAG answer: 525 and 18 on average per `ask` of 20
+S09 questions with lectern's defaults (1.1 model calls per answer; docs/LLM.md). What
+`typical_answer_seconds` scales its short timing to."""
+_PROBE_PROMPT, _PROBE_STEPS = 256, 8
+_PROBE_TEXT = (
+    "The reading room of the county library keeps its older maps in a cool room on the second floor. "
+    "Each map is catalogued by region, year and scale, and readers may ask for three at a time. "
+)
+
+
+def typical_answer_seconds(llama_cpp: Any, path: Path, threads: int) -> dict[str, float]:
+    """How long a typical RAG answer takes with the GGUF at `path` on this CPU: a prefill of
+    _PROBE_PROMPT tokens and _PROBE_STEPS decode steps, timed after a warm-up that pages the weights
+    in, scaled to TYPICAL_PROMPT and TYPICAL_REPLY tokens (a few seconds for the 1.5B on 2 cores,
+    not a whole answer's)."""
+    llama = llama_cpp.Llama(
+        model_path=str(path), n_ctx=2 * _PROBE_PROMPT, n_threads=threads, n_threads_batch=threads,
+        n_gpu_layers=0, use_mmap=True, verbose=False,
+    )  # fmt: skip
+    try:
+        text = _PROBE_TEXT.encode()
+        ids = list(llama.tokenize(text, add_bos=False))
+        ids = (ids * (_PROBE_PROMPT // len(ids) + 1))[:_PROBE_PROMPT]
+        llama.eval(ids[:32])  # warm-up
+        llama.reset()
+        start = time.perf_counter()
+        llama.eval(ids)
+        prefill = time.perf_counter() - start
+        start = time.perf_counter()
+        for token in ids[:_PROBE_STEPS]:
+            llama.eval([token])
+        step = (time.perf_counter() - start) / _PROBE_STEPS
+    finally:
+        llama.close()
+    answer = TYPICAL_PROMPT * prefill / _PROBE_PROMPT + TYPICAL_REPLY * step
+    return {"prefill_tokens_per_s": round(_PROBE_PROMPT / prefill, 1), "decode_s_per_token": round(step, 4),
+            "answer_s": round(answer, 2)}  # fmt: skip
+
+
+def measured_answer_seconds(model: str, models_dir: Path, threads: int) -> float:
+    """`typical_answer_seconds` of packaged `model` on this machine, measured once and kept in
+    <models_dir>/llm-speed.json (ingest.cpu_precision.once_per_machine), keyed by the CPU, its
+    threads, llama-cpp-python's version and the model file."""
+    from lectern.ingest.cpu_precision import cpu_info, machine_key, once_per_machine
+
+    llama_cpp = import_llama_cpp()
+    path = gguf_file(model, models_dir)
+    assert path is not None
+    cpu, flags = cpu_info()
+    fields = {
+        "cpu": cpu or os.uname().machine,
+        "flags": machine_key({"flags": " ".join(sorted(flags))}),
+        "threads": str(threads),
+        "llama_cpp": importlib.metadata.version("llama_cpp_python"),
+        "model": f"{model}@{path.stat().st_size}",
+    }
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    entry = once_per_machine(
+        models_dir / SPEED_FILE,
+        fields,
+        lambda: typical_answer_seconds(llama_cpp, path, threads),
+        say,
+        f"how fast {model} answers on this CPU",
+        valid=lambda entry: isinstance(entry.get("answer_s"), (int, float)),
+    )
+    return float(entry["answer_s"])
+
+
 def build_llamacpp(settings: LLMSettings, models_dir: Path) -> LlamaCppChatModel:
     """The GGUF `settings.model` names, on llama.cpp: CorruptModel for a file llama.cpp cannot load
     (truncated, damaged), InvalidInput for a model that is not a GGUF file."""
     llama_cpp = import_llama_cpp()
     offload = settings.device != "cpu" and gpu_offload()
+    threads = settings.threads or physical_cores()
     name, why = settings.model, ""
     if name == AUTO:
-        name, why = choose_packaged(installed(), Hardware.here(cuda=offload))
+        available = installed()
+        big_s = None
+        if BIG in available and not offload:
+            try:
+                big_s = measured_answer_seconds(BIG, models_dir, threads)
+            except (CorruptModel, ModelNotFound, OSError) as error:  # the 0.5B still answers
+                print(f"lectern: {BIG} left out of the choice: {error}", file=sys.stderr, flush=True)
+                available = [m for m in available if m != BIG]
+        name, why = choose_packaged(available, Hardware.here(cuda=offload, big_answer_s=big_s))
     path = gguf_file(name, models_dir)
     if path is None:
         raise InvalidInput(
@@ -225,7 +319,6 @@ def build_llamacpp(settings: LLMSettings, models_dir: Path) -> LlamaCppChatModel
         )
     check_gguf_header(path)
     layers = settings.gpu_layers if settings.gpu_layers is not None else (-1 if offload else 0)
-    threads = settings.threads or physical_cores()
     # the window: the configured one, else the model's own capped at CPU_WINDOW on a CPU (a
     # context is allocated for all of it: the KV cache of Qwen's 32k would be 0.4-0.9 GB)
     n_ctx = settings.context_window or (0 if layers else CPU_WINDOW)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,46 @@ def test_build_llm_says_why_too(
     )
     llm = llm_mod.build_llm(LLMSettings(), tmp_path)
     assert llm.backend_because == "llamacpp (auto: a GGUF model on a CPU)"  # type: ignore[attr-defined]
+
+
+def test_a_gguf_models_speed_is_measured_once_per_machine_and_kept_as_json(tmp_path: Path) -> None:
+    """The real SmolLM2 on the real llama.cpp: timed once, then read back from llm-speed.json."""
+    pytest.importorskip("llama_cpp")
+    from lectern.ingest import cpu_precision
+    from lectern.rag.llm import llamacpp
+
+    before = cpu_precision.MEASURED["benchmark"]
+    first = llamacpp.measured_answer_seconds("packaged:smollm2", tmp_path, 1)
+    assert llamacpp.measured_answer_seconds("packaged:smollm2", tmp_path, 1) == first > 0
+    assert cpu_precision.MEASURED["benchmark"] == before + 1
+    (entry,) = json.loads((tmp_path / llamacpp.SPEED_FILE).read_text()).values()
+    assert entry["prefill_tokens_per_s"] > 0 and entry["decode_s_per_token"] > 0
+    assert entry["machine"]["model"].startswith("packaged:smollm2@")
+    llamacpp.measured_answer_seconds("packaged:smollm2", tmp_path, 2)  # other threads, other speed
+    assert cpu_precision.MEASURED["benchmark"] == before + 2
+
+
+@pytest.mark.parametrize(
+    ("seconds", "chosen"), [(1e9, "packaged:qwen2.5-0.5b"), (0.1, "packaged:qwen2.5-1.5b")]
+)
+def test_auto_on_llamacpp_picks_by_the_measured_speed_and_says_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, seconds: float, chosen: str
+) -> None:
+    """Both Qwen models stand in by SmolLM2's file (this test is about the choice, not them)."""
+    pytest.importorskip("llama_cpp")
+    from lectern.rag import models
+    from lectern.rag.llm import llamacpp
+
+    smol = models.packaged_gguf("smollm2", tmp_path)
+    measured: list[str] = []
+    monkeypatch.setattr(llamacpp, "installed", lambda: [models.DEFAULT, models.BIG])
+    monkeypatch.setattr(llamacpp, "measured_answer_seconds", lambda m, d, t: measured.append(m) or seconds)
+    monkeypatch.setattr(llamacpp, "gguf_file", lambda model, models_dir: smol)
+    monkeypatch.setattr(
+        models.Hardware,
+        "here",
+        classmethod(lambda cls, cuda, big_answer_s=None: cls(cuda, 2, 8.0, big_answer_s)),
+    )
+    llm = llamacpp.build_llamacpp(LLMSettings(backend="llamacpp", device="cpu"), tmp_path)
+    assert measured == [models.BIG] and llm.model_name == chosen
+    assert ("within the" if chosen == models.BIG else "over the") in llm.chosen_because
