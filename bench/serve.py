@@ -1,10 +1,13 @@
 """`lectern serve` under concurrent clients: completion tokens/s and request latency (p50/p95) at 1, 8
-and 32 clients, with batching (--max-batch 8) and without (--max-batch 1), per model, in one run.
+and 32 clients, per model and server mode (--modes BACKEND:MAX_BATCH; by default transformers with
+batching, --max-batch 8, and without, --max-batch 1), in one run.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m bench.serve                      # SmolLM2 and packaged:auto
     HF_HUB_OFFLINE=1 .venv/bin/python -m bench.serve --models packaged:smollm2 --clients 1 8
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.serve --models packaged:qwen2.5-0.5b --clients 1 8 --modes local:8 llamacpp:1
 
-Each request is a streamed chat completion of exactly --tokens tokens (`ignore_eos`), so both modes
+Each request is a streamed chat completion of exactly --tokens tokens (`ignore_eos`; llama.cpp does
+not honour it, so a reply there may end sooner: tokens/s counts what was generated), so the modes
 produce the same work; each client sends its requests one after another. The server is a real
 `lectern serve` subprocess on loopback. The machine's CPU, cores and load average before and after
 are printed with the table: on a shared machine a busy neighbour lowers every figure.
@@ -58,7 +61,7 @@ def machine() -> str:
 
 
 def start(
-    model: str, max_batch: int, data_dir: Path, max_queue: int, threads: int | None
+    model: str, backend: str, max_batch: int, data_dir: Path, max_queue: int, threads: int | None
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
@@ -66,7 +69,7 @@ def start(
     if threads:
         env["LECTERN_LLM__THREADS"] = str(threads)
     lectern = Path(sys.executable).with_name("lectern")
-    cmd = [str(lectern), "serve", "--model", model, "--port", str(port), "--max-batch", str(max_batch),
+    cmd = [str(lectern), "serve", "--model", model, "--backend", backend, "--port", str(port), "--max-batch", str(max_batch),
            "--max-queue", str(max_queue), "--log-level", "warning"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -145,14 +148,19 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="where converted models are cached")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument(
+        "--modes", nargs="+", default=["local:8", "local:1"],
+        help="BACKEND:MAX_BATCH per server (llamacpp serves one request at a time)",
+    )  # fmt: skip
     args = parser.parse_args()
     data = args.data_dir or Path(tempfile.mkdtemp(prefix="bench-serve-"))
     print(f"machine: {machine()}; torch threads: {args.threads or 'all cores'}", flush=True)
     print(f"load average before: {os.getloadavg()}", flush=True)
     rows = []
     for model in args.models:
-        for mode, max_batch in (("batching", 8), ("one at a time", 1)):
-            proc, url = start(model, max_batch, data, max(args.clients) + 8, args.threads)
+        for mode in args.modes:
+            backend, max_batch = mode.split(":")
+            proc, url = start(model, backend, int(max_batch), data, max(args.clients) + 8, args.threads)
             try:
                 served = httpx.get(f"{url}/health").json()["model"]
                 for clients in args.clients:
@@ -175,10 +183,13 @@ def main() -> None:
               f"{r['p50_s']} | {r['p95_s']} | {r['ttft_p50_s']} |")  # fmt: skip
     for model in dict.fromkeys(r["model"] for r in rows):
         by = {(r["mode"], r["clients"]): r["tokens_per_s"] for r in rows if r["model"] == model}
-        for clients in args.clients:
-            if ("batching", clients) in by and ("one at a time", clients) in by:
-                ratio = by[("batching", clients)] / by[("one at a time", clients)]
-                print(f"{model}: {clients} clients, batching / one at a time = {ratio:.2f}x")
+        base = args.modes[0]
+        for mode in args.modes[1:]:
+            for clients in args.clients:
+                if (base, clients) in by and (mode, clients) in by:
+                    print(
+                        f"{model}: {clients} clients, {mode} / {base} = {by[(mode, clients)] / by[(base, clients)]:.2f}x"
+                    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 
