@@ -156,7 +156,9 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory, smol_models: Path) -> 
     return out
 
 
-SMOL = LLMSettings(model="packaged:smollm2", temperature=0, max_new_tokens=12, device="cpu", dtype="float32")
+SMOL = LLMSettings(
+    backend="local", model="packaged:smollm2", temperature=0, max_new_tokens=12, device="cpu", dtype="float32"
+)  # adapters load on transformers only
 
 
 @pytest.fixture(scope="module")
