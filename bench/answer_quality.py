@@ -66,6 +66,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     },  # sentences chosen by words and meaning (docs/ANSWERS.md, 11th run)
     "facts": {"answer": {"facts": True}},  # a wrong date or number asked again (rag.verify.wrong_fact)
     "meaning-facts": {"answer": {"meaning": 1.0, "facts": True}},
+    "by-meaning": {"answer": {"by_meaning": 1}},  # the words' 6 sentences and the one closest in meaning
 }
 
 

@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--meaning", type=float, action="append", help="cosine weights to try (0: words only)")
     ap.add_argument("--rank-penalty", type=float, action="append", help="with meaning: per-rank penalties")
     ap.add_argument("--sentences", type=int, default=None, help="best sentences shown (default: settings)")
+    ap.add_argument("--extra", type=int, action="append", help="sentences added by meaning alone (0: none)")
     ap.add_argument("--data-dir", type=Path, default=Path(".lectern-data/bench"))
     args = ap.parse_args()
 
@@ -67,8 +68,13 @@ def main() -> None:
         key = "question" if args.wording == "question" else "original"
         items = sample_answerable(load_questions(path, args.qa_dir, args.wording), args.limit, args.seed)
         sets.append((str(path), items, {r[key]: r.get("evidence", "") for r in rows}))
-    variants = [(m, p) for m in (args.meaning or [0.0, 0.5, 1.0, 2.0]) for p in (args.rank_penalty or [0.03])]
-    variants = list(dict.fromkeys((m, p if m else 0.0) for m, p in variants))
+    variants = [
+        (m, p, e)
+        for m in (args.meaning or [0.0, 0.5, 1.0, 2.0])
+        for p in (args.rank_penalty or [0.03])
+        for e in (args.extra or [0])
+    ]
+    variants = list(dict.fromkeys((m, p if m else 0.0, e) for m, p, e in variants))
 
     with eval_searcher(articles, settings, None) as base:
         searcher = Searcher(base.collection, base.embedder, settings.retrieval)
@@ -82,7 +88,7 @@ def measure(
     name: str,
     items: list[QAItem],
     evidence_of: dict[str, str],
-    variants: list[tuple[float, float]],
+    variants: list[tuple[float, float, int]],
     searcher: Searcher,
     retriever: LecternRetriever,
     top: int,
@@ -90,10 +96,10 @@ def measure(
 ) -> None:
     """Print one JSON line for the set, then one per variant."""
     a = settings.answer
-    hits: dict[tuple[float, float], list[bool]] = {v: [] for v in variants}
-    sentence_hits: dict[tuple[float, float], list[bool]] = {v: [] for v in variants}
-    words: dict[tuple[float, float], list[int]] = {v: [] for v in variants}
-    facts: dict[tuple[float, float], list[bool]] = {v: [] for v in variants}
+    hits: dict[tuple[float, float, int], list[bool]] = {v: [] for v in variants}
+    sentence_hits: dict[tuple[float, float, int], list[bool]] = {v: [] for v in variants}
+    words: dict[tuple[float, float, int], list[int]] = {v: [] for v in variants}
+    facts: dict[tuple[float, float, int], list[bool]] = {v: [] for v in variants}
     ceiling: list[bool] = []
     for item in items:
         docs = retriever.invoke(item.question)
@@ -102,7 +108,7 @@ def measure(
         terms = searcher.spelled(tokenize.terms(item.question))
         similarity = evidence.remembered(searcher.similarities)
         kind = asked_kind(item.question)
-        for meaning, penalty in variants:
+        for meaning, penalty, extra in variants:
             evidence.MEANING_RANK_PENALTY = penalty
             shown = evidence.select_sentences(
                 item.question,
@@ -114,11 +120,12 @@ def measure(
                 order=a.order,
                 similarity=similarity,
                 meaning=meaning,
+                extra=extra,
             )
             texts = [c.text for c in shown]
-            hits[meaning, penalty].append(context_has_answer(texts, item.answerable))
-            words[meaning, penalty].append(sum(len(t.split()) for t in texts))
-            if kind and hits[meaning, penalty][-1]:  # would the fact check pick the gold's sentence?
+            hits[meaning, penalty, extra].append(context_has_answer(texts, item.answerable))
+            words[meaning, penalty, extra].append(sum(len(t.split()) for t in texts))
+            if kind and hits[meaning, penalty, extra][-1]:  # would the fact check pick the gold's sentence?
                 spans = [evidence.sentence_spans(t) for t in texts]
                 scores = evidence.sentence_scores(
                     item.question, shown, spans, searcher.term_weights, terms=terms,
@@ -127,18 +134,21 @@ def measure(
                 best = answering_sentence(item.question, shown, kind, scores)
                 said = texts[best[0]][slice(*spans[best[0]][best[1]])] if best else ""
                 gold = set().union(*(values(g, kind) for g in item.answerable))
-                facts[meaning, penalty].append(
+                facts[meaning, penalty, extra].append(
                     bool(best)
                     and (context_has_answer([said], item.answerable) or bool(gold & values(said, kind)))
                 )
             if evidence_of.get(item.question):
-                sentence_hits[meaning, penalty].append(shows_sentence(texts, evidence_of[item.question]))
+                sentence_hits[meaning, penalty, extra].append(
+                    shows_sentence(texts, evidence_of[item.question])
+                )
     n = len(items)
     print(json.dumps({"set": name, "n": n, "top": top, "retrieved": round(sum(ceiling) / n, 4)}), flush=True)
     for v in variants:
         row: dict[str, object] = {
             "meaning": v[0],
             "rank_penalty": v[1],
+            "extra": v[2],
             "gold_shown": round(sum(hits[v]) / n, 4),
             "shown_words": round(statistics.fmean(words[v]), 1),
         }

@@ -29,6 +29,7 @@ ORDER = "best"  # docs/ANSWERS.md, eighth run: +4 of 180 S08 questions, +2 of 60
 
 MEANING_WEIGHT = 0.0  # the cosine's weight beside the words' share: off (docs/ANSWERS.md); answer.meaning
 MEANING_RANK_PENALTY = 0.03  # with a similarity: a chunk's rank breaks near-ties (in shares)
+EXTRA = 0  # sentences shown for their meaning alone, beside the `top` by words (bench/sentence_selection.py)
 
 TermWeights = Callable[[Sequence[str]], Mapping[str, float]]
 """Stemmed terms -> their weight (IDF) in the collection; unknown terms weigh as the rarest."""
@@ -216,6 +217,7 @@ def select_sentences(
     order: str = ORDER,
     similarity: Similarity | None = None,
     meaning: float = MEANING_WEIGHT,
+    extra: int = EXTRA,
 ) -> list[Context]:
     """The `top` sentences that share the most (rarity-weighted) terms with the question, each with
     `neighbours` sentences either side, kept in their chunk and in reading order; chunks with no
@@ -227,7 +229,9 @@ def select_sentences(
     With `similarity` (Searcher.similarities) a sentence also scores by meaning: its words' share of
     the question's (rarity-weighted) plus `meaning` times its cosine to the question, so a sentence
     worded unlike the question ("open every day except Tuesdays" for "which day is it closed?") can
-    be chosen though it shares no rare word (docs/ANSWERS.md)."""
+    be chosen though it shares no rare word (docs/ANSWERS.md). `extra` sentences closest in meaning
+    (with `similarity`) are shown besides, with their neighbours, after those chosen by score: the
+    word-matched ones keep their places."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, not {order!r}")
     spans = [sentence_spans(c.text) for c in contexts]
@@ -239,8 +243,22 @@ def select_sentences(
     if not scored and contexts:  # no sentence shares a word with the question: the best chunk's opening
         scored = [(0.0, 0, -si) for si in range(min(top, len(spans[0])))]
     scored.sort(reverse=True)
+    chosen = scored[:top]
+    if extra and similarity is not None:
+        cosines = _sentence_cosines(question, contexts, spans, similarity)
+        taken = {(-c, -s) for _, c, s in chosen}
+        closest = sorted(
+            (
+                (cos, -ci, -si)
+                for ci, row in enumerate(cosines)
+                for si, cos in enumerate(row)
+                if (ci, si) not in taken
+            ),
+            reverse=True,
+        )
+        chosen += [(0.0, neg_ci, neg_si) for _, neg_ci, neg_si in closest[:extra]]
     keep: dict[int, set[int]] = {}
-    for _, neg_ci, neg_si in scored[:top]:
+    for _, neg_ci, neg_si in chosen:
         ci, si = -neg_ci, -neg_si
         keep.setdefault(ci, set()).update(range(si - neighbours, si + neighbours + 1))
     chunks = sorted(keep)

@@ -36,6 +36,7 @@ from lectern.rag.citations import (
 )
 from lectern.rag.context import fit_contexts, generation_kwargs
 from lectern.rag.evidence import (
+    EXTRA,
     MEANING_WEIGHT,
     NEIGHBOURS,
     ORDER,
@@ -143,6 +144,7 @@ class QAChain(Runnable[QAInput, Answer]):
         spelling: Callable[[Sequence[str]], list[str]] | None = None,
         similarity: Similarity | None = None,
         meaning: float = MEANING_WEIGHT,
+        by_meaning: int = EXTRA,
         verify: bool = True,
         together: bool = False,
         subject: bool = False,
@@ -168,6 +170,7 @@ class QAChain(Runnable[QAInput, Answer]):
         self.spelling = spelling
         self.similarity = similarity
         self.meaning = meaning
+        self.by_meaning = by_meaning
         self.verify = verify
         self.together = together
         self.subject = subject
@@ -257,6 +260,7 @@ class QAChain(Runnable[QAInput, Answer]):
             order=self.order,
             similarity=similarity or self.similarity,
             meaning=self.meaning,
+            extra=self.by_meaning,
         )
 
     def prepare(self, question: str, config: RunnableConfig | None = None) -> _Prepared:

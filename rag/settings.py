@@ -104,6 +104,10 @@ class AnswerSettings(BaseModel):
     # 0.5B model answered fewer held-out questions with it (docs/ANSWERS.md, eleventh run). Like the
     # meaning gate, only with the accurate profile's embedder, on whose cosine scale 1.0 was tuned
     meaning: float = Field(0.0, ge=0.0, le=100.0)
+    # with context = "sentences": this many more sentences, the closest in meaning to the question
+    # that the words did not choose, shown after those (rag.evidence.select_sentences' `extra`); the
+    # word-matched ones keep their places. Accurate profile only, as `meaning`. 0: none (docs/ANSWERS.md)
+    by_meaning: int = Field(0, ge=0, le=20)
     # a "when"/"how many" answer whose date or number is not the one stated by the sentence that
     # answers the question best is asked once more with that sentence alone (rag.verify.wrong_fact)
     facts: bool = False

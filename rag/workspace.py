@@ -93,6 +93,7 @@ def qa_options(settings: Settings) -> dict[str, Any]:
         "together": settings.answer.together,
         "subject": settings.answer.subject,
         "meaning": settings.answer.meaning,
+        "by_meaning": settings.answer.by_meaning,
         "facts": settings.answer.facts,
     }
 
@@ -110,6 +111,7 @@ def chain_options(settings: Settings, searcher: Searcher) -> dict[str, Any]:
         "calibration": evidence_calibration(settings, profile),
         # the selection's cosine weight was tuned on MiniLM's scale too: other embedders choose by words
         "meaning": settings.answer.meaning if fitted_embedder(profile) else 0.0,
+        "by_meaning": settings.answer.by_meaning if fitted_embedder(profile) else 0,
     }
 
 

@@ -271,6 +271,23 @@ def test_selection_by_meaning_shows_a_sentence_worded_unlike_the_question() -> N
     assert len(calls) == 1 and len(calls[0]) == 5
 
 
+def test_extra_sentences_by_meaning_are_shown_after_the_ones_chosen_by_words() -> None:
+    question = "Which weekday is the Marrow Point Museum shut?"
+    passage = (
+        "The Marrow Point Museum has three rooms. The museum is open every day except Tuesdays. "
+        "It was built in 1901. Its roof was replaced in 1950. A shop sells postcards."
+    )
+    shown = [ctx(1, passage, "About the museum")]
+    idf = lambda terms: dict.fromkeys(terms, 1.0)  # noqa: E731
+    similarity = lambda q, texts: [0.8 if "except Tuesdays" in t else 0.1 for t in texts]  # noqa: E731
+    by_words = select_sentences(question, shown, idf, top=1, neighbours=0)
+    assert by_words[0].text == "The Marrow Point Museum has three rooms."
+    both = select_sentences(question, shown, idf, top=1, neighbours=0, similarity=similarity, extra=1)
+    assert both[0].text.startswith("The Marrow Point Museum has three rooms.")  # kept, and first
+    assert both[0].text.endswith("The museum is open every day except Tuesdays.")
+    assert select_sentences(question, shown, idf, top=1, neighbours=0, extra=1) == by_words  # no embedder
+
+
 def test_the_gate_and_the_selection_embed_each_sentence_once_per_question() -> None:
     seen: list[str] = []
 

@@ -282,3 +282,9 @@ def test_the_gate_follows_the_collection_embedder_not_the_unset_profile(settings
     settings.answer.evidence_threshold = 0.2
     lowered = evidence_calibration(settings, "accurate")
     assert lowered.threshold == 0.2 and lowered.weights == MEANING.weights
+    # the selection's meaning options reach the chain with the embedder they were tuned on, only
+    settings.answer.by_meaning, settings.answer.meaning = 1, 1.0
+    assert chain_options(settings, searcher)["by_meaning"] == 1  # type: ignore[arg-type]
+    searcher.collection.manifest.profile = "fast"
+    options = chain_options(settings, searcher)  # type: ignore[arg-type]
+    assert options["by_meaning"] == 0 and options["meaning"] == 0.0
