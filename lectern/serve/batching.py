@@ -67,10 +67,13 @@ class Job:
     tool_choice: str = "auto"
     start: str = ""  # the text the local model's reply was forced to begin with (tool_choice)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    started: bool = False  # some of its reply was sent: it cannot be run again
     finished: bool = False
 
     def emit(self, event: Event) -> None:
-        if event[0] != "text":
+        if event[0] == "text":
+            self.started = True
+        else:
             self.finished = True
         self.sink(event)
 
@@ -92,8 +95,11 @@ class Batcher:
         self.waiting: deque[Job] = deque()
         self.running = 0
         self.stats: Counter[str] = Counter()
-        """submitted, completed, cancelled (stopped because the client left), rejected, batches,
-        batched_rows; tests read these through /health instead of timing anything."""
+        """submitted, completed, cancelled (stopped because the client left), failed (the generation
+        raised), rejected, batches, batched_rows; tests read these through /health instead of timing
+        anything."""
+        self.batch_s = 0.0
+        """A running average of a batch's seconds: the wait a refused request is told (Retry-After)."""
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="lectern-model", daemon=True)
@@ -104,8 +110,7 @@ class Batcher:
         admitted request (a RAG answer, a summary's map steps) are queued unbounded."""
         with self._cond:
             if bounded and len(self.waiting) >= self.max_queue:
-                self.stats["rejected"] += 1
-                raise ServerBusy(len(self.waiting))
+                self._refuse()
             self.stats["submitted"] += 1
             self.waiting.append(job)
             self._cond.notify()
@@ -115,8 +120,15 @@ class Batcher:
         """Refuse a new request now if the queue is full (for requests that submit their jobs later)."""
         with self._cond:
             if len(self.waiting) >= self.max_queue:
-                self.stats["rejected"] += 1
-                raise ServerBusy(len(self.waiting))
+                self._refuse()
+
+    def _refuse(self) -> None:
+        """ServerBusy, with the wait until the queue has drained: the batches ahead (the running one
+        and the waiting rows) at the average batch's seconds, so a client that honours Retry-After
+        comes back when there is room rather than into the same full queue."""
+        self.stats["rejected"] += 1
+        ahead = 1 + len(self.waiting) // self.max_batch
+        raise ServerBusy(len(self.waiting), retry_after_s=max(1.0, ahead * self.batch_s))
 
     def snapshot(self) -> dict[str, int]:
         with self._cond:
@@ -162,22 +174,46 @@ class Batcher:
             self.stats["batches"] += 1
             self.stats["batched_rows"] += len(batch)
             self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch))
+            began = time.monotonic()
             try:
                 if isinstance(self.llm, LocalChatModel):
-                    generate_batch(self.llm, batch, self.stats)
+                    self._isolated(batch, lambda jobs: generate_batch(self.llm, jobs, self.stats))
                 else:
                     for job in batch:
-                        stream_one(self.llm, job, self.stats)
-            except Exception as error:  # the model failed: every unfinished row hears why
-                for job in batch:
-                    if not job.finished:
-                        job.emit(("error", error))
+                        self._isolated([job], lambda jobs: stream_one(self.llm, jobs[0], self.stats))
             finally:
+                seconds = time.monotonic() - began
                 with self._cond:
                     self.running = 0
+                    self.batch_s = seconds if not self.batch_s else 0.8 * self.batch_s + 0.2 * seconds
+
+    def _isolated(self, jobs: list[Job], run: Callable[[list[Job]], None]) -> None:
+        """Run `jobs` together; when that raises, one bad row must not fail the others: the rows that
+        have sent nothing yet run again one by one, and only a row that fails alone (or had already
+        sent part of its reply) hears the error."""
+        try:
+            run(jobs)
+            return
+        except Exception as error:
+            failed: BaseException = error
+        unfinished = [job for job in jobs if not job.finished]
+        if len(jobs) > 1:
+            for job in unfinished:
+                if job.started:
+                    self._fail(job, failed)
+                else:
+                    self._isolated([job], run)
+            return
+        for job in unfinished:
+            self._fail(job, failed)
+
+    def _fail(self, job: Job, error: BaseException) -> None:
+        self.stats["failed"] += 1
+        job.emit(("error", error))
 
 
-STAT_NAMES = ("submitted", "completed", "cancelled", "rejected", "batches", "batched_rows", "largest_batch")
+STAT_NAMES = ("submitted", "completed", "cancelled", "failed", "rejected", "batches", "batched_rows",
+              "largest_batch")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- any chat model, one at a time
