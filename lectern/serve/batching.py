@@ -100,6 +100,8 @@ class Batcher:
         anything."""
         self.batch_s = 0.0
         """A running average of a batch's seconds: the wait a refused request is told (Retry-After)."""
+        self._began = 0.0  # when the running batch started
+        self._promised: list[float] = []  # when the refused requests were told to come back
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="lectern-model", daemon=True)
@@ -123,12 +125,18 @@ class Batcher:
                 self._refuse()
 
     def _refuse(self) -> None:
-        """ServerBusy, with the wait until the queue has drained: the batches ahead (the running one
-        and the waiting rows) at the average batch's seconds, so a client that honours Retry-After
-        comes back when there is room rather than into the same full queue."""
+        """ServerBusy, with the expected wait for room in the queue: the batches ahead (the running
+        one, the waiting rows, and the refused requests already told to come back before this one)
+        at a batch's seconds (the running average; 1 s before any batch ended; at least the running
+        one's time so far). Clients that honour Retry-After then come back one batch apart, when
+        there is room, instead of all at once into the same full queue."""
         self.stats["rejected"] += 1
-        ahead = 1 + len(self.waiting) // self.max_batch
-        raise ServerBusy(len(self.waiting), retry_after_s=max(1.0, ahead * self.batch_s))
+        now = time.monotonic()
+        self._promised = [t for t in self._promised if t > now]
+        per = max(self.batch_s or 1.0, now - self._began if self.running else 0.0)
+        ahead = 1 + (len(self.waiting) + len(self._promised)) // self.max_batch
+        self._promised.append(now + ahead * per)
+        raise ServerBusy(len(self.waiting), retry_after_s=ahead * per)
 
     def snapshot(self) -> dict[str, int]:
         with self._cond:
@@ -164,6 +172,7 @@ class Batcher:
                     continue
                 batch.append(job)
             self.running = len(batch)
+            self._began = time.monotonic()
             return batch
 
     def _loop(self) -> None:
@@ -176,16 +185,21 @@ class Batcher:
             self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch))
             began = time.monotonic()
             try:
-                if isinstance(self.llm, LocalChatModel):
-                    self._isolated(batch, lambda jobs: generate_batch(self.llm, jobs, self.stats))
-                else:
-                    for job in batch:
-                        self._isolated([job], lambda jobs: stream_one(self.llm, jobs[0], self.stats))
+                self._run(batch)
             finally:
                 seconds = time.monotonic() - began
                 with self._cond:
                     self.running = 0
                     self.batch_s = seconds if not self.batch_s else 0.8 * self.batch_s + 0.2 * seconds
+
+    def _run(self, batch: list[Job]) -> None:
+        """The local model generates the batch together; any other model serves it one by one."""
+        llm = self.llm
+        if isinstance(llm, LocalChatModel):
+            self._isolated(batch, lambda jobs: generate_batch(llm, jobs, self.stats))
+            return
+        for job in batch:
+            self._isolated([job], lambda jobs: stream_one(llm, jobs[0], self.stats))
 
     def _isolated(self, jobs: list[Job], run: Callable[[list[Job]], None]) -> None:
         """Run `jobs` together; when that raises, one bad row must not fail the others: the rows that

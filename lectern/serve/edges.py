@@ -118,8 +118,9 @@ def _headers(error: APIError) -> dict[str, str]:
     """The headers an error carries: how long to wait (503), how to authenticate (401)."""
     if error.status == 401:
         return {"WWW-Authenticate": "Bearer"}
-    if error.status == 503:
-        return {"Retry-After": str(math.ceil(getattr(error, "retry_after_s", 1)))}
+    if error.status == 503:  # whole seconds (HTTP's), and milliseconds, which the openai client reads first
+        wait = float(getattr(error, "retry_after_s", 1.0))
+        return {"Retry-After": str(math.ceil(wait)), "retry-after-ms": str(round(wait * 1000))}
     return {}
 
 

@@ -197,11 +197,15 @@ def _ask(url: str, content: str) -> httpx.Response:
     return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
 
 
-def test_a_poisoned_row_fails_alone_in_its_batch(settings: Any) -> None:
+def test_a_poisoned_row_fails_alone_in_its_batch(
+    settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the poisoned row's trace file
     with serving(settings, Poisonable(), max_batch=4) as url:
         hold = {"model": "fake", "messages": [{"role": "user", "content": "hold"}], "stream": True}
         with httpx.stream("POST", f"{url}/v1/chat/completions", json=hold, timeout=30) as held:
-            next(line for line in held.iter_lines() if "tick" in line)
+            lines = held.iter_lines()  # kept: a dropped line iterator closes the stream
+            next(line for line in lines if "tick" in line)
             results: dict[str, httpx.Response] = {}
             threads = [
                 threading.Thread(target=lambda c=c: results.__setitem__(c, _ask(url, c)))
@@ -217,6 +221,7 @@ def test_a_poisoned_row_fails_alone_in_its_batch(settings: Any) -> None:
     assert results["poison"].status_code == 500
     assert results["one"].status_code == 200 and results["two"].status_code == 200
     assert stats["failed"] == 1 and stats["completed"] == 2
+    assert len(list(tmp_path.glob("lectern-error-*.txt"))) == 1
 
 
 def test_a_batch_that_raises_runs_its_rows_again_alone_so_only_the_bad_one_fails() -> None:
