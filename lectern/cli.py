@@ -15,8 +15,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
-import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,9 +28,9 @@ from rich.table import Table
 from lectern.errors import (
     CollectionNotFound,
     DocumentError,
-    ExposedWithoutPassword,
     InvalidInput,
     LecternError,
+    report_bug,
 )
 
 if TYPE_CHECKING:
@@ -147,16 +145,8 @@ def _workspace(collection: str | None, settings: Settings) -> Workspace:
 
 def _internal_error(exc: BaseException) -> NoReturn:
     """A bug, not the user's doing: one line, the full trace in a file, exit 3."""
-    try:
-        fd, name = tempfile.mkstemp(prefix="lectern-error-", suffix=".txt")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(f"lectern {' '.join(sys.argv[1:])}\n\n")
-            fh.write("".join(traceback.format_exception(exc)))
-        where = f"full trace in {name}"
-    except OSError as write_error:
-        where = f"the trace could not be written: {write_error.strerror}"
-    summary = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-    err.print(f"[red]internal error:[/red] {shown(summary)} ({where}; please report it)", highlight=False)
+    line = report_bug(exc, f"lectern {' '.join(sys.argv[1:])}")
+    err.print(f"[red]internal error:[/red] {shown(line)}", highlight=False)
     raise typer.Exit(EXIT_INTERNAL) from None
 
 
@@ -801,17 +791,6 @@ def eval_answers(
 
 
 # -- the web UI ----------------------------------------------------------------------------------------
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host.strip().lower() in ("localhost", "localhost.", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve to anything
-
-
 def _exec(argv: list[str], env: dict[str, str]) -> NoReturn:
     """Become `argv`: a SIGTERM to `lectern ui` (a service manager, a container stop) reaches Streamlit
     itself, and no child is left serving when this process is gone."""
@@ -841,6 +820,8 @@ def ui(
     """Open the Streamlit web UI (it replaces this process: signals reach Streamlit itself)."""
     import importlib.util
 
+    from lectern.exposure import WEB_UI, bare_host, check_exposure
+
     with _edge():
         spec = importlib.util.find_spec("lectern.app")
         if spec is None or not spec.submodule_search_locations:
@@ -854,14 +835,9 @@ def ui(
                 raise InvalidInput("--password-file", str(password_file), "the file is empty")
         if not env.get("LECTERN_UI_PASSWORD"):
             env.pop("LECTERN_UI_PASSWORD", None)
-            if not _is_loopback(host):
-                if not no_password:
-                    raise ExposedWithoutPassword(host)
-                err.print(
-                    f"[yellow]warning:[/yellow] serving the web UI on {shown(host)} without a password "
-                    "(--no-password): anyone who reaches this port can read and ingest files as this user",
-                    highlight=False,
-                )
+        warning = check_exposure(host, WEB_UI, bool(env.get("LECTERN_UI_PASSWORD")), no_password)
+        if warning:
+            err.print(f"[yellow]warning:[/yellow] {shown(warning)}", highlight=False)
         if data_dir is not None:
             env["LECTERN_DATA_DIR"] = str(data_dir)
         if collection is not None:
@@ -871,7 +847,7 @@ def ui(
         listen(host, port).close()  # in use: one line now, not Streamlit's after it started
     # toolbarMode minimal: a served app, not a developer's session (no "Deploy" button, no dev menu).
     cmd = [
-        sys.executable, "-m", "streamlit", "run", str(main), "--server.port", str(port), "--server.address", host,
+        sys.executable, "-m", "streamlit", "run", str(main), "--server.port", str(port), "--server.address", bare_host(host),
         "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
     ]  # fmt: skip
     _exec(cmd, env)
@@ -980,14 +956,16 @@ def serve(
     data_dir: DataDir = None,
 ) -> None:
     """Serve the model and the collections over an OpenAI-compatible API (/v1/chat/completions...)."""
-    from lectern.serve import check_exposure, run
+    from lectern.exposure import API_SERVER, check_exposure
+    from lectern.serve import run
     from lectern.serve.app import ServeOptions
 
     with _edge():
-        check_exposure(host, bool(api_key), insecure_no_api_key)  # before loading a model
+        options = ServeOptions(
+            api_keys=tuple(api_key or ()), collection=collection, max_batch=max_batch, max_queue=max_queue
+        )  # fmt: skip  (an empty key: refused here)
+        check_exposure(host, API_SERVER, bool(options.api_keys), insecure_no_api_key)  # before a model loads
         settings = _settings(data_dir, llm=_llm_flags(backend, model, adapter))
-        options = ServeOptions(api_keys=tuple(api_key or ()), collection=collection, max_batch=max_batch,
-                               max_queue=max_queue)  # fmt: skip
         run(
             settings, host=host, port=port, options=options, insecure=insecure_no_api_key, log_level=log_level
         )

@@ -6,12 +6,31 @@ This module imports nothing of lectern's, so every layer (ingest, rag, app, the 
 
 from __future__ import annotations
 
+import os
+import tempfile
+import traceback
 from pathlib import Path
 from typing import Any
 
 
 class LecternError(Exception):
     """Base of every error lectern raises on purpose."""
+
+
+def report_bug(exc: BaseException, context: str) -> str:
+    """What every edge says about an error lectern did not raise on purpose (a bug): the full trace
+    goes to a file (headed by `context`: the command line, the request), and the one line to show is
+    returned: the error and where its trace is."""
+    try:
+        fd, name = tempfile.mkstemp(prefix="lectern-error-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"{context}\n\n")
+            fh.write("".join(traceback.format_exception(exc)))
+        where = f"full trace in {name}"
+    except OSError as write_error:
+        where = f"the trace could not be written: {write_error.strerror}"
+    summary = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    return f"{summary} ({where}; please report it)"
 
 
 class DocumentError(LecternError):
@@ -404,10 +423,22 @@ class ServerBusy(APIError):
     status = 503
     type = "server_busy"
 
-    def __init__(self, waiting: int, retry_after_s: int = 1) -> None:
+    def __init__(self, waiting: int, retry_after_s: float = 1.0) -> None:
         self.waiting = waiting
         self.retry_after_s = retry_after_s
         super().__init__(f"the server is busy ({waiting} requests waiting); retry later", code="server_busy")
+
+
+class ShuttingDown(APIError):
+    """The server is stopping (SIGTERM): what an open stream is told before its `[DONE]`."""
+
+    status = 503
+    type = "server_error"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the server is shutting down; retry against a running one", code="server_shutting_down"
+        )
 
 
 # --- misuse of the CLI, the API and the web UI ---
@@ -436,13 +467,12 @@ class SaveFailed(LecternError):
         super().__init__(f"cannot save {name!r}: {reason}")
 
 
-class ExposedWithoutPassword(LecternError):
-    """The web UI asked to listen beyond loopback with neither a password nor an explicit opt-out."""
+class Exposed(LecternError):
+    """A server (the web UI, `lectern serve`) asked to listen beyond loopback with neither its secret
+    nor the explicit opt-out (lectern.exposure.check_exposure)."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, what: str, how: str, opt_out: str) -> None:
         self.host = host
         super().__init__(
-            f"--host {host} exposes the web UI (which can read any file the server can) beyond this "
-            "machine: set a password (LECTERN_UI_PASSWORD or --password-file) or pass --no-password "
-            "to accept the risk"
+            f"--host {host} exposes {what} beyond this machine: {how}, or pass {opt_out} to accept the risk"
         )

@@ -350,24 +350,15 @@ def settings_files(settings: Settings) -> list[Path]:
     return [p.resolve() for p in (local, saved) if p.is_file()]
 
 
-def _is_loopback_url(url: str) -> bool:
-    import ipaddress
-    from urllib.parse import urlsplit
-
-    host = (urlsplit(url).hostname or "").lower()
-    if host in ("localhost", "ip6-localhost") or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def remote_llm_notice(settings: Settings) -> str | None:
     """A warning when retrieved passages would go to a model server off this machine whose address
     came from ./lectern.toml in the current folder, not from the environment or the data dir's settings (a lectern.toml in a downloaded folder must not send them silently)."""
+    from urllib.parse import urlsplit
+
+    from lectern.exposure import is_loopback
+
     llm = settings.llm
-    if llm.backend != "openai" or not llm.base_url or _is_loopback_url(llm.base_url):
+    if llm.backend != "openai" or not llm.base_url or is_loopback(urlsplit(llm.base_url).hostname or ""):
         return None
     if os.environ.get("LECTERN_LLM__BASE_URL"):
         return None  # given in this shell's environment

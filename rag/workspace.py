@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lectern.errors import CollectionNotFound, DocumentNotFound, InvalidName
+from lectern.errors import CollectionNotFound, DocumentNotFound, InvalidInput, InvalidName
 from lectern.ingest.embed import Embedder
 from lectern.ingest.pipeline import (
     IngestReport,
@@ -233,7 +233,7 @@ class Workspace:
     ) -> list[Hit]:
         from lectern.rag.retrieval import Filters
 
-        filters = Filters(tuple(self._known_source(s) for s in sources), page_min, page_max)
+        filters = Filters(tuple(self.known_source(s) for s in sources), page_min, page_max)
         return self.searcher().search(query, k=k, mode=mode, filters=filters, mmr=mmr)
 
     def retriever(self, searcher: Searcher | None = None, **options: Any) -> LecternRetriever:
@@ -249,13 +249,26 @@ class Workspace:
 
         return LecternRetriever(searcher=searcher or self.searcher(), **{**defaults, **options})
 
-    def _known_source(self, source: str | Path) -> str:
+    def known_source(self, source: str | Path, *, from_cwd: bool = True) -> str:
         """The collection's key for a document asked for by path; DocumentNotFound when it holds none
-        (a filter on a mistyped name would otherwise return no hits and look like a poor search)."""
-        key = self._source(source)
+        (a filter on a mistyped name would otherwise return no hits and look like a poor search).
+        A relative path is taken from the current folder (`from_cwd`, the CLI's rule), or, where the
+        current folder means nothing to the asker (`lectern serve`'s clients), as the end of one
+        ingested path: `docs/a.pdf` names `/data/docs/a.pdf`, and must name no other document."""
         documents = self.collection().content_hashes()
+        text = str(source)
+        if from_cwd or Path(text).is_absolute():
+            key = self._source(source)
+        else:
+            parts = [p for p in Path(text).parts if p != "."]
+            tail = "/" + "/".join(parts)
+            found = [d for d in documents if d.endswith(tail)] if parts and ".." not in parts else []
+            if len(found) > 1:
+                raise InvalidInput("source", text, f"names {len(found)} documents ({', '.join(sorted(found)[:3])}"
+                                   f"{'...' if len(found) > 3 else ''}): give more of its path")  # fmt: skip
+            key = found[0] if found else text
         if key not in documents:
-            raise DocumentNotFound(str(source), self.name, sorted(documents))
+            raise DocumentNotFound(text, self.name, sorted(documents))
         return key
 
     def _source(self, source: str | Path) -> str:

@@ -9,18 +9,18 @@
     embeddings.py   /v1/embeddings over the ingestion embedder
     answers.py      the one loop from a generation's events to a response or an event stream
 
-`run` is what the CLI calls: it refuses a non-loopback address without a key, loads the model once
-and serves with uvicorn.
+`run` is what the CLI calls: it refuses a non-loopback address without a key (lectern.exposure),
+loads the model once and serves with uvicorn.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 from typing import TYPE_CHECKING
 
-from lectern.errors import APIError, PortUnavailable
+from lectern.errors import PortUnavailable
+from lectern.exposure import API_SERVER, bare_host, check_exposure
 
 if TYPE_CHECKING:
     from lectern.rag.settings import Settings
@@ -29,35 +29,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("lectern.serve")
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_exposure(host: str, has_key: bool, insecure: bool) -> str | None:
-    """None when `host` is safe to bind as asked; the warning to log loudly when the operator opted out;
-    an APIError when a non-loopback address has no key and no explicit opt-out."""
-    if is_loopback(host) or has_key:
-        return None
-    if not insecure:
-        raise APIError(
-            f"refusing to serve on {host} without --api-key: anyone who can reach it could use the model "
-            "and read the collections (pass --insecure-no-api-key to do it anyway)"
-        )
-    return f"WARNING: serving on {host} WITHOUT an API key: anyone who can reach this address can use it"
-
-
 def listen(host: str, port: int) -> socket.socket:
     """The listening socket for `host`:`port`, bound now (before any model loads) so that a port in
     use or an address that is not this machine's is one clear PortUnavailable, not uvicorn's trace
     half a minute later. `serve` serves on it; `ui` closes it and lets Streamlit bind the same."""
     try:
         family, _, _, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            bare_host(host), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
         return socket.create_server(address, family=family, backlog=2048)
     except OSError as e:
@@ -74,12 +52,10 @@ def run(
     log_level: str = "info",
 ) -> None:
     """Bind the port, load the model, then serve until interrupted."""
-    import uvicorn
-
     from lectern.rag.workspace import shared_llm
-    from lectern.serve.app import build_app
+    from lectern.serve.app import build_app, uvicorn_server
 
-    warning = check_exposure(host, bool(options.api_keys), insecure)
+    warning = check_exposure(host, API_SERVER, bool(options.api_keys), insecure)
     sock = listen(host, port)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     if warning:
@@ -93,5 +69,4 @@ def run(
     llm = shared_llm(settings)
     app = build_app(settings, llm, options)
     log.info("lectern serve: model %s on http://%s:%d/v1", app.state.server.model_id, host, port)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn_server(app, host=bare_host(host), port=port, log_level=log_level).run(sockets=[sock])

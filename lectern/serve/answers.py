@@ -71,8 +71,9 @@ async def respond(
 ) -> Any:
     """The one answer loop: ("text", str) events, then ("done", x) (`ending(x)` says how it ended)
     or ("error", exception), as one response or as an event stream. However it ends (done, client
-    gone, handler cancelled), `cancelled` is set, which stops the generation at its next token.
-    With `tools` (a tool-bound chat), the reply's tool calls become OpenAI's `tool_calls`."""
+    gone, handler cancelled), `cancelled` is set, which stops the generation at its next token. An
+    open stream is also ended by Server.shut_down (SIGTERM). With `tools` (a tool-bound chat), the
+    reply's tool calls become OpenAI's `tool_calls`."""
     if not stream:
 
         async def collect() -> tuple[str, Ending]:
@@ -98,7 +99,12 @@ async def respond(
             return shape.whole(content, finish_reason(end.reason, calls), end.usage, calls, **end.extra)
         return shape.whole(end.text if end.text is not None else text, end.reason, end.usage, **end.extra)
 
+    streams = request.app.state.server.streams
+    shutdown = async_sink(asyncio.get_running_loop(), events)  # Server.shut_down ends the stream
+
     async def frames() -> AsyncIterator[str]:
+        sent: list[str] = []
+        streams.add(shutdown)
         try:
             if shape.chat:
                 yield sse(shape.chunk({"role": "assistant", "content": ""}))
@@ -109,6 +115,7 @@ async def respond(
                     if piece:
                         yield sse(shape.chunk({"content": piece}))
                 elif kind == "text":
+                    sent.append(value)
                     yield sse(shape.chunk({"content": value} if shape.chat else value))
                 elif kind == "calls" and tools is not None:
                     tools.parsed.extend(value)
@@ -119,6 +126,9 @@ async def respond(
                 elif kind == "done":
                     end = ending(value)
                     reason = end.reason
+                    added = appended(sent, end.text)
+                    if added:
+                        yield sse(shape.chunk({"content": added} if shape.chat else added))
                     if tools is not None:
                         content, calls = tools.finish()
                         rest = tools.rest(content)
@@ -133,9 +143,20 @@ async def respond(
                     break
             yield "data: [DONE]\n\n"
         finally:
+            streams.discard(shutdown)
             cancelled.set()  # the client left mid-stream: the row stops at its next token
 
     return event_stream(frames())
+
+
+def appended(sent: list[str], final: str | None) -> str:
+    """What a chain's final text adds at the end of the streamed one (the citation markers a RAG
+    answer gains when the model wrote none), so the stream carries what the whole response does;
+    nothing when the final text is not the streamed one continued."""
+    streamed = "".join(sent).strip()
+    if final is None or not final.startswith(streamed):
+        return ""
+    return final[len(streamed) :]
 
 
 def event_stream(frames: AsyncIterator[str]) -> StreamingResponse:

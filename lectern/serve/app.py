@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI, Request
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from lectern.errors import (
     APIError,
+    InvalidInput,
     LecternError,
+    ShuttingDown,
     UnknownModel,
 )
 from lectern.rag.settings import Settings
@@ -41,10 +43,23 @@ from lectern.serve.protocol import (
     SummarizeRequest,
     model_card,
     now,
+    parse_body,
 )
 from lectern.serve.rag import rag_chat, summarize_request
 
+if TYPE_CHECKING:
+    import uvicorn
+
+    from lectern.serve.batching import Event
+
 MAX_BODY_BYTES = 4 * 1024 * 1024
+BODIES: dict[str, type[BaseModel]] = {
+    "/v1/chat/completions": ChatRequest,
+    "/v1/completions": CompletionRequest,
+    "/v1/embeddings": EmbeddingRequest,
+    "/v1/summarize": SummarizeRequest,
+}
+"""Each POST route's body, for the OpenAPI document (the routes parse their bodies themselves)."""
 
 
 T = TypeVar("T", bound=BaseModel)
@@ -57,7 +72,13 @@ class ServeOptions:
     max_batch: int = 8  # 1: batching off (one request at a time)
     max_queue: int = 32  # waiting requests past which the server answers 503
     max_body_bytes: int = MAX_BODY_BYTES
-    retry_after_s: int = 1
+
+    def __post_init__(self) -> None:
+        for key in self.api_keys:  # `--api-key "$KEY"` with KEY unset would otherwise open the door
+            if not key.strip():
+                raise InvalidInput(
+                    "--api-key", key, "a key must not be empty or blank (is its variable set?)"
+                )
 
 
 @dataclass
@@ -69,6 +90,8 @@ class Server:
     options: ServeOptions
     batcher: Batcher
     created: int = field(default_factory=now)
+    failures: Counter[str] = field(default_factory=Counter)  # requests answered with a 5xx (edges.Gate)
+    streams: set[Callable[[Event], None]] = field(default_factory=set)  # the open streams' sinks
     _embedder: Any = None
     _workspaces: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -82,6 +105,15 @@ class Server:
 
     def is_local_model(self, name: str) -> bool:
         return name in (self.model_id, self.settings.llm.model)
+
+    def model_ids(self) -> list[str]:
+        return [self.model_id, EMBED_MODEL, *(RAG_PREFIX + c for c in self.collections())]
+
+    def shut_down(self) -> None:
+        """The server is stopping: every open stream ends now with an error frame and `[DONE]` (its
+        generation is cancelled as the stream ends) instead of being cut mid-answer."""
+        for sink in list(self.streams):
+            sink(("error", ShuttingDown()))
 
     def collections(self) -> list[str]:
         from lectern.rag.workspace import Workspace
@@ -130,21 +162,29 @@ def build_app(settings: Settings, llm: BaseChatModel, options: ServeOptions | No
         yield
         batcher.close()
 
-    app = FastAPI(title="lectern", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(title="lectern", version=lectern_version(), docs_url=None, redoc_url=None,
+                  lifespan=lifespan)  # fmt: skip
     app.state.server = server
-    app.add_middleware(Gate, options=options)
+    app.add_middleware(Gate, options=options, failures=server.failures)  # a bug's 500: there
     app.add_exception_handler(HTTPException, lambda r, e: http_error(e))  # type: ignore[arg-type]
-    for kind in (APIError, LecternError, Exception):  # Exception: a 500, still in OpenAI's shape
+    for kind in (APIError, LecternError):
         app.add_exception_handler(kind, lambda r, e: error_response(e))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": server.model_id, "generation": batcher.snapshot()}
+        return {"status": "ok", "model": server.model_id, "generation": batcher.snapshot(),
+                "requests": {"failed": server.failures["failed"]}}  # fmt: skip
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        ids = [server.model_id, EMBED_MODEL, *(RAG_PREFIX + c for c in server.collections())]
-        return {"object": "list", "data": [model_card(i, server.created) for i in ids]}
+        return {"object": "list", "data": [model_card(i, server.created) for i in server.model_ids()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> dict[str, Any]:
+        if model_id not in server.model_ids():
+            raise UnknownModel(f"model {model_id!r} not found; this server has {', '.join(server.model_ids())}",
+                               param="model", code="model_not_found")  # fmt: skip
+        return model_card(model_id, server.created)
 
     @app.get("/v1/collections")
     async def collections() -> dict[str, Any]:
@@ -187,25 +227,59 @@ def build_app(settings: Settings, llm: BaseChatModel, options: ServeOptions | No
         body = await parse(request, SummarizeRequest)
         return await summarize_request(server, body, request)
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, with each POST route's body schema (the routes read their bodies
+        themselves, so FastAPI cannot see them) and the bearer key."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            components = doc.setdefault("components", {})
+            schemas = components.setdefault("schemas", {})
+            for path, body in BODIES.items():
+                schema = body.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[body.__name__] = schema
+                ref = {"$ref": f"#/components/schemas/{body.__name__}"}
+                doc["paths"][path]["post"]["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": ref}},
+                }
+            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            doc["security"] = [{"bearer": []}] if options.api_keys else []
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
+def lectern_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lectern")
+    except PackageNotFoundError:
+        return "0"
+
+
+def uvicorn_server(app: FastAPI, **config: Any) -> uvicorn.Server:
+    """uvicorn serving `app`; on SIGTERM or Ctrl-C the open streams end with an error frame and
+    `[DONE]` (Server.shut_down) before uvicorn's graceful shutdown waits for their connections."""
+    import uvicorn
+
+    class Serving(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            app.state.server.shut_down()
+            super().handle_exit(sig, frame)
+
+    return Serving(uvicorn.Config(app, timeout_graceful_shutdown=5, **config))
+
+
 async def parse(request: Request, model: type[T]) -> T:
-    """The body as `model`, whatever the Content-Type (curl's -d sends form-encoded): not JSON or
-    not valid is a 400 naming the first bad field."""
-    raw = await request.body()
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise APIError("the body is not valid JSON", code="invalid_json") from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        problem = error.errors()[0]
-        loc = [str(p) for p in problem.get("loc", ())]
-        where = ".".join(loc)
-        message = f"{where}: {problem['msg']}" if where else str(problem["msg"])
-        raise APIError(message, param=loc[0] if loc else None, code="invalid_request") from None
+    """The body as `model`, whatever the Content-Type (curl's -d sends form-encoded); what is wrong
+    with it is a 400 naming the field (protocol.parse_body)."""
+    return parse_body(await request.body(), model)
 
 
 def check_model(server: Server, name: str) -> None:

@@ -67,10 +67,13 @@ class Job:
     tool_choice: str = "auto"
     start: str = ""  # the text the local model's reply was forced to begin with (tool_choice)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    started: bool = False  # some of its reply was sent: it cannot be run again
     finished: bool = False
 
     def emit(self, event: Event) -> None:
-        if event[0] != "text":
+        if event[0] == "text":
+            self.started = True
+        else:
             self.finished = True
         self.sink(event)
 
@@ -92,8 +95,13 @@ class Batcher:
         self.waiting: deque[Job] = deque()
         self.running = 0
         self.stats: Counter[str] = Counter()
-        """submitted, completed, cancelled (stopped because the client left), rejected, batches,
-        batched_rows; tests read these through /health instead of timing anything."""
+        """submitted, completed, cancelled (stopped because the client left), failed (the generation
+        raised), rejected, batches, batched_rows; tests read these through /health instead of timing
+        anything."""
+        self.batch_s = 0.0
+        """A running average of a batch's seconds: the wait a refused request is told (Retry-After)."""
+        self._began = 0.0  # when the running batch started
+        self._promised: list[float] = []  # when the refused requests were told to come back
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="lectern-model", daemon=True)
@@ -104,8 +112,7 @@ class Batcher:
         admitted request (a RAG answer, a summary's map steps) are queued unbounded."""
         with self._cond:
             if bounded and len(self.waiting) >= self.max_queue:
-                self.stats["rejected"] += 1
-                raise ServerBusy(len(self.waiting))
+                self._refuse()
             self.stats["submitted"] += 1
             self.waiting.append(job)
             self._cond.notify()
@@ -115,8 +122,21 @@ class Batcher:
         """Refuse a new request now if the queue is full (for requests that submit their jobs later)."""
         with self._cond:
             if len(self.waiting) >= self.max_queue:
-                self.stats["rejected"] += 1
-                raise ServerBusy(len(self.waiting))
+                self._refuse()
+
+    def _refuse(self) -> None:
+        """ServerBusy, with the expected wait for room in the queue: the batches ahead (the running
+        one, the waiting rows, and the refused requests already told to come back before this one)
+        at a batch's seconds (the running average; 1 s before any batch ended; at least the running
+        one's time so far). Clients that honour Retry-After then come back one batch apart, when
+        there is room, instead of all at once into the same full queue."""
+        self.stats["rejected"] += 1
+        now = time.monotonic()
+        self._promised = [t for t in self._promised if t > now]
+        per = max(self.batch_s or 1.0, now - self._began if self.running else 0.0)
+        ahead = 1 + (len(self.waiting) + len(self._promised)) // self.max_batch
+        self._promised.append(now + ahead * per)
+        raise ServerBusy(len(self.waiting), retry_after_s=ahead * per)
 
     def snapshot(self) -> dict[str, int]:
         with self._cond:
@@ -152,6 +172,7 @@ class Batcher:
                     continue
                 batch.append(job)
             self.running = len(batch)
+            self._began = time.monotonic()
             return batch
 
     def _loop(self) -> None:
@@ -162,22 +183,51 @@ class Batcher:
             self.stats["batches"] += 1
             self.stats["batched_rows"] += len(batch)
             self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch))
+            began = time.monotonic()
             try:
-                if isinstance(self.llm, LocalChatModel):
-                    generate_batch(self.llm, batch, self.stats)
-                else:
-                    for job in batch:
-                        stream_one(self.llm, job, self.stats)
-            except Exception as error:  # the model failed: every unfinished row hears why
-                for job in batch:
-                    if not job.finished:
-                        job.emit(("error", error))
+                self._run(batch)
             finally:
+                seconds = time.monotonic() - began
                 with self._cond:
                     self.running = 0
+                    self.batch_s = seconds if not self.batch_s else 0.8 * self.batch_s + 0.2 * seconds
+
+    def _run(self, batch: list[Job]) -> None:
+        """The local model generates the batch together; any other model serves it one by one."""
+        llm = self.llm
+        if isinstance(llm, LocalChatModel):
+            self._isolated(batch, lambda jobs: generate_batch(llm, jobs, self.stats))
+            return
+        for job in batch:
+            self._isolated([job], lambda jobs: stream_one(llm, jobs[0], self.stats))
+
+    def _isolated(self, jobs: list[Job], run: Callable[[list[Job]], None]) -> None:
+        """Run `jobs` together; when that raises, one bad row must not fail the others: the rows that
+        have sent nothing yet run again one by one, and only a row that fails alone (or had already
+        sent part of its reply) hears the error."""
+        try:
+            run(jobs)
+            return
+        except Exception as error:
+            failed: BaseException = error
+        unfinished = [job for job in jobs if not job.finished]
+        if len(jobs) > 1:
+            for job in unfinished:
+                if job.started:
+                    self._fail(job, failed)
+                else:
+                    self._isolated([job], run)
+            return
+        for job in unfinished:
+            self._fail(job, failed)
+
+    def _fail(self, job: Job, error: BaseException) -> None:
+        self.stats["failed"] += 1
+        job.emit(("error", error))
 
 
-STAT_NAMES = ("submitted", "completed", "cancelled", "rejected", "batches", "batched_rows", "largest_batch")
+STAT_NAMES = ("submitted", "completed", "cancelled", "failed", "rejected", "batches", "batched_rows",
+              "largest_batch")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- any chat model, one at a time

@@ -7,18 +7,101 @@ the response and stream-chunk dicts. lectern's own extras are documented fields:
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lectern.errors import APIError
 
 MAX_STOPS = 4  # as OpenAI
 RAG_PREFIX = "lectern-rag/"  # a RAG model per collection: lectern-rag/<collection>
 EMBED_MODEL = "lectern-embed"
+MAX_DEPTH = 64
+"""How deeply a body's arrays and objects may nest (a tool's JSON schema needs a handful): checked
+on the raw bytes before parsing, so 10,000 brackets are a 400, not a RecursionError."""
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # a signed 64-bit seed, as OpenAI's and torch's
+Name = Annotated[str, Field(max_length=256)]  # a model, a stop string
+DocPath = Annotated[str, Field(min_length=1, max_length=4096)]  # a document's path (PATH_MAX)
+
+T = TypeVar("T", bound=BaseModel)
+
+
+# --------------------------------------------------------------------------- reading a body
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def nesting(raw: bytes) -> int:
+    """How deeply the JSON text `raw` nests, counted without parsing it (strings skipped)."""
+    brackets = np.frombuffer(_NOT_BRACKET.sub(b"", _STRING.sub(b"", raw)), dtype=np.uint8)
+    if not len(brackets):
+        return 0
+    opening = (brackets == ord("[")) | (brackets == ord("{"))
+    return int(np.cumsum(np.where(opening, 1, -1)).max())
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _lone_surrogate(data: Any) -> list[str | int] | None:
+    """Where in parsed JSON a string (or key) holds a lone UTF-16 surrogate ("\\ud800"), which no
+    tokenizer can encode; None when none does."""
+    stack: list[tuple[list[str | int], Any]] = [([], data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if _SURROGATE.search(key):
+                    return [*path, key.encode("utf-8", "backslashreplace").decode()]
+                stack.append(([*path, key], item))
+        elif isinstance(value, list):
+            stack.extend(([*path, i], item) for i, item in enumerate(value))
+    return None
+
+
+def parse_body(raw: bytes, model: type[T]) -> T:
+    """A request body as `model`, or the 400 that names what is wrong: not JSON (NaN and Infinity
+    included), nested deeper than MAX_DEPTH, a string with a lone surrogate, or the first field that
+    fails validation. Everything here runs before any model work."""
+    if nesting(raw) > MAX_DEPTH:
+        raise APIError(f"the body nests deeper than {MAX_DEPTH} levels", code="invalid_json")
+    try:
+        data = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        raise APIError("the body is not valid JSON", code="invalid_json") from None
+    where = _lone_surrogate(data)
+    if where is not None:
+        field = ".".join(map(str, where)) or "body"
+        raise APIError(f"{field}: a string holds a lone UTF-16 surrogate (not a character)",
+                       param=str(where[0]) if where else None, code="invalid_string")  # fmt: skip
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        loc = [str(p) for p in problem.get("loc", ())]
+        at = ".".join(loc)
+        message = f"{at}: {problem['msg']}" if at else str(problem["msg"])
+        raise APIError(message, param=loc[0] if loc else None, code="invalid_request") from None
 
 
 class StreamOptions(BaseModel):
@@ -132,14 +215,14 @@ class GenerationRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str
+    model: Name
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     n: int = Field(1, ge=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stop: Name | list[Name] | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     logprobs: bool | int | None = None
@@ -185,7 +268,7 @@ class ChatRequest(GenerationRequest):
     # RAG models only: how many chunks, which retrieval mode, which sources to search
     k: int | None = Field(None, ge=1, le=50)
     mode: Literal["hybrid", "dense", "bm25"] | None = None
-    sources: list[str] | None = None
+    sources: list[DocPath] | None = Field(None, max_length=1000)  # a document's path, see rag.py
     # the local model's tool calling
     tools: list[ToolSpec] | None = Field(None, min_length=1)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
@@ -233,6 +316,8 @@ class CompletionRequest(GenerationRequest):
     def _one_prompt(cls, prompt: str | list[str]) -> str | list[str]:
         if isinstance(prompt, list) and len(prompt) != 1:
             raise ValueError("one prompt per request (a list of exactly one string)")
+        if not (prompt if isinstance(prompt, str) else prompt[0]):
+            raise ValueError("the prompt is empty: give the text to continue")
         return prompt
 
     @field_validator("echo")
@@ -249,7 +334,7 @@ class CompletionRequest(GenerationRequest):
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str
+    model: Name
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
@@ -267,8 +352,8 @@ class SummarizeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    collection: str | None = None
-    source: str | None = None
+    collection: Name | None = None
+    source: DocPath | None = None  # a document's path, see rag.py
     query: str | None = None
     method: Literal["auto", "stuff", "refine", "map_reduce"] = "auto"
     max_tokens: int | None = Field(None, ge=1)

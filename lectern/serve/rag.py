@@ -46,7 +46,15 @@ def sources_of(answer: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _rag_chain(server: Server, body: ChatRequest, llm: QueuedChatModel) -> Any:
+def known_sources(server: Server, body: ChatRequest) -> tuple[str, ...]:
+    """The collection's keys for the request's `sources`: each a document of the collection (an
+    absolute path, or the end of one ingested path: Workspace.known_source), else a 404 before any
+    answer starts, streamed or not."""
+    ws = server.workspace(body.model[len(RAG_PREFIX) :])
+    return tuple(ws.known_source(s, from_cwd=False) for s in body.sources or ())
+
+
+def _rag_chain(server: Server, body: ChatRequest, llm: QueuedChatModel, sources: tuple[str, ...]) -> Any:
     from lectern.rag.qa import build_qa_chain
     from lectern.rag.retrieval import Filters
     from lectern.rag.workspace import chain_options
@@ -58,8 +66,8 @@ def _rag_chain(server: Server, body: ChatRequest, llm: QueuedChatModel) -> Any:
         retrieval["k"] = body.k
     if body.mode is not None:
         retrieval["mode"] = body.mode
-    if body.sources:
-        retrieval["filters"] = Filters(tuple(ws._source(s) for s in body.sources))
+    if sources:
+        retrieval["filters"] = Filters(sources)
     retriever = ws.retriever(searcher, **retrieval)
     options = {**chain_options(ws.settings, searcher), "max_new_tokens": llm.max_new_tokens}
     if body.k is not None:
@@ -78,6 +86,7 @@ async def rag_chat(server: Server, body: ChatRequest, request: Request) -> Any:
     if name not in server.collections():
         raise UnknownModel(f"model {body.model!r} not found: no collection {name!r}", param="model",
                            code="model_not_found")  # fmt: skip
+    sources = await asyncio.to_thread(known_sources, server, body)
     server.batcher.check_capacity()
     llm = server.queued(body.limit(), body.temperature)
     loop = asyncio.get_running_loop()
@@ -86,7 +95,7 @@ async def rag_chat(server: Server, body: ChatRequest, request: Request) -> Any:
 
     def work() -> None:  # retrieval (the embedder's first load too) off the event loop
         try:
-            chain = _rag_chain(server, body, llm)
+            chain = _rag_chain(server, body, llm, sources)
             for part in chain.stream_answer(question):
                 sink(("done", part) if isinstance(part, Answer) else ("text", part))
         except Exception as error:
@@ -115,7 +124,8 @@ async def summarize_request(server: Server, body: SummarizeRequest, request: Req
     llm = server.queued(body.max_tokens, None)
 
     def work() -> Any:
-        docs, scope = ws.scope_documents(source=body.source, query=body.query)
+        source = None if body.source is None else ws.known_source(body.source, from_cwd=False)
+        docs, scope = ws.scope_documents(source=source, query=body.query)
         return summarize(llm, docs, method=body.method, max_new_tokens=llm.max_new_tokens,
                          batch_size=server.options.max_batch, scope=scope,
                          support=ws.settings.summary.support,

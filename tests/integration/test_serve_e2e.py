@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import SAMPLE_DOCS
-from tests.fixtures.ui_server import child_env, lectern_serve
+from tests.fixtures.ui_server import LECTERN, child_env, lectern_serve
 from tests.serve.conftest import health, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -145,6 +145,10 @@ def test_rag_model_returns_sources(client: Any) -> None:
     )
     final = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert (final[0].model_extra or {})["sources"] == sources
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    markers = re.findall(r"\[\d+\]", reply.choices[0].message.content)
+    assert markers and re.findall(r"\[\d+\]", streamed) == markers  # the stream cites as the response does
+    assert client.models.retrieve("lectern-rag/sample").id == "lectern-rag/sample"
 
 
 def test_wrong_key_is_refused(server: str) -> None:
@@ -157,6 +161,57 @@ def test_wrong_key_is_refused(server: str) -> None:
         openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0).chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=100_000
         )
+
+
+def test_bad_bodies_are_400s_on_a_connection_that_stays_usable_and_the_key_is_always_needed(
+    server: str,
+) -> None:
+    """The real model's tokenizer never sees what the server must refuse (a lone surrogate once
+    reached it as a TypeError, a 64-bit-overflowing seed as a ValueError failing its whole batch)."""
+    from tests.serve.test_bad_requests import Connection
+
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
+    rag = {**chat, "model": "lectern-rag/sample"}
+    bad = [
+        ("/v1/chat/completions", json.dumps({**chat, "seed": 2**64}), "seed"),
+        ("/v1/completions", json.dumps({"model": MODEL, "prompt": ""}), "prompt"),
+        ("/v1/chat/completions", '{"model": "x", "messages": ' + "[" * 10_000 + "]" * 10_000 + "}", None),
+        ("/v1/chat/completions", json.dumps(chat).replace("Say hi.", "\\ud800"), "messages"),
+        (
+            "/v1/chat/completions",
+            json.dumps({**chat, "stream": True}).replace("Say hi.", "\\ud800"),
+            "messages",
+        ),
+        ("/v1/embeddings", '{"model": "lectern-embed", "input": ["\\udfff"]}', "input"),
+        ("/v1/chat/completions", json.dumps(rag).replace("Say hi.", "\\ud800"), "messages"),
+    ]
+    conn = Connection(server, AUTH)
+    try:
+        for path, body, param in bad:
+            status, response, error = conn.request(path, body.encode())
+            assert status == 400 and error["error"]["param"] == param, (path, body[:80], error)
+            assert not response.will_close
+        status, _, reply = conn.request("/v1/chat/completions", json.dumps(chat).encode())
+        assert status == 200 and reply["choices"][0]["message"]["content"]
+    finally:
+        conn.close()
+    unknown = {**rag, "sources": ["not_ingested.pdf"]}  # a 404, not a silent abstention
+    r = httpx.post(f"{server}/v1/chat/completions", json=unknown, headers=AUTH, timeout=60)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "document_not_found"
+    for headers in ({}, {"Authorization": ""}, {"Authorization": "Bearer "}):  # httpx refuses to send these
+        conn = Connection(server, headers)
+        status, _, error = conn.request("/v1/chat/completions", json.dumps(chat).encode())
+        conn.close()
+        assert status == 401 and error["error"]["code"] == "invalid_api_key", headers
+    assert health(server)["failed"] == 0
+
+
+def test_an_empty_key_is_refused_before_a_model_loads(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(LECTERN), "serve", "--host", "0.0.0.0", "--api-key", "", "--model", MODEL, "--port", "1"],
+        env=child_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "--api-key" in result.stderr and "empty" in result.stderr, result.stderr
 
 
 def test_tools_for_a_model_without_a_tools_template_are_a_400_naming_it(client: Any) -> None:

@@ -49,15 +49,14 @@ class FailingFake(FakeChatModel):
 
 
 @contextmanager
-def serving(settings: Any, llm: Any, **options: Any) -> Iterator[str]:
-    """`build_app` under uvicorn on a free loopback port; yields the base URL."""
-    import uvicorn
-
-    from lectern.serve.app import ServeOptions, build_app
+def serving_uvicorn(settings: Any, llm: Any, **options: Any) -> Iterator[tuple[str, Any]]:
+    """`build_app` under the uvicorn server `lectern serve` runs, on a free loopback port; yields the
+    base URL and that server (its handle_exit is what a SIGTERM calls)."""
+    from lectern.serve.app import ServeOptions, build_app, uvicorn_server
 
     app = build_app(settings, llm, ServeOptions(**options))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn_server(app, host="127.0.0.1", port=port, log_level="warning")
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -65,10 +64,17 @@ def serving(settings: Any, llm: Any, **options: Any) -> Iterator[str]:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextmanager
+def serving(settings: Any, llm: Any, **options: Any) -> Iterator[str]:
+    """`build_app` under uvicorn on a free loopback port; yields the base URL."""
+    with serving_uvicorn(settings, llm, **options) as (url, _):
+        yield url
 
 
 def health(url: str) -> dict[str, Any]:

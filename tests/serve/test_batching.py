@@ -65,3 +65,19 @@ def test_submit_past_the_bound_raises_and_counts(monkeypatch: pytest.MonkeyPatch
     finally:
         gate.set()
         batcher.close()
+
+
+def test_the_refused_are_told_to_come_back_one_batch_apart() -> None:
+    batcher = Batcher(FakeChatModel(), max_batch=2, max_queue=2)
+    batcher.close()  # its worker stops: the queue only fills
+    batcher._thread.join(10)
+    batcher.batch_s = 3.0  # a batch has taken 3 s
+    for _ in range(2):
+        batcher.submit(Job([], Sampling(), sink=lambda e: None))
+    waits = []
+    for _ in range(4):
+        with pytest.raises(ServerBusy) as caught:
+            batcher.submit(Job([], Sampling(), sink=lambda e: None))
+        waits.append(caught.value.retry_after_s)
+    # 2 waiting = one batch ahead after the running one; each refused one takes a place ahead of the next
+    assert waits == [6.0, 6.0, 9.0, 9.0]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,18 @@ import httpx
 import numpy as np
 import pytest
 
-from lectern.errors import APIError
+from lectern.errors import Exposed
+from lectern.exposure import API_SERVER, check_exposure
 from lectern.rag.fake import DONT_KNOW, FakeChatModel
-from lectern.serve import check_exposure
-from tests.serve.conftest import EndlessFake, FailingFake, health, serving, sse_events, wait_for
+from tests.serve.conftest import (
+    EndlessFake,
+    FailingFake,
+    health,
+    serving,
+    serving_uvicorn,
+    sse_events,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "Hello there"}]}
@@ -257,7 +267,8 @@ def test_past_the_queue_bound_503_with_retry_after_and_the_server_stays_healthy(
             wait_for(url, f"at {expected}", lambda st, e=expected: all(st[k] == v for k, v in e.items()))
         r = post(url, "/v1/chat/completions", CHAT)
         error = _error(r, 503)
-        assert error["code"] == "server_busy" and r.headers["Retry-After"] == "1"
+        assert error["code"] == "server_busy"
+        assert int(r.headers["Retry-After"]) >= 3  # the running batch and the two waiting, 1 s each at least
         sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
         with pytest.raises(openai.APIStatusError) as caught:
             sdk.chat.completions.create(model="fake", messages=[{"role": "user", "content": "hi"}])
@@ -291,8 +302,12 @@ def test_rag_model_answers_with_sources(settings: Any, fake_ws: Any) -> None:
         assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
         assert chunks[-2]["sources"] == body["sources"]
         assert chunks[-1]["usage"] == body["usage"]
-        filtered = post(url, "/v1/chat/completions", {**rag, "sources": ["nothing.txt"]}).json()
-        assert filtered["sources"] == []  # nothing retrieved: the chain abstains
+        filtered = post(url, "/v1/chat/completions", {**rag, "sources": ["sample_docs/brennock_canal.txt"]})
+        assert filtered.json()["sources"] == body["sources"]  # a relative path: the end of an ingested one
+        for unknown in ("nothing.txt", "../brennock_canal.txt", str(ROOT / "nothing.txt")):
+            for stream in (False, True):  # a 404 before the stream starts, not an abstention
+                r = post(url, "/v1/chat/completions", {**rag, "sources": [unknown], "stream": stream})
+                assert _error(r, 404)["code"] == "document_not_found", (unknown, stream)
         collections = httpx.get(f"{url}/v1/collections").json()["data"]
         assert [(c["id"], c["documents"], c["model"]) for c in collections] == [
             ("test", 1, "lectern-rag/test")
@@ -336,13 +351,13 @@ def test_openai_client_against_the_fake(fake_url: str) -> None:
 
 
 def test_non_loopback_needs_a_key_or_a_loud_opt_out() -> None:
-    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
-        assert check_exposure(host, has_key=False, insecure=False) is None
-    assert check_exposure("0.0.0.0", has_key=True, insecure=False) is None
-    with pytest.raises(APIError, match="--api-key"):
-        check_exposure("0.0.0.0", has_key=False, insecure=False)
-    warning = check_exposure("192.168.1.5", has_key=False, insecure=True)
-    assert warning is not None and "WITHOUT an API key" in warning
+    for host in ("127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"):
+        assert check_exposure(host, API_SERVER, has_secret=False, opted_out=False) is None
+    assert check_exposure("0.0.0.0", API_SERVER, has_secret=True, opted_out=False) is None
+    with pytest.raises(Exposed, match="--api-key"):
+        check_exposure("0.0.0.0", API_SERVER, has_secret=False, opted_out=False)
+    warning = check_exposure("192.168.1.5", API_SERVER, has_secret=False, opted_out=True)
+    assert warning is not None and "without an API key (--insecure-no-api-key)" in warning
 
 
 def test_cli_refuses_a_public_host_without_a_key_before_loading_a_model() -> None:
@@ -370,3 +385,132 @@ def test_a_bad_request_never_takes_the_server_down(fake_url: str) -> None:
     with socket.create_connection(("127.0.0.1", int(fake_url.rsplit(":", 1)[1]))) as raw:
         raw.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
     assert post(fake_url, "/v1/chat/completions", CHAT).status_code == 200
+
+
+def test_models_retrieve_one_by_id_and_404_for_an_unknown_one(settings: Any, fake_ws: Any) -> None:
+    import openai
+
+    fake_ws.ingest([ROOT / "sample_docs" / "brennock_canal.txt"])
+    with serving(settings, FakeChatModel(), api_keys=("k",)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+        for model_id in ("fake", "lectern-embed", "lectern-rag/test"):  # the slash travels as %2F
+            card = client.models.retrieve(model_id)
+            assert card.id == model_id and card.object == "model"
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.models.retrieve("gpt-4o")
+        assert caught.value.code == "model_not_found"
+        _error(httpx.get(f"{url}/v1/models/lectern-rag/nope"), 404)  # public, as the list is
+
+
+def test_openapi_document_has_every_route_and_its_body(fake_url: str) -> None:
+    doc = httpx.get(f"{fake_url}/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/summarize"):
+        ref = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.removeprefix("#/components/schemas/") in doc["components"]["schemas"]
+    assert "/v1/models/{model_id}" in doc["paths"] and "/health" in doc["paths"]
+    chat = doc["components"]["schemas"]["ChatRequest"]
+    assert {"model", "messages"} <= set(chat["required"]) and "Message" in doc["components"]["schemas"]
+
+
+def test_a_wrong_method_is_405_with_allow(fake_url: str) -> None:
+    r = httpx.get(f"{fake_url}/v1/chat/completions")
+    assert _error(r, 405)["type"] == "invalid_request_error"
+    assert r.headers["Allow"] == "POST"
+
+
+def test_sigterm_ends_every_open_stream_with_an_error_frame_then_done(settings: Any) -> None:
+    with serving_uvicorn(settings, EndlessFake(), max_batch=1) as (url, server):
+        body = {**CHAT, "stream": True, "max_tokens": 2000}
+        client = httpx.Client(timeout=30)
+        streams = [client.stream("POST", f"{url}/v1/chat/completions", json=body) for _ in range(2)]
+        lines: list[Any] = []
+        for s in streams:
+            lines.append(s.__enter__().iter_lines())
+            assert '"role":"assistant"' in next(
+                line for line in lines[-1] if line
+            )  # open: one running, one queued
+        wait_for(url, "one running, one waiting", lambda st: st["running"] == 1 and st["waiting"] == 1)
+        server.handle_exit(signal.SIGTERM, None)  # what uvicorn's signal handler calls
+        for s, rest in zip(streams, lines, strict=True):
+            events = sse_events(list(rest))
+            assert events[-1] == "[DONE]"
+            error = json.loads(events[-2])["error"]
+            assert error["code"] == "server_shutting_down" and error["type"] == "server_error"
+            s.__exit__(None, None, None)
+        client.close()
+
+
+class SlowFake(FakeChatModel):
+    """The fake's answer (7 words), one word every 0.15 s: a request that holds the model about a
+    second, longer than a constant `Retry-After: 1` covers."""
+
+    def _stream(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+        for chunk in super()._stream(messages, stop, run_manager, **kwargs):
+            threading.Event().wait(0.15)  # pacing only
+            yield chunk
+
+
+def test_retry_after_reflects_the_queue_so_the_clients_default_retries_get_through(settings: Any) -> None:
+    """A burst of 8 at --max-queue 2, one at a time: the refused ones are told to come back one
+    batch apart, when there is room, and the `openai` client's default two retries all succeed
+    (with `Retry-After: 1` for all, three of them failed)."""
+    import openai
+
+    with serving(settings, SlowFake(), max_batch=1, max_queue=2) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x")  # max_retries: its default, 2
+        assert client.max_retries == 2
+        replies: list[Any] = []
+
+        def ask() -> None:
+            try:
+                replies.append(client.chat.completions.create(model="fake", messages=CHAT["messages"]))
+            except openai.APIStatusError as error:
+                replies.append(error)
+
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        stats = health(url)
+    assert [type(r).__name__ for r in replies] == ["ChatCompletion"] * 8
+    assert stats["rejected"] >= 5  # the burst did overflow the queue
+
+
+def test_rag_stream_and_response_carry_the_same_citation_markers(settings: Any, fake_ws: Any) -> None:
+    import re
+
+    fake_ws.ingest([ROOT / "sample_docs" / "brennock_canal.txt"])
+    with serving(settings, FakeChatModel()) as url:
+        rag = {"model": "lectern-rag/test", "messages": [{"role": "user", "content": "How many locks?"}]}
+        whole = post(url, "/v1/chat/completions", rag).json()["choices"][0]["message"]["content"]
+        events = sse_events(stream_lines(url, {**rag, "stream": True}))
+        streamed = "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1])
+    assert re.findall(r"\[\d+\]", whole) and re.findall(r"\[\d+\]", streamed) == re.findall(r"\[\d+\]", whole)
+
+
+def test_appended_sends_only_what_the_final_text_adds() -> None:
+    from lectern.serve.answers import appended
+
+    assert appended([" Varley built", " it."], "Varley built it. [1]") == " [1]"
+    assert appended(["Varley built it. [1]"], "Varley built it. [1]") == ""
+    assert appended(["Answer: Varley [9]"], "Varley") == ""  # changed, not continued: nothing to add
+    assert appended(["x"], None) == ""
+
+
+def test_langchain_reaches_a_rag_answers_sources_through_its_openai_client(
+    settings: Any, fake_ws: Any
+) -> None:
+    """The README's recipe: ChatOpenAI keeps only OpenAI's fields, and its `root_client` (the `openai`
+    client it was built with) returns the whole response, `sources` in `model_extra`."""
+    from langchain_openai import ChatOpenAI
+
+    fake_ws.ingest([ROOT / "sample_docs" / "brennock_canal.txt"])
+    with serving(settings, FakeChatModel()) as url:
+        llm = ChatOpenAI(base_url=f"{url}/v1", api_key="unused", model="lectern-rag/test")
+        reply = llm.root_client.chat.completions.create(
+            model=llm.model_name, messages=[{"role": "user", "content": "How many locks?"}]
+        )
+    sources = (reply.model_extra or {})["sources"]
+    assert sources and sources[0]["source"].endswith("brennock_canal.txt")
