@@ -267,8 +267,8 @@ def select_sentences(
     out: list[Context] = []
     for ci in chunks:
         chunk_spans = spans[ci]
-        chosen = sorted(j for j in keep[ci] if 0 <= j < len(chunk_spans))
-        text = join_spans(contexts[ci].text, [chunk_spans[j] for j in chosen])
+        kept = sorted(j for j in keep[ci] if 0 <= j < len(chunk_spans))
+        text = join_spans(contexts[ci].text, [chunk_spans[j] for j in kept])
         out.append(contexts[ci].model_copy(update={"number": len(out) + 1, "text": text, "excerpt": True}))
     return out
 
