@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +18,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.retrievers import BaseRetriever
 from pydantic import BaseModel, Field, ValidationError
 
-from lectern.errors import CorruptConversation, InvalidName
+from lectern.errors import CorruptConversation, InvalidName, LecternError
 from lectern.ingest.atomic import atomic_write_text
 from lectern.ingest.tokenize import fold
 from lectern.rag.context import ensure_fits, generation_kwargs, pack, prompt_tokens, trim_to_fit
@@ -36,6 +36,8 @@ class Turn(BaseModel):
     content: str
     citations: list[Citation] = Field(default_factory=list)
     rewritten_question: str | None = None  # on user turns: what was actually retrieved with
+    error: str | None = None  # on assistant turns: why the question has no answer
+    steps: list[str] = Field(default_factory=list)  # on an agent's answer: its steps, one line each
 
 
 class Conversation(BaseModel):
@@ -95,11 +97,15 @@ class ConversationStore:
 
     def append(self, conversation_id: str, turns: list[Turn]) -> Conversation:
         """Add turns to the stored conversation (created if missing) and save it; returns it."""
+        return self.update(conversation_id, lambda c: c.turns.extend(turns))
+
+    def update(self, conversation_id: str, change: Callable[[Conversation], object]) -> Conversation:
+        """Apply `change` to the stored conversation (created if missing) under its lock, and save it."""
         path = self.path(conversation_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path.with_name(f".{conversation_id}.lock")), timeout=self.lock_timeout_s):
             conversation = self.load(conversation_id)
-            conversation.turns.extend(turns)
+            change(conversation)
             self.save(conversation)
         return conversation
 
@@ -114,6 +120,19 @@ class ConversationStore:
         if not self.directory.is_dir():
             return []
         return sorted(p.stem for p in self.directory.glob("*.json") if _VALID_ID.fullmatch(p.stem))
+
+
+def answer_after(
+    conversation: Conversation, at: int, question: str, reply: Turn, rewritten: str | None = None
+) -> None:
+    """Put `reply` right after its question, turn `at` (another session may have added turns since);
+    the question and the reply both at the end if that turn is gone."""
+    turns = conversation.turns
+    if at < len(turns) and turns[at].role == "user" and turns[at].content == question:
+        turns[at].rewritten_question = rewritten
+        turns.insert(at + 1, reply)
+    else:
+        turns += [Turn(role="user", content=question, rewritten_question=rewritten), reply]
 
 
 def format_history(turns: list[Turn]) -> str:
@@ -195,20 +214,25 @@ class ChatSession:
     def _run(self, conversation_id: str, question: str, *, stream: bool) -> Iterator[str | Answer]:
         check_conversation_id(conversation_id)
         question = check_question(question_of(question), self.llm, self.max_question_tokens)
-        conversation = self.store.load(conversation_id)
-        standalone = self.condense(conversation.turns, question)
-        if stream:
-            answer = yield from answer_text(self.qa.stream_answer(standalone))
-        else:
-            answer = self.qa.invoke(standalone)
+        history = [t for t in self.store.load(conversation_id).turns if not t.error]
+        # the question is kept before it is answered, so a reload or a failure never loses it
+        at = len(self.store.append(conversation_id, [Turn(role="user", content=question)]).turns) - 1
+        try:
+            standalone = self.condense(history, question)
+            if stream:
+                answer = yield from answer_text(self.qa.stream_answer(standalone))
+            else:
+                answer = self.qa.invoke(standalone)
+        except LecternError as err:
+            failed = Turn(role="assistant", content="", error=str(err))
+            self.store.update(conversation_id, lambda c: answer_after(c, at, question, failed))
+            raise
         answer.question = question
         answer.rewritten_question = standalone if standalone != question else None
-        self.store.append(
-            conversation_id,
-            [
-                Turn(role="user", content=question, rewritten_question=answer.rewritten_question),
-                Turn(role="assistant", content=answer.answer, citations=answer.citations),
-            ],
+
+        reply = Turn(role="assistant", content=answer.answer, citations=answer.citations)
+        self.store.update(
+            conversation_id, lambda c: answer_after(c, at, question, reply, answer.rewritten_question)
         )
         yield answer
 
