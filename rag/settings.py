@@ -225,14 +225,16 @@ class Settings(BaseSettings):
         return self.cache_dir / "models"
 
     def save(self) -> Path:
-        """Store the user-facing settings in the data directory, shared by the UI and the CLI."""
+        """Store the user-facing settings that differ from the defaults in the data directory, shared
+        by the UI and the CLI (a file of every default hid the two values a person had chosen)."""
         path = self.data_dir / SETTINGS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = self.model_dump(mode="json", exclude={"data_dir", "cache_dir"}, exclude_none=True)
+        dump: dict[str, Any] = {"mode": "json", "exclude": {"data_dir", "cache_dir"}, "exclude_none": True}
+        data = _changed(self.model_dump(**dump), type(self).model_construct().model_dump(**dump))
         if self.llm.api_key is not None:
-            data["llm"]["api_key"] = self.llm.api_key.get_secret_value()
+            data.setdefault("llm", {})["api_key"] = self.llm.api_key.get_secret_value()
         if self.store.token is not None:
-            data["store"]["token"] = self.store.token.get_secret_value()
+            data.setdefault("store", {})["token"] = self.store.token.get_secret_value()
         atomic_write_text(path, _to_toml(data), perms=0o600)  # it may hold the API key
         return path
 
@@ -309,6 +311,19 @@ def _line_of(text: str, key: tuple[str, ...]) -> int | None:
         if found[: len(key)] == key:
             return number
     return None
+
+
+def _changed(data: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The entries of `data` that differ from `defaults`, tables compared key by key."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        default = defaults.get(key)
+        if isinstance(value, dict) and isinstance(default, dict):
+            if nested := _changed(value, default):
+                out[key] = nested
+        elif value != default or key not in defaults:
+            out[key] = value
+    return out
 
 
 def _to_toml(data: dict[str, Any], prefix: str = "") -> str:
