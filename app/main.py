@@ -12,18 +12,33 @@ from pathlib import Path
 import streamlit as st
 
 from lectern.app import components, resources
+from lectern.app.jobs import JOBS
 from lectern.errors import StoreUnavailable
 from lectern.rag.workspace import Workspace
 
+_SEEN = "_lectern_generation"  # (collection, generation) this session's page last showed
 VIEWS = Path(__file__).parent / "views"  # not pages/: that name turns on the old file-based navigation
 
 st.set_page_config(page_title="lectern", page_icon="📚", layout="wide")
 if not resources.signed_in():  # a password is set (lectern ui --password-file): nothing before it
     st.stop()
 
+
+@st.fragment(run_every=2.0)
+def watch(collection: str) -> None:
+    """Every open page, every two seconds: the jobs running in this server, and a rerun of the whole
+    page when the collection's documents changed (an ingest ended, here or in another tab), so the
+    sidebar, the Ask box and the document list follow the data without a reload."""
+    if st.session_state.get(_SEEN) != (collection, JOBS.generation(collection)):
+        st.rerun()  # the whole page, which records the generation it shows
+    for job in JOBS.running():
+        st.caption(f":material/progress_activity: {job.label} is running")
+
+
 config = resources.settings()
 collection = resources.current_collection(config.collection)
 ws = resources.open_workspace(collection, config)
+st.session_state[_SEEN] = (collection, JOBS.generation(collection))
 
 try:
     with st.sidebar:
@@ -58,7 +73,8 @@ try:
                 if not outcome.failed:
                     resources.set_sticky("collection", name.strip())
                     st.rerun()
-        st.caption(f"Data: `{config.data_dir}`")
+        st.caption(f"Data: `{config.data_dir}` · store: {config.store.backend}")
+        watch(collection)
 
     page = st.navigation(
         [
