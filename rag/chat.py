@@ -135,6 +135,17 @@ def answer_after(
         turns += [Turn(role="user", content=question, rewritten_question=rewritten), reply]
 
 
+def answered(turns: list[Turn]) -> list[Turn]:
+    """The questions with their answers: not one still being answered (another tab's), nor one that
+    failed, which a rewrite must not take for history."""
+    return [
+        turn
+        for i in range(len(turns) - 1)
+        if turns[i].role == "user" and turns[i + 1].role == "assistant" and not turns[i + 1].error
+        for turn in turns[i : i + 2]
+    ]
+
+
 def format_history(turns: list[Turn]) -> str:
     return "\n".join(f"{'User' if t.role == 'user' else 'Assistant'}: {t.content}" for t in turns)
 
@@ -214,7 +225,7 @@ class ChatSession:
     def _run(self, conversation_id: str, question: str, *, stream: bool) -> Iterator[str | Answer]:
         check_conversation_id(conversation_id)
         question = check_question(question_of(question), self.llm, self.max_question_tokens)
-        history = [t for t in self.store.load(conversation_id).turns if not t.error]
+        history = answered(self.store.load(conversation_id).turns)
         # the question is kept before it is answered, so a reload or a failure never loses it
         at = len(self.store.append(conversation_id, [Turn(role="user", content=question)]).turns) - 1
         try:

@@ -15,7 +15,13 @@ from lectern.app import components, resources
 from lectern.errors import LecternError
 from lectern.ingest.stores import open_backend
 from lectern.rag.models import AUTO, installed
-from lectern.rag.settings import SETTINGS_FILE, Settings, StoreSettings
+from lectern.rag.settings import (
+    SETTINGS_FILE,
+    Settings,
+    StoreSettings,
+    read_settings_file,
+    write_settings,
+)
 
 KINDS = {
     "packaged": "Packaged local model",
@@ -209,18 +215,26 @@ if st.button("Save settings", type="primary"):
         )
         st.stop()
     with components.shown_errors() as outcome:
-        data = config.model_dump()
-        data["llm"].update(updates, temperature=temperature, max_new_tokens=int(max_tokens))
-        data["retrieval"].update(mode=mode, k=int(k))
-        data["store"].update(store_updates)
-        data["answer"].update(
-            prompt=prompt,
-            context="sentences" if excerpts else "chunks",
-            evidence=bool(evidence),
-            max_question_tokens=int(longest),
-        )
-        data["summary"].update(unsupported="drop" if drop_unsupported else "mark")
-        path = Settings(**data).save()
+        # what the file holds, with this page's values: never the environment's (LECTERN_*), which
+        # would then outlive the variables that set them
+        file = config.data_dir / SETTINGS_FILE
+        data = read_settings_file(file) if file.is_file() else {}
+        tables = {
+            "llm": {**updates, "temperature": temperature, "max_new_tokens": int(max_tokens)},
+            "retrieval": {"mode": mode, "k": int(k)},
+            "store": store_updates,
+            "answer": {
+                "prompt": prompt,
+                "context": "sentences" if excerpts else "chunks",
+                "evidence": bool(evidence),
+                "max_question_tokens": int(longest),
+            },
+            "summary": {"unsupported": "drop" if drop_unsupported else "mark"},
+        }
+        for table, values in tables.items():
+            data[table] = {**data.get(table, {}), **values}
+        Settings.model_validate({**data, "data_dir": config.data_dir})  # a bad value: one clear error
+        path = write_settings(config.data_dir, data)
     if not outcome.failed:
         st.success(f"Saved to {path}; the CLI uses these settings too.")
 

@@ -124,8 +124,9 @@ def notes(folder: Path) -> Path:
 
 def ingest_folder(page: Any, folder: Path) -> None:
     page.get_by_role("tab", name="Folder on the server").click()
-    page.get_by_label("Folder or file path on the server").fill(str(folder))
-    page.get_by_label("Folder or file path on the server").press("Enter")
+    field = page.get_by_placeholder("/path/to/documents")
+    field.fill(str(folder))
+    field.press("Enter")
     page.get_by_role("button", name="Ingest folder").click()
 
 

@@ -124,7 +124,7 @@ def test_progress_counts_bytes_and_a_streamed_file_moves_through_its_size(
     folder = data_dir.parent / "docs"
     small = texts(folder, 1)[0]
     big = folder / "big.txt"
-    big.write_text("".join(f"Line {i}: the ferry leaves pier {i % 7} at dawn.\n" for i in range(6000)))
+    big.write_text("".join(f"Line {i}: the ferry leaves pier {i % 7} at dawn.\n" for i in range(18000)))
     seen: list[tuple[int, int, int, float]] = []
 
     def record(p: Progress) -> None:
