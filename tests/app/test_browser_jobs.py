@@ -104,7 +104,9 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def expect() -> Any:
-    return pytest.importorskip("playwright.sync_api").expect
+    expect = pytest.importorskip("playwright.sync_api").expect
+    expect.set_options(timeout=WAIT_MS)  # a deadline only: two cores run the server and the browser
+    return expect
 
 
 def new_page(browser: Any) -> Any:
