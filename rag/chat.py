@@ -6,6 +6,7 @@ session.ask("pump", "How often is it serviced?")  # -> Answer
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -108,6 +109,22 @@ class ConversationStore:
             change(conversation)
             self.save(conversation)
         return conversation
+
+    @contextlib.contextmanager
+    def asking(self, conversation_id: str, question: str) -> Iterator[Callable[[Turn, str | None], None]]:
+        """Store the question now, before it is answered (a reload or a failure never loses it); the
+        block calls `reply(turn, rewritten_question)` to put its answer right after it. A LecternError
+        in the block (a stop too) stores why the question has no answer, and goes on."""
+        at = len(self.append(conversation_id, [Turn(role="user", content=question)]).turns) - 1
+
+        def reply(turn: Turn, rewritten: str | None = None) -> None:
+            self.update(conversation_id, lambda c: answer_after(c, at, question, turn, rewritten))
+
+        try:
+            yield reply
+        except LecternError as err:
+            reply(Turn(role="assistant", content="", error=str(err)))
+            raise
 
     def delete(self, conversation_id: str) -> bool:
         path = self.path(conversation_id)
@@ -226,25 +243,18 @@ class ChatSession:
         check_conversation_id(conversation_id)
         question = check_question(question_of(question), self.llm, self.max_question_tokens)
         history = answered(self.store.load(conversation_id).turns)
-        # the question is kept before it is answered, so a reload or a failure never loses it
-        at = len(self.store.append(conversation_id, [Turn(role="user", content=question)]).turns) - 1
-        try:
+        with self.store.asking(conversation_id, question) as reply:
             standalone = self.condense(history, question)
             if stream:
                 answer = yield from answer_text(self.qa.stream_answer(standalone))
             else:
                 answer = self.qa.invoke(standalone)
-        except LecternError as err:
-            failed = Turn(role="assistant", content="", error=str(err))
-            self.store.update(conversation_id, lambda c: answer_after(c, at, question, failed))
-            raise
-        answer.question = question
-        answer.rewritten_question = standalone if standalone != question else None
-
-        reply = Turn(role="assistant", content=answer.answer, citations=answer.citations)
-        self.store.update(
-            conversation_id, lambda c: answer_after(c, at, question, reply, answer.rewritten_question)
-        )
+            answer.question = question
+            answer.rewritten_question = standalone if standalone != question else None
+            reply(
+                Turn(role="assistant", content=answer.answer, citations=answer.citations),
+                answer.rewritten_question,
+            )
         yield answer
 
     def list(self) -> list[str]:

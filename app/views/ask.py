@@ -13,9 +13,9 @@ import streamlit as st
 
 from lectern.app import components, resources
 from lectern.app.jobs import JOBS, Job
-from lectern.errors import LecternError, Stopped
+from lectern.errors import Stopped
 from lectern.rag.agent import Agent, AgentResult, Step
-from lectern.rag.chat import ConversationStore, Turn, answer_after
+from lectern.rag.chat import ConversationStore, Turn
 from lectern.rag.qa import grounding_note
 from lectern.rag.types import Answer
 from lectern.rag.workspace import Workspace
@@ -75,27 +75,16 @@ def answer_job(question: str, agent: bool, evidence: bool = True) -> bool:
         mine = Workspace(collection=name, settings=config)
         try:
             checked = mine.check_question(question)
-        except LecternError:
-            mine.close()
-            raise
-        asked = store.append(talk, [Turn(role="user", content=checked)])  # kept before it is answered
-        at = len(asked.turns) - 1
-        try:
-            worker: Agent = mine.agent()
-            job.report(worker)  # the page reads its steps as they are taken
-            result = worker.invoke(checked)
-        except LecternError as err:
-            failed = Turn(role="assistant", content="", error=str(err))
-            store.update(talk, lambda c: answer_after(c, at, checked, failed))
-            raise
+            with store.asking(talk, checked) as reply:
+                worker: Agent = mine.agent()
+                job.report(worker)  # the page reads its steps as they are taken
+                result = worker.invoke(checked)
+                lines = [step_line(s) for s in result.steps]
+                answer = result.answer
+                reply(Turn(role="assistant", content=answer.answer, citations=answer.citations, steps=lines))
+            return result
         finally:
             mine.close()
-        lines = [step_line(s) for s in result.steps]
-        reply = Turn(
-            role="assistant", content=result.answer.answer, citations=result.answer.citations, steps=lines
-        )
-        store.update(talk, lambda c: answer_after(c, at, checked, reply))
-        return result
 
     label = "The agent's answer to the previous question" if agent else "The answer to the previous question"
     with components.shown_errors() as outcome:
