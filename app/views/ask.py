@@ -81,7 +81,10 @@ def answer_job(question: str, agent: bool, evidence: bool = True) -> bool:
                 result = worker.invoke(checked)
                 lines = [step_line(s) for s in result.steps]
                 answer = result.answer
-                reply(Turn(role="assistant", content=answer.answer, citations=answer.citations, steps=lines))
+                reply(
+                    Turn(role="assistant", content=answer.answer, citations=answer.citations, steps=lines),
+                    None,
+                )
             return result
         finally:
             mine.close()
