@@ -51,7 +51,7 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest -q -m "not e2e and not browser and not ray"
 
-# The one real-browser test needs Debian's chromium (Playwright cannot download a browser offline).
+# The real-browser tests need Debian's chromium (Playwright cannot download a browser offline).
 browser-deps:
 	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: the browser test will be skipped"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import streamlit as st
 from pydantic import ValidationError
 
+from lectern.app.jobs import Job
 from lectern.errors import LecternError
 from lectern.ingest.pipeline import IngestReport, Progress
 from lectern.rag.types import Citation, Context, location
@@ -54,32 +55,79 @@ def file_name(source: str) -> str:
     return Path(source).name or source
 
 
-def ingest_progress() -> Callable[[Progress], None]:
-    """A live progress bar (files) with pages and chunks counted under it."""
-    bar = st.progress(0.0, text="Looking for files…")
-
-    def update(p: Progress) -> None:
-        total = max(p.files_total, 1)
-        embedding = p.chunks_embedded / p.chunks if p.chunks else 0.0
-        done = min(1.0, (p.files_done + (0 if p.files_done >= total else embedding * 0.99)) / total)
-        current = f" · {file_name(p.current)}" if p.current and p.files_done < p.files_total else ""
-        ocr = f" · OCR {p.ocr_pages} pages" if p.ocr_pages else ""
-        bar.progress(
-            done,
-            text=f"Files {p.files_done}/{p.files_total} · pages {p.pages} · chunks {p.chunks} "
-            f"(embedded {p.chunks_embedded}){ocr}{current}",
-        )
-
-    return update
+def plural(n: int, word: str) -> str:
+    """ "1 page", "2 pages"."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def summary_progress() -> Callable[[int, int], None]:
-    bar = st.progress(0.0, text="Summarizing…")
+def clock(seconds: float) -> str:
+    """0:07, 12:45, 1:02:03."""
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
-    def update(done: int, total: int) -> None:
-        bar.progress(min(1.0, done / max(total, 1)), text=f"Summarizing: step {done} of {total}")
 
-    return update
+def megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def timing(job: Job, fraction: float) -> str:
+    """· elapsed 0:42 · about 3:10 left (the time left once there is a rate to go by)."""
+    left = job.remaining(fraction)
+    return f" · elapsed {clock(job.elapsed)}" + (f" · about {clock(left)} left" if left is not None else "")
+
+
+def ingest_status(job: Job) -> tuple[float, str]:
+    """An ingest job's bar: the share done, and files, bytes, pages, chunks embedded of the estimate,
+    the time taken and left, the file in hand."""
+    p: Progress | None = job.progress
+    if p is None:
+        return 0.0, "Starting: loading the embedding model…" + timing(job, 0.0)
+    fraction = p.fraction
+    parts = [f"Files {p.files_done} of {p.files_total}"]
+    if p.bytes_total:
+        parts.append(f"{megabytes(p.bytes_done)} of {megabytes(p.bytes_total)}")
+    parts.append(plural(p.pages, "page"))
+    if p.chunks:
+        estimate = round(p.chunks / fraction) if 0 < fraction < 1 and p.bytes_total else p.chunks
+        parts.append(f"chunks embedded {p.chunks_embedded} of about {max(estimate, p.chunks)}")
+    if p.ocr_pages:
+        parts.append(f"OCR {plural(p.ocr_pages, 'page')}")
+    if p.current and p.files_done < p.files_total:
+        parts.append(file_name(p.current))
+    return fraction, " · ".join(parts) + timing(job, fraction)
+
+
+def summary_status(job: Job) -> tuple[float, str]:
+    """A summary job's bar: model calls done of the total (known before the first call)."""
+    if not isinstance(job.progress, tuple):
+        return 0.0, "Preparing the passages (and loading the models)…" + timing(job, 0.0)
+    done, total = job.progress
+    fraction = done / max(total, 1)
+    return fraction, f"Summarizing: {done} of {plural(total, 'model call')} done" + timing(job, fraction)
+
+
+def job_bar(job: Job, status: Callable[[Job], tuple[float, str]]) -> None:
+    """A running job's bar and its Stop button (a stop takes effect at the job's next step)."""
+    fraction, text = status(job)
+    if job.stopping:
+        text = "Stopping after the current step… · " + text
+    bar, stop = st.columns([6, 1], vertical_alignment="bottom")
+    bar.progress(min(1.0, fraction), text=text)
+    if stop.button("Stop", key=f"stop-{job.id}", disabled=job.stopping):
+        job.stop()
+
+
+def follow(job: Job, status: Callable[[Job], tuple[float, str]]) -> None:
+    """Show a running job's bar, redrawn every second (a fragment: the rest of the page stays as it
+    is); when the job ends, the whole page runs again to show its result."""
+
+    @st.fragment(run_every=1.0)
+    def live() -> None:
+        if not job.running:
+            st.rerun()
+        job_bar(job, status)
+
+    live()
 
 
 def ingest_report(report: IngestReport) -> None:
@@ -88,10 +136,12 @@ def ingest_report(report: IngestReport) -> None:
     cols = st.columns(5)
     for col, key in zip(cols, ("added", "updated", "unchanged", "skipped", "failed"), strict=True):
         col.metric(key.capitalize(), s[key])
-    st.caption(f"{s['pages']} pages, {s['chunks']} chunks in {s['seconds']:.1f} s")
+    if report.stopped:
+        st.warning("Stopped: the files finished before the stop are kept; ingest again to add the rest.")
+    st.caption(f"{plural(s['pages'], 'page')}, {plural(s['chunks'], 'chunk')} in {s['seconds']:.1f} s")
     if s["ocr_pages"]:
         speed = f", {s['ocr_pages_per_s']:.2f} pages/s a worker" if s["ocr_pages_per_s"] else ""
-        st.caption(f"OCR: {s['ocr_pages']} pages ({s['ocr_cached']} from the cache{speed})")
+        st.caption(f"OCR: {plural(s['ocr_pages'], 'page')} ({s['ocr_cached']} from the cache{speed})")
     rows = [
         {
             "file": file_name(r.path),
@@ -135,12 +185,13 @@ def citation_title(c: Citation) -> str:
     return f"[{c.number}] {file_name(c.source)}{where}"
 
 
-def citations(cites: Sequence[Citation], contexts: Sequence[Context] = ()) -> None:
+def citations(cites: Sequence[Citation], contexts: Sequence[Context] = (), asked: bool = True) -> None:
     """One expander per numbered citation: the passage, with the sentences that hold the answer
-    highlighted, its file and (for PDFs) the page to open."""
+    highlighted, its file and (for PDFs) the page to open. `asked`: False when the model was not
+    asked (the evidence gate declined), so the passages are not called what it was given."""
     if not cites:
         if contexts:
-            passages_given(contexts)
+            passages_given(contexts, asked)
         return
     passages = {c.chunk_id: c.text for c in contexts}
     st.caption("Sources")
@@ -160,9 +211,13 @@ def citations(cites: Sequence[Citation], contexts: Sequence[Context] = ()) -> No
             st.caption(where)
 
 
-def passages_given(contexts: Sequence[Context]) -> None:
-    """When the model cited nothing, the passages it was given, so the answer can still be checked."""
-    st.caption("The answer cites no source; these are the passages the model was given:")
+def passages_given(contexts: Sequence[Context], asked: bool = True) -> None:
+    """When the model cited nothing, the passages it was given (or, not asked, the passages found),
+    so the answer can still be checked."""
+    if asked:
+        st.caption("The answer cites no source; these are the passages the model was given:")
+    else:
+        st.caption("The model was not asked; these are the passages the search found:")
     for c in contexts:
         place = location(c.page, c.heading)
         where = f", {place}" if place else ""

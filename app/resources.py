@@ -8,6 +8,7 @@ and page reuses it, and a new temperature on the Settings page loads nothing.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import re
 import uuid
@@ -26,6 +27,7 @@ from lectern.rag.model_cache import MODELS
 from lectern.rag.settings import Settings, load_settings
 from lectern.rag.workspace import Workspace, check_name
 
+LOG = logging.getLogger("lectern")
 UPLOADS_DIR = "uploads"
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')
 _WS_KEY = "_lectern_workspace"
@@ -198,6 +200,22 @@ def save_uploads(
             continue
         saved.append(target)
     return saved, rejected
+
+
+def forget_uploads(paths: Iterable[Path], ws: Workspace) -> None:
+    """Remove uploaded files the collection does not hold after an ingest (failed, or not reached
+    before a stop): the uploads folder keeps only the files of documents."""
+    paths = list(paths)
+    if not paths:
+        return
+    try:
+        known = {d.source for d in ws.documents()}
+    except LecternError as err:
+        LOG.warning("uploads left in place: cannot list collection %r: %s", ws.name, err)
+        return
+    for path in paths:
+        if str(path.resolve()) not in known:
+            path.unlink(missing_ok=True)
 
 
 def forget_upload(source: str, config: Settings, collection: str) -> None:

@@ -36,6 +36,7 @@ from lectern.errors import (
     EmptyDocument,
     LecternError,
     ProfileMismatch,
+    Stopped,
     UnknownKey,
 )
 from lectern.ingest import tokenize
@@ -80,6 +81,7 @@ class IngestReport:
     collection: str
     results: list[FileResult] = field(default_factory=list)
     seconds: float = 0.0
+    stopped: bool = False  # a progress callback raised Stopped: the files finished before it are kept
 
     def _with(self, status: str) -> list[FileResult]:
         return [r for r in self.results if r.status == status]
@@ -146,6 +148,7 @@ class IngestReport:
             "ocr_cached": ocr_cached,
             "ocr_pages_per_s": round(rate, 3) if rate is not None else None,
             "seconds": round(self.seconds, 3),
+            "stopped": self.stopped,
         }
 
 
@@ -160,6 +163,15 @@ class Progress:
     chunks_embedded: int = 0
     current: str | None = None
     ocr_pages: int = 0  # pages read by OCR so far, told page by page as the parse workers finish them
+    bytes_total: int = 0  # the size of the files to parse (known once they are hashed)
+    bytes_done: int = 0  # of those, the files finished, and how far into a streamed text file
+
+    @property
+    def fraction(self) -> float:
+        """How much of the work is done, 0 to 1: by bytes when sizes are known, else by files."""
+        if self.bytes_total:
+            return min(1.0, self.bytes_done / self.bytes_total)
+        return self.files_done / self.files_total if self.files_total else 0.0
 
 
 ProgressFn = Callable[[Progress], None]
@@ -343,6 +355,7 @@ def _write_streamed(
     offsets = _offsets_fn(embedder.tokenizer_file)
     doc, units, warnings = stream_text(path)
     state.pages += doc.pages
+    done_before = state.bytes_done
     chunking = settings.chunk
 
     def parts() -> Iterator[tuple[list[NewChunk], np.ndarray]]:
@@ -352,6 +365,7 @@ def _write_streamed(
         for chunk in _new_chunks(doc, chunks, offsets):
             batch.append(chunk)
             state.chunks += 1
+            state.bytes_done = done_before + min(chunk.end, size)  # characters read: about the bytes
             if len(batch) == EMBED_SLICE:
                 yield batch, _embed_chunks(embedder, batch, state, progress)
                 written += len(batch)
@@ -618,6 +632,11 @@ class Work:
     report: IngestReport
     state: Progress
     progress: ProgressFn | None
+    sizes: dict[str, int] = field(default_factory=dict)  # path -> bytes, for Progress.bytes_done
+    finished: int = 0  # bytes of the files done
+
+    def __post_init__(self) -> None:
+        self.sizes = {str(job[0]): job[3] for job in self.jobs}
 
     def status(self, source: str) -> str:
         return "updated" if source in self.known else "added"
@@ -626,6 +645,8 @@ class Work:
         """One file finished, whatever its status: reported and counted."""
         self.report.results.append(result)
         self.state.files_done += 1
+        self.finished += self.sizes.get(result.path, 0)
+        self.state.bytes_done = self.finished
         if self.progress:
             self.progress(self.state)
 
@@ -777,10 +798,14 @@ def ingest(
                     state.files_done += 1
                     continue
                 jobs.append((path, source, digest, size))
-            if progress:
-                progress(state)
-            if jobs:
-                run(Work(jobs, known, embedder, settings, writer, report, state, progress))
+            state.bytes_total = sum(job[3] for job in jobs)
+            try:
+                if progress:
+                    progress(state)
+                if jobs:
+                    run(Work(jobs, known, embedder, settings, writer, report, state, progress))
+            except Stopped:  # on request, from the progress callback: what is written is kept
+                report.stopped = True
     finally:
         col.close()
     report.seconds = time.perf_counter() - started

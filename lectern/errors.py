@@ -366,6 +366,23 @@ class NothingToSummarize(LecternError):
         super().__init__("nothing to summarize: no text in the given documents")
 
 
+class Stopped(LecternError):
+    """A long run (an ingest, a summary, an answer) stopped on request: raised from its progress
+    callback, so it stops at the next step it reports; an ingest keeps the files it had finished."""
+
+    def __init__(self, what: str = "the run") -> None:
+        super().__init__(f"{what} was stopped")
+
+
+class Busy(LecternError):
+    """The web UI runs one job at a time on a collection or conversation: a second is refused and the
+    first kept (app.jobs)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        super().__init__(f"{label} is still running: wait for it to end, or stop it")
+
+
 class CorruptConversation(LecternError):
     def __init__(self, path: str | Path, detail: str) -> None:
         self.path = str(path)

@@ -115,6 +115,7 @@ class Agent:
         self.first_search = first_search and "search" in self.tools
         self.plan = plan and self.first_search
         self.bound = llm.bind_tools(list(tools))  # ToolsUnsupported for a template without tools
+        self.steps: list[Step] = []
 
     def initial(self, question: str) -> list[BaseMessage]:
         """The conversation the loop starts from."""
@@ -124,6 +125,7 @@ class Agent:
         self._done: set[tuple[str, str]] = set()  # (tool, arguments) run so far
         messages = self.initial(question)
         steps: list[Step] = []
+        self.steps = steps  # the trace so far, read while invoke runs (the web UI shows each step)
         spent = 0
         if self.first_search:
             # Small models (Qwen2.5 0.5B) often answer from memory without calling a tool: the

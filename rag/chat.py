@@ -6,9 +6,10 @@ session.ask("pump", "How often is it serviced?")  # -> Answer
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.retrievers import BaseRetriever
 from pydantic import BaseModel, Field, ValidationError
 
-from lectern.errors import CorruptConversation, InvalidName
+from lectern.errors import CorruptConversation, InvalidName, LecternError
 from lectern.ingest.atomic import atomic_write_text
 from lectern.ingest.tokenize import fold
 from lectern.rag.context import ensure_fits, generation_kwargs, pack, prompt_tokens, trim_to_fit
@@ -36,6 +37,8 @@ class Turn(BaseModel):
     content: str
     citations: list[Citation] = Field(default_factory=list)
     rewritten_question: str | None = None  # on user turns: what was actually retrieved with
+    error: str | None = None  # on assistant turns: why the question has no answer
+    steps: list[str] = Field(default_factory=list)  # on an agent's answer: its steps, one line each
 
 
 class Conversation(BaseModel):
@@ -95,13 +98,33 @@ class ConversationStore:
 
     def append(self, conversation_id: str, turns: list[Turn]) -> Conversation:
         """Add turns to the stored conversation (created if missing) and save it; returns it."""
+        return self.update(conversation_id, lambda c: c.turns.extend(turns))
+
+    def update(self, conversation_id: str, change: Callable[[Conversation], object]) -> Conversation:
+        """Apply `change` to the stored conversation (created if missing) under its lock, and save it."""
         path = self.path(conversation_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path.with_name(f".{conversation_id}.lock")), timeout=self.lock_timeout_s):
             conversation = self.load(conversation_id)
-            conversation.turns.extend(turns)
+            change(conversation)
             self.save(conversation)
         return conversation
+
+    @contextlib.contextmanager
+    def asking(self, conversation_id: str, question: str) -> Iterator[Callable[[Turn, str | None], None]]:
+        """Store the question now, before it is answered (a reload or a failure never loses it); the
+        block calls `reply(turn, rewritten_question)` to put its answer right after it. A LecternError
+        in the block (a stop too) stores why the question has no answer, and goes on."""
+        at = len(self.append(conversation_id, [Turn(role="user", content=question)]).turns) - 1
+
+        def reply(turn: Turn, rewritten: str | None = None) -> None:
+            self.update(conversation_id, lambda c: answer_after(c, at, question, turn, rewritten))
+
+        try:
+            yield reply
+        except LecternError as err:
+            reply(Turn(role="assistant", content="", error=str(err)))
+            raise
 
     def delete(self, conversation_id: str) -> bool:
         path = self.path(conversation_id)
@@ -114,6 +137,30 @@ class ConversationStore:
         if not self.directory.is_dir():
             return []
         return sorted(p.stem for p in self.directory.glob("*.json") if _VALID_ID.fullmatch(p.stem))
+
+
+def answer_after(
+    conversation: Conversation, at: int, question: str, reply: Turn, rewritten: str | None = None
+) -> None:
+    """Put `reply` right after its question, turn `at` (another session may have added turns since);
+    the question and the reply both at the end if that turn is gone."""
+    turns = conversation.turns
+    if at < len(turns) and turns[at].role == "user" and turns[at].content == question:
+        turns[at].rewritten_question = rewritten
+        turns.insert(at + 1, reply)
+    else:
+        turns += [Turn(role="user", content=question, rewritten_question=rewritten), reply]
+
+
+def answered(turns: list[Turn]) -> list[Turn]:
+    """The questions with their answers: not one still being answered (another tab's), nor one that
+    failed, which a rewrite must not take for history."""
+    return [
+        turn
+        for i in range(len(turns) - 1)
+        if turns[i].role == "user" and turns[i + 1].role == "assistant" and not turns[i + 1].error
+        for turn in turns[i : i + 2]
+    ]
 
 
 def format_history(turns: list[Turn]) -> str:
@@ -195,21 +242,19 @@ class ChatSession:
     def _run(self, conversation_id: str, question: str, *, stream: bool) -> Iterator[str | Answer]:
         check_conversation_id(conversation_id)
         question = check_question(question_of(question), self.llm, self.max_question_tokens)
-        conversation = self.store.load(conversation_id)
-        standalone = self.condense(conversation.turns, question)
-        if stream:
-            answer = yield from answer_text(self.qa.stream_answer(standalone))
-        else:
-            answer = self.qa.invoke(standalone)
-        answer.question = question
-        answer.rewritten_question = standalone if standalone != question else None
-        self.store.append(
-            conversation_id,
-            [
-                Turn(role="user", content=question, rewritten_question=answer.rewritten_question),
+        history = answered(self.store.load(conversation_id).turns)
+        with self.store.asking(conversation_id, question) as reply:
+            standalone = self.condense(history, question)
+            if stream:
+                answer = yield from answer_text(self.qa.stream_answer(standalone))
+            else:
+                answer = self.qa.invoke(standalone)
+            answer.question = question
+            answer.rewritten_question = standalone if standalone != question else None
+            reply(
                 Turn(role="assistant", content=answer.answer, citations=answer.citations),
-            ],
-        )
+                answer.rewritten_question,
+            )
         yield answer
 
     def list(self) -> list[str]:

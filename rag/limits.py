@@ -58,9 +58,9 @@ def check_question(question: Any, llm: Any = None, max_tokens: int | None = None
         raise InvalidInput("question", question, "it is empty: ask something")
     if max_tokens is None:
         return text
-    advice = f"at most answer.max_question_tokens = {max_tokens}; shorten it or raise the setting"
+    advice = f"the limit is answer.max_question_tokens = {max_tokens}: shorten it or raise the setting"
     if len(text) > max_tokens * CHARS_PER_TOKEN:
-        raise InvalidInput("question", text, f"{len(text)} characters, far more than {advice}")
+        raise InvalidInput("question", text, f"{len(text)} characters, far too long ({advice})")
     if llm is not None:
         from lectern.rag.context import count_tokens
 
@@ -69,5 +69,5 @@ def check_question(question: Any, llm: Any = None, max_tokens: int | None = None
         except TokenCountUnavailable:
             tokens = len(text) // 4  # no tokenizer: about four characters a token
         if tokens > max_tokens:
-            raise InvalidInput("question", text, f"{tokens} tokens, more than {advice}")
+            raise InvalidInput("question", text, f"{tokens} tokens, too long ({advice})")
     return text

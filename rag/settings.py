@@ -229,16 +229,28 @@ class Settings(BaseSettings):
         return self.cache_dir / "models"
 
     def save(self) -> Path:
-        """Store the user-facing settings in the data directory, shared by the UI and the CLI."""
-        path = self.data_dir / SETTINGS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = self.model_dump(mode="json", exclude={"data_dir", "cache_dir"}, exclude_none=True)
+        """Store the user-facing settings that differ from the defaults in the data directory, shared
+        by the UI and the CLI (a file of every default hid the two values a person had chosen)."""
+        data = self.model_dump(**_DUMP)
         if self.llm.api_key is not None:
             data["llm"]["api_key"] = self.llm.api_key.get_secret_value()
         if self.store.token is not None:
             data["store"]["token"] = self.store.token.get_secret_value()
-        atomic_write_text(path, _to_toml(data), perms=0o600)  # it may hold the API key
-        return path
+        return write_settings(self.data_dir, data)
+
+
+_DUMP: dict[str, Any] = {"mode": "json", "exclude": {"data_dir", "cache_dir"}, "exclude_none": True}
+
+
+def write_settings(data_dir: Path, data: dict[str, Any]) -> Path:
+    """Write `data` (settings as tables, secrets in clear) to settings.toml in `data_dir`, keeping only
+    what differs from the defaults. The web UI writes the file's tables with its own values through
+    this, so the environment's LECTERN_* values are not saved with them."""
+    path = data_dir / SETTINGS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    changed = _changed(data, Settings.model_construct().model_dump(**_DUMP))
+    atomic_write_text(path, _to_toml(changed), perms=0o600)  # it may hold the API key
+    return path
 
 
 def _data_dir_hint(init_settings: PydanticBaseSettingsSource, local: Path) -> Path:
@@ -313,6 +325,21 @@ def _line_of(text: str, key: tuple[str, ...]) -> int | None:
         if found[: len(key)] == key:
             return number
     return None
+
+
+def _changed(data: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The entries of `data` that differ from `defaults`, tables compared key by key."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if value is None:  # unset: the default
+            continue
+        default = defaults.get(key)
+        if isinstance(value, dict) and isinstance(default, dict):
+            if nested := _changed(value, default):
+                out[key] = nested
+        elif value != default or key not in defaults:
+            out[key] = value
+    return out
 
 
 def _to_toml(data: dict[str, Any], prefix: str = "") -> str:

@@ -4,8 +4,9 @@
 method was asked, and says so in the result's `reason`; its sentences are then checked against the
 passages summarized (rag.faithful). The SUMMARIZERS themselves always do what they are named for.
 Every prompt sent is checked to fit the window with `max_new_tokens` left for the output.
-`progress(done, total)` is called after each LLM call (or batch); map-reduce's total grows when
-a collapse round turns out to be needed, and the last call is always (steps, steps).
+`progress(done, total)` is called before the first LLM call, as (0, total), and after each call (or
+batch); map-reduce's total grows when a collapse round turns out to be needed, and the last call is
+always (steps, steps).
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class _Calls:
         self.done = 0
         self.total = total
         self.gen = generation_kwargs(llm, max_new_tokens)
+        if progress is not None:  # the total up front: a first call can take minutes on a CPU
+            progress(0, total)
 
     def check(self, messages: list[BaseMessage], field: str) -> list[BaseMessage]:
         ensure_fits(self.llm, count_messages(self.llm, messages), self.max_new_tokens, field)

@@ -12,8 +12,16 @@ from typing import Any
 import streamlit as st
 
 from lectern.app import components, resources
+from lectern.errors import LecternError
+from lectern.ingest.stores import open_backend
 from lectern.rag.models import AUTO, installed
-from lectern.rag.settings import Settings
+from lectern.rag.settings import (
+    SETTINGS_FILE,
+    Settings,
+    StoreSettings,
+    read_settings_file,
+    write_settings,
+)
 
 KINDS = {
     "packaged": "Packaged local model",
@@ -34,6 +42,22 @@ PROMPTS = {
     "few_shot": "With worked examples",
     "chain_of_thought": "Reason first, then answer (slower)",
 }
+
+
+def stored_in(store: StoreSettings, config: Settings) -> str:
+    """Which collections the saved store holds, and the FAISS folders' (a folder listing; an unsaved
+    Milvus is not opened here: milvus-lite starts a server)."""
+    faiss = store.model_copy(update={"backend": "faiss"})
+    places = [("faiss", faiss)] + ([("milvus", store)] if store.backend == "milvus" else [])
+    said = []
+    for name, settings in places:
+        try:
+            names = ", ".join(open_backend(settings, config.data_dir).names()) or "none"
+        except LecternError as err:
+            names = f"cannot be listed ({err})"
+        said.append(f"{name} holds {names}")
+    return "; ".join(said)
+
 
 config = resources.settings()
 llm = config.llm
@@ -91,6 +115,14 @@ temperature = right.slider("Temperature", 0.0, 2.0, float(llm.temperature), step
 max_tokens = right.number_input(
     "Max answer tokens", min_value=16, max_value=8192, value=llm.max_new_tokens, step=16
 )
+longest = right.number_input(
+    "Longest question (tokens)",
+    min_value=1,
+    max_value=100_000,
+    value=config.answer.max_question_tokens,
+    help="A longer question is refused before the model reads it: a long paste takes minutes to read "
+    "on a CPU (answer.max_question_tokens).",
+)
 prompt = left.selectbox(
     "Answer prompt",
     list(PROMPTS),
@@ -143,6 +175,13 @@ backend = st.radio(
     "without embedding again.",
 )
 store_updates: dict[str, Any] = {"backend": backend}
+if backend != store.backend:
+    st.info(
+        f"Collections stay in the store they were made in: {stored_in(store, config)}. After saving, "
+        f"the sidebar lists the collections of {backend} only. Copy one across without embedding again "
+        f"with `lectern migrate --from {store.backend}:NAME --to {backend}:NAME`.",
+        icon=":material/swap_horiz:",
+    )
 if backend == "milvus":
     uri = st.text_input(
         "Milvus URI",
@@ -176,17 +215,34 @@ if st.button("Save settings", type="primary"):
         )
         st.stop()
     with components.shown_errors() as outcome:
-        data = config.model_dump()
-        data["llm"].update(updates, temperature=temperature, max_new_tokens=int(max_tokens))
-        data["retrieval"].update(mode=mode, k=int(k))
-        data["store"].update(store_updates)
-        data["answer"].update(
-            prompt=prompt, context="sentences" if excerpts else "chunks", evidence=bool(evidence)
-        )
-        data["summary"].update(unsupported="drop" if drop_unsupported else "mark")
-        path = Settings(**data).save()
+        # what the file holds, with this page's values: never the environment's (LECTERN_*), which
+        # would then outlive the variables that set them
+        file = config.data_dir / SETTINGS_FILE
+        data = read_settings_file(file) if file.is_file() else {}
+        tables = {
+            "llm": {**updates, "temperature": temperature, "max_new_tokens": int(max_tokens)},
+            "retrieval": {"mode": mode, "k": int(k)},
+            "store": store_updates,
+            "answer": {
+                "prompt": prompt,
+                "context": "sentences" if excerpts else "chunks",
+                "evidence": bool(evidence),
+                "max_question_tokens": int(longest),
+            },
+            "summary": {"unsupported": "drop" if drop_unsupported else "mark"},
+        }
+        for table, values in tables.items():
+            data[table] = {**data.get(table, {}), **values}
+        Settings.model_validate({**data, "data_dir": config.data_dir})  # a bad value: one clear error
+        path = write_settings(config.data_dir, data)
     if not outcome.failed:
         st.success(f"Saved to {path}; the CLI uses these settings too.")
+
+st.caption(
+    f"A setting a message names that is not on this page (such as ingest.parse_timeout_s) goes in "
+    f"`{config.data_dir / SETTINGS_FILE}` under its table (`[ingest]` then `parse_timeout_s = 300`), "
+    "or in the environment of `lectern ui` (`LECTERN_INGEST__PARSE_TIMEOUT_S=300`); the CLI reads both."
+)
 
 pinned = resources.env_overrides()
 if pinned:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from lectern.app import components, resources
+from lectern.app.jobs import JOBS, Job
 from lectern.rag.faithful import note as faithful_note
 from lectern.rag.types import SummaryResult
+from lectern.rag.workspace import Workspace
 
 METHODS = ["auto", "stuff", "refine", "map_reduce"]
 SCOPES = ["A document", "The whole collection", "A query"]
@@ -39,19 +41,40 @@ method = st.selectbox(
     "is summarized in one call (stuff) whatever the method.",
 )
 
-if st.button("Summarize", type="primary", disabled=scope == "A query" and not query):
-    with components.shown_errors():
-        resources.embedder(ws)
-        resources.llm(ws)
-        made = ws.summarize(source=source, query=query, method=method, progress=components.summary_progress())
-        st.session_state["summary"] = (ws.name, made)
+job = JOBS.get("summary", ws.name)
+running = job is not None and job.running
+if st.button("Summarize", type="primary", disabled=(scope == "A query" and not query) or running):
+    config, name = ws.settings, ws.name
 
-kept = st.session_state.get("summary")
-if kept is not None and kept[0] == ws.name:
-    result: SummaryResult = kept[1]
-    st.subheader(f"Summary of the {result.scope}")
+    def work(job: Job) -> SummaryResult:
+        mine = Workspace(collection=name, settings=config)  # opened and closed in the job's thread
+        try:
+            return mine.summarize(source=source, query=query, method=method, progress=job.report)
+        finally:
+            mine.close()
+
+    with components.shown_errors() as outcome:
+        JOBS.start("summary", name, name, f"The summary of {name}", work)
+    if not outcome.failed:
+        st.rerun()
+
+if job is not None and job.running:
+    components.follow(job, components.summary_status)
+elif job is not None and job.error:
+    st.error(job.error, icon=":material/error:")
+elif job is not None and job.state == "stopped":
+    st.info("The summary was stopped.", icon=":material/info:")
+elif job is not None and isinstance(job.result, SummaryResult):
+    result: SummaryResult = job.result
+    scope_name = result.scope
+    if scope_name.startswith("document "):  # the file's name, not where the server keeps it
+        scope_name = "document " + components.file_name(scope_name.removeprefix("document "))
+    st.subheader(f"Summary of the {scope_name}")
     st.markdown(result.marked(flag=lambda text: ":red-background[" + text.replace("]", "\\]") + "] ⚠"))
-    st.caption(f"{result.method} · {result.chunks} passages · {result.steps} model calls")
+    st.caption(
+        f"{result.method} · {components.plural(result.chunks, 'passage')} · "
+        f"{components.plural(result.steps, 'model call')}"
+    )
     if result.reason:
         st.caption(result.reason)
     note = faithful_note(result)
@@ -65,8 +88,9 @@ if kept is not None and kept[0] == ws.name:
                 st.markdown(f"- {components.plain(sentence)}")
     components.citations(result.citations)
     markdown = (
-        f"# Summary of the {result.scope}\n\n{result.marked()}\n\n"
-        f"_Method: {result.method}; {result.chunks} passages; {result.steps} model calls. "
+        f"# Summary of the {scope_name}\n\n{result.marked()}\n\n"
+        f"_Method: {result.method}; {components.plural(result.chunks, 'passage')}; "
+        f"{components.plural(result.steps, 'model call')}. "
         f"{result.reason}. {note or ''}_\n"
     )
     st.download_button(

@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from lectern.app.jobs import Jobs
+
 ROOT = Path(__file__).resolve().parents[2]
 MAIN = ROOT / "app" / "main.py"
 SAMPLE_DOCS = ROOT / "sample_docs"
+
+
+@pytest.fixture(autouse=True)
+def jobs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Jobs]:
+    """A registry of the server's jobs (app.jobs) for this test alone; its jobs end before the next."""
+    from lectern.app import jobs as module
+
+    fresh = module.Jobs()
+    monkeypatch.setattr(module, "JOBS", fresh)
+    yield fresh
+    for job in fresh.running():
+        job.stop()
+        job.wait(120)
+
+
+def settle(at: AppTest) -> AppTest:
+    """Wait for the jobs the page started (an ingest, a summary, an answer), then run it again to
+    show what they made: what a person sees once the progress bar is gone."""
+    from lectern.app import jobs
+
+    for job in jobs.JOBS.running():
+        assert job.wait(120), f"{job.label} did not end"
+    return at.run()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from lectern.app import resources
 from lectern.errors import InvalidName, SaveFailed
 from lectern.rag.chat import ConversationStore
 from lectern.rag.settings import load_settings
-from tests.app.conftest import SAMPLE_DOCS
+from tests.app.conftest import SAMPLE_DOCS, settle
 from tests.fixtures.bad_inputs import text_pdf
 
 OpenApp = Callable[..., AppTest]
@@ -34,10 +35,15 @@ def texts(at: AppTest) -> str:
     return "\n".join(str(p) for p in parts)
 
 
+def ask(at: AppTest, question: str) -> AppTest:
+    """Ask on the Ask page and wait for the answer (a job of the server process)."""
+    return settle(at.chat_input[0].set_value(question).run())
+
+
 def ingest_folder(at: AppTest, folder: Path) -> AppTest:
     field = next(t for t in at.text_input if t.label.startswith("Folder or file path"))
     field.set_value(str(folder)).run()
-    return button(at, "Ingest folder").click().run()
+    return settle(button(at, "Ingest folder").click().run())
 
 
 # -- uploads -------------------------------------------------------------------------------------
@@ -139,7 +145,7 @@ def test_library_ingests_a_folder_and_lists_documents(open_app: OpenApp, data_di
     assert not at.error
 
     # a second run finds nothing new
-    at = button(at, "Ingest folder").click().run()
+    at = settle(button(at, "Ingest folder").click().run())
     assert set(at.dataframe[0].value["status"]) == {"unchanged", "skipped"}
 
 
@@ -217,7 +223,7 @@ def test_invalid_collection_name_is_an_error(open_app: OpenApp) -> None:
 def test_ask_streams_an_answer_with_citations(open_app: OpenApp, ingested: Path) -> None:
     at = open_app("ask")
     conversation = at.query_params["conversation"]
-    at.chat_input[0].set_value("Who designed the tower?").run()
+    ask(at, "Who designed the tower?")
     assert not at.exception
     roles = [m.name for m in at.chat_message]
     assert roles == ["user", "assistant"]
@@ -234,8 +240,8 @@ def test_ask_streams_an_answer_with_citations(open_app: OpenApp, ingested: Path)
 def test_conversation_survives_a_reload_and_can_be_restarted(open_app: OpenApp, ingested: Path) -> None:
     at = open_app("ask")
     conversation = at.query_params["conversation"]
-    at.chat_input[0].set_value("Who designed the tower?").run()
-    at.chat_input[0].set_value("When was it built?").run()
+    ask(at, "Who designed the tower?")
+    ask(at, "When was it built?")
     assert not at.exception
 
     reloaded = open_app("ask", conversation=conversation)  # a fresh session, same URL
@@ -262,10 +268,10 @@ def test_unreachable_llm_server_is_an_error(
     monkeypatch.setenv("LECTERN_LLM__MODEL", "served")
     monkeypatch.setenv("LECTERN_LLM__TIMEOUT_S", "3")
     at = open_app("ask")
-    at.chat_input[0].set_value("Who designed the tower?").run()
+    ask(at, "Who designed the tower?")
     assert not at.exception
     assert any("cannot reach the model server" in e.value for e in at.error)
-    at.chat_input[0].set_value("Still there?").run()  # the app keeps running
+    ask(at, "Still there?")  # the app keeps running
     assert not at.exception
 
 
@@ -273,12 +279,12 @@ def test_question_too_long_is_an_error(
     open_app: OpenApp, ingested: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at = open_app("ask")
-    at.chat_input[0].set_value("tower " * 5000).run()
+    ask(at, "tower " * 5000)
     assert not at.exception
     assert any("answer.max_question_tokens = 300" in e.value for e in at.error)  # the setting's bound
     monkeypatch.setenv("LECTERN_ANSWER__MAX_QUESTION_TOKENS", "100000")  # past it, the model's window
     at = open_app("ask")
-    at.chat_input[0].set_value("tower " * 5000).run()
+    ask(at, "tower " * 5000)
     assert not at.exception
     assert any("context window" in e.value for e in at.error)
 
@@ -290,9 +296,9 @@ def test_summarize_a_document(open_app: OpenApp, ingested: Path, method: str) ->
     pdf = next(d for d in _sources() if d.endswith("marrow_point_light.pdf"))
     at.selectbox(key="summary-source").set_value(pdf)
     at.selectbox(key="summary-method").set_value(method)
-    at = button(at, "Summarize").click().run()
+    at = settle(button(at, "Summarize").click().run())
     assert not at.exception
-    assert any(s.value.startswith("Summary of the document") for s in at.subheader)
+    assert "Summary of the document marrow_point_light.pdf" in [s.value for s in at.subheader]  # no path
     assert "Marrow Point" in texts(at) or "lighthouse" in texts(at).lower()
     assert at.get("download_button")
     captions = [c.value for c in at.caption]
@@ -305,7 +311,7 @@ def test_summarize_a_document(open_app: OpenApp, ingested: Path, method: str) ->
 def test_summarize_the_collection(open_app: OpenApp, ingested: Path) -> None:
     at = open_app("summarize")
     at = at.radio[0].set_value("The whole collection").run()
-    at = button(at, "Summarize").click().run()
+    at = settle(button(at, "Summarize").click().run())
     assert not at.exception
     assert any(s.value == "Summary of the collection default" for s in at.subheader)
 
@@ -336,11 +342,12 @@ def test_settings_are_saved_for_the_cli(open_app: OpenApp, data_dir: Path) -> No
     assert at.success
     saved = tomllib.loads((data_dir / "settings.toml").read_text())
     assert saved["answer"]["prompt"] == "few_shot"
-    assert saved["answer"]["context"] == "chunks" and saved["answer"]["evidence"] is True
+    assert saved["answer"]["context"] == "chunks" and "evidence" not in saved["answer"]  # a default
     assert saved["retrieval"]["mode"] == "bm25" and saved["retrieval"]["k"] == 3
     assert saved["llm"]["model"] == "packaged:qwen2.5-0.5b"
     assert saved["llm"]["temperature"] == 0.5 and saved["llm"]["max_new_tokens"] == 128
     assert "data_dir" not in saved
+    assert "ingest" not in saved and "summary" not in saved  # only what differs from the defaults
     # the environment pins the fake backend for the tests, and the page says so
     assert any("LECTERN_LLM__BACKEND=fake" in w.value for w in at.warning)
 
@@ -368,14 +375,14 @@ def test_new_generation_settings_load_no_second_model(open_app: OpenApp, ingeste
     from lectern.rag.workspace import Workspace
 
     at = open_app("ask")
-    at.chat_input[0].set_value("Who designed the tower?").run()
+    ask(at, "Who designed the tower?")
     loads = MODELS.loads["llm"]
     at = open_app("settings")
     at.slider[0].set_value(0.5)
     at.number_input[1].set_value(64)
     assert not button(at, "Save settings").click().run().exception
     at = open_app("ask")
-    at.chat_input[0].set_value("When was it first lit?").run()
+    ask(at, "When was it first lit?")
     assert not at.exception and [m.name for m in at.chat_message] == ["user", "assistant"]
     assert MODELS.loads["llm"] == loads
     assert getattr(resources.llm(Workspace()), "max_new_tokens", None) == 64
@@ -392,7 +399,7 @@ def test_the_store_is_chosen_and_saved(open_app: OpenApp, data_dir: Path) -> Non
     assert not button(at, "Save settings").click().run().exception
     saved = tomllib.loads((data_dir / "settings.toml").read_text())["store"]
     assert saved == {"backend": "milvus", "uri": "http://db.example:19530", "token": "reader:secret",
-                     "ranker": "rrf", "rrf_k": 60}  # fmt: skip
+                     "ranker": "rrf"}  # fmt: skip
     at = open_app("settings")
     assert any("cannot open the Milvus database" in e.value for e in at.error)  # no server there
     store = next(r for r in at.radio if r.label == "Store")
@@ -401,7 +408,7 @@ def test_the_store_is_chosen_and_saved(open_app: OpenApp, data_dir: Path) -> Non
     assert not any(t.label == "Milvus URI" for t in at.text_input)
     assert not button(at, "Save settings").click().run().exception
     saved = tomllib.loads((data_dir / "settings.toml").read_text())["store"]
-    assert saved["backend"] == "faiss" and saved["uri"] == "http://db.example:19530"
+    assert "backend" not in saved and saved["uri"] == "http://db.example:19530"  # faiss: the default
 
 
 def test_openai_settings_need_a_model(open_app: OpenApp, data_dir: Path) -> None:
@@ -479,3 +486,106 @@ def test_a_password_guards_every_page(open_app: OpenApp, monkeypatch: pytest.Mon
     at.text_input[0].input("correct horse")
     at = at.button[0].click().run()
     assert not at.exception and "No documents yet" in texts(at)
+
+
+# -- work that outlives the page (app.jobs), and what the pages say about it ----------------------
+def test_an_ingest_runs_as_a_job_and_every_page_follows_the_data(
+    open_app: OpenApp, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ingest is the server's, not the run's: a second session on the Ask page sees the
+    collection appear (sidebar, Ask box) on its next run, without starting anything itself."""
+    from lectern.ingest.embed import FakeEmbedder
+
+    go, embed = threading.Event(), FakeEmbedder.embed
+    monkeypatch.setattr(FakeEmbedder, "embed", lambda self, texts: (go.wait(60), embed(self, texts))[1])
+    ask = open_app("ask")
+    assert ask.chat_input[0].disabled
+    assert any("Empty: add documents" in c.value for c in ask.sidebar.caption)
+    at = button(ingest_folder_field(open_app(), SAMPLE_DOCS), "Ingest folder").click().run()
+    assert [s.value for s in at.subheader][:1] == ["Ingesting"]  # the job's bar, while it runs
+    assert any("The ingest into default is running" in c.value for c in ask.run().sidebar.caption)
+    go.set()
+    at = settle(at)
+    assert [s.value for s in at.subheader][:1] == ["Last ingest"]
+    ask.run()  # what the watcher's rerun does when the generation moved
+    assert not ask.chat_input[0].disabled
+    assert not any("Empty: add documents" in c.value for c in ask.sidebar.caption)
+
+
+def ingest_folder_field(at: AppTest, folder: Path) -> AppTest:
+    field = next(t for t in at.text_input if t.label.startswith("Folder or file path"))
+    return field.set_value(str(folder)).run()
+
+
+def test_the_progress_lines_tell_the_totals_and_the_time_left() -> None:
+    from lectern.app import components
+    from lectern.app.jobs import Job
+    from lectern.ingest.pipeline import Progress
+
+    job = Job("ingest", "default", "default", "The ingest")
+    assert components.ingest_status(job)[1].startswith("Starting: loading the embedding model")
+    job.started -= 60
+    job.report(
+        Progress(files_total=1, pages=1, chunks=500, chunks_embedded=256, bytes_total=30_000_000,
+                 bytes_done=7_500_000, current="/data/big.txt")
+    )  # fmt: skip
+    fraction, text = components.ingest_status(job)
+    assert fraction == 0.25
+    assert text.startswith("Files 0 of 1 · 7.5 MB of 30.0 MB · 1 page · chunks embedded 256 of about 2000")
+    assert "big.txt · elapsed 1:0" in text and "about 3:0" in text and text.endswith(" left")
+    summary = Job("summary", "default", "default", "The summary")
+    summary.report(0, 1)
+    assert components.summary_status(summary)[1].startswith("Summarizing: 0 of 1 model call done")
+    summary.report(2, 5)
+    assert components.summary_status(summary)[1].startswith("Summarizing: 2 of 5 model calls done")
+
+
+def test_failed_uploads_leave_the_uploads_folder(data_dir: Path) -> None:
+    from lectern.rag.workspace import Workspace
+
+    saved, _ = resources.save_uploads(
+        [FakeUpload("broken.pdf", b"%PDF-1.7\nnot a pdf\n"), FakeUpload("good.txt", b"The pump hums.")],
+        load_settings(),
+        "default",
+    )
+    ws = Workspace()
+    report = ws.ingest(saved)
+    assert [r.status for r in report.results] == ["failed", "added"]
+    resources.forget_uploads(saved, ws)
+    ws.close()
+    assert [p.name for p in (data_dir / "uploads" / "default").iterdir()] == ["good.txt"]
+
+
+def test_a_blank_question_is_refused_and_a_pasted_one_is_shown_as_text(
+    open_app: OpenApp, ingested: Path
+) -> None:
+    at = open_app("ask").chat_input[0].set_value("   ").run()  # nothing started: nothing to settle
+    assert not at.exception and not at.chat_message
+    assert any("blank" in w.value for w in at.warning)
+    at = ask(at, "# Tower *who* built it?")
+    assert at.chat_message[0].markdown[0].value == "\\# Tower \\*who\\* built it?"
+
+
+def test_a_declined_question_says_the_model_was_not_asked_and_can_be_asked_anyway(
+    open_app: OpenApp, ingested: Path
+) -> None:
+    at = ask(open_app("ask"), "Which zeppelin squadron bombed Quorvath?")  # nothing of it in the documents
+    assert not at.exception
+    notes = [i.value for i in at.info]
+    assert any(n.startswith("The model was not asked") for n in notes), notes
+    captions = [c.value for c in at.caption]
+    assert "The model was not asked; these are the passages the search found:" in captions
+    assert not any("the passages the model was given" in c for c in captions)
+    at = settle(button(at, "Ask anyway").click().run())
+    assert not at.exception
+    assert [m.name for m in at.chat_message] == ["user", "assistant"] * 2  # asked again, once
+    assert not any(i.value.startswith("The model was not asked") for i in at.info)
+    assert not any(b.label == "Ask anyway" for b in at.button)
+
+
+def test_settings_say_which_store_holds_which_collections(open_app: OpenApp, ingested: Path) -> None:
+    at = open_app("settings")
+    next(r for r in at.radio if r.label == "Store").set_value("milvus").run()
+    said = " ".join(i.value for i in at.info)
+    assert "faiss holds default" in said
+    assert "lectern migrate --from faiss:NAME --to milvus:NAME" in said

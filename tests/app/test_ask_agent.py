@@ -7,18 +7,28 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from tests.app.conftest import settle
 
-def test_agent_switch_shows_steps_answer_and_citations(
+
+def test_agent_switch_shows_steps_answer_and_citations_and_keeps_them(
     open_app: Callable[..., AppTest], ingested: Path
 ) -> None:
     at = open_app("ask")
     at.toggle[0].set_value(True).run()
-    at.chat_input[0].set_value("Who designed the tower?").run()
+    at = settle(at.chat_input[0].set_value("Who designed the tower?").run())
     assert not at.exception, at.exception
+    assert [m.name for m in at.chat_message] == ["user", "assistant"]
     answer = at.chat_message[1]
     labels = [e.label for e in answer.expander]
-    # step 1 is the plan (a model call); then the searches, each an expander
-    assert labels[0].startswith("Step 2: search(query='Who designed the tower?')")
+    assert labels[0].startswith("The agent's ") and labels[0].endswith(" steps")
+    steps = [c.value for c in answer.expander[0].caption]
+    # numbered from 1: the plan is a model call, then the searches
+    assert steps[0].startswith("Step 1: a model call")
+    assert steps[1].startswith("Step 2: search(query='Who designed the tower?')")
     assert any(label.startswith("[1] ") for label in labels)  # the citation
     assert "[1]" in answer.markdown[0].value
-    assert "stopped by answer" in " ".join(c.value for c in answer.caption)
+
+    # the agent's run is part of the conversation: a reload shows it, steps and all
+    again = open_app("ask", conversation=at.query_params["conversation"])
+    assert [m.name for m in again.chat_message] == ["user", "assistant"]
+    assert again.chat_message[1].expander[0].label == labels[0]

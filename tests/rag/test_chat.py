@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lectern.errors import CorruptConversation, InvalidName
+from lectern.errors import CorruptConversation, InvalidName, Stopped
 from lectern.ingest import atomic
 from lectern.rag.chat import ConversationStore, Turn, build_chat_chain, clean_rewrite
 from lectern.rag.types import Answer
@@ -76,7 +76,8 @@ def test_two_sessions_on_one_conversation_both_keep_their_turns(tmp_path: Path) 
     first = build_chat_chain(llm, Interrupting(docs=list(DOCS)), store, max_new_tokens=50, **PLAIN)
     first.ask("shared", "Pump?")
     contents = [t.content for t in store.load("shared").turns]
-    assert contents == ["Filters?", "Filters come in threes [2].", "Pump?", "Every 500 hours [1]."]
+    # each question is kept as it is asked, and its answer put right after it
+    assert contents == ["Pump?", "Every 500 hours [1].", "Filters?", "Filters come in threes [2]."]
 
 
 def test_list_and_reset(tmp_path: Path) -> None:
@@ -161,3 +162,32 @@ def test_a_conversation_is_saved_by_the_atomic_helper_with_fsync(
     store.append("c1", [Turn(role="user", content="hello")])
     assert events == ["fsync", "rename c1.json", "fsync"]
     assert (store.path("c1").stat().st_mode & 0o777) == 0o600
+
+
+def test_the_question_is_kept_before_it_is_answered_and_a_failure_says_why(tmp_path: Path) -> None:
+    """A reload mid-answer showed no question: it was stored only with its answer. It is now stored
+    first; an answer that fails (or is stopped) leaves the question and the reason, not nothing."""
+    store = ConversationStore.for_data_dir(tmp_path)
+    seen: list[list[str]] = []
+
+    class Watching(ListRetriever):
+        def _get_relevant_documents(self, query: str, *, run_manager):  # type: ignore[no-untyped-def]
+            seen.append([t.content for t in store.load("c").turns])
+            return super()._get_relevant_documents(query, run_manager=run_manager)
+
+    script = ["Every 500 hours [1].", "Standalone question: Filters?", "Filters come in threes [2]."]
+    llm = WindowFake(context_window=600, script=script)
+    chat = build_chat_chain(llm, Watching(docs=list(DOCS)), store, max_new_tokens=50, **PLAIN)
+    chat.ask("c", "Pump?")
+    assert seen == [["Pump?"]]  # stored before the search for its answer began
+    assert [t.content for t in store.load("c").turns] == ["Pump?", "Every 500 hours [1]."]
+
+    stream = chat.stream_ask("c", "Filters?")
+    with pytest.raises(Stopped):
+        next(stream)  # the question is stored, the answer under way
+        stream.throw(Stopped("the answer"))
+    turns = store.load("c").turns
+    assert [(t.role, t.content, t.error) for t in turns[2:]] == [
+        ("user", "Filters?", None),
+        ("assistant", "", "the answer was stopped"),
+    ]

@@ -4,6 +4,7 @@ higher layer leaves unset still comes from the layers below."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,12 @@ def test_saved_settings_round_trip_under_the_environment(data_dir: Path, layers:
     again = load_settings()
     assert again.llm.api_key is not None and again.llm.api_key.get_secret_value() == "sk-1"
     assert (again.llm.backend, again.llm.temperature) == ("openai", 0.3)
+
+
+def test_save_writes_only_what_differs_from_the_defaults(data_dir: Path, layers: Path) -> None:
+    """The UI saved about 80 lines of defaults for two changed values, hiding what a person chose."""
+    saved = load_settings(retrieval={"k": 3}, llm={"temperature": 0.3})
+    text = saved.save().read_text()
+    assert tomllib.loads(text) == {"retrieval": {"k": 3}, "llm": {"temperature": 0.3}}
+    again = load_settings()
+    assert (again.retrieval.k, again.llm.temperature, again.retrieval.mode) == (3, 0.3, "hybrid")
