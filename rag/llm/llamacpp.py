@@ -33,6 +33,7 @@ from pydantic import ConfigDict, Field
 
 from lectern.errors import BackendUnavailable, ContextTooLong, CorruptModel, InvalidInput, ModelNotFound
 from lectern.rag.llm.local import CPU_WINDOW
+from lectern.rag.llm.structured import llama_grammar
 from lectern.rag.llm.templated import TemplatedChatModel, render_chat_template, usage
 from lectern.rag.llm.tool_calls import tool_chat_dicts
 from lectern.rag.models import (
@@ -133,6 +134,9 @@ class LlamaCppChatModel(TemplatedChatModel):
         }
         if seed is not None:
             options["seed"] = int(seed)
+        schema = overrides.get("response_schema", self.response_schema)
+        if schema is not None:  # JSON that validates: a grammar from the schema (rag.llm.structured)
+            options["grammar"] = llama_grammar(schema)
         if self.repetition_penalty != 1.0:
             import llama_cpp
 
@@ -167,17 +171,24 @@ class LlamaCppChatModel(TemplatedChatModel):
         if kwargs.get("tools"):
             yield self._whole_reply(messages, stop, run_manager, **kwargs)
             return
-        ids = self._ids_that_fit(self._prompt_text(messages))
-        text = ""
+        prompt, text = self._prompt_text(messages), ""
+        for piece in self.stream_text(prompt, stop, **kwargs):
+            text += piece
+            yield self._chunk(piece, run_manager)
+        used = usage(len(self.get_token_ids(prompt)), len(self.get_token_ids(text)) if text else 0)
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=used))
+
+    def stream_text(self, prompt: str, stop: list[str] | None = None, **overrides: Any) -> Iterator[str]:
+        """The reply to `prompt` as written (no chat template: `lectern serve`'s /v1/completions, and
+        a rendered chat prompt), as llama.cpp decodes it: whole UTF-8 characters, a possible stop
+        string held back."""
+        ids = self._ids_that_fit(prompt)
         with self.lock:  # held until the stream ends or its consumer closes it
-            options = self._options(len(ids), stop, kwargs)
+            options = self._options(len(ids), stop, overrides)
             for part in self.llama.create_completion(ids, stream=True, **options):
                 piece = str(part["choices"][0]["text"])
                 if piece:
-                    text += piece
-                    yield self._chunk(piece, run_manager)
-        used = usage(len(ids), len(self.get_token_ids(text)) if text else 0)
-        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=used))
+                    yield piece
 
 
 def _penalty_after(prompt_len: int, penalty: float) -> Any:

@@ -26,6 +26,7 @@ from lectern.rag.llm.convert import (
     load_tokenizer,
     resolve_local,
 )
+from lectern.rag.llm.structured import JsonConstraint, json_rows
 from lectern.rag.llm.templated import TemplatedChatModel, usage
 from lectern.rag.llm.tool_calls import tool_chat_dicts
 from lectern.rag.models import (
@@ -88,15 +89,28 @@ class LocalChatModel(TemplatedChatModel):
         }
         if stop and prompt_len is not None:  # end generation at a stop string, not only cut the text
             kwargs["stopping_criteria"] = _stop_at_text(prompt_len, list(stop), self.tokenizer)
+        processors = []
         if self.repetition_penalty != 1.0 and prompt_len is not None:
             # Small models loop ("the tower the tower ...") without it. transformers' own penalty also
             # hits the prompt's tokens, which stops the model copying names from its sources.
-            kwargs["logits_processor"] = _penalty_after(prompt_len, self.repetition_penalty)
+            processors.append(_penalty_after(prompt_len, self.repetition_penalty))
+        schema = overrides.get("response_schema", self.response_schema)
+        if schema is not None and prompt_len is not None:  # JSON that validates (rag.llm.structured)
+            processors.append(json_rows(self.json_constraint(schema), prompt_len))
+        if processors:
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs
+
+    def json_constraint(self, schema: dict[str, Any]) -> JsonConstraint:
+        """A reply's constraint to JSON that validates against `schema` (rag.llm.structured)."""
+        vocab = int(self.hf_model.get_output_embeddings().weight.shape[0])
+        return JsonConstraint(schema, self.tokenizer, self._eos_ids(), vocab)
 
     def _eos_ids(self) -> list[int]:
         """The tokenizer's EOS and the generation config's (Qwen ends turns with <|im_end|>)."""
@@ -157,10 +171,15 @@ class LocalChatModel(TemplatedChatModel):
         if kwargs.get("tools"):
             yield self._whole_reply(messages, stop, run_manager, **kwargs)
             return
+        for piece in self.stream_text(self._prompt_text(messages), stop, **kwargs):
+            yield self._chunk(piece, run_manager)
+
+    def stream_text(self, prompt: str, stop: list[str] | None = None, **kwargs: Any) -> Iterator[str]:
+        """The reply to `prompt` as written (no chat template), token by token, cut at a stop string."""
         import torch
         from transformers import TextIteratorStreamer
 
-        enc = self.tokenizer(self._prompt_text(messages), return_tensors="pt", add_special_tokens=False)
+        enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         enc = enc.to(self.hf_model.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure: list[BaseException] = []
@@ -188,10 +207,10 @@ class LocalChatModel(TemplatedChatModel):
                 if len(cut) < len(emitted) + len(piece):
                     piece = cut[len(emitted) :]
                     if piece:
-                        yield self._chunk(piece, run_manager)
+                        yield piece
                     break
             emitted += piece
-            yield self._chunk(piece, run_manager)
+            yield piece
         thread.join()
         if failure:
             raise failure[0]
@@ -255,7 +274,7 @@ def _stop_at_text(prompt_len: int, stop: list[str], tokenizer: Any) -> Any:
 def _penalty_after(prompt_len: int, penalty: float) -> Any:
     """A repetition penalty on the tokens generated so far only, not on the prompt's (the sources)."""
     import torch
-    from transformers import LogitsProcessor, LogitsProcessorList
+    from transformers import LogitsProcessor
 
     class GeneratedRepetitionPenalty(LogitsProcessor):
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -266,7 +285,7 @@ def _penalty_after(prompt_len: int, penalty: float) -> Any:
             picked = torch.where(picked < 0, picked * penalty, picked / penalty)
             return scores.scatter(1, generated, picked)  # type: ignore[return-value]
 
-    return LogitsProcessorList([GeneratedRepetitionPenalty()])
+    return GeneratedRepetitionPenalty()
 
 
 def _resolve_dtype(name: str, device: str) -> Any:

@@ -1,7 +1,9 @@
 """What the two backends that run a model here share (local: transformers; llamacpp: llama.cpp):
 the prompt is the model's own chat template rendered over the messages (and the tools), counted
 with the model's own tokenizer; tools are bound with that template and `tool_choice` enforced by
-the start the reply is forced to; a reply with `<tool_call>` blocks comes back as tool calls.
+the start the reply is forced to and the call's schema (rag.llm.structured); a reply with
+`<tool_call>` blocks comes back as tool calls. `response_schema=SCHEMA` on a call makes the reply
+JSON that validates against it, on both backends.
 
 A backend gives `_chat_template`, `_prompt_text`, `get_token_ids` and `_complete` (one prompt's
 reply text); `_generate`, `bind_tools`, `tool_prompt` and token counting are here, once.
@@ -10,7 +12,7 @@ reply text); `_generate`, `bind_tools`, `tool_prompt` and token counting are her
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -25,6 +27,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from lectern.errors import ToolsUnsupported
 from lectern.rag.llm.base import LecternChatModel, cut_at_stop
+from lectern.rag.llm.structured import tool_call_schema
 from lectern.rag.llm.tool_calls import (
     forced_start,
     normalize_tool_choice,
@@ -41,6 +44,7 @@ class TemplatedChatModel(LecternChatModel):
     backend_because: str = ""  # llm.backend = "auto": which backend runs it, and why
     temperature: float = 0.0
     repetition_penalty: float = 1.0
+    response_schema: dict[str, Any] | None = None  # a copy's replies are JSON under it (a call's wins)
 
     # what a backend gives
     def _chat_template(self) -> str | None:
@@ -51,6 +55,11 @@ class TemplatedChatModel(LecternChatModel):
 
     def _complete(self, prompt: str, stop: list[str] | None, **overrides: Any) -> tuple[str, UsageMetadata]:
         """The reply to a rendered prompt (cut at a stop string), and its token usage."""
+        raise NotImplementedError
+
+    def stream_text(self, prompt: str, stop: list[str] | None = None, **overrides: Any) -> Iterator[str]:
+        """The reply to `prompt` as written (a rendered chat prompt, or a raw one: `lectern serve`'s
+        /v1/completions), piece by piece, cut at a stop string."""
         raise NotImplementedError
 
     # shared
@@ -70,7 +79,8 @@ class TemplatedChatModel(LecternChatModel):
         """The model with `tools` rendered by its own chat template; replies with `<tool_call>` blocks
         come back as AIMessage.tool_calls (rag.llm.tool_calls). ToolsUnsupported, naming the model,
         when the template has no tools section. `tool_choice` ("auto", "none", "required", a tool's
-        name, OpenAI's dict) is enforced by the start the reply is given (tool_calls.forced_start)."""
+        name, OpenAI's dict) is enforced by the start the reply is given (tool_calls.forced_start) and
+        the call decoded under its schema (structured.tool_call_schema)."""
         if not supports_tools(self._chat_template()):
             raise ToolsUnsupported(self.model_name)
         specs = openai_tools(tools) or []
@@ -106,6 +116,9 @@ class TemplatedChatModel(LecternChatModel):
         if tools:
             choice = normalize_tool_choice(choice, [t["function"]["name"] for t in tools])
         prompt, start = self.tool_prompt(messages, tools, choice)
+        call = tool_call_schema(tools, choice) if tools else None
+        if call is not None:  # a forced call: its name and arguments decoded under its schema
+            kwargs["response_schema"] = call
         reply, used = self._complete(prompt, stop, **kwargs)
         text = start + cut_at_stop(reply, stop)
         if not tools or choice == "none":

@@ -10,9 +10,9 @@ reports the rest as InvalidToolCalls, so a run never crashes on a model's typo.
 `apply_chat_template` expects (assistant `tool_calls`, role `tool`).
 
 `tool_choice` (OpenAI's "none", "auto", "required" or a named function; LangChain's "any" and True
-too) is enforced on a local model by what its reply starts with (`forced_start`): "required" opens
-the reply with `<tool_call>`, a named function with `<tool_call>{"name": NAME, "arguments":`, so
-the model can only go on to write that call; "none" renders no tools at all.
+too) is enforced on a local model by what its reply starts with (`forced_start`: `<tool_call>`) and
+then by constrained decoding of the call (rag.llm.structured): the named tool, or for "required" one
+of the tools, with arguments that validate against its parameters; "none" renders no tools at all.
 """
 
 from __future__ import annotations
@@ -68,14 +68,12 @@ def normalize_tool_choice(choice: Any, names: Sequence[str]) -> str:
 
 def forced_start(choice: str) -> str:
     """The text a reply is made to start with so that it honours `choice` (normalized): nothing for
-    "auto"/"none", an opened `<tool_call>` block for "required", that block with the name written
-    for a named function. It ends at `"arguments":`, not after the space: the model writes ` {` as
-    one token; a prompt ending in a lone space token left Qwen 0.5B on llama.cpp writing `1}`."""
+    "auto"/"none", an opened `<tool_call>` block for "required" or a named function. What follows is
+    decoded under the schema of the call (rag.llm.structured.tool_call_schema): that tool's name, or
+    one of the tools', and arguments that validate against its parameters."""
     if choice in ("auto", "none"):
         return ""
-    if choice == "required":
-        return OPEN + "\n"
-    return OPEN + "\n" + '{"name": ' + json.dumps(choice) + ', "arguments":'
+    return OPEN + "\n"
 
 
 def parse_tool_calls(text: str) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:

@@ -1,20 +1,23 @@
 """One contract for the backends that run a model in this process (rag.llm.templated): the local
 (transformers) one and llamacpp, the same tests on each, with the real packaged models: a known
-answer, streaming, stop strings, usage, seed, the window, batches; tools and tool_choice with
-Qwen's template. Then what llamacpp alone promises: the same prompt and tokens as transformers,
+answer, streaming, stop strings, usage, seed, the window, batches, JSON under a schema; tools and
+tool_choice with Qwen's template, a forced call's arguments valid. Then what llamacpp alone promises: the same prompt and tokens as transformers,
 nothing converted, clear errors for a missing package and a damaged file."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tools import tool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from lectern.errors import BackendUnavailable, ContextTooLong, CorruptModel, InvalidInput, ToolsUnsupported
 from lectern.rag.llm import build_llm
+from lectern.rag.llm.structured import ANY_OBJECT, validate
 from lectern.rag.settings import LLMSettings
 
 QUESTION = [SystemMessage("Answer in one word."), HumanMessage("What is the capital of France?")]
@@ -105,6 +108,31 @@ def test_batch_equals_single_generations(smol: Any) -> None:
     assert [m.content for m in smol.batch(prompts)] == [smol.invoke(p).content for p in prompts]
 
 
+CITY = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 40}, "population": {"type": "integer"}},
+    "required": ["city", "population"],
+    "additionalProperties": False,
+}
+ASK_JSON = [HumanMessage("What is the capital of France and its population? Answer in JSON.")]
+
+
+@pytest.mark.e2e
+def test_a_response_schema_gives_json_that_validates(smol: Any) -> None:
+    """Constrained decoding (rag.llm.structured): a grammar on llama.cpp, a token mask on transformers."""
+    free = smol.invoke(ASK_JSON, max_new_tokens=40).content
+    with pytest.raises(ValueError):  # left free, SmolLM2 answers in prose: the schema is what makes JSON
+        json.loads(free)
+    reply = smol.invoke(ASK_JSON, response_schema=CITY, max_new_tokens=40)
+    validate(json.loads(reply.content), CITY)
+    assert reply.usage_metadata["output_tokens"] > 0
+    streamed = "".join(c.content for c in smol.stream(ASK_JSON, response_schema=CITY, max_new_tokens=40))
+    assert streamed == reply.content
+    assert isinstance(
+        json.loads(smol.invoke(ASK_JSON, response_schema=ANY_OBJECT, max_new_tokens=40).content), dict
+    )
+
+
 @pytest.mark.e2e
 def test_a_template_without_tools_is_refused(smol: Any) -> None:
     with pytest.raises(ToolsUnsupported, match="smollm2"):
@@ -135,6 +163,19 @@ def test_tool_choice_required_and_named_are_enforced(qwen: Any) -> None:
     assert required.usage_metadata["output_tokens"] > 0
     none = qwen.bind_tools([search], tool_choice="none").invoke(ASK)
     assert not none.tool_calls and "<tool_call>" not in none.content
+
+
+@pytest.mark.e2e
+def test_a_forced_call_has_arguments_that_validate(qwen: Any) -> None:
+    """Named and "required" tool_choice decode the call under its schema: that tool (or one of the
+    tools), with arguments that validate against its parameters."""
+    params = {t.name: convert_to_openai_tool(t)["function"]["parameters"] for t in (search, list_documents)}
+    for choice in ("search", "required"):
+        reply = qwen.bind_tools([search, list_documents], tool_choice=choice).invoke(ASK)
+        assert len(reply.tool_calls) == 1 and not reply.invalid_tool_calls, reply
+        call = reply.tool_calls[0]
+        assert call["name"] in ({"search"} if choice == "search" else set(params))
+        validate(call["args"], params[call["name"]])
 
 
 @pytest.mark.e2e
