@@ -6,8 +6,10 @@ Rows never mix: every step's token is routed to its own request's sink by row in
 row (client gone) is stopped by a stopping criterion checked between tokens; when every row of a
 batch is done, `generate` returns and the next batch starts.
 
-Models other than the local transformers backend (the fake, an upstream OpenAI server) are served
-one request at a time through their `stream`, with the same events and cancellation.
+Models other than the local transformers backend are served one request at a time, with the same
+events and cancellation: llamacpp streams the prompt make_job rendered (`stream_text`), the fake and
+an upstream OpenAI server their own `stream`. A row with a JSON schema (response_format, a forced
+tool call) is decoded under it: llama.cpp's grammar, or its own mask in the transformers batch.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import ConfigDict, Field
 
 from lectern.errors import ServerBusy
-from lectern.rag.llm import LecternChatModel, LocalChatModel
+from lectern.rag.llm import LecternChatModel, LocalChatModel, TemplatedChatModel
+from lectern.rag.llm.structured import json_rows
 
 Event = tuple[str, Any]
 """What a job's sink receives: ("text", str) pieces, then ("done", Finish) or ("error", exception);
@@ -66,6 +69,8 @@ class Job:
     tools: list[dict[str, Any]] | None = None  # OpenAI-form tools (the local model has them in prompt_ids)
     tool_choice: str = "auto"
     start: str = ""  # the text the local model's reply was forced to begin with (tool_choice)
+    prompt_text: str | None = None  # a model run here: the prompt as rendered (template, tools, start) or raw
+    schema: dict[str, Any] | None = None  # the JSON schema the reply is decoded under (rag.llm.structured)
     cancelled: threading.Event = field(default_factory=threading.Event)
     started: bool = False  # some of its reply was sent: it cannot be run again
     finished: bool = False
@@ -242,22 +247,34 @@ def stream_one(llm: BaseChatModel, job: Job, stats: Counter[str]) -> None:
         kwargs["max_new_tokens"] = s.max_tokens
     if s.seed is not None and "seed" in type(llm).model_fields:  # the llamacpp backend samples with it
         kwargs["seed"] = s.seed
-    if job.tools and job.tool_choice != "none":
+    pieces: Iterator[str]
+    if isinstance(llm, TemplatedChatModel) and job.prompt_text is not None:
+        # llamacpp: the prompt as make_job rendered it (template, tools, a forced call's start) or a
+        # raw /v1/completions prompt as written; its tool calls are read from the text (ToolReply)
+        if job.schema is not None:
+            kwargs["response_schema"] = job.schema
+        pieces = llm.stream_text(job.prompt_text, s.stop or None, top_p=s.top_p, **kwargs)
+    elif job.tools and job.tool_choice != "none":
         call_tools(llm, job, kwargs, stats)
         return
+    else:
+        pieces = (chunk.text for chunk in llm.stream(job.messages, stop=s.stop or None, **kwargs))
     out = Emitter(job)
     text, reason = "", "stop"
-    for chunk in llm.stream(job.messages, stop=s.stop or None, **kwargs):
-        if job.cancelled.is_set():
-            stats["cancelled"] += 1
-            job.emit(("done", Finish("cancelled", llm.get_num_tokens(text) if text else 0)))
-            return
-        text += chunk.text
-        if out.update(text):
-            break
-        if llm.get_num_tokens(text) >= s.max_tokens:
-            reason = "length"
-            break
+    try:
+        for piece in pieces:
+            if job.cancelled.is_set():
+                stats["cancelled"] += 1
+                job.emit(("done", Finish("cancelled", llm.get_num_tokens(text) if text else 0)))
+                return
+            text += piece
+            if out.update(text):
+                break
+            if llm.get_num_tokens(text) >= s.max_tokens:
+                reason = "length"
+                break
+    finally:  # a generator left early ends now (llamacpp's lock is released)
+        getattr(pieces, "close", lambda: None)()
     out.flush()
     stats["completed"] += 1
     job.emit(("done", Finish(reason, llm.get_num_tokens(out.sent) if out.sent else 0)))
@@ -376,6 +393,7 @@ def generate_batch(llm: LocalChatModel, jobs: list[Job], stats: Counter[str]) ->
     pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(eos), 0)
     input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], dtype=torch.long)
     attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)
+    constraints = [llm.json_constraint(job.schema) if job.schema is not None else None for job in jobs]
     for row in rows:
         seed = row.job.sampling.seed
         row.generator = torch.Generator().manual_seed(seed if seed is not None else random.getrandbits(63))
@@ -388,7 +406,7 @@ def generate_batch(llm: LocalChatModel, jobs: list[Job], stats: Counter[str]) ->
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
             for i, row in enumerate(rows):
                 s = row.job.sampling
-                if s.ignore_eos and eos_list:
+                if s.ignore_eos and eos_list and row.job.schema is None:  # JSON ends when it is whole
                     scores[i, eos_list] = -float("inf")
                 if row.done or s.temperature <= 0:
                     continue
@@ -437,6 +455,8 @@ def generate_batch(llm: LocalChatModel, jobs: list[Job], stats: Counter[str]) ->
         width, None, max_new_tokens=max(j.sampling.max_tokens for j in jobs), temperature=0
     )
     processors = kwargs.pop("logits_processor", None) or []
+    if any(constraints):  # each row's own schema, or none (rag.llm.structured), before sampling
+        processors = [*processors, json_rows(constraints, width)]
     processors = [*processors, RowSampler()]
     device = llm.hf_model.device
     with torch.inference_mode():
@@ -499,9 +519,11 @@ class QueuedChatModel(LecternChatModel):
             stop=list(stop or []),
         )
         job = Job(list(messages), sampling, events.put, cancelled=self.cancelled)
+        job.schema = kwargs.get("response_schema")
         prompt_tokens = self.get_num_tokens_from_messages(list(messages))
-        if isinstance(self.base, LocalChatModel):
-            job.prompt_ids = self.base._prompt_ids(messages)
+        if isinstance(self.base, TemplatedChatModel):
+            job.prompt_text = self.base._prompt_text(messages)
+            job.prompt_ids = self.base.get_token_ids(job.prompt_text)
         self.batcher.submit(job, bounded=False)
         while True:
             event = events.get()

@@ -11,8 +11,9 @@ from fastapi import Request
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.messages.tool import tool_call
 
-from lectern.errors import APIError, ContextTooLong, ToolsUnsupported
-from lectern.rag.llm import LocalChatModel
+from lectern.errors import APIError, ContextTooLong, InvalidInput, ToolsUnsupported
+from lectern.rag.llm.structured import check_schema, tool_call_schema
+from lectern.rag.llm.templated import TemplatedChatModel
 from lectern.serve.answers import Ending, async_sink, respond
 from lectern.serve.batching import Event, Finish, Job, Sampling
 from lectern.serve.protocol import (
@@ -56,22 +57,32 @@ def make_job(
     server: Server, body: GenerationRequest, messages: list[BaseMessage], raw: str | None = None
 ) -> Job:
     """The job for a request, its prompt counted with the model's tokenizer and checked against the
-    window: an explicit max_tokens that does not fit is a 400 naming the limit."""
+    window: an explicit max_tokens that does not fit is a 400 naming the limit. A model run here
+    (local, llamacpp) gets its prompt rendered once: the chat template with the tools and a forced
+    call's start, or a raw prompt as written; and the schema its reply is decoded under, if any
+    (response_format, or the call a tool_choice forces)."""
     llm = server.llm
     ids: list[int] | None = None
+    text: str | None = None
     tools, choice = (body.tool_dicts(), body.choice()) if isinstance(body, ChatRequest) else (None, "auto")
+    schema = body.response_schema() if isinstance(body, ChatRequest) else None
     start = ""
-    if isinstance(llm, LocalChatModel):
+    if isinstance(llm, TemplatedChatModel):
         if raw is not None:
-            ids = llm.get_token_ids(raw)
+            text = raw
         else:
             try:
                 text, start = llm.tool_prompt(messages, tools, choice)
             except ToolsUnsupported as error:  # SmolLM2: no tools section in its template
                 raise APIError(str(error), param="tools", code="tools_unsupported") from None
-            ids = llm.get_token_ids(text)
+            schema = forced_call(tools, choice) or schema
+        ids = llm.get_token_ids(text)
         prompt_tokens = len(ids)
     else:
+        if schema is not None:
+            raise APIError(f"response_format needs constrained decoding, which a {llm._llm_type} model does "
+                           "not do here (the local and llamacpp backends do)", param="response_format",
+                           code="response_format_unsupported")  # fmt: skip
         prompt_tokens = (
             llm.get_num_tokens(raw) if raw is not None else llm.get_num_tokens_from_messages(messages)
         )
@@ -99,7 +110,20 @@ def make_job(
         messages, sampling, sink=lambda e: None, prompt_ids=ids, raw_prompt=raw, prompt_tokens=prompt_tokens
     )
     job.tools, job.tool_choice, job.start = tools, choice, start
+    job.prompt_text, job.schema = text, schema
     return job
+
+
+def forced_call(tools: list[dict[str, Any]] | None, choice: str) -> dict[str, Any] | None:
+    """The schema of the call a named or "required" tool_choice forces (its arguments those of the
+    tool's parameters); a 400 naming `tools` when a tool's parameters cannot be decoded under."""
+    call = tool_call_schema(tools, choice) if tools else None
+    if call is None:
+        return None
+    try:
+        return check_schema(call, "tools")
+    except InvalidInput as error:
+        raise APIError(str(error), param="tools", code="invalid_request") from None
 
 
 async def generate(server: Server, job: Job, body: GenerationRequest, request: Request, *, chat: bool) -> Any:

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from lectern.errors import APIError
+from lectern.errors import APIError, InvalidInput
 
 MAX_STOPS = 4  # as OpenAI
 RAG_PREFIX = "lectern-rag/"  # a RAG model per collection: lectern-rag/<collection>
@@ -273,6 +273,18 @@ class ChatRequest(GenerationRequest):
     tools: list[ToolSpec] | None = Field(None, min_length=1)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None  # accepted; the model may write several calls either way
+    # text, json_object or json_schema: JSON by constrained decoding (rag.llm.structured)
+    response_format: dict[str, Any] | None = None
+
+    def response_schema(self) -> dict[str, Any] | None:
+        """The JSON schema `response_format` asks for (None: free text); a 400 naming it when it is
+        not one both local backends can decode under."""
+        from lectern.rag.llm.structured import response_schema
+
+        try:
+            return response_schema(self.response_format)
+        except InvalidInput as error:
+            raise APIError(str(error), param="response_format", code="invalid_request") from None
 
     def tool_dicts(self) -> list[dict[str, Any]] | None:
         """The tools in the OpenAI form chat templates render."""
