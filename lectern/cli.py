@@ -516,6 +516,14 @@ def ask(
     prompt: PromptOpt = None,
     data_dir: DataDir = None,
     as_json: JsonOpt = False,
+    json_schema: Annotated[
+        Path | None,
+        typer.Option(
+            "--json-schema",
+            help="Answer with a JSON object that validates against this JSON schema file (it needs a "
+            'string "answer"; answer.json_schema); the sources follow on stderr.',
+        ),
+    ] = None,
     agent: Annotated[
         bool, typer.Option("--agent", help="Let the model search, read and summarize in several steps.")
     ] = False,
@@ -542,7 +550,7 @@ def ask(
             data_dir,
             llm=_llm_flags(backend, model, adapter, max_new_tokens=max_new_tokens),
             retrieval={"k": k, "mode": mode},
-            answer={"prompt": prompt},
+            answer={"prompt": prompt, "json_schema": json_schema},
         )
         check_question(question, max_tokens=settings.answer.max_question_tokens)  # a paste: no model yet
         ws = _workspace(collection, settings)
@@ -556,11 +564,32 @@ def ask(
         if as_json:
             print_json(ws.ask(question).model_dump_json())
             return
+        if json_schema is not None:
+            _print_structured(ws.ask(question))
+            return
         answer = _stream(ws.stream_ask(question))
         if answer.abstained and not answer.answer.strip():
             out.print(shown(answer.answer), highlight=False)
         _print_citations(answer)
         _print_grounding(answer)
+
+
+def _print_structured(answer: Answer) -> None:
+    """`ask --json-schema`: the JSON object the model wrote under the schema on stdout, the sources
+    the chain checked on stderr."""
+    try:
+        value = json.loads(answer.raw or "")
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):  # the chain abstained before the model was asked
+        err.print(
+            f"[dim]no model answer ({answer.abstained_by or 'abstained'}): only the chain's answer[/dim]"
+        )
+        value = {"answer": answer.answer}
+    out.print_json(json.dumps(value, ensure_ascii=False))
+    for c in answer.citations:
+        where = Path(c.source).name + (f", {c.location}" if c.location else "")
+        err.print(f"[{c.number}] {shown(where)}", highlight=False)
 
 
 def _ask_agent(ws: Any, question: str, as_json: bool, verbose: bool, **options: Any) -> None:

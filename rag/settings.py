@@ -77,6 +77,9 @@ class AnswerSettings(BaseModel):
 
     prompt: QAPrompt = "concise"
     structured: bool = False  # JSON answer + citation numbers, validated (rag.qa.StructuredAnswer)
+    # structured answers are decoded under a JSON schema (rag.llm.structured, on the local and llamacpp
+    # backends): this file's (an object with a string "answer"), else {"answer", "citations"}
+    json_schema: Path | None = None
     # what the model is shown of the k chunks: their best sentences with neighbours, or all of them
     context: AnswerContext = "sentences"
     # with context = "sentences": how many best sentences, and how many neighbours either side of each

@@ -75,13 +75,35 @@ def shared_reranker(path: str) -> Any:
     return MODELS.reranker(path)
 
 
+def structured_llm(llm: BaseChatModel, schema_file: Path | None) -> BaseChatModel:
+    """The model for structured answers: on the backends that run a model here, a copy whose replies
+    are decoded under the JSON schema of `schema_file` (answer.json_schema) or, by default, of
+    rag.qa.StructuredAnswer; the answer and its citations still come from the chain. Other models
+    are only asked for JSON (the prompt), as before."""
+    from lectern.rag.llm import TemplatedChatModel
+    from lectern.rag.llm.structured import load_schema
+    from lectern.rag.qa import StructuredAnswer
+
+    if schema_file is not None:
+        schema = load_schema(schema_file, "answer.json_schema")
+        answer = (schema.get("properties") or {}).get("answer") or {}
+        if answer.get("type") != "string" or "answer" not in schema.get("required", []):
+            raise InvalidInput("answer.json_schema", str(schema_file),
+                               'needs a required string property "answer" (what the chain cites)')  # fmt: skip
+    else:
+        schema = StructuredAnswer.model_json_schema()
+    if not isinstance(llm, TemplatedChatModel):
+        return llm
+    return llm.model_copy(update={"response_schema": schema})
+
+
 def qa_options(settings: Settings) -> dict[str, Any]:
     """build_qa_chain's options from the settings (k, prompt variant, answer length, min_score, JSON,
     context form, evidence-based abstention)."""
     return {
         "k": settings.retrieval.k,
         "variant": settings.answer.prompt,
-        "structured": settings.answer.structured,
+        "structured": settings.answer.structured or settings.answer.json_schema is not None,
         "max_new_tokens": settings.llm.max_new_tokens,
         "min_score": settings.retrieval.min_score,
         "context": settings.answer.context,
@@ -292,7 +314,10 @@ class Workspace:
         from lectern.rag.qa import build_qa_chain
 
         retriever, merged = self._qa_parts(options)
-        return build_qa_chain(self.llm, retriever, **merged)
+        llm = self.llm
+        if merged.get("structured"):
+            llm = structured_llm(llm, self.settings.answer.json_schema)
+        return build_qa_chain(llm, retriever, **merged)
 
     def check_question(self, question: str) -> str:
         """The question, refused when empty or far too long (before any model loads), or over
