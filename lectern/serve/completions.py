@@ -66,6 +66,8 @@ def make_job(
     text: str | None = None
     tools, choice = (body.tool_dicts(), body.choice()) if isinstance(body, ChatRequest) else (None, "auto")
     schema = body.response_schema() if isinstance(body, ChatRequest) else None
+    if schema is not None and tools and choice == "auto":
+        choice = "none"  # the reply is the JSON asked for, never a call (docs/SERVE.md)
     start = ""
     if isinstance(llm, TemplatedChatModel):
         if raw is not None:
