@@ -51,10 +51,6 @@ class LocalChatModel(TemplatedChatModel):
     def _llm_type(self) -> str:
         return "lectern-local"
 
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "temperature": self.temperature}
-
     # token counting with the model's own tokenizer
     def get_token_ids(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))

@@ -46,6 +46,10 @@ class TemplatedChatModel(LecternChatModel):
     repetition_penalty: float = 1.0
     response_schema: dict[str, Any] | None = None  # a copy's replies are JSON under it (a call's wins)
 
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "temperature": self.temperature}
+
     # what a backend gives
     def _chat_template(self) -> str | None:
         raise NotImplementedError
