@@ -67,6 +67,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "facts": {"answer": {"facts": True}},  # a wrong date or number asked again (rag.verify.wrong_fact)
     "meaning-facts": {"answer": {"meaning": 1.0, "facts": True}},
     "by-meaning": {"answer": {"by_meaning": 1}},  # the words' 6 sentences and the one closest in meaning
+    # the best sentences alone, no neighbours: about half the prompt (a larger model in the same time)
+    "narrow": {"answer": {"neighbours": 0}},
 }
 
 

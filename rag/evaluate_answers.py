@@ -57,6 +57,7 @@ KEYS = (
     "answered_abstain_rate",
     "mean_seconds",
     "mean_answer_tokens",
+    "mean_source_tokens",
     "n",
 )
 
@@ -114,6 +115,8 @@ class QuestionRecord:
     cited_has_answer: bool | None  # None unless the answer contains the gold answer
     citations: list[dict[str, Any]] = field(default_factory=list)
     answer_tokens: int | None = None
+    # the tokens of the sources the model was shown (what its prefill costs, beside a fixed prompt)
+    source_tokens: int | None = None
     hidden_answer: str = ""
     hidden_abstained: bool = False
     hidden_seconds: float = 0.0
@@ -124,7 +127,14 @@ class QuestionRecord:
 
     @classmethod
     def of(
-        cls, item: QAItem, answer: Answer, seconds: float, hidden: Answer, hidden_s: float, tokens: int | None
+        cls,
+        item: QAItem,
+        answer: Answer,
+        seconds: float,
+        hidden: Answer,
+        hidden_s: float,
+        tokens: int | None,
+        source_tokens: int | None = None,
     ) -> QuestionRecord:
         gold = item.answerable
         text = without_markers(answer.answer)  # "[2]" is no part of the answer's words
@@ -150,6 +160,7 @@ class QuestionRecord:
                 for c in answer.citations
             ],
             answer_tokens=tokens,
+            source_tokens=source_tokens,
             hidden_answer=hidden.answer,
             hidden_abstained=hidden.abstained,
             hidden_seconds=round(hidden_s, 3),
@@ -172,6 +183,7 @@ def summarise(records: Sequence[QuestionRecord]) -> dict[str, float]:
     contains = sum(r.contains for r in records)
     in_context = sum(r.context_has_answer for r in records)
     tokens = [r.answer_tokens for r in answered if r.answer_tokens is not None]
+    shown = [r.source_tokens for r in answered if r.source_tokens is not None]
     return {
         "answer_contains": _share(contains, n),
         "answer_lenient": _share(sum(r.lenient for r in records), n),
@@ -185,6 +197,7 @@ def summarise(records: Sequence[QuestionRecord]) -> dict[str, float]:
         "answered_abstain_rate": _share(n - len(answered), n),
         "mean_seconds": round(statistics.fmean(r.seconds for r in records), 3) if n else 0.0,
         "mean_answer_tokens": round(statistics.fmean(tokens), 1) if tokens else 0.0,
+        "mean_source_tokens": round(statistics.fmean(shown), 1) if shown else 0.0,
         "n": n,
     }
 
@@ -242,6 +255,7 @@ class AnswerEval:
     def asker(self, settings: Settings) -> Callable[[QAItem], QuestionRecord]:
         """A function that asks one question with these settings, with its article and without it."""
         from lectern.rag.context import count_tokens
+        from lectern.rag.prompts import format_sources
         from lectern.rag.qa import QAChain, build_qa_chain
         from lectern.rag.retrieval import Filters, LecternRetriever, Searcher
         from lectern.rag.workspace import chain_options, shared_llm, shared_reranker
@@ -273,7 +287,8 @@ class AnswerEval:
             others = tuple(self._keys[a] for a in self.articles if a != item.article)
             hidden = chain(Filters(sources=others)).invoke(item.question)
             tokens = count_tokens(llm, answer.raw) if answer.raw else None
-            return QuestionRecord.of(item, answer, t1 - t0, hidden, time.perf_counter() - t1, tokens)
+            shown = count_tokens(llm, format_sources(answer.contexts)) if answer.raw else None
+            return QuestionRecord.of(item, answer, t1 - t0, hidden, time.perf_counter() - t1, tokens, shown)
 
         return ask
 

@@ -113,6 +113,7 @@ def test_answer_metrics_hand_computed(tmp_path: Path) -> None:
         "abstain_rate": 0.75,
         "answered_abstain_rate": 0.25,
         "mean_answer_tokens": 0.0,  # not counted here
+        "mean_source_tokens": 0.0,
         "n": 4,
     }
     assert set(m) == set(ea.KEYS)
