@@ -23,21 +23,39 @@ class EmbedSettings(BaseModel):
     `fake` for the deterministic test embedder).
     """
 
-    profile: Profile | None = None
-    model: str | None = None
+    profile: Profile | None = Field(
+        None,
+        description="`accurate` (MiniLM) or `fast` (a static model distilled from MiniLM once per machine "
+        "into `cache_dir`); unset, a collection keeps the profile it was created with (`accurate` for a new "
+        "one), and asking for another one is an error.",
+    )
+    model: str | None = Field(
+        None,
+        description="Any sentence-transformers model folder instead of a profile (`fake`: the test embedder).",
+    )
     # measured on R-manual chunks, 2 cores: ONNX Runtime int8 8% faster at 8 than at 16 (12% at 4),
     # torch fp32 and ONNX fp32 the same from 4 to 16; larger batches pad more and ran slower
-    batch_size: int = Field(8, ge=1)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    # On a CPU (CUDA runs fp16): fp32 or bf16 autocast in torch, or ONNX Runtime fp32 or int8 (the
-    # `onnx` extra); auto: the fastest of those measured on this machine, once (ingest.cpu_precision)
-    precision: Literal["auto", "fp32", "bf16", "onnx-fp32", "onnx-int8"] = "auto"
-    # a question's vector on a CPU: auto = ONNX Runtime fp32 where it is installed and the model is a
-    # BERT with mean pooling (the export ingest.onnx_embed makes), else one lean fp32 torch pass
-    query_backend: Literal["auto", "onnx", "torch"] = "auto"
-    # ONNX Runtime threads for one question (None: two where there are two cores; idle ones sleep).
+    batch_size: int = Field(8, ge=1, description="Chunks embedded per call.")
+    device: str = Field("auto", description="`auto`, `cpu`, `cuda` or `cuda:N`.")
+    precision: Literal["auto", "fp32", "bf16", "onnx-fp32", "onnx-int8"] = Field(
+        "auto",
+        description="On a CPU, `fp32` or `bf16` (torch) or `onnx-fp32` or `onnx-int8` (ONNX Runtime); `auto` "
+        "measures them once per machine (kept in `cache_dir`) and takes the fastest that keeps the vectors "
+        "within its bar and beats fp32 by 10%, ONNX Runtime's before bf16 (CUDA runs fp16; "
+        "docs/BENCHMARKS.md says why).",
+    )
+    query_backend: Literal["auto", "onnx", "torch"] = Field(
+        "auto",
+        description="A question's vector on a CPU: `auto` runs the model on ONNX Runtime (exported once per "
+        "machine into `cache_dir`; 3-5 ms against 11-19 ms in torch) and falls back to one lean fp32 torch "
+        "pass for a model that is not a BERT with mean pooling; `onnx` insists, with a clear error.",
+    )
     # Measured at idle: 3.3 ms a question on two threads, 4.4-6.0 ms on one
-    query_threads: int | None = Field(None, ge=1)
+    query_threads: int | None = Field(
+        None,
+        ge=1,
+        description="ONNX Runtime threads for one question (unset: two where there are two cores).",
+    )
 
     @property
     def chosen_profile(self) -> Profile | None:
@@ -48,64 +66,122 @@ class EmbedSettings(BaseModel):
 class ChunkSettings(BaseModel):
     """Chunk size in word pieces of the embedder's own tokenizer, so that nothing is truncated."""
 
-    chunk_tokens: int = Field(200, ge=16)
-    overlap_tokens: int = Field(40, ge=0)
+    chunk_tokens: int = Field(
+        200,
+        ge=16,
+        description="Chunk size in the embedder's word pieces (MiniLM's), so no chunk is truncated.",
+    )
+    overlap_tokens: int = Field(40, ge=0, description="Word pieces a chunk shares with the one before it.")
 
 
 class IndexSettings(BaseModel):
-    # auto: exact (flat) up to 20,000 chunks, an HNSW graph beyond (ingest.snapshot.AUTO_HNSW_ROWS)
-    kind: IndexKind = "auto"
-    hnsw_m: int = Field(32, ge=2, le=256)
-    ivf_lists: int = Field(0, ge=0)  # 0: chosen from the collection's size
+    """The dense index a new collection is built with (ingest.snapshot)."""
+
+    kind: IndexKind = Field(
+        "auto",
+        description="`auto`: exact (`flat`) up to 20,000 chunks and an HNSW graph beyond (recall@5 0.985 of "
+        "the exact top 5 at 100,000 chunks, 1.3 ms against a 19 ms scan); or always `flat`, `hnsw` or "
+        "`ivf`; chosen when a collection is created.",
+    )
+    hnsw_m: int = Field(32, ge=2, le=256, description="Links per node of an HNSW graph.")
+    ivf_lists: int = Field(
+        0, ge=0, description="Lists of an IVF index (0: chosen from the collection's size)."
+    )
 
 
 class RaySettings(BaseModel):
     """The `ray` ingestion runner (ingest.ray_runner; the `ray` extra)."""
 
-    # None: Ray starts on this machine for the ingest and stops after it; "auto": the cluster this
-    # machine belongs to (`ray start`); "ray://host:10001": a remote cluster through Ray Client
-    address: str | None = None
-    num_cpus: int | None = Field(None, ge=1)  # on this machine only; None: its cores (at least actors + 1)
-    embed_actors: int | None = Field(None, ge=1)  # None: one per GPU of the cluster, or one without GPUs
-    actor_cpus: float = Field(1.0, gt=0.0)  # CPUs an embedding actor holds (torch threads on CPU)
-    # chunks per call of an embedding actor. None: one file's chunks per call, embedded in the local
-    # runner's slices, so the vectors are the local runner's (int8's activation scale is per batch:
-    # a chunk's vector moves with its batch-mates); a number: bigger batches for GPUs, vectors then
-    # within the precision's noise of the local runner's
-    embed_batch: int | None = Field(None, ge=1)
+    address: str | None = Field(
+        None,
+        description="Unset: Ray started on this machine for the ingest and stopped after; `auto`: the "
+        "cluster this node joined (`ray start`); `ray://host:10001`: a remote cluster through Ray Client "
+        "(`--address`).",
+    )
+    num_cpus: int | None = Field(
+        None,
+        ge=1,
+        description="The CPUs a Ray started here is told of (unset: this machine's cores, at least the "
+        "actors' and one parse task's).",
+    )
+    embed_actors: int | None = Field(
+        None, ge=1, description="Embedding actors (unset: one per GPU of the cluster, else one)."
+    )
+    actor_cpus: float = Field(
+        1.0, gt=0.0, description="CPUs an embedding actor holds (its torch threads on a CPU)."
+    )
+    # int8's activation scale is per batch: a chunk's vector moves with its batch-mates
+    embed_batch: int | None = Field(
+        None,
+        ge=1,
+        description="Chunks per call of an embedding actor: unset, one file's chunks in the local runner's "
+        "slices, so the vectors are the local runner's; a number, bigger batches for GPUs, the vectors then "
+        "within the precision's noise.",
+    )
 
 
 class IngestSettings(BaseModel):
-    # local: parse workers beside the embedder on this machine; ray: Ray Data tasks and actors on
-    # this machine or a cluster (ingest.pipeline.RUNNERS)
-    runner: str = "local"
+    """How files are found, parsed, chunked, embedded and indexed (ingest.pipeline)."""
+
+    runner: str = Field(
+        "local",
+        description="`local` (parse workers beside the embedder) or `ray` (Ray Data on this machine or a "
+        "cluster; the `ray` extra; `--runner`).",
+    )
     ray: RaySettings = RaySettings()
     embed: EmbedSettings = EmbedSettings()
     chunk: ChunkSettings = ChunkSettings()
     index: IndexSettings = IndexSettings()
-    include: list[str] = Field(default_factory=list)
-    exclude: list[str] = Field(default_factory=lambda: [".git/**", "**/.*", "**/__pycache__/**"])
-    # Processes parsing while the main process embeds; 0 = inline; None = one per core, less one
-    # for a transformer embedder (torch keeps a core busy), all of them for a static one.
-    parse_workers: int | None = Field(None, ge=0)
-    # A file with no parse result this long after the ingest waits for it fails, its worker stopped (a parser
-    # stuck on a hostile file); inline parsing (parse_workers = 0) cannot be stopped.
-    parse_timeout_s: float = Field(900.0, gt=0.0)
-    lock_timeout_s: float = Field(30.0, ge=0.0)
-    # Symbolic links that lead outside the folder being ingested are skipped (and reported) unless
-    # this is on; links inside it are always followed. `lectern ingest --follow-links`.
-    follow_links: bool = False
-    # Text files larger than this are chunked, embedded and written a batch at a time in the main
-    # process (memory stays flat) rather than parsed whole in a worker (bench/large_text_memory.py).
-    stream_bytes: int = Field(8 << 20, ge=0)
-    # OCR (ingest.ocr): auto reads images, and PDF pages with little text for their area and an image
-    # on them; force reads every PDF page by OCR instead of its text layer; off reads no image at all
-    ocr: OcrMode = "auto"
-    # a PDF page is rendered at this resolution for OCR: on R-manual pages 150 dpi ran words together
-    # (3.7-3.9% of characters wrong), 200 had 0.8-2.2%, 300 under 1% at 1.7x the time of 200
-    ocr_dpi: int = Field(200, ge=50, le=600)
-    # OCR results, keyed by the page image's hash: None is <cache_dir>/ocr (rag.workspace fills it in)
-    ocr_cache: str | None = None
+    include: list[str] = Field(
+        default_factory=list,
+        description="Glob patterns a file must match to be ingested (empty: every file).",
+    )
+    exclude: list[str] = Field(
+        default_factory=lambda: [".git/**", "**/.*", "**/__pycache__/**"],
+        description="Glob patterns of files and folders passed over (`--exclude`).",
+    )
+    parse_workers: int | None = Field(
+        None,
+        ge=0,
+        description="Processes parsing while the main process embeds: 0 parses inline; unset, one per core "
+        "less one for a transformer embedder, all of them for a static one.",
+    )
+    parse_timeout_s: float = Field(
+        900.0,
+        gt=0.0,
+        description="A file with no parse result this long after the ingest began to wait for it fails and "
+        "its worker is stopped (a parser stuck on a hostile file; inline parsing cannot be stopped).",
+    )
+    lock_timeout_s: float = Field(
+        30.0, ge=0.0, description="How long a second writer of a collection waits for the first, saying so."
+    )
+    follow_links: bool = Field(
+        False,
+        description="Follow symbolic links that lead outside the folder being ingested (`--follow-links`); "
+        "links inside it are always followed.",
+    )
+    stream_bytes: int = Field(
+        8 << 20,
+        ge=0,
+        description="Text files larger than this are chunked, embedded and written a batch at a time, in "
+        "flat memory (bench/large_text_memory.py).",
+    )
+    ocr: OcrMode = Field(
+        "auto",
+        description="`auto` reads images, and PDF pages with little text for their area and an image on "
+        "them, by OCR (RapidOCR, in the parse workers, cached by the page image's hash); `force` reads every "
+        "PDF page by OCR, `off` none (`--ocr`; docs/DOCUMENTS.md).",
+    )
+    ocr_dpi: int = Field(
+        200,
+        ge=50,
+        le=600,
+        description="The resolution a PDF page is rendered at for OCR: 150 runs words together (1-4% of "
+        "characters wrong on R-manual pages), 300 is under 1% at about 1.7x the time.",
+    )
+    ocr_cache: str | None = Field(
+        None, description="Where OCR results are kept, by the page image's hash (unset: `<cache_dir>/ocr`)."
+    )
 
 
 StoreBackend = Literal["faiss", "milvus"]
@@ -116,10 +192,20 @@ class StoreSettings(BaseModel):
     a Milvus database at `uri`: a file path runs embedded milvus-lite (unset: <data dir>/milvus.db),
     `http://host:19530` a Milvus server, with `token` ("user:password" or an API key)."""
 
-    backend: StoreBackend = "faiss"
-    uri: str | None = None
-    token: SecretStr | None = None
-    # how Milvus fuses its dense and BM25 searches (hybrid_search): reciprocal rank or weighted
-    # (the weighted ranker takes retrieval.dense_weight and retrieval.bm25_weight)
-    ranker: Literal["rrf", "weighted"] = "weighted"
-    rrf_k: int = Field(60, ge=1)
+    backend: StoreBackend = Field(
+        "faiss",
+        description="`faiss` (folders under `<data dir>/collections`) or `milvus` (the `milvus` extra; "
+        "docs/STORAGE.md).",
+    )
+    uri: str | None = Field(
+        None,
+        description="For `milvus`: a file path runs embedded milvus-lite (unset: `<data dir>/milvus.db`), "
+        "`http://host:19530` a Milvus server.",
+    )
+    token: SecretStr | None = Field(None, description="For a Milvus server: `user:password` or an API key.")
+    ranker: Literal["rrf", "weighted"] = Field(
+        "weighted",
+        description="How Milvus fuses its dense and BM25 searches: `weighted` with `retrieval.dense_weight` "
+        "and `bm25_weight` (better on CMU S08 and S09), or reciprocal rank (`rrf`, with `rrf_k`).",
+    )
+    rrf_k: int = Field(60, ge=1, description='The constant of reciprocal-rank fusion (`ranker = "rrf"`).')

@@ -49,21 +49,38 @@ def default_cache_dir() -> Path:
 
 
 class RetrievalSettings(BaseModel):
-    mode: RetrievalMode = "hybrid"
-    k: int = Field(5, ge=1, le=K_MAX)
-    fetch_k: int = Field(50, ge=1, le=1000)
-    mmr: bool = False
-    mmr_lambda: float = Field(0.5, ge=0.0, le=1.0)
+    """How chunks are found for a question (rag.retrieval)."""
+
+    mode: RetrievalMode = Field("hybrid", description="`hybrid` (dense and BM25 fused), `dense` or `bm25`.")
+    k: int = Field(5, ge=1, le=K_MAX, description="Chunks retrieved for a question.")
+    fetch_k: int = Field(
+        50, ge=1, le=1000, description="Candidates each search returns before fusion and MMR."
+    )
+    mmr: bool = Field(False, description="Diversify the `k` chunks by maximal marginal relevance.")
+    mmr_lambda: float = Field(
+        0.5, ge=0.0, le=1.0, description="MMR's balance: 1 relevance alone, 0 diversity alone."
+    )
     # Tuned on CMU S08 (bench/retrieval_quality.py); S09 is the held-out check.
-    dense_weight: float = Field(0.4, ge=0.0)
-    bm25_weight: float = Field(0.6, ge=0.0)
-    min_score: float = 0.0
-    # a local cross-encoder folder (rag.rerank): reorders the best rerank_candidates hits, keeps k
-    reranker: str | None = None
-    rerank_candidates: int = Field(20, ge=1, le=CANDIDATES_MAX)
-    # correct a query word the collection has never seen to its commonest word one edit away
-    # ("Netwon" -> "Newton") for BM25 and the evidence gate (rag.retrieval.Searcher.spelled)
-    spelling: bool = True
+    dense_weight: float = Field(
+        0.4, ge=0.0, description="The dense score's weight in hybrid fusion (tuned on CMU S08)."
+    )
+    bm25_weight: float = Field(
+        0.6, ge=0.0, description="The BM25 score's weight in hybrid fusion (tuned on CMU S08)."
+    )
+    min_score: float = Field(
+        0.0, description="Hits scoring below this are dropped (lectern's own fusion's scale)."
+    )
+    reranker: str | None = Field(
+        None,
+        description="A local cross-encoder folder that reorders the best `rerank_candidates` hits and keeps "
+        "`k` (none is packaged).",
+    )
+    rerank_candidates: int = Field(20, ge=1, le=CANDIDATES_MAX, description="Hits the reranker reorders.")
+    spelling: bool = Field(
+        True,
+        description="A question word the collection never saw is read as its commonest word one edit away "
+        '("Netwon" as "Newton") for BM25 and the evidence check (rag.retrieval.Searcher.spelled).',
+    )
 
 
 AnswerContext = Literal["sentences", "chunks"]
@@ -75,58 +92,101 @@ class AnswerSettings(BaseModel):
     """How questions are put to the model (ask, chat, the web UI and `lectern eval answers`).
     docs/ANSWERS.md measures each choice; the defaults are the best on CMU S08."""
 
-    prompt: QAPrompt = "concise"
-    structured: bool = False  # JSON answer + citation numbers, validated (rag.qa.StructuredAnswer)
-    # structured answers are decoded under a JSON schema (rag.llm.structured, on the local and llamacpp
-    # backends): this file's (an object with a string "answer"), else {"answer", "citations"}
-    json_schema: Path | None = None
-    # what the model is shown of the k chunks: their best sentences with neighbours, or all of them
-    context: AnswerContext = "sentences"
-    # with context = "sentences": how many best sentences, and how many neighbours either side of each
-    # (the same defaults as rag.evidence.SENTENCES / NEIGHBOURS, which this module does not import)
-    sentences: int = Field(6, ge=1, le=50)
-    neighbours: int = Field(1, ge=0, le=10)
-    # with context = "sentences": the excerpt whose sentence matches the question best first, or the
-    # excerpts in their chunks' retrieval rank (rag.evidence.ORDER; docs/ANSWERS.md, eighth run)
-    order: AnswerOrder = "best"
-    # abstain without asking the model when the question's subject is not in the sources
-    # (rag.evidence, calibrated on S08); off: only the model decides
-    evidence: bool = True
-    # what the gate reads (rag.evidence): "meaning", the best chunk's and sentence's cosine to the
-    # question and its names in the sources (MEANING); "words", its rarer words in the best chunk and
-    # that chunk's cosine (WORDS); "coverage", the rarer words alone (COVERAGE_ONLY, the gate every
-    # collection got before docs/ANSWERS.md's tenth run). With an embedder other than the accurate
-    # profile's, the gate is always "coverage": the fits are on MiniLM's cosine scale.
-    gate: EvidenceGate = "meaning"
-    # the gate's threshold (None: the calibration's): lower answers more reworded questions and lets
-    # more answers through when the documents lack them, which the subject check then has to catch
-    evidence_threshold: float | None = Field(None, ge=0.0, le=1.0)
-    # with context = "sentences": the weight of a sentence's cosine to the question beside its share
-    # of the question's words when choosing what the model is shown (rag.evidence.sentence_scores).
-    # 0: words alone, the default: 1.0 shows reworded questions their answer far more often but the
-    # 0.5B model answered fewer held-out questions with it (docs/ANSWERS.md, eleventh run). Like the
-    # meaning gate, only with the accurate profile's embedder, on whose cosine scale 1.0 was tuned
-    meaning: float = Field(0.0, ge=0.0, le=100.0)
-    # with context = "sentences": this many more sentences, the closest in meaning to the question
-    # that the words did not choose, shown after those (rag.evidence.select_sentences' `extra`); the
-    # word-matched ones keep their places. Accurate profile only, as `meaning`. 0: none (docs/ANSWERS.md)
-    by_meaning: int = Field(0, ge=0, le=20)
-    # a "when"/"how many" answer whose date or number is not the one stated by the sentence that
-    # answers the question best is asked once more with that sentence alone (rag.verify.wrong_fact)
-    facts: bool = False
-    # check the answer (rag.verify): one that restates the question or says what no source says is
-    # asked again for a source's exact words, or the chain abstains
-    verify: bool = True
-    # with verify: an answer whose new words no one passage holds together (a sentence and its
-    # neighbours) is asked again too, and kept if the second try fails (rag.verify.SCATTERED)
-    together: bool = False
-    # withdraw an answer taken from passages that are not about the question's subject (its names, and
-    # its meaning with the accurate embedder): rag.verify.off_subject. Off: on S08 it withdrew 8 of 60
-    # reworded answers whose subject was plainly there, for 2 more hidden-article abstentions on top of
-    # the meaning gate (docs/ANSWERS.md, tenth run)
-    subject: bool = False
-    # a longer question is refused with a clear error (rag.limits): 100k characters took minutes to prefill
-    max_question_tokens: int = Field(QUESTION_TOKENS, ge=1)
+    prompt: QAPrompt = Field(
+        "concise",
+        description="`concise` (one short sentence in the source's words), `concise_example` (the same after "
+        "one worked exchange), `zero_shot`, `few_shot` or `chain_of_thought` (`--prompt`).",
+    )
+    structured: bool = Field(
+        False, description="A JSON answer with citation numbers, validated (rag.qa.StructuredAnswer)."
+    )
+    json_schema: Path | None = Field(
+        None,
+        description="With `structured`, decoding follows this JSON schema file (an object with a string "
+        '"answer"; unset: {"answer", "citations"}) on the local and llamacpp backends.',
+    )
+    context: AnswerContext = Field(
+        "sentences",
+        description="What the model is shown of the `k` chunks: their best `sentences` with neighbours, or "
+        "the whole `chunks`.",
+    )
+    # the same defaults as rag.evidence.SENTENCES / NEIGHBOURS, which this module does not import
+    sentences: int = Field(
+        6, ge=1, le=50, description="With `sentences`: how many best sentences (docs/ANSWERS.md, sixth run)."
+    )
+    neighbours: int = Field(
+        1, ge=0, le=10, description="With `sentences`: neighbours shown either side of each."
+    )
+    order: AnswerOrder = Field(
+        "best",
+        description="With `sentences`: the excerpt holding the best-matching sentence first (+4 of 180 S08 "
+        "questions, +2 of 60 on S09, docs/ANSWERS.md, eighth run), or `rank`, the chunks' retrieval rank.",
+    )
+    evidence: bool = Field(
+        True,
+        description="Abstain without asking the model when the retrieved passages are not about the question "
+        "(calibrated on CMU S08 and reworded S08 questions by bench/calibrate_evidence.py).",
+    )
+    # the fits are on MiniLM's cosine scale; "coverage" is the gate every collection got before
+    # docs/ANSWERS.md's tenth run
+    gate: EvidenceGate = Field(
+        "meaning",
+        description="What the evidence check reads: `meaning`, the best passage's and sentence's closeness to "
+        "the question (MiniLM) and its names in them, so a question in your own words passes; `words`, its "
+        "rarer words in the best passage and that passage's closeness; `coverage`, the rarer words alone (the "
+        "only one with an embedder other than the `accurate` profile's).",
+    )
+    evidence_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="The check's probability threshold (unset: the fit's): lower answers more questions and "
+        "lets more through when the documents lack the answer.",
+    )
+    meaning: float = Field(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        description="How much a sentence's closeness in meaning to the question (MiniLM) counts beside the "
+        "question's words it holds when choosing what the model is shown (0: words alone; 1.0 showed 49 of "
+        "60 reworded S08 questions their answer against 39, but the 0.5B answered fewer held-out ones, "
+        "docs/ANSWERS.md).",
+    )
+    by_meaning: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="This many more sentences, the closest in meaning to the question that its words did not "
+        "choose, shown after those, which keep their places (docs/ANSWERS.md, twelfth run).",
+    )
+    facts: bool = Field(
+        False,
+        description='A "when" or "how many" answer whose date or number is not the one the best-matching '
+        "sentence states is asked again with that sentence alone (measured: no gain with the 0.5B).",
+    )
+    verify: bool = Field(
+        True,
+        description="An answer that only restates the question, or whose words no source holds, is asked once "
+        "for a source's exact words, which lectern finds and cites, or the answer abstains.",
+    )
+    together: bool = Field(
+        False,
+        description="With `verify`: an answer whose new words no one passage holds together (a sentence and "
+        "its neighbours) is asked again the same way, and kept if that finds nothing better.",
+    )
+    # on S08 it withdrew 8 of 60 reworded answers whose subject was plainly there, for 2 more
+    # hidden-article abstentions on top of the meaning gate (docs/ANSWERS.md, tenth run)
+    subject: bool = Field(
+        False,
+        description="An answer whose cited passages are not about the question's subject (its names, and its "
+        "meaning with MiniLM) is withdrawn (`abstained_by = off_subject`): fewer wrong answers, but more "
+        "right ones withdrawn.",
+    )
+    max_question_tokens: int = Field(
+        QUESTION_TOKENS,
+        ge=1,
+        description="A longer question is a clear error (a long paste took minutes to prefill).",
+    )
 
 
 UnsupportedSentences = Literal["mark", "drop"]  # rag.summarize.UNSUPPORTED
@@ -135,11 +195,19 @@ UnsupportedSentences = Literal["mark", "drop"]  # rag.summarize.UNSUPPORTED
 class SummarySettings(BaseModel):
     """How a summary's sentences are checked against the passages summarized (rag.faithful)."""
 
-    # the rarity-weighted share of a sentence's words its best passage must hold (the answers' own
-    # threshold, rag.citations.SUPPORTED, which this module does not import)
-    support: float = Field(0.6, ge=0.0, le=1.0)
-    # a sentence below it is shown flagged (mark) or left out of the summary (drop)
-    unsupported: UnsupportedSentences = "mark"
+    # the answers' own threshold, rag.citations.SUPPORTED, which this module does not import
+    support: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="The rarity-weighted share of a summary sentence's words its best passage must hold "
+        "(docs/SUMMARIZE.md).",
+    )
+    unsupported: UnsupportedSentences = Field(
+        "mark",
+        description="A summary sentence below `support` is shown marked `[not in the sources]`, or left out "
+        "(`drop`; `--unsupported`).",
+    )
 
 
 class LLMSettings(BaseModel):
@@ -147,29 +215,63 @@ class LLMSettings(BaseModel):
     a model folder, a hub id a user already has cached, or a .gguf file; for the `openai` backend,
     the served model's name."""
 
-    # auto | llamacpp | local | openai | fake (rag.llm.LLM_BACKENDS); auto: llama.cpp for a GGUF model
-    # (the packaged ones) unless a LoRA adapter is set or a CUDA GPU wants transformers (rag.llm.choose_backend)
-    backend: str = "auto"
-    model: str = "packaged:auto"  # the 1.5B with a GPU or 8+ cores, else the 0.5B (rag.models)
-    base_url: str | None = None
-    api_key: SecretStr | None = None
-    temperature: float = Field(0.0, ge=0.0, le=2.0)  # 0: greedy, reproducible answers
-    repetition_penalty: float = Field(1.1, ge=1.0, le=2.0)
-    max_new_tokens: int = Field(256, ge=1)
-    context_window: int | None = Field(None, ge=256)  # None: the model's own
-    device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "auto"  # auto: bf16/fp16 on CUDA; on CPU bf16 where native (avx512_bf16, AMX), else fp32
-    threads: int | None = Field(None, ge=1)  # None: every core (local), the physical ones (llamacpp)
-    # llamacpp: layers offloaded to the GPU of a CUDA (or Metal, Vulkan) build of llama.cpp; -1 all;
-    # None: all of them where llama.cpp has GPU offload and device is not "cpu", else none
-    gpu_layers: int | None = Field(None, ge=-1)
-    batch_size: int = Field(8, ge=1)
-    timeout_s: float = Field(120.0, gt=0.0)
-    tokenizer: str | None = None  # openai backend: a local folder or cached hub id to count tokens with
-    # local backend: a PEFT LoRA adapter folder on the model (rag.llm.adapters), kept apart from
-    # the base weights (switchable) or merged into them at load (a little faster per token)
-    adapter: str | None = None
-    merge_adapter: bool = False
+    # rag.llm.LLM_BACKENDS; auto's rule: rag.llm.choose_backend
+    backend: str = Field(
+        "auto",
+        description="`auto` runs a GGUF model on `llamacpp` on a CPU and `local` (transformers) for a model "
+        "folder, a LoRA adapter, a CUDA GPU and `lectern serve`, saying which and why; or `llamacpp`, "
+        "`local`, `openai` (any OpenAI-compatible server) or `fake` (docs/LLM.md).",
+    )
+    model: str = Field(
+        "packaged:auto",
+        description="`packaged:auto` picks `packaged:qwen2.5-1.5b` (when installed) with a GPU or where "
+        "llama.cpp measured a typical answer within 7.3 s, else `packaged:qwen2.5-0.5b`; or "
+        "`packaged:smollm2`, a packaged name, a model folder, a cached hub id or a `.gguf` (rag.models).",
+    )
+    base_url: str | None = Field(None, description="For `openai`: the server's URL up to `/v1`.")
+    api_key: SecretStr | None = Field(None, description="For `openai`: sent as `Authorization: Bearer`.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: greedy, reproducible answers.")
+    repetition_penalty: float = Field(1.1, ge=1.0, le=2.0, description="Penalty on tokens already generated.")
+    max_new_tokens: int = Field(256, ge=1, description="The longest reply, in tokens.")
+    context_window: int | None = Field(
+        None,
+        ge=256,
+        description="The model's window in tokens (unset: the model's own, capped at 4096 on a CPU, where a "
+        "prompt of Qwen's full 32k would take minutes to prefill; 4096 for a server).",
+    )
+    device: str = Field("auto", description="`auto`, `cpu` or `cuda`.")
+    dtype: str = Field(
+        "auto",
+        description="`auto`: bf16 on CUDA (fp16 where missing); on a CPU bf16 where it has bf16 instructions "
+        "(answers 2x faster, docs/LLM.md), else fp32.",
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads (unset: every core on `local`, the physical cores on `llamacpp`).",
+    )
+    gpu_layers: int | None = Field(
+        None,
+        ge=-1,
+        description="`llamacpp`: layers offloaded to the GPU of a CUDA (or Metal, Vulkan) build, -1 all "
+        "(unset: all where llama.cpp has GPU offload and `device` is not `cpu`).",
+    )
+    batch_size: int = Field(8, ge=1, description="Prompts generated together in a batch (map-reduce, serve).")
+    timeout_s: float = Field(120.0, gt=0.0, description="For `openai`: seconds to wait for the server.")
+    tokenizer: str | None = Field(
+        None,
+        description="For `openai`: a local tokenizer folder or cached hub id for exact token counts "
+        "(unset: over-estimated, one per 3 bytes).",
+    )
+    adapter: str | None = Field(
+        None,
+        description="A PEFT LoRA adapter folder for the local model (`--adapter`; rag.llm.adapters).",
+    )
+    merge_adapter: bool = Field(
+        False,
+        description="Merge the adapter into the base weights at load (a little faster per token) instead of "
+        "keeping it apart, switchable.",
+    )
 
 
 class Settings(BaseSettings):
@@ -177,9 +279,18 @@ class Settings(BaseSettings):
         env_prefix="LECTERN_", env_nested_delimiter="__", extra="ignore", validate_default=True
     )
 
-    data_dir: Path = Field(default_factory=default_data_dir)
-    cache_dir: Path = Field(default_factory=default_cache_dir)
-    collection: str = "default"
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Collections, conversations and uploads (`$XDG_DATA_HOME/lectern`, else "
+        "`~/.local/share/lectern`).",
+    )
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        description="Everything made from model files, shared by every data dir: converted GGUF models, the "
+        "`fast` profile's static model, ONNX exports, the CPU precision measured (`$XDG_CACHE_HOME/lectern`, "
+        "else `~/.cache/lectern`).",
+    )
+    collection: str = Field("default", description="The collection commands use (`--collection`, `-c`).")
     ingest: IngestSettings = IngestSettings()
     store: StoreSettings = StoreSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
