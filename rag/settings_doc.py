@@ -31,6 +31,11 @@ command-line flags. A settings file that is not valid TOML, a key no setting has
 mean"), a value out of range or a `LECTERN_*` variable that is not valid JSON is exit 2 naming the
 file and line, or the variable. In a TOML file a nested setting is a table: `[llm]` then
 `model = "packaged:smollm2"`.
+
+Each command that reads a settings file says which on stderr (`settings read from: ...`), and `ask`,
+`chat`, `summarize` and `eval answers` warn when retrieved passages would go to a model server off
+this machine whose address came from a `./{LOCAL_FILE}` in the current folder (rather than the
+environment or the data dir's `{SETTINGS_FILE}`).
 """
 
 

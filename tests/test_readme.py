@@ -241,3 +241,44 @@ def test_readme_command_exists(command: tuple[str, ...], tmp_path: Path) -> None
         [str(LECTERN), *command, "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, f"lectern {' '.join(command)} --help:\n{result.stdout}\n{result.stderr}"
+
+
+# -- the module map is the tree -----------------------------------------------------------------------
+MAPPED = ("lectern", "lectern/serve", "ingest", "rag", "rag/llm", "app", "app/views")
+
+
+def module_map() -> dict[str, set[str]]:
+    """{folder: module file names} from the ```text block after `<!-- readme-test: module-map`:
+    a line that starts with `folder/` opens that folder, and every `name.py` after it is one of its."""
+    start = README.index("<!-- readme-test: module-map")
+    match = FENCE.search(README, start)
+    assert match is not None and match.group(1) == "text", "no ```text block after the module-map marker"
+    found: dict[str, set[str]] = {}
+    folder = ""
+    for line in match.group(2).splitlines():
+        first = line.split(maxsplit=1)[0] if line.strip() else ""
+        if not line[:1].isspace() and first.endswith("/"):
+            folder = first.rstrip("/")
+            found.setdefault(folder, set())
+        found[folder].update(re.findall(r"\b([a-z_0-9]+\.py)\b", line))
+    return found
+
+
+def test_the_module_map_covers_the_packages() -> None:
+    assert set(module_map()) == set(MAPPED)
+
+
+@pytest.mark.parametrize("folder", MAPPED)
+def test_the_module_map_names_every_module_and_only_real_ones(folder: str) -> None:
+    named = module_map()[folder]
+    on_disk = {p.name for p in (ROOT / folder).glob("*.py")}
+    assert named - on_disk == set(), f"the README's module map names modules {folder}/ does not have"
+    assert on_disk - named - {"__init__.py"} == set(), (
+        f"the README's module map leaves out modules of {folder}/"
+    )
+
+
+def test_the_readme_links_to_docs_that_exist() -> None:
+    links = re.findall(r"\]\((docs/[^)#]*)\)", README)
+    assert links, "the README links no docs"
+    assert [link for link in links if not (ROOT / link).exists()] == []

@@ -360,15 +360,16 @@ def test_disconnect_and_32_concurrent_streams_past_a_full_queue(server: str) -> 
     assert reply.status_code == 200  # served after all that
 
 
-# -- the README's Serve section, run against this server ------------------------------------------------
+# -- docs/SERVE.md's usage, run against this server ---------------------------------------------------
 def _readme_serve_blocks() -> tuple[list[str], str]:
     """The curl lines of the bash block after `<!-- readme-test: serve`, and the python block after it."""
-    from tests.test_readme import FENCE, README
+    from tests.test_readme import FENCE
 
-    start = README.index("<!-- readme-test: serve")
-    curl = FENCE.search(README, start)
+    doc = (ROOT / "docs" / "SERVE.md").read_text(encoding="utf-8")
+    start = doc.index("<!-- readme-test: serve")
+    curl = FENCE.search(doc, start)
     assert curl is not None and curl.group(1) == "bash"
-    python = FENCE.search(README, curl.end())
+    python = FENCE.search(doc, curl.end())
     assert python is not None and python.group(1) == "python"
     return [line for line in curl.group(2).splitlines() if line.startswith("curl ")], python.group(2)
 
@@ -379,7 +380,7 @@ def test_readme_curl_examples(server: str) -> None:
     assert len(lines) >= 8
     for line in lines:
         argv = [a.replace("http://127.0.0.1:8000", server) for a in shlex.split(line)]
-        argv[1:1] = ["-H", f"Authorization: Bearer {KEY}"]  # this server has a key; the README's has none
+        argv[1:1] = ["-H", f"Authorization: Bearer {KEY}"]  # this server has a key; the doc's has none
         result = subprocess.run(argv, capture_output=True, text=True, timeout=180)
         assert result.returncode == 0, (line, result.stderr)
         if '"stream": true' in line:

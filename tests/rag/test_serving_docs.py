@@ -1,4 +1,4 @@
-"""The README's settings for serving the LLM from vLLM, llama.cpp server and Ollama parse into Settings
+"""docs/SCALING.md's settings for serving the LLM from vLLM, llama.cpp server and Ollama parse into Settings
 that select the openai backend at that server, with that model, key and window. The servers
 themselves are stood for by the openai backend's tests against `lectern serve` on loopback."""
 
@@ -13,18 +13,19 @@ import pytest
 from lectern.rag.llm import OpenAIChatModel, build_llm
 from lectern.rag.settings import load_settings
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "SCALING.md").read_text(encoding="utf-8")
 MARKER = "<!-- readme-test: llm-serving"
 FENCE = re.compile(r"^```bash\n(.*?)^```", re.M | re.S)
 
 
 def serving_blocks() -> list[list[list[str]]]:
     """The bash blocks after the marker, up to the next section: each a list of command lines."""
-    start = README.index(MARKER)
-    end = README.index("\n## ", start)
+    start = DOC.index(MARKER)
+    end = DOC.find("\n## ", start)
+    end = len(DOC) if end < 0 else end
     return [
         [argv for line in m.group(1).splitlines() if (argv := shlex.split(line, comments=True))]
-        for m in FENCE.finditer(README, start, end)
+        for m in FENCE.finditer(DOC, start, end)
     ]
 
 
@@ -60,7 +61,7 @@ def served(block: list[list[str]]) -> tuple[str, str, int, bool, int]:
     return "ollama", pull[2], 11434, False, int(prefix.get("OLLAMA_CONTEXT_LENGTH", 0))
 
 
-def test_the_readme_documents_the_three_engines() -> None:
+def test_the_doc_documents_the_three_engines() -> None:
     engines = [served(block)[0] for block in serving_blocks()]
     assert engines == ["vllm", "llama.cpp", "ollama"]
     vllm = next(b for b in serving_blocks() if served(b)[0] == "vllm")
