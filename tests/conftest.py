@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from lectern.ingest.cpu_precision import remember as remember_precision
 from lectern.ingest.embed import _model_name, packaged_minilm_path
@@ -69,6 +70,32 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path.mkdir()
     monkeypatch.setenv("LECTERN_DATA_DIR", str(path))
     return path
+
+
+# The fake embedder and LLM and inline parsing, as LECTERN_* variables: what a CLI run or a child
+# process reads. A child's environment is `{**os.environ, **FAKE_MODELS, ...}`.
+FAKE_MODELS = {
+    "LECTERN_INGEST__EMBED__MODEL": "fake",
+    "LECTERN_LLM__BACKEND": "fake",
+    "LECTERN_INGEST__PARSE_WORKERS": "0",
+}
+
+
+@pytest.fixture
+def fake_models(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The data dir, with FAKE_MODELS set in this process's environment and the current folder a
+    tmp one (no stray ./lectern.toml is read)."""
+    for key, value in FAKE_MODELS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    return data_dir
+
+
+@pytest.fixture
+def runner(fake_models: Path) -> CliRunner:
+    """typer's CliRunner for `lectern.cli.app`, over a fresh data dir with the fake models. Its
+    output is not a terminal, so Rich prints plain lines, unwrapped."""
+    return CliRunner()
 
 
 @pytest.fixture

@@ -12,15 +12,11 @@ from lectern.cli import app
 
 
 @pytest.fixture
-def runner(data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    monkeypatch.setenv("LECTERN_INGEST__EMBED__MODEL", "fake")
-    monkeypatch.setenv("LECTERN_INGEST__PARSE_WORKERS", "0")
-    monkeypatch.setenv("LECTERN_LLM__BACKEND", "fake")
-    monkeypatch.setenv("COLUMNS", "250")
+def runner(runner: CliRunner, tmp_path: Path) -> CliRunner:
+    """The shared runner (tests/conftest.py), with a collection of one file ingested."""
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "otters.txt").write_text("The river otters of Glenmore eat crayfish at dawn.\n")
-    runner = CliRunner()
     assert runner.invoke(app, ["ingest", str(docs)]).exit_code == 0
     return runner
 

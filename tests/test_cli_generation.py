@@ -12,11 +12,8 @@ from lectern.cli import app
 
 
 @pytest.fixture
-def runner(data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    monkeypatch.setenv("LECTERN_INGEST__EMBED__MODEL", "fake")
-    monkeypatch.setenv("LECTERN_INGEST__PARSE_WORKERS", "0")
-    monkeypatch.setenv("LECTERN_LLM__BACKEND", "fake")
-    monkeypatch.setenv("COLUMNS", "200")
+def runner(runner: CliRunner, tmp_path: Path) -> CliRunner:
+    """The shared runner (tests/conftest.py), with a collection `notes` of two files ingested."""
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "otters.txt").write_text(
@@ -25,7 +22,6 @@ def runner(data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> C
     (docs / "canal.md").write_text(
         "# Canal\n\nThe canal has forty-two locks.\n\n## Tunnel\n\nThe tunnel is long.\n"
     )
-    runner = CliRunner()
     assert runner.invoke(app, ["ingest", str(docs), "-c", "notes"]).exit_code == 0
     return runner
 

@@ -15,16 +15,6 @@ from lectern.rag.workspace import Workspace
 
 
 @pytest.fixture
-def runner(data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    monkeypatch.setenv("LECTERN_INGEST__EMBED__MODEL", "fake")
-    monkeypatch.setenv("LECTERN_INGEST__PARSE_WORKERS", "0")
-    monkeypatch.setenv("LECTERN_LLM__BACKEND", "fake")
-    monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.chdir(tmp_path)  # no stray ./lectern.toml
-    return CliRunner()
-
-
-@pytest.fixture
 def notes(runner: CliRunner, tmp_path: Path) -> Path:
     """A collection `notes` of a few small files."""
     folder = tmp_path / "docs"

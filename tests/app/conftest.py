@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lectern.app.jobs import Jobs
+from tests.conftest import FAKE_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 MAIN = ROOT / "app" / "main.py"
@@ -44,9 +45,8 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     data = tmp_path / "data"
     monkeypatch.setenv("LECTERN_DATA_DIR", str(data))
     monkeypatch.setenv("LECTERN_COLLECTION", "default")
-    monkeypatch.setenv("LECTERN_LLM__BACKEND", "fake")
-    monkeypatch.setenv("LECTERN_INGEST__EMBED__MODEL", "fake")
-    monkeypatch.setenv("LECTERN_INGEST__PARSE_WORKERS", "0")
+    for key, value in FAKE_MODELS.items():
+        monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)  # no stray ./lectern.toml
     return data
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.app.conftest import ROOT, SAMPLE_DOCS
+from tests.conftest import FAKE_MODELS
 from tests.fixtures.ui_server import CHROMIUM, EXPECT_MS, child_env, chromium, lectern_ui
 
 pytestmark = [
@@ -79,8 +80,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     (gate / "sitecustomize.py").write_text(GATE)
     env = child_env()
     env.update(
-        LECTERN_LLM__BACKEND="fake",
-        LECTERN_INGEST__EMBED__MODEL="fake",
+        FAKE_MODELS,
         LECTERN_INGEST__PARSE_WORKERS="1",  # a worker parses (spawned by a job); the fake embeds here
         LECTERN_ANSWER__EVIDENCE="false",  # the marker word is in no passage: the model must be asked
         UI_TEST_GATE=str(gate),

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.app.conftest import ROOT
+from tests.conftest import FAKE_MODELS
 from tests.fixtures.processes import HAS_PROC, session_processes
 from tests.fixtures.ui_server import child_env, free_port, wait_for_health
 
@@ -26,8 +27,7 @@ def test_sigterm_to_lectern_ui_stops_streamlit(tmp_path: Path) -> None:
     port = free_port()
     env = child_env()
     env.update(
-        LECTERN_LLM__BACKEND="fake",
-        LECTERN_INGEST__EMBED__MODEL="fake",
+        FAKE_MODELS,
         PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     )
     log_path = tmp_path / "server.log"

@@ -15,7 +15,7 @@ import pytest
 
 from lectern.errors import DecompressionBomb
 from lectern.ingest.load import load
-from tests.conftest import SAMPLE_DOCS
+from tests.conftest import FAKE_MODELS, SAMPLE_DOCS
 from tests.hostile.corpus import bomb_pdf
 
 GIB = 1 << 30
@@ -48,8 +48,8 @@ def _ingest(
     folder: Path, data: Path, prefix: list[str], extra_path: str = "", **settings: str
 ) -> tuple[int, dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")} | settings
-    env |= {
-        "LECTERN_DATA_DIR": str(data), "LECTERN_INGEST__EMBED__MODEL": "fake", "LECTERN_INGEST__PARSE_WORKERS": "1",
+    env |= FAKE_MODELS | {
+        "LECTERN_DATA_DIR": str(data), "LECTERN_INGEST__PARSE_WORKERS": "1",
         "LECTERN_CACHE_DIR": os.environ["LECTERN_CACHE_DIR"],
         "PYTHONPATH": os.pathsep.join(p for p in (extra_path, str(Path(__file__).parents[2])) if p),
     }  # fmt: skip

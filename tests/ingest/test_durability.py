@@ -28,6 +28,7 @@ from lectern.ingest.settings import IngestSettings
 from lectern.ingest.store import Collection, Writer
 from lectern.rag.retrieval import Searcher
 from lectern.rag.settings import RetrievalSettings
+from tests.conftest import FAKE_MODELS
 from tests.fixtures.processes import HAS_PROC, session_processes
 
 N_FILES = 60
@@ -428,9 +429,8 @@ def test_a_second_writer_says_it_is_waiting_then_goes_on(built: Path, tmp_path: 
     os.symlink(built, data / "collections" / "col")
     env = {
         **os.environ,
+        **FAKE_MODELS,
         "LECTERN_DATA_DIR": str(data),
-        "LECTERN_INGEST__EMBED__MODEL": "fake",
-        "LECTERN_INGEST__PARSE_WORKERS": "0",
         "LECTERN_INGEST__CHUNK__CHUNK_TOKENS": "16",
         "LECTERN_INGEST__CHUNK__OVERLAP_TOKENS": "4",
         "LECTERN_INGEST__LOCK_TIMEOUT_S": "600",
@@ -473,8 +473,8 @@ def test_sigkill_of_ingest_leaves_no_process_behind(tmp_path: Path) -> None:
     docs = write_files(tmp_path / "docs", 600)
     env = {
         **os.environ,
+        **FAKE_MODELS,
         "LECTERN_DATA_DIR": str(tmp_path / "data"),
-        "LECTERN_INGEST__EMBED__MODEL": "fake",
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     proc = subprocess.Popen(

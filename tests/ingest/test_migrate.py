@@ -45,12 +45,11 @@ def test_faiss_locations_and_unknown_kinds(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def runner(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+def runner(runner: CliRunner, data_dir: Path) -> Iterator[CliRunner]:
+    """The shared runner (tests/conftest.py); this process's milvus-lite client closed after."""
     from lectern.ingest.milvus_store import close_client
 
-    monkeypatch.setenv("LECTERN_INGEST__EMBED__MODEL", "fake")
-    monkeypatch.setenv("LECTERN_INGEST__PARSE_WORKERS", "0")
-    yield CliRunner()
+    yield runner
     close_client(str(data_dir / "milvus.db"))
 
 
