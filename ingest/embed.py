@@ -264,10 +264,10 @@ class SentenceTransformerEmbedder:
 
     def _torch(self, device: str, precision: str) -> _LoadedST:
         from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()  # no load reports or progress bars on every start
-        hf_logging.disable_progress_bar()
+        from lectern.ingest.hf_logging import quiet
+
+        quiet()  # no load reports or progress bars on every start
         model = SentenceTransformer(str(self.folder), device=device, local_files_only=True)
         if precision == "fp16":
             model.half()

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
@@ -94,12 +95,67 @@ def client_for(uri: str, token: str = "") -> Any:
 
         if is_local(uri):
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
+            holder = None if any(k[0] == uri for k in _CLIENTS) else lock_holder(Path(uri))
+            if (
+                holder is not None
+            ):  # else milvus-lite logs a 20-line traceback, then "Open local milvus failed"
+                raise StoreUnavailable(
+                    uri,
+                    f"another process holds it ({holder}); milvus-lite opens a database in one process at a "
+                    "time: stop that one, or use a Milvus server (store.uri = http://host:19530)",
+                )
         try:
             _CLIENTS[key] = MilvusClient(uri=uri, token=token, timeout=30)
         except Exception as err:  # pymilvus raises MilvusException, or grpc's and OS errors under it
             reason = " ".join(str(getattr(err, "message", "") or err).split())[:300]
             raise StoreUnavailable(uri, reason) from err
     return _CLIENTS[key]
+
+
+MILVUS_LITE_LOCK = "LOCK"  # milvus_lite.db.LOCK_FILENAME: flock'ed by the process that opened the database
+
+
+def lock_holder(db: Path) -> str | None:
+    """Who holds a milvus-lite database ("pid 123: lectern ui", or "pid unknown"), or None when no
+    process does. Probed with the flock milvus-lite itself takes, released at once."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: milvus-lite's own error stands
+        return None
+    lock = db / MILVUS_LITE_LOCK
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:  # no database yet, or not ours to open: milvus-lite says why
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return _flock_owner(os.fstat(fd))
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _flock_owner(st: os.stat_result) -> str:
+    """The process /proc/locks names for a file's flock, with its command line where readable."""
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        rows = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return "pid unknown"
+    for row in rows:
+        fields = row.split()
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == device:
+            pid = fields[4]
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                return f"pid {pid}"
+            command = " ".join(a.decode(errors="replace") for a in argv if a)[:120]
+            return f"pid {pid}: {command}" if command else f"pid {pid}"
+    return "pid unknown"
 
 
 def close_client(uri: str, token: str = "") -> None:

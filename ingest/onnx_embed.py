@@ -138,10 +138,10 @@ def _export(source: Path, out: Path, window: int) -> None:
     """The BERT encoder with mean pooling and L2 normalisation, batch and length dynamic."""
     import torch
     from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    from lectern.ingest.hf_logging import quiet
+
+    quiet()
     # eager attention: the plain MatMul/Softmax pattern that ONNX Runtime's BERT fusion recognises
     bert = AutoModel.from_pretrained(str(source), attn_implementation="eager", local_files_only=True)
 

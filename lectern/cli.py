@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.table import Table
 
@@ -50,8 +50,27 @@ Exit codes: 0 done; 1 some files failed and were reported (ingest, delete); 2 us
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP)
 eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval and answer quality on a QA set.")
 app.add_typer(eval_app, name="eval")
-out = Console()
-err = Console(stderr=True)
+
+
+class PlainOffTerminal(Console):
+    """Rich on a terminal. Off one (a pipe, a log file) lines are never wrapped and tables take their
+    natural width: Rich's default of 80 columns there cut sentences and paths mid-way. Checked at
+    each print, so a test's captured stream and a real pipe are treated alike."""
+
+    UNWRAPPED = 1 << 20  # columns: wider than any line lectern prints
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        measured = super().size
+        return measured if self.is_terminal else ConsoleDimensions(self.UNWRAPPED, measured.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+out = PlainOffTerminal()
+err = PlainOffTerminal(stderr=True)
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Where collections live (LECTERN_DATA_DIR).")
@@ -187,21 +206,39 @@ def _llm_flags(
 
 
 # -- ingestion ----------------------------------------------------------------------------------------
+def distinguishing(paths: list[str]) -> tuple[list[str], str]:
+    """The paths relative to the folder they all share, and that folder ("" when they share none or
+    there is one path): rows of one deep folder otherwise start alike and differ only past the width
+    of a terminal."""
+    if len(paths) < 2:
+        return paths, ""
+    try:
+        common = os.path.commonpath(paths)
+    except ValueError:  # relative beside absolute paths
+        return paths, ""
+    if common in ("", os.sep) or common in paths:
+        return paths, ""
+    return [os.path.relpath(p, common) for p in paths], common
+
+
 def _print_report(report: IngestReport, as_json: bool) -> None:
     if as_json:
         data = report.summary()
         data["files"] = [r.__dict__ for r in report.results]
         print_json(json.dumps(data))
         return
+    paths, under = distinguishing([r.path for r in report.results])
+    if under:  # a line of its own: a table's title wraps to the table's width
+        out.print(f"files under {shown(under)}:", highlight=False)
     table = Table(title=f"ingest into {shown(repr(report.collection))}", show_lines=False)
     for col in ("status", "file", "pages", "chunks", "reason / warnings"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # on a narrow terminal a path wraps, it is not cut
     colours = {"added": "green", "updated": "cyan", "unchanged": "dim", "skipped": "yellow", "failed": "red"}
-    for r in report.results:
+    for r, path in zip(report.results, paths, strict=True):
         note = r.reason or "; ".join(r.warnings[:3]) + (" …" if len(r.warnings) > 3 else "")
         table.add_row(
             f"[{colours.get(r.status, 'white')}]{r.status}[/]",
-            shown(r.path),
+            shown(path),
             str(r.pages or ""),
             str(r.chunks or ""),
             shown(note),

@@ -29,6 +29,10 @@ class CrossEncoderReranker:
             raise ModelNotFound(str(path), "not a cross-encoder folder (no config.json)")
         from sentence_transformers import CrossEncoder
 
+        from lectern.ingest.hf_logging import quiet
+
+        quiet()
+
         self.path = folder
         self.batch_size = batch_size
         self.model: Any = CrossEncoder(str(folder), device=device, local_files_only=True)

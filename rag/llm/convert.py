@@ -69,6 +69,9 @@ def _convert_gguf(gguf: Path, target: Path, stored: Any) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from lectern.ingest.hf_logging import quiet
+
+    quiet()
     # the room is checked before the minute of dequantizing: the tensors' sizes are in the header
     what = f"converting {gguf.name} ({stored_name(stored)})"
     needed = gguf_elements(gguf) * torch.empty((), dtype=stored).element_size()

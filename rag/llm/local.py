@@ -318,6 +318,9 @@ def build_local(settings: LLMSettings, models_dir: Path) -> LocalChatModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from lectern.ingest.hf_logging import quiet
+
+    quiet()  # no "Loading weights" bar on stderr
     device = settings.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
