@@ -103,26 +103,49 @@ def test_question_longer_than_the_window_is_a_clear_error(real_ws) -> None:  # t
         real_ws.settings.answer.max_question_tokens = limit
 
 
-@pytest.mark.parametrize(
-    "question",
-    ["Who designed the tower of the Marrow Point Light?", "When was the Marrow Point Light first lit?"],
-)
-def test_together_only_asks_again_for_an_answer_no_one_passage_holds(real_ws, question: str) -> None:  # type: ignore[no-untyped-def]
-    """answer.together with SmolLM2: an answer that passes the check is left as it is; one that joins
-    words from two passages is asked again (retried) or kept word for word."""
-    from lectern.rag.verify import SCATTERED, answer_problem
+def scripted(llm, monkeypatch, replies: list[str]) -> list[object]:  # type: ignore[no-untyped-def]
+    """The model's replies, in order, in place of its own (a slip cannot be summoned from a real
+    model); the prompts it was given come back in the list."""
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
 
-    plain = real_ws.ask(question)
-    joined = real_ws.ask(question, together=True)
-    assert not plain.abstained and plain.contexts, plain.raw
-    problem = answer_problem(plain.answer, question, plain.contexts, together=True)
-    if problem is None or plain.retried is not None:
-        assert joined.answer == plain.answer  # the check passed (or the default retry already ran)
-    else:
-        assert problem == SCATTERED
-        assert joined.retried == SCATTERED or joined.answer == plain.answer
-        if joined.retried == SCATTERED:  # the extract prompt's span, found in and citing a source
-            assert joined.citations and joined.support == 1.0
+    calls: list[object] = []
+
+    def reply(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(messages)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=replies[len(calls) - 1]))])
+
+    monkeypatch.setattr(type(llm), "_generate", reply)
+    return calls
+
+
+TOWER = "Who designed the tower of the Marrow Point Light?"
+
+
+def test_together_leaves_an_answer_one_passage_holds(real_ws, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """answer.together over the real retrieval and check: words of one sentence are not asked again."""
+    calls = scripted(real_ws.llm, monkeypatch, ["The tower was designed by the engineer Edith Varley [1]."])
+    answer = real_ws.ask(TOWER, together=True)
+    assert len(calls) == 1 and answer.retried is None, answer.raw
+    assert "Edith Varley" in answer.answer
+
+
+def test_together_asks_again_for_words_no_one_passage_holds(real_ws, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The designer joined to the year it was first lit: every word is in the sources, not together.
+    Without `together` it stands; with it the model is asked for a source's exact words, and the span
+    it gives is found and cited."""
+    from lectern.rag.verify import SCATTERED
+
+    joined = "Edith Varley, first lit in 1852 [1]."
+    calls = scripted(real_ws.llm, monkeypatch, [joined])
+    plain = real_ws.ask(TOWER)
+    assert len(calls) == 1 and plain.retried is None and not plain.abstained, plain.raw
+
+    calls = scripted(real_ws.llm, monkeypatch, [joined, "the engineer Edith Varley"])
+    answer = real_ws.ask(TOWER, together=True)
+    assert len(calls) == 2 and answer.retried == SCATTERED, answer.raw
+    assert "Edith Varley" in answer.answer and "1852" not in answer.answer
+    assert [c.page for c in answer.citations] == [2] and answer.support == 1.0
 
 
 def test_a_wrong_year_is_asked_again_from_the_sentence_that_answers(real_ws, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -52,9 +52,9 @@ def test_agent_run_with_the_default_model(ws: Workspace) -> None:
     assert len(models) == 2 and all(s.tokens > 0 for s in models), trace
     assert 0 < result.tokens <= 6000
     shown = {c.chunk_id for c in result.answer.contexts}
-    assert all(c.chunk_id in shown for c in result.answer.citations)
-    if "Varley" in result.answer.answer:
-        assert any(c.source.endswith("marrow_point_light.pdf") for c in result.answer.citations)
+    assert result.answer.citations and all(c.chunk_id in shown for c in result.answer.citations), trace
+    assert "Varley" in result.answer.answer, trace  # the question's own search holds the designer
+    assert any(c.source.endswith("marrow_point_light.pdf") for c in result.answer.citations), trace
 
 
 @pytest.mark.e2e
