@@ -116,8 +116,10 @@ MILVUS_LITE_LOCK = "LOCK"  # milvus_lite.db.LOCK_FILENAME: flock'ed by the proce
 
 
 def lock_holder(db: Path) -> str | None:
-    """Who holds a milvus-lite database ("pid 123: lectern ui", or "pid unknown"), or None when no
-    process does. Probed with the flock milvus-lite itself takes, released at once."""
+    """Which other process holds a milvus-lite database ("pid 123: lectern ui"), or None when none
+    does, or when that is not knowable (no /proc/locks: milvus-lite's own error stands). Probed
+    with the flock milvus-lite itself takes, released at once; this process's own hold (a server
+    milvus-lite keeps after its client closed) is not another's."""
     try:
         import fcntl
     except ImportError:  # Windows: milvus-lite's own error stands
@@ -138,24 +140,27 @@ def lock_holder(db: Path) -> str | None:
         os.close(fd)
 
 
-def _flock_owner(st: os.stat_result) -> str:
-    """The process /proc/locks names for a file's flock, with its command line where readable."""
+def _flock_owner(st: os.stat_result) -> str | None:
+    """The other process /proc/locks names for a file's flock, with its command line where readable;
+    None for this process, or where /proc/locks does not say."""
     device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
         rows = Path("/proc/locks").read_text().splitlines()
     except OSError:
-        return "pid unknown"
+        return None
     for row in rows:
         fields = row.split()
         if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == device:
             pid = fields[4]
+            if pid == str(os.getpid()):
+                return None
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 return f"pid {pid}"
             command = " ".join(a.decode(errors="replace") for a in argv if a)[:120]
             return f"pid {pid}: {command}" if command else f"pid {pid}"
-    return "pid unknown"
+    return None
 
 
 def close_client(uri: str, token: str = "") -> None:

@@ -15,21 +15,12 @@ import numpy as np
 import pytest
 
 from lectern.errors import RunnerUnavailable, UnknownKey
-from lectern.ingest.embed import Embedder, FakeEmbedder, build_embedder
+from lectern.ingest.embed import FakeEmbedder
 from lectern.ingest.pipeline import IngestReport, ingest
-from lectern.ingest.settings import EmbedSettings, IngestSettings
+from lectern.ingest.settings import IngestSettings
 from lectern.ingest.store import Collection
-from lectern.rag.retrieval import Searcher
-from lectern.rag.settings import RetrievalSettings
 from tests.conftest import SAMPLE_DOCS, SAMPLE_EXCLUDE
 from tests.fixtures.bad_inputs import text_pdf
-
-QUERIES = (
-    "Who built the Marrow Point lighthouse?",
-    "How long is the Brennock canal?",
-    "What cheese is made in Kestrel Valley?",
-    "How do I sync Quillmate notes?",
-)
 
 
 @pytest.fixture(scope="module")
@@ -52,24 +43,6 @@ def rows(col_path: Path) -> list[tuple[Any, ...]]:
             'SELECT id, chunk_id, source, page, heading, start, "end", ordinal, text, context, terms '
             "FROM chunks ORDER BY id"
         ).fetchall()
-    finally:
-        col.close()
-
-
-def vectors(col_path: Path) -> np.ndarray:
-    col = Collection.open(col_path)
-    try:
-        blobs = col.db.execute("SELECT vector FROM chunks ORDER BY id").fetchall()
-        return np.vstack([np.frombuffer(b, dtype=np.float32) for (b,) in blobs])
-    finally:
-        col.close()
-
-
-def searches(col_path: Path, embedder: Embedder) -> list[list[str]]:
-    col = Collection.open(col_path)
-    try:
-        searcher = Searcher(col, embedder, RetrievalSettings())
-        return [[h.chunk.chunk_id for h in searcher.search(q, k=5)] for q in QUERIES]
     finally:
         col.close()
 
@@ -98,27 +71,6 @@ def test_without_ray_installed_the_error_says_how_to_get_it(
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets without the extra
     with pytest.raises(RunnerUnavailable, match=r"lectern\[ray\]"):
         ingest([SAMPLE_DOCS], tmp_path / "col", FakeEmbedder(), settings("ray"))
-
-
-@pytest.mark.ray
-@pytest.mark.e2e
-def test_ray_matches_local_chunk_for_chunk_with_minilm(
-    ray_local: None, tmp_path: Path, models_dir: Path
-) -> None:
-    """The accurate profile (MiniLM) on sample_docs plus two bad files: the same report, the same rows
-    (ids, texts, contexts, BM25 terms), vectors within float noise and the same top 5 for each query."""
-    docs = with_bad_files(tmp_path)
-    embedder = build_embedder(EmbedSettings(profile="accurate"), models_dir)
-    local = ingest([docs], tmp_path / "local", embedder, settings("local"))
-    on_ray = ingest([docs], tmp_path / "ray", embedder, settings("ray"))
-
-    assert outcome(on_ray) == outcome(local)
-    assert outcome(local)["truncated.pdf"][0] == outcome(local)["binary.txt"][0] == "failed"
-    assert len(local.added) == 4 and local.chunks > 0
-    assert rows(tmp_path / "ray") == rows(tmp_path / "local")
-    gap = np.abs(vectors(tmp_path / "ray") - vectors(tmp_path / "local")).max()
-    assert gap < 1e-5, gap  # the same batches (one file a call, the local slices): float noise at most
-    assert searches(tmp_path / "ray", embedder) == searches(tmp_path / "local", embedder)
 
 
 @pytest.mark.ray

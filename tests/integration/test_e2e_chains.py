@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lectern.errors import ContextTooLong, InvalidInput
+from lectern.ingest.pipeline import source_key
 from tests.conftest import SAMPLE_DOCS, SAMPLE_EXCLUDE
 
 pytestmark = pytest.mark.e2e
@@ -71,7 +72,7 @@ def test_a_pdf_that_fits_the_window_is_one_call_whose_sentences_cite_its_chunks(
     result = real_ws.summarize(source=PDF, method="map_reduce")
     assert (result.method, result.requested, result.steps, result.chunks) == ("stuff", "map_reduce", 1, 5)
     assert result.reason == "stuff: the text fits the window in one call (map_reduce asked)"
-    chunks = real_ws.collection().chunks_of(real_ws._source(PDF))
+    chunks = real_ws.collection().chunks_of(source_key(PDF))
     numbered = {i: c for i, c in enumerate(chunks, start=1)}  # the order summarize numbered them in
     for citation in result.citations:
         chunk = numbered[citation.number]
