@@ -852,7 +852,14 @@ def eval_answers(
         _warn_remote(settings)
         source = QuestionSource(questions, wording) if questions is not None else None
         eval_answers_command(
-            qa_dir, settings, limit, as_json=as_json, out_path=out_path, seed=seed, questions=source
+            qa_dir,
+            settings,
+            limit,
+            as_json=as_json,
+            console=out,
+            out_path=out_path,
+            seed=seed,
+            questions=source,
         )
 
 
