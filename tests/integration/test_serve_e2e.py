@@ -361,12 +361,12 @@ def test_disconnect_and_32_concurrent_streams_past_a_full_queue(server: str) -> 
 
 
 # -- docs/SERVE.md's usage, run against this server ---------------------------------------------------
-def _readme_serve_blocks() -> tuple[list[str], str]:
-    """The curl lines of the bash block after `<!-- readme-test: serve`, and the python block after it."""
+def _doc_serve_blocks() -> tuple[list[str], str]:
+    """The curl lines of the bash block after `<!-- doc-test: serve`, and the python block after it."""
     from tests.test_readme import FENCE
 
     doc = (ROOT / "docs" / "SERVE.md").read_text(encoding="utf-8")
-    start = doc.index("<!-- readme-test: serve")
+    start = doc.index("<!-- doc-test: serve")
     curl = FENCE.search(doc, start)
     assert curl is not None and curl.group(1) == "bash"
     python = FENCE.search(doc, curl.end())
@@ -375,8 +375,8 @@ def _readme_serve_blocks() -> tuple[list[str], str]:
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
-def test_readme_curl_examples(server: str) -> None:
-    lines, _ = _readme_serve_blocks()
+def test_doc_curl_examples(server: str) -> None:
+    lines, _ = _doc_serve_blocks()
     assert len(lines) >= 8
     for line in lines:
         argv = [a.replace("http://127.0.0.1:8000", server) for a in shlex.split(line)]
@@ -397,8 +397,8 @@ def test_readme_curl_examples(server: str) -> None:
             assert body["summary"], body
 
 
-def test_readme_python_snippet(server: str) -> None:
-    _, code = _readme_serve_blocks()
+def test_doc_python_snippet(server: str) -> None:
+    _, code = _doc_serve_blocks()
     code = code.replace("http://127.0.0.1:8000", server)
     code = re.sub(r'api_key="[^"]*"', f'api_key="{KEY}"', code)
     result = subprocess.run(

@@ -14,7 +14,7 @@ from lectern.rag.llm import OpenAIChatModel, build_llm
 from lectern.rag.settings import load_settings
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "SCALING.md").read_text(encoding="utf-8")
-MARKER = "<!-- readme-test: llm-serving"
+MARKER = "<!-- doc-test: llm-serving"
 FENCE = re.compile(r"^```bash\n(.*?)^```", re.M | re.S)
 
 
