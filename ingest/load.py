@@ -31,6 +31,7 @@ from lectern.errors import (
 )
 
 OcrMode = Literal["auto", "off", "force"]
+OcrEngineName = Literal["tesseract", "rapidocr"]  # ingest.ocr.OCR_ENGINES
 OCR_HEADING = "OCR"
 """The heading of a unit read by OCR (a scanned page, an image): citations say its text may hold
 recognition errors. It is left out of the context line that is embedded (ingest.chunk.context_line)."""
@@ -57,7 +58,8 @@ class LoadOptions:
     ocr: OcrMode = "auto"
     ocr_dpi: int = 200
     ocr_cache: str | None = None  # folder of OCR results keyed by the page image's hash; None: no cache
-    ocr_threads: int | None = None  # ONNX Runtime threads for OCR; None: its default
+    ocr_threads: int | None = None  # ONNX Runtime threads for RapidOCR; None: its default
+    ocr_engine: OcrEngineName = "tesseract"
     on_page: Callable[[int, int], None] | None = field(default=None, compare=False)  # (done, total)
 
 

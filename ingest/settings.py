@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
-from lectern.ingest.load import OcrMode
+from lectern.ingest.load import OcrEngineName, OcrMode
 
 Profile = Literal["accurate", "fast"]
 DEFAULT_PROFILE: Profile = "accurate"
@@ -169,15 +169,21 @@ class IngestSettings(BaseModel):
     ocr: OcrMode = Field(
         "auto",
         description="`auto` reads images, and PDF pages with little text for their area and an image on "
-        "them, by OCR (RapidOCR, in the parse workers, cached by the page image's hash); `force` reads every "
+        "them, by OCR (in the parse workers, cached by the page image's hash); `force` reads every "
         "PDF page by OCR, `off` none (`--ocr`; docs/DOCUMENTS.md).",
+    )
+    ocr_engine: OcrEngineName = Field(
+        "tesseract",
+        description="`tesseract`: Tesseract 5 (tesserocr, tessdata_fast English), 1.3 CPU seconds an R-manual "
+        "page at 150 dpi; `rapidocr`: PP-OCRv4, 15 s, but it reads Chinese too. Both ship in wheels "
+        "(docs/DOCUMENTS.md).",
     )
     ocr_dpi: int = Field(
         200,
         ge=50,
         le=600,
-        description="The resolution a PDF page is rendered at for OCR: 150 runs words together (1-4% of "
-        "characters wrong on R-manual pages), 300 is under 1% at about 1.7x the time.",
+        description="The resolution a PDF page is rendered at for OCR: Tesseract got 2.4% of R-manual "
+        "characters wrong at 150 dpi, 0.6% at 200 for 1.1x the time, 0.1-0.6% at 300 for 1.6x.",
     )
     ocr_cache: str | None = Field(
         None, description="Where OCR results are kept, by the page image's hash (unset: `<cache_dir>/ocr`)."

