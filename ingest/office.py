@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -38,6 +39,7 @@ MAX_ROWS = 200_000  # rows of a spreadsheet or CSV file, all sheets together
 MAX_COLUMNS = 200  # cells of a row past this are left out (with a warning)
 ROWS_PER_BLOCK = 25  # rows in one block at most (the header row besides)
 BLOCK_CHARS = 600  # and about this many characters: a block of rows fits one chunk of 200 word pieces
+HEADER_SEARCH = 10  # a sheet's header row is the likeliest of its first non-empty rows (header_index)
 _SNIFF = 1 << 16
 T = TypeVar("T")
 
@@ -100,33 +102,54 @@ def _trimmed(row: Iterable[Any], warnings: list[str], where: str) -> list[str]:
     return cells
 
 
+def header_index(rows: list[list[str]]) -> int:
+    """Which of a sheet's first non-empty rows is its header: the first that fills as many cells as the
+    fullest of them, or all but its first (a corner left blank over row labels). Notes written above a
+    table (a title, "Lots of people simply cannot resist writing some notes at the top of their
+    spreadsheets", as readxl's deaths.xlsx has it) fill fewer and are not taken for it."""
+    counts = [sum(1 for c in row if c) for row in rows]
+    most = max(counts)
+    return next(
+        i for i, (row, n) in enumerate(zip(rows, counts, strict=True))
+        if n == most or (n == most - 1 and not row[0] and n == len(row) - 1)
+    )  # fmt: skip
+
+
 def row_blocks(
     path: Path, rows: Iterable[tuple[int, Iterable[Any]]], where: str, counted: list[int], warnings: list[str]
 ) -> Iterator[Unit]:
-    """Blocks of (row number, cells) rows as units: the first non-empty row is the header, repeated atop
-    every block; "<where>rows a-b" (spreadsheet row numbers). `counted` holds the rows read so far
-    in the file, so MAX_ROWS bounds a file, not a sheet."""
-    header: list[str] | None = None
-    block: list[list[str]] = []
-    first = last = 0
-    size = 0
+    """Blocks of (row number, cells) rows as units: the header row (header_index) is repeated atop
+    every block, the rows above it are a unit of their own; "<where>rows a-b" (spreadsheet row
+    numbers). `counted` holds the rows read so far in the file, so MAX_ROWS bounds a file, not a sheet."""
     label = where.removesuffix(", ")
 
+    def nonempty() -> Iterator[tuple[int, list[str]]]:
+        for number, raw in rows:
+            counted[0] += 1
+            if counted[0] > MAX_ROWS:
+                at = f" (at {label})" if label else ""
+                raise TooLarge(path, f"more than {MAX_ROWS:,} rows{at}: split the file to ingest it")
+            cells = _trimmed(raw, warnings, label or "rows")
+            if any(cells):
+                yield number, cells
+
+    cleaned = nonempty()
+    head = list(itertools.islice(cleaned, HEADER_SEARCH))
+    if not head:
+        return
+    at = header_index([cells for _, cells in head])
+    if at:
+        notes = "\n".join(" ".join(c for c in cells if c) for _, cells in head[:at])
+        yield Unit(notes, heading=f"{where}rows {head[0][0]}-{head[at - 1][0]}")
+    first, header = head[at]
+    last = first
+    block: list[list[str]] = []
+    size = 0
+
     def unit() -> Unit:
-        assert header is not None
         return Unit(markdown_table([header, *block]), heading=f"{where}rows {first}-{last}")
 
-    for number, raw in rows:
-        counted[0] += 1
-        if counted[0] > MAX_ROWS:
-            at = f" (at {label})" if label else ""
-            raise TooLarge(path, f"more than {MAX_ROWS:,} rows{at}: split the file to ingest it")
-        cells = _trimmed(raw, warnings, label or "rows")
-        if not any(cells):
-            continue
-        if header is None:
-            header, first, last = cells, number, number
-            continue
+    for number, cells in itertools.chain(head[at + 1 :], cleaned):
         chars = sum(len(c) + 3 for c in cells)
         if block and (len(block) >= ROWS_PER_BLOCK or size + chars > BLOCK_CHARS):
             yield unit()
@@ -136,8 +159,7 @@ def row_blocks(
         block.append(cells)
         last = number
         size += chars
-    if header is not None:
-        yield unit()
+    yield unit()
 
 
 # --- Word --------------------------------------------------------------------------------------------
@@ -173,6 +195,23 @@ def _table_rows(table: Any) -> list[list[str]]:
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 
 
+def _page_breaks(paragraph: Any, rendered: bool) -> tuple[int, int]:
+    """A paragraph's page breaks before its first text and after it: Word's recorded ones (rendered),
+    else the author's explicit ones. Word records a break inside a paragraph that runs on to the next
+    page, and at the start of one that begins a page."""
+    before = after = 0
+    seen_text = False
+    for el in paragraph.iter(f"{_W}t", f"{_W}lastRenderedPageBreak", f"{_W}br"):
+        if el.tag == f"{_W}t":
+            seen_text = seen_text or bool(el.text and el.text.strip())
+        elif (el.tag == f"{_W}lastRenderedPageBreak") if rendered else (el.get(f"{_W}type") == "page"):
+            if seen_text:
+                after += 1
+            else:
+                before += 1
+    return before, after
+
+
 def load_docx(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
     """A Word file: a unit per section under its heading path, tables as Markdown tables, and the page
     of each unit where Word recorded its page breaks (or the author put explicit ones)."""
@@ -203,18 +242,12 @@ def load_docx(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
                     sections.add(markdown_table(rows))
                     sections.add("")
                 continue
-            element = block._p
-            if rendered:
-                breaks = sum(1 for _ in element.iter(f"{_W}lastRenderedPageBreak"))
-            elif explicit:
-                breaks = sum(1 for b in element.iter(f"{_W}br") if b.get(f"{_W}type") == "page")
-            else:
-                breaks = 0
-            if breaks:
-                page += breaks
+            before, after = _page_breaks(block._p, rendered) if rendered or explicit else (0, 0)
+            if before:
+                page += before
                 sections.turn_page(page)
             text = " ".join(block.text.split())
-            if not text:
+            if not text:  # (its breaks, if any, all came before any text)
                 continue
             style = block.style.name if block.style is not None else None
             level = _heading_level(style)
@@ -226,6 +259,9 @@ def load_docx(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
             else:
                 sections.add(text)
                 sections.add("")
+            if after:  # the paragraph runs on to the next page: it is cited at the page it starts on
+                page += after
+                sections.turn_page(page)
         units = tuple(Unit(clean_text(u.text), u.page, u.heading) for u in sections.result())
         if not units:
             raise EmptyDocument(path, "no text in the document")
@@ -311,6 +347,9 @@ def load_xlsx(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
             counted = [0]
             sheets = book.worksheets
             for sheet in sheets:
+                # read_only trusts the sheet's recorded extent, which some writers leave at A1 (readxl's
+                # datasets.xlsx: 150 rows of iris read as one cell); the rows are read to the end anyway
+                sheet.reset_dimensions()
                 rows = enumerate(sheet.iter_rows(values_only=True), start=1)
                 units.extend(row_blocks(path, rows, f"sheet {sheet.title}, ", counted, warnings))
             title = book.properties.title

@@ -17,7 +17,9 @@ from lectern.ingest.load import OCR_HEADING, LoadedDocument, Unit, load
 from lectern.ingest.pipeline import ingest
 from lectern.ingest.settings import IngestSettings
 from tests.fixtures.documents import (
+    DEATHS,
     build_csv,
+    build_deaths_xlsx,
     build_docx,
     build_epub,
     build_pptx,
@@ -204,3 +206,70 @@ def test_the_other_files_are_ingested_beside_the_bad_ones(tmp_path: Path) -> Non
             assert r.status == "added" and r.chunks, (name, r.reason)
         else:
             assert r.status == "failed" and reason in (r.reason or ""), (name, r.reason)
+
+
+# --- files as people and Office make them --------------------------------------------------------------
+
+REALWORLD = Path(__file__).resolve().parents[1] / "fixtures" / "realworld"
+
+
+def test_notes_above_a_sheet_s_table_are_a_unit_and_not_its_header(tmp_path: Path) -> None:
+    doc = load(build_deaths_xlsx(tmp_path / "deaths.xlsx"))
+    headings = [u.heading for u in doc.units]
+    assert headings[0] == "sheet arts, rows 1-3"
+    assert doc.units[0].text.startswith("Lots of people\nsimply cannot resist writing some notes")
+    tables = [u for u in doc.units if u.text.startswith("|")]
+    assert tables and all(
+        u.text.startswith("| Name | Profession | Age | Date of birth | Date of death |") for u in tables
+    )
+    glenn = next(u for u in doc.units if "John Glenn" in u.text)
+    assert glenn.heading is not None and glenn.heading.startswith("sheet other, rows ")
+    assert "| John Glenn | astronaut | 95 | 1921-07-28 | 2016-12-08 |" in glenn.text
+
+
+def test_a_sheet_that_records_its_extent_as_one_cell_is_read_whole(tmp_path: Path) -> None:
+    path = build_deaths_xlsx(tmp_path / "deaths.xlsx", wrong_extent=True)
+    import openpyxl
+
+    book = openpyxl.load_workbook(path, read_only=True)
+    assert book.worksheets[0].calculate_dimension() == "A1:A1"  # the trap is set
+    book.close()
+    text = "\n".join(u.text for u in load(path).units)
+    assert all(f"| {name} |" in text for people in DEATHS.values() for name, *_ in people)
+
+
+def test_a_header_with_its_corner_left_blank_is_the_header(tmp_path: Path) -> None:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in ([None, "Q1", "Q2"], ["North", 5, 6], ["South", 7, 8]):
+        sheet.append(row)
+    book.save(tmp_path / "quarters.xlsx")
+    assert load(tmp_path / "quarters.xlsx").units == (
+        Unit(
+            "|  | Q1 | Q2 |\n|---|---|---|\n| North | 5 | 6 |\n| South | 7 | 8 |",
+            heading="sheet Sheet, rows 2-3",
+        ),
+    )
+
+
+def test_a_word_file_is_cited_at_the_page_each_passage_starts_on() -> None:
+    """Saved by Word: it records where it broke the pages, some in the middle of a paragraph."""
+    doc = load(REALWORLD / "par-rendered-page-breaks.docx")
+    assert [(u.page, u.text) for u in doc.units] == [
+        (1, "No page breaks\n\nPage break here>><<followed by more text."),
+        (2, "Page break in>><<this hyperlink and another one here>><<with text following"),
+        (4, "Two page>><<breaks>><<in one run."),
+    ]
+    assert doc.pages == 6
+
+
+def test_a_powerpoint_file_s_tables_are_markdown_a_merged_cell_once() -> None:
+    """Saved by PowerPoint for Mac: three slides of tables, one with merged cells."""
+    doc = load(REALWORLD / "tbl-cell.pptx")
+    assert [u.heading for u in doc.units] == ["slide 1", "slide 2", "slide 3"]
+    assert "| unladen swallows | | | |" in doc.units[0].text
+    assert doc.units[1].text.count("merged cell") == 2  # two tables, each with one merged cell
+    assert doc.units[2].text == "| a | b | c |\n|---|---|---|\n| d | e | f |\n| g | h | i |"
