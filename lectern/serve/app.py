@@ -30,7 +30,7 @@ from lectern.errors import (
     UnknownModel,
 )
 from lectern.rag.settings import Settings
-from lectern.serve.batching import Batcher, QueuedChatModel
+from lectern.serve.batching import Batcher, QueuedChatModel, make_batcher
 from lectern.serve.completions import generate, make_job, to_messages
 from lectern.serve.edges import Gate, error_response, http_error
 from lectern.serve.embeddings import embed
@@ -154,7 +154,7 @@ class Server:
 def build_app(settings: Settings, llm: BaseChatModel, options: ServeOptions | None = None) -> FastAPI:
     """The server over an already loaded chat model (the CLI loads it; tests pass the fake)."""
     options = options or ServeOptions()
-    batcher = Batcher(llm, max_batch=options.max_batch, max_queue=options.max_queue)
+    batcher = make_batcher(llm, max_batch=options.max_batch, max_queue=options.max_queue)
     server = Server(settings, llm, options, batcher)
 
     @contextlib.asynccontextmanager

@@ -232,7 +232,24 @@ class Batcher:
 
 
 STAT_NAMES = ("submitted", "completed", "cancelled", "failed", "rejected", "batches", "batched_rows",
-              "largest_batch")  # fmt: skip
+              "largest_batch", "joined", "isolated_steps")  # fmt: skip
+"""Continuous batching's own: joined, rows that joined while others were generating; isolated_steps,
+failed steps run again one row at a time."""
+
+
+def make_batcher(llm: BaseChatModel, *, max_batch: int = 8, max_queue: int = 32) -> Batcher:
+    """The server's model worker: continuous batching on llama.cpp (lectern.serve.continuous) when
+    more than one row may run; otherwise this Batcher (static batches on transformers, one request
+    at a time for any other model)."""
+    from lectern.rag.llm.llamacpp import LlamaCppChatModel
+
+    if isinstance(llm, LlamaCppChatModel) and max_batch > 1:
+        from lectern.serve.continuous import ContinuousBatcher, LlamaSteps
+
+        return ContinuousBatcher(
+            llm, lambda slots: LlamaSteps(llm, slots), max_batch=max_batch, max_queue=max_queue
+        )
+    return Batcher(llm, max_batch=max_batch, max_queue=max_queue)
 
 
 # --------------------------------------------------------------------------- any chat model, one at a time
