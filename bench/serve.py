@@ -1,14 +1,15 @@
-"""`lectern serve` under concurrent clients: completion tokens/s and request latency (p50/p95) at 1, 8
-and 32 clients, per model and server mode (--modes BACKEND:MAX_BATCH; by default transformers with
-batching, --max-batch 8, and without, --max-batch 1), in one run.
+"""`lectern serve` under concurrent clients: completion tokens/s, request latency (p50/p95) and first
+token (p50) at 1, 8 and 32 clients, per model and server mode (--modes BACKEND:MAX_BATCH), in one run.
+The default modes: transformers with static batching (local:8), llama.cpp one request at a time
+(llamacpp:1), and llama.cpp with continuous batching, 8 and 32 rows (llamacpp:8, llamacpp:32).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.serve                      # SmolLM2 and packaged:auto
-    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.serve --models packaged:smollm2 --clients 1 8
-    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.serve --models packaged:qwen2.5-0.5b --clients 1 8 --modes local:8 llamacpp:1
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.serve --models packaged:qwen2.5-0.5b
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.serve --models packaged:smollm2 --clients 1 8 --modes local:8 llamacpp:8
 
-Each request is a streamed chat completion of exactly --tokens tokens (`ignore_eos`; llama.cpp does
-not honour it, so a reply there may end sooner: tokens/s counts what was generated), so the modes
-produce the same work; each client sends its requests one after another. The server is a real
+Each request is a streamed chat completion of exactly --tokens tokens (`ignore_eos`; honoured by
+transformers and by llama.cpp's continuous batching; llama.cpp one at a time does not honour it, so a
+reply there may end sooner: tokens/s counts what was generated); each client sends its requests one
+after another. The server is a real
 `lectern serve` subprocess on loopback. The machine's CPU, cores and load average before and after
 are printed with the table: on a shared machine a busy neighbour lowers every figure.
 """
@@ -141,7 +142,7 @@ async def level(url: str, model: str, clients: int, requests: int, tokens: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["packaged:smollm2", "packaged:auto"])
+    parser.add_argument("--models", nargs="+", default=["packaged:qwen2.5-0.5b"])
     parser.add_argument("--clients", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--tokens", type=int, default=32, help="completion tokens per request")
     parser.add_argument("--rounds", type=int, default=2, help="requests per client at each level")
@@ -149,8 +150,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument(
-        "--modes", nargs="+", default=["local:8", "local:1"],
-        help="BACKEND:MAX_BATCH per server (llamacpp serves one request at a time)",
+        "--modes", nargs="+", default=["local:8", "llamacpp:1", "llamacpp:8", "llamacpp:32"],
+        help="BACKEND:MAX_BATCH per server (llamacpp with MAX_BATCH > 1 batches continuously)",
     )  # fmt: skip
     args = parser.parse_args()
     data = args.data_dir or Path(tempfile.mkdtemp(prefix="bench-serve-"))

@@ -614,11 +614,10 @@ def ask(
 def _print_structured(answer: Answer) -> None:
     """`ask --json-schema`: the JSON object the model wrote under the schema on stdout, the sources
     the chain checked on stderr."""
-    try:
-        value = json.loads(answer.raw or "")
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):  # the chain abstained before the model was asked
+    from lectern.rag.qa import structured_value
+
+    value = structured_value(answer)
+    if value is None:  # the chain abstained before the model was asked
         err.print(
             f"[dim]no model answer ({answer.abstained_by or 'abstained'}): only the chain's answer[/dim]"
         )

@@ -524,6 +524,16 @@ def parse_structured(raw: str) -> StructuredAnswer:
     return StructuredAnswer.model_validate(data)
 
 
+def structured_value(answer: Answer) -> dict[str, Any] | None:
+    """The JSON object the model wrote for a structured answer (under its schema), or None when the
+    chain abstained before the model was asked (then only the chain's answer exists)."""
+    try:
+        value = json.loads(answer.raw or "")
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _from_span(answer: Answer, span: str, ctx: Context, question: str, **update: Any) -> Answer:
     """The answer replaced by a source's exact words, citing that source alone."""
     citation = Citation.from_context(ctx).model_copy(

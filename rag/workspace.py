@@ -82,19 +82,26 @@ def structured_llm(llm: BaseChatModel, schema_file: Path | None) -> BaseChatMode
     are only asked for JSON (the prompt), as before."""
     from lectern.rag.llm import TemplatedChatModel
     from lectern.rag.llm.structured import load_schema
-    from lectern.rag.qa import StructuredAnswer
 
-    if schema_file is not None:
-        schema = load_schema(schema_file, "answer.json_schema")
-        answer = (schema.get("properties") or {}).get("answer") or {}
-        if answer.get("type") != "string" or "answer" not in schema.get("required", []):
-            raise InvalidInput("answer.json_schema", str(schema_file),
-                               'needs a required string property "answer" (what the chain cites)')  # fmt: skip
-    else:
-        schema = StructuredAnswer.model_json_schema()
+    loaded = None if schema_file is None else load_schema(schema_file, "answer.json_schema")
+    schema = answer_schema(loaded, "answer.json_schema", str(schema_file))
     if not isinstance(llm, TemplatedChatModel):
         return llm
     return llm.model_copy(update={"response_schema": schema})
+
+
+def answer_schema(schema: dict[str, Any] | None, field: str, where: str) -> dict[str, Any]:
+    """The schema a structured answer is decoded under: rag.qa.StructuredAnswer's when none is given,
+    else `schema`, which needs a required string property "answer" (what the chain cites);
+    InvalidInput naming `field` and `where` (the file, the request's field) otherwise."""
+    from lectern.rag.qa import StructuredAnswer
+
+    if schema is None:
+        return StructuredAnswer.model_json_schema()
+    answer = (schema.get("properties") or {}).get("answer") or {}
+    if answer.get("type") != "string" or "answer" not in schema.get("required", []):
+        raise InvalidInput(field, where, 'needs a required string property "answer" (what the chain cites)')
+    return schema
 
 
 def qa_options(settings: Settings) -> dict[str, Any]:

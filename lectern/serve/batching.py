@@ -504,6 +504,7 @@ class QueuedChatModel(LecternChatModel):
     base: Any = Field(exclude=True, repr=False)  # the loaded BaseChatModel
     batcher: Any = Field(exclude=True, repr=False)
     temperature: float = 0.0
+    response_schema: dict[str, Any] | None = None  # its replies are JSON under it (a call's wins)
     cancelled: threading.Event = Field(default_factory=threading.Event, exclude=True)
     usage: list[tuple[int, int]] = Field(default_factory=list)
 
@@ -536,7 +537,7 @@ class QueuedChatModel(LecternChatModel):
             stop=list(stop or []),
         )
         job = Job(list(messages), sampling, events.put, cancelled=self.cancelled)
-        job.schema = kwargs.get("response_schema")
+        job.schema = kwargs.get("response_schema", self.response_schema)
         prompt_tokens = self.get_num_tokens_from_messages(list(messages))
         if isinstance(self.base, TemplatedChatModel):
             job.prompt_text = self.base._prompt_text(messages)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.messages.tool import tool_call
 
@@ -82,9 +83,7 @@ def make_job(
         prompt_tokens = len(ids)
     else:
         if schema is not None:
-            raise APIError(f"response_format needs constrained decoding, which a {llm._llm_type} model does "
-                           "not do here (the local and llamacpp backends do)", param="response_format",
-                           code="response_format_unsupported")  # fmt: skip
+            raise unconstrained(llm)
         prompt_tokens = (
             llm.get_num_tokens(raw) if raw is not None else llm.get_num_tokens_from_messages(messages)
         )
@@ -114,6 +113,13 @@ def make_job(
     job.tools, job.tool_choice, job.start = tools, choice, start
     job.prompt_text, job.schema = text, schema
     return job
+
+
+def unconstrained(llm: BaseChatModel) -> APIError:
+    """The 400 for a response_format sent to a model that cannot decode under a schema here."""
+    return APIError(f"response_format needs constrained decoding, which a {llm._llm_type} model does not "
+                    "do here (the local and llamacpp backends do)", param="response_format",
+                    code="response_format_unsupported")  # fmt: skip
 
 
 def forced_call(tools: list[dict[str, Any]] | None, choice: str) -> dict[str, Any] | None:

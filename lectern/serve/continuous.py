@@ -35,9 +35,10 @@ instead of stalling the running rows for one long prefill."""
 BATCH_TOKENS = 512
 """The most tokens one decode takes (llama.cpp's n_batch): prompt tokens fed per step when no row is
 generating, and the bound on rows plus a chunk."""
-KV_CELLS_PER_ROW = 1024
-"""KV cache cells set aside per slot (the cache is one buffer shared by the rows, at least the
-model's window): a row is admitted when its prompt plus max_tokens fit in what is left."""
+KV_CELLS_PER_ROW, KV_CELLS_MAX = 1024, 8192
+"""The KV cache is one buffer shared by the rows: KV_CELLS_PER_ROW per slot, at most KV_CELLS_MAX
+(100 MB on Qwen 0.5B, 230 MB on the 1.5B) and at least the model's window. A row is admitted when
+its prompt plus max_tokens fit in what the running rows left."""
 
 
 Item = tuple[int, int, int, bool]
@@ -301,7 +302,7 @@ class ContinuousBatcher(Batcher):
 
 class LlamaSteps:
     """Steps over a llama.cpp context of its own on the loaded model's weights: `slots` sequences in
-    one unified KV cache of max(window, slots * KV_CELLS_PER_ROW) cells."""
+    one unified KV cache (KV_CELLS_PER_ROW per slot, at most KV_CELLS_MAX, at least the window)."""
 
     def __init__(self, llm: Any, slots: int) -> None:
         from llama_cpp import _internals
@@ -315,7 +316,7 @@ class LlamaSteps:
         window = int(llm.context_window)
         params.n_seq_max = slots
         params.kv_unified = True  # one buffer: a row takes the cells it needs, not window / slots
-        params.n_ctx = max(window, slots * min(window, KV_CELLS_PER_ROW))
+        params.n_ctx = max(window, min(slots * KV_CELLS_PER_ROW, KV_CELLS_MAX))
         params.n_batch = params.n_ubatch = max(BATCH_TOKENS, slots + PREFILL_TOKENS)
         self.ctx = _internals.LlamaContext(model=self.llama._model, params=params, verbose=False)
         self.kv_cells = int(self.cpp.llama_n_ctx(self.ctx.ctx))

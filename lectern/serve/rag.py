@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -11,10 +12,12 @@ from fastapi import Request
 
 from lectern.errors import (
     APIError,
+    InvalidInput,
     UnknownModel,
 )
 from lectern.serve.answers import Ending, async_sink, respond, watching
 from lectern.serve.batching import Event, QueuedChatModel
+from lectern.serve.completions import unconstrained
 from lectern.serve.protocol import (
     RAG_PREFIX,
     ChatRequest,
@@ -54,7 +57,42 @@ def known_sources(server: Server, body: ChatRequest) -> tuple[str, ...]:
     return tuple(ws.known_source(s, from_cwd=False) for s in body.sources or ())
 
 
-def _rag_chain(server: Server, body: ChatRequest, llm: QueuedChatModel, sources: tuple[str, ...]) -> Any:
+def answer_format(server: Server, body: ChatRequest) -> dict[str, Any] | None:
+    """The schema a RAG answer is decoded under for `response_format` (None: free text), through the
+    machinery of answer.json_schema: `json_object` is lectern's structured answer ({"answer",
+    "citations"}); a `json_schema` needs a required string property "answer" (what the chain cites
+    and checks). A 400 naming response_format for one that cannot be, or a model that cannot
+    constrain its decoding."""
+    from lectern.rag.llm import TemplatedChatModel
+    from lectern.rag.llm.structured import ANY_OBJECT
+    from lectern.rag.workspace import answer_schema
+
+    schema = body.response_schema()
+    if schema is None:
+        return None
+    try:
+        schema = answer_schema(
+            None if schema is ANY_OBJECT else schema, "response_format", "json_schema.schema"
+        )
+    except InvalidInput as error:
+        raise APIError(str(error), param="response_format", code="invalid_request") from None
+    if not isinstance(server.llm, TemplatedChatModel):
+        raise unconstrained(server.llm)
+    return schema
+
+
+def structured_text(answer: Any) -> str:
+    """A structured RAG answer's content: the JSON object the model wrote, or the chain's own answer
+    as {"answer": ...} when it abstained before asking the model."""
+    from lectern.rag.qa import structured_value
+
+    value = structured_value(answer)
+    return json.dumps(value if value is not None else {"answer": answer.answer}, ensure_ascii=False)
+
+
+def _rag_chain(
+    server: Server, body: ChatRequest, llm: QueuedChatModel, sources: tuple[str, ...], structured: bool
+) -> Any:
     from lectern.rag.qa import build_qa_chain
     from lectern.rag.retrieval import Filters
     from lectern.rag.workspace import chain_options
@@ -72,6 +110,8 @@ def _rag_chain(server: Server, body: ChatRequest, llm: QueuedChatModel, sources:
     options = {**chain_options(ws.settings, searcher), "max_new_tokens": llm.max_new_tokens}
     if body.k is not None:
         options["k"] = body.k
+    if structured:
+        options["structured"] = True
     return build_qa_chain(llm, retriever, **options)
 
 
@@ -86,16 +126,18 @@ async def rag_chat(server: Server, body: ChatRequest, request: Request) -> Any:
     if name not in server.collections():
         raise UnknownModel(f"model {body.model!r} not found: no collection {name!r}", param="model",
                            code="model_not_found")  # fmt: skip
+    schema = answer_format(server, body)
     sources = await asyncio.to_thread(known_sources, server, body)
     server.batcher.check_capacity()
     llm = server.queued(body.limit(), body.temperature)
+    llm.response_schema = schema
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[Event] = asyncio.Queue()
     sink = async_sink(loop, events)
 
     def work() -> None:  # retrieval (the embedder's first load too) off the event loop
         try:
-            chain = _rag_chain(server, body, llm, sources)
+            chain = _rag_chain(server, body, llm, sources, schema is not None)
             for part in chain.stream_answer(question):
                 sink(("done", part) if isinstance(part, Answer) else ("text", part))
         except Exception as error:
@@ -109,7 +151,8 @@ async def rag_chat(server: Server, body: ChatRequest, request: Request) -> Any:
     shape = Shape(new_id("chatcmpl"), now(), body.model, True, body.include_usage())
 
     def ending(answer: Answer) -> Ending:
-        return Ending("stop", used(), {"sources": sources_of(answer)}, text=answer.answer)
+        text = structured_text(answer) if schema is not None else answer.answer
+        return Ending("stop", used(), {"sources": sources_of(answer)}, text=text)
 
     return await respond(request, shape, events, llm.cancelled, body.stream, ending)
 
