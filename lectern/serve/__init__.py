@@ -60,10 +60,10 @@ def run(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     if warning:
         log.warning(warning)
-    if settings.llm.backend == "auto":  # concurrent requests batch on transformers (rag.llm.choose_backend)
+    if settings.llm.backend == "auto":  # said in the log (rag.llm.choose_backend)
         from lectern.rag.llm import resolve_auto
 
-        chosen, why = resolve_auto(settings.llm, serving=True)
+        chosen, why = resolve_auto(settings.llm)
         log.info("lectern serve: backend %s", why)
         settings = settings.model_copy(update={"llm": chosen})
     llm = shared_llm(settings)

@@ -70,20 +70,18 @@ def cuda_here(device: str) -> bool:
     return bool(torch.cuda.is_available())
 
 
-def choose_backend(settings: LLMSettings, serving: bool = False) -> tuple[str, str]:
+def choose_backend(settings: LLMSettings) -> tuple[str, str]:
     """(backend, why) for `llm.backend = "auto"`: llama.cpp for a GGUF model (the packaged ones) on a
-    CPU, where it answers in about half the time in a fifth of the memory (docs/LLM.md); the
-    transformers `local` backend for a transformers model, a LoRA adapter (PEFT, which llama.cpp
-    does not load), a CUDA GPU unless llama.cpp was built to offload to it, and `lectern serve`
-    (`serving`: it batches concurrent requests into one `generate`; llama.cpp here serves one at a time)."""
+    CPU, where it answers in about half the time in a fifth of the memory, and `lectern serve`
+    batches it continuously (docs/LLM.md); the transformers `local` backend for a transformers
+    model, a LoRA adapter (PEFT, which llama.cpp does not load), and a CUDA GPU unless llama.cpp was
+    built to offload to it."""
     if settings.adapter:
         return "local", "a LoRA adapter is set, which only transformers loads"
     if not is_gguf(settings.model):
         return "local", "a transformers model, not a GGUF file"
     if importlib.util.find_spec("llama_cpp") is None:
         return "local", "llama-cpp-python is not installed (make setup installs it)"
-    if serving:
-        return "local", "lectern serve batches concurrent requests on transformers"
     if cuda_here(settings.device):
         if gpu_offload():
             return "llamacpp", "a GGUF model, and llama.cpp offloads it to the GPU"
@@ -91,12 +89,12 @@ def choose_backend(settings: LLMSettings, serving: bool = False) -> tuple[str, s
     return "llamacpp", "a GGUF model on a CPU"
 
 
-def resolve_auto(settings: LLMSettings, serving: bool = False) -> tuple[LLMSettings, str]:
+def resolve_auto(settings: LLMSettings) -> tuple[LLMSettings, str]:
     """`settings` with backend "auto" made the backend choose_backend picks, and what to say of it
     ("llamacpp (auto: a GGUF model on a CPU)"); any other settings as they are, and ""."""
     if settings.backend != "auto":
         return settings, ""
-    backend, why = choose_backend(settings, serving)
+    backend, why = choose_backend(settings)
     return settings.model_copy(update={"backend": backend}), f"{backend} (auto: {why})"
 
 

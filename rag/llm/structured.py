@@ -138,7 +138,13 @@ def gbnf(key: str) -> str:
     import_llama_cpp()  # its threads' wait policy is set before llama.cpp loads
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    return str(json_schema_to_gbnf(key))
+    return str(json_schema_to_gbnf(key)).replace(_LOOSE_CHAR, _JSON_CHAR)
+
+
+_LOOSE_CHAR, _JSON_CHAR = 'char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+"""llama-cpp-python's string character admits control characters, which JSON strings may not hold
+raw (a model wrote a newline inside "answer", and json.loads refused the reply): the rule of
+llama.cpp's own json-schema-to-grammar instead."""
 
 
 def llama_grammar(schema: dict[str, Any]) -> Any:

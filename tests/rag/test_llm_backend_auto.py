@@ -57,13 +57,6 @@ def test_a_cuda_build_of_llama_cpp_takes_the_gpu(
     )
 
 
-def test_serve_keeps_the_batching_backend(cpu_with_llama: None) -> None:
-    assert choose_backend(LLMSettings(), serving=True) == (
-        "local",
-        "lectern serve batches concurrent requests on transformers",
-    )
-
-
 def test_without_llama_cpp_gguf_models_run_on_transformers(monkeypatch: pytest.MonkeyPatch) -> None:
     real = llm_mod.importlib.util.find_spec
     monkeypatch.setattr(

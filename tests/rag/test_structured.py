@@ -83,3 +83,15 @@ def test_required_is_any_one_tool_and_auto_is_free() -> None:
     with pytest.raises(jsonschema.ValidationError):
         validate({"name": "delete_everything", "arguments": {}}, call)
     assert tool_call_schema([SEARCH], "auto") is None and tool_call_schema([SEARCH], "none") is None
+
+
+def test_the_grammar_keeps_control_characters_out_of_strings() -> None:
+    """A raw newline inside a JSON string is not JSON: the grammar's string character is llama.cpp's
+    own rule, not llama-cpp-python's looser one (a reply with one failed json.loads)."""
+    pytest.importorskip("llama_cpp")
+    from llama_cpp import LlamaGrammar
+
+    grammar = gbnf(schema_key({"type": "object", "properties": {"answer": {"type": "string"}}}))
+    char = next(line for line in grammar.splitlines() if line.startswith("char ::="))
+    assert char.startswith('char ::= [^"\\\\\\x7F\\x00-\\x1F] |'), char
+    LlamaGrammar.from_string(grammar, verbose=False)  # llama.cpp reads it
