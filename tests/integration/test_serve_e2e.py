@@ -49,9 +49,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     # one torch thread: CI's two cores are shared with the test process and its clients
     env.update(LECTERN_DATA_DIR=str(data), LECTERN_LLM__THREADS="1", LECTERN_LLM__MAX_NEW_TOKENS="48",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # fmt: skip
+    # transformers' static batcher: the queue test below counts requests waiting behind a running
+    # batch (llama.cpp, the default backend, batches continuously: test_serve_continuous_e2e.py)
     args = [
         "--model",
         MODEL,
+        "--backend",
+        "local",
         "--api-key",
         KEY,
         "--max-batch",

@@ -283,3 +283,22 @@ def test_closing_ends_the_running_rows_and_frees_the_context(engine: Any) -> Non
     assert reply.end[1].reason == "cancelled"
     batcher._thread.join(30)
     assert steps.closed
+
+
+def test_past_the_queue_bound_a_request_is_refused_with_a_wait() -> None:
+    from lectern.errors import ServerBusy
+
+    steps = ToySteps(1)
+    batcher = ContinuousBatcher(FakeChatModel(), lambda n: steps, max_batch=1, max_queue=2)
+    try:
+        held, reply = job(prompt("tick"), max_tokens=10**6, ignore_eos=True)
+        batcher.submit(held)
+        assert reply.first.wait(30)  # running: the queue counts only the waiting
+        batcher.submit(job(prompt("a"))[0])
+        batcher.submit(job(prompt("b"))[0])
+        with pytest.raises(ServerBusy) as refused:
+            batcher.submit(job(prompt("c"))[0])
+        assert refused.value.retry_after_s > 0 and batcher.snapshot()["rejected"] == 1
+        held.cancelled.set()
+    finally:
+        batcher.close()
