@@ -246,9 +246,8 @@ def make_batcher(llm: BaseChatModel, *, max_batch: int = 8, max_queue: int = 32)
     if isinstance(llm, LlamaCppChatModel) and max_batch > 1:
         from lectern.serve.continuous import ContinuousBatcher, LlamaSteps
 
-        return ContinuousBatcher(
-            llm, lambda slots: LlamaSteps(llm, slots), max_batch=max_batch, max_queue=max_queue
-        )
+        steps = LlamaSteps(llm, max_batch)  # made here: a context llama.cpp refuses stops the start
+        return ContinuousBatcher(llm, steps, max_batch=max_batch, max_queue=max_queue)
     return Batcher(llm, max_batch=max_batch, max_queue=max_queue)
 
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import ctypes
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from lectern.errors import BackendUnavailable
 from lectern.serve.batching import Batcher, Emitter, Finish, Job
 
 PREFILL_TOKENS = 128
@@ -108,20 +108,14 @@ class ContinuousBatcher(Batcher):
     """The worker thread over a Steps model: the Batcher's queue, bound and counters, with rows that
     join and leave between decode steps. `max_batch` is the number of rows (sequences) at once."""
 
-    def __init__(
-        self, llm: Any, steps: Callable[[int], Steps], *, max_batch: int = 8, max_queue: int = 32
-    ) -> None:
-        self._make_steps = steps
+    def __init__(self, llm: Any, steps: Steps, *, max_batch: int = 8, max_queue: int = 32) -> None:
+        self.steps = steps
         self.slots: list[Slot] = []
         self._used = 0  # cache cells set aside by the slots
         super().__init__(llm, max_batch=max_batch, max_queue=max_queue, gather_s=0.0)
 
     def _loop(self) -> None:
-        try:
-            steps = self._make_steps(self.max_batch)
-        except Exception as error:  # the context could not be made: every request hears why
-            self._fail_all(error)
-            return
+        steps = self.steps
         try:
             while True:
                 joining = self._admit(steps)
@@ -135,16 +129,6 @@ class ContinuousBatcher(Batcher):
             for slot in self.slots:
                 self._end(steps, slot, "cancelled")
             steps.close()
-
-    def _fail_all(self, error: BaseException) -> None:
-        while True:
-            with self._cond:
-                while not self.waiting and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return
-                job = self.waiting.popleft()
-            self._fail(job, error)
 
     # ------------------------------------------------------------------ rows joining and leaving
 
@@ -318,7 +302,11 @@ class LlamaSteps:
         params.kv_unified = True  # one buffer: a row takes the cells it needs, not window / slots
         params.n_ctx = max(window, min(slots * KV_CELLS_PER_ROW, KV_CELLS_MAX))
         params.n_batch = params.n_ubatch = max(BATCH_TOKENS, slots + PREFILL_TOKENS)
-        self.ctx = _internals.LlamaContext(model=self.llama._model, params=params, verbose=False)
+        try:
+            self.ctx = _internals.LlamaContext(model=self.llama._model, params=params, verbose=False)
+        except ValueError as error:  # llama.cpp could not allocate it
+            raise BackendUnavailable("llamacpp", f"no context of {slots} sequences and {params.n_ctx} cache "
+                                     f"cells for serving ({error}); try a smaller --max-batch") from None  # fmt: skip
         self.kv_cells = int(self.cpp.llama_n_ctx(self.ctx.ctx))
         self.batch_tokens = int(params.n_batch)
         self.batch = self.cpp.llama_batch_init(self.batch_tokens, 0, 1)

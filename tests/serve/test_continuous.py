@@ -127,7 +127,7 @@ def engine() -> Iterator[Any]:
 
     def make(slots: int = 4, **options: Any) -> tuple[ContinuousBatcher, ToySteps]:
         steps = ToySteps(slots, **options)
-        batcher = ContinuousBatcher(FakeChatModel(), lambda n: steps, max_batch=slots, max_queue=64)
+        batcher = ContinuousBatcher(FakeChatModel(), steps, max_batch=slots, max_queue=64)
         made.append(batcher)
         return batcher, steps
 
@@ -289,7 +289,7 @@ def test_past_the_queue_bound_a_request_is_refused_with_a_wait() -> None:
     from lectern.errors import ServerBusy
 
     steps = ToySteps(1)
-    batcher = ContinuousBatcher(FakeChatModel(), lambda n: steps, max_batch=1, max_queue=2)
+    batcher = ContinuousBatcher(FakeChatModel(), steps, max_batch=1, max_queue=2)
     try:
         held, reply = job(prompt("tick"), max_tokens=10**6, ignore_eos=True)
         batcher.submit(held)
