@@ -6,9 +6,10 @@ Rows never mix: every step's token is routed to its own request's sink by row in
 row (client gone) is stopped by a stopping criterion checked between tokens; when every row of a
 batch is done, `generate` returns and the next batch starts.
 
-Models other than the local transformers backend are served one request at a time, with the same
-events and cancellation: llamacpp streams the prompt make_job rendered (`stream_text`), the fake and
-an upstream OpenAI server their own `stream`. A row with a JSON schema (response_format, a forced
+llama.cpp with more than one row is batched continuously (lectern.serve.continuous, make_batcher
+picks it). Other models are served one request at a time, with the same events and cancellation:
+llamacpp at --max-batch 1 streams the prompt make_job rendered (`stream_text`), the fake and an
+upstream OpenAI server their own `stream`. A row with a JSON schema (response_format, a forced
 tool call) is decoded under it: llama.cpp's grammar, or its own mask in the transformers batch.
 """
 
