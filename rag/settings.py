@@ -218,9 +218,10 @@ class LLMSettings(BaseModel):
     # rag.llm.LLM_BACKENDS; auto's rule: rag.llm.choose_backend
     backend: str = Field(
         "auto",
-        description="`auto` runs a GGUF model on `llamacpp` on a CPU and `local` (transformers) for a model "
-        "folder, a LoRA adapter, a CUDA GPU and `lectern serve`, saying which and why; or `llamacpp`, "
-        "`local`, `openai` (any OpenAI-compatible server) or `fake` (docs/LLM.md).",
+        description="`auto` runs a GGUF model on `llamacpp` on a CPU (`lectern serve` too: it batches "
+        "llama.cpp continuously) and `local` (transformers) for a model folder, a LoRA adapter and a CUDA "
+        "GPU, saying which and why; or `llamacpp`, `local`, `openai` (any OpenAI-compatible server) or "
+        "`fake` (docs/LLM.md).",
     )
     model: str = Field(
         "packaged:auto",
