@@ -63,7 +63,8 @@ def machine() -> str:
 
 def start(
     model: str, backend: str, max_batch: int, data_dir: Path, max_queue: int, threads: int | None
-) -> tuple[subprocess.Popen[bytes], str]:
+) -> tuple[subprocess.Popen[bytes], str, float]:
+    """The server, its URL, and the seconds from launch to a 200 from /health."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
     env.update(LECTERN_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
@@ -72,18 +73,19 @@ def start(
     lectern = Path(sys.executable).with_name("lectern")
     cmd = [str(lectern), "serve", "--model", model, "--backend", backend, "--port", str(port), "--max-batch", str(max_batch),
            "--max-queue", str(max_queue), "--log-level", "warning"]  # fmt: skip
+    launched = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
+    deadline = launched + 600
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url
+                return proc, url, time.monotonic() - launched
         except httpx.TransportError:
             pass
         if proc.poll() is not None:
             break
-        time.sleep(0.5)
+        time.sleep(0.1)
     proc.kill()
     raise SystemExit(f"lectern serve --model {model} did not start")
 
@@ -161,7 +163,10 @@ def main() -> None:
     for model in args.models:
         for mode in args.modes:
             backend, max_batch = mode.split(":")
-            proc, url = start(model, backend, int(max_batch), data, max(args.clients) + 8, args.threads)
+            proc, url, started = start(
+                model, backend, int(max_batch), data, max(args.clients) + 8, args.threads
+            )
+            print(f"{model} {mode}: healthy {started:.2f} s after launch", flush=True)
             try:
                 served = httpx.get(f"{url}/health").json()["model"]
                 for clients in args.clients:
