@@ -39,9 +39,10 @@ if TYPE_CHECKING:  # langchain-core and the search stack load when a method need
     from langchain_core.language_models import BaseChatModel
 
     from lectern.rag.agent import Agent
+    from lectern.rag.chat import ChatSession
     from lectern.rag.evidence import Calibration
-    from lectern.rag.qa import QAChain
-    from lectern.rag.retrieval import Hit, LecternRetriever, Searcher
+    from lectern.rag.qa import QAChain, QAOptions
+    from lectern.rag.retrieval import Filters, Hit, LecternRetriever, Searcher
     from lectern.rag.types import Answer, SummaryResult
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -104,44 +105,79 @@ def answer_schema(schema: dict[str, Any] | None, field: str, where: str) -> dict
     return schema
 
 
-def qa_options(settings: Settings) -> dict[str, Any]:
-    """build_qa_chain's options from the settings (k, prompt variant, answer length, min_score, JSON,
-    context form, evidence-based abstention)."""
-    return {
-        "k": settings.retrieval.k,
-        "variant": settings.answer.prompt,
-        "structured": settings.answer.structured or settings.answer.json_schema is not None,
-        "max_new_tokens": settings.llm.max_new_tokens,
-        "min_score": settings.retrieval.min_score,
-        "context": settings.answer.context,
-        "sentences": settings.answer.sentences,
-        "neighbours": settings.answer.neighbours,
-        "order": settings.answer.order,
-        "evidence": settings.answer.evidence,
-        "verify": settings.answer.verify,
-        "together": settings.answer.together,
-        "subject": settings.answer.subject,
-        "meaning": settings.answer.meaning,
-        "by_meaning": settings.answer.by_meaning,
-        "facts": settings.answer.facts,
-    }
+def qa_options(settings: Settings, profile: str | None = None) -> QAOptions:
+    """The QA chain's options from the settings, for a collection built with embedding `profile`
+    (its manifest's): the one place they are read, whoever builds the chain (chain_from_settings,
+    the agent). The gate's calibration and the selection's cosine weight hold for the profile they
+    were fitted with (fitted_embedder): other embedders choose by words."""
+    from lectern.rag.qa import QAOptions
+
+    answer, fitted = settings.answer, fitted_embedder(profile)
+    return QAOptions(
+        k=settings.retrieval.k,
+        variant=answer.prompt,
+        max_new_tokens=settings.llm.max_new_tokens,
+        min_score=settings.retrieval.min_score,
+        structured=answer.structured or answer.json_schema is not None,
+        context=answer.context,
+        sentences=answer.sentences,
+        neighbours=answer.neighbours,
+        order=answer.order,
+        evidence=answer.evidence,
+        calibration=evidence_calibration(settings, profile),
+        meaning=answer.meaning if fitted else 0.0,
+        by_meaning=answer.by_meaning if fitted else 0,
+        verify=answer.verify,
+        together=answer.together,
+        subject=answer.subject,
+        facts=answer.facts,
+    )
 
 
-def chain_options(settings: Settings, searcher: Searcher) -> dict[str, Any]:
-    """build_qa_chain's options for a chain over `searcher`'s collection: the settings' (qa_options)
-    and what the collection knows: its IDF, its words for spelling, its embedder for the meaning
-    gate, and the gate's calibration for the embedder it was built with."""
-    profile = searcher.collection.manifest.profile
-    return {
-        **qa_options(settings),
-        "term_weights": searcher.term_weights,
-        "spelling": searcher.spelled,
-        "similarity": searcher.similarities,
-        "calibration": evidence_calibration(settings, profile),
-        # the selection's cosine weight was tuned on MiniLM's scale too: other embedders choose by words
-        "meaning": settings.answer.meaning if fitted_embedder(profile) else 0.0,
-        "by_meaning": settings.answer.by_meaning if fitted_embedder(profile) else 0,
+def build_retriever(settings: Settings, searcher: Searcher, **options: Any) -> LecternRetriever:
+    """The retriever over `searcher` as the retrieval settings configure it (options override:
+    k, mode, filters...)."""
+    from lectern.rag.retrieval import LecternRetriever
+
+    r = settings.retrieval
+    defaults: dict[str, Any] = {
+        "k": r.k,
+        "mode": r.mode,
+        "mmr": r.mmr,
+        "reranker": shared_reranker(r.reranker) if r.reranker else None,
+        "rerank_candidates": r.rerank_candidates,
     }
+    return LecternRetriever(searcher=searcher, **{**defaults, **options})
+
+
+def chain_from_settings(
+    settings: Settings,
+    searcher: Searcher,
+    *,
+    llm: BaseChatModel | None = None,
+    mode: str | None = None,
+    filters: Filters | None = None,
+    **changes: Any,
+) -> QAChain:
+    """The QA chain over `searcher`'s collection as the settings configure it: Workspace.qa_chain,
+    the server's RAG models and the answer eval all build theirs here. `changes` replace QAOptions
+    fields (`k` is the retriever's too); `mode` and `filters` are the retriever's. A structured
+    answer's model decodes under answer.json_schema's schema; `llm` replaces the settings' model and
+    is used as given (the server's queued model carries a request's schema itself)."""
+    from lectern.rag.qa import Corpus, QAChain
+
+    options = dataclasses.replace(qa_options(settings, searcher.collection.manifest.profile), **changes)
+    retrieval: dict[str, Any] = {"k": changes["k"]} if changes.get("k") is not None else {}
+    if mode is not None:
+        retrieval["mode"] = mode
+    if filters is not None:
+        retrieval["filters"] = filters
+    model = llm
+    if model is None:
+        model = shared_llm(settings)
+        if options.structured:
+            model = structured_llm(model, settings.answer.json_schema)
+    return QAChain(model, build_retriever(settings, searcher, **retrieval), options, Corpus.of(searcher))
 
 
 def fitted_embedder(profile: str | None) -> bool:
@@ -266,17 +302,7 @@ class Workspace:
         return self.searcher().search(query, k=k, mode=mode, filters=filters, mmr=mmr)
 
     def retriever(self, searcher: Searcher | None = None, **options: Any) -> LecternRetriever:
-        r = self.settings.retrieval
-        defaults: dict[str, Any] = {
-            "k": r.k,
-            "mode": r.mode,
-            "mmr": r.mmr,
-            "reranker": shared_reranker(r.reranker) if r.reranker else None,
-            "rerank_candidates": r.rerank_candidates,
-        }
-        from lectern.rag.retrieval import LecternRetriever
-
-        return LecternRetriever(searcher=searcher or self.searcher(), **{**defaults, **options})
+        return build_retriever(self.settings, searcher or self.searcher(), **options)
 
     def known_source(self, source: str | Path, *, from_cwd: bool = True) -> str:
         """The collection's key for a document asked for by path; DocumentNotFound when it holds none
@@ -311,20 +337,10 @@ class Workspace:
     def llm(self) -> BaseChatModel:
         return shared_llm(self.settings)
 
-    def _qa_parts(self, options: dict[str, Any]) -> tuple[LecternRetriever, dict[str, Any]]:
-        """The retriever and the QA chain's options, weighing question words by this collection's IDF."""
-        searcher = self.searcher()
-        return self.retriever(searcher), {**chain_options(self.settings, searcher), **options}
-
-    def qa_chain(self, **options: Any) -> QAChain:
-        """The QA chain over this collection, as the settings configure it (options override)."""
-        from lectern.rag.qa import build_qa_chain
-
-        retriever, merged = self._qa_parts(options)
-        llm = self.llm
-        if merged.get("structured"):
-            llm = structured_llm(llm, self.settings.answer.json_schema)
-        return build_qa_chain(llm, retriever, **merged)
+    def qa_chain(self, *, llm: BaseChatModel | None = None, **changes: Any) -> QAChain:
+        """The QA chain over this collection, as the settings configure it (chain_from_settings:
+        `changes` replace QAOptions fields, `mode` and `filters` the retriever's)."""
+        return chain_from_settings(self.settings, self.searcher(), llm=llm, **changes)
 
     def check_question(self, question: str) -> str:
         """The question, refused when empty or far too long (before any model loads), or over
@@ -343,27 +359,30 @@ class Workspace:
     def agent(self, *, llm: BaseChatModel | None = None, **options: Any) -> Agent:
         """A tool-calling agent over this collection (rag.agent): `.invoke(question) -> AgentResult`.
         Options are Agent's (max_steps, token_budget, max_new_tokens, plan); `llm` replaces the
-        settings' model. `plan` is on unless given: plan and execute answered 14 of 25 multi-hop
-        questions with Qwen2.5 1.5B where the tool loop answered 4 (docs/AGENT.md)."""
+        settings' model. Its answers follow the answer settings (qa_options), as the QA chain's do.
+        `plan` is on unless given: plan and execute answered 14 of 25 multi-hop questions with
+        Qwen2.5 1.5B where the tool loop answered 4 (docs/AGENT.md)."""
         from lectern.rag.agent import build_agent
         from lectern.rag.tools import SourceBook, build_tools
 
         book = SourceBook()
+        searcher = self.searcher()
         merged = {
-            "max_new_tokens": self.settings.llm.max_new_tokens,
-            "term_weights": self.searcher().term_weights,
+            "options": qa_options(self.settings, searcher.collection.manifest.profile),
+            "term_weights": searcher.term_weights,
             "plan": True,
             **options,
         }
         return build_agent(llm or self.llm, build_tools(self, book), book, **merged)
 
-    def chat_session(self, **options: Any) -> Any:
-        from lectern.rag.chat import ConversationStore, build_chat_chain
+    def chat_session(self, **changes: Any) -> ChatSession:
+        """Conversations over this collection (rag.chat): each follow-up rewritten as a standalone
+        question, answered by this collection's QA chain (qa_chain: `changes` replace its options)."""
+        from lectern.rag.chat import ChatSession, ConversationStore
 
         store = ConversationStore.for_data_dir(self.settings.data_dir)
-        retriever, merged = self._qa_parts(options)
         limit = self.settings.answer.max_question_tokens
-        return build_chat_chain(self.llm, retriever, store, max_question_tokens=limit, **merged)
+        return ChatSession(self.llm, self.qa_chain(**changes), store, max_question_tokens=limit)
 
     def chat(self, question: str, conversation_id: str = "default") -> Answer:
         check_question(question)
