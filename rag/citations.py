@@ -14,7 +14,6 @@ its subject.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 
@@ -86,7 +85,7 @@ def _weights(
     docs = [set(tokenize.terms(c.text)) for c in contexts]
     n = len(docs)
     # A word in no passage tells none apart: it weighs as a word found in one.
-    local = {t: math.log1p((n - (df := max(1, sum(t in d for d in docs))) + 0.5) / (df + 0.5)) for t in terms}
+    local = {t: tokenize.idf(n, max(1, sum(t in d for d in docs))) for t in terms}
     if collection is None:
         return local
     rare = collection(sorted(terms))
