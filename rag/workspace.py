@@ -17,7 +17,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lectern.errors import CollectionNotFound, DocumentNotFound, InvalidInput, InvalidName
+from lectern.errors import (
+    CollectionNotFound,
+    DocumentError,
+    DocumentNotFound,
+    InvalidInput,
+    InvalidName,
+)
 from lectern.ingest.embed import Embedder
 from lectern.ingest.pipeline import (
     IngestReport,
@@ -30,7 +36,7 @@ from lectern.ingest.pipeline import (
 )
 from lectern.ingest.settings import EmbedSettings
 from lectern.ingest.store import DocumentRow
-from lectern.ingest.stores import Backend, Store, Target, open_backend
+from lectern.ingest.stores import Backend, Store, Target, open_backend, parse_location
 from lectern.rag.limits import check_question
 from lectern.rag.settings import Settings, load_settings
 
@@ -38,6 +44,7 @@ if TYPE_CHECKING:  # langchain-core and the search stack load when a method need
     from langchain_core.documents import Document
     from langchain_core.language_models import BaseChatModel
 
+    from lectern.ingest.migrate import MigrateReport
     from lectern.rag.agent import Agent
     from lectern.rag.chat import ChatSession
     from lectern.rag.evidence import Calibration
@@ -200,6 +207,24 @@ def evidence_calibration(settings: Settings, profile: str | None) -> Calibration
     return model if threshold is None else dataclasses.replace(model, threshold=threshold)
 
 
+def migrate_collection(source: str, destination: str, settings: Settings) -> MigrateReport:
+    """Copy the collection at location `source` (`faiss:NAME`, `milvus:URI/NAME`: ingest.stores.
+    parse_location) to `destination`, named as the source when the location names none: chunks and
+    vectors as stored (ingest.migrate). A location without a name, or a collection that is not
+    there, is a clear error before anything is copied."""
+    from lectern.ingest.migrate import migrate
+
+    src_backend, src_name = parse_location(source, settings.store, settings.data_dir)
+    dst_backend, dst_name = parse_location(destination, settings.store, settings.data_dir)
+    if src_name is None:
+        raise InvalidInput("--from", source, "name the collection: faiss:NAME or milvus:URI/NAME")
+    src = Target(src_backend, check_name(src_name))
+    if not src.exists():
+        raise CollectionNotFound(src_name, src_backend.names())
+    dst = Target(dst_backend, check_name(dst_name or src_name))
+    return migrate(src, dst, settings.ingest.lock_timeout_s)
+
+
 class Workspace:
     """lectern's Python API over one collection. Settings come from the usual sources plus kwargs."""
 
@@ -236,6 +261,8 @@ class Workspace:
         return self.backend.names()
 
     def collection(self) -> Store:
+        """The collection, opened; CollectionNotFound (naming the collections there are) unless it
+        exists. The CLI and the server call it before a model loads: a mistyped name costs none."""
         if not self.exists:
             raise CollectionNotFound(self.name, self.collections())
         if self._collection is None:
@@ -272,6 +299,18 @@ class Workspace:
         if not self.exists:
             open_collection(self.target, embedder, config).close()
         return ingest([Path(p) for p in paths], self.target, embedder, config, progress, force)
+
+    def ensure_ingested(self, source: str | Path) -> str:
+        """The collection's key for the document at `source`, ingested first when the collection
+        does not hold it yet (or does not exist yet): `lectern summarize FILE` takes any file.
+        DocumentError with the reason when it cannot be ingested."""
+        key = self._source(source)
+        if self.exists and key in self.collection().content_hashes():
+            return key
+        report = self.ingest([source])
+        if not report.ok:
+            raise DocumentError(str(source), report.failed[0].reason or "could not be ingested")
+        return key
 
     def delete(self, sources: Sequence[str | Path]) -> dict[str, int]:
         return delete(self.target, [str(s) for s in sources], self.settings.ingest.lock_timeout_s)
