@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -189,7 +189,7 @@ class ChatSession:
         """Answer a question in a conversation and record both turns."""
         return final_answer(self._run(conversation_id, question, stream=False))
 
-    def stream_ask(self, conversation_id: str, question: str) -> Iterator[str | Answer]:
+    def stream_ask(self, conversation_id: str, question: str) -> Generator[str | Answer, None, None]:
         """Like ask, streaming: str chunks as the model writes, then the Answer (see QAChain.stream_answer)."""
         yield from self._run(conversation_id, question, stream=True)
 
