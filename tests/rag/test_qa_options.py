@@ -38,11 +38,8 @@ USER = {
 
 
 @pytest.fixture
-def user(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def user(fake_models: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The user's settings, in the environment as a shell would set them (the CLI reads them there)."""
-    monkeypatch.setenv("LECTERN_INGEST__EMBED__MODEL", "fake")
-    monkeypatch.setenv("LECTERN_INGEST__PARSE_WORKERS", "0")
-    monkeypatch.setenv("LECTERN_LLM__BACKEND", "fake")
     for key, value in USER.items():
         monkeypatch.setenv(f"LECTERN_ANSWER__{key}", value)
     return load_settings()
@@ -83,11 +80,11 @@ def test_the_settings_reach_the_options(user: Settings) -> None:
 
 
 def test_the_cli_and_the_python_api_answer_with_the_settings_options(
-    ws: Workspace, user: Settings, built: list[QAOptions]
+    ws: Workspace, user: Settings, built: list[QAOptions], runner: CliRunner
 ) -> None:
     from lectern.cli import app
 
-    result = CliRunner().invoke(app, ["ask", QUESTION, "-c", "test"])
+    result = runner.invoke(app, ["ask", QUESTION, "-c", "test"])
     assert result.exit_code == 0, result.output
     ws.ask(QUESTION)
     assert built == [qa_options(user), qa_options(user)]

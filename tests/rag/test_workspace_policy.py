@@ -29,7 +29,7 @@ def test_a_file_not_yet_ingested_is_ingested_once(fake_ws: Workspace, tmp_path: 
 def test_a_file_that_cannot_be_ingested_is_a_document_error(fake_ws: Workspace, tmp_path: Path) -> None:
     broken = tmp_path / "broken.pdf"
     broken.write_bytes(b"%PDF-1.4 not a pdf at all")
-    with pytest.raises(DocumentError, match="broken.pdf"):
+    with pytest.raises(DocumentError, match=r"broken\.pdf"):
         fake_ws.ensure_ingested(broken)
 
 
