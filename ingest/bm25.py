@@ -16,6 +16,8 @@ from typing import IO
 import numpy as np
 from scipy import sparse
 
+from lectern.ingest.tokenize import idf
+
 
 class Vocabulary:
     """Term to id, append-only so stored ids never change meaning."""
@@ -123,8 +125,8 @@ class BM25Matrix:
     def idf(self, term_ids: Sequence[int]) -> np.ndarray:
         """BM25's IDF of each term over the live rows (a term no live chunk holds gets the largest)."""
         width = len(self.df)
-        df = np.array([self.df[t] if 0 <= t < width else 0.0 for t in term_ids], dtype=np.float64)
-        return np.log1p((self.n_live - df + 0.5) / (df + 0.5))
+        df = [float(self.df[t]) if 0 <= t < width else 0.0 for t in term_ids]
+        return np.array([idf(self.n_live, d) for d in df], dtype=np.float64)
 
     def scores(self, term_ids: Sequence[int]) -> np.ndarray:
         """BM25 score of every row for a query (a repeated query term counts once; dead rows score 0)."""
@@ -135,10 +137,10 @@ class BM25Matrix:
         for t in set(term_ids):
             if t >= tf.shape[1] or self.df[t] <= 0:
                 continue
-            idf = np.float32(np.log1p((self.n_live - self.df[t] + 0.5) / (self.df[t] + 0.5)))
+            weight = np.float32(idf(self.n_live, float(self.df[t])))
             lo, hi = tf.indptr[t], tf.indptr[t + 1]
             rows, counts = tf.indices[lo:hi], tf.data[lo:hi]
-            out[rows] += counts * (k1 + 1) / (counts + norm[rows]) * idf  # rows are unique within a column
+            out[rows] += counts * (k1 + 1) / (counts + norm[rows]) * weight  # rows are unique within a column
         if self.n_live < len(self.ids):
             out[~self.live] = 0.0
         return out

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -37,6 +36,7 @@ from filelock import FileLock
 from lectern.errors import IndexMismatch, StoreUnavailable, UnknownKey
 from lectern.ingest.store import DocumentRow, Manifest, NewChunk, StoredChunk, take_writer_lock
 from lectern.ingest.stores import Filters, Scored, SearchRequest
+from lectern.ingest.tokenize import idf
 
 PROPERTY = "lectern.manifest"
 TEXT_MAX = 65535  # Milvus' longest VARCHAR, in bytes
@@ -456,8 +456,7 @@ class MilvusCollection:
     def term_idf(self, words: Sequence[str]) -> tuple[dict[str, float], float]:
         """BM25's IDF of each word, from Milvus' counts: the chunks holding it of all."""
         total = self.count_chunks()
-        idf = {w: math.log1p((total - df + 0.5) / (df + 0.5)) for w, df in self.vocabulary(words).items()}
-        return idf, math.log1p((total + 0.5) / 0.5)
+        return {w: idf(total, df) for w, df in self.vocabulary(words).items()}, idf(total, 0)
 
     # -- reading ---------------------------------------------------------------------------------
     def _count(self, expr: str) -> int:

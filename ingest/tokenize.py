@@ -3,10 +3,13 @@
 `terms` is the BM25 tokenizer: ingest indexes chunks with it, and rag uses it to weigh evidence,
 pick sentences and check citations, so a question and a passage always meet as the same words.
 `fold` is the lighter normal form for matching phrases ("I don't know") in a model's answer.
+`idf` is how rare a term is: BM25's IDF, the one formula the index, Milvus' counts, the evidence
+gate and the citations' weights all read.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 
@@ -176,3 +179,9 @@ def terms(text: str) -> list[str]:
 def fold(text: str) -> str:
     """Lower case, curly apostrophes made straight and whitespace collapsed: for phrase matching."""
     return " ".join(text.replace("\u2019", "'").lower().split())
+
+
+def idf(documents: float, holding: float) -> float:
+    """BM25's IDF of a term that `holding` of `documents` documents hold: log(1 + (N - df + 0.5) /
+    (df + 0.5)), never negative, largest for a term none holds."""
+    return math.log1p((documents - holding + 0.5) / (holding + 0.5))

@@ -26,8 +26,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from lectern.errors import (
-    CollectionNotFound,
-    DocumentError,
     InvalidInput,
     LecternError,
     report_bug,
@@ -400,20 +398,9 @@ def migrate(
 ) -> None:
     """Copy a collection to another store backend, chunks and vectors as they are (no re-embedding)."""
     with _edge():
-        from lectern.ingest.migrate import migrate as copy
-        from lectern.ingest.stores import Target, parse_location
-        from lectern.rag.workspace import check_name
+        from lectern.rag.workspace import migrate_collection
 
-        settings = _settings(data_dir)
-        src_backend, src_name = parse_location(source, settings.store, settings.data_dir)
-        dst_backend, dst_name = parse_location(destination, settings.store, settings.data_dir)
-        if src_name is None:
-            raise InvalidInput("--from", source, "name the collection: faiss:NAME or milvus:URI/NAME")
-        src = Target(src_backend, check_name(src_name))
-        if not src.exists():
-            raise CollectionNotFound(src_name, src_backend.names())
-        dst = Target(dst_backend, check_name(dst_name or src_name))
-        report = copy(src, dst, settings.ingest.lock_timeout_s)
+        report = migrate_collection(source, destination, _settings(data_dir))
         out.print(
             f"migrated {report.documents} documents ({report.chunks} chunks) from {shown(report.source)} to "
             f"{shown(report.destination)}; {len(report.unchanged)} already there unchanged",
@@ -740,10 +727,8 @@ def summarize(
         flags = {"llm": _llm_flags(backend, model, adapter), "summary": {"unsupported": unsupported}}
         ws = _workspace(collection, _settings(data_dir, **flags))
         _warn_remote(ws.settings)
-        if path is not None and (not ws.exists or ws._source(path) not in ws.collection().content_hashes()):
-            report = ws.ingest([path])
-            if not report.ok:
-                raise DocumentError(path, report.failed[0].reason or "could not be ingested")
+        if path is not None:
+            ws.ensure_ingested(path)
         with Progress(
             TextColumn("[bold]summarizing"), BarColumn(), MofNCompleteColumn(), console=err, transient=True,
             disable=as_json or not err.is_terminal,

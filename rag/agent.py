@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 from langchain_core.documents import Document
@@ -46,7 +47,7 @@ from lectern.rag.context import generation_kwargs
 from lectern.rag.evidence import TermWeights
 from lectern.rag.plan import PLAN_SEARCHES, Subject, plan_queries, plan_subjects, question_subjects
 from lectern.rag.prompts import AGENT_FINAL, AGENT_PLAN, AGENT_SYSTEM, NO_ANSWER
-from lectern.rag.qa import cited_answer
+from lectern.rag.qa import Corpus, QAChain, QAOptions, cited_answer
 from lectern.rag.subjects import misattributed, missing_subjects, quota_sentences
 from lectern.rag.tools import SourceBook
 from lectern.rag.types import AbstainReason, Answer, Context
@@ -100,7 +101,8 @@ class Agent:
         *,
         max_steps: int = 6,
         token_budget: int = 12000,
-        max_new_tokens: int = 256,
+        max_new_tokens: int | None = None,
+        options: QAOptions | None = None,
         term_weights: TermWeights | None = None,
         first_search: bool = True,
         plan: bool = False,
@@ -110,7 +112,13 @@ class Agent:
         self.book = book
         self.max_steps = max_steps
         self.token_budget = token_budget
-        self.max_new_tokens = max_new_tokens
+        # how the plan's answer is written (the QA chain's options: rag.workspace.qa_options), and the
+        # length of every reply (max_new_tokens, when given, replaces the options')
+        options = options or QAOptions()
+        if max_new_tokens is not None:
+            options = replace(options, max_new_tokens=max_new_tokens)
+        self.options = options
+        self.max_new_tokens = options.max_new_tokens
         self.term_weights = term_weights
         self.first_search = first_search and "search" in self.tools
         self.plan = plan and self.first_search
@@ -174,8 +182,6 @@ class Agent:
     def _execute(self, question: str, planned: list[Subject], steps: list[Step], spent: int) -> AgentResult:
         """The plan's answer: the QA chain (rag.qa.QAChain) over the best sentences of everything found
         and of each planned search (a quota each), then each subject's fact checked in the answer."""
-        from lectern.rag.qa import QAChain
-
         found = self.book.contexts
         by_number = {c.number: c for c in found}
         searches = [s for s in steps if s.kind == "tool"][-len(planned) :] if planned else []
@@ -202,17 +208,19 @@ class Agent:
         prompt = self.llm.get_num_tokens(" ".join([question, *(c.text for c in shown)]))
         if spent + prompt + self.max_new_tokens > self.token_budget:
             return result(_abstained(question), "budget")
-        chain = QAChain(
-            self.llm,
-            _Found(docs=[c.to_document() for c in shown]),
-            max_new_tokens=self.max_new_tokens,
+        options = replace(
+            self.options,
+            k=None,  # the searches found and cut what is shown: all of it goes
+            min_score=0.0,
             context="chunks",  # the sentences are chosen above, a quota per search
             evidence=False,
-            term_weights=self.term_weights,
+            structured=False,  # the answer is prose, as the tool loop's (its model decodes no schema)
             # several subjects: each one's fact is judged below (misattributed), not the chain's
             # one-subject check, which wants most of the question's names in one cited chunk
             subject=len(subjects.names) < 2,
         )
+        found_docs = _Found(docs=[c.to_document() for c in shown])
+        chain = QAChain(self.llm, found_docs, options, Corpus(term_weights=self.term_weights))
         start = time.perf_counter()
         answer = chain.invoke(question)
         answer.contexts = [c.model_copy(update={"excerpt": True}) for c in answer.contexts]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -173,24 +173,23 @@ class ChatSession:
     def __init__(
         self,
         llm: BaseChatModel,
-        retriever: BaseRetriever,
+        qa: QAChain,
         store: ConversationStore,
         *,
         rewrite_max_new_tokens: int = 64,
         max_question_tokens: int | None = None,
-        **qa_options: Any,
     ) -> None:
-        self.llm = llm
+        self.llm = llm  # rewrites the follow-ups; `qa` answers them
         self.max_question_tokens = max_question_tokens  # answer.max_question_tokens (rag.limits)
         self.store = store
         self.rewrite_max_new_tokens = rewrite_max_new_tokens
-        self.qa: QAChain = build_qa_chain(llm, retriever, **qa_options)
+        self.qa = qa
 
     def ask(self, conversation_id: str, question: str) -> Answer:
         """Answer a question in a conversation and record both turns."""
         return final_answer(self._run(conversation_id, question, stream=False))
 
-    def stream_ask(self, conversation_id: str, question: str) -> Iterator[str | Answer]:
+    def stream_ask(self, conversation_id: str, question: str) -> Generator[str | Answer, None, None]:
         """Like ask, streaming: str chunks as the model writes, then the Answer (see QAChain.stream_answer)."""
         yield from self._run(conversation_id, question, stream=True)
 
@@ -265,8 +264,10 @@ class ChatSession:
 def build_chat_chain(
     llm: BaseChatModel, retriever: BaseRetriever, store: ConversationStore, **options: Any
 ) -> ChatSession:
-    """A ChatSession; `options` are build_qa_chain's (k, variant, max_new_tokens, min_score, structured)."""
-    return ChatSession(llm, retriever, store, **options)
+    """A ChatSession over a QA chain of `llm` and `retriever`; `options` are build_qa_chain's (k,
+    variant, max_new_tokens...) and ChatSession's (rewrite_max_new_tokens, max_question_tokens)."""
+    session = {k: options.pop(k) for k in ("rewrite_max_new_tokens", "max_question_tokens") if k in options}
+    return ChatSession(llm, build_qa_chain(llm, retriever, **options), store, **session)
 
 
 _REFUSALS = ("i don't know", "i do not know", "i'm sorry", "i am sorry", "sorry", NO_ANSWER.lower())

@@ -5,8 +5,8 @@ wrote none, and find the sentences of a passage that hold the answer (what the U
     support = support_scores(answer, question, contexts)           -> {1: 0.9, 2: 0.1, ...}
     marked, cited, share = attribute_sentences(answer, question, contexts)
 
-Support is the share of an answer's new words (stemmed, beyond the question's own) that a source
-holds, each word weighted by its rarity among the sources shown (IDF over the k passages) and in the
+Support is the share of an answer's new words (`new_terms`: stemmed, numbers and dates in one form,
+beyond the question's own; the answer check of rag.verify reads the same words) that a source holds, each word weighted by its rarity among the sources shown (IDF over the k passages) and in the
 collection (its IDF there, when the chain knows it): a name found in one passage outweighs topic
 words found in all of them, so the passage that holds the fact wins over the one that only shares
 its subject.
@@ -14,11 +14,12 @@ its subject.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 from lectern.ingest import tokenize
+from lectern.rag.answer_metrics import canonical
 from lectern.rag.evidence import TermWeights, sentence_spans
 from lectern.rag.prompts import NO_ANSWER
 from lectern.rag.types import Answer, Context
@@ -78,24 +79,46 @@ def is_abstention(text: str, *, cited: bool) -> bool:
     return not cited and (no_answer in norm or _ABSTAIN.search(norm) is not None)
 
 
+DATE_TOKEN = re.compile(r"^d(\d{4})x\d{2}")  # a date as canonical writes it: d1852x10x14
+
+
+def terms(text: str) -> set[str]:
+    """Stemmed words, with numbers and dates in one form ("three" = "3", "14 October 1852" =
+    "October 14, 1852"), so that an answer writing a number otherwise than its source still matches.
+    A full date also stands for its year: "born in 1745" is what "February 18, 1745" says. [n]
+    markers are no words."""
+    return set(_terms(text))
+
+
+@lru_cache(maxsize=4096)  # a passage is read again for each sentence of an answer or a summary
+def _terms(text: str) -> frozenset[str]:
+    words = set(tokenize.terms(canonical(CITATION.sub(" ", text))))
+    return frozenset(words | {m.group(1) for w in words if (m := DATE_TOKEN.match(w))})
+
+
+def new_terms(text: str, question: str) -> set[str]:
+    """The answer's words (`terms`) that the question does not have: what it says."""
+    return terms(text) - terms(question)
+
+
 def _weights(
-    terms: set[str], contexts: Sequence[Context], collection: TermWeights | None
+    words: set[str], contexts: Sequence[Context], collection: TermWeights | None
 ) -> dict[str, float]:
-    """Each term's IDF over the passages shown (a word in one passage tells them apart, a word in all
+    """Each word's IDF over the passages shown (a word in one passage tells them apart, a word in all
     does not), times its IDF in the collection when known (a name is rarer than a topic word)."""
-    docs = [set(tokenize.terms(c.text)) for c in contexts]
+    docs = [terms(c.text) for c in contexts]
     n = len(docs)
     # A word in no passage tells none apart: it weighs as a word found in one.
-    local = {t: math.log1p((n - (df := max(1, sum(t in d for d in docs))) + 0.5) / (df + 0.5)) for t in terms}
+    local = {t: tokenize.idf(n, max(1, sum(t in d for d in docs))) for t in words}
     if collection is None:
         return local
-    rare = collection(sorted(terms))
-    return {t: local[t] * rare.get(t, 1.0) for t in terms}
+    rare = collection(sorted(words))
+    return {t: local[t] * rare.get(t, 1.0) for t in words}
 
 
-def _new_terms(text: str, question: str) -> set[str]:
-    words = set(tokenize.terms(CITATION.sub(" ", text)))
-    return words - set(tokenize.terms(question)) or words
+def _judged(text: str, question: str) -> set[str]:
+    """The words an answer is judged on: its new ones, or all of them when it only restates the question."""
+    return new_terms(text, question) or terms(text)
 
 
 def support_scores(
@@ -103,12 +126,12 @@ def support_scores(
 ) -> dict[int, float]:
     """For each source, the rarity-weighted share of the answer's new words that it contains: how
     much of the answer it could have given. `weights` is the collection's IDF, when known."""
-    novel = _new_terms(answer, question)
+    novel = _judged(answer, question)
     if not novel or not contexts:
         return {c.number: 0.0 for c in contexts}
     weight = _weights(novel, contexts, weights)
     total = sum(weight.values()) or 1.0
-    return {c.number: sum(weight[t] for t in novel & set(tokenize.terms(c.text))) / total for c in contexts}
+    return {c.number: sum(weight[t] for t in novel & terms(c.text)) / total for c in contexts}
 
 
 def attribute(support: dict[int, float], threshold: float = SUPPORTED, most: int = 3) -> list[int]:
@@ -121,7 +144,7 @@ def attribute(support: dict[int, float], threshold: float = SUPPORTED, most: int
 
 
 def _has_new_words(sentence: str, question: str) -> bool:
-    return bool(set(tokenize.terms(sentence)) - set(tokenize.terms(question)))
+    return bool(new_terms(sentence, question))
 
 
 def attribute_sentences(
@@ -160,13 +183,13 @@ def attribute_sentences(
 def highlights(answer: str, question: str, passage: str, most: int = MAX_HIGHLIGHTS) -> list[str]:
     """The sentences of `passage` that hold the most of the answer's new words (at least half as many
     as the best sentence), in reading order: the evidence a reader should look at."""
-    novel = _new_terms(without_markers(answer), question)
+    novel = _judged(answer, question)
     if not novel:
         return []
     spans = sentence_spans(passage)
     scored = []
     for a, b in spans:
-        shared = len(novel & set(tokenize.terms(passage[a:b])))
+        shared = len(novel & terms(passage[a:b]))
         if shared:
             scored.append((shared, a, b))
     if not scored:

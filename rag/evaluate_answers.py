@@ -256,27 +256,16 @@ class AnswerEval:
         """A function that asks one question with these settings, with its article and without it."""
         from lectern.rag.context import count_tokens
         from lectern.rag.prompts import format_sources
-        from lectern.rag.qa import QAChain, build_qa_chain
-        from lectern.rag.retrieval import Filters, LecternRetriever, Searcher
-        from lectern.rag.workspace import chain_options, shared_llm, shared_reranker
+        from lectern.rag.qa import QAChain
+        from lectern.rag.retrieval import Filters, Searcher
+        from lectern.rag.workspace import chain_from_settings, shared_llm
 
         llm = shared_llm(settings)
-        r = settings.retrieval
         # the index is shared; these settings' retrieval options (weights, spelling...) are not
-        searcher = Searcher(self.searcher.collection, self.searcher.embedder, r)
-        options = chain_options(settings, searcher)
+        searcher = Searcher(self.searcher.collection, self.searcher.embedder, settings.retrieval)
 
         def chain(filters: Filters | None) -> QAChain:
-            retriever = LecternRetriever(
-                searcher=searcher,
-                k=r.k,
-                mode=r.mode,
-                mmr=r.mmr,
-                filters=filters,
-                reranker=shared_reranker(r.reranker) if r.reranker else None,
-                rerank_candidates=r.rerank_candidates,
-            )
-            return build_qa_chain(llm, retriever, **options)
+            return chain_from_settings(settings, searcher, filters=filters)  # the settings' model
 
         full = chain(None)
 

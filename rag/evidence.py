@@ -72,7 +72,7 @@ def local_idf(texts: Sequence[str]) -> TermWeights:
     n = len(docs)
 
     def weights(terms: Sequence[str]) -> dict[str, float]:
-        return {t: math.log1p((n - (df := sum(t in d for d in docs)) + 0.5) / (df + 0.5)) for t in terms}
+        return {t: tokenize.idf(n, sum(t in d for d in docs)) for t in terms}
 
     return weights
 

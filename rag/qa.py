@@ -1,9 +1,12 @@
 """Cited question answering: retrieve, fit the sources into the window, ask, parse [n] citations.
 
-chain = build_qa_chain(llm, retriever, k=5)
+chain = QAChain(llm, retriever, QAOptions(k=5), Corpus.of(searcher))  # or build_qa_chain(llm, retriever, k=5)
 answer = chain.invoke({"question": "How often is the pump serviced?"})   # -> Answer
 for part in chain.stream_answer("How often ..."):                       # str..., then Answer
     ...
+
+A chain built from the settings comes from rag.workspace (Workspace.qa_chain, chain_from_settings):
+the one place that reads them (rag.workspace.qa_options).
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, cast
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
@@ -78,8 +81,13 @@ from lectern.rag.verify import (
     wrong_fact,
 )
 
+if TYPE_CHECKING:
+    from lectern.rag.retrieval import Searcher
+
 __all__ = [
+    "Corpus",
     "QAChain",
+    "QAOptions",
     "build_qa_chain",
     "cited_answer",
     "grounding_note",
@@ -115,6 +123,50 @@ class _Prepared:
 CONTEXT_FORMS = ("sentences", "chunks")
 
 
+@dataclass(frozen=True)
+class QAOptions:
+    """How the chain answers: every choice of the `answer`, `retrieval` and `llm` settings it reads
+    (rag.workspace.qa_options makes them from the settings; the defaults are the settings' own)."""
+
+    k: int | None = None  # chunks kept of what the retriever returns (None: all)
+    variant: str = "concise"  # the prompt (rag.prompts.QA_PROMPTS); answer.prompt
+    max_new_tokens: int = 256
+    min_score: float = 0.0  # a retrieved chunk scoring less is dropped
+    structured: bool = False  # JSON answer + citation numbers (StructuredAnswer)
+    context: str = "sentences"  # what the model is shown of the chunks: CONTEXT_FORMS
+    sentences: int = SENTENCES
+    neighbours: int = NEIGHBOURS
+    order: str = ORDER
+    evidence: bool = True  # abstain before the model when the sources lack the question's subject
+    calibration: Calibration | None = None  # the evidence gate's model (None: rag.evidence's default)
+    meaning: float = MEANING_WEIGHT
+    by_meaning: int = EXTRA
+    verify: bool = True  # rag.verify's answer check
+    together: bool = False
+    subject: bool = False  # withdraw an answer taken from another subject's passages
+    facts: bool = False  # ask again for the date or number of the sentence that answers
+
+    def __post_init__(self) -> None:
+        if self.context not in CONTEXT_FORMS:
+            raise UnknownKey("answer context", self.context, list(CONTEXT_FORMS))
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What the chain knows of the collection behind its retriever: its IDF (question words weighed
+    by rarity), its words (the question's spelling corrected against them) and its embedder (the
+    cosines of the evidence gate and of the selection). Without them the chain weighs words over
+    the passages shown alone and reads no meaning."""
+
+    term_weights: TermWeights | None = None
+    spelling: Callable[[Sequence[str]], list[str]] | None = None
+    similarity: Similarity | None = None
+
+    @classmethod
+    def of(cls, searcher: Searcher) -> Corpus:
+        return cls(searcher.term_weights, searcher.spelled, searcher.similarities)
+
+
 class QAChain(Runnable[QAInput, Answer]):
     """A runnable from a question (str or {"question": ...}) to a cited Answer.
 
@@ -128,61 +180,22 @@ class QAChain(Runnable[QAInput, Answer]):
         self,
         llm: BaseChatModel,
         retriever: BaseRetriever,
-        *,
-        k: int | None = None,
-        variant: str = "concise",
-        max_new_tokens: int = 256,
-        min_score: float = 0.0,
-        structured: bool = False,
-        context: str = "sentences",
-        sentences: int = SENTENCES,
-        neighbours: int = NEIGHBOURS,
-        order: str = ORDER,
-        evidence: bool = True,
-        term_weights: TermWeights | None = None,
-        calibration: Calibration | None = None,
-        spelling: Callable[[Sequence[str]], list[str]] | None = None,
-        similarity: Similarity | None = None,
-        meaning: float = MEANING_WEIGHT,
-        by_meaning: int = EXTRA,
-        verify: bool = True,
-        together: bool = False,
-        subject: bool = False,
-        facts: bool = False,
+        options: QAOptions | None = None,
+        corpus: Corpus | None = None,
     ) -> None:
-        if context not in CONTEXT_FORMS:
-            raise UnknownKey("answer context", context, list(CONTEXT_FORMS))
         self.llm = llm
         self.retriever = retriever
-        self.k = k
-        self.variant = variant
-        self.template = qa_prompt(variant, structured=structured)  # raises UnknownKey early
-        self.max_new_tokens = max_new_tokens
-        self.min_score = min_score
-        self.structured = structured
-        self.context = context
-        self.sentences = sentences
-        self.neighbours = neighbours
-        self.order = order
-        self.evidence = evidence
-        self.term_weights = term_weights
-        self.calibration = calibration
-        self.spelling = spelling
-        self.similarity = similarity
-        self.meaning = meaning
-        self.by_meaning = by_meaning
-        self.verify = verify
-        self.together = together
-        self.subject = subject
-        self.facts = facts
+        self.options = options = options or QAOptions()
+        self.corpus = corpus or Corpus()
+        self.template = qa_prompt(options.variant, structured=options.structured)  # UnknownKey early
 
     def _generation(self, question: str) -> dict[str, Any]:
         """Per-call generation options: a concise prompt gets a short answer budget and stops at a
         blank line, so a small model does not ramble for max_new_tokens on a CPU."""
-        if self.variant in CONCISE_VARIANTS and not self.structured:
-            budget = min(self.max_new_tokens, answer_budget(question))
+        if self.options.variant in CONCISE_VARIANTS and not self.options.structured:
+            budget = min(self.options.max_new_tokens, answer_budget(question))
             return {**generation_kwargs(self.llm, budget), "stop": list(CONCISE_STOP)}
-        return generation_kwargs(self.llm, self.max_new_tokens)
+        return generation_kwargs(self.llm, self.options.max_new_tokens)
 
     def invoke(self, input: QAInput, config: RunnableConfig | None = None, **kwargs: Any) -> Answer:
         prepared = self.prepare(question_of(input), config)
@@ -215,18 +228,18 @@ class QAChain(Runnable[QAInput, Answer]):
     def retrieve(self, question: str, config: RunnableConfig | None = None) -> list[Document]:
         """Retrieved documents in rank order, cut to k and to those scoring at least min_score."""
         docs = self.retriever.invoke(question, config)
-        docs = [d for d in docs if (score := _score(d)) is None or score >= self.min_score]
-        return docs[: self.k] if self.k is not None else docs
+        docs = [d for d in docs if (score := _score(d)) is None or score >= self.options.min_score]
+        return docs[: self.options.k] if self.options.k is not None else docs
 
     def terms(self, question: str) -> list[str]:
         """The question's stemmed terms, misspelled ones corrected against the collection's words."""
         terms = tokenize.terms(question)
-        return self.spelling(terms) if self.spelling is not None else terms
+        return self.corpus.spelling(terms) if self.corpus.spelling is not None else terms
 
     def names(self, question: str) -> list[str]:
         """The question's names (rag.evidence.names), spelled as its terms are: "Vlota" -> "volta"."""
         found = names(question)
-        return self.spelling(found) if self.spelling is not None and found else found
+        return self.corpus.spelling(found) if self.corpus.spelling is not None and found else found
 
     def assess(
         self, question: str, contexts: list[Context], similarity: Similarity | None = None
@@ -236,10 +249,10 @@ class QAChain(Runnable[QAInput, Answer]):
         return assess(
             question,
             contexts,
-            self.term_weights,
-            self.calibration,
+            self.corpus.term_weights,
+            self.options.calibration,
             terms=self.terms(question),
-            similarity=similarity or self.similarity,
+            similarity=similarity or self.corpus.similarity,
             named=self.names(question),
         )
 
@@ -248,23 +261,23 @@ class QAChain(Runnable[QAInput, Answer]):
     ) -> list[Context]:
         """What the model is shown: the best sentences (by words and meaning) with their neighbours,
         or the whole chunks."""
-        if self.context == "chunks":
+        if self.options.context == "chunks":
             return contexts
         return select_sentences(
             question,
             contexts,
-            self.term_weights,
-            top=self.sentences,
-            neighbours=self.neighbours,
+            self.corpus.term_weights,
+            top=self.options.sentences,
+            neighbours=self.options.neighbours,
             terms=self.terms(question),
-            order=self.order,
-            similarity=similarity or self.similarity,
-            meaning=self.meaning,
-            extra=self.by_meaning,
+            order=self.options.order,
+            similarity=similarity or self.corpus.similarity,
+            meaning=self.options.meaning,
+            extra=self.options.by_meaning,
         )
 
     def prepare(self, question: str, config: RunnableConfig | None = None) -> _Prepared:
-        budget = self._generation(question).get("max_new_tokens", self.max_new_tokens)
+        budget = self._generation(question).get("max_new_tokens", self.options.max_new_tokens)
         # a question the window cannot hold is a clear error (ContextTooLong), never an abstention
         fit_contexts(self.llm, self.template, question, [], max_new_tokens=budget)
         docs = self.retrieve(question, config)
@@ -272,8 +285,8 @@ class QAChain(Runnable[QAInput, Answer]):
             return _Prepared(question, [], None, abstained_by="retrieval")
         retrieved = [Context.from_document(i, d) for i, d in enumerate(docs, start=1)]
         # the gate and the selection read the same sentences' cosines: each is embedded once
-        similarity = remembered(self.similarity) if self.similarity is not None else None
-        evidence = self.assess(question, retrieved, similarity) if self.evidence else None
+        similarity = remembered(self.corpus.similarity) if self.corpus.similarity is not None else None
+        evidence = self.assess(question, retrieved, similarity) if self.options.evidence else None
         if evidence is not None and not evidence.answerable:
             return _Prepared(question, retrieved, None, evidence, "evidence")
         contexts = fit_contexts(
@@ -290,14 +303,17 @@ class QAChain(Runnable[QAInput, Answer]):
         return _Prepared(question, contexts, messages, evidence, chunks=chunks, similarity=similarity)
 
     def finish(self, prepared: _Prepared, raw: str) -> Answer:
-        """Parse the model's output into an Answer against the sources it was shown."""
-        answer = self._parse(prepared, raw)
+        """Parse the model's output into an Answer against the sources it was shown (cited_answer)."""
+        answer = cited_answer(
+            prepared.question,
+            prepared.contexts,
+            raw,
+            term_weights=self.corpus.term_weights,
+            variant=self.options.variant,
+            structured=self.options.structured,
+        )
         if prepared.evidence is not None:
             answer.evidence = round(prepared.evidence.probability, 4)
-        if not answer.abstained:
-            for citation in answer.citations:
-                passage = next(c.text for c in prepared.contexts if c.number == citation.number)
-                citation.highlights = highlights(answer.answer, prepared.question, passage)
         return answer
 
     def review(self, prepared: _Prepared, answer: Answer, config: RunnableConfig | None = None) -> Answer:
@@ -312,9 +328,16 @@ class QAChain(Runnable[QAInput, Answer]):
         source's exact words, and the span is shown (citing the source that holds it) when it passes
         the check and is found in a source. Otherwise an answer that restates the question is kept
         and one whose words no source holds becomes an abstention."""
-        if not self.verify or answer.abstained or self.variant not in CONCISE_VARIANTS or self.structured:
+        if (
+            not self.options.verify
+            or answer.abstained
+            or self.options.variant not in CONCISE_VARIANTS
+            or self.options.structured
+        ):
             return answer
-        problem = answer_problem(answer.answer, prepared.question, prepared.contexts, together=self.together)
+        problem = answer_problem(
+            answer.answer, prepared.question, prepared.contexts, together=self.options.together
+        )
         if problem is None:
             return answer
         messages = QA_EXTRACT.format_messages(
@@ -326,7 +349,8 @@ class QAChain(Runnable[QAInput, Answer]):
         number = None
         if (
             span
-            and answer_problem(span, prepared.question, prepared.contexts, together=self.together) is None
+            and answer_problem(span, prepared.question, prepared.contexts, together=self.options.together)
+            is None
         ):
             number = locate(span, prepared.contexts)
         if number is None and problem in (RESTATES, SCATTERED):
@@ -347,7 +371,12 @@ class QAChain(Runnable[QAInput, Answer]):
         says 1899). The model is asked once more for a source's exact words with only that sentence
         and its neighbours shown; the new span replaces the answer when it states that sentence's
         value, else the answer stands."""
-        if not self.facts or answer.abstained or self.variant not in CONCISE_VARIANTS or self.structured:
+        if (
+            not self.options.facts
+            or answer.abstained
+            or self.options.variant not in CONCISE_VARIANTS
+            or self.options.structured
+        ):
             return answer
         question, contexts = prepared.question, prepared.contexts
         spans = [sentence_spans(c.text) for c in contexts]
@@ -355,10 +384,10 @@ class QAChain(Runnable[QAInput, Answer]):
             question,
             contexts,
             spans,
-            self.term_weights,
+            self.corpus.term_weights,
             terms=self.terms(question),
             similarity=prepared.similarity,
-            meaning=self.meaning or FACT_MEANING,
+            meaning=self.options.meaning or FACT_MEANING,
         )
         best = wrong_fact(without_markers(answer.answer), question, contexts, scores)
         if best is None:
@@ -380,75 +409,17 @@ class QAChain(Runnable[QAInput, Answer]):
     def on_subject(self, prepared: _Prepared, answer: Answer) -> Answer:
         """The answer, withdrawn when the chunks it cites are not about the question's subject
         (rag.verify.off_subject): an answer built from another article is no answer."""
-        if not self.subject or answer.abstained or not answer.citations:
+        if not self.options.subject or answer.abstained or not answer.citations:
             return answer
         by_number = {c.number: c for c in prepared.contexts}
         shown = [by_number[c.number] for c in answer.citations if c.number in by_number]
         cited = [prepared.chunks.get(c.chunk_id, c) for c in shown]  # whole: an excerpt may say "he"
         text = without_markers(answer.answer)
-        if not off_subject(text, prepared.question, cited, self.similarity, self.names(prepared.question)):
+        if not off_subject(
+            text, prepared.question, cited, self.corpus.similarity, self.names(prepared.question)
+        ):
             return answer
         return _withdrawn(answer, "off_subject")
-
-    def _parse(self, prepared: _Prepared, raw: str) -> Answer:
-        parse_error: str | None = None
-        extra: list[int] = []
-        text = raw
-        reasoning: str | None = None
-        if self.structured:
-            try:
-                parsed = parse_structured(raw)
-                text, extra = parsed.answer, parsed.citations
-            except ValueError as err:
-                parse_error = str(err).splitlines()[0] if str(err) else type(err).__name__
-        elif self.variant == "chain_of_thought":
-            reasoning, text = split_reasoning(raw)
-        text = clean_answer(text)
-        by_number = {c.number: c for c in prepared.contexts}
-        numbers = list(dict.fromkeys([*parse_citations(text), *extra]))
-        valid = [n for n in numbers if n in by_number]
-        dropped = [n for n in numbers if n not in by_number]
-        text = strip_citations(text, set(dropped)).strip()
-        answer = Answer(
-            question=prepared.question,
-            answer=text,
-            citations=[Citation.from_context(by_number[n]) for n in valid],
-            contexts=prepared.contexts,
-            reasoning=reasoning,
-            dropped_citations=dropped,
-            structured=self.structured,
-            parse_error=parse_error,
-            raw=raw,
-        )
-        if is_abstention(text, cited=bool(valid)):
-            answer.answer, answer.citations, answer.abstained = NO_ANSWER, [], True
-            answer.abstained_by = "model"
-            return answer
-        if valid:
-            support = support_scores(text, prepared.question, prepared.contexts, self.term_weights)
-            answer.support = max(support[n] for n in valid)
-            if answer.support >= UNSUPPORTED:
-                return answer
-            # The named sources hold almost none of the answer (small models sometimes write [1]
-            # whatever the passage): cite the sources the words come from, if any does.
-            plain = strip_citations(text, set(valid)).strip()
-            marked, inferred, share = attribute_sentences(
-                plain, prepared.question, prepared.contexts, self.term_weights
-            )
-            if inferred and set(inferred) != set(valid):
-                answer.unsupported_citations = [n for n in valid if n not in inferred]
-                answer.answer, answer.support = marked, share
-                answer.citations = _inferred(by_number, inferred)
-            return answer
-        # Small models often answer well but write no [n]: cite, sentence by sentence, the sources
-        # each sentence came from.
-        marked, inferred, answer.support = attribute_sentences(
-            text, prepared.question, prepared.contexts, self.term_weights
-        )
-        answer.citations = _inferred(by_number, inferred)
-        if inferred:
-            answer.answer = marked
-        return answer
 
     def _abstain(self, prepared: _Prepared) -> Answer:
         return Answer(
@@ -458,25 +429,110 @@ class QAChain(Runnable[QAInput, Answer]):
             abstained=True,
             abstained_by=prepared.abstained_by,
             evidence=round(prepared.evidence.probability, 4) if prepared.evidence else None,
-            structured=self.structured,
+            structured=self.options.structured,
         )
 
 
 def cited_answer(
-    question: str, contexts: Sequence[Context], raw: str, *, term_weights: TermWeights | None = None
+    question: str,
+    contexts: Sequence[Context],
+    raw: str,
+    *,
+    term_weights: TermWeights | None = None,
+    variant: str = "concise",
+    structured: bool = False,
 ) -> Answer:
-    """An Answer from text a model wrote over numbered `contexts` elsewhere (the agent's tools): its
-    [n] checked against the sources, unsupported ones replaced and missing ones inferred, exactly as
-    the chain's own answers are (QAChain.finish; the chain's model and retriever are not used)."""
-    chain = QAChain(cast(Any, None), cast(Any, None), term_weights=term_weights)
-    return chain.finish(_Prepared(question, list(contexts), None), raw)
+    """An Answer from what a model wrote over numbered `contexts`: the chain's (QAChain.finish) and
+    the agent's tool loop's alike. Its [n] are checked against the sources, unsupported ones replaced
+    and missing ones inferred, an abstention recognised, and each citation's passage highlighted.
+    `variant` and `structured` say how the model was asked (JSON, or reasoning before "Answer:")."""
+    answer = _parse(question, list(contexts), raw, term_weights, variant, structured)
+    if not answer.abstained:
+        for citation in answer.citations:
+            passage = next(c.text for c in answer.contexts if c.number == citation.number)
+            citation.highlights = highlights(answer.answer, question, passage)
+    return answer
 
 
-def build_qa_chain(llm: BaseChatModel, retriever: BaseRetriever, **options: Any) -> QAChain:
+def _parse(
+    question: str,
+    contexts: list[Context],
+    raw: str,
+    term_weights: TermWeights | None,
+    variant: str,
+    structured: bool,
+) -> Answer:
+    parse_error: str | None = None
+    extra: list[int] = []
+    text = raw
+    reasoning: str | None = None
+    if structured:
+        try:
+            parsed = parse_structured(raw)
+            text, extra = parsed.answer, parsed.citations
+        except ValueError as err:
+            parse_error = str(err).splitlines()[0] if str(err) else type(err).__name__
+    elif variant == "chain_of_thought":
+        reasoning, text = split_reasoning(raw)
+    text = clean_answer(text)
+    by_number = {c.number: c for c in contexts}
+    numbers = list(dict.fromkeys([*parse_citations(text), *extra]))
+    valid = [n for n in numbers if n in by_number]
+    dropped = [n for n in numbers if n not in by_number]
+    text = strip_citations(text, set(dropped)).strip()
+    answer = Answer(
+        question=question,
+        answer=text,
+        citations=[Citation.from_context(by_number[n]) for n in valid],
+        contexts=contexts,
+        reasoning=reasoning,
+        dropped_citations=dropped,
+        structured=structured,
+        parse_error=parse_error,
+        raw=raw,
+    )
+    if is_abstention(text, cited=bool(valid)):
+        answer.answer, answer.citations, answer.abstained = NO_ANSWER, [], True
+        answer.abstained_by = "model"
+        return answer
+    if valid:
+        support = support_scores(text, question, contexts, term_weights)
+        answer.support = max(support[n] for n in valid)
+        if answer.support >= UNSUPPORTED:
+            return answer
+        # The named sources hold almost none of the answer (small models sometimes write [1]
+        # whatever the passage): cite the sources the words come from, if any does.
+        plain = strip_citations(text, set(valid)).strip()
+        marked, inferred, share = attribute_sentences(plain, question, contexts, term_weights)
+        if inferred and set(inferred) != set(valid):
+            answer.unsupported_citations = [n for n in valid if n not in inferred]
+            answer.answer, answer.support = marked, share
+            answer.citations = _inferred(by_number, inferred)
+        return answer
+    # Small models often answer well but write no [n]: cite, sentence by sentence, the sources
+    # each sentence came from.
+    marked, inferred, answer.support = attribute_sentences(text, question, contexts, term_weights)
+    answer.citations = _inferred(by_number, inferred)
+    if inferred:
+        answer.answer = marked
+    return answer
+
+
+def build_qa_chain(
+    llm: BaseChatModel,
+    retriever: BaseRetriever,
+    options: QAOptions | None = None,
+    corpus: Corpus | None = None,
+    **changes: Any,
+) -> QAChain:
     """The QA runnable: `.invoke({"question": q})` or `.invoke(q)` -> Answer; `.stream_answer(q)`.
-    Options are QAChain's (k, variant, max_new_tokens, min_score, structured, context, sentences,
-    neighbours, evidence, term_weights, calibration, spelling, similarity, verify)."""
-    return QAChain(llm, retriever, **options)
+    `changes` replace fields of `options` (QAOptions: k, variant, verify...) or of `corpus` (Corpus:
+    term_weights, spelling, similarity) by name: build_qa_chain(llm, retriever, k=3, evidence=False)."""
+    known = {f.name for f in fields(Corpus)}
+    collection = {name: changes.pop(name) for name in list(changes) if name in known}
+    return QAChain(
+        llm, retriever, replace(options or QAOptions(), **changes), replace(corpus or Corpus(), **collection)
+    )
 
 
 def stream_answer(

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from lectern.ingest import tokenize
-from lectern.rag.citations import without_markers
+from lectern.rag.citations import terms, without_markers
 from lectern.rag.evidence import (
     SENTENCES,
     TermWeights,
@@ -29,10 +29,10 @@ from lectern.rag.evidence import (
 )
 from lectern.rag.plan import Subject, Subjects, name_terms, names
 from lectern.rag.types import Context
-from lectern.rag.verify import YES_NO, terms
+from lectern.rag.verify import YES_NO
 
 QUOTA = 2  # each planned search's own best sentences (with their neighbours) kept in the prompt
-# A date as rag.verify.terms writes it (d1953x06x18, d1953x06): its year is a fact on its own too.
+# A date as rag.citations.terms writes it (d1953x06x18, d1953x06): its year is a fact on its own too.
 # Where an answer moves from one subject to the next: "Klimt was born in Baumgarten, and Mondrian in ..."
 _CLAUSE = re.compile(r",\s*(?:and|but|while|whereas)\s+|;\s*|\s+(?:while|whereas|but)\s+", re.IGNORECASE)
 

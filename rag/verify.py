@@ -26,8 +26,7 @@ import re
 from collections.abc import Sequence
 
 from lectern.ingest import tokenize
-from lectern.rag.answer_metrics import canonical
-from lectern.rag.citations import CITATION
+from lectern.rag.citations import CITATION, DATE_TOKEN, new_terms, terms
 from lectern.rag.evidence import Similarity, names, sentence_spans
 from lectern.rag.types import Context
 
@@ -45,22 +44,6 @@ SPAN_IN_SOURCE = 0.8  # share of a span's words one source must hold for the spa
 # share of the answer's new words that one sentence and its neighbours must hold (with `together`):
 # on 60 S08 answers this flagged 5 of the 28 wrong and none of the 29 right (docs/ANSWERS.md)
 TOGETHER = 0.75
-
-
-_DATE_TOKEN = re.compile(r"^d(\d{4})x\d{2}")
-
-
-def terms(text: str) -> set[str]:
-    """Stemmed words, with numbers and dates in one form ("three" = "3", "14 October 1852" =
-    "October 14, 1852"), so that an answer writing a number otherwise than its source still matches.
-    A full date also stands for its year: "born in 1745" is what "February 18, 1745" says."""
-    words = set(tokenize.terms(canonical(CITATION.sub(" ", text))))
-    return words | {m.group(1) for w in words if (m := _DATE_TOKEN.match(w))}
-
-
-def new_terms(text: str, question: str) -> set[str]:
-    """The answer's words that the question does not have."""
-    return terms(text) - terms(question)
 
 
 def answer_problem(
@@ -204,11 +187,11 @@ def asked_kind(question: str) -> str | None:
 
 
 def values(text: str, kind: str) -> set[str]:
-    """The dates (as years) or numbers `text` states, in rag.verify.terms' one form."""
+    """The dates (as years) or numbers `text` states, in rag.citations.terms' one form."""
     said = terms(text)
     if kind == DATE:
         return {t for t in said if _YEAR.match(t)}
-    return {t for t in said if t[:1].isdigit() and not _DATE_TOKEN.match(t)}
+    return {t for t in said if t[:1].isdigit() and not DATE_TOKEN.match(t)}
 
 
 def answering_sentence(

@@ -17,7 +17,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lectern.errors import CollectionNotFound, DocumentNotFound, InvalidInput, InvalidName
+from lectern.errors import (
+    CollectionNotFound,
+    DocumentError,
+    DocumentNotFound,
+    InvalidInput,
+    InvalidName,
+)
 from lectern.ingest.embed import Embedder
 from lectern.ingest.pipeline import (
     IngestReport,
@@ -30,7 +36,7 @@ from lectern.ingest.pipeline import (
 )
 from lectern.ingest.settings import EmbedSettings
 from lectern.ingest.store import DocumentRow
-from lectern.ingest.stores import Backend, Store, Target, open_backend
+from lectern.ingest.stores import Backend, Store, Target, open_backend, parse_location
 from lectern.rag.limits import check_question
 from lectern.rag.settings import Settings, load_settings
 
@@ -38,10 +44,12 @@ if TYPE_CHECKING:  # langchain-core and the search stack load when a method need
     from langchain_core.documents import Document
     from langchain_core.language_models import BaseChatModel
 
+    from lectern.ingest.migrate import MigrateReport
     from lectern.rag.agent import Agent
+    from lectern.rag.chat import ChatSession
     from lectern.rag.evidence import Calibration
-    from lectern.rag.qa import QAChain
-    from lectern.rag.retrieval import Hit, LecternRetriever, Searcher
+    from lectern.rag.qa import QAChain, QAOptions
+    from lectern.rag.retrieval import Filters, Hit, LecternRetriever, Searcher
     from lectern.rag.types import Answer, SummaryResult
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -104,44 +112,79 @@ def answer_schema(schema: dict[str, Any] | None, field: str, where: str) -> dict
     return schema
 
 
-def qa_options(settings: Settings) -> dict[str, Any]:
-    """build_qa_chain's options from the settings (k, prompt variant, answer length, min_score, JSON,
-    context form, evidence-based abstention)."""
-    return {
-        "k": settings.retrieval.k,
-        "variant": settings.answer.prompt,
-        "structured": settings.answer.structured or settings.answer.json_schema is not None,
-        "max_new_tokens": settings.llm.max_new_tokens,
-        "min_score": settings.retrieval.min_score,
-        "context": settings.answer.context,
-        "sentences": settings.answer.sentences,
-        "neighbours": settings.answer.neighbours,
-        "order": settings.answer.order,
-        "evidence": settings.answer.evidence,
-        "verify": settings.answer.verify,
-        "together": settings.answer.together,
-        "subject": settings.answer.subject,
-        "meaning": settings.answer.meaning,
-        "by_meaning": settings.answer.by_meaning,
-        "facts": settings.answer.facts,
-    }
+def qa_options(settings: Settings, profile: str | None = None) -> QAOptions:
+    """The QA chain's options from the settings, for a collection built with embedding `profile`
+    (its manifest's): the one place they are read, whoever builds the chain (chain_from_settings,
+    the agent). The gate's calibration and the selection's cosine weight hold for the profile they
+    were fitted with (fitted_embedder): other embedders choose by words."""
+    from lectern.rag.qa import QAOptions
+
+    answer, fitted = settings.answer, fitted_embedder(profile)
+    return QAOptions(
+        k=settings.retrieval.k,
+        variant=answer.prompt,
+        max_new_tokens=settings.llm.max_new_tokens,
+        min_score=settings.retrieval.min_score,
+        structured=answer.structured or answer.json_schema is not None,
+        context=answer.context,
+        sentences=answer.sentences,
+        neighbours=answer.neighbours,
+        order=answer.order,
+        evidence=answer.evidence,
+        calibration=evidence_calibration(settings, profile),
+        meaning=answer.meaning if fitted else 0.0,
+        by_meaning=answer.by_meaning if fitted else 0,
+        verify=answer.verify,
+        together=answer.together,
+        subject=answer.subject,
+        facts=answer.facts,
+    )
 
 
-def chain_options(settings: Settings, searcher: Searcher) -> dict[str, Any]:
-    """build_qa_chain's options for a chain over `searcher`'s collection: the settings' (qa_options)
-    and what the collection knows: its IDF, its words for spelling, its embedder for the meaning
-    gate, and the gate's calibration for the embedder it was built with."""
-    profile = searcher.collection.manifest.profile
-    return {
-        **qa_options(settings),
-        "term_weights": searcher.term_weights,
-        "spelling": searcher.spelled,
-        "similarity": searcher.similarities,
-        "calibration": evidence_calibration(settings, profile),
-        # the selection's cosine weight was tuned on MiniLM's scale too: other embedders choose by words
-        "meaning": settings.answer.meaning if fitted_embedder(profile) else 0.0,
-        "by_meaning": settings.answer.by_meaning if fitted_embedder(profile) else 0,
+def build_retriever(settings: Settings, searcher: Searcher, **options: Any) -> LecternRetriever:
+    """The retriever over `searcher` as the retrieval settings configure it (options override:
+    k, mode, filters...)."""
+    from lectern.rag.retrieval import LecternRetriever
+
+    r = settings.retrieval
+    defaults: dict[str, Any] = {
+        "k": r.k,
+        "mode": r.mode,
+        "mmr": r.mmr,
+        "reranker": shared_reranker(r.reranker) if r.reranker else None,
+        "rerank_candidates": r.rerank_candidates,
     }
+    return LecternRetriever(searcher=searcher, **{**defaults, **options})
+
+
+def chain_from_settings(
+    settings: Settings,
+    searcher: Searcher,
+    *,
+    llm: BaseChatModel | None = None,
+    mode: str | None = None,
+    filters: Filters | None = None,
+    **changes: Any,
+) -> QAChain:
+    """The QA chain over `searcher`'s collection as the settings configure it: Workspace.qa_chain,
+    the server's RAG models and the answer eval all build theirs here. `changes` replace QAOptions
+    fields (`k` is the retriever's too); `mode` and `filters` are the retriever's. A structured
+    answer's model decodes under answer.json_schema's schema; `llm` replaces the settings' model and
+    is used as given (the server's queued model carries a request's schema itself)."""
+    from lectern.rag.qa import Corpus, QAChain
+
+    options = dataclasses.replace(qa_options(settings, searcher.collection.manifest.profile), **changes)
+    retrieval: dict[str, Any] = {"k": changes["k"]} if changes.get("k") is not None else {}
+    if mode is not None:
+        retrieval["mode"] = mode
+    if filters is not None:
+        retrieval["filters"] = filters
+    model = llm
+    if model is None:
+        model = shared_llm(settings)
+        if options.structured:
+            model = structured_llm(model, settings.answer.json_schema)
+    return QAChain(model, build_retriever(settings, searcher, **retrieval), options, Corpus.of(searcher))
 
 
 def fitted_embedder(profile: str | None) -> bool:
@@ -162,6 +205,24 @@ def evidence_calibration(settings: Settings, profile: str | None) -> Calibration
         model = {"meaning": MEANING, "words": WORDS, "coverage": COVERAGE_ONLY}[settings.answer.gate]
     threshold = settings.answer.evidence_threshold
     return model if threshold is None else dataclasses.replace(model, threshold=threshold)
+
+
+def migrate_collection(source: str, destination: str, settings: Settings) -> MigrateReport:
+    """Copy the collection at location `source` (`faiss:NAME`, `milvus:URI/NAME`: ingest.stores.
+    parse_location) to `destination`, named as the source when the location names none: chunks and
+    vectors as stored (ingest.migrate). A location without a name, or a collection that is not
+    there, is a clear error before anything is copied."""
+    from lectern.ingest.migrate import migrate
+
+    src_backend, src_name = parse_location(source, settings.store, settings.data_dir)
+    dst_backend, dst_name = parse_location(destination, settings.store, settings.data_dir)
+    if src_name is None:
+        raise InvalidInput("--from", source, "name the collection: faiss:NAME or milvus:URI/NAME")
+    src = Target(src_backend, check_name(src_name))
+    if not src.exists():
+        raise CollectionNotFound(src_name, src_backend.names())
+    dst = Target(dst_backend, check_name(dst_name or src_name))
+    return migrate(src, dst, settings.ingest.lock_timeout_s)
 
 
 class Workspace:
@@ -200,6 +261,8 @@ class Workspace:
         return self.backend.names()
 
     def collection(self) -> Store:
+        """The collection, opened; CollectionNotFound (naming the collections there are) unless it
+        exists. The CLI and the server call it before a model loads: a mistyped name costs none."""
         if not self.exists:
             raise CollectionNotFound(self.name, self.collections())
         if self._collection is None:
@@ -237,6 +300,18 @@ class Workspace:
             open_collection(self.target, embedder, config).close()
         return ingest([Path(p) for p in paths], self.target, embedder, config, progress, force)
 
+    def ensure_ingested(self, source: str | Path) -> str:
+        """The collection's key for the document at `source`, ingested first when the collection
+        does not hold it yet (or does not exist yet): `lectern summarize FILE` takes any file.
+        DocumentError with the reason when it cannot be ingested."""
+        key = self._source(source)
+        if self.exists and key in self.collection().content_hashes():
+            return key
+        report = self.ingest([source])
+        if not report.ok:
+            raise DocumentError(str(source), report.failed[0].reason or "could not be ingested")
+        return key
+
     def delete(self, sources: Sequence[str | Path]) -> dict[str, int]:
         return delete(self.target, [str(s) for s in sources], self.settings.ingest.lock_timeout_s)
 
@@ -266,17 +341,7 @@ class Workspace:
         return self.searcher().search(query, k=k, mode=mode, filters=filters, mmr=mmr)
 
     def retriever(self, searcher: Searcher | None = None, **options: Any) -> LecternRetriever:
-        r = self.settings.retrieval
-        defaults: dict[str, Any] = {
-            "k": r.k,
-            "mode": r.mode,
-            "mmr": r.mmr,
-            "reranker": shared_reranker(r.reranker) if r.reranker else None,
-            "rerank_candidates": r.rerank_candidates,
-        }
-        from lectern.rag.retrieval import LecternRetriever
-
-        return LecternRetriever(searcher=searcher or self.searcher(), **{**defaults, **options})
+        return build_retriever(self.settings, searcher or self.searcher(), **options)
 
     def known_source(self, source: str | Path, *, from_cwd: bool = True) -> str:
         """The collection's key for a document asked for by path; DocumentNotFound when it holds none
@@ -311,20 +376,10 @@ class Workspace:
     def llm(self) -> BaseChatModel:
         return shared_llm(self.settings)
 
-    def _qa_parts(self, options: dict[str, Any]) -> tuple[LecternRetriever, dict[str, Any]]:
-        """The retriever and the QA chain's options, weighing question words by this collection's IDF."""
-        searcher = self.searcher()
-        return self.retriever(searcher), {**chain_options(self.settings, searcher), **options}
-
-    def qa_chain(self, **options: Any) -> QAChain:
-        """The QA chain over this collection, as the settings configure it (options override)."""
-        from lectern.rag.qa import build_qa_chain
-
-        retriever, merged = self._qa_parts(options)
-        llm = self.llm
-        if merged.get("structured"):
-            llm = structured_llm(llm, self.settings.answer.json_schema)
-        return build_qa_chain(llm, retriever, **merged)
+    def qa_chain(self, *, llm: BaseChatModel | None = None, **changes: Any) -> QAChain:
+        """The QA chain over this collection, as the settings configure it (chain_from_settings:
+        `changes` replace QAOptions fields, `mode` and `filters` the retriever's)."""
+        return chain_from_settings(self.settings, self.searcher(), llm=llm, **changes)
 
     def check_question(self, question: str) -> str:
         """The question, refused when empty or far too long (before any model loads), or over
@@ -343,27 +398,30 @@ class Workspace:
     def agent(self, *, llm: BaseChatModel | None = None, **options: Any) -> Agent:
         """A tool-calling agent over this collection (rag.agent): `.invoke(question) -> AgentResult`.
         Options are Agent's (max_steps, token_budget, max_new_tokens, plan); `llm` replaces the
-        settings' model. `plan` is on unless given: plan and execute answered 14 of 25 multi-hop
-        questions with Qwen2.5 1.5B where the tool loop answered 4 (docs/AGENT.md)."""
+        settings' model. Its answers follow the answer settings (qa_options), as the QA chain's do.
+        `plan` is on unless given: plan and execute answered 14 of 25 multi-hop questions with
+        Qwen2.5 1.5B where the tool loop answered 4 (docs/AGENT.md)."""
         from lectern.rag.agent import build_agent
         from lectern.rag.tools import SourceBook, build_tools
 
         book = SourceBook()
+        searcher = self.searcher()
         merged = {
-            "max_new_tokens": self.settings.llm.max_new_tokens,
-            "term_weights": self.searcher().term_weights,
+            "options": qa_options(self.settings, searcher.collection.manifest.profile),
+            "term_weights": searcher.term_weights,
             "plan": True,
             **options,
         }
         return build_agent(llm or self.llm, build_tools(self, book), book, **merged)
 
-    def chat_session(self, **options: Any) -> Any:
-        from lectern.rag.chat import ConversationStore, build_chat_chain
+    def chat_session(self, **changes: Any) -> ChatSession:
+        """Conversations over this collection (rag.chat): each follow-up rewritten as a standalone
+        question, answered by this collection's QA chain (qa_chain: `changes` replace its options)."""
+        from lectern.rag.chat import ChatSession, ConversationStore
 
         store = ConversationStore.for_data_dir(self.settings.data_dir)
-        retriever, merged = self._qa_parts(options)
         limit = self.settings.answer.max_question_tokens
-        return build_chat_chain(self.llm, retriever, store, max_question_tokens=limit, **merged)
+        return ChatSession(self.llm, self.qa_chain(**changes), store, max_question_tokens=limit)
 
     def chat(self, question: str, conversation_id: str = "default") -> Answer:
         check_question(question)

@@ -93,26 +93,19 @@ def structured_text(answer: Any) -> str:
 def _rag_chain(
     server: Server, body: ChatRequest, llm: QueuedChatModel, sources: tuple[str, ...], structured: bool
 ) -> Any:
-    from lectern.rag.qa import build_qa_chain
+    """The collection's QA chain as the settings configure it (Workspace.qa_chain), answering with
+    the request's model, length, k, mode and sources; `structured` for a response_format (the
+    queued model carries its schema)."""
     from lectern.rag.retrieval import Filters
-    from lectern.rag.workspace import chain_options
 
     ws = server.workspace(body.model[len(RAG_PREFIX) :])
-    searcher = ws.searcher()
-    retrieval: dict[str, Any] = {}
+    changes: dict[str, Any] = {"max_new_tokens": llm.max_new_tokens}
     if body.k is not None:
-        retrieval["k"] = body.k
-    if body.mode is not None:
-        retrieval["mode"] = body.mode
-    if sources:
-        retrieval["filters"] = Filters(sources)
-    retriever = ws.retriever(searcher, **retrieval)
-    options = {**chain_options(ws.settings, searcher), "max_new_tokens": llm.max_new_tokens}
-    if body.k is not None:
-        options["k"] = body.k
+        changes["k"] = body.k
     if structured:
-        options["structured"] = True
-    return build_qa_chain(llm, retriever, **options)
+        changes["structured"] = True
+    filters = Filters(sources) if sources else None
+    return ws.qa_chain(llm=llm, mode=body.mode, filters=filters, **changes)
 
 
 async def rag_chat(server: Server, body: ChatRequest, request: Request) -> Any:

@@ -43,11 +43,12 @@ def sample_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 @pytest.fixture(scope="module")
 def meaning_chain(sample_chain) -> object:  # type: ignore[no-untyped-def]
     """The same chain choosing its sentences by words and meaning (answer.meaning = 1.0)."""
+    from dataclasses import replace
+
     from lectern.rag.qa import QAChain
 
-    chain = QAChain.__new__(QAChain)
-    chain.__dict__.update(sample_chain.__dict__, meaning=1.0)
-    return chain
+    options = replace(sample_chain.options, meaning=1.0)
+    return QAChain(sample_chain.llm, sample_chain.retriever, options, sample_chain.corpus)
 
 
 @pytest.mark.parametrize("question", REWORDED)
@@ -91,10 +92,8 @@ def test_the_gate_passes_reworded_questions_whose_answer_sentence_is_retrieved(
     the words gate refused most of them; docs/ANSWERS.md): at most one in ten, each named here."""
     from lectern.rag.evaluate import articles_of, eval_searcher, load_qa, load_questions
     from lectern.rag.llm import build_llm
-    from lectern.rag.qa import build_qa_chain
-    from lectern.rag.retrieval import LecternRetriever
     from lectern.rag.settings import load_settings
-    from lectern.rag.workspace import chain_options
+    from lectern.rag.workspace import chain_from_settings
 
     qa = CMU_DATA / year
     if not qa.is_dir():
@@ -103,11 +102,7 @@ def test_the_gate_passes_reworded_questions_whose_answer_sentence_is_retrieved(
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     settings = load_settings(data_dir=tmp_path, ingest={"parse_workers": 0}, llm={"backend": "fake"})
     with eval_searcher(articles_of(load_qa(qa)), settings, tmp_path) as searcher:
-        r = settings.retrieval
-        retriever = LecternRetriever(searcher=searcher, k=r.k, mode=r.mode)
-        chain = build_qa_chain(
-            build_llm(settings.llm, settings.models_dir), retriever, **chain_options(settings, searcher)
-        )
+        chain = chain_from_settings(settings, searcher, llm=build_llm(settings.llm, settings.models_dir))
         shown, refused = 0, []
         for item, row in zip(load_questions(path, qa), rows, strict=True):
             evidence = " ".join(row["evidence"].split()).lower()[:80]

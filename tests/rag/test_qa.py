@@ -203,7 +203,7 @@ def test_the_sentence_defaults_agree_between_the_settings_and_the_chain() -> Non
     defaults = AnswerSettings()
     assert (defaults.sentences, defaults.neighbours, defaults.order) == (SENTENCES, NEIGHBOURS, ORDER)
     qa, _, _ = chain([])
-    assert (qa.sentences, qa.neighbours, qa.order) == (SENTENCES, NEIGHBOURS, ORDER)
+    assert (qa.options.sentences, qa.options.neighbours, qa.options.order) == (SENTENCES, NEIGHBOURS, ORDER)
 
 
 def test_unknown_variant() -> None:

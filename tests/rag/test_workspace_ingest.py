@@ -142,7 +142,8 @@ def test_the_gate_follows_the_collection_embedder_not_the_unset_profile(settings
     from types import SimpleNamespace
 
     from lectern.rag.evidence import COVERAGE_ONLY, MEANING, WORDS
-    from lectern.rag.workspace import chain_options, evidence_calibration
+    from lectern.rag.qa import Corpus
+    from lectern.rag.workspace import evidence_calibration, qa_options
 
     assert settings.ingest.embed.profile is None or settings.ingest.embed.model == "fake"
     assert evidence_calibration(settings, "accurate") is MEANING
@@ -157,15 +158,14 @@ def test_the_gate_follows_the_collection_embedder_not_the_unset_profile(settings
         spelled=list,
         similarities=max,
     )
-    options = chain_options(settings, searcher)  # type: ignore[arg-type]
-    assert options["calibration"] is MEANING and options["similarity"] is max
-    assert options["spelling"] is list and options["term_weights"] is len
+    assert qa_options(settings, searcher.collection.manifest.profile).calibration is MEANING
+    corpus = Corpus.of(searcher)  # type: ignore[arg-type]
+    assert corpus.similarity is max and corpus.spelling is list and corpus.term_weights is len
     settings.answer.evidence_threshold = 0.2
     lowered = evidence_calibration(settings, "accurate")
     assert lowered.threshold == 0.2 and lowered.weights == MEANING.weights
     # the selection's meaning options reach the chain with the embedder they were tuned on, only
     settings.answer.by_meaning, settings.answer.meaning = 1, 1.0
-    assert chain_options(settings, searcher)["by_meaning"] == 1  # type: ignore[arg-type]
-    searcher.collection.manifest.profile = "fast"
-    options = chain_options(settings, searcher)  # type: ignore[arg-type]
-    assert options["by_meaning"] == 0 and options["meaning"] == 0.0
+    assert qa_options(settings, "accurate").by_meaning == 1
+    options = qa_options(settings, "fast")
+    assert options.by_meaning == 0 and options.meaning == 0.0

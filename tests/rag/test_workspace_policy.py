@@ -1,0 +1,56 @@
+"""The rules the CLI once held itself, now the library's (rag.workspace): summarizing a file the
+collection does not hold yet ingests it first, and `migrate` resolves its locations and refuses an
+unnamed or missing source before copying anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lectern.errors import CollectionNotFound, DocumentError, InvalidInput, InvalidName, LecternError
+from lectern.rag.settings import Settings
+from lectern.rag.workspace import Workspace, migrate_collection
+
+
+def test_a_file_not_yet_ingested_is_ingested_once(fake_ws: Workspace, tmp_path: Path) -> None:
+    note = tmp_path / "note.txt"
+    note.write_text("Herons\n\nThe grey herons nest in the old beeches.\n")
+    assert not fake_ws.exists
+    key = fake_ws.ensure_ingested(note)
+    assert fake_ws.exists and [d.source for d in fake_ws.documents()] == [key]
+    note.write_text("Herons\n\nChanged: a changed file is the collection's as ingested.\n")
+    assert fake_ws.ensure_ingested(note) == key  # held already: not ingested again
+    assert "beeches" in fake_ws.collection().chunks_of(key)[0].text
+    docs, scope = fake_ws.scope_documents(source=note)
+    assert scope == f"document {note}" and len(docs) == 1
+
+
+def test_a_file_that_cannot_be_ingested_is_a_document_error(fake_ws: Workspace, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4 not a pdf at all")
+    with pytest.raises(DocumentError, match=r"broken\.pdf"):
+        fake_ws.ensure_ingested(broken)
+
+
+def test_migrate_resolves_names_and_copies(fake_ws: Workspace, settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("Alpha\n\nSome text about alpha.\n")
+    assert fake_ws.ingest([tmp_path / "a.txt"]).ok
+    report = migrate_collection("faiss:test", "faiss:copy", settings)
+    assert (report.documents, report.chunks) == (1, 1)
+    copy = Workspace(collection="copy", settings=settings)
+    assert [d.source for d in copy.documents()] == [d.source for d in fake_ws.documents()]
+    copy.close()
+    again = migrate_collection("faiss:test", "faiss:copy", settings)
+    assert again.documents == 0 and len(again.unchanged) == 1  # a stopped migration finishes on a rerun
+
+
+def test_migrate_refuses_before_copying(settings: Settings) -> None:
+    with pytest.raises(InvalidInput, match="name the collection"):
+        migrate_collection("faiss:", "faiss:copy", settings)
+    with pytest.raises(CollectionNotFound, match="nothing"):
+        migrate_collection("faiss:nothing", "faiss:copy", settings)
+    with pytest.raises(InvalidName):
+        migrate_collection("faiss:../up", "faiss:copy", settings)
+    with pytest.raises(LecternError, match="store location"):
+        migrate_collection("sqlite:x", "faiss:copy", settings)
