@@ -53,13 +53,16 @@ class Unit:
 @dataclass(frozen=True)
 class LoadOptions:
     """What a loader is told besides the path: whether to OCR (`ingest.ocr`), where OCR results are
-    cached, and whom to tell as each page is recognised (a parse worker's progress)."""
+    cached, whom to tell as each page is recognised (a parse worker's progress), and a PDF's
+    decompression budgets (ingest.pdf_max_stream_bytes, ingest.pdf_max_text_chars; None: ingest.pdf's)."""
 
     ocr: OcrMode = "auto"
     ocr_dpi: int = 200
     ocr_cache: str | None = None  # folder of OCR results keyed by the page image's hash; None: no cache
     ocr_threads: int | None = None  # ONNX Runtime threads for RapidOCR; None: its default
     ocr_engine: OcrEngineName = "tesseract"
+    pdf_max_stream_bytes: int | None = None
+    pdf_max_text_chars: int | None = None
     on_page: Callable[[int, int], None] | None = field(default=None, compare=False)  # (done, total)
 
 
@@ -628,7 +631,7 @@ def load_pdf(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
     data = _read_bytes(path)
     if not data:
         raise EmptyDocument(path, "file is empty (0 bytes)")
-    pdf = extract(path, data)
+    pdf = extract(path, data, options.pdf_max_stream_bytes, options.pdf_max_text_chars)
     fields = form_fields(data)
     n_pages = len(pdf.pages)
     if n_pages == 0:

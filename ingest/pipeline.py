@@ -455,9 +455,13 @@ def _check_chunking(embedder: Embedder, chunk_tokens: int) -> None:
 
 
 def load_options(settings: IngestSettings, workers: int = 1) -> LoadOptions:
-    """What the loaders are told (OCR), with ONNX Runtime's threads shared among the parse workers."""
+    """What the loaders are told (OCR, a PDF's decompression budgets), with ONNX Runtime's threads
+    shared among the parse workers."""
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
-    return LoadOptions(settings.ocr, settings.ocr_dpi, settings.ocr_cache, threads, settings.ocr_engine)
+    return LoadOptions(
+        settings.ocr, settings.ocr_dpi, settings.ocr_cache, threads, settings.ocr_engine,
+        pdf_max_stream_bytes=settings.pdf_max_stream_bytes, pdf_max_text_chars=settings.pdf_max_text_chars,
+    )  # fmt: skip
 
 
 def parse_workers(settings: IngestSettings, embedder: Embedder) -> int:
