@@ -9,6 +9,7 @@ repairs for malformed files and its own reasons when it fails. Both return raw p
 from __future__ import annotations
 
 import io
+import logging
 import re
 import unicodedata
 import zlib
@@ -236,6 +237,24 @@ def form_fields(data: bytes) -> list[str]:
         if text and text != "Off":  # an unticked box says nothing
             lines.append(f"{field.get('/TU') or name}: {text}")
     return lines
+
+
+def page_count(path: Path) -> int | None:
+    """A PDF's pages as its page tree's root says (/Count), before it is parsed: for progress totals.
+    pypdf reads the trailer, the catalog and that one object (its inflation capped at 75 MB by pypdf),
+    not the pages; None for a file it cannot read so (it is parsed all the same)."""
+    from pypdf import PdfReader
+
+    quiet = logging.getLogger("pypdf")
+    level, quiet.level = quiet.level, logging.ERROR  # its repairs are told when the file is parsed
+    try:
+        with path.open("rb") as fh:
+            count = PdfReader(fh, strict=False).trailer["/Root"]["/Pages"]["/Count"]
+            return int(count) if isinstance(count, int) and 0 < count < 1 << 24 else None
+    except Exception:  # any malformed file: the count is a nicety
+        return None
+    finally:
+        quiet.level = level
 
 
 PdfParser = Callable[[Path, bytes, int | None], PdfText]  # (path, data, text budget)

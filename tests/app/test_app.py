@@ -533,6 +533,10 @@ def test_the_progress_lines_tell_the_totals_and_the_time_left() -> None:
     assert fraction == 0.25
     assert text.startswith("Files 0 of 1 · 7.5 MB of 30.0 MB · 1 page · chunks embedded 256 of about 2000")
     assert "big.txt · elapsed 1:0" in text and "about 3:0" in text and text.endswith(" left")
+    job.report(
+        Progress(files_total=1, pages=2, pages_total=5, bytes_total=10, bytes_done=4, current="/d/a.pdf")
+    )
+    assert " · pages 2 of 5 · " in components.ingest_status(job)[1]  # a PDF's pages, counted up front
     summary = Job("summary", "default", "default", "The summary")
     summary.report(0, 1)
     assert components.summary_status(summary)[1].startswith("Summarizing: 0 of 1 model call done")
