@@ -249,7 +249,8 @@ def page_count(path: Path) -> int | None:
     level, quiet.level = quiet.level, logging.ERROR  # its repairs are told when the file is parsed
     try:
         with path.open("rb") as fh:
-            count = PdfReader(fh, strict=False).trailer["/Root"]["/Pages"]["/Count"]
+            root: Any = PdfReader(fh, strict=False).trailer["/Root"]
+            count = root["/Pages"]["/Count"]
             return int(count) if isinstance(count, int) and 0 < count < 1 << 24 else None
     except Exception:  # any malformed file: the count is a nicety
         return None
