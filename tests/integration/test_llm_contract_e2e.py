@@ -62,6 +62,7 @@ def test_a_stop_string_ends_the_reply_before_it(smol: Any) -> None:
     assert "".join(c.content for c in smol.stream(counting, stop=["4"], max_new_tokens=40)) == cut
 
 
+@pytest.mark.e2e
 def test_a_stop_ends_generation_at_the_next_token(smol: Any) -> None:
     """A web UI job's Stop (rag.llm.base.stoppable) waited for the whole reply, or its next streamed
     word; now the backend checks after each token and ends there with Stopped, streamed or not."""
