@@ -164,8 +164,8 @@ class IngestSettings(BaseModel):
     stream_bytes: int = Field(
         8 << 20,
         ge=0,
-        description="Text files larger than this are chunked, embedded and written a batch at a time, in "
-        "flat memory (bench/large_text_memory.py).",
+        description="Text files larger than this are chunked, embedded and written a batch at a time: memory "
+        "grows only with the collection's index, about 3-5 KB a chunk at 384 dimensions (docs/BENCHMARKS.md).",
     )
     ocr: OcrMode = Field(
         "auto",
