@@ -86,7 +86,7 @@ def ingest_status(job: Job) -> tuple[float, str]:
     parts = [f"Files {p.files_done} of {p.files_total}"]
     if p.bytes_total:
         parts.append(f"{megabytes(p.bytes_done)} of {megabytes(p.bytes_total)}")
-    parts.append(plural(p.pages, "page"))
+    parts.append(f"pages {p.pages} of {p.pages_total}" if p.pages_total else plural(p.pages, "page"))
     if p.chunks:
         estimate = round(p.chunks / fraction) if 0 < fraction < 1 and p.bytes_total else p.chunks
         parts.append(f"chunks embedded {p.chunks_embedded} of about {max(estimate, p.chunks)}")

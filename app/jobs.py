@@ -5,7 +5,9 @@ Streamlit: the pages read a Job, the worker only writes it.
 
 A job's work gets the Job and passes `job.report` as its progress callback; once `job.stop()` is
 asked, the next report raises lectern.errors.Stopped, the same way out as any error (an ingest
-catches it and keeps the files it finished: ingest.pipeline).
+catches it and keeps the files it finished: ingest.pipeline). The work also runs under
+rag.llm.base.stoppable(job.check): an agent stops between its steps, and a model generating here
+(the local and llamacpp backends) at its next token.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lectern.errors import Busy, LecternError, Stopped
+from lectern.rag.llm.base import stoppable
 
 LOG = logging.getLogger("lectern")
 Kind = Literal["ingest", "summary", "answer"]
@@ -71,6 +74,10 @@ class Job:
     def report(self, *progress: Any) -> None:
         """The work's progress callback: keep what it reports; raise Stopped once a stop was asked."""
         self.progress = progress[0] if len(progress) == 1 else progress
+        self.check()
+
+    def check(self) -> None:
+        """Raise Stopped once a stop was asked (between an agent's steps, a model's tokens)."""
         if self._stop.is_set():
             raise Stopped(self.label)
 
@@ -103,7 +110,8 @@ class Jobs:
     def _run(self, job: Job, work: Work) -> None:
         stopped = False
         try:
-            job.result = work(job)
+            with stoppable(job.check):
+                job.result = work(job)
             stopped = bool(getattr(job.result, "stopped", False))  # an ingest keeps what it finished
         except Stopped:
             stopped = True

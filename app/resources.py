@@ -7,6 +7,7 @@ and page reuses it, and a new temperature on the Settings page loads nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
@@ -29,6 +30,7 @@ from lectern.rag.workspace import Workspace, check_name
 
 LOG = logging.getLogger("lectern")
 UPLOADS_DIR = "uploads"
+REPLACED_DIR = ".replaced"  # in an uploads folder: the files uploads replaced, until their ingest ends
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')
 _WS_KEY = "_lectern_workspace"
 # Settings the environment pins: the UI says so, since a saved value cannot override them.
@@ -180,42 +182,73 @@ def save_uploads(
     files: Iterable[Upload], config: Settings, collection: str
 ) -> tuple[list[Path], list[LecternError]]:
     """Write uploaded files under <data_dir>/uploads/<collection>/. A name that cannot be used, or a
-    file that cannot be written, comes back as one error; the rest of the batch is still saved."""
+    file that cannot be written, comes back as one error; the rest of the batch is still saved. An
+    upload that replaces a file (a document's, by the same name) moves it aside (`replaced_copy`)
+    until forget_uploads knows whether the new one was ingested."""
     folder = uploads_dir(config, collection)
     folder.mkdir(parents=True, exist_ok=True)
     root = folder.resolve()
     saved: list[Path] = []
     rejected: list[LecternError] = []
     for f in files:
+        previous: Path | None = None
         try:
             target = (folder / safe_filename(f.name)).resolve()
             if target.parent != root:
                 raise InvalidName(f"invalid file name {f.name!r}: it would be saved outside {root}")
+            if target.is_file() and not replaced_copy(target).is_file():  # (kept: the batch's first)
+                previous = replaced_copy(target)
+                previous.parent.mkdir(exist_ok=True)
+                os.replace(target, previous)
             atomic_write_bytes(target, bytes(f.getbuffer()))
         except InvalidName as err:
             rejected.append(err)
             continue
         except OSError as err:  # a name the file system refuses, a full disk: this file only
+            if previous is not None and previous.is_file():
+                os.replace(previous, target)  # the earlier file stays as it was
             rejected.append(SaveFailed(f.name, err.strerror or type(err).__name__))
             continue
         saved.append(target)
     return saved, rejected
 
 
+def replaced_copy(path: Path) -> Path:
+    """Where the file an upload replaced waits (<uploads>/.replaced/<name>) while the upload is ingested."""
+    return path.parent / REPLACED_DIR / path.name
+
+
 def forget_uploads(paths: Iterable[Path], ws: Workspace) -> None:
-    """Remove uploaded files the collection does not hold after an ingest (failed, or not reached
-    before a stop): the uploads folder keeps only the files of documents."""
+    """After an ingest of uploads: the uploads folder keeps only the files of documents. An upload the
+    collection holds stays (the file it replaced goes); one it does not hold (failed, or not reached
+    before a stop) is removed, or, where it replaced a document's file, that file is put back, so a
+    failed replacement keeps the earlier document and its file."""
+    from lectern.ingest.pipeline import file_hash
+
     paths = list(paths)
     if not paths:
         return
     try:
-        known = {d.source for d in ws.documents()}
+        known = {d.source: d.content_hash for d in ws.documents()}
     except LecternError as err:
         LOG.warning("uploads left in place: cannot list collection %r: %s", ws.name, err)
         return
     for path in paths:
-        if str(path.resolve()) not in known:
+        previous = replaced_copy(path)
+        stored = known.get(str(path.resolve()))
+        try:
+            ingested = stored is not None and file_hash(path)[0] == stored
+        except OSError:
+            ingested = False
+        if ingested:
+            previous.unlink(missing_ok=True)
+        elif previous.is_file() and stored is not None:
+            os.replace(previous, path)  # the document still holds the earlier file's chunks
+        else:
             path.unlink(missing_ok=True)
+            previous.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            previous.parent.rmdir()  # when empty
 
 
 def forget_upload(source: str, config: Settings, collection: str) -> None:

@@ -4,6 +4,7 @@ used below ingest.stream_bytes) against the streamed one (a batch of chunks at a
     python bench/large_text_memory.py --mb 50 --embedder minilm-tokens  # MiniLM's tokenizer, fake vectors
     python bench/large_text_memory.py --mb 50                  # fake embedder (word tokens)
     python bench/large_text_memory.py --mb 10 --embedder accurate  # MiniLM itself (slow on 2 cores)
+    python bench/large_text_memory.py --mb 10 --text html --modes streamed  # one big HTML table
 
 `minilm-tokens` chunks with the accurate profile's own tokenizer (where the memory went: word-piece
 offsets of the whole file) and embeds with the fake embedder, so the figure is lectern's pipeline
@@ -55,7 +56,17 @@ if __name__ == "__main__":
 
 def write_text(path: Path, megabytes: int, kind: str = "prose") -> None:
     """`megabytes` MiB of deterministic text: prose in paragraphs (about six characters a word piece),
-    or numeric tables (about two: many more chunks for the same size)."""
+    numeric tables (about two: many more chunks for the same size), or one HTML table (a spreadsheet
+    saved as a page: much markup, little text a cell; parsed in a worker, whatever stream_bytes)."""
+    if kind == "html":
+        with path.open("w", encoding="utf-8") as fh:
+            fh.write("<html><head><title>Ferry times</title></head><body><table>\n")
+            row = 0
+            while fh.tell() < megabytes << 20:
+                fh.write(f"<tr><td>{row}</td><td>pier {row % 97}</td><td>{row * 7 % 1000}.5</td></tr>\n")
+                row += 1
+            fh.write("</table></body></html>\n")
+        return
     words = ["keeper", "lantern", "harbour", "tide", "ferry", "market", "slipway", "beacon", "signal",
              "weather", "chart", "rope"]  # fmt: skip
     rng = random.Random(1)
@@ -145,10 +156,10 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=50, help="size of the text file in MiB")
     parser.add_argument("--embedder", choices=["minilm-tokens", "fake", "accurate"], default="minilm-tokens")
     parser.add_argument("--modes", default="whole,streamed")
-    parser.add_argument("--text", choices=["prose", "numeric"], default="prose")
+    parser.add_argument("--text", choices=["prose", "numeric", "html"], default="prose")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        text = Path(tmp) / "large.txt"
+        text = Path(tmp) / ("large.html" if args.text == "html" else "large.txt")
         write_text(text, args.mb, args.text)
         print(
             f"{args.mb} MiB {args.text} text file, {args.embedder} embedder, Python {sys.version.split()[0]}"

@@ -90,6 +90,39 @@ class BM25Matrix:
         return cls._with_stats(np.asarray(ids, dtype=np.int64), tf, lengths, live, k1, b)
 
     @classmethod
+    def from_batches(
+        cls,
+        batches: Iterable[tuple[np.ndarray, Sequence[np.ndarray]]],
+        vocab_size: int,
+        k1: float = 1.2,
+        b: float = 0.75,
+    ) -> BM25Matrix:
+        """From (ids, term arrays) batches in ascending id order, as from_arrays would from them all
+        at once; each batch's counts are summed before the next is read, so what is held is the
+        matrix itself (a term's count once per row), not every occurrence of every term."""
+        ids, lengths, indptr, indices, data = [], [], [np.zeros(1, dtype=np.int64)], [], []
+        rows, width = 0, max(vocab_size, 1)
+        for batch_ids, arrays in batches:
+            part = cls.from_arrays(np.asarray(batch_ids, dtype=np.int64), arrays, vocab_size).tf.tocsr()
+            width = max(width, part.shape[1])
+            ids.append(np.asarray(batch_ids, dtype=np.int64))
+            lengths.append(np.array([len(a) for a in arrays], dtype=np.float32))
+            indptr.append(part.indptr[1:].astype(np.int64) + (indptr[-1][-1] if rows else 0))
+            indices.append(part.indices.astype(np.int32))
+            data.append(part.data.astype(np.float32))
+            rows += len(batch_ids)
+        if not rows:
+            return cls.from_arrays(np.zeros(0, dtype=np.int64), [], vocab_size, k1, b)
+        parts = (np.concatenate(data), np.concatenate(indices), np.concatenate(indptr))
+        for pieces in (data, indices, indptr):
+            pieces.clear()  # the pieces go as the whole is made
+        tf = sparse.csr_matrix(parts, shape=(rows, width))
+        del parts
+        tf = tf.tocsc()
+        live = np.ones(rows, dtype=bool)
+        return cls._with_stats(np.concatenate(ids), tf, np.concatenate(lengths), live, k1, b)
+
+    @classmethod
     def build(
         cls, ids: np.ndarray, term_blobs: Sequence[bytes], vocab_size: int, k1: float = 1.2, b: float = 0.75
     ) -> BM25Matrix:
@@ -109,8 +142,11 @@ class BM25Matrix:
     ) -> BM25Matrix:
         """Statistics counted from the matrix itself: O(nonzeros), for building and loading only."""
         width = tf.shape[1]
-        col_of = np.repeat(np.arange(width, dtype=np.int64), np.diff(tf.indptr))
-        df = np.bincount(col_of[live[tf.indices]], minlength=width).astype(np.float32)
+        if live.all():  # a column's entries are the rows that hold its term
+            df = np.diff(tf.indptr).astype(np.float32)
+        else:
+            col_of = np.repeat(np.arange(width, dtype=np.int64), np.diff(tf.indptr))
+            df = np.bincount(col_of[live[tf.indices]], minlength=width).astype(np.float32)
         return cls(ids, tf, lengths, live, df, int(live.sum()), float(lengths[live].sum()), k1, b)
 
     @property
@@ -175,8 +211,12 @@ class BM25Matrix:
     ) -> BM25Matrix:
         """New rows appended (their ids above every present one); dead rows dropped when asked.
         In memory, O(nonzeros): no stored chunk is read again."""
-        keep = np.flatnonzero(self.live) if drop_dead else np.arange(len(self.ids))
         added = BM25Matrix.from_arrays(np.asarray(ids, dtype=np.int64), term_arrays, 1)
+        return self.with_matrix(added, vocab_size, drop_dead)
+
+    def with_matrix(self, added: BM25Matrix, vocab_size: int, drop_dead: bool) -> BM25Matrix:
+        """`added`'s rows appended (with_rows, from a matrix built batch by batch: from_batches)."""
+        keep = np.flatnonzero(self.live) if drop_dead else np.arange(len(self.ids))
         width = max(vocab_size, self.tf.shape[1], added.tf.shape[1], 1)
         old = self.tf.tocsr()[keep]  # a new matrix: the shared one is never changed
         new = added.tf.tocsr()

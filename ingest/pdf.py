@@ -9,6 +9,7 @@ repairs for malformed files and its own reasons when it fails. Both return raw p
 from __future__ import annotations
 
 import io
+import logging
 import re
 import unicodedata
 import zlib
@@ -60,9 +61,10 @@ def _looks_scanned(page: Any, text: str) -> bool:
     return next(iter(images), None) is not None
 
 
-def pdfium_text(path: Path, data: bytes) -> PdfText:
+def pdfium_text(path: Path, data: bytes, text_budget: int | None = None) -> PdfText:
     """Text through PDFium's text layer. Raises EncryptedDocument for a password it lacks (an empty user
-    password opens, as in any viewer) and CorruptDocument for a file it cannot open."""
+    password opens, as in any viewer) and CorruptDocument for a file it cannot open; DecompressionBomb
+    past `text_budget` characters (TEXT_BUDGET unless given)."""
     import pypdfium2 as pdfium
 
     try:
@@ -98,7 +100,7 @@ def pdfium_text(path: Path, data: bytes) -> PdfText:
             except Exception as exc:  # one broken page must not lose the others
                 pages.append(exc)
                 scanned.append(False)
-            chars = _spend(path, chars, pages[-1])
+            chars = _spend(path, chars, pages[-1], text_budget)
         try:
             title = doc.get_metadata_dict().get("Title")
         except Exception:  # a broken Info dictionary only costs the title
@@ -108,8 +110,8 @@ def pdfium_text(path: Path, data: bytes) -> PdfText:
     return PdfText(tuple(pages), title or None, "pdfium", tuple(scanned))
 
 
-def pypdf_text(path: Path, data: bytes) -> PdfText:
-    """Text through pypdf, which repairs some files PDFium refuses."""
+def pypdf_text(path: Path, data: bytes, text_budget: int | None = None) -> PdfText:
+    """Text through pypdf, which repairs some files PDFium refuses (the same `text_budget`)."""
     from pypdf import PdfReader
     from pypdf.errors import DependencyError
 
@@ -132,7 +134,7 @@ def pypdf_text(path: Path, data: bytes) -> PdfText:
             pages.append(reader.pages[index].extract_text() or "")
         except Exception as exc:  # a bad font or stream on one page
             pages.append(exc)
-        chars = _spend(path, chars, pages[-1])
+        chars = _spend(path, chars, pages[-1], text_budget)
     try:
         metadata = reader.metadata
         title = metadata.title if metadata is not None else None
@@ -145,7 +147,8 @@ def pypdf_text(path: Path, data: bytes) -> PdfText:
 # holds about 13 times a content stream while it reads the page (a 1 GiB stream: 13.7 GB), so 32 MiB
 # keeps a page under half a GB; a real page's stream is a few KB to a few MB. Images are left out
 # (text extraction never decodes them). The file's budget is on the text out: the 2415 pages of R's
-# reference manual are 6 M characters.
+# reference manual are 6 M characters. These are the defaults of ingest.pdf_max_stream_bytes and
+# ingest.pdf_max_text_chars (ingest.settings), which reach the loader in its LoadOptions.
 STREAM_BUDGET = 32 << 20
 TEXT_BUDGET = 128 << 20
 _DEFLATE_MAX_RATIO = 1032  # no deflate stream inflates more: a stream this small is no bomb
@@ -154,11 +157,12 @@ _LENGTH = re.compile(rb"/Length\s+(\d+)(?!\s+\d+\s+R)")
 _STEP = 1 << 20
 
 
-def check_inflation(path: Path, data: bytes, budget: int = STREAM_BUDGET) -> None:
+def check_inflation(path: Path, data: bytes, budget: int | None = None) -> None:
     """Refuse a decompression bomb before any parser inflates it. A Flate stream (not an image) that
     could pass the budget is inflated here a MiB at a time, counted and thrown away: memory stays
     flat. What a parser may read of a stream is bounded by its direct /Length and by the first
     `endstream` after it, so small streams (nearly all) cost nothing."""
+    budget = STREAM_BUDGET if budget is None else budget
     for match in _STREAM.finditer(data):
         head = data[max(0, match.start() - 1024) : match.start()]
         head = head[head.rfind(b"obj") :]
@@ -173,16 +177,26 @@ def check_inflation(path: Path, data: bytes, budget: int = STREAM_BUDGET) -> Non
             continue
         if _inflated_size(data, match.end(), budget) > budget:
             raise DecompressionBomb(
-                path, f"a stream inflates past {budget >> 20} MiB (a page's text is far less)"
+                path,
+                f"a stream inflates past {_bytes(budget)} (a page's text is far less; "
+                "the limit is ingest.pdf_max_stream_bytes)",
             )
 
 
-def _spend(path: Path, spent: int, page: str | Exception) -> int:
+def _spend(path: Path, spent: int, page: str | Exception, budget: int | None = None) -> int:
     """The file's text budget, checked as each page's text comes out (a bomb of many pages)."""
+    budget = TEXT_BUDGET if budget is None else budget
     spent += len(page) if isinstance(page, str) else 0
-    if spent > TEXT_BUDGET:
-        raise DecompressionBomb(path, f"its text passes {TEXT_BUDGET >> 20} M characters")
+    if spent > budget:
+        raise DecompressionBomb(
+            path, f"its text passes {budget:,} characters (the limit is ingest.pdf_max_text_chars)"
+        )
     return spent
+
+
+def _bytes(n: int) -> str:
+    """32 MiB, or 100,000 bytes: a stream budget as it was most likely set."""
+    return f"{n >> 20} MiB" if n >= 1 << 20 and n % (1 << 20) == 0 else f"{n:,} bytes"
 
 
 def _inflated_size(data: bytes, start: int, limit: int) -> int:
@@ -225,23 +239,45 @@ def form_fields(data: bytes) -> list[str]:
     return lines
 
 
-PdfParser = Callable[[Path, bytes], PdfText]
+def page_count(path: Path) -> int | None:
+    """A PDF's pages as its page tree's root says (/Count), before it is parsed: for progress totals.
+    pypdf reads the trailer, the catalog and that one object (its inflation capped at 75 MB by pypdf),
+    not the pages; None for a file it cannot read so (it is parsed all the same)."""
+    from pypdf import PdfReader
+
+    quiet = logging.getLogger("pypdf")
+    level, quiet.level = quiet.level, logging.ERROR  # its repairs are told when the file is parsed
+    try:
+        with path.open("rb") as fh:
+            root: Any = PdfReader(fh, strict=False).trailer["/Root"]
+            count = root["/Pages"]["/Count"]
+            return int(count) if isinstance(count, int) and 0 < count < 1 << 24 else None
+    except Exception:  # any malformed file: the count is a nicety
+        return None
+    finally:
+        quiet.level = level
+
+
+PdfParser = Callable[[Path, bytes, int | None], PdfText]  # (path, data, text budget)
 PARSERS: dict[str, PdfParser] = {"pdfium": pdfium_text, "pypdf": pypdf_text}
 ORDER: tuple[str, ...] = ("pdfium", "pypdf")  # tests narrow this to one parser to check each alone
 
 
-def extract(path: Path, data: bytes) -> PdfText:
-    """The first parser in ORDER that opens the file and finds text in it.
+def extract(
+    path: Path, data: bytes, stream_budget: int | None = None, text_budget: int | None = None
+) -> PdfText:
+    """The first parser in ORDER that opens the file and finds text in it, within the decompression
+    budgets (STREAM_BUDGET and TEXT_BUDGET unless given: the ingest passes its settings').
 
     A password refusal is final (every parser would refuse). A file no parser opens raises the last
     parser's CorruptDocument; one that opens but has no text anywhere returns the first such reading.
     """
-    check_inflation(path, data)
+    check_inflation(path, data, stream_budget)
     refused: CorruptDocument | None = None
     empty: PdfText | None = None
     for name in ORDER:
         try:
-            result = PARSERS[name](path, data)
+            result = PARSERS[name](path, data, text_budget)
         except CorruptDocument as exc:
             refused = exc
             continue

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from lectern.ingest.static_model import StaticTable
 
 EMBED_SLICE = 256  # chunks embedded per call: bounds memory and keeps progress moving
+PAGE_COUNT_S = 2.0  # at most this long counting PDFs' pages before parsing (progress totals)
 Job = tuple[Path, str, str, int]  # a file to ingest: its path, source key, content hash and size
 
 
@@ -158,7 +159,10 @@ class Progress:
 
     files_total: int
     files_done: int = 0
-    pages: int = 0
+    pages: int = 0  # pages done: of the file in hand, up to its last chunk embedded
+    # pages to do: the PDFs' counted before they are parsed (ingest.pdf.page_count), the other files'
+    # added as each is parsed (a PDF's count corrected then too)
+    pages_total: int = 0
     chunks: int = 0
     chunks_embedded: int = 0
     current: str | None = None
@@ -355,6 +359,7 @@ def _write_streamed(
     offsets = _offsets_fn(embedder.tokenizer_file)
     doc, units, warnings = stream_text(path)
     state.pages += doc.pages
+    state.pages_total += doc.pages
     done_before = state.bytes_done
     chunking = settings.chunk
 
@@ -455,9 +460,13 @@ def _check_chunking(embedder: Embedder, chunk_tokens: int) -> None:
 
 
 def load_options(settings: IngestSettings, workers: int = 1) -> LoadOptions:
-    """What the loaders are told (OCR), with ONNX Runtime's threads shared among the parse workers."""
+    """What the loaders are told (OCR, a PDF's decompression budgets), with ONNX Runtime's threads
+    shared among the parse workers."""
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
-    return LoadOptions(settings.ocr, settings.ocr_dpi, settings.ocr_cache, threads, settings.ocr_engine)
+    return LoadOptions(
+        settings.ocr, settings.ocr_dpi, settings.ocr_cache, threads, settings.ocr_engine,
+        pdf_max_stream_bytes=settings.pdf_max_stream_bytes, pdf_max_text_chars=settings.pdf_max_text_chars,
+    )  # fmt: skip
 
 
 def parse_workers(settings: IngestSettings, embedder: Embedder) -> int:
@@ -632,6 +641,7 @@ class Work:
     report: IngestReport
     state: Progress
     progress: ProgressFn | None
+    page_counts: dict[str, int] = field(default_factory=dict)  # path -> pages counted up front (PDFs)
     sizes: dict[str, int] = field(default_factory=dict)  # path -> bytes, for Progress.bytes_done
     finished: int = 0  # bytes of the files done
 
@@ -649,6 +659,26 @@ class Work:
         self.state.bytes_done = self.finished
         if self.progress:
             self.progress(self.state)
+
+    def parsed(self, path: Path, parsed: Parsed) -> None:
+        """A file's parse came back: its pages count to do (a counted PDF's as it really has)."""
+        self.state.pages_total += parsed.pages - self.page_counts.get(str(path), 0)
+
+    def embed(self, path: Path, parsed: Parsed) -> np.ndarray:
+        """A parsed file's vectors; as its chunks are embedded, its pages and bytes count as done
+        (up to the page of the last chunk embedded), so a single large PDF's bar moves."""
+        pages, finished = self.state.pages, self.finished
+        size, n = self.sizes.get(str(path), 0), len(parsed.chunks)
+
+        def embedded(done: int) -> None:
+            page = parsed.chunks[done - 1].page
+            if page:
+                self.state.pages = pages + min(page, parsed.pages)
+            self.state.bytes_done = finished + size * done // max(n, 1)
+
+        vectors = _embed_chunks(self.embedder, parsed.chunks, self.state, self.progress, embedded)
+        self.state.pages = pages + parsed.pages
+        return vectors
 
     def failed(self, path: Path, err: DocumentError) -> None:
         self.done(FileResult(str(path), "failed", reason=failure_reason(err)))
@@ -692,13 +722,14 @@ def run_local(work: Work) -> None:
         if isinstance(parsed, DocumentError):
             work.failed(path, parsed)
             continue
-        work.state.pages += parsed.pages
+        work.parsed(path, parsed)
         work.state.chunks += len(parsed.chunks)
         if parsed.vectors is None:
-            vectors = _embed_chunks(work.embedder, parsed.chunks, work.state, work.progress)
+            vectors = work.embed(path, parsed)
         else:
             vectors = parsed.vectors
             work.state.chunks_embedded += len(vectors)
+            work.state.pages += parsed.pages
         work.write(path, parsed, vectors)
 
 
@@ -799,17 +830,34 @@ def ingest(
                     continue
                 jobs.append((path, source, digest, size))
             state.bytes_total = sum(job[3] for job in jobs)
+            counts = count_pages(jobs)
+            state.pages_total = sum(counts.values())
             try:
                 if progress:
                     progress(state)
                 if jobs:
-                    run(Work(jobs, known, embedder, settings, writer, report, state, progress))
+                    run(Work(jobs, known, embedder, settings, writer, report, state, progress, counts))
             except Stopped:  # on request, from the progress callback: what is written is kept
                 report.stopped = True
     finally:
         col.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def count_pages(jobs: Sequence[Job]) -> dict[str, int]:
+    """The PDFs' pages, counted before any is parsed (ingest.pdf.page_count: the page tree's root),
+    for up to PAGE_COUNT_S: the progress shows "pages x of N" from the start."""
+    from lectern.ingest.pdf import page_count
+
+    counts: dict[str, int] = {}
+    deadline = time.monotonic() + PAGE_COUNT_S
+    for path, *_ in jobs:
+        if path.suffix.lower() == ".pdf" and time.monotonic() < deadline:
+            pages = page_count(path)
+            if pages:
+                counts[str(path)] = pages
+    return counts
 
 
 def _one_path_per_file(files: list[Path], report: IngestReport) -> list[Path]:
@@ -876,13 +924,21 @@ def failure_reason(err: DocumentError) -> str:
 
 
 def _embed_chunks(
-    embedder: Embedder, chunks: Sequence[NewChunk], state: Progress, progress: ProgressFn | None
+    embedder: Embedder,
+    chunks: Sequence[NewChunk],
+    state: Progress,
+    progress: ProgressFn | None,
+    embedded: Callable[[int], None] | None = None,
 ) -> np.ndarray:
+    """The chunks' vectors, EMBED_SLICE at a time, each slice counted (`embedded(done so far)`) and
+    reported."""
     texts = [embedding_text(c.context, c.text) for c in chunks]
     parts = []
     for lo in range(0, len(texts), EMBED_SLICE):
         parts.append(embedder.embed(texts[lo : lo + EMBED_SLICE]))
         state.chunks_embedded += len(parts[-1])
+        if embedded is not None:
+            embedded(lo + len(parts[-1]))
         if progress:
             progress(state)
     return np.vstack(parts) if parts else np.zeros((0, embedder.dimension), dtype=np.float32)

@@ -264,6 +264,7 @@ def _finish(job: Job, f: _File, work: Work) -> None:
     parsed = Parsed(
         source, digest, size, m["title"], m["format"], m["pages"], m["warnings"], f.chunks, None, *m["ocr"]
     )
+    work.parsed(path, parsed)
     work.state.pages += parsed.pages
     work.write(path, parsed, np.vstack(f.vectors))
 

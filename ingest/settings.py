@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 
 from lectern.ingest.load import OcrEngineName, OcrMode
+from lectern.ingest.pdf import STREAM_BUDGET, TEXT_BUDGET
 
 Profile = Literal["accurate", "fast"]
 DEFAULT_PROFILE: Profile = "accurate"
@@ -163,8 +164,8 @@ class IngestSettings(BaseModel):
     stream_bytes: int = Field(
         8 << 20,
         ge=0,
-        description="Text files larger than this are chunked, embedded and written a batch at a time, in "
-        "flat memory (bench/large_text_memory.py).",
+        description="Text files larger than this are chunked, embedded and written a batch at a time: memory "
+        "grows only with the collection's index, about 3-5 KB a chunk at 384 dimensions (docs/BENCHMARKS.md).",
     )
     ocr: OcrMode = Field(
         "auto",
@@ -187,6 +188,25 @@ class IngestSettings(BaseModel):
     )
     ocr_cache: str | None = Field(
         None, description="Where OCR results are kept, by the page image's hash (unset: `<cache_dir>/ocr`)."
+    )
+    # A PDF's decompression budgets (ingest.pdf): past either, the file fails alone as a decompression
+    # bomb, in bounded memory, before or while its parser reads it.
+    pdf_max_stream_bytes: int = Field(
+        STREAM_BUDGET,
+        ge=1 << 16,
+        le=1 << 32,
+        description="What one compressed (Flate) stream of a PDF, other than an image, may inflate to, "
+        "checked a MiB at a time before a parser sees it; past it the file fails as a decompression bomb. "
+        "A page's text stream is a few KB to a few MB; PDFium holds about 13 times a stream while it reads "
+        "the page, so 32 MiB keeps a page under half a GB.",
+    )
+    pdf_max_text_chars: int = Field(
+        TEXT_BUDGET,
+        ge=1000,
+        le=1 << 34,
+        description="The characters of text one PDF may hold, counted page by page as they are extracted; "
+        "past it the file fails as a decompression bomb (one of many small pages). R's 2415-page reference "
+        "manual is 6 M characters; the default is 128 Mi.",
     )
 
 

@@ -42,14 +42,17 @@ def concrete_kind(kind: str, n: int) -> str:
     return kind
 
 
-def new_index(
-    kind: str, dimension: int, vectors: np.ndarray, ids: np.ndarray, options: dict[str, Any]
+TRAIN_PER_LIST = 256  # an IVF index trains on at most this many rows a list (what FAISS samples itself)
+
+
+def empty_index(
+    kind: str, dimension: int, n: int, options: dict[str, Any], sample: Callable[[int], np.ndarray]
 ) -> Any:
-    """A FAISS IndexIDMap2 (inner product) of the given kind over these vectors."""
+    """An empty FAISS IndexIDMap2 (inner product) of the kind `n` rows get, rows to be added in
+    batches; an IVF index is trained first on `sample(rows)`, at most TRAIN_PER_LIST rows a list."""
     import faiss
 
     base: Any
-    n = len(ids)
     kind = concrete_kind(kind, n)
     if kind == "hnsw":
         base = faiss.IndexHNSWFlat(dimension, int(options.get("hnsw_m", 32)), faiss.METRIC_INNER_PRODUCT)
@@ -57,14 +60,11 @@ def new_index(
     elif kind == "ivf" and n >= IVF_MIN_ROWS:
         lists = ivf_lists(n, options)
         base = faiss.IndexIVFFlat(faiss.IndexFlatIP(dimension), dimension, lists, faiss.METRIC_INNER_PRODUCT)
-        base.train(vectors)
+        base.train(np.ascontiguousarray(sample(min(n, TRAIN_PER_LIST * lists)), dtype=np.float32))
         base.nprobe = max(1, lists // 8)
     else:
         base = faiss.IndexFlatIP(dimension)
-    index = faiss.IndexIDMap2(base)
-    if n:
-        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
-    return index
+    return faiss.IndexIDMap2(base)
 
 
 def ivf_lists(n: int, options: dict[str, Any]) -> int:
@@ -283,20 +283,27 @@ def write_files(folder: Path, snap: Snapshot) -> tuple[dict[str, Any], int]:
 
     gen = snap.generation
     faiss_name, bm25_name = f"index-{gen}.faiss", f"bm25-{gen}.npz"
-    data = np.asarray(faiss.serialize_index(snap.index)).tobytes()
-    atomic_write_bytes(folder / faiss_name, data)
+    digest = hashlib.sha256()
+    with atomic_open(folder / faiss_name, "wb") as fh:
+
+        def write(block: bytes) -> None:  # FAISS writes the index a MiB at a time: no copy of it here
+            digest.update(block)
+            fh.write(block)
+
+        faiss.write_index(snap.index, faiss.PyCallbackIOWriter(write))  # type: ignore[attr-defined]
+        faiss_size = fh.tell()
     with atomic_open(folder / bm25_name) as fh:
         snap.bm25.save(fh)
     state: dict[str, Any] = {
         "generation": gen,
         "faiss": faiss_name,
         "bm25": bm25_name,
-        "faiss_sha256": sha256(data),
+        "faiss_sha256": digest.hexdigest(),
         "bm25_sha256": sha256_file(folder / bm25_name),
         "rows": int(snap.index.ntotal),
         "dead": None,
     }
-    written = len(data) + (folder / bm25_name).stat().st_size
+    written = faiss_size + (folder / bm25_name).stat().st_size
     if len(snap.dead):
         entries, size = write_tombstones(folder, gen, snap.dead)
         state.update(entries)

@@ -50,9 +50,9 @@ from lectern.ingest.atomic import atomic_write_bytes, free_bytes, out_of_disk
 from lectern.ingest.snapshot import (
     Snapshot,
     can_remove,
+    empty_index,
     load_files,
     needs_rebuild,
-    new_index,
     publish,
     read_state,
     read_tombstones,
@@ -70,6 +70,7 @@ LOG = logging.getLogger("lectern")
 # What atomic_open leaves when a writer is killed between writing and renaming: ".<name>.<random>.tmp".
 _TEMPORARIES = ("index-*.faiss", "bm25-*.npz", "dead-*.npy", "state.json", "manifest.json")
 WORK: Counter[str] = Counter()
+ROWS_AT_ONCE = 4096  # rows read back from SQLite at a time to build or update a snapshot
 """Work this process did on collections (rows read back from SQLite, snapshot bytes written, full
 rebuilds): tests and benchmarks count these instead of timing."""
 SCHEMA = """
@@ -341,23 +342,53 @@ class Collection:
         )
 
     def _build_snapshot(self, generation: int) -> Snapshot:
-        """Everything from SQLite: every row read back, the index built anew (counted in WORK)."""
-        rows = self.db.execute("SELECT id, vector, terms FROM chunks ORDER BY id").fetchall()
-        WORK["rows_read"] += len(rows)
+        """Everything from SQLite: every row read back, ROWS_AT_ONCE at a time, into an index built
+        anew (counted in WORK). What is held is the index and the BM25 counts, not the rows."""
         WORK["rebuilds"] += 1
-        dim = self.manifest.dimension
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        vectors = (
-            np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
-            if rows
-            else np.zeros((0, dim), dtype=np.float32)
-        )
         vocab_size = int(self.db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM vocab").fetchone()[0])
+        options = self.manifest.index
+        index = empty_index(
+            options.get("kind", "flat"), self.manifest.dimension, self.count_chunks(), options, self._sample
+        )
         from lectern.ingest.bm25 import BM25Matrix
 
-        bm25 = BM25Matrix.build(ids, [r[2] for r in rows], vocab_size)
-        index = new_index(self.manifest.index.get("kind", "flat"), dim, vectors, ids, self.manifest.index)
+        bm25 = BM25Matrix.from_batches(self._indexed(index, self.rows()), vocab_size)
         return Snapshot(generation, index, bm25)
+
+    def rows(
+        self, since: int = 0, counted: str = "rows_read"
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, list[np.ndarray]]]:
+        """(ids, vectors, BM25 term arrays) of the rows with ids from `since` on, in id order,
+        ROWS_AT_ONCE at a time (counted in WORK[counted])."""
+        dim = self.manifest.dimension
+        cursor = self.db.execute("SELECT id, vector, terms FROM chunks WHERE id >= ? ORDER BY id", (since,))
+        while rows := cursor.fetchmany(ROWS_AT_ONCE):
+            WORK[counted] += len(rows)
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+            yield ids, vectors, [np.frombuffer(r[2], dtype=np.int32) for r in rows]
+
+    @staticmethod
+    def _indexed(
+        index: Any, batches: Iterable[tuple[np.ndarray, np.ndarray, list[np.ndarray]]]
+    ) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+        """Each batch's vectors added to `index`; its ids and term arrays passed on (to the BM25 counts)."""
+        for ids, vectors, terms in batches:
+            index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+            yield ids, terms
+
+    def _sample(self, rows: int) -> np.ndarray:
+        """`rows` stored vectors spread evenly over the collection (an IVF index's training set)."""
+        ids = np.array([r[0] for r in self.db.execute("SELECT id FROM chunks ORDER BY id")], dtype=np.int64)
+        picked = (
+            ids[np.linspace(0, len(ids) - 1, num=min(rows, len(ids)), dtype=np.int64)] if len(ids) else ids
+        )
+        found = self.vectors(picked.tolist())
+        return (
+            np.vstack([found[int(i)] for i in picked])
+            if len(picked)
+            else np.zeros((0, self.manifest.dimension), dtype=np.float32)
+        )
 
     def vocabulary(self, words: Sequence[str]) -> dict[str, int]:
         """The term ids of those `words` the collection has seen."""
@@ -514,8 +545,10 @@ class Writer:
         self._start = collection.generation()
         self._files_current = self._state.get("generation") == self._start
         self._dirty = not self._files_current  # a killed writer left them stale: repaired on persist
-        self._added_vectors: dict[int, np.ndarray] = {}
-        self._added_terms: dict[int, np.ndarray] = {}
+        # rows added are read back from SQLite when the snapshot is brought up to date, not held here:
+        # how many, and the first id given (ids only grow: every row from it on was added by this writer)
+        self._added = 0
+        self._first_added: int | None = None
         self._removed: dict[int, np.ndarray] = {}  # row id -> its stored term ids
 
     @property
@@ -559,8 +592,6 @@ class Writer:
         document. `doc.chunks` is set to the number written, which is returned."""
         first = n = 0
         old: dict[int, np.ndarray] = {}
-        vectors_added: dict[int, np.ndarray] = {}
-        terms_added: dict[int, np.ndarray] = {}
         self.db.execute("BEGIN IMMEDIATE")
         try:
             old = self._take(doc.source)
@@ -587,9 +618,6 @@ class Writer:
                     "context, vector, terms) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
                     rows,
                 )
-                for i in range(len(chunks)):
-                    vectors_added[first + n + i] = vectors[i]
-                    terms_added[first + n + i] = term_arrays[i]
                 n += len(chunks)
             self.db.execute(
                 "INSERT OR REPLACE INTO documents VALUES(?,?,?,?,?,?,?,?,?)",
@@ -607,8 +635,9 @@ class Writer:
                 raise NotEnoughDisk(f"writing {doc.source}", where, None, free_bytes(where)) from error
             raise
         self._removed.update(old)
-        self._added_vectors.update(vectors_added)
-        self._added_terms.update(terms_added)
+        if n and self._first_added is None:
+            self._first_added = first
+        self._added += n
         self._dirty = True
         return n
 
@@ -640,8 +669,8 @@ class Writer:
         if not self._dirty:
             return
         gen = self.c.generation()
-        added = sorted(i for i in self._added_vectors if i not in self._removed)
-        gone = {i: t for i, t in self._removed.items() if i not in self._added_vectors}
+        added = self._added > len([i for i in self._removed if self._is_added(i)])  # some are still there
+        gone = {i: t for i, t in self._removed.items() if not self._is_added(i)}
         if not added and self._files_current and self._tombstone(gen, gone):
             self._reset()
             return
@@ -657,7 +686,7 @@ class Writer:
             return held
         if not self._files_current:
             return None
-        rows_then = self.c.count_chunks() - len(self._added_vectors) + len(self._removed)
+        rows_then = self.c.count_chunks() - self._added + len(self._removed)
         return self.c._load_snapshot(self._state, rows_then)
 
     def _tombstone(self, gen: int, gone: dict[int, np.ndarray]) -> bool:
@@ -676,25 +705,34 @@ class Writer:
             self.c._snapshot = Snapshot(gen, held.index, held.bm25.without(gone), persisted=True)
         return True
 
-    def _updated(self, base: Snapshot, gen: int, added: list[int], gone: dict[int, np.ndarray]) -> Snapshot:
-        """`base` with the rows removed and added, in memory; rebuilt from SQLite when its kind needs it."""
+    def _is_added(self, row: int) -> bool:
+        return self._first_added is not None and row >= self._first_added
+
+    def _updated(self, base: Snapshot, gen: int, added: bool, gone: dict[int, np.ndarray]) -> Snapshot:
+        """`base` with the rows removed and added, in memory; rebuilt from SQLite when its kind needs it.
+        The rows added are read back from SQLite a batch at a time (Collection.rows)."""
         import faiss
+
+        from lectern.ingest.bm25 import BM25Matrix
 
         kind = self.c.manifest.index.get("kind", "flat")
         bm25 = base.bm25.without(gone)
-        if needs_rebuild(kind, base.index, bm25.n_live + len(added), len(bm25.dead_ids)):
+        rows_added = self._added - len([i for i in self._removed if self._is_added(i)])
+        if needs_rebuild(kind, base.index, bm25.n_live + rows_added, len(bm25.dead_ids)):
             return self.c._build_snapshot(gen)
         index = faiss.clone_index(base.index)  # readers may hold the old one
         drop = can_remove(index)
         if drop and len(bm25.dead_ids):
             index.remove_ids(np.ascontiguousarray(bm25.dead_ids, dtype=np.int64))  # type: ignore[arg-type]
-        if added:
-            vectors = np.vstack([self._added_vectors[i] for i in added])
-            index.add_with_ids(vectors, np.array(added, dtype=np.int64))
         if added or (drop and len(bm25.dead_ids)):
             width = len(self._vocab.ids) if self._vocab is not None else bm25.tf.shape[1]
-            terms = [self._added_terms[i] for i in added]
-            bm25 = bm25.with_rows(np.array(added, dtype=np.int64), terms, width, drop_dead=drop)
+            batches = (  # the rows this writer added, and no other (WORK["rows_read"] stays 0)
+                self.c.rows(self._first_added, "added_rows_read")
+                if added and self._first_added is not None
+                else []
+            )
+            new = BM25Matrix.from_batches(self.c._indexed(index, batches), width)
+            bm25 = bm25.with_matrix(new, width, drop_dead=drop)
         return Snapshot(gen, index, bm25)
 
     def _write(self, snap: Snapshot) -> None:
@@ -711,8 +749,7 @@ class Writer:
         WORK["snapshot_bytes_written"] += written + size
 
     def _reset(self) -> None:
-        self._added_vectors.clear()
-        self._added_terms.clear()
+        self._added, self._first_added = 0, None
         self._removed.clear()
         self._start = self.c.generation()
         self._files_current = True

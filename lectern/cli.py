@@ -334,7 +334,8 @@ def ingest(
             task = bar.add_task("ingesting", total=None, detail="")
 
             def show(p: Any) -> None:
-                detail = f"{p.pages} pages, {p.chunks_embedded}/{p.chunks} chunks"
+                pages = f"{p.pages}/{p.pages_total}" if p.pages_total else str(p.pages)
+                detail = f"{pages} pages, {p.chunks_embedded}/{p.chunks} chunks"
                 if p.ocr_pages:
                     detail += f", {p.ocr_pages} pages read by OCR"
                 bar.update(

@@ -45,6 +45,7 @@ from pydantic import BaseModel, Field, ValidationError
 from lectern.errors import LecternError
 from lectern.rag.context import generation_kwargs
 from lectern.rag.evidence import TermWeights
+from lectern.rag.llm.base import check_stop
 from lectern.rag.plan import PLAN_SEARCHES, Subject, plan_queries, plan_subjects, question_subjects
 from lectern.rag.prompts import AGENT_FINAL, AGENT_PLAN, AGENT_SYSTEM, NO_ANSWER
 from lectern.rag.qa import Corpus, QAChain, QAOptions, cited_answer
@@ -256,6 +257,7 @@ class Agent:
     ) -> tuple[AIMessage | None, int]:
         """One model call and its step, or (None, 0) when it would overrun the token budget or the
         model's context window; `max_new_tokens` (default the agent's) bounds the reply."""
+        check_stop()  # a stop asked (rag.llm.base.stoppable) ends the run here, its steps kept in self.steps
         limit = max_new_tokens or self.max_new_tokens
         tools = list(self.tools.values()) if model is self.bound else None
         prompt = self.llm.get_num_tokens_from_messages(messages, tools=tools)
@@ -283,6 +285,7 @@ class Agent:
             results.append(ToolMessage(why, tool_call_id=bad.get("id") or "", status="error"))
             _add_step(steps, 0.0, kind="tool", tool=bad.get("name"), error=why)
         for call in reply.tool_calls:
+            check_stop()
             start = time.perf_counter()
             tool = self.tools.get(call["name"])
             chunks: list[int] = []

@@ -75,16 +75,27 @@ def answer_job(question: str, agent: bool, evidence: bool = True) -> bool:
         mine = Workspace(collection=name, settings=config)
         try:
             checked = mine.check_question(question)
+            stopped: Stopped | None = None
             with store.asking(talk, checked) as reply:
                 worker: Agent = mine.agent()
                 job.report(worker)  # the page reads its steps as they are taken
-                result = worker.invoke(checked)
-                lines = [step_line(s) for s in result.steps]
-                answer = result.answer
-                reply(
-                    Turn(role="assistant", content=answer.answer, citations=answer.citations, steps=lines),
-                    None,
-                )
+                try:
+                    result = worker.invoke(checked)
+                except Stopped as stop:  # between steps or mid-generation: the steps done are kept
+                    stopped = stop
+                    lines = [step_line(s) for s in worker.steps]
+                    reply(Turn(role="assistant", content="", error=str(stop), steps=lines), None)
+                else:
+                    lines = [step_line(s) for s in result.steps]
+                    answer = result.answer
+                    reply(
+                        Turn(
+                            role="assistant", content=answer.answer, citations=answer.citations, steps=lines
+                        ),
+                        None,
+                    )
+            if stopped is not None:
+                raise stopped
             return result
         finally:
             mine.close()
@@ -162,12 +173,11 @@ def answering(job: Job) -> None:
         for line in [step_line(s) for s in job.progress.steps]:
             st.caption(components.plain(line))
         at = f"The agent is at step {len(job.progress.steps) + 1}"
-        st.caption(at + components.timing(job, 0))  # no Stop: the agent stops only at its end
-        return
+        st.caption(at + components.timing(job, 0))
     else:
         searching = "Searching the documents (a follow-up is first rewritten with the conversation)…"
         st.caption(searching + components.timing(job, 0))
-    if st.button("Stop", key=f"stop-{job.id}", disabled=job.stopping, help="Stop at the next word."):
+    if st.button("Stop", key=f"stop-{job.id}", disabled=job.stopping, help="Stop at the next word or step."):
         job.stop()
 
 

@@ -4,7 +4,9 @@ cutting at a stop string)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any, cast
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -19,6 +21,7 @@ from langchain_core.messages import (
 )
 from langchain_core.outputs import ChatGenerationChunk
 
+from lectern.errors import Stopped
 from lectern.rag.context import ensure_fits
 
 
@@ -96,3 +99,53 @@ def cut_at_stop(text: str, stop: list[str] | None) -> str:
         if index >= 0:
             text = text[:index]
     return text
+
+
+# -- stopping a run mid-generation ------------------------------------------------------------------
+_STOP_CHECK: ContextVar[Callable[[], None] | None] = ContextVar("lectern_stop_check", default=None)
+
+
+@contextlib.contextmanager
+def stoppable(check: Callable[[], None]) -> Iterator[None]:
+    """Within the block, `check` (which raises lectern.errors.Stopped once a stop is asked: a web UI
+    job's) runs between an agent's steps and between the tokens of any model call made here: the
+    backends that run a model in this process end generation there and raise it (a prompt's prefill
+    runs to its end first)."""
+    token = _STOP_CHECK.set(check)
+    try:
+        yield
+    finally:
+        _STOP_CHECK.reset(token)
+
+
+def check_stop() -> None:
+    """Raise Stopped if the run this call belongs to (`stoppable`) was asked to stop."""
+    check = _STOP_CHECK.get()
+    if check is not None:
+        check()
+
+
+class Interrupt:
+    """A generation's view of `stoppable`, taken in the caller's thread (a streaming backend decodes
+    in another): `asked()` between tokens; the Stopped it caught is raised by `raise_if_asked` once
+    generation has ended."""
+
+    def __init__(self, check: Callable[[], None]) -> None:
+        self.check = check
+        self.error: Stopped | None = None
+
+    @classmethod
+    def current(cls) -> Interrupt | None:
+        check = _STOP_CHECK.get()
+        return cls(check) if check is not None else None
+
+    def asked(self) -> bool:
+        try:
+            self.check()
+        except Stopped as error:
+            self.error = error
+        return self.error is not None
+
+    def raise_if_asked(self) -> None:
+        if self.error is not None:
+            raise self.error

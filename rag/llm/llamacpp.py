@@ -32,6 +32,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from pydantic import ConfigDict, Field
 
 from lectern.errors import BackendUnavailable, ContextTooLong, CorruptModel, InvalidInput, ModelNotFound
+from lectern.rag.llm.base import Interrupt
 from lectern.rag.llm.local import CPU_WINDOW
 from lectern.rag.llm.structured import llama_grammar
 from lectern.rag.llm.templated import TemplatedChatModel, render_chat_template, usage
@@ -113,10 +114,17 @@ class LlamaCppChatModel(TemplatedChatModel):
             **options,
         )
 
-    def _options(self, prompt_len: int, stop: list[str] | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    def _options(
+        self,
+        prompt_len: int,
+        stop: list[str] | None,
+        overrides: dict[str, Any],
+        interrupt: Interrupt | None = None,
+    ) -> dict[str, Any]:
         """create_completion's arguments: greedy at temperature 0, else plain sampling at that
         temperature (no top-k, top-p, min-p: what the local backend samples from); stop strings; the
-        repetition rule on the generated tokens only (llama.cpp's own penalty would hit the prompt's)."""
+        repetition rule on the generated tokens only (llama.cpp's own penalty would hit the prompt's);
+        a stop asked (rag.llm.base.stoppable) ends generation at the next token."""
         temperature = float(overrides.get("temperature", self.temperature))
         seed = overrides.get("seed", self.seed)
         options: dict[str, Any] = {
@@ -133,6 +141,12 @@ class LlamaCppChatModel(TemplatedChatModel):
         schema = overrides.get("response_schema", self.response_schema)
         if schema is not None:  # JSON that validates: a grammar from the schema (rag.llm.structured)
             options["grammar"] = llama_grammar(schema)
+        if interrupt is not None:
+            import llama_cpp
+
+            options["stopping_criteria"] = llama_cpp.StoppingCriteriaList(
+                [lambda _ids, _logits: interrupt.asked()]
+            )
         if self.repetition_penalty != 1.0:
             import llama_cpp
 
@@ -150,8 +164,11 @@ class LlamaCppChatModel(TemplatedChatModel):
 
     def _complete(self, prompt: str, stop: list[str] | None, **overrides: Any) -> tuple[str, UsageMetadata]:
         ids = self._ids_that_fit(prompt)
+        interrupt = Interrupt.current()
         with self.lock:
-            out = self.llama.create_completion(ids, **self._options(len(ids), stop, overrides))
+            out = self.llama.create_completion(ids, **self._options(len(ids), stop, overrides, interrupt))
+        if interrupt is not None:
+            interrupt.raise_if_asked()
         used = out["usage"]
         return str(out["choices"][0]["text"]), usage(used["prompt_tokens"], used["completion_tokens"])
 
@@ -179,12 +196,15 @@ class LlamaCppChatModel(TemplatedChatModel):
         a rendered chat prompt), as llama.cpp decodes it: whole UTF-8 characters, a possible stop
         string held back."""
         ids = self._ids_that_fit(prompt)
+        interrupt = Interrupt.current()
         with self.lock:  # held until the stream ends or its consumer closes it
-            options = self._options(len(ids), stop, overrides)
+            options = self._options(len(ids), stop, overrides, interrupt)
             for part in self.llama.create_completion(ids, stream=True, **options):
                 piece = str(part["choices"][0]["text"])
                 if piece:
                     yield piece
+        if interrupt is not None:
+            interrupt.raise_if_asked()
 
 
 def _penalty_after(prompt_len: int, penalty: float) -> Any:

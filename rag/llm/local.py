@@ -21,7 +21,7 @@ from pydantic import ConfigDict, Field
 
 from lectern.errors import ModelNotFound, UnknownKey
 from lectern.ingest.embed import cpu_has_native_bf16
-from lectern.rag.llm.base import cut_at_stop
+from lectern.rag.llm.base import Interrupt, cut_at_stop
 from lectern.rag.llm.convert import (
     load_tokenizer,
     resolve_local,
@@ -75,7 +75,12 @@ class LocalChatModel(TemplatedChatModel):
         return text, usage(len(self.get_token_ids(prompt)), len(self.get_token_ids(text)) if text else 0)
 
     def _gen_kwargs(
-        self, prompt_len: int | None = None, stop: Sequence[str] | None = None, **overrides: Any
+        self,
+        prompt_len: int | None = None,
+        stop: Sequence[str] | None = None,
+        *,
+        interrupt: Interrupt | None = None,
+        **overrides: Any,
     ) -> dict[str, Any]:
         temperature = float(overrides.get("temperature", self.temperature))
         kwargs: dict[str, Any] = {
@@ -83,8 +88,15 @@ class LocalChatModel(TemplatedChatModel):
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self._eos_ids(),
         }
+        criteria = []
         if stop and prompt_len is not None:  # end generation at a stop string, not only cut the text
-            kwargs["stopping_criteria"] = _stop_at_text(prompt_len, list(stop), self.tokenizer)
+            criteria.append(_stop_at_text(prompt_len, list(stop), self.tokenizer))
+        if interrupt is not None:  # a stop asked (rag.llm.base.stoppable) ends it at the next token
+            criteria.append(_until_asked(interrupt))
+        if criteria:
+            from transformers import StoppingCriteriaList
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
         processors = []
         if self.repetition_penalty != 1.0 and prompt_len is not None:
             # Small models loop ("the tower the tower ...") without it. transformers' own penalty also
@@ -127,10 +139,13 @@ class LocalChatModel(TemplatedChatModel):
         self.tokenizer.padding_side = "left"
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(self.hf_model.device)
+        interrupt = Interrupt.current()
         with torch.inference_mode():
             out = self.hf_model.generate(
-                **enc, **self._gen_kwargs(enc["input_ids"].shape[1], stop, **overrides)
+                **enc, **self._gen_kwargs(enc["input_ids"].shape[1], stop, interrupt=interrupt, **overrides)
             )
+        if interrupt is not None:
+            interrupt.raise_if_asked()
         new = out[:, enc["input_ids"].shape[1] :]
         return [str(t) for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
@@ -179,13 +194,14 @@ class LocalChatModel(TemplatedChatModel):
         enc = enc.to(self.hf_model.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure: list[BaseException] = []
+        interrupt = Interrupt.current()  # taken here: `generate` runs in a thread of its own
 
         def work() -> None:
             try:
                 with torch.inference_mode():
                     self.hf_model.generate(
                         **enc,
-                        **self._gen_kwargs(enc["input_ids"].shape[1], stop, **kwargs),
+                        **self._gen_kwargs(enc["input_ids"].shape[1], stop, interrupt=interrupt, **kwargs),
                         streamer=streamer,
                     )
             except BaseException as error:  # surfaced to the caller below
@@ -210,6 +226,8 @@ class LocalChatModel(TemplatedChatModel):
         thread.join()
         if failure:
             raise failure[0]
+        if interrupt is not None:
+            interrupt.raise_if_asked()
 
     def batch(
         self,
@@ -256,7 +274,7 @@ def _stop_at_text(prompt_len: int, stop: list[str], tokenizer: Any) -> Any:
     precomputes tables over the whole vocabulary on every call (seconds for Qwen's 151k tokens);
     decoding the few new tokens of a short answer costs microseconds."""
     import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
+    from transformers import StoppingCriteria
 
     class StopAtText(StoppingCriteria):
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> Any:
@@ -264,7 +282,21 @@ def _stop_at_text(prompt_len: int, stop: list[str], tokenizer: Any) -> Any:
             done = [any(s in text for s in stop) for text in texts]
             return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
-    return StoppingCriteriaList([StopAtText()])
+    return StopAtText()
+
+
+def _until_asked(interrupt: Interrupt) -> Any:
+    """End every row once a stop is asked (checked after each token; the caller raises Stopped)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class UntilAsked(StoppingCriteria):
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> Any:
+            return torch.full(
+                (input_ids.shape[0],), interrupt.asked(), dtype=torch.bool, device=input_ids.device
+            )
+
+    return UntilAsked()
 
 
 def _penalty_after(prompt_len: int, penalty: float) -> Any:

@@ -533,6 +533,10 @@ def test_the_progress_lines_tell_the_totals_and_the_time_left() -> None:
     assert fraction == 0.25
     assert text.startswith("Files 0 of 1 · 7.5 MB of 30.0 MB · 1 page · chunks embedded 256 of about 2000")
     assert "big.txt · elapsed 1:0" in text and "about 3:0" in text and text.endswith(" left")
+    job.report(
+        Progress(files_total=1, pages=2, pages_total=5, bytes_total=10, bytes_done=4, current="/d/a.pdf")
+    )
+    assert " · pages 2 of 5 · " in components.ingest_status(job)[1]  # a PDF's pages, counted up front
     summary = Job("summary", "default", "default", "The summary")
     summary.report(0, 1)
     assert components.summary_status(summary)[1].startswith("Summarizing: 0 of 1 model call done")
@@ -554,6 +558,45 @@ def test_failed_uploads_leave_the_uploads_folder(data_dir: Path) -> None:
     resources.forget_uploads(saved, ws)
     ws.close()
     assert [p.name for p in (data_dir / "uploads" / "default").iterdir()] == ["good.txt"]
+
+
+def test_a_failed_replacement_keeps_the_earlier_file_and_its_document(data_dir: Path) -> None:
+    """An upload under a document's file name that then fails (here: not text) left the document
+    pointing at the failed upload's bytes; now the earlier file is back, and a replacement that is
+    ingested replaces it for good."""
+    from lectern.rag.workspace import Workspace
+
+    config = load_settings()
+    folder = data_dir / "uploads" / "default"
+    (first,), _ = resources.save_uploads(
+        [FakeUpload("notes.txt", b"The pump hums at night.")], config, "default"
+    )
+    ws = Workspace()
+    try:
+        assert ws.ingest([first]).ok
+        resources.forget_uploads([first], ws)
+        before = {d.source: d.content_hash for d in ws.documents()}
+
+        (again,), _ = resources.save_uploads(
+            [FakeUpload("notes.txt", b"\x00\x01\x02" * 400)], config, "default"
+        )
+        assert again == first
+        report = ws.ingest([again])
+        assert [r.status for r in report.results] == ["failed"], report.results
+        resources.forget_uploads([again], ws)
+        assert first.read_bytes() == b"The pump hums at night."
+        assert {d.source: d.content_hash for d in ws.documents()} == before
+        assert [p.name for p in folder.iterdir()] == ["notes.txt"]  # nothing set aside is left
+
+        (third,), _ = resources.save_uploads(
+            [FakeUpload("notes.txt", b"The pump is silent.")], config, "default"
+        )
+        assert [r.status for r in ws.ingest([third]).results] == ["updated"]
+        resources.forget_uploads([third], ws)
+        assert first.read_bytes() == b"The pump is silent."
+        assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    finally:
+        ws.close()
 
 
 def test_a_blank_question_is_refused_and_a_pasted_one_is_shown_as_text(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,3 +154,37 @@ def test_the_time_left_comes_from_the_rate_so_far() -> None:
     assert isinstance(job.progress, Progress)
     job.report(3, 8)
     assert job.progress == (3, 8)
+
+
+def test_a_model_called_in_a_job_sees_its_stop(ingested: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chat answer stopped only at its next streamed word (the page's report); the model calls a
+    job makes (the follow-up's rewrite, the answer) run under the job's stop check, which the local
+    and llamacpp backends consult after each token (tests/rag/test_llm_contract.py)."""
+    from lectern.rag.fake import FakeChatModel
+    from lectern.rag.llm.base import Interrupt
+
+    seen: list[bool] = []
+    real_stream, real_generate = FakeChatModel._stream, FakeChatModel._generate
+
+    def stream(self: FakeChatModel, *args: Any, **kwargs: Any) -> Any:
+        seen.append(Interrupt.current() is not None)
+        yield from real_stream(self, *args, **kwargs)
+
+    def generate(self: FakeChatModel, *args: Any, **kwargs: Any) -> Any:
+        seen.append(Interrupt.current() is not None)
+        return real_generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(FakeChatModel, "_stream", stream)
+    monkeypatch.setattr(FakeChatModel, "_generate", generate)
+    jobs = Jobs()
+
+    def work(job: Job) -> Any:
+        ws = Workspace()
+        try:
+            return list(ws.chat_session().stream_ask("talk", "Who designed the tower?"))[-1]
+        finally:
+            ws.close()
+
+    job = jobs.start("answer", "talk", "default", "The answer", work)
+    assert job.wait(120) and job.state == "done", job.error
+    assert seen and all(seen), seen

@@ -111,15 +111,40 @@ def test_a_file_that_kills_its_worker_is_not_parsed_in_the_main_process(tmp_path
     assert failed["path"].endswith("killer.txt") and "parse process was killed" in failed["reason"]
 
 
-def test_a_pdf_of_many_pages_stops_at_the_text_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_pdf_of_many_pages_stops_at_the_text_budget() -> None:
     """Streams each under the budget, but more text than a file may hold: checked page by page."""
     import lectern.ingest.pdf as pdf
 
-    monkeypatch.setattr(pdf, "TEXT_BUDGET", 1000)
     sample = next(SAMPLE_DOCS.glob("*.pdf"))
     for parser in pdf.PARSERS.values():
-        with pytest.raises(DecompressionBomb, match="its text passes"):
-            parser(sample, sample.read_bytes())
+        with pytest.raises(DecompressionBomb, match=r"text passes 1,000 characters .*pdf_max_text_chars"):
+            parser(sample, sample.read_bytes(), 1000)
+
+
+def test_the_pdf_budgets_are_ingest_settings(tmp_path: Path) -> None:
+    """ingest.pdf_max_stream_bytes and ingest.pdf_max_text_chars reach the loader in the parse worker
+    (they were constants): a 1 MiB page stream passes the default and fails under 512 KiB, the error
+    naming the setting; a budget no real page passes is refused when the settings are read."""
+    from pydantic import ValidationError
+
+    from lectern.ingest.embed import FakeEmbedder
+    from lectern.ingest.pipeline import ingest
+    from lectern.ingest.settings import IngestSettings
+
+    (tmp_path / "docs").mkdir()
+    page = bomb_pdf(tmp_path / "docs" / "page.pdf", 1 << 20)
+    shutil.copy(next(SAMPLE_DOCS.glob("*.pdf")), tmp_path / "docs" / "sample.pdf")
+    default = ingest([page.parent], tmp_path / "a", FakeEmbedder(), IngestSettings(parse_workers=1))
+    assert default.ok and len(default.added) == 2, default.results
+    tight = IngestSettings(parse_workers=1, pdf_max_stream_bytes=512 << 10, pdf_max_text_chars=1000)
+    report = ingest([page.parent], tmp_path / "b", FakeEmbedder(), tight)
+    reasons = {Path(r.path).name: r.reason or "" for r in report.failed}
+    assert "inflates past 524,288 bytes" in reasons["page.pdf"], reasons
+    assert "pdf_max_stream_bytes" in reasons["page.pdf"]
+    assert "text passes 1,000 characters" in reasons["sample.pdf"], reasons
+    for bad in ({"pdf_max_stream_bytes": 100}, {"pdf_max_text_chars": 0}, {"pdf_max_stream_bytes": "big"}):
+        with pytest.raises(ValidationError):
+            IngestSettings(**bad)
 
 
 def test_a_file_whose_parse_never_ends_fails_at_the_timeout(tmp_path: Path) -> None:

@@ -221,6 +221,35 @@ def test_progress_is_reported(corpus: Path, tmp_path: Path, cfg: IngestSettings)
     assert [done for _, done, _ in seen] == sorted(done for _, done, _ in seen)
 
 
+def test_a_pdfs_pages_are_counted_before_it_is_parsed(
+    tmp_path: Path, cfg: IngestSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The progress said "pages 0" until a PDF was parsed, then all its pages at once: now its pages
+    are counted up front (the page tree's /Count), and done as its chunks are embedded, with its
+    bytes, so the bar moves inside one large PDF and the time left shows from its first slice."""
+    import lectern.ingest.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "EMBED_SLICE", 2)  # a report every two chunks
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    pdf = shutil.copy(Path(__file__).parents[2] / "sample_docs" / "marrow_point_light.pdf", folder)
+    (folder / "note.txt").write_text("The lamp was lit at dusk.\n", encoding="utf-8")
+    seen: list[tuple[int, int, int, int]] = []
+
+    def progress(p: Progress) -> None:
+        seen.append((p.pages, p.pages_total, p.bytes_done, p.files_done))
+
+    report = ingest([folder], tmp_path / "col", FakeEmbedder(), cfg, progress=progress)
+    assert report.ok and report.pages == 6
+    assert seen[0] == (0, 5, 0, 0)  # before anything is parsed: the PDF's five pages, no text file's yet
+    assert seen[-1][:2] == (6, 6)  # the text file's page added once it was parsed
+    pdf_size = Path(pdf).stat().st_size
+    inside = [(pages, done) for pages, total, done, files in seen if files == 0 and 0 < done < pdf_size]
+    assert len({pages for pages, _ in inside}) >= 3, seen  # pages 1, 2, ... while the PDF is embedded
+    assert all(pages <= total for pages, total, _, _ in seen)
+    assert [p for p, *_ in seen] == sorted(p for p, *_ in seen)
+
+
 def test_bad_corpus_with_parse_worker(tmp_path: Path) -> None:
     """Each bad file fails alone with its reason; each good one is searchable; a fixed file ingests."""
     folder = tmp_path / "bad"

@@ -12,7 +12,8 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from lectern.errors import ContextTooLong, ToolsUnsupported
+from lectern.errors import ContextTooLong, Stopped, ToolsUnsupported
+from lectern.rag.llm.base import stoppable
 from lectern.rag.llm.structured import ANY_OBJECT, validate
 from tests.rag.test_llm_contract import _build, needs_llama
 
@@ -59,6 +60,31 @@ def test_a_stop_string_ends_the_reply_before_it(smol: Any) -> None:
     cut = smol.invoke(counting, stop=["4"], max_new_tokens=40).content
     assert cut == whole[: whole.index("4")]
     assert "".join(c.content for c in smol.stream(counting, stop=["4"], max_new_tokens=40)) == cut
+
+
+@pytest.mark.e2e
+def test_a_stop_ends_generation_at_the_next_token(smol: Any) -> None:
+    """A web UI job's Stop (rag.llm.base.stoppable) waited for the whole reply, or its next streamed
+    word; now the backend checks after each token and ends there with Stopped, streamed or not."""
+    counting = [HumanMessage("Count from 1 to 100, separated by commas.")]
+    runs = {
+        "invoke": lambda: smol.invoke(counting, max_new_tokens=60),
+        "stream": lambda: [c.content for c in smol.stream(counting, max_new_tokens=60)],
+    }
+    for name, run in runs.items():
+        checks = 0
+
+        def check() -> None:
+            nonlocal checks
+            checks += 1
+            if checks >= 4:
+                raise Stopped("the answer")
+
+        with stoppable(check), pytest.raises(Stopped, match="the answer was stopped"):
+            run()
+        # one check a token, and none past the stop (llama.cpp looks once more as its loop ends): of 60
+        assert 4 <= checks <= 5, (name, checks)
+    assert "1, 2" in smol.invoke(counting, max_new_tokens=8).content  # no stop asked: as before
 
 
 @pytest.mark.e2e

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import ToolMessage
 
+from lectern.errors import Stopped
 from lectern.rag.agent import AgentResult
 from lectern.rag.evidence import select_sentences
 from lectern.rag.fake import ScriptedChatModel
+from lectern.rag.llm.base import stoppable
 from lectern.rag.llm.tool_calls import format_tool_call
 from lectern.rag.prompts import NO_ANSWER
 from lectern.rag.qa import grounding_note
@@ -95,6 +97,22 @@ def test_step_limit_then_one_answer_without_tools(ws: Workspace) -> None:
     assert [bool(o.get("tools")) for o in llm.options] == [True, True, False]  # the last call has no tools
     assert "crayfish" in result.answer.answer and result.answer.citations
     assert sum(s.kind == "tool" for s in result.steps) == 2
+
+
+def test_a_stop_ends_the_run_between_steps_and_keeps_the_steps_done(ws: Workspace) -> None:
+    """A web UI job's Stop (rag.llm.base.stoppable) ran on to the agent's end; now the run ends at
+    the next step with Stopped, and the steps taken stay readable on the agent."""
+    llm = ScriptedChatModel(replies=[search_call("otters"), search_call("pump"), "Otters eat crayfish [1]."])
+    agent = ws.agent(llm=llm, max_steps=4, first_search=False)
+
+    def check() -> None:
+        if len(agent.steps) >= 2:  # the Stop pressed while the first search ran
+            raise Stopped("the agent's answer")
+
+    with stoppable(check), pytest.raises(Stopped, match="the agent's answer was stopped"):
+        agent.invoke("What do otters eat?")
+    assert [(s.kind, s.tool) for s in agent.steps] == [("model", None), ("tool", "search")]
+    assert len(llm.calls) == 1  # no model call after the stop
 
 
 def test_a_repeated_call_is_not_run_again_and_the_model_is_told_to_answer(ws: Workspace) -> None:
