@@ -21,9 +21,9 @@ class Calls:
         parsers = {**pdf.PARSERS, **(replace or {})}
 
         def wrapped(name: str) -> pdf.PdfParser:
-            def run(path: Path, data: bytes) -> pdf.PdfText:
+            def run(path: Path, data: bytes, text_budget: int | None = None) -> pdf.PdfText:
                 self.names.append(name)
-                return parsers[name](path, data)
+                return parsers[name](path, data, text_budget)
 
             return run
 
@@ -47,7 +47,7 @@ def test_pdfium_reads_a_good_file_and_pypdf_is_not_run(
 
 
 def test_a_file_pdfium_refuses_falls_back_to_pypdf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuses(path: Path, data: bytes) -> pdf.PdfText:
+    def refuses(path: Path, data: bytes, text_budget: int | None = None) -> pdf.PdfText:
         raise CorruptDocument(path, "corrupt or truncated PDF: Data format error")
 
     calls = Calls(monkeypatch, {"pdfium": refuses})
@@ -59,7 +59,7 @@ def test_a_file_pdfium_refuses_falls_back_to_pypdf(tmp_path: Path, monkeypatch: 
 def test_a_file_pdfium_reads_as_empty_falls_back_to_pypdf(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def blank(path: Path, data: bytes) -> pdf.PdfText:
+    def blank(path: Path, data: bytes, text_budget: int | None = None) -> pdf.PdfText:
         return pdf.PdfText(("", " ", "\n"), None, "pdfium")
 
     calls = Calls(monkeypatch, {"pdfium": blank})
