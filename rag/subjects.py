@@ -32,7 +32,6 @@ from lectern.rag.types import Context
 from lectern.rag.verify import YES_NO
 
 QUOTA = 2  # each planned search's own best sentences (with their neighbours) kept in the prompt
-# A date as rag.citations.terms writes it (d1953x06x18, d1953x06): its year is a fact on its own too.
 # Where an answer moves from one subject to the next: "Klimt was born in Baumgarten, and Mondrian in ..."
 _CLAUSE = re.compile(r",\s*(?:and|but|while|whereas)\s+|;\s*|\s+(?:while|whereas|but)\s+", re.IGNORECASE)
 
