@@ -298,7 +298,7 @@ def stream_text(path: Path) -> tuple[LoadedDocument, Iterator[Unit], list[str]]:
     except OSError as exc:
         raise CorruptDocument(path, f"cannot read file: {exc.strerror or type(exc).__name__}") from exc
     try:
-        encoding = _stream_encoding(path, fh.read(STREAM_BLOCK))
+        encoding = stream_encoding(path, fh.read(STREAM_BLOCK))
         fh.seek(0)
     except BaseException:
         fh.close()
@@ -312,8 +312,9 @@ def stream_text(path: Path) -> tuple[LoadedDocument, Iterator[Unit], list[str]]:
     return doc, itertools.chain([first], units), warnings
 
 
-def _stream_encoding(path: Path, head: bytes) -> str:
-    """decode_bytes's rules on the start of a file: BOM, UTF-16/32 told by their NULs, UTF-8, detection."""
+def stream_encoding(path: Path, head: bytes) -> str:
+    """The encoding to read a file in a block at a time (a long text file, a CSV), judged from its
+    first bytes by decode_bytes's rules: BOM, UTF-16/32 told by their NULs, UTF-8, detection."""
     if not head:
         raise EmptyDocument(path, "file is empty (0 bytes)")
     even = head[: len(head) - len(head) % 4] or head

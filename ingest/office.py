@@ -13,7 +13,6 @@ bombs are refused with their reason; a library's own error on a corrupt file bec
 
 from __future__ import annotations
 
-import codecs
 import csv
 import datetime as dt
 import itertools
@@ -22,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lectern.errors import CorruptDocument, DocumentError, EmptyDocument, EncodingError, TooLarge
+from lectern.errors import CorruptDocument, DocumentError, EmptyDocument, TooLarge
 from lectern.ingest.archive import check_zip
 from lectern.ingest.load import (
     NO_OPTIONS,
@@ -32,7 +31,7 @@ from lectern.ingest.load import (
     Sections,
     Unit,
     clean_text,
-    decode_bytes,
+    stream_encoding,
 )
 
 MAX_ROWS = 200_000  # rows of a spreadsheet or CSV file, all sheets together
@@ -364,36 +363,6 @@ def load_xlsx(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
     return read_container(path, "Excel", read)
 
 
-def _stream_encoding(path: Path, head: bytes) -> str:
-    """The encoding to stream a text file in, judged from its first bytes (decode_bytes's rules:
-    it raises for binary data)."""
-    text = decode_bytes(path, head)
-    for bom, name in (
-        (codecs.BOM_UTF8, "utf-8-sig"),
-        (codecs.BOM_UTF16_LE, "utf-16"),
-        (codecs.BOM_UTF16_BE, "utf-16"),
-    ):
-        if head.startswith(bom):
-            return name
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-        return "utf-8"
-    except UnicodeDecodeError:
-        pass
-    for name in ("cp1252", "latin-1"):
-        try:
-            if head.decode(name, errors="strict") == text:
-                return name
-        except UnicodeDecodeError:
-            continue
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(head).best()
-    if best is None:
-        raise EncodingError(path, "binary file, not text (no character encoding fits)")
-    return best.encoding
-
-
 def load_csv(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
     """A CSV (or TSV) file, streamed: blocks of rows under its header row; "rows a-b"."""
     try:
@@ -403,7 +372,7 @@ def load_csv(path: Path, options: LoadOptions = NO_OPTIONS) -> LoadedDocument:
         raise CorruptDocument(path, f"cannot read file: {exc.strerror or type(exc).__name__}") from exc
     if not head:
         raise EmptyDocument(path, "file is empty (0 bytes)")
-    encoding = _stream_encoding(path, head)
+    encoding = stream_encoding(path, head)
     if path.suffix.lower() == ".tsv":
         delimiter = "\t"
     else:

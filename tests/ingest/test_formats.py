@@ -115,6 +115,16 @@ def test_csv_sniffs_its_delimiter_and_encoding(tmp_path: Path) -> None:
     assert load(build_csv(tmp_path / "rivers.csv")).units[0].heading == "rows 2-4"
 
 
+def test_a_csv_in_utf16_without_a_bom_is_read_as_text_files_are(tmp_path: Path) -> None:
+    """CSV files take their encoding from the rule text files are streamed by (load.stream_encoding):
+    UTF-16 without a byte-order mark is told by where its NULs fall, not read as UTF-8 with NULs."""
+    path = tmp_path / "export.csv"
+    path.write_bytes("river,length\nDanube,2850\nRhine,1230\n".encode("utf-16-le"))
+    assert load(path).units == (
+        Unit("| river | length |\n|---|---|\n| Danube | 2850 |\n| Rhine | 1230 |", heading="rows 2-3"),
+    )
+
+
 def test_a_header_only_csv_is_one_unit_and_a_blank_one_is_empty(tmp_path: Path) -> None:
     (tmp_path / "head.csv").write_text("a,b\n")
     assert load(tmp_path / "head.csv").units == (Unit("| a | b |\n|---|---|", heading="rows 1-1"),)
