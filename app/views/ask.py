@@ -117,7 +117,7 @@ def answer_notes(answer: Answer, question: str) -> None:
     declined = answer.abstained_by == "evidence"
     if declined:
         st.info(
-            "The model was not asked: the passages found lack the question's rarer words, so this "
+            "The model was not asked: the passages found do not seem to be about the question, so this "
             "answer was given without it (Settings: “Decline when the documents lack the question's "
             "subject”).",
             icon=":material/info:",

@@ -30,6 +30,15 @@ KINDS = {
     "fake": "Fake model (demo, no model)",
 }
 MODES = ["hybrid", "dense", "bm25"]
+
+
+def described(section: str, name: str) -> str:
+    """A setting's own description (Field(description=), what docs/SETTINGS.md prints), with its name:
+    the Settings page says what the settings say, once."""
+    field = Settings.model_fields[section].annotation.model_fields[name]  # type: ignore[union-attr]
+    return f"{field.description} (`{section}.{name}`)"
+
+
 STORES = {
     "faiss": "FAISS folders in the data directory",
     "milvus": "Milvus: an embedded milvus-lite file, or a server",
@@ -78,9 +87,7 @@ if kind == "packaged":
         "Model",
         packaged,
         index=packaged.index(llm.model) if llm.model in packaged else 0,
-        help="The packaged models installed here. auto picks qwen2.5-1.5b with a GPU or 8+ cores and "
-        "16 GB, else qwen2.5-0.5b. smollm2 is smaller and faster; qwen2.5-0.5b answers better; "
-        "qwen2.5-1.5b (make model-1.5b) best, and slowest (docs/ANSWERS.md).",
+        help=described("llm", "model"),
     )
     updates = {"backend": "auto", "model": model}
 elif kind == "folder":
@@ -108,7 +115,7 @@ mode = left.radio(
     MODES,
     index=MODES.index(config.retrieval.mode),
     horizontal=True,
-    help="hybrid: meaning and keywords; dense: meaning only; bm25: keywords only.",
+    help=described("retrieval", "mode"),
 )
 k = left.number_input("Passages per answer (k)", min_value=1, max_value=100, value=config.retrieval.k)
 temperature = right.slider("Temperature", 0.0, 2.0, float(llm.temperature), step=0.05)
@@ -120,8 +127,7 @@ longest = right.number_input(
     min_value=1,
     max_value=100_000,
     value=config.answer.max_question_tokens,
-    help="A longer question is refused before the model reads it: a long paste takes minutes to read "
-    "on a CPU (answer.max_question_tokens).",
+    help=described("answer", "max_question_tokens"),
 )
 prompt = left.selectbox(
     "Answer prompt",
@@ -139,8 +145,7 @@ excerpts = right.toggle(
 evidence = right.toggle(
     "Decline when the documents lack the question's subject",
     value=config.answer.evidence,
-    help="Before asking the model, check that the question's rarer words are in the best passage; "
-    "if not, answer that the documents do not contain it (docs/ANSWERS.md).",
+    help=described("answer", "evidence"),
 )
 drop_unsupported = right.toggle(
     "Leave out summary sentences the documents do not hold",

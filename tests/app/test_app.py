@@ -327,6 +327,17 @@ def _sources() -> list[str]:
 
 
 # -- settings ------------------------------------------------------------------------------------
+def test_the_settings_page_explains_a_setting_with_its_own_description(open_app: OpenApp) -> None:
+    """One wording per setting: the page's help is the Field description docs/SETTINGS.md prints."""
+    from lectern.rag.settings import LLMSettings, RetrievalSettings
+
+    at = open_app("settings")
+    at.radio[0].set_value("packaged").run()
+    assert LLMSettings.model_fields["model"].description in at.selectbox[0].help
+    assert "`llm.model`" in at.selectbox[0].help
+    assert RetrievalSettings.model_fields["mode"].description in at.radio[1].help
+
+
 def test_settings_are_saved_for_the_cli(open_app: OpenApp, data_dir: Path) -> None:
     at = open_app("settings")
     at.radio[0].set_value("packaged").run()
