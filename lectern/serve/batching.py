@@ -233,9 +233,10 @@ class Batcher:
 
 
 STAT_NAMES = ("submitted", "completed", "cancelled", "failed", "rejected", "batches", "batched_rows",
-              "largest_batch", "joined", "isolated_steps")  # fmt: skip
+              "largest_batch", "joined", "isolated_steps", "prompt_tokens_cached")  # fmt: skip
 """Continuous batching's own: joined, rows that joined while others were generating; isolated_steps,
-failed steps run again one row at a time."""
+failed steps run again one row at a time; prompt_tokens_cached, prompt tokens a row found in the
+cache (a prefix shared with a running or ended row) instead of feeding them."""
 
 
 def make_batcher(llm: BaseChatModel, *, max_batch: int = 8, max_queue: int = 32) -> Batcher:

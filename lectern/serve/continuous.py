@@ -4,8 +4,17 @@ is fed in chunks beside the running rows' next tokens) and leaves when it ends (
 no request waits for a whole batch to finish.
 
 Each step is one `llama_decode` of: the last token of every row that is generating, then prompt
-chunks of rows that are joining, at most PREFILL_TOKENS of them while rows are generating (a long
-prompt cannot stall them for more than a chunk), a whole batch's worth when none is. Each row is
+chunks of rows that are joining, in the order they came. The prompts get the joining rows' share of
+the step (`prefill_budget`): all of it when no row is generating, at least PREFILL_TOKENS, so a long
+prompt stalls the running rows for a chunk, not its whole length, and many prompts arriving together
+are not fed a chunk a step behind a few running rows.
+
+A prompt is fed only from the first token the cache does not already hold: a row's cells stay in the
+cache when it ends, and a new row starts from the longest prefix it shares with any row running or
+ended (llama.cpp's `seq_cp` shares the cells, nothing is copied). Requests to one server share their
+chat template and system prompt, a RAG model's instructions, or, in a chat, the whole conversation
+before the new turn. Ended rows' cells are given up, least recently used first, when a new row needs
+the cells or the sequence. Each row is
 sampled from its own logits with its own sampler chain (the one create_completion builds for the
 one-at-a-time path: greedy at temperature 0, else top_p, temperature and a dist sampler seeded with
 the request's seed), its own grammar (response_format, a forced tool call), the repetition rule on
@@ -29,9 +38,9 @@ from lectern.errors import BackendUnavailable
 from lectern.serve.batching import Batcher, Emitter, Finish, Job
 
 PREFILL_TOKENS = 128
-"""Prompt tokens fed per step while other rows are generating: on 2 cores a step with a chunk this
-size costs about what a few plain decode steps do, so a 500-token RAG prompt joins over four steps
-instead of stalling the running rows for one long prefill."""
+"""The fewest prompt tokens fed per step while other rows are generating: on 2 cores a step with a
+chunk this size costs about what a few plain decode steps do, so a 500-token RAG prompt joining one
+running row goes in over a few steps instead of stalling it for one long prefill."""
 BATCH_TOKENS = 512
 """The most tokens one decode takes (llama.cpp's n_batch): prompt tokens fed per step when no row is
 generating, and the bound on rows plus a chunk."""
@@ -70,6 +79,9 @@ class Steps(Protocol):
     def forget(self, seq: int) -> None:
         """Free a sequence's cells in the KV cache."""
 
+    def share(self, src: int, dst: int, length: int) -> None:
+        """Give sequence `dst` (empty) the cells of `src`'s first `length` positions."""
+
     def trim(self, seq: int, length: int) -> None:
         """Drop a sequence's cells from position `length` on (a failed step's)."""
 
@@ -103,6 +115,20 @@ class Slot:
     def prefilling(self) -> bool:
         return self.cached < len(self.prompt)
 
+    @property
+    def in_cache(self) -> list[int]:
+        """The tokens of this row's cells: its prompt, then each generated token once it is fed."""
+        return (self.prompt + self.ids)[: self.cached]
+
+
+def common_prefix(a: list[int], b: list[int], most: int) -> int:
+    """How many leading tokens `a` and `b` share, at most `most`."""
+    n = min(len(a), len(b), most)
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return max(n, 0)
+
 
 class ContinuousBatcher(Batcher):
     """The worker thread over a Steps model: the Batcher's queue, bound and counters, with rows that
@@ -112,6 +138,9 @@ class ContinuousBatcher(Batcher):
         self.steps = steps
         self.slots: list[Slot] = []
         self._used = 0  # cache cells set aside by the slots
+        self.ended: dict[int, list[int]] = {}
+        """Sequences of rows that ended, left in the cache for the prefixes they hold: sequence ->
+        its tokens, least recently used first."""
         super().__init__(llm, max_batch=max_batch, max_queue=max_queue, gather_s=0.0)
 
     def _loop(self) -> None:
@@ -154,16 +183,49 @@ class ContinuousBatcher(Batcher):
                 if self.slots and self._used + reserve > steps.kv_cells:
                     break  # it joins when enough rows have left
                 self.waiting.popleft()
-                taken = {s.seq for s in self.slots}
-                seq = next(i for i in range(self.max_batch) if i not in taken)
-                slot = Slot(job, seq, prompt, reserve)
+                slot = self._place(steps, job, prompt, reserve)
                 self.slots.append(slot)
                 joining.append(slot)
                 self._used += reserve
+                while self.ended and self._used + self._ended_cells() > steps.kv_cells:
+                    self._give_up(steps, next(iter(self.ended)))  # the least recently used first
                 self.stats["batched_rows"] += 1
                 self.stats["joined"] += running  # a row joined rows that were generating
+                self.stats["prompt_tokens_cached"] += slot.cached
             self._running_now()
             return joining
+
+    def _place(self, steps: Steps, job: Job, prompt: list[int], reserve: int) -> Slot:
+        """A new row's sequence, holding the longest prefix of its prompt that a running or ended
+        row's cells hold (all but the prompt's last token at most: its logits are needed)."""
+        most = len(prompt) - 1
+        shared, donor = 0, None
+        for seq, tokens in [*self.ended.items(), *((s.seq, s.in_cache) for s in self.slots)]:
+            n = common_prefix(tokens, prompt, most)
+            if n > shared:
+                shared, donor = n, seq
+        if donor is not None and donor in self.ended:  # the row takes the ended row's sequence
+            del self.ended[donor]
+            steps.trim(donor, shared)
+            return Slot(job, donor, prompt, reserve, cached=shared)
+        taken = {s.seq for s in self.slots}
+        free = [i for i in range(self.max_batch) if i not in taken and i not in self.ended]
+        if free:
+            seq = free[0]
+        else:  # every free sequence holds an ended row: the least recently used is given up
+            seq = next(iter(self.ended))
+            self._give_up(steps, seq)
+        if donor is not None:
+            steps.share(donor, seq, shared)
+        return Slot(job, seq, prompt, reserve, cached=shared)
+
+    def _ended_cells(self) -> int:
+        return sum(len(tokens) for tokens in self.ended.values())
+
+    def _give_up(self, steps: Steps, seq: int) -> None:
+        """Free an ended row's cells."""
+        del self.ended[seq]
+        steps.forget(seq)
 
     def _running_now(self) -> None:
         self.running = len(self.slots)
@@ -179,21 +241,27 @@ class ContinuousBatcher(Batcher):
             self._drop(steps, slot, error)
 
     def _end(self, steps: Steps, slot: Slot, reason: str) -> None:
-        """The row ended (stop, length, cancelled): its cache cells and sampler are freed."""
+        """The row ended (stop, length, cancelled): its sampler is freed, its cells kept for their
+        prefix."""
         slot.done = True
         if reason != "cancelled":
             slot.out.flush()
         self.stats["cancelled" if reason == "cancelled" else "completed"] += 1
-        self._leave(steps, slot)
+        self._leave(steps, slot, keep=True)
         slot.job.emit(("done", Finish(reason, len(slot.ids))))
 
     def _drop(self, steps: Steps, slot: Slot, error: BaseException) -> None:
         slot.done = True
-        self._leave(steps, slot)
+        self._leave(steps, slot, keep=False)
         self._fail(slot.job, error)
 
-    def _leave(self, steps: Steps, slot: Slot) -> None:
-        steps.forget(slot.seq)
+    def _leave(self, steps: Steps, slot: Slot, *, keep: bool) -> None:
+        """The row's sequence is kept for its prefix (`keep`: it ended between steps, its cells are
+        whole) or freed (it failed: its cells may be half-written)."""
+        if keep and slot.cached:
+            self.ended[slot.seq] = slot.in_cache
+        else:
+            steps.forget(slot.seq)
         if slot.sampler is not None:
             steps.release(slot.sampler)
             slot.sampler = None
@@ -217,9 +285,9 @@ class ContinuousBatcher(Batcher):
         parts: list[tuple[Slot, list[Item]]] = [
             (s, [(s.next, s.cached, s.seq, True)]) for s in self.slots if s.next is not None
         ]
-        budget = PREFILL_TOKENS if parts else steps.batch_tokens
-        budget = min(budget, steps.batch_tokens - len(parts))
-        for slot in [s for s in self.slots if s.prefilling]:
+        joining = [s for s in self.slots if s.prefilling]
+        budget = prefill_budget(steps.batch_tokens, len(parts), len(joining))
+        for slot in joining:
             if budget <= 0:
                 break
             end = min(len(slot.prompt), slot.cached + budget)
@@ -279,6 +347,16 @@ class ContinuousBatcher(Batcher):
                 self._decode(steps, [part])
             except Exception as alone:
                 self._drop(steps, part[0], alone)
+
+
+def prefill_budget(batch_tokens: int, generating: int, joining: int) -> int:
+    """Prompt tokens one step feeds: the joining rows' share of the step (a generating row takes one
+    token of it, a joining row an equal share of the rest), all of it when no row is generating, at
+    least PREFILL_TOKENS. Fed first come, first served, so the first prompts in are answered first."""
+    room = batch_tokens - generating
+    if not generating:
+        return room
+    return min(room, max(PREFILL_TOKENS, room * joining // (joining + generating)))
 
 
 # --------------------------------------------------------------------------- llama.cpp
@@ -396,6 +474,9 @@ class LlamaSteps:
 
     def trim(self, seq: int, length: int) -> None:
         self.cpp.llama_memory_seq_rm(self.memory, seq, length, -1)
+
+    def share(self, src: int, dst: int, length: int) -> None:
+        self.cpp.llama_memory_seq_cp(self.memory, src, dst, 0, length)
 
     def release(self, sampler: Any) -> None:
         sampler.close()

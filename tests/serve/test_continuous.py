@@ -34,6 +34,7 @@ class ToySteps:
         self.decodes: list[list[Item]] = []
         self.failed: list[list[Item]] = []
         self.wrong: list[str] = []  # what the engine did wrong (a position, a reused sequence)
+        self.shared: list[tuple[int, int, int]] = []  # (from, to, length) of each prefix shared
         self.closed = False
 
     def sampler(self, job: Job, generated: list[int]) -> Any:
@@ -76,6 +77,12 @@ class ToySteps:
 
     def trim(self, seq: int, length: int) -> None:
         del self.cache[seq][length:]
+
+    def share(self, src: int, dst: int, length: int) -> None:
+        if self.cache[dst]:
+            self.wrong.append(f"sequence {dst} given a prefix over {len(self.cache[dst])} cells")
+        self.cache[dst] = self.cache[src][:length]
+        self.shared.append((src, dst, length))
 
     def release(self, sampler: Any) -> None:
         pass
@@ -199,8 +206,9 @@ def test_a_long_prompt_is_fed_in_chunks_beside_the_generating_rows(
     long.cancelled.set()
     assert held.end[1].reason == "cancelled"
     feeding = [d for d in steps.decodes if any(i[2] == 1 and not i[3] for i in d)]
-    assert len(feeding) >= 50 // 8  # the prompt went in over several steps...
-    assert all(len([i for i in d if i[2] == 1]) <= 8 for d in feeding)  # ...a chunk each
+    chunk = continuous.prefill_budget(steps.batch_tokens, 1, 1)  # one row generating, one joining
+    assert chunk == 31 and len(feeding) >= -(-50 // chunk)  # the prompt went in over several steps...
+    assert all(len([i for i in d if i[2] == 1]) <= chunk for d in feeding)  # ...a chunk each
     assert all(any(i[2] == 0 for i in d) for d in feeding)  # and the first row went on in each
 
 
@@ -215,8 +223,8 @@ def test_a_row_waits_for_cache_cells_then_joins(engine: Any) -> None:
     assert batcher.snapshot()["largest_batch"] == 1
 
 
-def test_a_cancelled_row_leaves_and_its_cells_are_freed(engine: Any) -> None:
-    batcher, steps = engine(2)
+def test_a_cancelled_row_leaves_and_its_cells_go_to_the_next_row(engine: Any) -> None:
+    batcher, steps = engine(1, kv_cells=64)
     j, reply = job(prompt("tick"), max_tokens=10**6, ignore_eos=True)
     batcher.submit(j)
     assert reply.first.wait(30)
@@ -227,7 +235,71 @@ def test_a_cancelled_row_leaves_and_its_cells_are_freed(engine: Any) -> None:
     batcher.submit(waiting)
     assert gone.end == ("done", Finish("cancelled", 0))
     stats = batcher.snapshot()
-    assert stats["cancelled"] == 2 and stats["running"] == 0 and steps.cache[0] == []
+    assert stats["cancelled"] == 2 and stats["running"] == 0
+    assert batcher.ended and steps.cache[0]  # kept for its prefix...
+    other, replied = job(prompt("zzzz"), max_tokens=60)  # ...until a row needs the cells
+    batcher.submit(other)
+    assert replied.result() == alone(engine, prompt("zzzz"), max_tokens=60)
+    assert steps.wrong == [] and batcher.snapshot()["prompt_tokens_cached"] == 0
+
+
+def test_a_prompt_is_fed_from_where_an_ended_row_left_it(engine: Any) -> None:
+    """A chat's next turn: the prompt repeats the last one, reply and all, then adds to it; only the
+    new tokens are fed, and the reply is the one a fresh cache gives."""
+    batcher, steps = engine(2)
+    first = prompt("printing press", 30)
+    j, reply = job(first, max_tokens=10)
+    batcher.submit(j)
+    said, end = reply.result()
+    assert end == ("done", Finish("length", 10))
+    follow = first + [LETTERS.index(c) + 1 for c in said] + prompt("and then", 8)
+    fed_before = len(steps.decodes)
+    again, replied = job(follow, max_tokens=10)
+    batcher.submit(again)
+    assert replied.result() == alone(engine, follow, max_tokens=10)
+    new = [i for d in steps.decodes[fed_before:] for i in d if not i[3] or i[1] < len(follow)]
+    assert min(i[1] for i in new) == len(first) + len(said) - 1  # all before was in the cache
+    assert batcher.snapshot()["prompt_tokens_cached"] == len(first) + len(said) - 1
+    assert steps.wrong == [] and steps.shared == []  # it took the ended row's own sequence
+
+
+def test_rows_running_together_share_their_common_prefix(engine: Any) -> None:
+    batcher, steps = engine(3)
+    system = prompt("you are a helpful lighthouse keeper", 40)
+    long, held = job(system + prompt("tick", 4), max_tokens=10**6, ignore_eos=True)
+    batcher.submit(long)
+    assert held.first.wait(30)
+    asks = [system + prompt(word, 5) for word in ("canal", "meadow")]  # no first letter in common
+    replies = []
+    for ids in asks:
+        j, reply = job(ids, max_tokens=8)
+        replies.append(reply)
+        batcher.submit(j)
+    for ids, reply in zip(asks, replies, strict=True):
+        assert reply.result() == alone(engine, ids, max_tokens=8)
+    long.cancelled.set()
+    assert held.end[1].reason == "cancelled"
+    assert {length for _, _, length in steps.shared} == {len(system)}
+    assert steps.wrong == [] and batcher.snapshot()["prompt_tokens_cached"] >= 2 * len(system)
+
+
+def test_with_every_sequence_held_by_an_ended_row_a_new_row_takes_the_oldest(engine: Any) -> None:
+    batcher, steps = engine(2)
+    for word in ("alpha", "bravo", "charlie"):
+        j, reply = job(prompt(word, 12), max_tokens=4)
+        batcher.submit(j)
+        assert reply.result() == alone(engine, prompt(word, 12), max_tokens=4)
+    assert len(batcher.ended) == 2 and steps.wrong == []
+    assert [steps.cache[seq][:5] for seq in batcher.ended] == [prompt("bravo"), prompt("charl")]
+
+
+def test_many_prompts_arriving_together_get_the_joining_rows_share_of_a_step() -> None:
+    from lectern.serve.continuous import PREFILL_TOKENS, prefill_budget
+
+    assert prefill_budget(512, 0, 5) == 512  # nothing generating: the whole step
+    assert prefill_budget(512, 1, 31) == 511 * 31 // 32  # one row generating, 31 joining
+    assert prefill_budget(512, 8, 1) == PREFILL_TOKENS  # one prompt beside eight rows: a chunk
+    assert prefill_budget(100, 60, 1) == 40  # never past the step's size
 
 
 def test_a_row_whose_sampler_cannot_be_built_fails_alone(engine: Any) -> None:
