@@ -9,7 +9,9 @@ The default modes: transformers with static batching (local:8), llama.cpp one re
 Each request is a streamed chat completion of exactly --tokens tokens (`ignore_eos`; honoured by
 transformers and by llama.cpp's continuous batching; llama.cpp one at a time does not honour it, so a
 reply there may end sooner: tokens/s counts what was generated); each client sends its requests one
-after another. The server is a real
+after another. Each request's message starts with its number, so prompts share only what every
+request to a server shares (the chat template and system prompt): a server that reuses a cached
+prefix gains no more here than on real traffic. The server is a real
 `lectern serve` subprocess on loopback. The machine's CPU, cores and load average before and after
 are printed with the table: on a shared machine a busy neighbour lowers every figure.
 """
@@ -94,7 +96,7 @@ async def one(http: httpx.AsyncClient, url: str, model: str, tokens: int, i: int
     """(latency s, time to first token s, completion tokens) of one streamed request."""
     body = {
         "model": model,
-        "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+        "messages": [{"role": "user", "content": f"Request {i}. {QUESTIONS[i % len(QUESTIONS)]}"}],
         "max_tokens": tokens,
         "ignore_eos": True,
         "stream": True,

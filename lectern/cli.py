@@ -1005,7 +1005,14 @@ def serve(
     backend: BackendOpt = None,
     model: ModelOpt = None,
     adapter: AdapterOpt = None,
-    max_batch: Annotated[int, typer.Option(help="Most requests generated at once (1: one at a time).")] = 8,
+    max_batch: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Most requests generated at once (default: 32 on llama.cpp, 8 on transformers; "
+            "1: one at a time).",
+        ),
+    ] = None,
     max_queue: Annotated[int, typer.Option(help="Waiting requests past which the server answers 503.")] = 32,
     insecure_no_api_key: Annotated[
         bool, typer.Option("--insecure-no-api-key", help="Serve a non-loopback address without a key.")

@@ -69,7 +69,7 @@ T = TypeVar("T", bound=BaseModel)
 class ServeOptions:
     api_keys: Sequence[str] = ()
     collection: str | None = None  # the default collection of /v1/summarize
-    max_batch: int = 8  # 1: batching off (one request at a time)
+    max_batch: int | None = None  # None: batching.CONTINUOUS_ROWS or STATIC_BATCH; 1: one at a time
     max_queue: int = 32  # waiting requests past which the server answers 503
     max_body_bytes: int = MAX_BODY_BYTES
 

@@ -239,18 +239,26 @@ failed steps run again one row at a time; prompt_tokens_cached, prompt tokens a 
 cache (a prefix shared with a running or ended row) instead of feeding them."""
 
 
-def make_batcher(llm: BaseChatModel, *, max_batch: int = 8, max_queue: int = 32) -> Batcher:
+CONTINUOUS_ROWS, STATIC_BATCH = 32, 8
+"""`--max-batch` when not given: rows of continuous batching on llama.cpp (a row costs a sequence
+id; the cache's cells are shared, so 32 rows take no more memory than 8 and 32 clients all get a
+first token after their prompts, not after the first 8 replies: docs/BENCHMARKS.md), and requests
+per static batch on transformers (each padded to the longest)."""
+
+
+def make_batcher(llm: BaseChatModel, *, max_batch: int | None = None, max_queue: int = 32) -> Batcher:
     """The server's model worker: continuous batching on llama.cpp (lectern.serve.continuous) when
     more than one row may run; otherwise this Batcher (static batches on transformers, one request
     at a time for any other model)."""
     from lectern.rag.llm.llamacpp import LlamaCppChatModel
 
-    if isinstance(llm, LlamaCppChatModel) and max_batch > 1:
+    if isinstance(llm, LlamaCppChatModel) and max_batch != 1:
         from lectern.serve.continuous import ContinuousBatcher, LlamaSteps
 
-        steps = LlamaSteps(llm, max_batch)  # made here: a context llama.cpp refuses stops the start
-        return ContinuousBatcher(llm, steps, max_batch=max_batch, max_queue=max_queue)
-    return Batcher(llm, max_batch=max_batch, max_queue=max_queue)
+        rows = max_batch or CONTINUOUS_ROWS
+        steps = LlamaSteps(llm, rows)  # made here: a context llama.cpp refuses stops the start
+        return ContinuousBatcher(llm, steps, max_batch=rows, max_queue=max_queue)
+    return Batcher(llm, max_batch=max_batch or STATIC_BATCH, max_queue=max_queue)
 
 
 # --------------------------------------------------------------------------- any chat model, one at a time

@@ -163,7 +163,7 @@ async def summarize_request(server: Server, body: SummarizeRequest, request: Req
         source = None if body.source is None else ws.known_source(body.source, from_cwd=False)
         docs, scope = ws.scope_documents(source=source, query=body.query)
         return summarize(llm, docs, method=body.method, max_new_tokens=llm.max_new_tokens,
-                         batch_size=server.options.max_batch, scope=scope,
+                         batch_size=server.batcher.max_batch, scope=scope,
                          support=ws.settings.summary.support,
                          unsupported=ws.settings.summary.unsupported)  # fmt: skip
 

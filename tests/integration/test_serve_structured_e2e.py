@@ -21,6 +21,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from lectern.rag.llm.structured import validate
+from lectern.serve.batching import CONTINUOUS_ROWS
 from tests.fixtures.ui_server import child_env, lectern_serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -152,3 +153,5 @@ def test_a_forced_call_has_arguments_that_validate(qwen_llamacpp: str) -> None:
         name = calls[0].function.name
         assert name == "get_weather" if isinstance(choice, dict) else name in params
         validate(json.loads(calls[0].function.arguments), params[name])
+    rows = httpx.get(f"{qwen_llamacpp}/health").json()["generation"]["max_batch"]
+    assert rows == CONTINUOUS_ROWS  # no --max-batch: llama.cpp's continuous rows

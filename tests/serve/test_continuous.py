@@ -206,9 +206,8 @@ def test_a_long_prompt_is_fed_in_chunks_beside_the_generating_rows(
     long.cancelled.set()
     assert held.end[1].reason == "cancelled"
     feeding = [d for d in steps.decodes if any(i[2] == 1 and not i[3] for i in d)]
-    chunk = continuous.prefill_budget(steps.batch_tokens, 1, 1)  # one row generating, one joining
-    assert chunk == 31 and len(feeding) >= -(-50 // chunk)  # the prompt went in over several steps...
-    assert all(len([i for i in d if i[2] == 1]) <= chunk for d in feeding)  # ...a chunk each
+    assert len(feeding) >= 50 // 8  # the prompt went in over several steps...
+    assert all(len([i for i in d if i[2] == 1]) <= 8 for d in feeding)  # ...a chunk each
     assert all(any(i[2] == 0 for i in d) for d in feeding)  # and the first row went on in each
 
 
@@ -291,15 +290,6 @@ def test_with_every_sequence_held_by_an_ended_row_a_new_row_takes_the_oldest(eng
         assert reply.result() == alone(engine, prompt(word, 12), max_tokens=4)
     assert len(batcher.ended) == 2 and steps.wrong == []
     assert [steps.cache[seq][:5] for seq in batcher.ended] == [prompt("bravo"), prompt("charl")]
-
-
-def test_many_prompts_arriving_together_get_the_joining_rows_share_of_a_step() -> None:
-    from lectern.serve.continuous import PREFILL_TOKENS, prefill_budget
-
-    assert prefill_budget(512, 0, 5) == 512  # nothing generating: the whole step
-    assert prefill_budget(512, 1, 31) == 511 * 31 // 32  # one row generating, 31 joining
-    assert prefill_budget(512, 8, 1) == PREFILL_TOKENS  # one prompt beside eight rows: a chunk
-    assert prefill_budget(100, 60, 1) == 40  # never past the step's size
 
 
 def test_a_row_whose_sampler_cannot_be_built_fails_alone(engine: Any) -> None:
