@@ -50,7 +50,7 @@ def main() -> None:
     )
     ap.add_argument("--questions", "--set", dest="questions", type=Path, default=SET, help="a JSONL set")
     ap.add_argument("--model", action="append", help="repeatable; default packaged:qwen2.5-0.5b")
-    ap.add_argument("--backend", default="local", help="the LLM backend (fake: check the bench, no model)")
+    ap.add_argument("--backend", default="auto", help="the LLM backend (fake: check the bench, no model)")
     ap.add_argument("--embed-model", default=None, help="the embedder (default: the settings' own)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit", type=int, default=None)
