@@ -21,14 +21,18 @@ itself names is searched even when the plan is unusable. The searches run beside
 and the answer is written as the QA chain writes one, from the best sentences of everything found
 plus each search's own best (rag.subjects.quota_sentences), with its answer check, but without its
 evidence gate, which wants the whole question's words in one chunk. No tool loop follows: two or
-three model calls. When the question names several subjects, the agent abstains
-(abstained_by="missing_subject") when no passage shown is about one of them, or when the answer
-gives one of them no fact from its own passages (rag.subjects.misattributed).
+three model calls. When the question names several subjects ("Where were Klimt and Mondrian
+born?"), each is asked about alone ("Where were Gustav Klimt born?", or its part of a two-part
+question) over its own passages, one model call each, and the answers are joined: a small model
+asked for two facts states one. The agent abstains (abstained_by="missing_subject") when no passage
+shown is about a subject, when a subject's answer abstains, or when the joined answer gives one of
+them no fact from its own passages (rag.subjects.misattributed).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -43,15 +47,23 @@ from langchain_core.tools import BaseTool
 from pydantic import BaseModel, Field, ValidationError
 
 from lectern.errors import LecternError
+from lectern.rag.citations import CITATION
 from lectern.rag.context import generation_kwargs
 from lectern.rag.evidence import TermWeights
 from lectern.rag.llm.base import check_stop
-from lectern.rag.plan import PLAN_SEARCHES, Subject, plan_queries, plan_subjects, question_subjects
+from lectern.rag.plan import (
+    PLAN_SEARCHES,
+    Subject,
+    Subjects,
+    plan_queries,
+    plan_subjects,
+    question_subjects,
+)
 from lectern.rag.prompts import AGENT_FINAL, AGENT_PLAN, AGENT_SYSTEM, NO_ANSWER
 from lectern.rag.qa import Corpus, QAChain, QAOptions, cited_answer
-from lectern.rag.subjects import misattributed, missing_subjects, quota_sentences
+from lectern.rag.subjects import misattributed, missing_subjects, passages_of, quota_sentences
 from lectern.rag.tools import SourceBook
-from lectern.rag.types import AbstainReason, Answer, Context
+from lectern.rag.types import AbstainReason, Answer, Citation, Context
 
 StopReason = Literal["answer", "steps", "budget"]
 PLAN_TOKENS = 64  # a plan is a few short lines
@@ -182,7 +194,8 @@ class Agent:
 
     def _execute(self, question: str, planned: list[Subject], steps: list[Step], spent: int) -> AgentResult:
         """The plan's answer: the QA chain (rag.qa.QAChain) over the best sentences of everything found
-        and of each planned search (a quota each), then each subject's fact checked in the answer."""
+        and of each planned search (a quota each), asked once, or once per subject over the subject's
+        own passages; then each subject's fact checked in the answer."""
         found = self.book.contexts
         by_number = {c.number: c for c in found}
         searches = [s for s in steps if s.kind == "tool"][-len(planned) :] if planned else []
@@ -220,17 +233,34 @@ class Agent:
             # one-subject check, which wants most of the question's names in one cited chunk
             subject=len(subjects.names) < 2,
         )
-        found_docs = _Found(docs=[c.to_document() for c in shown])
-        chain = QAChain(self.llm, found_docs, options, Corpus(term_weights=self.term_weights))
-        start = time.perf_counter()
-        answer = chain.invoke(question)
-        answer.contexts = [c.model_copy(update={"excerpt": True}) for c in answer.contexts]
-        shown_text = " ".join(c.text for c in answer.contexts)  # the sentences the prompt showed
-        used = self.llm.get_num_tokens(f"{question} {shown_text} {answer.raw or answer.answer}")
-        _add_step(
-            steps, time.perf_counter() - start, kind="model", result_chars=len(answer.answer), tokens=used
-        )
-        spent += used
+        asks = [(question, shown)]
+        if len(subjects.names) >= 2 and not subjects.comparison:
+            # a small model asked for two facts states one: each subject is asked about alone, over
+            # its own passages, and the answers are joined (one model call each)
+            asks = [
+                (subject_question(question, subjects, name), passages_of(name, subjects.names, shown, chunks))
+                for name in subjects.names
+            ]
+        answers: list[Answer] = []
+        for asked, passages in asks:
+            found_docs = _Found(docs=[c.to_document() for c in passages])
+            chain = QAChain(self.llm, found_docs, options, Corpus(term_weights=self.term_weights))
+            start = time.perf_counter()
+            part = chain.invoke(asked)
+            part.contexts = [c.model_copy(update={"excerpt": True}) for c in part.contexts]
+            shown_text = " ".join(c.text for c in part.contexts)  # the sentences the prompt showed
+            used = self.llm.get_num_tokens(f"{asked} {shown_text} {part.raw or part.answer}")
+            _add_step(
+                steps, time.perf_counter() - start, kind="model", result_chars=len(part.answer), tokens=used
+            )
+            spent += used
+            answers.append(part)
+        unanswered = [n for n, a in zip(subjects.names, answers, strict=False) if a.abstained]
+        if len(answers) > 1 and unanswered:
+            abstained = _abstained(question, "missing_subject", [c for a in answers for c in a.contexts])
+            abstained.raw = "\n".join(a.raw for a in answers)
+            return result(abstained, missing=unanswered)
+        answer = answers[0] if len(answers) == 1 else joined(question, answers)
         if answer.abstained:
             return result(answer)
         wrong = misattributed(answer.answer, question, subjects, answer.contexts, chunks)
@@ -320,6 +350,51 @@ class _Found(BaseRetriever):
 
     def _get_relevant_documents(self, query: str, *, run_manager: Any = None) -> list[Document]:
         return list(self.docs)
+
+
+def subject_question(question: str, subjects: Subjects, name: str) -> str:
+    """The question about `name` alone: its part of a two-part question ("When did Ghana gain
+    independence"), else the question with `name` for the names joined ("In what years did James
+    Watt die?"), else the question and which subject to answer for."""
+    part = subjects.part(name)
+    if part:
+        return part.strip().rstrip(" ,;?") + "?"
+    joiner = r"(?:\s*,\s*(?:and\s+|or\s+)?|\s+and\s+|\s+or\s+)"
+    together = re.compile(joiner.join(re.escape(n) for n in subjects.names), re.IGNORECASE)
+    if together.search(question):
+        return together.sub(lambda _: name, question, count=1)
+    return f"{question} (Answer for {name} only.)"
+
+
+def joined(question: str, answers: Sequence[Answer]) -> Answer:
+    """One answer from the answers about each subject: their sentences in turn, their passages
+    numbered once each ([n] markers and citations renumbered to match)."""
+    contexts: list[Context] = []
+    numbers_of: dict[tuple[str, str], int] = {}
+    texts: list[str] = []
+    citations: dict[int, Citation] = {}
+    for answer in answers:
+        new: dict[int, int] = {}
+        for ctx in answer.contexts:
+            key = (ctx.chunk_id, ctx.text)
+            if key not in numbers_of:
+                numbers_of[key] = len(contexts) + 1
+                contexts.append(ctx.model_copy(update={"number": numbers_of[key]}))
+            new[ctx.number] = numbers_of[key]
+
+        def renumber(match: re.Match[str], new: dict[int, int] = new) -> str:
+            old = [int(n) for n in re.split(r"[,;]", match.group(1))]
+            return "[" + ", ".join(str(new.get(n, n)) for n in old) + "]"
+
+        texts.append(CITATION.sub(renumber, answer.answer))
+        for citation in answer.citations:
+            number = new.get(citation.number, citation.number)
+            citations.setdefault(number, citation.model_copy(update={"number": number}))
+    supports = [a.support for a in answers if a.support is not None]
+    return Answer(
+        question=question, answer=" ".join(t.strip() for t in texts), citations=list(citations.values()),
+        contexts=contexts, raw="\n".join(a.raw for a in answers), support=min(supports, default=None),
+    )  # fmt: skip
 
 
 def _abstained(

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from langchain_core.messages import ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 
 from lectern.errors import Stopped
 from lectern.rag.agent import AgentResult
@@ -20,7 +22,7 @@ from lectern.rag.prompts import NO_ANSWER
 from lectern.rag.qa import grounding_note
 from lectern.rag.settings import Settings
 from lectern.rag.tools import SourceBook, build_tools, page_range
-from lectern.rag.types import Context
+from lectern.rag.types import Answer, Context
 from lectern.rag.workspace import Workspace
 
 OTTERS = "The river otters of Glenmore eat crayfish at dawn. They sleep in holts under alder roots."
@@ -414,43 +416,108 @@ def _queries(result: AgentResult) -> list[str]:
     return [s.arguments["query"] for s in result.steps if s.kind == "tool"]
 
 
-def test_a_website_plan_still_searches_each_subject_and_both_facts_reach_the_prompt(
+def test_a_website_plan_still_searches_each_subject_and_each_is_asked_about_alone(
     painters: Workspace,
 ) -> None:
-    answer_text = "Gustav Klimt was born in Baumgarten. Piet Mondrian was born in Amersfoort."
-    llm = ScriptedChatModel(replies=["Google Images, Wikipedia articles", answer_text])
+    klimt, mondrian = "Gustav Klimt was born in Baumgarten [1].", "Piet Mondrian was born in Amersfoort [1]."
+    llm = ScriptedChatModel(replies=["Google Images, Wikipedia articles", klimt, mondrian])
     result = painters.agent(llm=llm).invoke(QUESTION)
     assert _queries(result) == [QUESTION, "Gustav Klimt", "Piet Mondrian"]
-    prompt = llm.calls[1][-1].text
-    assert "born in Baumgarten" in prompt and "born in Amersfoort" in prompt
+    assert len(llm.calls) == 3  # the plan, then one answer per subject
+    asked_klimt, asked_mondrian = llm.calls[1][-1].text, llm.calls[2][-1].text
+    assert "Where were Gustav Klimt born?" in asked_klimt and "born in Baumgarten" in asked_klimt
+    assert "Where were Piet Mondrian born?" in asked_mondrian and "born in Amersfoort" in asked_mondrian
+    assert "Amersfoort" not in asked_klimt  # each over its own passages
     answer = result.answer
     assert (
         not answer.abstained and result.subjects == ["Gustav Klimt", "Piet Mondrian"] and not result.missing
     )
-    assert {Path(c.source).name for c in answer.citations} == {"klimt.txt", "mondrian.txt"}
+    assert (
+        answer.answer.startswith("Gustav Klimt was born in Baumgarten") and "Amersfoort [2]" in answer.answer
+    )
+    by_number = {c.number: Path(c.source).name for c in answer.contexts}
+    assert {c.number: Path(c.source).name for c in answer.citations} == {1: "klimt.txt", 2: "mondrian.txt"}
+    assert by_number[1] == "klimt.txt" and by_number[2] == "mondrian.txt"  # numbered once, in turn
+
+
+class ByQuestion(ScriptedChatModel):
+    """Replies to a question that holds a key of `by` with its reply (asked again, the same again),
+    else with `replies` in turn."""
+
+    by: dict[str, str]
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        asked = messages[-1].text
+        reply = next((r for key, r in self.by.items() if key in asked), None)
+        if reply is None:
+            return super()._generate(messages, stop, run_manager, **kwargs)
+        self.calls.append(list(messages))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=reply))])
 
 
 @pytest.mark.parametrize(
-    ("answer_text", "missing"),
+    ("klimt", "mondrian", "missing"),
     [
         (
-            "Gustav Klimt and Piet Mondrian were both born in Baumgarten.",
+            "Gustav Klimt was born in Baumgarten.",
+            "Piet Mondrian was born in Baumgarten.",
             ["Piet Mondrian"],
         ),  # one's fact for both
-        ("Baumgarten.", ["Piet Mondrian"]),
-        ("Gustav Klimt was born in Baumgarten.", ["Piet Mondrian"]),  # nothing for Mondrian
-        ("Paris.", ["Gustav Klimt"]),  # in Mondrian's passages (he moved there), not Klimt's
+        ("Baumgarten.", "Baumgarten.", ["Piet Mondrian"]),
+        ("Gustav Klimt was born in Baumgarten.", NO_ANSWER, ["Piet Mondrian"]),  # nothing for Mondrian
+        ("Paris.", "Piet Mondrian was born in Amersfoort.", ["Gustav Klimt"]),  # Mondrian's city, not Klimt's
     ],
 )
 def test_an_answer_that_gives_a_subject_no_fact_of_its_own_abstains(
-    painters: Workspace, answer_text: str, missing: list[str]
+    painters: Workspace, klimt: str, mondrian: str, missing: list[str]
 ) -> None:
-    llm = ScriptedChatModel(replies=["Gustav Klimt\nPiet Mondrian", answer_text])
+    llm = ByQuestion(
+        replies=["Gustav Klimt\nPiet Mondrian"],
+        by={"Where were Gustav Klimt born?": klimt, "Where were Piet Mondrian born?": mondrian},
+    )
     result = painters.agent(llm=llm).invoke(QUESTION)
-    assert len(llm.calls) == 2  # the plan and the answer: no retry
     answer = result.answer
     assert answer.abstained and answer.abstained_by == "missing_subject" and answer.answer == NO_ANSWER
-    assert not answer.citations and result.missing == missing and answer.raw == answer_text
+    assert not answer.citations and result.missing == missing and klimt in answer.raw
+
+
+def test_joined_answers_number_each_passage_once() -> None:
+    from lectern.rag.agent import joined
+    from lectern.rag.types import Citation
+
+    def ctx(number: int, chunk: str, text: str) -> Context:
+        return Context(number=number, chunk_id=chunk, source=f"{chunk}.txt", text=text)
+
+    def answer(text: str, contexts: list[Context], cited: list[int]) -> Answer:
+        by_number = {c.number: c for c in contexts}
+        return Answer(question="q", answer=text, contexts=contexts,
+                      citations=[Citation.from_context(by_number[n]) for n in cited])  # fmt: skip
+
+    shared = "Both lived in Paris."  # a passage both answers were shown, at other numbers
+    first = answer("A was born in X [2].", [ctx(1, "c", shared), ctx(2, "a", "A: X.")], [2])
+    second = answer("B was born in Y [1][2].", [ctx(1, "b", "B: Y."), ctx(2, "c", shared)], [1, 2])
+    both = joined("q", [first, second])
+    assert both.answer == "A was born in X [2]. B was born in Y [3][1]."
+    assert [(c.number, c.chunk_id) for c in both.contexts] == [(1, "c"), (2, "a"), (3, "b")]
+    assert [(c.number, c.chunk_id) for c in both.citations] == [(2, "a"), (3, "b"), (1, "c")]
+
+
+def test_a_question_about_each_subject() -> None:
+    from lectern.rag.agent import subject_question
+    from lectern.rag.plan import question_subjects
+
+    def each(question: str) -> list[str]:
+        subjects = question_subjects(question)
+        return [subject_question(question, subjects, name) for name in subjects.names]
+
+    assert each("In what years did James Watt and Isaac Newton die?") == [
+        "In what years did James Watt die?", "In what years did Isaac Newton die?"
+    ]  # fmt: skip
+    assert each("When did Ghana gain independence, and since when has Egypt been a republic?") == [
+        "When did Ghana gain independence?", "since when has Egypt been a republic?"
+    ]  # fmt: skip
 
 
 def test_a_subject_nothing_was_found_for_abstains_without_asking_for_an_answer(painters: Workspace) -> None:
