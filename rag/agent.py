@@ -57,6 +57,7 @@ from lectern.rag.plan import (
     Subjects,
     plan_queries,
     plan_subjects,
+    question_parts,
     question_subjects,
 )
 from lectern.rag.prompts import AGENT_FINAL, AGENT_PLAN, AGENT_SYSTEM, NO_ANSWER
@@ -241,6 +242,8 @@ class Agent:
                 (subject_question(question, subjects, name), passages_of(name, subjects.names, shown, chunks))
                 for name in subjects.names
             ]
+        elif not subjects.names and len(parts := question_parts(question)) >= 2:
+            asks = [(part, shown) for part in parts]  # one subject asked two things: each part alone
         answers: list[Answer] = []
         for asked, passages in asks:
             found_docs = _Found(docs=[c.to_document() for c in passages])
@@ -255,9 +258,11 @@ class Agent:
             )
             spent += used
             answers.append(part)
-        unanswered = [n for n, a in zip(subjects.names, answers, strict=False) if a.abstained]
-        if len(answers) > 1 and unanswered:
-            abstained = _abstained(question, "missing_subject", [c for a in answers for c in a.contexts])
+        if len(answers) > 1 and (gaps := [a for a in answers if a.abstained]):
+            # a subject's or a part's fact is missing: the whole answer is, as it says why
+            unanswered = [n for n, a in zip(subjects.names, answers, strict=False) if a.abstained]
+            reason = "missing_subject" if subjects.names else gaps[0].abstained_by
+            abstained = _abstained(question, reason, [c for a in answers for c in a.contexts])
             abstained.raw = "\n".join(a.raw for a in answers)
             return result(abstained, missing=unanswered)
         answer = answers[0] if len(answers) == 1 else joined(question, answers)

@@ -337,6 +337,23 @@ def question_subjects(question: str) -> Subjects:
     return Subjects()
 
 
+def question_parts(question: str) -> list[str]:
+    """The questions a two-part question about one subject asks ("Who assassinated Abraham Lincoln?",
+    "In which county was Lincoln born?"), each whole: a part that says "he", "she" or "they" gets the
+    question's first name instead ("In what year did Alessandro Volta become professor..."). [] for a
+    question of one part."""
+    clauses = [c.strip(" ,;?") for c in _CLAUSE.split(question) if c.strip(" ,;?")]
+    if len(clauses) < 2 or any(len(_WORD.findall(c)) < 3 for c in clauses):
+        return []
+    named = name_runs(clauses[0])
+    out = []
+    for clause in clauses:
+        if named:
+            clause = re.sub(r"\b(?:he|she|they)\b", named[0], clause, count=1, flags=re.IGNORECASE)
+        out.append(f"{clause[:1].upper()}{clause[1:]}?")
+    return out
+
+
 def plan_subjects(text: str, question: str, limit: int = PLAN_SEARCHES) -> list[Subject]:
     """The searches to run beside the question's own: each subject of the question with the first
     planned search that names it (else its name), then the plan's other searches; when the question

@@ -204,17 +204,17 @@ def test_the_fake_backend_runs_an_agent_end_to_end(ws: Workspace) -> None:
 
 def test_a_plan_searches_each_part_and_answers_like_the_chain(ws: Workspace, tmp_path: Path) -> None:
     """With `plan`: one model call without tools names the searches; each runs beside the question's
-    own search (list marks stripped, the question itself and repeats dropped); then one answer is
-    written from the best sentences of both documents with the QA chain's short prompt, no tool loop,
-    no evidence gate (no one chunk holds both subjects), cited to both documents."""
+    own search (list marks stripped, the question itself and repeats dropped); then each part of the
+    question is answered alone from the best sentences of everything found, with the QA chain's
+    short prompt, no tool loop, no evidence gate (no one chunk holds both parts), and the answers are
+    joined, cited to both documents."""
     more = tmp_path / "more"
     more.mkdir()
     (more / "ferry.txt").write_text("The Marrow ferry\n\nIts boiler is serviced every spring by Ada Quill.\n")
     (more / "heron.txt").write_text("Grey herons\n\nThe grey herons of Glenmore eat eels at dusk.\n")
     ws.ingest([more])
     plan = "1. ferry boiler service\n- heron diet\n- heron diet\nWho services the ferry's boiler and what do herons eat?"
-    answer_text = "Ada Quill services the boiler [1] and the herons eat eels [2]."
-    llm = ScriptedChatModel(replies=[plan, answer_text])
+    llm = ScriptedChatModel(replies=[plan, "Ada Quill services the boiler.", "The herons eat eels."])
     question = "Who services the ferry's boiler and what do herons eat?"
     result = ws.agent(llm=llm, plan=True).invoke(question)
     kinds = [(s.kind, s.tool) for s in result.steps]
@@ -224,12 +224,14 @@ def test_a_plan_searches_each_part_and_answers_like_the_chain(ws: Workspace, tmp
         ("tool", "search"),
         ("tool", "search"),
         ("model", None),
+        ("model", None),
     ]
     queries = [s.arguments["query"] for s in result.steps if s.kind == "tool"]
     assert queries == [question, "ferry boiler service", "heron diet"]
-    assert len(llm.calls) == 2 and not any(o.get("tools") for o in llm.options)  # no tool loop, no retry
-    shown = llm.calls[1][-1].text  # the QA chain's prompt: both documents' sentences
-    assert "Ada Quill" in shown and "eels" in shown
+    assert len(llm.calls) == 3 and not any(o.get("tools") for o in llm.options)  # no tool loop, no retry
+    asked = [call[-1].text for call in llm.calls[1:]]  # the QA chain's prompts, a part each
+    assert "Who services the ferry's boiler?" in asked[0] and "What do herons eat?" in asked[1]
+    assert all("Ada Quill" in shown and "eels" in shown for shown in asked)
     answer = result.answer
     assert not answer.abstained and answer.retried is None
     assert {Path(c.source).name for c in answer.citations} == {"ferry.txt", "heron.txt"}
@@ -504,6 +506,25 @@ def test_joined_answers_number_each_passage_once() -> None:
     assert [(c.number, c.chunk_id) for c in both.citations] == [(2, "a"), (3, "b"), (1, "c")]
 
 
+def test_a_question_of_two_parts_about_one_subject_asks_each_part_alone(painters: Workspace) -> None:
+    born, died = "Gustav Klimt was born in Baumgarten.", "Klimt died in Vienna in 1918."
+    question = "Where was Gustav Klimt born, and in what year did he die?"
+    llm = ByQuestion(
+        replies=["Gustav Klimt"],
+        by={"Where was Gustav Klimt born?": born, "In what year did Gustav Klimt die?": died},
+    )
+    result = painters.agent(llm=llm).invoke(question)
+    assert len(llm.calls) == 3  # the plan and each part
+    assert not result.answer.abstained and result.answer.answer.replace(" [1]", "") == f"{born} {died}"
+    assert {Path(c.source).name for c in result.answer.citations} == {"klimt.txt"}
+
+    unsure = ByQuestion(
+        replies=["Gustav Klimt"], by={"Where was Gustav Klimt born?": born, "die?": NO_ANSWER}
+    )
+    withdrawn = painters.agent(llm=unsure).invoke(question).answer
+    assert withdrawn.abstained and withdrawn.abstained_by == "model" and withdrawn.answer == NO_ANSWER
+
+
 def test_a_question_about_each_subject() -> None:
     from lectern.rag.agent import subject_question
     from lectern.rag.plan import question_subjects
@@ -518,6 +539,16 @@ def test_a_question_about_each_subject() -> None:
     assert each("When did Ghana gain independence, and since when has Egypt been a republic?") == [
         "When did Ghana gain independence?", "since when has Egypt been a republic?"
     ]  # fmt: skip
+
+
+def test_the_parts_of_a_question_about_one_subject() -> None:
+    from lectern.rag.plan import question_parts
+
+    assert question_parts("What device did Alessandro Volta improve, and in what year did he die?") == [
+        "What device did Alessandro Volta improve?", "In what year did Alessandro Volta die?"
+    ]  # fmt: skip
+    assert question_parts("Where were Gustav Klimt and Piet Mondrian born?") == []  # two subjects, one part
+    assert question_parts("Who wrote Hamlet, and why?") == []  # "why" is no question alone
 
 
 def test_a_subject_nothing_was_found_for_abstains_without_asking_for_an_answer(painters: Workspace) -> None:
