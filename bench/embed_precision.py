@@ -114,7 +114,8 @@ def speed(args: argparse.Namespace, base: Path) -> dict[str, Any]:
 def collection_of(articles: list[Path], settings: Any, model: Embedder, tmp: Path) -> Iterator[Any]:
     """rag.evaluate.eval_searcher's temporary faiss collection, embedded by this embedder."""
     from lectern.ingest.pipeline import ingest
-    from lectern.ingest.stores import Target, open_backend
+    from lectern.ingest.store_backends import open_backend
+    from lectern.ingest.stores import Target
 
     with tempfile.TemporaryDirectory(prefix="lectern-eval-", dir=tmp) as folder:
         target = Target(open_backend(settings.store, Path(folder)), "eval")

@@ -113,7 +113,7 @@ def lectern_cmd(*args: str) -> list[str]:
 
 
 def collection_chars(data_dir: Path, name: str) -> int:
-    from lectern.ingest.store import Collection
+    from lectern.ingest.faiss_store import Collection
 
     col = Collection.open(data_dir / "collections" / name)
     try:

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from lectern.ingest import tokenize
-from lectern.ingest.store import Collection, DocumentRow, Manifest, NewChunk
+from lectern.ingest.faiss_store import Collection
+from lectern.ingest.stores import DocumentRow, Manifest, NewChunk
 from lectern.rag.evaluate import load_qa
 from lectern.rag.retrieval import Searcher
 from lectern.rag.settings import load_settings

@@ -34,8 +34,16 @@ import numpy as np
 from filelock import FileLock
 
 from lectern.errors import IndexMismatch, StoreUnavailable, UnknownKey
-from lectern.ingest.store import DocumentRow, Manifest, NewChunk, StoredChunk, take_writer_lock
-from lectern.ingest.stores import Filters, Scored, SearchRequest
+from lectern.ingest.stores import (
+    DocumentRow,
+    Filters,
+    Manifest,
+    NewChunk,
+    Scored,
+    SearchRequest,
+    StoredChunk,
+    take_writer_lock,
+)
 from lectern.ingest.tokenize import idf
 
 PROPERTY = "lectern.manifest"

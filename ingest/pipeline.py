@@ -53,8 +53,8 @@ from lectern.ingest.load import (
     stream_text,
 )
 from lectern.ingest.settings import EmbedSettings, IngestSettings
-from lectern.ingest.store import DocumentRow, Manifest, NewChunk
-from lectern.ingest.stores import Store, StoreWriter, Target, as_target
+from lectern.ingest.store_backends import as_target
+from lectern.ingest.stores import DocumentRow, Manifest, NewChunk, Store, StoreWriter, Target
 
 if TYPE_CHECKING:
     from lectern.ingest.static_model import StaticTable

@@ -50,7 +50,7 @@ from lectern.ingest.pipeline import (
     run_streamed,
 )
 from lectern.ingest.settings import RaySettings
-from lectern.ingest.store import NewChunk
+from lectern.ingest.stores import NewChunk
 
 PARSE_BLOCKS_MAX = 1024  # one block per file up to this many: parse tasks spread over the cluster
 PARSE_MEMORY = 512 << 20  # bytes a parse task reserves

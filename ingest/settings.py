@@ -214,7 +214,7 @@ StoreBackend = Literal["faiss", "milvus"]
 
 
 class StoreSettings(BaseModel):
-    """Where collections live (ingest.stores.BACKENDS). `faiss`: folders under the data dir. `milvus`:
+    """Where collections live (ingest.store_backends.BACKENDS). `faiss`: folders under the data dir. `milvus`:
     a Milvus database at `uri`: a file path runs embedded milvus-lite (unset: <data dir>/milvus.db),
     `http://host:19530` a Milvus server, with `token` ("user:password" or an API key)."""
 

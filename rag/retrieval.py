@@ -23,8 +23,7 @@ from lectern.errors import UnknownKey
 from lectern.ingest import tokenize
 from lectern.ingest.embed import Embedder
 from lectern.ingest.fusion import rescale as _rescale
-from lectern.ingest.store import StoredChunk
-from lectern.ingest.stores import Filters, Scored, SearchRequest, Store
+from lectern.ingest.stores import Filters, Scored, SearchRequest, Store, StoredChunk
 from lectern.rag.limits import CANDIDATES_MAX, K_MAX, check_k, check_page, check_query
 from lectern.rag.settings import RetrievalSettings
 

@@ -35,8 +35,8 @@ from lectern.ingest.pipeline import (
     source_key,
 )
 from lectern.ingest.settings import EmbedSettings
-from lectern.ingest.store import DocumentRow
-from lectern.ingest.stores import Backend, Store, Target, open_backend, parse_location
+from lectern.ingest.store_backends import open_backend, parse_location
+from lectern.ingest.stores import Backend, DocumentRow, Store, Target
 from lectern.rag.limits import check_question
 from lectern.rag.settings import Settings, load_settings
 
@@ -208,7 +208,7 @@ def evidence_calibration(settings: Settings, profile: str | None) -> Calibration
 
 
 def migrate_collection(source: str, destination: str, settings: Settings) -> MigrateReport:
-    """Copy the collection at location `source` (`faiss:NAME`, `milvus:URI/NAME`: ingest.stores.
+    """Copy the collection at location `source` (`faiss:NAME`, `milvus:URI/NAME`: ingest.store_backends.
     parse_location) to `destination`, named as the source when the location names none: chunks and
     vectors as stored (ingest.migrate). A location without a name, or a collection that is not
     there, is a clear error before anything is copied."""
@@ -244,7 +244,7 @@ class Workspace:
 
     @property
     def backend(self) -> Backend:
-        """Where the collections live (store.backend: ingest.stores.BACKENDS)."""
+        """Where the collections live (store.backend: ingest.store_backends.BACKENDS)."""
         if self._backend is None:
             self._backend = open_backend(self.settings.store, self.settings.data_dir)
         return self._backend

@@ -1,4 +1,4 @@
-"""What a delete costs, counted (ingest.store.WORK), never timed: a delete reads no other row back
+"""What a delete costs, counted (ingest.faiss_store.WORK), never timed: a delete reads no other row back
 and rewrites neither the FAISS index nor the BM25 file; the next add drops the tombstones."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 
 from lectern.ingest import bm25, tokenize
 from lectern.ingest.embed import FakeEmbedder
+from lectern.ingest.faiss_store import WORK, Collection
 from lectern.ingest.pipeline import delete, manifest_for
 from lectern.ingest.settings import IngestSettings
-from lectern.ingest.store import WORK, Collection
 from tests.ingest.test_store import put
 
 EMB = FakeEmbedder()

@@ -21,11 +21,11 @@ import pytest
 from filelock import FileLock
 
 from lectern.errors import IndexLocked
-from lectern.ingest import store
+from lectern.ingest import faiss_store
 from lectern.ingest.embed import FakeEmbedder
+from lectern.ingest.faiss_store import Collection, Writer
 from lectern.ingest.pipeline import ingest, source_key
 from lectern.ingest.settings import IngestSettings
-from lectern.ingest.store import Collection, Writer
 from lectern.rag.retrieval import Searcher
 from lectern.rag.settings import RetrievalSettings
 from tests.conftest import FAKE_MODELS
@@ -317,7 +317,7 @@ class SpyLock(FileLock):
 
 @pytest.fixture
 def spy_lock(monkeypatch: pytest.MonkeyPatch) -> type[SpyLock]:
-    monkeypatch.setattr(store, "FileLock", SpyLock)
+    monkeypatch.setattr(faiss_store, "FileLock", SpyLock)
     SpyLock.timeouts = []
     SpyLock.trying = threading.Event()
     return SpyLock

@@ -13,9 +13,9 @@ import pytest
 
 from lectern.errors import ChunkingMismatch, ChunkTooLarge, EmbedderNotFound, IndexMismatch
 from lectern.ingest.embed import FakeEmbedder, build_embedder
+from lectern.ingest.faiss_store import WORK, Collection, Writer
 from lectern.ingest.pipeline import Progress, delete, ingest, source_key
 from lectern.ingest.settings import EmbedSettings, IngestSettings
-from lectern.ingest.store import WORK, Collection, Writer
 from lectern.rag.retrieval import Searcher
 from lectern.rag.settings import RetrievalSettings
 from tests.fixtures.bad_inputs import make_bad_corpus, make_bad_tree, text_pdf

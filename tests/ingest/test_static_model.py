@@ -116,9 +116,9 @@ def test_a_fast_ingest_parses_the_biggest_files_first_and_stores_the_workers_vec
 ) -> None:
     """Where the parse workers embed, they are the whole cost: the biggest file goes first (the
     report lists files as they were written), and the vectors stored are the embedder's own."""
+    from lectern.ingest.faiss_store import Collection
     from lectern.ingest.pipeline import ingest
     from lectern.ingest.settings import IngestSettings
-    from lectern.ingest.store import Collection
 
     embedder = StaticEmbedder(_save(tmp_path / "m"), packaged_minilm_path())
     docs = tmp_path / "docs"

@@ -1,4 +1,4 @@
-"""Tests of ingest.store: manifest checks, atomic document replacement, snapshots and state.json."""
+"""Tests of ingest.faiss_store: manifest checks, atomic document replacement, snapshots and state.json."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import pytest
 from lectern.errors import IndexMismatch
 from lectern.ingest import atomic, tokenize
 from lectern.ingest.embed import FakeEmbedder
+from lectern.ingest.faiss_store import Collection
 from lectern.ingest.pipeline import manifest_for
 from lectern.ingest.settings import IngestSettings
-from lectern.ingest.store import FORMAT_VERSION, Collection, DocumentRow, Manifest, NewChunk
+from lectern.ingest.stores import FORMAT_VERSION, DocumentRow, Manifest, NewChunk
 
 EMB = FakeEmbedder()
 

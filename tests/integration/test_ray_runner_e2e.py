@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from lectern.ingest.embed import Embedder, build_embedder
+from lectern.ingest.faiss_store import Collection
 from lectern.ingest.pipeline import ingest
 from lectern.ingest.settings import EmbedSettings
-from lectern.ingest.store import Collection
 from lectern.rag.retrieval import Searcher
 from lectern.rag.settings import RetrievalSettings
 from tests.ingest import test_ray_runner as unit

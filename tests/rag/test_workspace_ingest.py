@@ -43,8 +43,9 @@ def test_collection_embedder_comes_from_the_manifest(fake_ws: Workspace, tmp_pat
 
 def made_with_profile(settings, name: str, profile: str) -> None:  # type: ignore[no-untyped-def]
     """A collection whose manifest says it was created with `profile` (no model is loaded)."""
+    from lectern.ingest.faiss_store import Collection
     from lectern.ingest.pipeline import chunking_of
-    from lectern.ingest.store import Collection, Manifest
+    from lectern.ingest.stores import Manifest
 
     embedder = {"kind": "sentence-transformers", "name": f"{profile}-model", "normalize": True}
     manifest = Manifest(embedder, 384, chunking_of(settings.ingest), {"kind": "flat"}, profile=profile)
