@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lectern.ingest import tokenize
+from lectern.ingest import bm25_terms
 from lectern.ingest.faiss_store import Collection
 from lectern.ingest.stores import DocumentRow, Manifest, NewChunk
 from lectern.rag.evaluate import load_qa
@@ -89,7 +89,7 @@ def build(
     with col.writer() as w:
         for d in range(0, len(texts), per_doc):
             chunks = [
-                NewChunk(f"c{d + i}", None, None, 0, len(text), i, text, "", tokenize.terms(text))
+                NewChunk(f"c{d + i}", None, None, 0, len(text), i, text, "", bm25_terms.terms(text))
                 for i, text in enumerate(texts[d : d + per_doc])
             ]
             row = DocumentRow(f"synthetic-{d // per_doc}.txt", str(d), "synthetic", "text", 1, 0, 0, [], 0.0)

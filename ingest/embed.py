@@ -16,7 +16,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import re
 import sys
 import threading
 from collections import Counter
@@ -29,10 +28,10 @@ import numpy as np
 
 from lectern.errors import EmbedderNotFound, PrecisionUnavailable, UnknownKey
 from lectern.ingest.atomic import atomic_folder, read_json
-from lectern.ingest.chunk import Pieces
 from lectern.ingest.cpu_precision import in_child
 from lectern.ingest.onnx_embed import ONNX_PRECISIONS
 from lectern.ingest.settings import DEFAULT_PROFILE, EmbedSettings
+from lectern.ingest.wordpiece import WORD, HFTokenizer, word_offsets
 
 if TYPE_CHECKING:
     from lectern.ingest.cpu_precision import Measurement
@@ -116,31 +115,6 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return np.ascontiguousarray(vectors / norms)
-
-
-class HFTokenizer:
-    """Offsets from a fast (Rust) tokenizer.json: batched and parallel, no Python per token."""
-
-    def __init__(self, file: Path | str) -> None:
-        from tokenizers import Tokenizer
-
-        self.file = str(file)
-        self._tok = Tokenizer.from_file(self.file)
-        self._tok.no_truncation()
-        self._tok.no_padding()
-
-    def offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
-        out = []
-        for enc in self._tok.encode_batch(list(texts), add_special_tokens=False):
-            out.append([(s, e) for s, e in enc.offsets])
-        return out
-
-    def pieces(self, texts: Sequence[str]) -> list[Pieces]:
-        """Offsets and ids from one pass: the fast profile embeds its chunks from these ids."""
-        return [
-            Pieces(list(enc.offsets), np.asarray(enc.ids, dtype=np.int64))
-            for enc in self._tok.encode_batch(list(texts), add_special_tokens=False)
-        ]
 
 
 def _time_torch(folder: Path, texts: list[str]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
@@ -496,14 +470,6 @@ class StaticEmbedder:
         return str(self.folder) if is_plain(self.folder) else None
 
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def word_offsets(texts: Sequence[str]) -> list[list[tuple[int, int]]]:
-    """The fake embedder's tokenizer: one piece per word."""
-    return [[m.span() for m in _WORD.finditer(t)] for t in texts]
-
-
 class FakeEmbedder:
     """Deterministic hashed bag of words: texts sharing words get close vectors. For unit tests."""
 
@@ -535,7 +501,7 @@ class FakeEmbedder:
         self.calls += 1
         out = np.zeros((len(texts), self._dimension), dtype=np.float32)
         for row, text in enumerate(texts):
-            for word in _WORD.findall(text.lower()):
+            for word in WORD.findall(text.lower()):
                 digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
                 slot = int.from_bytes(digest[:4], "little") % self._dimension
                 out[row, slot] += 1.0 if digest[4] & 1 else -1.0

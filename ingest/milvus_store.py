@@ -34,6 +34,7 @@ import numpy as np
 from filelock import FileLock
 
 from lectern.errors import IndexMismatch, StoreUnavailable, UnknownKey
+from lectern.ingest.bm25_terms import idf
 from lectern.ingest.stores import (
     DocumentRow,
     Filters,
@@ -44,7 +45,6 @@ from lectern.ingest.stores import (
     StoredChunk,
     take_writer_lock,
 )
-from lectern.ingest.tokenize import idf
 
 PROPERTY = "lectern.manifest"
 TEXT_MAX = 65535  # Milvus' longest VARCHAR, in bytes

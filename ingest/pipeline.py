@@ -39,9 +39,9 @@ from lectern.errors import (
     Stopped,
     UnknownKey,
 )
-from lectern.ingest import tokenize
+from lectern.ingest import bm25_terms
 from lectern.ingest.chunk import MAX_CONTEXT_TOKENS, Chunk, context_line, embedding_text, iter_chunks
-from lectern.ingest.embed import Embedder, HFTokenizer, table_folder, word_offsets
+from lectern.ingest.embed import Embedder, table_folder
 from lectern.ingest.load import (
     LOADERS,
     LoadedDocument,
@@ -55,6 +55,7 @@ from lectern.ingest.load import (
 from lectern.ingest.settings import EmbedSettings, IngestSettings
 from lectern.ingest.store_backends import as_target
 from lectern.ingest.stores import DocumentRow, Manifest, NewChunk, Store, StoreWriter, Target
+from lectern.ingest.wordpiece import HFTokenizer, word_offsets
 
 if TYPE_CHECKING:
     from lectern.ingest.static_model import StaticTable
@@ -250,7 +251,7 @@ def _new_chunks(
         if key not in contexts:  # the line depends on the heading alone: no unit is looked up (streams)
             contexts[key] = _clip_context(context_line(doc, Unit("", heading=key)), offsets)
         ctx = contexts[key]
-        terms = tokenize.terms(embedding_text(ctx, ch.text))
+        terms = bm25_terms.terms(embedding_text(ctx, ch.text))
         yield NewChunk(ch.chunk_id, ch.page, ch.heading, ch.start, ch.end, ch.ordinal, ch.text, ctx, terms)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from lectern.errors import ChunkingMismatch, IndexLocked, IndexMismatch
-from lectern.ingest.tokenize import TOKENIZER
+from lectern.ingest.bm25_terms import TOKENIZER
 
 FORMAT_VERSION = 1
 LOG = logging.getLogger("lectern")
@@ -47,7 +47,7 @@ class Filters:
 
 @dataclass(frozen=True)
 class SearchRequest:
-    """One ranked search: `mode` dense | bm25 | hybrid; `terms` the query's BM25 terms (tokenize.terms,
+    """One ranked search: `mode` dense | bm25 | hybrid; `terms` the query's BM25 terms (bm25_terms.terms,
     spelled); `fetch_k` candidates per search before fusion; the weights are lectern's own fusion's
     (and Milvus' weighted ranker's)."""
 

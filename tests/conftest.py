@@ -122,7 +122,8 @@ def fake_ws(settings):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def minilm_tokenizer():  # type: ignore[no-untyped-def]
     """The real MiniLM tokenizer (Rust, fast to load): chunk sizes are measured in its word pieces."""
-    from lectern.ingest.embed import HFTokenizer, packaged_minilm_path
+    from lectern.ingest.embed import packaged_minilm_path
+    from lectern.ingest.wordpiece import HFTokenizer
 
     return HFTokenizer(packaged_minilm_path() / "tokenizer.json")
 

@@ -405,9 +405,9 @@ def test_a_long_text_file_is_written_a_batch_at_a_time_with_the_same_chunks(
     batch of EMBED_SLICE chunks at a time (counted, not timed), in one transaction; the chunks (ids,
     offsets, texts) are exactly those of the whole-file path."""
     from lectern.ingest import chunk, pipeline
-    from lectern.ingest.embed import word_offsets
     from lectern.ingest.load import SEGMENT_CHARS
     from lectern.ingest.pipeline import EMBED_SLICE
+    from lectern.ingest.wordpiece import word_offsets
 
     tokenized: list[int] = []  # characters per tokenizer call
     written: list[int] = []  # chunks per write
