@@ -223,7 +223,7 @@ def forget_uploads(paths: Iterable[Path], ws: Workspace) -> None:
     collection holds stays (the file it replaced goes); one it does not hold (failed, or not reached
     before a stop) is removed, or, where it replaced a document's file, that file is put back, so a
     failed replacement keeps the earlier document and its file."""
-    from lectern.ingest.pipeline import file_hash
+    from lectern.ingest.sources import file_hash
 
     paths = list(paths)
     if not paths:

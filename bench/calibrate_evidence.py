@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lectern.ingest import bm25_terms
-from lectern.ingest.pipeline import source_key
+from lectern.ingest.sources import source_key
 from lectern.rag.evaluate import QAItem, articles_of, eval_searcher, load_qa, load_questions
 from lectern.rag.evaluate_answers import sample_answerable
 from lectern.rag.evidence import COVERAGE_ONLY, MEANING, WORDS, Calibration, assess

@@ -43,7 +43,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmu-wikiqa"
 def chunk_texts(docs: list[Path], count: int) -> list[str]:
     """`count` chunks of the corpus as the pipeline embeds them, drawn at random (seed 0)."""
     from lectern.ingest.chunk import embedding_text
-    from lectern.ingest.pipeline import parse_file
+    from lectern.ingest.parse import parse_file
 
     tokenizer = str(packaged_minilm_path() / "tokenizer.json")
     texts: list[str] = []

@@ -20,7 +20,7 @@ class EmbedSettings(BaseModel):
     `profile` picks a packaged embedder when `model` is unset: `accurate` is MiniLM, `fast` a static
     model2vec embedder distilled from it once per machine and kept in the user's cache. Unset, a
     collection keeps the profile it was created with, and a new one gets `accurate` (the rule:
-    ingest.pipeline.embed_settings_for). `model` names any sentence-transformers model folder (or
+    ingest.collection.embed_settings_for). `model` names any sentence-transformers model folder (or
     `fake` for the deterministic test embedder).
     """
 

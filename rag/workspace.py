@@ -24,17 +24,12 @@ from lectern.errors import (
     InvalidInput,
     InvalidName,
 )
+from lectern.ingest.collection import embed_settings_for, open_collection
 from lectern.ingest.embed import Embedder
-from lectern.ingest.pipeline import (
-    IngestReport,
-    ProgressFn,
-    delete,
-    embed_settings_for,
-    ingest,
-    open_collection,
-    source_key,
-)
+from lectern.ingest.pipeline import delete, ingest
+from lectern.ingest.report import IngestReport, ProgressFn
 from lectern.ingest.settings import EmbedSettings
+from lectern.ingest.sources import source_key
 from lectern.ingest.store_backends import open_backend, parse_location
 from lectern.ingest.stores import Backend, DocumentRow, Store, Target
 from lectern.rag.limits import check_question
@@ -270,7 +265,7 @@ class Workspace:
         return self._collection
 
     def embed_settings(self) -> EmbedSettings:
-        """The collection's own embedder (ingest.pipeline.embed_settings_for holds the rule)."""
+        """The collection's own embedder (ingest.collection.embed_settings_for holds the rule)."""
         return embed_settings_for(self.target, self.settings.ingest.embed)
 
     @property

@@ -531,7 +531,7 @@ def ingest_folder_field(at: AppTest, folder: Path) -> AppTest:
 def test_the_progress_lines_tell_the_totals_and_the_time_left() -> None:
     from lectern.app import components
     from lectern.app.jobs import Job
-    from lectern.ingest.pipeline import Progress
+    from lectern.ingest.report import Progress
 
     job = Job("ingest", "default", "default", "The ingest")
     assert components.ingest_status(job)[1].startswith("Starting: loading the embedding model")

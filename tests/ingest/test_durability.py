@@ -24,8 +24,9 @@ from lectern.errors import IndexLocked
 from lectern.ingest import faiss_store
 from lectern.ingest.embed import FakeEmbedder
 from lectern.ingest.faiss_store import Collection, Writer
-from lectern.ingest.pipeline import ingest, source_key
+from lectern.ingest.pipeline import ingest
 from lectern.ingest.settings import IngestSettings
+from lectern.ingest.sources import source_key
 from lectern.rag.retrieval import Searcher
 from lectern.rag.settings import RetrievalSettings
 from tests.conftest import FAKE_MODELS

@@ -15,7 +15,8 @@ from lectern.errors import EmptyDocument, UnsupportedFormat
 from lectern.ingest import ocr
 from lectern.ingest.embed import FakeEmbedder
 from lectern.ingest.load import OCR_HEADING, LoadOptions, OcrEngineName, load
-from lectern.ingest.pipeline import Progress, ingest
+from lectern.ingest.pipeline import ingest
+from lectern.ingest.report import Progress
 from lectern.ingest.settings import IngestSettings
 from tests.fixtures.bad_inputs import build_pdf
 from tests.fixtures.documents import OCR_SENTENCE, build_image, build_scanned_pdf, text_image

@@ -11,7 +11,7 @@ import pytest
 from lectern.ingest import static_model
 from lectern.ingest.chunk import embedding_text
 from lectern.ingest.embed import StaticEmbedder, packaged_minilm_path, table_folder
-from lectern.ingest.pipeline import parse_file
+from lectern.ingest.parse import parse_file
 from lectern.ingest.static_model import StaticTable, load_static_model
 
 SAMPLE_DOCS = Path(__file__).resolve().parents[2] / "sample_docs"
