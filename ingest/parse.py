@@ -20,7 +20,8 @@ import numpy as np
 from lectern.errors import DocumentError, EmptyDocument
 from lectern.ingest import bm25_terms
 from lectern.ingest.chunk import MAX_CONTEXT_TOKENS, Chunk, context_line, embedding_text, iter_chunks
-from lectern.ingest.load import LoadedDocument, LoadOptions, Unit, load
+from lectern.ingest.document import LoadedDocument, LoadOptions, Unit
+from lectern.ingest.loaders import load
 from lectern.ingest.settings import IngestSettings
 from lectern.ingest.stores import NewChunk
 from lectern.ingest.wordpiece import HFTokenizer, word_offsets

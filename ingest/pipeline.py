@@ -1,6 +1,6 @@
 """Ingest: files to chunks to vectors to a collection, incremental, idempotent and reported.
 
-`ingest` lists the files (ingest.load.iter_files; one path per file: ingest.sources), hashes them and
+`ingest` lists the files (ingest.walk.iter_files; one path per file: ingest.sources), hashes them and
 skips the unchanged ones before any is parsed, opens the collection by the one rule
 (ingest.collection), and hands the changed ones to a runner of RUNNERS (the `ingest.runner` setting):
 `local` (ingest.local_runner: parse worker processes while this process embeds) or `ray`
@@ -20,7 +20,6 @@ from pathlib import Path
 from lectern.errors import DocumentError, Stopped, UnknownKey
 from lectern.ingest.collection import check_chunking, open_collection
 from lectern.ingest.embed import Embedder
-from lectern.ingest.load import iter_files
 from lectern.ingest.local_runner import run_local
 from lectern.ingest.parse import Job
 from lectern.ingest.report import FileResult, IngestReport, Progress, ProgressFn
@@ -35,6 +34,7 @@ from lectern.ingest.sources import (
 )
 from lectern.ingest.store_backends import as_target
 from lectern.ingest.stores import Target
+from lectern.ingest.walk import iter_files
 from lectern.ingest.work import Runner, Work
 
 PAGE_COUNT_S = 2.0  # at most this long counting PDFs' pages before parsing (progress totals)

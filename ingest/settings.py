@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
-from lectern.ingest.load import OcrEngineName, OcrMode
+from lectern.ingest.document import OcrEngineName, OcrMode
 from lectern.ingest.pdf import STREAM_BUDGET, TEXT_BUDGET
 
 Profile = Literal["accurate", "fast"]

@@ -14,7 +14,7 @@ import numpy as np
 from lectern.errors import DocumentError, EmptyDocument
 from lectern.ingest.chunk import embedding_text, iter_chunks
 from lectern.ingest.embed import Embedder
-from lectern.ingest.load import LOADERS, load_text, stream_text
+from lectern.ingest.loaders import LOADERS, load_text, stream_text
 from lectern.ingest.parse import Job, Parsed, new_chunks, offsets_fn
 from lectern.ingest.report import FileResult, IngestReport, Progress, ProgressFn, failure_reason
 from lectern.ingest.settings import IngestSettings

@@ -13,8 +13,9 @@ from pypdf import PdfReader, PdfWriter
 
 from lectern.errors import EmptyDocument, UnsupportedFormat
 from lectern.ingest import ocr
+from lectern.ingest.document import OCR_HEADING, LoadOptions, OcrEngineName
 from lectern.ingest.embed import FakeEmbedder
-from lectern.ingest.load import OCR_HEADING, LoadOptions, OcrEngineName, load
+from lectern.ingest.loaders import load
 from lectern.ingest.pipeline import ingest
 from lectern.ingest.report import Progress
 from lectern.ingest.settings import IngestSettings

@@ -350,7 +350,7 @@ def test_a_folder_that_cannot_be_listed_is_reported(tmp_path: Path) -> None:
     docs = write_corpus(tmp_path / "docs", {"ok.txt": "Readable otters.\n", "locked/hidden.txt": "x\n"})
     (docs / "locked").chmod(0)
     code = (
-        "import sys, json; from pathlib import Path; from lectern.ingest.load import iter_files; "
+        "import sys, json; from pathlib import Path; from lectern.ingest.walk import iter_files; "
         "w = iter_files(Path(sys.argv[1]), [], []); "
         "print(json.dumps([[str(p) for p in w.files], [[str(s.path), s.reason] for s in w.skipped]]))"
     )
@@ -407,7 +407,7 @@ def test_a_long_text_file_is_written_a_batch_at_a_time_with_the_same_chunks(
     batch of EMBED_SLICE chunks at a time (counted, not timed), in one transaction; the chunks (ids,
     offsets, texts) are exactly those of the whole-file path."""
     from lectern.ingest import chunk, parse
-    from lectern.ingest.load import SEGMENT_CHARS
+    from lectern.ingest.loaders import SEGMENT_CHARS
     from lectern.ingest.wordpiece import word_offsets
     from lectern.ingest.work import EMBED_SLICE
 
