@@ -23,7 +23,7 @@ from langchain_core.language_models import BaseChatModel
 
 from lectern.errors import InvalidName, LecternError, SaveFailed
 from lectern.ingest.atomic import atomic_write_bytes
-from lectern.ingest.embed import Embedder
+from lectern.ingest.embed_base import Embedder
 from lectern.rag.model_cache import MODELS
 from lectern.rag.settings import Settings, load_settings
 from lectern.rag.workspace import Workspace, check_name

@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from bench.ingest_speed import R_MANUALS, corpus, machine
-from lectern.ingest.embed import Embedder, SentenceTransformerEmbedder, packaged_minilm_path
+from lectern.ingest.embed_base import Embedder, packaged_minilm_path
 from lectern.ingest.settings import EmbedSettings
+from lectern.ingest.st_embed import SentenceTransformerEmbedder
 
 PRECISIONS = ["fp32", "bf16", "onnx-fp32", "onnx-int8", "onnx-int8-rr"]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmu-wikiqa"
@@ -59,11 +60,11 @@ def cache_for(label: str, base: Path) -> Path:
     if label != "onnx-int8-rr":
         return base
     from lectern.ingest import onnx_embed
-    from lectern.ingest.embed import _model_name, _say
+    from lectern.ingest.embed_base import model_name, say
 
     cache = base / "reduce-range"
     source = packaged_minilm_path()
-    onnx_embed.exported(source, cache, _model_name(source), 256, _say, reduce_range=True)
+    onnx_embed.exported(source, cache, model_name(source), 256, say, reduce_range=True)
     return cache
 
 

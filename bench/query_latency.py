@@ -150,7 +150,7 @@ def main() -> None:
                 from langchain_community.vectorstores import FAISS
                 from langchain_huggingface import HuggingFaceEmbeddings
 
-                from lectern.ingest.embed import packaged_minilm_path
+                from lectern.ingest.embed_base import packaged_minilm_path
 
                 tutorial = HuggingFaceEmbeddings(model_name=str(packaged_minilm_path()))
                 store = FAISS.from_embeddings(list(zip(texts, vectors.tolist(), strict=True)), tutorial)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lectern.errors import ChunkTooLarge, LecternError, ProfileMismatch
 from lectern.ingest.chunk import MAX_CONTEXT_TOKENS
-from lectern.ingest.embed import Embedder
+from lectern.ingest.embed_base import Embedder
 from lectern.ingest.settings import EmbedSettings, IngestSettings
 from lectern.ingest.store_backends import as_target
 from lectern.ingest.stores import Manifest, Store, Target

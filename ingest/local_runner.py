@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lectern.errors import DocumentError
-from lectern.ingest.embed import Embedder, table_folder
+from lectern.ingest.embed import table_folder
+from lectern.ingest.embed_base import Embedder
 from lectern.ingest.parse import Job, Parsed, exit_with_parent, load_options, parse_file, parse_or_error
 from lectern.ingest.settings import IngestSettings
 from lectern.ingest.work import Work, run_streamed

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lectern.errors import DocumentError, Stopped, UnknownKey
 from lectern.ingest.collection import check_chunking, open_collection
-from lectern.ingest.embed import Embedder
+from lectern.ingest.embed_base import Embedder
 from lectern.ingest.local_runner import run_local
 from lectern.ingest.parse import Job
 from lectern.ingest.report import FileResult, IngestReport, Progress, ProgressFn

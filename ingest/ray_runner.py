@@ -37,7 +37,8 @@ import numpy as np
 from lectern.errors import RunnerUnavailable
 from lectern.ingest.chunk import embedding_text
 from lectern.ingest.document import NO_OPTIONS, LoadOptions
-from lectern.ingest.embed import Embedder, embedder_recipe
+from lectern.ingest.embed import embedder_recipe
+from lectern.ingest.embed_base import Embedder
 from lectern.ingest.parse import Job, Parsed, load_options, parse_or_error
 from lectern.ingest.report import FileResult, failure_reason
 from lectern.ingest.settings import RaySettings

@@ -13,7 +13,7 @@ import numpy as np
 
 from lectern.errors import DocumentError, EmptyDocument
 from lectern.ingest.chunk import embedding_text, iter_chunks
-from lectern.ingest.embed import Embedder
+from lectern.ingest.embed_base import Embedder
 from lectern.ingest.loaders import LOADERS, load_text, stream_text
 from lectern.ingest.parse import Job, Parsed, new_chunks, offsets_fn
 from lectern.ingest.report import FileResult, IngestReport, Progress, ProgressFn, failure_reason

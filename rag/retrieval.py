@@ -21,7 +21,7 @@ from pydantic import ConfigDict
 
 from lectern.errors import UnknownKey
 from lectern.ingest import bm25_terms
-from lectern.ingest.embed import Embedder
+from lectern.ingest.embed_base import Embedder
 from lectern.ingest.fusion import rescale as _rescale
 from lectern.ingest.stores import Filters, Scored, SearchRequest, Store, StoredChunk
 from lectern.rag.limits import CANDIDATES_MAX, K_MAX, check_k, check_page, check_query

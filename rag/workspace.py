@@ -25,7 +25,7 @@ from lectern.errors import (
     InvalidName,
 )
 from lectern.ingest.collection import embed_settings_for, open_collection
-from lectern.ingest.embed import Embedder
+from lectern.ingest.embed_base import Embedder
 from lectern.ingest.pipeline import delete, ingest
 from lectern.ingest.report import IngestReport, ProgressFn
 from lectern.ingest.settings import EmbedSettings

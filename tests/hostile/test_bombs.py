@@ -128,7 +128,7 @@ def test_the_pdf_budgets_are_ingest_settings(tmp_path: Path) -> None:
     naming the setting; a budget no real page passes is refused when the settings are read."""
     from pydantic import ValidationError
 
-    from lectern.ingest.embed import FakeEmbedder
+    from lectern.ingest.fake_embed import FakeEmbedder
     from lectern.ingest.pipeline import ingest
     from lectern.ingest.settings import IngestSettings
 

@@ -12,8 +12,8 @@ import pytest
 
 from lectern.ingest import bm25, bm25_terms
 from lectern.ingest.collection import manifest_for
-from lectern.ingest.embed import FakeEmbedder
 from lectern.ingest.faiss_store import WORK, Collection
+from lectern.ingest.fake_embed import FakeEmbedder
 from lectern.ingest.pipeline import delete
 from lectern.ingest.settings import IngestSettings
 from tests.ingest.test_store import put

@@ -22,8 +22,8 @@ from filelock import FileLock
 
 from lectern.errors import IndexLocked
 from lectern.ingest import faiss_store
-from lectern.ingest.embed import FakeEmbedder
 from lectern.ingest.faiss_store import Collection, Writer
+from lectern.ingest.fake_embed import FakeEmbedder
 from lectern.ingest.pipeline import ingest
 from lectern.ingest.settings import IngestSettings
 from lectern.ingest.sources import source_key
@@ -40,7 +40,7 @@ KILLABLE = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from lectern.ingest.embed import FakeEmbedder
+    from lectern.ingest.fake_embed import FakeEmbedder
     from lectern.ingest.pipeline import ingest
     from lectern.ingest.settings import IngestSettings
 
@@ -64,7 +64,7 @@ KILLABLE_IN_SNAPSHOT = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from lectern.ingest.embed import FakeEmbedder
+    from lectern.ingest.fake_embed import FakeEmbedder
     from lectern.ingest.pipeline import ingest
     from lectern.ingest.settings import IngestSettings
 

@@ -13,7 +13,7 @@ import pytest
 from lectern.errors import CorruptDocument, DocumentError, EmptyDocument, EncryptedDocument, TooLarge
 from lectern.ingest import archive, office
 from lectern.ingest.document import OCR_HEADING, LoadedDocument, Unit
-from lectern.ingest.embed import FakeEmbedder
+from lectern.ingest.fake_embed import FakeEmbedder
 from lectern.ingest.loaders import load
 from lectern.ingest.pipeline import ingest
 from lectern.ingest.settings import IngestSettings

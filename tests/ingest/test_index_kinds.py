@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from lectern.ingest.collection import manifest_for
-from lectern.ingest.embed import FakeEmbedder
 from lectern.ingest.faiss_store import WORK, Collection
+from lectern.ingest.fake_embed import FakeEmbedder
 from lectern.ingest.pipeline import delete
 from lectern.ingest.settings import IngestSettings
 from lectern.ingest.snapshot import base_of

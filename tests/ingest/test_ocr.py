@@ -14,7 +14,7 @@ from pypdf import PdfReader, PdfWriter
 from lectern.errors import EmptyDocument, UnsupportedFormat
 from lectern.ingest import ocr
 from lectern.ingest.document import OCR_HEADING, LoadOptions, OcrEngineName
-from lectern.ingest.embed import FakeEmbedder
+from lectern.ingest.fake_embed import FakeEmbedder
 from lectern.ingest.loaders import load
 from lectern.ingest.pipeline import ingest
 from lectern.ingest.report import Progress

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from lectern.errors import ChunkingMismatch, ChunkTooLarge, EmbedderNotFound, IndexMismatch
-from lectern.ingest.embed import FakeEmbedder, build_embedder
+from lectern.ingest.embed import build_embedder
 from lectern.ingest.faiss_store import WORK, Collection, Writer
+from lectern.ingest.fake_embed import FakeEmbedder
 from lectern.ingest.pipeline import delete, ingest
 from lectern.ingest.report import Progress
 from lectern.ingest.settings import EmbedSettings, IngestSettings

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from lectern.errors import RunnerUnavailable, UnknownKey
-from lectern.ingest.embed import FakeEmbedder
 from lectern.ingest.faiss_store import Collection
+from lectern.ingest.fake_embed import FakeEmbedder
 from lectern.ingest.pipeline import ingest
 from lectern.ingest.report import IngestReport
 from lectern.ingest.settings import IngestSettings

@@ -14,8 +14,8 @@ import pytest
 from lectern.errors import IndexMismatch
 from lectern.ingest import atomic, bm25_terms
 from lectern.ingest.collection import manifest_for
-from lectern.ingest.embed import FakeEmbedder
 from lectern.ingest.faiss_store import Collection
+from lectern.ingest.fake_embed import FakeEmbedder
 from lectern.ingest.settings import IngestSettings
 from lectern.ingest.stores import FORMAT_VERSION, DocumentRow, Manifest, NewChunk
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from lectern.errors import ChunkingMismatch, IndexMismatch
-from lectern.ingest.embed import FakeEmbedder
+from lectern.ingest.fake_embed import FakeEmbedder
 from lectern.ingest.store_backends import BACKENDS
 from lectern.rag.retrieval import Filters, Searcher
 from lectern.rag.workspace import Workspace

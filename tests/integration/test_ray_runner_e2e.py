@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lectern.ingest.embed import Embedder, build_embedder
+from lectern.ingest.embed import build_embedder
+from lectern.ingest.embed_base import Embedder
 from lectern.ingest.faiss_store import Collection
 from lectern.ingest.pipeline import ingest
 from lectern.ingest.settings import EmbedSettings

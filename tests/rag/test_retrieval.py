@@ -135,7 +135,7 @@ def test_min_score_drops_weak_hits(ws) -> None:  # type: ignore[no-untyped-def]
 
 def test_searcher_refuses_another_embedder(ws) -> None:  # type: ignore[no-untyped-def]
     from lectern.errors import IndexMismatch
-    from lectern.ingest.embed import FakeEmbedder
+    from lectern.ingest.fake_embed import FakeEmbedder
 
     with pytest.raises(IndexMismatch):
         Searcher(ws.collection(), FakeEmbedder(dimension=16), ws.settings.retrieval)

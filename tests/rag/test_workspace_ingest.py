@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lectern.errors import CollectionNotFound, DocumentNotFound, InvalidName
-from lectern.ingest.embed import FakeEmbedder
+from lectern.ingest.fake_embed import FakeEmbedder
 from lectern.rag.workspace import Workspace, check_name
 
 
