@@ -24,50 +24,6 @@ from lectern.ingest.stores import DocumentRow, NewChunk, StoreWriter
 EMBED_SLICE = 256  # chunks embedded per call: bounds memory and keeps progress moving
 
 
-def _write_streamed(
-    job: Job,
-    embedder: Embedder,
-    settings: IngestSettings,
-    writer: StoreWriter,
-    state: Progress,
-    progress: ProgressFn | None,
-) -> tuple[int, int, list[str]]:
-    """A long text file chunked, embedded and written EMBED_SLICE chunks at a time, in one
-    transaction, so memory stays flat however long the file. Returns (chunks, pages, warnings)."""
-    path, source, digest, size = job
-    offsets = offsets_fn(embedder.tokenizer_file)
-    doc, units, warnings = stream_text(path)
-    state.pages += doc.pages
-    state.pages_total += doc.pages
-    done_before = state.bytes_done
-    chunking = settings.chunk
-
-    def parts() -> Iterator[tuple[list[NewChunk], np.ndarray]]:
-        chunks = iter_chunks(doc, source, offsets, chunking.chunk_tokens, chunking.overlap_tokens, units)
-        batch: list[NewChunk] = []
-        written = 0
-        for chunk in new_chunks(doc, chunks, offsets):
-            batch.append(chunk)
-            state.chunks += 1
-            state.bytes_done = done_before + min(chunk.end, size)  # characters read: about the bytes
-            if len(batch) == EMBED_SLICE:
-                yield batch, _embed_chunks(embedder, batch, state, progress)
-                written += len(batch)
-                batch = []
-        if batch:
-            yield batch, _embed_chunks(embedder, batch, state, progress)
-        elif not written:
-            raise EmptyDocument(path, "no text to index")  # rolls the transaction back
-
-    row = DocumentRow(source, digest, doc.title, doc.format, doc.pages, 0, size, warnings, time.time())
-    return writer.replace_document_parts(row, parts()), doc.pages, warnings  # warnings: filled as read
-
-
-def _streams(path: Path, size: int, settings: IngestSettings) -> bool:
-    """Whether a file goes through _write_streamed: a text file over ingest.stream_bytes."""
-    return size > settings.stream_bytes and LOADERS.get(path.suffix.lower()) is load_text
-
-
 @dataclass
 class Work:
     """What a runner is handed: the files to parse, embed and write (unchanged and unreadable ones are
@@ -158,6 +114,50 @@ def run_streamed(work: Work) -> list[Job]:
             warnings = [*link_note(path, job[1]), *warnings]
             work.done(FileResult(str(path), work.status(job[1]), n, pages, warnings=warnings))
     return [job for job in work.jobs if not _streams(job[0], job[3], work.settings)]
+
+
+def _streams(path: Path, size: int, settings: IngestSettings) -> bool:
+    """Whether a file goes through _write_streamed: a text file over ingest.stream_bytes."""
+    return size > settings.stream_bytes and LOADERS.get(path.suffix.lower()) is load_text
+
+
+def _write_streamed(
+    job: Job,
+    embedder: Embedder,
+    settings: IngestSettings,
+    writer: StoreWriter,
+    state: Progress,
+    progress: ProgressFn | None,
+) -> tuple[int, int, list[str]]:
+    """A long text file chunked, embedded and written EMBED_SLICE chunks at a time, in one
+    transaction, so memory stays flat however long the file. Returns (chunks, pages, warnings)."""
+    path, source, digest, size = job
+    offsets = offsets_fn(embedder.tokenizer_file)
+    doc, units, warnings = stream_text(path)
+    state.pages += doc.pages
+    state.pages_total += doc.pages
+    done_before = state.bytes_done
+    chunking = settings.chunk
+
+    def parts() -> Iterator[tuple[list[NewChunk], np.ndarray]]:
+        chunks = iter_chunks(doc, source, offsets, chunking.chunk_tokens, chunking.overlap_tokens, units)
+        batch: list[NewChunk] = []
+        written = 0
+        for chunk in new_chunks(doc, chunks, offsets):
+            batch.append(chunk)
+            state.chunks += 1
+            state.bytes_done = done_before + min(chunk.end, size)  # characters read: about the bytes
+            if len(batch) == EMBED_SLICE:
+                yield batch, _embed_chunks(embedder, batch, state, progress)
+                written += len(batch)
+                batch = []
+        if batch:
+            yield batch, _embed_chunks(embedder, batch, state, progress)
+        elif not written:
+            raise EmptyDocument(path, "no text to index")  # rolls the transaction back
+
+    row = DocumentRow(source, digest, doc.title, doc.format, doc.pages, 0, size, warnings, time.time())
+    return writer.replace_document_parts(row, parts()), doc.pages, warnings  # warnings: filled as read
 
 
 def _embed_chunks(
