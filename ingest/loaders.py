@@ -3,7 +3,7 @@ formats (text, streamed too, Markdown and PDF's page rules), beside ingest.html_
 ingest.epub and ingest.ocr. What a loader returns is ingest.document; how bytes become text,
 ingest.decode; which files a folder holds, ingest.walk.
 
-Loaders raise `ingest.errors.DocumentError` subclasses with the file's path, never bare library errors,
+Loaders raise `lectern.errors.DocumentError` subclasses with the file's path, never bare library errors,
 so that one bad file fails alone and the edges can say why in one sentence.
 """
 

@@ -61,6 +61,85 @@ class SearchRequest:
     bm25_weight: float = 0.6
 
 
+# --- records -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Manifest:
+    embedder: dict[str, Any]
+    dimension: int
+    chunking: dict[str, Any]
+    index: dict[str, Any]
+    profile: str | None = None
+    metric: str = "inner_product"
+    normalized: bool = True
+    bm25_tokenizer: str = TOKENIZER
+    format_version: int = FORMAT_VERSION
+    created: float = field(default_factory=time.time)
+
+    def check_compatible(self, embedder: dict[str, Any], dimension: int, where: Path | str) -> None:
+        """Opening a collection with another embedder would return silent garbage: refuse."""
+        if self.format_version != FORMAT_VERSION:
+            raise IndexMismatch(
+                f"{where}: format version {self.format_version}, this lectern reads {FORMAT_VERSION}"
+            )
+        if self.embedder.get("name") != embedder.get("name") or self.dimension != dimension:
+            raise IndexMismatch(
+                f"{where} was built with embedder {self.embedder.get('name')} ({self.dimension} dims), "
+                f"not {embedder.get('name')} ({dimension} dims); use the same profile or a new collection"
+            )
+        if self.bm25_tokenizer != TOKENIZER:
+            raise IndexMismatch(f"{where}: BM25 tokenizer {self.bm25_tokenizer}, expected {TOKENIZER}")
+
+    def check_chunking(self, chunking: dict[str, Any], where: Path | str) -> None:
+        """New documents must be cut like the ones already in: refuse other chunk sizes."""
+        if self.chunking and self.chunking != chunking:
+            raise ChunkingMismatch(where, self.chunking, chunking)
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    id: int
+    chunk_id: str
+    source: str
+    page: int | None
+    heading: str | None
+    start: int
+    end: int
+    ordinal: int
+    text: str
+    title: str | None
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    source: str
+    content_hash: str
+    title: str | None
+    format: str | None
+    pages: int
+    chunks: int
+    bytes: int
+    warnings: list[str]
+    ingested_at: float
+
+
+@dataclass
+class NewChunk:
+    chunk_id: str
+    page: int | None
+    heading: str | None
+    start: int
+    end: int
+    ordinal: int
+    text: str
+    context: str
+    terms: list[str]
+
+
+# --- the interface -----------------------------------------------------------------------------------
+
+
 class StoreWriter(Protocol):
     def replace_document(self, doc: DocumentRow, chunks: Sequence[NewChunk], vectors: np.ndarray) -> None: ...
 
@@ -167,79 +246,6 @@ class Target:
 
     def open(self) -> Store:
         return self.backend.open(self.name)
-
-
-@dataclass(frozen=True)
-class Manifest:
-    embedder: dict[str, Any]
-    dimension: int
-    chunking: dict[str, Any]
-    index: dict[str, Any]
-    profile: str | None = None
-    metric: str = "inner_product"
-    normalized: bool = True
-    bm25_tokenizer: str = TOKENIZER
-    format_version: int = FORMAT_VERSION
-    created: float = field(default_factory=time.time)
-
-    def check_compatible(self, embedder: dict[str, Any], dimension: int, where: Path | str) -> None:
-        """Opening a collection with another embedder would return silent garbage: refuse."""
-        if self.format_version != FORMAT_VERSION:
-            raise IndexMismatch(
-                f"{where}: format version {self.format_version}, this lectern reads {FORMAT_VERSION}"
-            )
-        if self.embedder.get("name") != embedder.get("name") or self.dimension != dimension:
-            raise IndexMismatch(
-                f"{where} was built with embedder {self.embedder.get('name')} ({self.dimension} dims), "
-                f"not {embedder.get('name')} ({dimension} dims); use the same profile or a new collection"
-            )
-        if self.bm25_tokenizer != TOKENIZER:
-            raise IndexMismatch(f"{where}: BM25 tokenizer {self.bm25_tokenizer}, expected {TOKENIZER}")
-
-    def check_chunking(self, chunking: dict[str, Any], where: Path | str) -> None:
-        """New documents must be cut like the ones already in: refuse other chunk sizes."""
-        if self.chunking and self.chunking != chunking:
-            raise ChunkingMismatch(where, self.chunking, chunking)
-
-
-@dataclass(frozen=True)
-class StoredChunk:
-    id: int
-    chunk_id: str
-    source: str
-    page: int | None
-    heading: str | None
-    start: int
-    end: int
-    ordinal: int
-    text: str
-    title: str | None
-
-
-@dataclass(frozen=True)
-class DocumentRow:
-    source: str
-    content_hash: str
-    title: str | None
-    format: str | None
-    pages: int
-    chunks: int
-    bytes: int
-    warnings: list[str]
-    ingested_at: float
-
-
-@dataclass
-class NewChunk:
-    chunk_id: str
-    page: int | None
-    heading: str | None
-    start: int
-    end: int
-    ordinal: int
-    text: str
-    context: str
-    terms: list[str]
 
 
 def take_writer_lock(lock: FileLock, name: str, where: object, timeout: float) -> None:
