@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from lectern.app.jobs import Job
 from lectern.errors import LecternError
-from lectern.ingest.pipeline import IngestReport, Progress
+from lectern.ingest.report import IngestReport, Progress
 from lectern.rag.types import Citation, Context, location
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#+\-.!|~$])")

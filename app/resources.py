@@ -23,7 +23,7 @@ from langchain_core.language_models import BaseChatModel
 
 from lectern.errors import InvalidName, LecternError, SaveFailed
 from lectern.ingest.atomic import atomic_write_bytes
-from lectern.ingest.embed import Embedder
+from lectern.ingest.embed_base import Embedder
 from lectern.rag.model_cache import MODELS
 from lectern.rag.settings import Settings, load_settings
 from lectern.rag.workspace import Workspace, check_name
@@ -223,7 +223,7 @@ def forget_uploads(paths: Iterable[Path], ws: Workspace) -> None:
     collection holds stays (the file it replaced goes); one it does not hold (failed, or not reached
     before a stop) is removed, or, where it replaced a document's file, that file is put back, so a
     failed replacement keeps the earlier document and its file."""
-    from lectern.ingest.pipeline import file_hash
+    from lectern.ingest.sources import file_hash
 
     paths = list(paths)
     if not paths:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lectern.ingest import tokenize
-from lectern.ingest.pipeline import source_key
+from lectern.ingest import bm25_terms
+from lectern.ingest.sources import source_key
 from lectern.rag.evaluate import QAItem, articles_of, eval_searcher, load_qa, load_questions
 from lectern.rag.evaluate_answers import sample_answerable
 from lectern.rag.evidence import COVERAGE_ONLY, MEANING, WORDS, Calibration, assess
@@ -51,7 +51,7 @@ def features(searcher: Searcher, question: str, filters: Filters | None) -> dict
     retriever = LecternRetriever(searcher=searcher, k=r.k, mode=r.mode, mmr=r.mmr, filters=filters)
     docs = retriever.invoke(question)
     contexts = [Context.from_document(i, d) for i, d in enumerate(docs, start=1)]
-    terms = searcher.spelled(tokenize.terms(question))
+    terms = searcher.spelled(bm25_terms.terms(question))
     evidence = assess(
         question, contexts, searcher.term_weights, MEANING, terms=terms, similarity=searcher.similarities
     )

@@ -5,7 +5,7 @@
 The collection is bench.query_latency's synthetic one (CMU sentences shuffled into chunks, random
 384-dimensional unit vectors, as MiniLM's), in documents of --per-doc chunks. Each delete runs as
 `lectern delete` does: a fresh process state opens the collection, deletes one document and
-persists. No model is loaded. The work counters (ingest.store.WORK) say what the delete did
+persists. No model is loaded. The work counters (ingest.faiss_store.WORK) say what the delete did
 besides its own rows; a search after the delete and one added document are timed for context.
 """
 
@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.query_latency import build
-from lectern.ingest import store
+from lectern.ingest import faiss_store
+from lectern.ingest.faiss_store import Collection
 from lectern.ingest.pipeline import delete
-from lectern.ingest.store import Collection, DocumentRow, NewChunk
+from lectern.ingest.stores import DocumentRow, NewChunk
 
 DIM = 384
 IDENTITY = {"kind": "fake", "name": f"bench-{DIM}", "normalize": True}
@@ -39,7 +40,7 @@ def one_kind(kind: str, chunks: int, per_doc: int, root: Path, deletes: int) -> 
     path = root / kind
     _, seconds = timed(lambda: build(path, chunks, IDENTITY, DIM, per_doc=per_doc, kind=kind))
     print(f"{kind}: built {chunks} chunks in {seconds:.0f} s", flush=True)
-    work = getattr(store, "WORK", None)
+    work = getattr(faiss_store, "WORK", None)
     results: dict[str, float | int | str] = {"kind": kind}
     docs = chunks // per_doc
     picks = [f"synthetic-{d}.txt" for d in (docs // 100, docs // 2, docs * 9 // 10)]

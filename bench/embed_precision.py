@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from bench.ingest_speed import R_MANUALS, corpus, machine
-from lectern.ingest.embed import Embedder, SentenceTransformerEmbedder, packaged_minilm_path
+from lectern.ingest.embed_base import Embedder, packaged_minilm_path
 from lectern.ingest.settings import EmbedSettings
+from lectern.ingest.st_embed import SentenceTransformerEmbedder
 
 PRECISIONS = ["fp32", "bf16", "onnx-fp32", "onnx-int8", "onnx-int8-rr"]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmu-wikiqa"
@@ -43,7 +44,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmu-wikiqa"
 def chunk_texts(docs: list[Path], count: int) -> list[str]:
     """`count` chunks of the corpus as the pipeline embeds them, drawn at random (seed 0)."""
     from lectern.ingest.chunk import embedding_text
-    from lectern.ingest.pipeline import parse_file
+    from lectern.ingest.parse import parse_file
 
     tokenizer = str(packaged_minilm_path() / "tokenizer.json")
     texts: list[str] = []
@@ -59,11 +60,11 @@ def cache_for(label: str, base: Path) -> Path:
     if label != "onnx-int8-rr":
         return base
     from lectern.ingest import onnx_embed
-    from lectern.ingest.embed import _model_name, _say
+    from lectern.ingest.embed_base import model_name, say
 
     cache = base / "reduce-range"
     source = packaged_minilm_path()
-    onnx_embed.exported(source, cache, _model_name(source), 256, _say, reduce_range=True)
+    onnx_embed.exported(source, cache, model_name(source), 256, say, reduce_range=True)
     return cache
 
 
@@ -114,7 +115,8 @@ def speed(args: argparse.Namespace, base: Path) -> dict[str, Any]:
 def collection_of(articles: list[Path], settings: Any, model: Embedder, tmp: Path) -> Iterator[Any]:
     """rag.evaluate.eval_searcher's temporary faiss collection, embedded by this embedder."""
     from lectern.ingest.pipeline import ingest
-    from lectern.ingest.stores import Target, open_backend
+    from lectern.ingest.store_backends import open_backend
+    from lectern.ingest.stores import Target
 
     with tempfile.TemporaryDirectory(prefix="lectern-eval-", dir=tmp) as folder:
         target = Target(open_backend(settings.store, Path(folder)), "eval")

@@ -113,7 +113,7 @@ def lectern_cmd(*args: str) -> list[str]:
 
 
 def collection_chars(data_dir: Path, name: str) -> int:
-    from lectern.ingest.store import Collection
+    from lectern.ingest.faiss_store import Collection
 
     col = Collection.open(data_dir / "collections" / name)
     try:
@@ -262,7 +262,7 @@ def machine() -> dict[str, str]:
         capture_output=True, text=True, check=False,
     ).stdout.strip()  # fmt: skip
     bf16 = subprocess.run(
-        [sys.executable, "-c", "from lectern.ingest.embed import cpu_has_native_bf16; print(cpu_has_native_bf16())"],
+        [sys.executable, "-c", "from lectern.ingest.st_embed import cpu_has_native_bf16; print(cpu_has_native_bf16())"],
         capture_output=True, text=True, check=False,
     ).stdout.strip()  # fmt: skip
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")

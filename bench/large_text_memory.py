@@ -33,7 +33,9 @@ WHOLE = str(1 << 62)  # ingest.stream_bytes past any file: the whole-file path
 MINILM_TOKENS = """
 import sys
 from pathlib import Path
-from lectern.ingest.embed import FakeEmbedder, HFTokenizer, packaged_minilm_path
+from lectern.ingest.embed_base import packaged_minilm_path
+from lectern.ingest.fake_embed import FakeEmbedder
+from lectern.ingest.wordpiece import HFTokenizer
 from lectern.ingest.pipeline import ingest
 from lectern.ingest.settings import IngestSettings
 

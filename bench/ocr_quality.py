@@ -6,7 +6,7 @@ default) and 300 dpi, CPU seconds a page and pages/s, for each OCR engine (inges
 
 Pages are taken evenly across the manuals (r-doc-pdf), skipping nearly empty ones. Each page is rendered
 in grey at each resolution by PDFium and wrapped as an image-only PDF (JPEG at quality 95, as a good
-scanner writes), then loaded by lectern as any scanned PDF is (ingest.load.load_pdf, `ingest.ocr =
+scanner writes), then loaded by lectern as any scanned PDF is (ingest.loaders.load_pdf, `ingest.ocr =
 auto`, rendered back at that resolution, no OCR cache). The reference is the loader's text of the
 original page (the text layer, cleaned the same way). The character error rate is the edit distance
 over the reference's length, whitespace runs counted as one space. The pages of one engine and
@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import cast
 
 from bench.ingest_speed import R_MANUALS, corpus, machine
-from lectern.ingest.load import LoadOptions, OcrEngineName, load_pdf
+from lectern.ingest.document import LoadOptions, OcrEngineName
+from lectern.ingest.loaders import load_pdf
 
 MIN_CHARS = 400  # a page with less text than this is left out (title pages, blank versos)
 _SPACES = re.compile(r"\s+")
@@ -74,7 +75,7 @@ def cer(reference: str, hypothesis: str) -> float:
 
 def pick_pages(files: list[Path], n: int) -> list[tuple[Path, int, str]]:
     """n pages with text, evenly across the files' pages: (file, page number, the loader's text)."""
-    from lectern.ingest.load import load_pdf
+    from lectern.ingest.loaders import load_pdf
 
     pages: list[tuple[Path, int, str]] = []
     for path in files:

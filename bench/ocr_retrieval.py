@@ -27,7 +27,7 @@ from typing import cast
 
 from bench.ingest_speed import R_MANUALS
 from bench.ocr_quality import scanned
-from lectern.ingest.load import OcrEngineName
+from lectern.ingest.document import OcrEngineName
 from lectern.rag.evaluate import QAItem, RankedChunk, eval_searcher, retrieval_metrics
 from lectern.rag.settings import load_settings
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.ingest_speed import R_MANUALS, corpus
 from lectern.ingest import pdf
-from lectern.ingest.load import clean_text
+from lectern.ingest.decode import clean_text
 
 
 def words_of(text: pdf.PdfText) -> list[list[str]]:

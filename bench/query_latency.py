@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lectern.ingest import tokenize
-from lectern.ingest.store import Collection, DocumentRow, Manifest, NewChunk
+from lectern.ingest import bm25_terms
+from lectern.ingest.faiss_store import Collection
+from lectern.ingest.stores import DocumentRow, Manifest, NewChunk
 from lectern.rag.evaluate import load_qa
 from lectern.rag.retrieval import Searcher
 from lectern.rag.settings import load_settings
@@ -88,7 +89,7 @@ def build(
     with col.writer() as w:
         for d in range(0, len(texts), per_doc):
             chunks = [
-                NewChunk(f"c{d + i}", None, None, 0, len(text), i, text, "", tokenize.terms(text))
+                NewChunk(f"c{d + i}", None, None, 0, len(text), i, text, "", bm25_terms.terms(text))
                 for i, text in enumerate(texts[d : d + per_doc])
             ]
             row = DocumentRow(f"synthetic-{d // per_doc}.txt", str(d), "synthetic", "text", 1, 0, 0, [], 0.0)
@@ -149,7 +150,7 @@ def main() -> None:
                 from langchain_community.vectorstores import FAISS
                 from langchain_huggingface import HuggingFaceEmbeddings
 
-                from lectern.ingest.embed import packaged_minilm_path
+                from lectern.ingest.embed_base import packaged_minilm_path
 
                 tutorial = HuggingFaceEmbeddings(model_name=str(packaged_minilm_path()))
                 store = FAISS.from_embeddings(list(zip(texts, vectors.tolist(), strict=True)), tutorial)

@@ -71,8 +71,8 @@ def collection(data: Path) -> Path:
 def compare(a: Path, b: Path, profile: str, questions: list[str], cache: Path) -> dict[str, Any]:
     """How far collection b is from a: rows, counts, vectors, and the top 5 of each question."""
     from lectern.ingest.embed import build_embedder
+    from lectern.ingest.faiss_store import Collection
     from lectern.ingest.settings import EmbedSettings
-    from lectern.ingest.store import Collection
     from lectern.rag.retrieval import Searcher
     from lectern.rag.settings import RetrievalSettings
 
@@ -106,7 +106,7 @@ def compare(a: Path, b: Path, profile: str, questions: list[str], cache: Path) -
 
 def corpus_questions(col: Path, every: int = 40) -> list[str]:
     """Questions from the corpus itself: the first ten words of every `every`-th chunk."""
-    from lectern.ingest.store import Collection
+    from lectern.ingest.faiss_store import Collection
 
     c = Collection.open(col)
     try:

@@ -18,7 +18,7 @@ import json
 import statistics
 from pathlib import Path
 
-from lectern.ingest import tokenize
+from lectern.ingest import bm25_terms
 from lectern.rag import evidence
 from lectern.rag.answer_metrics import context_has_answer, normalise
 from lectern.rag.evaluate import QAItem, articles_of, eval_searcher, load_qa, load_questions
@@ -105,7 +105,7 @@ def measure(
         docs = retriever.invoke(item.question)
         contexts = [Context.from_document(i, d) for i, d in enumerate(docs, start=1)]
         ceiling.append(context_has_answer([c.text for c in contexts], item.answerable))
-        terms = searcher.spelled(tokenize.terms(item.question))
+        terms = searcher.spelled(bm25_terms.terms(item.question))
         similarity = evidence.remembered(searcher.similarities)
         kind = asked_kind(item.question)
         for meaning, penalty, extra in variants:

@@ -46,7 +46,7 @@ def _record_generate_calls() -> None:
 
 def load_chunks(llm: LocalChatModel, pdf: Path, first: int, pages: int, chunk_tokens: int) -> list[Document]:
     """Pages [first, first + pages) of `pdf` cut into pieces of at most `chunk_tokens` model tokens."""
-    from lectern.ingest.load import load
+    from lectern.ingest.loaders import load
 
     units = [u for u in load(pdf).units if u.page is not None and first <= u.page < first + pages]
     text = "\n\n".join(u.text for u in units)

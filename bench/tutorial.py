@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lectern.ingest.embed import packaged_minilm_path
+from lectern.ingest.embed_base import packaged_minilm_path
 
 
 def load(paths: Sequence[Path]) -> list[Any]:

@@ -16,7 +16,7 @@ from typing import IO
 import numpy as np
 from scipy import sparse
 
-from lectern.ingest.tokenize import idf
+from lectern.ingest.bm25_terms import idf
 
 
 class Vocabulary:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lectern.ingest.load import OCR_HEADING, LoadedDocument, Unit
+from lectern.ingest.document import OCR_HEADING, LoadedDocument, Unit
 
 OffsetsFn = Callable[[Sequence[str]], list[list[tuple[int, int]]]]
 
@@ -152,7 +152,7 @@ def iter_chunks(
     TOKENIZE_CHARS characters per call), so a long text never has all its word pieces in memory.
     Offsets and ids count from the start of the page (the whole text for text files). With a
     tokenizer that gives Pieces with ids, each chunk carries its pieces' ids. `units` (by default the
-    document's) may be a stream, read as it goes (ingest.load.stream_text)."""
+    document's) may be a stream, read as it goes (ingest.loaders.stream_text)."""
     ordinal = 0
     stream = iter(doc.units if units is None else units)
     ahead = next(stream, None)

@@ -5,7 +5,7 @@ autocast than in fp32, and ONNX Runtime's int8 kernels differ from CPU to CPU. S
 `ingest.embed.precision = "auto"` needs an answer on a CPU, a short micro-benchmark embeds the same
 texts with each candidate (fp32 and bf16 torch, ONNX Runtime fp32 and int8 where installed),
 interleaved, and keeps the fastest whose vectors stay close to fp32 torch's. torch's candidates run
-in a process of their own, before ONNX Runtime's here (ingest.embed), so no process holds both. The answer is kept as
+in a process of their own, before ONNX Runtime's here (ingest.st_embed), so no process holds both. The answer is kept as
 JSON in <cache>/cpu-precision.json, keyed by what it depends on: the CPU model and flags, torch's
 and onnxruntime's versions, the kernel limits set in the environment, and the model.
 """

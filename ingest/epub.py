@@ -9,7 +9,9 @@ from typing import Any
 
 from lectern.errors import EmptyDocument, EncryptedDocument
 from lectern.ingest.archive import check_zip
-from lectern.ingest.load import NO_OPTIONS, LoadedDocument, LoadOptions, Unit, decode_bytes, html_units
+from lectern.ingest.decode import decode_bytes
+from lectern.ingest.document import NO_OPTIONS, LoadedDocument, LoadOptions, Unit
+from lectern.ingest.html_text import html_units
 from lectern.ingest.office import doc_title, read_container
 
 

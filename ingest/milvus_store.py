@@ -34,9 +34,17 @@ import numpy as np
 from filelock import FileLock
 
 from lectern.errors import IndexMismatch, StoreUnavailable, UnknownKey
-from lectern.ingest.store import DocumentRow, Manifest, NewChunk, StoredChunk, take_writer_lock
-from lectern.ingest.stores import Filters, Scored, SearchRequest
-from lectern.ingest.tokenize import idf
+from lectern.ingest.bm25_terms import idf
+from lectern.ingest.stores import (
+    DocumentRow,
+    Filters,
+    Manifest,
+    NewChunk,
+    Scored,
+    SearchRequest,
+    StoredChunk,
+    take_writer_lock,
+)
 
 PROPERTY = "lectern.manifest"
 TEXT_MAX = 65535  # Milvus' longest VARCHAR, in bytes

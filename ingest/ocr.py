@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from lectern.errors import CorruptDocument, EmptyDocument, TooLarge, UnknownKey, UnsupportedFormat
 from lectern.ingest.atomic import atomic_write_text, read_json
-from lectern.ingest.load import (
+from lectern.ingest.decode import clean_text
+from lectern.ingest.document import (
     NO_OPTIONS,
     OCR_HEADING,
     TITLE_MAX_CHARS,
@@ -34,7 +35,6 @@ from lectern.ingest.load import (
     LoadOptions,
     OcrEngineName,
     Unit,
-    clean_text,
 )
 
 if TYPE_CHECKING:

@@ -23,16 +23,8 @@ from typing import Any, TypeVar
 
 from lectern.errors import CorruptDocument, DocumentError, EmptyDocument, TooLarge
 from lectern.ingest.archive import check_zip
-from lectern.ingest.load import (
-    NO_OPTIONS,
-    TITLE_MAX_CHARS,
-    LoadedDocument,
-    LoadOptions,
-    Sections,
-    Unit,
-    clean_text,
-    stream_encoding,
-)
+from lectern.ingest.decode import clean_text, stream_encoding
+from lectern.ingest.document import NO_OPTIONS, TITLE_MAX_CHARS, LoadedDocument, LoadOptions, Sections, Unit
 
 MAX_ROWS = 200_000  # rows of a spreadsheet or CSV file, all sheets together
 MAX_COLUMNS = 200  # cells of a row past this are left out (with a warning)

@@ -3,7 +3,7 @@
 PDFium reads the R manuals' 677 pages about 17x faster than pypdf, with the same words in the same
 order (bench/pdf_parsers.py). pypdf stays for any file PDFium refuses or reads as empty: it has its own
 repairs for malformed files and its own reasons when it fails. Both return raw page text; cleaning
-(ingest.load.clean_text) is the loader's.
+(ingest.decode.clean_text) is the loader's.
 """
 
 from __future__ import annotations

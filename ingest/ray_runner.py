@@ -5,7 +5,7 @@ any work. Long text files (ingest.stream_bytes) are streamed here as the local r
 every other changed file becomes one row of a Ray dataset:
 
     parse   `map_batches` tasks, one file per call: load, chunk and BM25 terms
-            (pipeline.parse_or_error), one row per chunk, or one row that carries the file's error;
+            (ingest.parse.parse_or_error), one row per chunk, or one row that carries the file's error;
     embed   `map_batches` over EmbedChunks in an actor pool (`ray.data.ActorPoolStrategy`): the
             embedder is built once per actor; one actor per GPU, `num_gpus=1`, when the cluster has GPUs;
     write   here, a file at a time in one transaction each, through the collection's Writer, in the
@@ -36,21 +36,14 @@ import numpy as np
 
 from lectern.errors import RunnerUnavailable
 from lectern.ingest.chunk import embedding_text
-from lectern.ingest.embed import Embedder, embedder_recipe
-from lectern.ingest.load import NO_OPTIONS, LoadOptions
-from lectern.ingest.pipeline import (
-    EMBED_SLICE,
-    FileResult,
-    Job,
-    Parsed,
-    Work,
-    failure_reason,
-    load_options,
-    parse_or_error,
-    run_streamed,
-)
+from lectern.ingest.document import NO_OPTIONS, LoadOptions
+from lectern.ingest.embed import embedder_recipe
+from lectern.ingest.embed_base import Embedder
+from lectern.ingest.parse import Job, Parsed, load_options, parse_or_error
+from lectern.ingest.report import FileResult, failure_reason
 from lectern.ingest.settings import RaySettings
-from lectern.ingest.store import NewChunk
+from lectern.ingest.stores import NewChunk
+from lectern.ingest.work import EMBED_SLICE, Work, run_streamed
 
 PARSE_BLOCKS_MAX = 1024  # one block per file up to this many: parse tasks spread over the cluster
 PARSE_MEMORY = 512 << 20  # bytes a parse task reserves
@@ -104,7 +97,7 @@ class EmbedChunks:
         self.embedder = recipe()
 
     def __call__(self, batch: Batch) -> Batch:
-        """Each file's chunks in the local runner's slices (pipeline.EMBED_SLICE, from its first
+        """Each file's chunks in the local runner's slices (ingest.work.EMBED_SLICE, from its first
         chunk), so that a file whole in one batch gets the local runner's vectors."""
         vectors = np.zeros((len(batch["chunk"]), self.embedder.dimension), dtype=np.float32)
         files: dict[int, list[int]] = {}

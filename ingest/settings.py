@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
-from lectern.ingest.load import OcrEngineName, OcrMode
+from lectern.ingest.document import OcrEngineName, OcrMode
 from lectern.ingest.pdf import STREAM_BUDGET, TEXT_BUDGET
 
 Profile = Literal["accurate", "fast"]
@@ -20,7 +20,7 @@ class EmbedSettings(BaseModel):
     `profile` picks a packaged embedder when `model` is unset: `accurate` is MiniLM, `fast` a static
     model2vec embedder distilled from it once per machine and kept in the user's cache. Unset, a
     collection keeps the profile it was created with, and a new one gets `accurate` (the rule:
-    ingest.pipeline.embed_settings_for). `model` names any sentence-transformers model folder (or
+    ingest.collection.embed_settings_for). `model` names any sentence-transformers model folder (or
     `fake` for the deterministic test embedder).
     """
 
@@ -214,7 +214,7 @@ StoreBackend = Literal["faiss", "milvus"]
 
 
 class StoreSettings(BaseModel):
-    """Where collections live (ingest.stores.BACKENDS). `faiss`: folders under the data dir. `milvus`:
+    """Where collections live (ingest.store_backends.BACKENDS). `faiss`: folders under the data dir. `milvus`:
     a Milvus database at `uri`: a file path runs embedded milvus-lite (unset: <data dir>/milvus.db),
     `http://host:19530` a Milvus server, with `token` ("user:password" or an API key)."""
 

@@ -4,7 +4,7 @@ Immutable once built, so readers share them. Rows deleted since the files were w
 both as tombstones (the BM25 matrix marks them dead, FAISS searches skip them), which is what lets
 a delete write a list of ids instead of the whole index. The index kinds and how each is built or
 searched also live here, and so do the snapshot's files (index-G.faiss, bm25-G.npz, dead-G.npy and
-state.json, which names them): how they are written, checked and read. ingest.store, the SQLite
+state.json, which names them): how they are written, checked and read. ingest.faiss_store, the SQLite
 side, decides when to write which.
 """
 

@@ -7,19 +7,34 @@ table with safetensors and tokenizing with `tokenizers` (both already loaded for
 about 0.05 s. The vectors are model2vec's `encode(texts, max_length=None)`, normalised, except that the
 mean is taken in float32 (model2vec rounds it to the table's float16): cosine to model2vec's >= 0.9999,
 which a test checks. Folders in another layout load through model2vec (`load_static_model`).
+
+`StaticEmbedder` is the fast profile's embedder over such a model; its model is MiniLM distilled
+once per machine (`distilled_minilm`, ingest.distill).
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from lectern.errors import EmbedderNotFound
-from lectern.ingest.embed import normalise
+from lectern.ingest.atomic import atomic_folder, read_json
+from lectern.ingest.cpu_precision import in_child
+from lectern.ingest.embed_base import (
+    LOADS,
+    MINILM_WINDOW,
+    OnFirstUse,
+    model_name,
+    normalise,
+    packaged_minilm_path,
+    say,
+)
+from lectern.ingest.wordpiece import HFTokenizer
 
 
 class StaticEncoder(Protocol):
@@ -128,3 +143,92 @@ def _unk_id(tokenizer: Any) -> int | None:
         return None if model.unk_token is None else tokenizer.token_to_id(model.unk_token)
     unk = json.loads(tokenizer.to_str())["model"].get("unk_id")
     return int(unk) if unk is not None else None
+
+
+class StaticEmbedder:
+    """A model2vec static model: one table lookup and a mean per text, about 100x faster than MiniLM.
+    The table loads on the first `embed`; the dimension is in the folder's config.json."""
+
+    def __init__(self, folder: Path, tokenizer_folder: Path) -> None:
+        self.folder = folder
+        self._tokenizer_file = tokenizer_folder / "tokenizer.json"
+        self._tokenizer = OnFirstUse(lambda: HFTokenizer(self._tokenizer_file))
+        self._model = OnFirstUse(self._load)
+        dimension = read_json(folder / "config.json").get("hidden_dim")
+        self._dimension = int(dimension) if isinstance(dimension, int) else int(self._model.get().dim)
+
+    def _load(self) -> StaticEncoder:
+        model = load_static_model(self.folder)
+        LOADS["model2vec"] += 1
+        return model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model.ready
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "model2vec", "name": model_name(self.folder), "normalize": True}
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    @property
+    def max_tokens(self) -> int:
+        return MINILM_WINDOW - 2  # chunks keep MiniLM's size so both profiles cut alike
+
+    @property
+    def tokenizer_file(self) -> str | None:
+        return str(self._tokenizer_file)
+
+    def offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        return self._tokenizer.get().offsets(texts)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return self._model.get().encode(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
+    @functools.cached_property
+    def table_folder(self) -> str | None:
+        """The folder a parse worker reads to embed chunks from the pieces it cut them with (one
+        tokenizer pass instead of two), when the lean reader reads it (`static_model.is_plain`)."""
+        return str(self.folder) if is_plain(self.folder) else None
+
+
+def distilled_minilm(models_dir: Path, pca_dims: int = 256, announce: Callable[[str], None] = say) -> Path:
+    """MiniLM distilled into a static model2vec-layout embedder (ingest.distill: about 15-20 s on 2
+    cores, no data), built once in `models_dir`, the user-level cache that every data dir shares
+    (Settings.models_dir).
+
+    A file lock makes a second process wait for the first one's build instead of repeating it; while it
+    builds, one line says so and a progress bar runs on stderr.
+    """
+    source = packaged_minilm_path()
+    target = models_dir / f"minilm-m2v-{pca_dims}-{model_name(source).split('@')[1]}"
+    if (target / "config.json").is_file():
+        return target
+    from filelock import FileLock
+
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").is_file():  # built by another process while this one waited
+            return target
+        announce(f"lectern: building the fast profile's static model, once for this machine, in {target}")
+        with atomic_folder(target, done="config.json") as tmp:
+            # in a process of its own, so that the ingest that asked for the model does not keep
+            # torch's memory to its end beside its parse workers
+            in_child(_distill_into, source, pca_dims, tmp)
+        LOADS["distill"] += 1
+    return target
+
+
+def _distill_into(source: Path, pca_dims: int, folder: Path) -> None:
+    """ingest.distill of `source`, saved in `folder` (runs in a child: distilled_minilm)."""
+    from lectern.ingest.distill import distil
+
+    distil(source, folder, pca_dims)

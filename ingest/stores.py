@@ -1,29 +1,32 @@
-"""The store interface: what the pipeline, the Searcher, delete, the eval and migrate need of a
-collection, and the registry of backends that provide it.
-
-    faiss   folders of SQLite + FAISS + BM25 under <data dir>/collections (ingest.store; the default)
-    milvus  a Milvus database: embedded milvus-lite for a file URI, a server for http://... (ingest.milvus_store)
+"""The store interface and its records: what the pipeline, the Searcher, delete, the eval and migrate
+need of a collection, whichever backend holds it (ingest.store_backends names them: faiss_store,
+milvus_store).
 
 A backend holds named collections (`Backend`); one opened collection is a `Store`; its only way to
-change is `Store.writer()`, one writer at a time (`StoreWriter`). `Target` names one collection on
-one backend: the pipeline's functions take a Target, or a plain folder Path for the faiss backend.
+change is `Store.writer()`, one writer at a time (`StoreWriter`, `take_writer_lock`). `Target` names
+one collection on one backend: the pipeline's functions take a Target, or a plain folder Path for
+the faiss backend. The records are what goes in and comes out: a `Manifest` per collection, a
+`DocumentRow` per file, a `NewChunk` written and a `StoredChunk` read back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
+from filelock import FileLock, Timeout
 
-from lectern.errors import UnknownKey
+from lectern.errors import ChunkingMismatch, IndexLocked, IndexMismatch
+from lectern.ingest.bm25_terms import TOKENIZER
 
-if TYPE_CHECKING:
-    from lectern.ingest.settings import StoreSettings
-    from lectern.ingest.store import DocumentRow, Manifest, NewChunk, StoredChunk
+FORMAT_VERSION = 1
+LOG = logging.getLogger("lectern")
 
 Scored = list[tuple[int, float, float | None, float | None]]
 """Ranked chunks: row id, score, dense score, BM25 score (None where that search did not run)."""
@@ -44,7 +47,7 @@ class Filters:
 
 @dataclass(frozen=True)
 class SearchRequest:
-    """One ranked search: `mode` dense | bm25 | hybrid; `terms` the query's BM25 terms (tokenize.terms,
+    """One ranked search: `mode` dense | bm25 | hybrid; `terms` the query's BM25 terms (bm25_terms.terms,
     spelled); `fetch_k` candidates per search before fusion; the weights are lectern's own fusion's
     (and Milvus' weighted ranker's)."""
 
@@ -56,6 +59,85 @@ class SearchRequest:
     filters: Filters | None = None
     dense_weight: float = 0.4
     bm25_weight: float = 0.6
+
+
+# --- records -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Manifest:
+    embedder: dict[str, Any]
+    dimension: int
+    chunking: dict[str, Any]
+    index: dict[str, Any]
+    profile: str | None = None
+    metric: str = "inner_product"
+    normalized: bool = True
+    bm25_tokenizer: str = TOKENIZER
+    format_version: int = FORMAT_VERSION
+    created: float = field(default_factory=time.time)
+
+    def check_compatible(self, embedder: dict[str, Any], dimension: int, where: Path | str) -> None:
+        """Opening a collection with another embedder would return silent garbage: refuse."""
+        if self.format_version != FORMAT_VERSION:
+            raise IndexMismatch(
+                f"{where}: format version {self.format_version}, this lectern reads {FORMAT_VERSION}"
+            )
+        if self.embedder.get("name") != embedder.get("name") or self.dimension != dimension:
+            raise IndexMismatch(
+                f"{where} was built with embedder {self.embedder.get('name')} ({self.dimension} dims), "
+                f"not {embedder.get('name')} ({dimension} dims); use the same profile or a new collection"
+            )
+        if self.bm25_tokenizer != TOKENIZER:
+            raise IndexMismatch(f"{where}: BM25 tokenizer {self.bm25_tokenizer}, expected {TOKENIZER}")
+
+    def check_chunking(self, chunking: dict[str, Any], where: Path | str) -> None:
+        """New documents must be cut like the ones already in: refuse other chunk sizes."""
+        if self.chunking and self.chunking != chunking:
+            raise ChunkingMismatch(where, self.chunking, chunking)
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    id: int
+    chunk_id: str
+    source: str
+    page: int | None
+    heading: str | None
+    start: int
+    end: int
+    ordinal: int
+    text: str
+    title: str | None
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    source: str
+    content_hash: str
+    title: str | None
+    format: str | None
+    pages: int
+    chunks: int
+    bytes: int
+    warnings: list[str]
+    ingested_at: float
+
+
+@dataclass
+class NewChunk:
+    chunk_id: str
+    page: int | None
+    heading: str | None
+    start: int
+    end: int
+    ordinal: int
+    text: str
+    context: str
+    terms: list[str]
+
+
+# --- the interface -----------------------------------------------------------------------------------
 
 
 class StoreWriter(Protocol):
@@ -148,78 +230,6 @@ class Backend(Protocol):
     def drop(self, name: str) -> None: ...
 
 
-class FaissBackend:
-    """Collection folders under `root` (ingest.store.Collection): the default backend."""
-
-    kind = "faiss"
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, FaissBackend) and other.root == self.root
-
-    def __hash__(self) -> int:
-        return hash(self.root)
-
-    def path(self, name: str) -> Path:
-        return self.root / name
-
-    def exists(self, name: str) -> bool:
-        from lectern.ingest.store import Collection
-
-        return Collection.exists(self.root / name)
-
-    def names(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if self.exists(p.name))
-
-    def where(self, name: str) -> str:
-        return str(self.root / name)
-
-    def read_manifest(self, name: str) -> Manifest:
-        from lectern.ingest.store import Collection
-
-        return Collection.read_manifest(self.root / name)
-
-    def create(self, name: str, manifest: Manifest) -> Store:
-        from lectern.ingest.store import Collection
-
-        return Collection.create(self.root / name, manifest)
-
-    def open(self, name: str) -> Store:
-        from lectern.ingest.store import Collection
-
-        return Collection.open(self.root / name)
-
-    def drop(self, name: str) -> None:
-        import shutil
-
-        if self.exists(name):
-            shutil.rmtree(self.root / name)
-
-
-def _milvus(settings: StoreSettings, data_dir: Path) -> Backend:
-    from lectern.ingest.milvus_store import MilvusBackend
-
-    token = settings.token.get_secret_value() if settings.token is not None else ""
-    return MilvusBackend(settings.uri or str(data_dir / "milvus.db"), token, settings.ranker, settings.rrf_k)
-
-
-BACKENDS: dict[str, Callable[[StoreSettings, Path], Backend]] = {
-    "faiss": lambda settings, data_dir: FaissBackend(data_dir / "collections"),
-    "milvus": _milvus,
-}
-
-
-def open_backend(settings: StoreSettings, data_dir: Path) -> Backend:
-    """The backend the settings choose (store.backend); an unknown one lists the known ones."""
-    if settings.backend not in BACKENDS:
-        raise UnknownKey("store backend", settings.backend, sorted(BACKENDS))
-    return BACKENDS[settings.backend](settings, data_dir)
-
-
 @dataclass(frozen=True)
 class Target:
     """One named collection on one backend."""
@@ -238,28 +248,20 @@ class Target:
         return self.backend.open(self.name)
 
 
-def as_target(where: Path | Target) -> Target:
-    """A collection folder (the faiss backend) or a Target, as a Target."""
-    if isinstance(where, Target):
-        return where
-    return Target(FaissBackend(where.parent), where.name)
-
-
-def parse_location(spec: str, settings: StoreSettings, data_dir: Path) -> tuple[Backend, str | None]:
-    """`faiss:NAME` or `milvus:URI[/NAME]` (lectern migrate) as a backend and a collection name (None:
-    not given). A milvus-lite URI is a path ending in .db; an empty URI is store.uri, or
-    <data dir>/milvus.db. The milvus token and ranker come from the settings."""
-    kind, sep, rest = spec.partition(":")
-    if not sep or kind not in BACKENDS:
-        raise UnknownKey("store location", spec, [f"{k}:..." for k in BACKENDS])
-    if kind == "faiss":
-        return BACKENDS["faiss"](settings, data_dir), rest or None
-    uri, name = rest, None
-    scheme, has_scheme, address = rest.partition("://")
-    if has_scheme:
-        host, slash, path = address.partition("/")
-        uri, name = f"{scheme}://{host}", (path.strip("/") or None) if slash else None
-    elif rest and not rest.rstrip("/").endswith(".db"):
-        uri, _, name = rest.rstrip("/").rpartition("/")
-    merged = settings.model_copy(update={"backend": "milvus", "uri": uri or settings.uri})
-    return BACKENDS["milvus"](merged, data_dir), name
+def take_writer_lock(lock: FileLock, name: str, where: object, timeout: float) -> None:
+    """Acquire a collection's writers' lock (any store): at once when it is free; else say so (log
+    "lectern", which the CLI prints) and wait up to `timeout` s, then IndexLocked naming `where`."""
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        if timeout > 0:
+            LOG.warning(
+                "collection %r is being written by another process: waiting up to %g s for it to "
+                "finish (lock %s)", name, timeout, lock.lock_file,
+            )  # fmt: skip
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise IndexLocked(
+                f"{where} is being written by another process (lock held for over {timeout:g} s)"
+            ) from None

@@ -32,7 +32,7 @@ from lectern.errors import (
 )
 
 if TYPE_CHECKING:
-    from lectern.ingest.pipeline import IngestReport
+    from lectern.ingest.report import IngestReport
     from lectern.rag.settings import Settings
     from lectern.rag.types import Answer, SummaryResult
     from lectern.rag.workspace import Workspace

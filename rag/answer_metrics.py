@@ -23,7 +23,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
-from lectern.ingest import tokenize
+from lectern.ingest import bm25_terms
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation) | {"\u2018", "\u2019", "\u201c", "\u201d", "\u2013", "\u2014"}
@@ -190,10 +190,10 @@ def answer_recall(answer: str, gold: Sequence[str]) -> float:
     """The largest share, over the gold answers, of a gold's content words (stemmed, stop words
     dropped, dates and numbers in one form) that the answer holds: a sentence-long gold is matched
     by an answer that says it with a word left out or changed. 0.0 with no gold."""
-    said = set(tokenize.terms(canonical(answer)))
+    said = set(bm25_terms.terms(canonical(answer)))
     best = 0.0
     for answer_gold in gold:
-        wanted = set(tokenize.terms(canonical(answer_gold))) or set(canonical(answer_gold).split())
+        wanted = set(bm25_terms.terms(canonical(answer_gold))) or set(canonical(answer_gold).split())
         if wanted:
             best = max(best, len(wanted & said) / len(wanted))
     return best

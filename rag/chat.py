@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from lectern.errors import CorruptConversation, InvalidName, LecternError
 from lectern.ingest.atomic import atomic_write_text
-from lectern.ingest.tokenize import fold
+from lectern.ingest.bm25_terms import fold
 from lectern.rag.context import ensure_fits, generation_kwargs, pack, prompt_tokens, trim_to_fit
 from lectern.rag.limits import check_question
 from lectern.rag.prompts import CONDENSE_QUESTION, NO_ANSWER

@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from lectern.ingest import tokenize
+from lectern.ingest import bm25_terms
 from lectern.rag.answer_metrics import canonical
 from lectern.rag.evidence import TermWeights, sentence_spans
 from lectern.rag.prompts import NO_ANSWER
@@ -70,10 +70,10 @@ def without_markers(text: str) -> str:
 def is_abstention(text: str, *, cited: bool) -> bool:
     """True when the model said it cannot answer: it opens with NO_ANSWER, or says it (or a common
     "I don't know" phrasing) without citing any source, or wrote nothing but markers."""
-    norm = tokenize.fold(CITATION.sub(" ", text))  # "[1] The documents do not contain..." still abstains
+    norm = bm25_terms.fold(CITATION.sub(" ", text))  # "[1] The documents do not contain..." still abstains
     if not norm.strip(" .,;:"):
         return True
-    no_answer = tokenize.fold(NO_ANSWER)
+    no_answer = bm25_terms.fold(NO_ANSWER)
     if norm.startswith(no_answer):
         return True
     return not cited and (no_answer in norm or _ABSTAIN.search(norm) is not None)
@@ -92,7 +92,7 @@ def terms(text: str) -> set[str]:
 
 @lru_cache(maxsize=4096)  # a passage is read again for each sentence of an answer or a summary
 def _terms(text: str) -> frozenset[str]:
-    words = set(tokenize.terms(canonical(CITATION.sub(" ", text))))
+    words = set(bm25_terms.terms(canonical(CITATION.sub(" ", text))))
     return frozenset(words | {m.group(1) for w in words if (m := DATE_TOKEN.match(w))})
 
 
@@ -109,7 +109,7 @@ def _weights(
     docs = [terms(c.text) for c in contexts]
     n = len(docs)
     # A word in no passage tells none apart: it weighs as a word found in one.
-    local = {t: tokenize.idf(n, max(1, sum(t in d for d in docs))) for t in words}
+    local = {t: bm25_terms.idf(n, max(1, sum(t in d for d in docs))) for t in words}
     if collection is None:
         return local
     rare = collection(sorted(words))

@@ -200,7 +200,8 @@ def eval_searcher(
     """A Searcher over a temporary collection of `articles` on the settings' store backend (milvus:
     a milvus-lite database in the temporary folder, or a collection of a Milvus server), removed afterwards."""
     from lectern.ingest.pipeline import ingest
-    from lectern.ingest.stores import Target, open_backend
+    from lectern.ingest.store_backends import open_backend
+    from lectern.ingest.stores import Target
     from lectern.rag.retrieval import Searcher
     from lectern.rag.workspace import shared_embedder
 

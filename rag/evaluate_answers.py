@@ -245,7 +245,7 @@ class AnswerEval:
     `run(settings)` measures one configuration; call it again for another, on the same index."""
 
     def __init__(self, items: list[QAItem], articles: list[Path], searcher: Searcher) -> None:
-        from lectern.ingest.pipeline import source_key
+        from lectern.ingest.sources import source_key
 
         self.items = items
         self.articles = articles

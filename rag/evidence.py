@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from lectern.ingest import tokenize
+from lectern.ingest import bm25_terms
 from lectern.rag.types import Context
 
 SENTENCES = 6  # best sentences shown to the model (docs/ANSWERS.md, sixth run); answer.sentences
@@ -68,11 +68,11 @@ def sentences(text: str) -> list[str]:
 
 def local_idf(texts: Sequence[str]) -> TermWeights:
     """IDF over the given passages alone: for retrievers that know no collection statistics."""
-    docs = [set(tokenize.terms(t)) for t in texts]
+    docs = [set(bm25_terms.terms(t)) for t in texts]
     n = len(docs)
 
     def weights(terms: Sequence[str]) -> dict[str, float]:
-        return {t: tokenize.idf(n, sum(t in d for d in docs)) for t in terms}
+        return {t: bm25_terms.idf(n, sum(t in d for d in docs)) for t in terms}
 
     return weights
 
@@ -83,7 +83,7 @@ def coverage(question_terms: Sequence[str], text: str, weights: Mapping[str, flo
     total = sum(weights.get(t, 0.0) for t in unique)
     if total <= 0:
         return 1.0
-    present = set(tokenize.terms(text))
+    present = set(bm25_terms.terms(text))
     return sum(weights.get(t, 0.0) for t in unique if t in present) / total
 
 
@@ -158,7 +158,7 @@ _NAME = re.compile(r"(?<![.?!:]\s)(?<!^)\b[A-Z][\w'\u2019-]*")
 def names(question: str) -> list[str]:
     """The question's names as stemmed terms: capitalised words past its first word."""
     found = _NAME.findall(question.strip())
-    return [t for t in dict.fromkeys(tokenize.terms(" ".join(found))) if len(t) > 1]
+    return [t for t in dict.fromkeys(bm25_terms.terms(" ".join(found))) if len(t) > 1]
 
 
 def _text_with_title(ctx: Context) -> str:
@@ -182,7 +182,7 @@ def assess(
     `calibration`, WORDS and COVERAGE_ONLY whose features are all known decides."""
     if not contexts:
         return Evidence(0.0, None, 0.0)
-    terms = list(terms) if terms is not None else tokenize.terms(question)
+    terms = list(terms) if terms is not None else bm25_terms.terms(question)
     # Without the collection's statistics every word weighs the same: the k passages alone cannot
     # tell a rare word of the question from a common one that they happen to lack.
     w = weights(terms) if weights is not None else dict.fromkeys(terms, 1.0)
@@ -193,7 +193,7 @@ def assess(
         texts = [s for c in contexts for s in sentences(c.text)]
         sentence = max((float(x) for x in similarity(question, texts)), default=0.0) if texts else 0.0
     asked = set(named if named is not None else names(question))
-    held = set(tokenize.terms(" ".join(_text_with_title(c) for c in contexts))) if asked else set()
+    held = set(bm25_terms.terms(" ".join(_text_with_title(c) for c in contexts))) if asked else set()
     share = len(asked & held) / len(asked) if asked else 1.0
     features: dict[str, float | None] = {
         "coverage": cover,
@@ -287,7 +287,7 @@ def sentence_scores(
     question: the rarity-weighted sum of the question's words it holds; with `similarity` and a
     `meaning` weight, their share of the question's plus `meaning` times the sentence's cosine, for
     every sentence. Without, a sentence that holds none of the question's words has no score."""
-    asked = set(terms) if terms is not None else set(tokenize.terms(question))
+    asked = set(terms) if terms is not None else set(bm25_terms.terms(question))
     lookup = weights or local_idf([c.text for c in contexts])
     w = lookup(sorted(asked))
     cosines = _sentence_cosines(question, contexts, spans, similarity) if meaning and similarity else None
@@ -295,10 +295,10 @@ def sentence_scores(
     for ci, (ctx, chunk_spans) in enumerate(zip(contexts, spans, strict=True)):
         # The chunk's title names its subject ("Alessandro Volta"), which its sentences call "he":
         # the question's words found in the title are not looked for in the sentences.
-        wanted = (asked - set(tokenize.terms(f"{ctx.title} {ctx.heading or ''}"))) or asked
+        wanted = (asked - set(bm25_terms.terms(f"{ctx.title} {ctx.heading or ''}"))) or asked
         total = sum(w.get(t, 0.0) for t in wanted) or 1.0
         for si, (a, b) in enumerate(chunk_spans):
-            shared = sum(w.get(t, 0.0) for t in wanted & set(tokenize.terms(ctx.text[a:b])))
+            shared = sum(w.get(t, 0.0) for t in wanted & set(bm25_terms.terms(ctx.text[a:b])))
             if cosines is not None:
                 scores[ci, si] = shared / total + meaning * cosines[ci][si]
             elif shared:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from langchain_core.documents import Document
 
-from lectern.ingest import tokenize
+from lectern.ingest import bm25_terms
 from lectern.rag.answer_metrics import canonical
 from lectern.rag.citations import SUPPORTED, attribute, highlights, support_scores
 from lectern.rag.evidence import sentence_spans
@@ -34,7 +34,7 @@ WRONG_NUMBER = "a number its sources do not state"
 ABOUT_ITSELF = (
     "Here is a summary of the following text, document, article, passage or part; overall, in summary"
 )
-_ABOUT_ITSELF = set(tokenize.terms(ABOUT_ITSELF))
+_ABOUT_ITSELF = set(bm25_terms.terms(ABOUT_ITSELF))
 _LIST_MARKER = re.compile(r"^(?:\d{1,3}[.)]|[-*\u2022])\s+")
 _LAYOUT = re.compile(r"[\W\d_]{0,4}")  # "2.", "-", "(a)": list markers, no words
 _NUMBER = re.compile(r"\d+(?:,\d{3})*")
@@ -59,7 +59,7 @@ def is_claim(sentence: str) -> bool:
     """Whether the sentence says something about the text (not a list marker or "Here is a summary:")."""
     if _LAYOUT.fullmatch(sentence):
         return False
-    return bool(set(tokenize.terms(sentence)) - _ABOUT_ITSELF)
+    return bool(set(bm25_terms.terms(sentence)) - _ABOUT_ITSELF)
 
 
 def check_sentences(

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import SecretStr
 
-from lectern.ingest.embed import Embedder, build_embedder
+from lectern.ingest.embed import build_embedder
+from lectern.ingest.embed_base import Embedder
 from lectern.ingest.settings import EmbedSettings
 from lectern.rag.settings import LLMSettings
 

@@ -19,7 +19,7 @@ import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from lectern.ingest import tokenize
+from lectern.ingest import bm25_terms
 from lectern.rag.citations import is_abstention
 
 PLAN_SEARCHES = 3  # at most this many searches from the plan, beside the question's own
@@ -55,7 +55,7 @@ _LIST = re.compile(r"\s*[,;/|]\s*|\s+(?:and|or|&|vs\.?|versus)\s+", re.IGNORECAS
 _WORD = re.compile(r"[^\W\d_][\w'’.\-]*|\d[\w'’.\-]*|[^\w\s]")
 
 # Words that start a question or an order, not a name, though capitalised at its start.
-_OPENERS = tokenize.STOPWORDS | {"name", "list", "tell", "describe", "compare", "give", "explain", "state"}
+_OPENERS = bm25_terms.STOPWORDS | {"name", "list", "tell", "describe", "compare", "give", "explain", "state"}
 # Lower-case words inside a name: "Leonardo da Vinci", "Battle of Singapore", "Vincent van Gogh".
 _CONNECTORS = _words("of de da di del della van von der den du la le y")
 # A part that says "he" or "that city" asks about a subject named before it.
@@ -97,7 +97,7 @@ class Subjects:
 
 def name_terms(name: str) -> list[str]:
     """A name's words as lectern compares them (stemmed, stop words dropped), in order."""
-    return tokenize.terms(name)
+    return bm25_terms.terms(name)
 
 
 def names(text: str, name: str) -> bool:
@@ -106,7 +106,7 @@ def names(text: str, name: str) -> bool:
     wanted = name_terms(name)
     if not wanted:
         return False
-    held = set(tokenize.terms(text))
+    held = set(bm25_terms.terms(text))
     return wanted[-1] in held and 2 * len(held & set(wanted)) >= len(set(wanted))
 
 
@@ -114,9 +114,9 @@ def _clean(part: str) -> str:
     """A planned search without URLs, engines, generic words, quotes and loose small words."""
     part = _URL.sub(" ", part)
     words = [w for w in part.split() if w.strip(_QUOTES + ".,:;()!?").lower() not in ENGINES | GENERIC]
-    while words and (words[0].lower() in tokenize.STOPWORDS or not words[0].strip(_QUOTES + ":-–.,")):
+    while words and (words[0].lower() in bm25_terms.STOPWORDS or not words[0].strip(_QUOTES + ":-–.,")):
         words.pop(0)
-    while words and (words[-1].lower() in tokenize.STOPWORDS or not words[-1].strip(_QUOTES + ":-–.,")):
+    while words and (words[-1].lower() in bm25_terms.STOPWORDS or not words[-1].strip(_QUOTES + ":-–.,")):
         words.pop()
     return " ".join(words).strip(_QUOTES + " :-–,;.?!")
 
@@ -144,7 +144,7 @@ def plan_queries(text: str, question: str, limit: int = PLAN_SEARCHES) -> list[s
     """The usable searches of a plan, at most `limit`: labels, list marks and quotes stripped, a line
     naming several subjects split into one search each; websites, search engines and generic words
     dropped; none repeated, none that repeats the question, none longer than a short phrase."""
-    asked = set(tokenize.terms(question))
+    asked = set(bm25_terms.terms(question))
     seen: list[set[str]] = []
     out: list[str] = []
     for line in text.splitlines():
@@ -152,11 +152,11 @@ def plan_queries(text: str, question: str, limit: int = PLAN_SEARCHES) -> list[s
         if not raw or raw.endswith(":") or len(raw) > 200:  # "Here are the searches:"
             continue
         body = _strip_labels(re.sub(r"[*`]+", "", raw))
-        if not body or is_abstention(body, cited=False) or asked <= set(tokenize.terms(body)):
+        if not body or is_abstention(body, cited=False) or asked <= set(bm25_terms.terms(body)):
             continue  # no plan, or the question itself (a list of its subjects is split below)
         for part in _LIST.split(_URL.sub(lambda m: " " * len(m.group()), body)):
             query = _clean(part)
-            words = set(tokenize.terms(query))
+            words = set(bm25_terms.terms(query))
             if not words or len(query.split()) > MAX_SEARCH_WORDS or words in seen:
                 continue
             if _repeats(words, asked):
@@ -187,7 +187,7 @@ def _runs(tokens: Sequence[str]) -> list[_Run]:
     while i < len(tokens):
         word = tokens[i]
         opener = (i == 0 or tokens[i - 1] in (".", "?", "!", ":")) and word.lower() in _OPENERS
-        if not word[:1].isupper() or opener or word.lower() in tokenize.STOPWORDS or word == "I":
+        if not word[:1].isupper() or opener or word.lower() in bm25_terms.STOPWORDS or word == "I":
             i += 1
             continue
         parts: list[str] = []
@@ -262,7 +262,7 @@ def _lower_coordinated(tokens: Sequence[str]) -> tuple[list[str], bool]:
             continue
         left: list[str] = []
         for w in reversed(words[max(0, k - 3) : k]):
-            if w.lower() in tokenize.STOPWORDS or not w[:1].isalpha():
+            if w.lower() in bm25_terms.STOPWORDS or not w[:1].isalpha():
                 break
             left.insert(0, w)
         after = words[k + 1 :]
@@ -270,10 +270,10 @@ def _lower_coordinated(tokens: Sequence[str]) -> tuple[list[str], bool]:
             after = after[1:]
         right: list[str] = []
         for w in after[:3]:
-            if w.lower() in tokenize.STOPWORDS or not w[:1].isalpha():
+            if w.lower() in bm25_terms.STOPWORDS or not w[:1].isalpha():
                 break
             right.append(w)
-        to_end = all(w.lower() in tokenize.STOPWORDS for w in after[len(right) :])
+        to_end = all(w.lower() in bm25_terms.STOPWORDS for w in after[len(right) :])
         participle = words[-1].lower().endswith(("ed", "born"))
         verb_last = participle or any(w.lower() in _AUX for w in words[: k - len(left)])
         if to_end and verb_last and len(right) > 1:
@@ -286,11 +286,11 @@ def _lower_coordinated(tokens: Sequence[str]) -> tuple[list[str], bool]:
 def _parallel(clauses: Sequence[str]) -> list[str]:
     """The subjects of parallel parts that name nothing ("What is a male otter called, and what is a
     male swan called?"): each part's one or two words that the other parts lack; [] otherwise."""
-    words = [[w for w in _WORD.findall(c) if tokenize.terms(w)] for c in clauses]
+    words = [[w for w in _WORD.findall(c) if bm25_terms.terms(w)] for c in clauses]
     out = []
     for i, part in enumerate(words):
-        others = {t for j, ws in enumerate(words) if j != i for w in ws for t in tokenize.terms(w)}
-        own = [w for w in part if not set(tokenize.terms(w)) <= others]
+        others = {t for j, ws in enumerate(words) if j != i for w in ws for t in bm25_terms.terms(w)}
+        own = [w for w in part if not set(bm25_terms.terms(w)) <= others]
         if not 1 <= len(own) <= 2:
             return []
         out.append(" ".join(own))

@@ -25,7 +25,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, Field
 
 from lectern.errors import UnknownKey
-from lectern.ingest import tokenize
+from lectern.ingest import bm25_terms
 from lectern.rag.citations import (
     UNSUPPORTED,
     attribute_sentences,
@@ -233,7 +233,7 @@ class QAChain(Runnable[QAInput, Answer]):
 
     def terms(self, question: str) -> list[str]:
         """The question's stemmed terms, misspelled ones corrected against the collection's words."""
-        terms = tokenize.terms(question)
+        terms = bm25_terms.terms(question)
         return self.corpus.spelling(terms) if self.corpus.spelling is not None else terms
 
     def names(self, question: str) -> list[str]:

@@ -20,11 +20,10 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
 from lectern.errors import UnknownKey
-from lectern.ingest import tokenize
-from lectern.ingest.embed import Embedder
+from lectern.ingest import bm25_terms
+from lectern.ingest.embed_base import Embedder
 from lectern.ingest.fusion import rescale as _rescale
-from lectern.ingest.store import StoredChunk
-from lectern.ingest.stores import Filters, Scored, SearchRequest, Store
+from lectern.ingest.stores import Filters, Scored, SearchRequest, Store, StoredChunk
 from lectern.rag.limits import CANDIDATES_MAX, K_MAX, check_k, check_page, check_query
 from lectern.rag.settings import RetrievalSettings
 
@@ -112,7 +111,7 @@ class Searcher:
             qvec = self.embedder.embed_query(query)
         with self.collection.reading():
             if mode in ("bm25", "hybrid"):
-                terms = self.spelled(tokenize.terms(query))
+                terms = self.spelled(bm25_terms.terms(query))
             request = SearchRequest(
                 mode, qvec, terms, k, fetch if mode == "hybrid" or use_mmr else k, filters,
                 self.settings.dense_weight, self.settings.bm25_weight,

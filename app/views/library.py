@@ -8,7 +8,7 @@ import streamlit as st
 
 from lectern.app import components, resources
 from lectern.app.jobs import JOBS, Job
-from lectern.ingest.pipeline import IngestReport
+from lectern.ingest.report import IngestReport
 from lectern.rag.workspace import Workspace
 
 ws = resources.workspace()

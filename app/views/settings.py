@@ -13,7 +13,7 @@ import streamlit as st
 
 from lectern.app import components, resources
 from lectern.errors import LecternError
-from lectern.ingest.stores import open_backend
+from lectern.ingest.store_backends import open_backend
 from lectern.rag.models import AUTO, installed
 from lectern.rag.settings import (
     SETTINGS_FILE,

@@ -20,7 +20,7 @@ from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field
 
 from lectern.errors import ModelNotFound, UnknownKey
-from lectern.ingest.embed import cpu_has_native_bf16
+from lectern.ingest.st_embed import cpu_has_native_bf16
 from lectern.rag.llm.base import Interrupt, cut_at_stop
 from lectern.rag.llm.convert import (
     load_tokenizer,

@@ -505,7 +505,7 @@ def test_an_ingest_runs_as_a_job_and_every_page_follows_the_data(
 ) -> None:
     """The ingest is the server's, not the run's: a second session on the Ask page sees the
     collection appear (sidebar, Ask box) on its next run, without starting anything itself."""
-    from lectern.ingest.embed import FakeEmbedder
+    from lectern.ingest.fake_embed import FakeEmbedder
 
     go, embed = threading.Event(), FakeEmbedder.embed
     monkeypatch.setattr(FakeEmbedder, "embed", lambda self, texts: (go.wait(60), embed(self, texts))[1])
@@ -531,7 +531,7 @@ def ingest_folder_field(at: AppTest, folder: Path) -> AppTest:
 def test_the_progress_lines_tell_the_totals_and_the_time_left() -> None:
     from lectern.app import components
     from lectern.app.jobs import Job
-    from lectern.ingest.pipeline import Progress
+    from lectern.ingest.report import Progress
 
     job = Job("ingest", "default", "default", "The ingest")
     assert components.ingest_status(job)[1].startswith("Starting: loading the embedding model")

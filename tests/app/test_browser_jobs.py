@@ -40,7 +40,7 @@ def _held(text):
 
 
 def _install():
-    from lectern.ingest.embed import FakeEmbedder
+    from lectern.ingest.fake_embed import FakeEmbedder
     from lectern.rag.fake import FakeChatModel
 
     embed, stream = FakeEmbedder.embed, FakeChatModel._stream

@@ -11,7 +11,7 @@ import pytest
 
 from lectern.app.jobs import Job, Jobs
 from lectern.errors import Busy, DocumentError
-from lectern.ingest.pipeline import IngestReport, Progress
+from lectern.ingest.report import IngestReport, Progress
 from lectern.rag.workspace import Workspace
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lectern.errors import DecompressionBomb
-from lectern.ingest.load import load
+from lectern.ingest.loaders import load
 from tests.conftest import FAKE_MODELS, SAMPLE_DOCS
 from tests.hostile.corpus import bomb_pdf
 
@@ -81,11 +81,12 @@ def test_a_bomb_under_a_memory_limit_costs_only_itself(bomb: Path, tmp_path: Pat
 KILLER = """
 import os, signal, threading
 from pathlib import Path
-import lectern.ingest.load as load
+import lectern.ingest.loaders as load
+from lectern.ingest.document import NO_OPTIONS
 
 _text = load.LOADERS[".txt"]
 
-def killer(path: Path, options=load.NO_OPTIONS):  # a Loader: (path, LoadOptions)
+def killer(path: Path, options=NO_OPTIONS):  # a Loader: (path, LoadOptions)
     if Path(path).name == "killer.txt":  # what the OOM killer does to a process parsing a bomb
         os.kill(os.getpid(), signal.SIGKILL)
     if Path(path).name == "stuck.txt":  # a parser that never returns
@@ -127,7 +128,7 @@ def test_the_pdf_budgets_are_ingest_settings(tmp_path: Path) -> None:
     naming the setting; a budget no real page passes is refused when the settings are read."""
     from pydantic import ValidationError
 
-    from lectern.ingest.embed import FakeEmbedder
+    from lectern.ingest.fake_embed import FakeEmbedder
     from lectern.ingest.pipeline import ingest
     from lectern.ingest.settings import IngestSettings
 

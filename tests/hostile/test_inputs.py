@@ -115,7 +115,7 @@ def test_a_huge_question_is_refused_before_the_model_loads(
 @pytest.mark.parametrize("declared", ["utf-16", "utf-32", "shift_jis", "no-such-charset"])
 def test_an_html_charset_the_bytes_contradict_is_detected_and_warned(tmp_path: Path, declared: str) -> None:
     """Latin-1 bytes under <meta charset="utf-16"> were stored as CJK mojibake, without a word."""
-    from lectern.ingest.load import load
+    from lectern.ingest.loaders import load
 
     page = f'<html><head><meta charset="{declared}"><title>Caf\xe9</title></head>'
     page += "<body><p>Le caf\xe9 cr\xe8me des loutres, servi \xe0 l'aube.</p></body></html>"
@@ -128,7 +128,7 @@ def test_an_html_charset_the_bytes_contradict_is_detected_and_warned(tmp_path: P
 
 
 def test_an_html_charset_that_is_right_is_used_without_a_word(tmp_path: Path) -> None:
-    from lectern.ingest.load import load
+    from lectern.ingest.loaders import load
 
     path = tmp_path / "page.html"
     path.write_bytes('<meta charset="cp1251"><p>Выдры едят раков.</p>'.encode("cp1251"))
@@ -139,7 +139,7 @@ def test_an_html_charset_that_is_right_is_used_without_a_word(tmp_path: Path) ->
 @pytest.mark.parametrize("page_text", ["Application for a fishing permit", ""])
 def test_acroform_field_values_are_indexed(tmp_path: Path, page_text: str) -> None:
     """Field values were not indexed, and a form of fields only failed as 'scanned PDF?'."""
-    from lectern.ingest.load import load
+    from lectern.ingest.loaders import load
     from tests.hostile.corpus import form_pdf
 
     fields = {"applicant": "Ada Otterley", "river": "Brennock Canal", "species": "crayfish"}
@@ -172,7 +172,7 @@ def _long_text(path: Path, size: int, encoding: str = "utf-8") -> Path:
 def _streamed_peak(path: Path) -> int:
     import tracemalloc
 
-    from lectern.ingest.load import stream_text
+    from lectern.ingest.loaders import stream_text
 
     tracemalloc.start()
     try:
@@ -197,12 +197,12 @@ def test_a_streamed_text_has_the_units_of_the_whole(
     tmp_path: Path, encoding: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same units, offsets and so chunk ids as read whole, blocks cut anywhere (here mid-line)."""
-    from lectern.ingest import load
+    from lectern.ingest import decode, loaders
 
-    monkeypatch.setattr(load, "STREAM_BLOCK", 4099)
+    monkeypatch.setattr(decode, "STREAM_BLOCK", 4099)
     path = _long_text(tmp_path / "text.txt", 2 << 20, encoding)
-    whole = load.load_text(path).units
-    assert len(whole) >= 4 and list(load.stream_text(path)[1]) == list(whole)
+    whole = loaders.load_text(path).units
+    assert len(whole) >= 4 and list(loaders.stream_text(path)[1]) == list(whole)
 
 
 def test_a_hard_link_to_a_stored_document_is_not_ingested_again(runner: CliRunner, tmp_path: Path) -> None:

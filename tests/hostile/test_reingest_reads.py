@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lectern.ingest.store import Collection
+from lectern.ingest.faiss_store import Collection
 from lectern.rag.workspace import Workspace
 
 PASSAGES = [f"The otters of pool {i} eat crayfish at dawn and sleep at noon." for i in range(8)]

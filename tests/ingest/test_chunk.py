@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from lectern.ingest.chunk import Chunk, chunk_document, split_unit
-from lectern.ingest.embed import word_offsets
-from lectern.ingest.load import LoadedDocument, Unit, load
+from lectern.ingest.document import LoadedDocument, Unit
+from lectern.ingest.loaders import load
+from lectern.ingest.wordpiece import word_offsets
 from tests.conftest import SAMPLE_DOCS
 from tests.fixtures.bad_inputs import build_pdf
 

@@ -1,4 +1,4 @@
-"""What a delete costs, counted (ingest.store.WORK), never timed: a delete reads no other row back
+"""What a delete costs, counted (ingest.faiss_store.WORK), never timed: a delete reads no other row back
 and rewrites neither the FAISS index nor the BM25 file; the next add drops the tombstones."""
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lectern.ingest import bm25, tokenize
-from lectern.ingest.embed import FakeEmbedder
-from lectern.ingest.pipeline import delete, manifest_for
+from lectern.ingest import bm25, bm25_terms
+from lectern.ingest.collection import manifest_for
+from lectern.ingest.faiss_store import WORK, Collection
+from lectern.ingest.fake_embed import FakeEmbedder
+from lectern.ingest.pipeline import delete
 from lectern.ingest.settings import IngestSettings
-from lectern.ingest.store import WORK, Collection
 from tests.ingest.test_store import put
 
 EMB = FakeEmbedder()
@@ -59,7 +60,7 @@ def check_matches_sqlite(path: Path) -> None:
         assert [round(s, 5) for _, s in got] == [round(s, 5) for s, _ in truth[:5]]
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         fresh = bm25.BM25Matrix.build(ids, [r[2] for r in rows], len(col.term_ids([])) + 10_000)
-        terms = col.term_ids(tokenize.terms("apples3 topic1 shared marker5x2"))
+        terms = col.term_ids(bm25_terms.terms("apples3 topic1 shared marker5x2"))
         expected = dict(zip(ids.tolist(), fresh.scores(terms).tolist(), strict=True))
         assert snap.bm25_scores_for(terms, ids.tolist()) == pytest.approx(expected, rel=1e-5)
     finally:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lectern.ingest import distill
-from lectern.ingest.embed import packaged_minilm_path
+from lectern.ingest.embed_base import packaged_minilm_path
 from lectern.ingest.static_model import StaticTable
 
 MINILM = packaged_minilm_path()

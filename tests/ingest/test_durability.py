@@ -21,11 +21,12 @@ import pytest
 from filelock import FileLock
 
 from lectern.errors import IndexLocked
-from lectern.ingest import store
-from lectern.ingest.embed import FakeEmbedder
-from lectern.ingest.pipeline import ingest, source_key
+from lectern.ingest import faiss_store
+from lectern.ingest.faiss_store import Collection, Writer
+from lectern.ingest.fake_embed import FakeEmbedder
+from lectern.ingest.pipeline import ingest
 from lectern.ingest.settings import IngestSettings
-from lectern.ingest.store import Collection, Writer
+from lectern.ingest.sources import source_key
 from lectern.rag.retrieval import Searcher
 from lectern.rag.settings import RetrievalSettings
 from tests.conftest import FAKE_MODELS
@@ -39,7 +40,7 @@ KILLABLE = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from lectern.ingest.embed import FakeEmbedder
+    from lectern.ingest.fake_embed import FakeEmbedder
     from lectern.ingest.pipeline import ingest
     from lectern.ingest.settings import IngestSettings
 
@@ -63,7 +64,7 @@ KILLABLE_IN_SNAPSHOT = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from lectern.ingest.embed import FakeEmbedder
+    from lectern.ingest.fake_embed import FakeEmbedder
     from lectern.ingest.pipeline import ingest
     from lectern.ingest.settings import IngestSettings
 
@@ -317,7 +318,7 @@ class SpyLock(FileLock):
 
 @pytest.fixture
 def spy_lock(monkeypatch: pytest.MonkeyPatch) -> type[SpyLock]:
-    monkeypatch.setattr(store, "FileLock", SpyLock)
+    monkeypatch.setattr(faiss_store, "FileLock", SpyLock)
     SpyLock.timeouts = []
     SpyLock.trying = threading.Event()
     return SpyLock

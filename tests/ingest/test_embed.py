@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lectern.ingest import embed
-from lectern.ingest.embed import SentenceTransformerEmbedder, bf16_native, packaged_minilm_path, st_shape
+from lectern.ingest import embed_base, static_model
+from lectern.ingest.embed_base import packaged_minilm_path
 from lectern.ingest.settings import EmbedSettings
+from lectern.ingest.st_embed import SentenceTransformerEmbedder, bf16_native, st_shape
 
 
 def tiny_static_model() -> object:
@@ -39,7 +40,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         tiny_static_model().save_pretrained(str(folder))  # type: ignore[attr-defined]
 
     monkeypatch.setattr(distill, "distil", counting_distil)
-    monkeypatch.setattr(embed, "in_child", lambda fn, *args: fn(*args))  # here, so the fake is seen
+    monkeypatch.setattr(static_model, "in_child", lambda fn, *args: fn(*args))  # here, so the fake is seen
     return asked
 
 
@@ -79,8 +80,8 @@ def test_a_second_process_waiting_on_the_build_does_not_build_again(
     tmp_path: Path, builds: list[str]
 ) -> None:
     """The build holds a file lock; whoever gets it next finds the model there and returns it."""
-    first = embed.distilled_minilm(tmp_path / "models", announce=lambda line: None)
-    again = embed.distilled_minilm(tmp_path / "models", announce=lambda line: None)
+    first = static_model.distilled_minilm(tmp_path / "models", announce=lambda line: None)
+    again = static_model.distilled_minilm(tmp_path / "models", announce=lambda line: None)
     assert first == again and len(builds) == 1
     assert json.loads((first / "config.json").read_text())["hidden_dim"] == 8
 
@@ -104,20 +105,20 @@ def test_shape_from_files_without_loading(tmp_path: Path) -> None:
 def test_minilm_loads_on_first_embed_once_and_copies_share_it() -> None:
     """Identity, dimension, window and tokenizer come from the folder's files; the weights load on
     the first embed, once, shared by the model cache's shallow copies (other batch sizes)."""
-    before = embed.LOADS["sentence-transformers"]
+    before = embed_base.LOADS["sentence-transformers"]
     embedder = SentenceTransformerEmbedder(packaged_minilm_path(), EmbedSettings(device="cpu"))
     assert not embedder.loaded
     assert (embedder.dimension, embedder.max_tokens) == (384, 254)
     assert embedder.identity["kind"] == "sentence-transformers"
     assert embedder.offsets(["river otters"])[0]
-    assert not embedder.loaded and embed.LOADS["sentence-transformers"] == before
+    assert not embedder.loaded and embed_base.LOADS["sentence-transformers"] == before
     tuned = copy.copy(embedder)
     tuned.batch_size = 4
     vectors = tuned.embed(["river otters", "crayfish at dawn"])
     assert vectors.shape == (2, 384)
-    assert embedder.loaded and embed.LOADS["sentence-transformers"] == before + 1
+    assert embedder.loaded and embed_base.LOADS["sentence-transformers"] == before + 1
     np.testing.assert_allclose(embedder.embed(["river otters"])[0], vectors[0], atol=1e-5)
-    assert embed.LOADS["sentence-transformers"] == before + 1
+    assert embed_base.LOADS["sentence-transformers"] == before + 1
     model = embedder._loaded.get().model
     assert (int(model.max_seq_length), int(model.get_embedding_dimension())) == (256, 384)
 

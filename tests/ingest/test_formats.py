@@ -12,8 +12,9 @@ import pytest
 
 from lectern.errors import CorruptDocument, DocumentError, EmptyDocument, EncryptedDocument, TooLarge
 from lectern.ingest import archive, office
-from lectern.ingest.embed import FakeEmbedder
-from lectern.ingest.load import OCR_HEADING, LoadedDocument, Unit, load
+from lectern.ingest.document import OCR_HEADING, LoadedDocument, Unit
+from lectern.ingest.fake_embed import FakeEmbedder
+from lectern.ingest.loaders import load
 from lectern.ingest.pipeline import ingest
 from lectern.ingest.settings import IngestSettings
 from tests.fixtures.documents import (
@@ -116,7 +117,7 @@ def test_csv_sniffs_its_delimiter_and_encoding(tmp_path: Path) -> None:
 
 
 def test_a_csv_in_utf16_without_a_bom_is_read_as_text_files_are(tmp_path: Path) -> None:
-    """CSV files take their encoding from the rule text files are streamed by (load.stream_encoding):
+    """CSV files take their encoding from the rule text files are streamed by (decode.stream_encoding):
     UTF-16 without a byte-order mark is told by where its NULs fall, not read as UTF-8 with NULs."""
     path = tmp_path / "export.csv"
     path.write_bytes("river,length\nDanube,2850\nRhine,1230\n".encode("utf-16-le"))

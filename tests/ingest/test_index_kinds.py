@@ -9,11 +9,13 @@ import faiss
 import numpy as np
 import pytest
 
-from lectern.ingest.embed import FakeEmbedder
-from lectern.ingest.pipeline import delete, manifest_for
+from lectern.ingest.collection import manifest_for
+from lectern.ingest.faiss_store import WORK, Collection
+from lectern.ingest.fake_embed import FakeEmbedder
+from lectern.ingest.pipeline import delete
 from lectern.ingest.settings import IngestSettings
 from lectern.ingest.snapshot import base_of
-from lectern.ingest.store import WORK, Collection, DocumentRow, NewChunk
+from lectern.ingest.stores import DocumentRow, NewChunk
 
 EMB = FakeEmbedder()
 PER_DOC = 40

@@ -1,4 +1,5 @@
-"""Tests of ingest.load: each format's loader, its failure modes, the registry and the folder walk."""
+"""Tests of the loaders (ingest.loaders, html_text, decode): each format's loader, its failure modes, the
+registry, and the folder walk (ingest.walk)."""
 
 from __future__ import annotations
 
@@ -19,21 +20,11 @@ from lectern.errors import (
     UnsupportedFormat,
 )
 from lectern.ingest import pdf as pdf_module
-from lectern.ingest.load import (
-    LOADERS,
-    OCR_HEADING,
-    SEGMENT_CHARS,
-    LoadedDocument,
-    LoadOptions,
-    Skipped,
-    Unit,
-    Walk,
-    _glob_regex,
-    clean_text,
-    iter_files,
-    load,
-)
+from lectern.ingest.decode import clean_text
+from lectern.ingest.document import OCR_HEADING, LoadedDocument, LoadOptions, Unit
+from lectern.ingest.loaders import LOADERS, SEGMENT_CHARS, load
 from lectern.ingest.settings import IngestSettings
+from lectern.ingest.walk import Skipped, Walk, _glob_regex, iter_files
 from tests.fixtures.bad_inputs import (
     SAMPLE_DOCS,
     binary_bytes,
@@ -437,7 +428,7 @@ def test_a_large_html_table_loads_in_memory_that_follows_its_text(tmp_path: Path
 def test_html_read_in_small_slices_reads_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     """The stream's slices (what is parsed at a time) and the points where a long section's text is
     handed on do not show in the text: pre blocks, blank lines, breaks, CR LF, headings."""
-    from lectern.ingest import load as loader
+    from lectern.ingest import html_text as loader
 
     pages = [
         (SAMPLE_DOCS / "kestrel_valley_cheese.html").read_text(encoding="utf-8"),

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from lectern.cli import app
 from lectern.errors import UnknownKey
+from lectern.ingest.faiss_store import FaissBackend
 from lectern.ingest.settings import StoreSettings
-from lectern.ingest.stores import FaissBackend, parse_location
+from lectern.ingest.store_backends import parse_location
 
 pytest.importorskip("pymilvus")
 

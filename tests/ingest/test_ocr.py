@@ -13,9 +13,11 @@ from pypdf import PdfReader, PdfWriter
 
 from lectern.errors import EmptyDocument, UnsupportedFormat
 from lectern.ingest import ocr
-from lectern.ingest.embed import FakeEmbedder
-from lectern.ingest.load import OCR_HEADING, LoadOptions, OcrEngineName, load
-from lectern.ingest.pipeline import Progress, ingest
+from lectern.ingest.document import OCR_HEADING, LoadOptions, OcrEngineName
+from lectern.ingest.fake_embed import FakeEmbedder
+from lectern.ingest.loaders import load
+from lectern.ingest.pipeline import ingest
+from lectern.ingest.report import Progress
 from lectern.ingest.settings import IngestSettings
 from tests.fixtures.bad_inputs import build_pdf
 from tests.fixtures.documents import OCR_SENTENCE, build_image, build_scanned_pdf, text_image

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from lectern.errors import PrecisionUnavailable
-from lectern.ingest import cpu_precision, embed, onnx_embed
+from lectern.ingest import cpu_precision, onnx_embed, st_embed
 from lectern.ingest.cpu_precision import Measurement, chosen_precision, measure, pick
-from lectern.ingest.embed import SentenceTransformerEmbedder, _LoadedST, packaged_minilm_path
+from lectern.ingest.embed_base import packaged_minilm_path
 from lectern.ingest.settings import EmbedSettings
+from lectern.ingest.st_embed import SentenceTransformerEmbedder, _LoadedST
 
 MINILM = packaged_minilm_path()
 
@@ -171,7 +172,7 @@ def fake_loads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(SentenceTransformerEmbedder, "_onnx", fake_onnx)
     monkeypatch.setattr(cpu_precision, "decide", fake_decide)
     monkeypatch.setattr(cpu_precision, "in_child", here)
-    monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(st_embed, "cpu_has_native_bf16", lambda: False)
     return seen
 
 

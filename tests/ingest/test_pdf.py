@@ -9,7 +9,8 @@ import pytest
 
 from lectern.errors import CorruptDocument, EncryptedDocument
 from lectern.ingest import pdf
-from lectern.ingest.load import clean_text, load
+from lectern.ingest.decode import clean_text
+from lectern.ingest.loaders import load
 from tests.fixtures.bad_inputs import SAMPLE_DOCS, build_pdf, encrypt_pdf, text_pdf, zero_page_pdf
 
 

@@ -12,10 +12,13 @@ from pathlib import Path
 import pytest
 
 from lectern.errors import ChunkingMismatch, ChunkTooLarge, EmbedderNotFound, IndexMismatch
-from lectern.ingest.embed import FakeEmbedder, build_embedder
-from lectern.ingest.pipeline import Progress, delete, ingest, source_key
+from lectern.ingest.embed import build_embedder
+from lectern.ingest.faiss_store import WORK, Collection, Writer
+from lectern.ingest.fake_embed import FakeEmbedder
+from lectern.ingest.pipeline import delete, ingest
+from lectern.ingest.report import Progress
 from lectern.ingest.settings import EmbedSettings, IngestSettings
-from lectern.ingest.store import WORK, Collection, Writer
+from lectern.ingest.sources import source_key
 from lectern.rag.retrieval import Searcher
 from lectern.rag.settings import RetrievalSettings
 from tests.fixtures.bad_inputs import make_bad_corpus, make_bad_tree, text_pdf
@@ -227,9 +230,9 @@ def test_a_pdfs_pages_are_counted_before_it_is_parsed(
     """The progress said "pages 0" until a PDF was parsed, then all its pages at once: now its pages
     are counted up front (the page tree's /Count), and done as its chunks are embedded, with its
     bytes, so the bar moves inside one large PDF and the time left shows from its first slice."""
-    import lectern.ingest.pipeline as pipeline
+    from lectern.ingest import work
 
-    monkeypatch.setattr(pipeline, "EMBED_SLICE", 2)  # a report every two chunks
+    monkeypatch.setattr(work, "EMBED_SLICE", 2)  # a report every two chunks
     folder = tmp_path / "docs"
     folder.mkdir()
     pdf = shutil.copy(Path(__file__).parents[2] / "sample_docs" / "marrow_point_light.pdf", folder)
@@ -348,7 +351,7 @@ def test_a_folder_that_cannot_be_listed_is_reported(tmp_path: Path) -> None:
     docs = write_corpus(tmp_path / "docs", {"ok.txt": "Readable otters.\n", "locked/hidden.txt": "x\n"})
     (docs / "locked").chmod(0)
     code = (
-        "import sys, json; from pathlib import Path; from lectern.ingest.load import iter_files; "
+        "import sys, json; from pathlib import Path; from lectern.ingest.walk import iter_files; "
         "w = iter_files(Path(sys.argv[1]), [], []); "
         "print(json.dumps([[str(p) for p in w.files], [[str(s.path), s.reason] for s in w.skipped]]))"
     )
@@ -404,10 +407,10 @@ def test_a_long_text_file_is_written_a_batch_at_a_time_with_the_same_chunks(
     chunks built, then written at once. Past ingest.stream_bytes it now goes a segment of text and a
     batch of EMBED_SLICE chunks at a time (counted, not timed), in one transaction; the chunks (ids,
     offsets, texts) are exactly those of the whole-file path."""
-    from lectern.ingest import chunk, pipeline
-    from lectern.ingest.embed import word_offsets
-    from lectern.ingest.load import SEGMENT_CHARS
-    from lectern.ingest.pipeline import EMBED_SLICE
+    from lectern.ingest import chunk, parse
+    from lectern.ingest.loaders import SEGMENT_CHARS
+    from lectern.ingest.wordpiece import word_offsets
+    from lectern.ingest.work import EMBED_SLICE
 
     tokenized: list[int] = []  # characters per tokenizer call
     written: list[int] = []  # chunks per write
@@ -426,7 +429,7 @@ def test_a_long_text_file_is_written_a_batch_at_a_time_with_the_same_chunks(
 
     real_parts = Writer.replace_document_parts
     monkeypatch.setattr(Writer, "replace_document_parts", counting_parts)
-    monkeypatch.setitem(pipeline._WORKER_TOKENIZER, None, counting_offsets)
+    monkeypatch.setitem(parse._WORKER_TOKENIZER, None, counting_offsets)
     monkeypatch.setattr(chunk, "TOKENIZE_CHARS", SEGMENT_CHARS)  # one segment a call: easy to check
 
     text = long_text(12_000)  # about 1 MB: several segments of SEGMENT_CHARS

@@ -9,8 +9,9 @@ import pytest
 
 from lectern.errors import PrecisionUnavailable
 from lectern.ingest import onnx_embed
-from lectern.ingest.embed import SentenceTransformerEmbedder, packaged_minilm_path
+from lectern.ingest.embed_base import packaged_minilm_path
 from lectern.ingest.settings import EmbedSettings
+from lectern.ingest.st_embed import SentenceTransformerEmbedder
 
 
 def embedder(cache: Path | None, **settings: object) -> SentenceTransformerEmbedder:

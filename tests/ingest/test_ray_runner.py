@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from lectern.errors import RunnerUnavailable, UnknownKey
-from lectern.ingest.embed import FakeEmbedder
-from lectern.ingest.pipeline import IngestReport, ingest
+from lectern.ingest.faiss_store import Collection
+from lectern.ingest.fake_embed import FakeEmbedder
+from lectern.ingest.pipeline import ingest
+from lectern.ingest.report import IngestReport
 from lectern.ingest.settings import IngestSettings
-from lectern.ingest.store import Collection
 from tests.conftest import SAMPLE_DOCS, SAMPLE_EXCLUDE
 from tests.fixtures.bad_inputs import text_pdf
 

@@ -10,9 +10,10 @@ import pytest
 
 from lectern.ingest import static_model
 from lectern.ingest.chunk import embedding_text
-from lectern.ingest.embed import StaticEmbedder, packaged_minilm_path, table_folder
-from lectern.ingest.pipeline import parse_file
-from lectern.ingest.static_model import StaticTable, load_static_model
+from lectern.ingest.embed import table_folder
+from lectern.ingest.embed_base import packaged_minilm_path
+from lectern.ingest.parse import parse_file
+from lectern.ingest.static_model import StaticEmbedder, StaticTable, load_static_model
 
 SAMPLE_DOCS = Path(__file__).resolve().parents[2] / "sample_docs"
 TEXTS = [
@@ -84,7 +85,8 @@ def test_the_lean_reader_does_not_import_model2vec(tmp_path: Path) -> None:
 
     folder = _save(tmp_path / "m")
     code = (
-        "import sys; from pathlib import Path; from lectern.ingest.embed import StaticEmbedder, packaged_minilm_path;"
+        "import sys; from pathlib import Path; from lectern.ingest.embed_base import packaged_minilm_path;"
+        "from lectern.ingest.static_model import StaticEmbedder;"
         f"e = StaticEmbedder(Path({str(folder)!r}), packaged_minilm_path()); e.embed(['otters']);"
         "assert e.loaded; print(sorted(m for m in ('model2vec', 'torch', 'transformers') if m in sys.modules))"
     )
@@ -116,9 +118,9 @@ def test_a_fast_ingest_parses_the_biggest_files_first_and_stores_the_workers_vec
 ) -> None:
     """Where the parse workers embed, they are the whole cost: the biggest file goes first (the
     report lists files as they were written), and the vectors stored are the embedder's own."""
+    from lectern.ingest.faiss_store import Collection
     from lectern.ingest.pipeline import ingest
     from lectern.ingest.settings import IngestSettings
-    from lectern.ingest.store import Collection
 
     embedder = StaticEmbedder(_save(tmp_path / "m"), packaged_minilm_path())
     docs = tmp_path / "docs"

@@ -1,4 +1,4 @@
-"""Tests of ingest.store: manifest checks, atomic document replacement, snapshots and state.json."""
+"""Tests of ingest.faiss_store: manifest checks, atomic document replacement, snapshots and state.json."""
 
 from __future__ import annotations
 
@@ -12,18 +12,19 @@ import numpy as np
 import pytest
 
 from lectern.errors import IndexMismatch
-from lectern.ingest import atomic, tokenize
-from lectern.ingest.embed import FakeEmbedder
-from lectern.ingest.pipeline import manifest_for
+from lectern.ingest import atomic, bm25_terms
+from lectern.ingest.collection import manifest_for
+from lectern.ingest.faiss_store import Collection
+from lectern.ingest.fake_embed import FakeEmbedder
 from lectern.ingest.settings import IngestSettings
-from lectern.ingest.store import FORMAT_VERSION, Collection, DocumentRow, Manifest, NewChunk
+from lectern.ingest.stores import FORMAT_VERSION, DocumentRow, Manifest, NewChunk
 
 EMB = FakeEmbedder()
 
 
 def make_chunks(source: str, texts: list[str], page: int | None = None) -> tuple[list[NewChunk], np.ndarray]:
     chunks = [
-        NewChunk(f"{source}-{i}-{t}", page, None, 0, len(t), i, t, "", tokenize.terms(t))
+        NewChunk(f"{source}-{i}-{t}", page, None, 0, len(t), i, t, "", bm25_terms.terms(t))
         for i, t in enumerate(texts)
     ]
     return chunks, EMB.embed(texts)
@@ -53,7 +54,7 @@ def test_manifest_is_json_and_describes_the_index(col: Collection) -> None:
     assert data["metric"] == "inner_product" and data["normalized"] is True
     assert data["chunking"] == {"chunk_tokens": 200, "overlap_tokens": 40}
     assert data["format_version"] == FORMAT_VERSION
-    assert data["bm25_tokenizer"] == tokenize.TOKENIZER
+    assert data["bm25_tokenizer"] == bm25_terms.TOKENIZER
     assert Collection.open(col.path).manifest == col.manifest
 
 
@@ -104,7 +105,7 @@ def test_snapshot_loaded_once_per_generation_and_seen_by_other_readers(col: Coll
         put(col, "b", ["bananas are yellow", "bananas are long"])
         second = reader.snapshot()
         assert second is not first and second.size == 3
-        hits = second.lexical(reader.term_ids(tokenize.terms("bananas")), 5)
+        hits = second.lexical(reader.term_ids(bm25_terms.terms("bananas")), 5)
         assert {reader.fetch([i])[i].source for i, _ in hits} == {"b"}
     finally:
         reader.close()
@@ -145,7 +146,7 @@ def test_delete_document(col: Collection) -> None:
     assert [d.source for d in col.documents()] == ["b"]
     snap = col.snapshot()
     assert snap.size == 1
-    assert snap.lexical(col.term_ids(tokenize.terms("apples")), 5) == []
+    assert snap.lexical(col.term_ids(bm25_terms.terms("apples")), 5) == []
     assert [col.fetch([i])[i].source for i, _ in snap.dense(EMB.embed_query("apples red"), 5)] == ["b"]
 
 

@@ -1,4 +1,4 @@
-"""One contract for every store backend (ingest.stores.BACKENDS): the same tests on faiss and on
+"""One contract for every store backend (ingest.store_backends.BACKENDS): the same tests on faiss and on
 milvus-lite, through the Workspace with the fake embedder. The milvus runs share one milvus-lite
 database per module (it starts in a few seconds), each test in collections of its own name."""
 
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from lectern.errors import ChunkingMismatch, IndexMismatch
-from lectern.ingest.embed import FakeEmbedder
-from lectern.ingest.stores import BACKENDS
+from lectern.ingest.fake_embed import FakeEmbedder
+from lectern.ingest.store_backends import BACKENDS
 from lectern.rag.retrieval import Filters, Searcher
 from lectern.rag.workspace import Workspace
 from tests.fixtures.bad_inputs import build_pdf

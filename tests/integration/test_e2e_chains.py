@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lectern.errors import ContextTooLong, InvalidInput
-from lectern.ingest.pipeline import source_key
+from lectern.ingest.sources import source_key
 from tests.conftest import SAMPLE_DOCS, SAMPLE_EXCLUDE
 
 pytestmark = pytest.mark.e2e

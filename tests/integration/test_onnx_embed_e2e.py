@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lectern.ingest import cpu_precision, onnx_embed
-from lectern.ingest.embed import _model_name
+from lectern.ingest.embed_base import model_name
 from tests.ingest.test_onnx_embed import MINILM, st
 
 
@@ -29,6 +29,6 @@ def test_real_minilm_through_onnx_runtime_matches_torch(tmp_path: Path) -> None:
     assert cosine["onnx-int8"].mean() > 0.99 and cosine["onnx-int8"].min() > 0.98
     assert np.allclose(np.linalg.norm(vectors["onnx-int8"], axis=1), 1.0, atol=1e-5)
     seven_bit = onnx_embed.needs_reduced_range(cpu_precision.cpu_info()[1])
-    folder = onnx_embed.export_folder(tmp_path / "cache", _model_name(MINILM), reduce_range=seven_bit)
+    folder = onnx_embed.export_folder(tmp_path / "cache", model_name(MINILM), reduce_range=seven_bit)
     assert json.loads((folder / onnx_embed.DONE).read_text())["window"] == 256
     assert sorted(p.name for p in folder.iterdir()) == ["export.json", "model-fp32.onnx", "model-int8.onnx"]

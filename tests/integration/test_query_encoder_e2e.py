@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lectern.ingest import onnx_embed
-from lectern.ingest.embed import LOADS
+from lectern.ingest.embed_base import LOADS
 from tests.ingest.test_query_encoder import embedder
 
 QUESTIONS = [

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lectern.ingest.embed import Embedder, build_embedder
+from lectern.ingest.embed import build_embedder
+from lectern.ingest.embed_base import Embedder
+from lectern.ingest.faiss_store import Collection
 from lectern.ingest.pipeline import ingest
 from lectern.ingest.settings import EmbedSettings
-from lectern.ingest.store import Collection
 from lectern.rag.retrieval import Searcher
 from lectern.rag.settings import RetrievalSettings
 from tests.ingest import test_ray_runner as unit

@@ -78,9 +78,9 @@ def test_e2e_bad_corpus_with_minilm(tmp_path: Path) -> None:
 
 
 def _fast_model_dir() -> str:
-    from lectern.ingest.embed import _model_name, packaged_minilm_path
+    from lectern.ingest.embed_base import model_name, packaged_minilm_path
 
-    return f"minilm-m2v-256-{_model_name(packaged_minilm_path()).split('@')[1]}"
+    return f"minilm-m2v-256-{model_name(packaged_minilm_path()).split('@')[1]}"
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def fast_data_dir(tmp_path: Path) -> Path:
     """A fresh data dir, with the distilled fast model in the session's cache (LECTERN_CACHE_DIR):
     copied from the user's own cache when it is there (read, never written), else distilled once per
     session (about a minute on 2 cores)."""
-    from lectern.ingest.embed import distilled_minilm
+    from lectern.ingest.static_model import distilled_minilm
     from lectern.rag.settings import default_cache_dir, load_settings
 
     data = tmp_path / "data"
@@ -106,7 +106,7 @@ def fast_data_dir(tmp_path: Path) -> Path:
 @pytest.mark.e2e
 def test_e2e_fast_profile(fast_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fast profile (a static model2vec distillate of MiniLM) finds the right document."""
-    from lectern.ingest.embed import LOADS
+    from lectern.ingest.embed_base import LOADS
     from lectern.rag.settings import load_settings
 
     built = LOADS["distill"]

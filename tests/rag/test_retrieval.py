@@ -9,7 +9,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 
 from lectern.errors import DocumentNotFound, UnknownKey
-from lectern.ingest import tokenize
+from lectern.ingest import bm25_terms
 from lectern.rag.retrieval import MODES, Filters, LecternRetriever, Searcher, one_edit_away
 from tests.fixtures.bad_inputs import build_pdf
 
@@ -135,7 +135,7 @@ def test_min_score_drops_weak_hits(ws) -> None:  # type: ignore[no-untyped-def]
 
 def test_searcher_refuses_another_embedder(ws) -> None:  # type: ignore[no-untyped-def]
     from lectern.errors import IndexMismatch
-    from lectern.ingest.embed import FakeEmbedder
+    from lectern.ingest.fake_embed import FakeEmbedder
 
     with pytest.raises(IndexMismatch):
         Searcher(ws.collection(), FakeEmbedder(dimension=16), ws.settings.retrieval)
@@ -199,9 +199,13 @@ def test_spelled_corrects_unseen_terms_to_the_commonest_near_term(ws) -> None:  
     searcher = ws.searcher()
     # "orchrd" (a letter missing) and "cellra" (two swapped) are one edit from the collection's words;
     # "pruend" and "apples" are left: the first is two edits away, the second is known.
-    terms = tokenize.terms("orchrd cellra pruend apples")
-    assert searcher.spelled(terms) == [*tokenize.terms("orchard cellar"), "pruend", *tokenize.terms("apples")]
-    assert searcher.spelled(tokenize.terms("moth 1990s")) == tokenize.terms(
+    terms = bm25_terms.terms("orchrd cellra pruend apples")
+    assert searcher.spelled(terms) == [
+        *bm25_terms.terms("orchard cellar"),
+        "pruend",
+        *bm25_terms.terms("apples"),
+    ]
+    assert searcher.spelled(bm25_terms.terms("moth 1990s")) == bm25_terms.terms(
         "moth 1990s"
     )  # short or not a word
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lectern.errors import CollectionNotFound, DocumentNotFound, InvalidName
-from lectern.ingest.embed import FakeEmbedder
+from lectern.ingest.fake_embed import FakeEmbedder
 from lectern.rag.workspace import Workspace, check_name
 
 
@@ -43,8 +43,9 @@ def test_collection_embedder_comes_from_the_manifest(fake_ws: Workspace, tmp_pat
 
 def made_with_profile(settings, name: str, profile: str) -> None:  # type: ignore[no-untyped-def]
     """A collection whose manifest says it was created with `profile` (no model is loaded)."""
-    from lectern.ingest.pipeline import chunking_of
-    from lectern.ingest.store import Collection, Manifest
+    from lectern.ingest.collection import chunking_of
+    from lectern.ingest.faiss_store import Collection
+    from lectern.ingest.stores import Manifest
 
     embedder = {"kind": "sentence-transformers", "name": f"{profile}-model", "normalize": True}
     manifest = Manifest(embedder, 384, chunking_of(settings.ingest), {"kind": "flat"}, profile=profile)
@@ -52,7 +53,7 @@ def made_with_profile(settings, name: str, profile: str) -> None:  # type: ignor
 
 
 def test_a_collection_keeps_its_profile(data_dir: Path) -> None:
-    """One rule (ingest.pipeline.embed_settings_for): unset means the manifest's profile; another
+    """One rule (ingest.collection.embed_settings_for): unset means the manifest's profile; another
     profile asked for is an error naming both, before any model is loaded."""
     from lectern.errors import IndexMismatch, ProfileMismatch
     from lectern.rag.settings import load_settings
@@ -80,7 +81,7 @@ def test_a_collection_keeps_its_profile(data_dir: Path) -> None:
 
 
 def test_a_new_collection_records_the_default_profile(data_dir: Path) -> None:
-    from lectern.ingest.pipeline import manifest_for
+    from lectern.ingest.collection import manifest_for
     from lectern.ingest.settings import IngestSettings
 
     assert manifest_for(FakeEmbedder(), IngestSettings()).profile == "accurate"

@@ -1,4 +1,4 @@
-"""Words from text, the same way wherever lectern compares them.
+"""BM25's terms: words from text, the same way wherever lectern compares them.
 
 `terms` is the BM25 tokenizer: ingest indexes chunks with it, and rag uses it to weigh evidence,
 pick sentences and check citations, so a question and a passage always meet as the same words.

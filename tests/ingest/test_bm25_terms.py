@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lectern.ingest.tokenize import STOPWORDS, fold, terms
+from lectern.ingest.bm25_terms import STOPWORDS, fold, terms
 
 
 def test_terms_are_lower_cased_stemmed_words_without_stop_words() -> None:

@@ -1,5 +1,5 @@
 """A collection on disk: SQLite holds the truth, FAISS and BM25 snapshots make it fast. No pickle.
-This is the `faiss` backend of ingest.stores (the store interface; the default).
+This is the `faiss` backend of ingest.stores (the store interface; the default): `FaissBackend`.
 
 Layout of a collection folder:
     manifest.json    embedder, dimension, metric, normalisation, chunking, format version
@@ -31,21 +31,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import sqlite3
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
-from lectern.errors import ChunkingMismatch, IndexLocked, IndexMismatch, NotEnoughDisk
+from lectern.errors import IndexMismatch, NotEnoughDisk
 from lectern.ingest.atomic import atomic_write_bytes, free_bytes, out_of_disk
 from lectern.ingest.snapshot import (
     Snapshot,
@@ -59,14 +57,20 @@ from lectern.ingest.snapshot import (
     write_files,
     write_tombstones,
 )
-from lectern.ingest.stores import Scored, SearchRequest
-from lectern.ingest.tokenize import TOKENIZER
+from lectern.ingest.stores import (
+    DocumentRow,
+    Manifest,
+    NewChunk,
+    Scored,
+    SearchRequest,
+    Store,
+    StoredChunk,
+    take_writer_lock,
+)
 
 if TYPE_CHECKING:  # scipy, under bm25, loads only when BM25 is built or read: `lectern list` needs neither
     from lectern.ingest.bm25 import Vocabulary
 
-FORMAT_VERSION = 1
-LOG = logging.getLogger("lectern")
 # What atomic_open leaves when a writer is killed between writing and renaming: ".<name>.<random>.tmp".
 _TEMPORARIES = ("index-*.faiss", "bm25-*.npz", "dead-*.npy", "state.json", "manifest.json")
 WORK: Counter[str] = Counter()
@@ -85,79 +89,6 @@ CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source, ordinal);
 CREATE TABLE IF NOT EXISTS vocab(term TEXT PRIMARY KEY, id INTEGER NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-@dataclass(frozen=True)
-class Manifest:
-    embedder: dict[str, Any]
-    dimension: int
-    chunking: dict[str, Any]
-    index: dict[str, Any]
-    profile: str | None = None
-    metric: str = "inner_product"
-    normalized: bool = True
-    bm25_tokenizer: str = TOKENIZER
-    format_version: int = FORMAT_VERSION
-    created: float = field(default_factory=time.time)
-
-    def check_compatible(self, embedder: dict[str, Any], dimension: int, where: Path | str) -> None:
-        """Opening a collection with another embedder would return silent garbage: refuse."""
-        if self.format_version != FORMAT_VERSION:
-            raise IndexMismatch(
-                f"{where}: format version {self.format_version}, this lectern reads {FORMAT_VERSION}"
-            )
-        if self.embedder.get("name") != embedder.get("name") or self.dimension != dimension:
-            raise IndexMismatch(
-                f"{where} was built with embedder {self.embedder.get('name')} ({self.dimension} dims), "
-                f"not {embedder.get('name')} ({dimension} dims); use the same profile or a new collection"
-            )
-        if self.bm25_tokenizer != TOKENIZER:
-            raise IndexMismatch(f"{where}: BM25 tokenizer {self.bm25_tokenizer}, expected {TOKENIZER}")
-
-    def check_chunking(self, chunking: dict[str, Any], where: Path | str) -> None:
-        """New documents must be cut like the ones already in: refuse other chunk sizes."""
-        if self.chunking and self.chunking != chunking:
-            raise ChunkingMismatch(where, self.chunking, chunking)
-
-
-@dataclass(frozen=True)
-class StoredChunk:
-    id: int
-    chunk_id: str
-    source: str
-    page: int | None
-    heading: str | None
-    start: int
-    end: int
-    ordinal: int
-    text: str
-    title: str | None
-
-
-@dataclass(frozen=True)
-class DocumentRow:
-    source: str
-    content_hash: str
-    title: str | None
-    format: str | None
-    pages: int
-    chunks: int
-    bytes: int
-    warnings: list[str]
-    ingested_at: float
-
-
-@dataclass
-class NewChunk:
-    chunk_id: str
-    page: int | None
-    heading: str | None
-    start: int
-    end: int
-    ordinal: int
-    text: str
-    context: str
-    terms: list[str]
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -503,25 +434,6 @@ class Collection:
             lock.release()
 
 
-def take_writer_lock(lock: FileLock, name: str, where: object, timeout: float) -> None:
-    """Acquire a collection's writers' lock (any store): at once when it is free; else say so (log
-    "lectern", which the CLI prints) and wait up to `timeout` s, then IndexLocked naming `where`."""
-    try:
-        lock.acquire(blocking=False)
-    except Timeout:
-        if timeout > 0:
-            LOG.warning(
-                "collection %r is being written by another process: waiting up to %g s for it to "
-                "finish (lock %s)", name, timeout, lock.lock_file,
-            )  # fmt: skip
-        try:
-            lock.acquire(timeout=timeout)
-        except Timeout:
-            raise IndexLocked(
-                f"{where} is being written by another process (lock held for over {timeout:g} s)"
-            ) from None
-
-
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Delete snapshot temporaries a killed writer left (only while holding the writers' lock: no
     live writer has any then). Returns what was removed."""
@@ -754,3 +666,47 @@ class Writer:
         self._start = self.c.generation()
         self._files_current = True
         self._dirty = False
+
+
+class FaissBackend:
+    """Collection folders under `root`: the default backend (ingest.stores.Backend)."""
+
+    kind = "faiss"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FaissBackend) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def exists(self, name: str) -> bool:
+        return Collection.exists(self.root / name)
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if self.exists(p.name))
+
+    def where(self, name: str) -> str:
+        return str(self.root / name)
+
+    def read_manifest(self, name: str) -> Manifest:
+        return Collection.read_manifest(self.root / name)
+
+    def create(self, name: str, manifest: Manifest) -> Store:
+        return Collection.create(self.root / name, manifest)
+
+    def open(self, name: str) -> Store:
+        return Collection.open(self.root / name)
+
+    def drop(self, name: str) -> None:
+        import shutil
+
+        if self.exists(name):
+            shutil.rmtree(self.root / name)
