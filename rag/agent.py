@@ -54,11 +54,10 @@ from lectern.rag.llm.base import check_stop
 from lectern.rag.plan import (
     PLAN_SEARCHES,
     Subject,
-    Subjects,
     plan_queries,
     plan_subjects,
-    question_parts,
     question_subjects,
+    questions_apart,
 )
 from lectern.rag.prompts import AGENT_FINAL, AGENT_PLAN, AGENT_SYSTEM, NO_ANSWER
 from lectern.rag.qa import Corpus, QAChain, QAOptions, cited_answer
@@ -234,16 +233,12 @@ class Agent:
             # one-subject check, which wants most of the question's names in one cited chunk
             subject=len(subjects.names) < 2,
         )
-        asks = [(question, shown)]
-        if len(subjects.names) >= 2 and not subjects.comparison:
-            # a small model asked for two facts states one: each subject is asked about alone, over
-            # its own passages, and the answers are joined (one model call each)
-            asks = [
-                (subject_question(question, subjects, name), passages_of(name, subjects.names, shown, chunks))
-                for name in subjects.names
-            ]
-        elif not subjects.names and len(parts := question_parts(question)) >= 2:
-            asks = [(part, shown) for part in parts]  # one subject asked two things: each part alone
+        # a small model asked for two facts states one: each subject (over its own passages) or each
+        # part is asked about alone, one model call each, and the answers are joined
+        asks = [
+            (asked, passages_of(name, subjects.names, shown, chunks) if name else shown)
+            for asked, name in questions_apart(question, subjects)
+        ] or [(question, shown)]
         answers: list[Answer] = []
         for asked, passages in asks:
             found_docs = _Found(docs=[c.to_document() for c in passages])
@@ -355,20 +350,6 @@ class _Found(BaseRetriever):
 
     def _get_relevant_documents(self, query: str, *, run_manager: Any = None) -> list[Document]:
         return list(self.docs)
-
-
-def subject_question(question: str, subjects: Subjects, name: str) -> str:
-    """The question about `name` alone: its part of a two-part question ("When did Ghana gain
-    independence"), else the question with `name` for the names joined ("In what years did James
-    Watt die?"), else the question and which subject to answer for."""
-    part = subjects.part(name)
-    if part:
-        return part.strip().rstrip(" ,;?") + "?"
-    joiner = r"(?:\s*,\s*(?:and\s+|or\s+)?|\s+and\s+|\s+or\s+)"
-    together = re.compile(joiner.join(re.escape(n) for n in subjects.names), re.IGNORECASE)
-    if together.search(question):
-        return together.sub(lambda _: name, question, count=1)
-    return f"{question} (Answer for {name} only.)"
 
 
 def joined(question: str, answers: Sequence[Answer]) -> Answer:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from lectern.ingest import bm25_terms
 from lectern.rag.citations import is_abstention
+from lectern.rag.verify import YES_NO
 
 PLAN_SEARCHES = 3  # at most this many searches from the plan, beside the question's own
 MAX_SEARCH_WORDS = 12  # a longer line is a sentence, not a search
@@ -67,6 +68,10 @@ _CLAUSE = re.compile(
     re.IGNORECASE,
 )
 _AUX = _words("do does did")
+# A question about what ties its subjects together, which no one of them answers alone.
+_RELATION = re.compile(
+    r"\b(?:between|among|in common|relate|related|compare|compared|differ|difference)\b", re.IGNORECASE
+)
 _ARTICLES = _words("the a an")
 
 
@@ -352,6 +357,35 @@ def question_parts(question: str) -> list[str]:
             clause = re.sub(r"\b(?:he|she|they)\b", named[0], clause, count=1, flags=re.IGNORECASE)
         out.append(f"{clause[:1].upper()}{clause[1:]}?")
     return out
+
+
+def subject_question(question: str, subjects: Subjects, name: str) -> str:
+    """The question about `name` alone: its part of a two-part question ("When did Ghana gain
+    independence?"), else the question with `name` for the names joined ("In what years did James
+    Watt die?"), else the question and which subject to answer for."""
+    part = subjects.part(name)
+    if part:
+        return part.strip().rstrip(" ,;?") + "?"
+    joiner = r"(?:\s*,\s*(?:and\s+|or\s+)?|\s+and\s+|\s+or\s+)"
+    together = re.compile(joiner.join(re.escape(n) for n in subjects.names), re.IGNORECASE)
+    if together.search(question):
+        return together.sub(lambda _: name, question, count=1)
+    return f"{question} (Answer for {name} only.)"
+
+
+def questions_apart(question: str, subjects: Subjects) -> list[tuple[str, str | None]]:
+    """The questions to ask one at a time instead of `question`, each with the subject it is about
+    (None: a part about the question's one subject); [] to ask it whole. Apart: each of two subjects
+    ("Where were Gustav Klimt born?"), else each part of a two-part question (question_parts). Whole:
+    a comparison ("Which is older, X or Y?") or a yes/no question, which want both at once, and a
+    relation ("the similarities between beetles and grasshoppers"), which no one subject answers."""
+    if subjects.comparison or YES_NO.match(question.strip()) or _RELATION.search(question):
+        return []
+    if len(subjects.names) >= 2:
+        return [(subject_question(question, subjects, name), name) for name in subjects.names]
+    if not subjects.names:
+        return [(part, None) for part in question_parts(question)]
+    return []
 
 
 def plan_subjects(text: str, question: str, limit: int = PLAN_SEARCHES) -> list[Subject]:

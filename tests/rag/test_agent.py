@@ -526,8 +526,7 @@ def test_a_question_of_two_parts_about_one_subject_asks_each_part_alone(painters
 
 
 def test_a_question_about_each_subject() -> None:
-    from lectern.rag.agent import subject_question
-    from lectern.rag.plan import question_subjects
+    from lectern.rag.plan import question_subjects, subject_question
 
     def each(question: str) -> list[str]:
         subjects = question_subjects(question)
@@ -549,6 +548,20 @@ def test_the_parts_of_a_question_about_one_subject() -> None:
     ]  # fmt: skip
     assert question_parts("Where were Gustav Klimt and Piet Mondrian born?") == []  # two subjects, one part
     assert question_parts("Who wrote Hamlet, and why?") == []  # "why" is no question alone
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Which is older, Gustav Klimt or Piet Mondrian?",  # a comparison wants both at once
+        "Were Gustav Klimt and Piet Mondrian born in Vienna?",  # so does a yes/no question
+        "What are the similarities between beetles and grasshoppers?",  # a relation: no one subject's
+    ],
+)
+def test_a_question_that_wants_its_subjects_together_is_asked_whole(question: str) -> None:
+    from lectern.rag.plan import question_subjects, questions_apart
+
+    assert questions_apart(question, question_subjects(question)) == []
 
 
 def test_a_subject_nothing_was_found_for_abstains_without_asking_for_an_answer(painters: Workspace) -> None:
