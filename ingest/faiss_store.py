@@ -34,6 +34,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
@@ -91,14 +92,36 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+LOCK_WAIT_S = 30.0
+"""How long a connection waits for another's lock on the collection's database."""
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     if not os.access(path.parent, os.W_OK):
         return _connect_read_only(path)
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn = sqlite3.connect(path, timeout=LOCK_WAIT_S, isolation_level=None, check_same_thread=False)
+    _write_ahead(conn)
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def _write_ahead(conn: sqlite3.Connection) -> None:
+    """WAL mode, which the database file keeps once set. Setting it takes the file alone, and while
+    another connection writes (the one creating the collection) SQLite answers "database is locked"
+    at once rather than wait: a reader opening a collection that an ingest is creating would fail.
+    So a file already in WAL is left as it is, and the switch is tried again until the writer is
+    done (at most LOCK_WAIT_S, as any other wait for the lock)."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:

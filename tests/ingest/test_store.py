@@ -255,3 +255,37 @@ def test_writing_a_large_document_holds_the_index_not_its_rows(tmp_path: Path) -
         assert snap.dense(probe, 1)[0][0] == 7  # the index holds the rows as written
     finally:
         col.close()
+
+
+def test_a_reader_opening_a_database_while_it_is_created_waits_for_the_writer(tmp_path: Path) -> None:
+    """Switching to WAL takes the file alone, and SQLite answers "database is locked" at once (no
+    wait) while another connection writes: a page reading a collection that an ingest was creating
+    failed so. The reader now waits for the writer, then finds the file in WAL."""
+    import threading
+
+    from lectern.ingest.faiss_store import _connect
+
+    path = tmp_path / "chunks.sqlite"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE t(x)")
+    writer.execute("BEGIN IMMEDIATE")  # writing, in the file's first (rollback) journal mode
+    writer.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):  # what a plain switch met
+        sqlite3.connect(path, timeout=5, isolation_level=None).execute("PRAGMA journal_mode=WAL")
+    tried = threading.Event()
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:  # the reader's first wait: let the writer finish
+        tried.set()
+        real_sleep(seconds)
+
+    opened: list[sqlite3.Connection] = []
+    reader = threading.Thread(target=lambda: opened.append(_connect(path)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("lectern.ingest.faiss_store.time.sleep", sleep)
+        reader.start()
+        assert tried.wait(30)
+        writer.execute("COMMIT")
+        reader.join(30)
+    assert opened and opened[0].execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert opened[0].execute("SELECT x FROM t").fetchall() == [(1,)]
