@@ -516,6 +516,7 @@ class QueuedChatModel(LecternChatModel):
     response_schema: dict[str, Any] | None = None  # its replies are JSON under it (a call's wins)
     cancelled: threading.Event = Field(default_factory=threading.Event, exclude=True)
     usage: list[tuple[int, int]] = Field(default_factory=list)
+    finishes: list[str] = Field(default_factory=list)  # each call's finish reason (stop, length...)
 
     @property
     def _llm_type(self) -> str:
@@ -556,6 +557,7 @@ class QueuedChatModel(LecternChatModel):
             event = events.get()
             if event[0] == "done":
                 self.usage.append((prompt_tokens, event[1].completion_tokens))
+                self.finishes.append(event[1].reason)
                 return
             if event[0] == "error":
                 raise event[1]

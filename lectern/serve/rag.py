@@ -145,7 +145,10 @@ async def rag_chat(server: Server, body: ChatRequest, request: Request) -> Any:
 
     def ending(answer: Answer) -> Ending:
         text = structured_text(answer) if schema is not None else answer.answer
-        return Ending("stop", used(), {"sources": sources_of(answer)}, text=text)
+        # an answer the model wrote ends as its last generation did: "length" when max_tokens cut it
+        # (a JSON answer cut so is not whole); the chain's own abstention is a "stop"
+        cut = not answer.abstained and llm.finishes[-1:] == ["length"]
+        return Ending("length" if cut else "stop", used(), {"sources": sources_of(answer)}, text=text)
 
     return await respond(request, shape, events, llm.cancelled, body.stream, ending)
 

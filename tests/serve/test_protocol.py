@@ -18,6 +18,7 @@ import pytest
 from lectern.errors import Exposed
 from lectern.exposure import API_SERVER, check_exposure
 from lectern.rag.fake import DONT_KNOW, FakeChatModel
+from lectern.rag.prompts import NO_ANSWER
 from tests.serve.conftest import (
     EndlessFake,
     FailingFake,
@@ -280,6 +281,22 @@ def test_past_the_queue_bound_503_with_retry_after_and_the_server_stays_healthy(
         assert stats["rejected"] == 2
         assert httpx.get(f"{url}/health").json()["status"] == "ok"
         assert post(url, "/v1/chat/completions", {**CHAT, "max_tokens": 2}).status_code == 200
+
+
+def test_a_rag_answer_cut_by_max_tokens_ends_with_length(settings: Any, fake_ws: Any) -> None:
+    fake_ws.ingest([ROOT / "sample_docs" / "brennock_canal.txt"])
+    question = "How many locks does the Brennock Canal climb through?"
+    with serving(settings, FakeChatModel()) as url:
+        rag = {"model": "lectern-rag/test", "messages": [{"role": "user", "content": question}], "k": 3}
+        assert post(url, "/v1/chat/completions", rag).json()["choices"][0]["finish_reason"] == "stop"
+        cut = post(url, "/v1/chat/completions", {**rag, "max_tokens": 3}).json()
+        assert cut["choices"][0]["finish_reason"] == "length" and cut["usage"]["completion_tokens"] == 3
+        events = sse_events(stream_lines(url, {**rag, "max_tokens": 3, "stream": True}))
+        assert json.loads(events[-2])["choices"][0]["finish_reason"] == "length"
+        off = {**rag, "messages": [{"role": "user", "content": "What colour is the Moon's far side?"}]}
+        abstained = post(url, "/v1/chat/completions", {**off, "max_tokens": 3}).json()["choices"][0]
+        assert abstained["message"]["content"] == NO_ANSWER
+        assert abstained["finish_reason"] == "stop"  # the chain's abstention, whatever max_tokens
 
 
 def test_rag_model_answers_with_sources(settings: Any, fake_ws: Any) -> None:
