@@ -23,10 +23,10 @@ from typing import Any
 
 from langchain_core.documents import Document
 
-from lectern.rag.context import count_tokens, split_to_tokens
 from lectern.rag.llm import LocalChatModel, build_llm
 from lectern.rag.settings import LLMSettings
 from lectern.rag.summarize import map_reduce
+from lectern.rag.window import count_tokens, split_to_tokens
 
 R_INTRO = Path("/usr/share/R/doc/manual/R-intro.pdf")
 CALLS: list[tuple[int, int]] = []  # (prompts in one generate call, new tokens of all of them)

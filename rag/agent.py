@@ -48,7 +48,6 @@ from pydantic import BaseModel, Field, ValidationError
 
 from lectern.errors import LecternError
 from lectern.rag.citations import CITATION
-from lectern.rag.context import generation_kwargs
 from lectern.rag.evidence import TermWeights
 from lectern.rag.llm.base import check_stop
 from lectern.rag.plan import (
@@ -64,6 +63,7 @@ from lectern.rag.qa import Corpus, QAChain, QAOptions, cited_answer
 from lectern.rag.subjects import misattributed, missing_subjects, passages_of, quota_sentences
 from lectern.rag.tools import SourceBook
 from lectern.rag.types import AbstainReason, Answer, Citation, Context
+from lectern.rag.window import generation_kwargs
 
 StopReason = Literal["answer", "steps", "budget"]
 PLAN_TOKENS = 64  # a plan is a few short lines

@@ -22,11 +22,11 @@ from pydantic import BaseModel, Field, ValidationError
 from lectern.errors import CorruptConversation, InvalidName, LecternError
 from lectern.ingest.atomic import atomic_write_text
 from lectern.ingest.bm25_terms import fold
-from lectern.rag.context import ensure_fits, generation_kwargs, pack, prompt_tokens, trim_to_fit
 from lectern.rag.limits import check_question
 from lectern.rag.prompts import CONDENSE_QUESTION, NO_ANSWER
 from lectern.rag.qa import QAChain, build_qa_chain, question_of
 from lectern.rag.types import Answer, Citation, answer_text, final_answer
+from lectern.rag.window import ensure_fits, generation_kwargs, pack, prompt_tokens, trim_to_fit
 
 CONVERSATIONS_DIR = "conversations"
 _VALID_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -254,10 +254,10 @@ class AnswerEval:
 
     def asker(self, settings: Settings) -> Callable[[QAItem], QuestionRecord]:
         """A function that asks one question with these settings, with its article and without it."""
-        from lectern.rag.context import count_tokens
         from lectern.rag.prompts import format_sources
         from lectern.rag.qa import QAChain
         from lectern.rag.retrieval import Filters, Searcher
+        from lectern.rag.window import count_tokens
         from lectern.rag.workspace import chain_from_settings, shared_llm
 
         llm = shared_llm(settings)

@@ -62,7 +62,7 @@ def check_question(question: Any, llm: Any = None, max_tokens: int | None = None
     if len(text) > max_tokens * CHARS_PER_TOKEN:
         raise InvalidInput("question", text, f"{len(text)} characters, far too long ({advice})")
     if llm is not None:
-        from lectern.rag.context import count_tokens
+        from lectern.rag.window import count_tokens
 
         try:
             tokens = count_tokens(llm, text)

@@ -37,7 +37,6 @@ from lectern.rag.citations import (
     support_scores,
     without_markers,
 )
-from lectern.rag.context import fit_contexts, generation_kwargs
 from lectern.rag.evidence import (
     EXTRA,
     MEANING_WEIGHT,
@@ -80,6 +79,7 @@ from lectern.rag.verify import (
     values,
     wrong_fact,
 )
+from lectern.rag.window import fit_contexts, generation_kwargs
 
 if TYPE_CHECKING:
     from lectern.rag.retrieval import Searcher

@@ -21,7 +21,10 @@ from langchain_core.prompts import ChatPromptTemplate
 
 from lectern.errors import ContextTooLong, NothingToSummarize, UnknownKey
 from lectern.rag.citations import SUPPORTED
-from lectern.rag.context import (
+from lectern.rag.faithful import check
+from lectern.rag.prompts import REFINE_INITIAL, REFINE_STEP, SUMMARIZE_MAP, SUMMARIZE_REDUCE, SUMMARIZE_STUFF
+from lectern.rag.types import SummaryResult
+from lectern.rag.window import (
     context_window,
     count_messages,
     count_tokens,
@@ -33,9 +36,6 @@ from lectern.rag.context import (
     tokens_left,
     trim_to_tokens,
 )
-from lectern.rag.faithful import check
-from lectern.rag.prompts import REFINE_INITIAL, REFINE_STEP, SUMMARIZE_MAP, SUMMARIZE_REDUCE, SUMMARIZE_STUFF
-from lectern.rag.types import SummaryResult
 
 Progress = Callable[[int, int], None]
 SEPARATOR = "\n\n"

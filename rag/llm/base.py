@@ -22,7 +22,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGenerationChunk
 
 from lectern.errors import Stopped
-from lectern.rag.context import ensure_fits
+from lectern.rag.window import ensure_fits
 
 
 class LecternChatModel(BaseChatModel):
@@ -70,7 +70,7 @@ def fit_check(
     if isinstance(messages, BaseMessage):
         messages = [messages]
     tokens = llm.get_num_tokens_from_messages(llm._convert_input(messages).to_messages())
-    ensure_fits(llm, tokens, reserve, field)  # the one overflow check (rag.context)
+    ensure_fits(llm, tokens, reserve, field)  # the one overflow check (rag.window)
     return tokens
 
 

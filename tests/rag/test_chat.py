@@ -11,8 +11,8 @@ from lectern.errors import CorruptConversation, InvalidName, Stopped
 from lectern.ingest import atomic
 from lectern.rag.chat import ConversationStore, Turn, build_chat_chain, clean_rewrite
 from lectern.rag.types import Answer
-from tests.rag.test_context import ListRetriever, WindowFake, make_doc, words
 from tests.rag.test_qa import PLAIN
+from tests.rag.test_window import ListRetriever, WindowFake, make_doc, words
 
 DOCS = [make_doc(1, "The pump is serviced every 500 hours."), make_doc(2, "Filters come in threes.")]
 

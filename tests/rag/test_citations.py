@@ -8,8 +8,8 @@ import pytest
 from lectern.rag.citations import attribute_sentences, highlights, support_scores, without_markers
 from lectern.rag.qa import build_qa_chain
 from lectern.rag.types import Context
-from tests.rag.test_context import ListRetriever, WindowFake, make_doc
 from tests.rag.test_qa import PLAIN
+from tests.rag.test_window import ListRetriever, WindowFake, make_doc
 
 # The README demo's failure: page 1 holds the topic's words, page 2 the name. Plain word overlap gave
 # page 1 60% of the answer's words and page 2 40%, so page 1 was cited for a fact on page 2.

@@ -22,7 +22,7 @@ from lectern.rag.evidence import (
 from lectern.rag.prompts import NO_ANSWER
 from lectern.rag.qa import build_qa_chain
 from lectern.rag.types import Context
-from tests.rag.test_context import ListRetriever, WindowFake, make_doc
+from tests.rag.test_window import ListRetriever, WindowFake, make_doc
 
 VOLTA = (
     "Alessandro Volta was an Italian physicist. He invented the battery in 1800. "

@@ -17,7 +17,7 @@ from lectern.rag.qa import (
     stream_answer,
 )
 from lectern.rag.types import QUOTE_CHARS, Answer
-from tests.rag.test_context import ListRetriever, WindowFake, make_doc, words
+from tests.rag.test_window import ListRetriever, WindowFake, make_doc, words
 
 DOCS = [
     make_doc(1, "The pump is serviced every 500 hours.", score=0.9, page=3),

@@ -20,7 +20,7 @@ from lectern.rag.summarize import (
     summarize,
 )
 from lectern.rag.types import SummaryResult
-from tests.rag.test_context import WindowFake, make_doc, words
+from tests.rag.test_window import WindowFake, make_doc, words
 
 REDUCE_HEAD = "These are summaries"
 REFINE_HEAD = "Here is a summary"

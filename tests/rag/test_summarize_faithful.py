@@ -10,7 +10,7 @@ from lectern.errors import UnknownKey
 from lectern.rag.faithful import NOT_IN_SOURCES, WRONG_NUMBER, check_sentences, note, number_contexts
 from lectern.rag.summarize import summarize
 from lectern.rag.types import UNSUPPORTED_FLAG, SummaryResult
-from tests.rag.test_context import WindowFake, make_doc
+from tests.rag.test_window import WindowFake, make_doc
 
 PAGES = [
     "A light on Caskell Bay. Marrow Point is a low headland of dark granite at the northern mouth of "

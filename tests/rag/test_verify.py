@@ -15,8 +15,8 @@ from lectern.rag.verify import (
     off_subject,
     support_window,
 )
-from tests.rag.test_context import ListRetriever, WindowFake, make_doc
 from tests.rag.test_evidence import ctx
+from tests.rag.test_window import ListRetriever, WindowFake, make_doc
 
 TURTLES = (
     "Sea turtles lay their eggs on sandy beaches. The eggs are covered in mud or sand while they "

@@ -17,7 +17,10 @@ from langchain_core.runnables import RunnableConfig
 from pydantic import Field
 
 from lectern.errors import ContextTooLong
-from lectern.rag.context import (
+from lectern.rag.fake import FakeChatModel
+from lectern.rag.prompts import QA_ZERO_SHOT, format_sources
+from lectern.rag.types import Context
+from lectern.rag.window import (
     DEFAULT_CONTEXT_WINDOW,
     MIN_TRIMMED_TOKENS,
     TokenCountUnavailable,
@@ -33,9 +36,6 @@ from lectern.rag.context import (
     trim_to_fit,
     trim_to_tokens,
 )
-from lectern.rag.fake import FakeChatModel
-from lectern.rag.prompts import QA_ZERO_SHOT, format_sources
-from lectern.rag.types import Context
 
 
 class WindowFake(BaseChatModel):
