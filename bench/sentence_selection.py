@@ -1,6 +1,6 @@
 """Which sentences reach the model: how often the shown excerpts hold the gold answer (and, on the
 paraphrase sets, the evidence sentence), for sentence selection by words alone and by words and
-meaning (rag.evidence.select_sentences' `meaning`). Retrieval only, no model: seconds a question.
+meaning (rag.sentences.select_sentences' `meaning`). Retrieval only, no model: seconds a question.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m bench.sentence_selection --qa-dir ../shared/data/cmu-wikiqa/S08 \
         --limit 200 [--questions bench/data/paraphrase_s08.jsonl] [--meaning 0 --meaning 0.5 ...]
@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 
 from lectern.ingest import bm25_terms
-from lectern.rag import evidence
+from lectern.rag import sentences
 from lectern.rag.answer_metrics import context_has_answer, normalise
 from lectern.rag.evaluate import QAItem, articles_of, eval_searcher, load_qa, load_questions
 from lectern.rag.evaluate_answers import sample_answerable
@@ -106,11 +106,11 @@ def measure(
         contexts = [Context.from_document(i, d) for i, d in enumerate(docs, start=1)]
         ceiling.append(context_has_answer([c.text for c in contexts], item.answerable))
         terms = searcher.spelled(bm25_terms.terms(item.question))
-        similarity = evidence.remembered(searcher.similarities)
+        similarity = sentences.remembered(searcher.similarities)
         kind = asked_kind(item.question)
         for meaning, penalty, extra in variants:
-            evidence.MEANING_RANK_PENALTY = penalty
-            shown = evidence.select_sentences(
+            sentences.MEANING_RANK_PENALTY = penalty
+            shown = sentences.select_sentences(
                 item.question,
                 contexts,
                 searcher.term_weights,
@@ -126,8 +126,8 @@ def measure(
             hits[meaning, penalty, extra].append(context_has_answer(texts, item.answerable))
             words[meaning, penalty, extra].append(sum(len(t.split()) for t in texts))
             if kind and hits[meaning, penalty, extra][-1]:  # would the fact check pick the gold's sentence?
-                spans = [evidence.sentence_spans(t) for t in texts]
-                scores = evidence.sentence_scores(
+                spans = [sentences.sentence_spans(t) for t in texts]
+                scores = sentences.sentence_scores(
                     item.question, shown, spans, searcher.term_weights, terms=terms,
                     similarity=similarity, meaning=meaning or FACT_MEANING,
                 )  # fmt: skip

@@ -48,7 +48,6 @@ from pydantic import BaseModel, Field, ValidationError
 
 from lectern.errors import LecternError
 from lectern.rag.citations import CITATION
-from lectern.rag.evidence import TermWeights
 from lectern.rag.llm.base import check_stop
 from lectern.rag.plan import (
     PLAN_SEARCHES,
@@ -60,6 +59,7 @@ from lectern.rag.plan import (
 )
 from lectern.rag.prompts import AGENT_FINAL, AGENT_PLAN, AGENT_SYSTEM, NO_ANSWER
 from lectern.rag.qa import Corpus, QAChain, QAOptions, cited_answer
+from lectern.rag.sentences import TermWeights
 from lectern.rag.subjects import misattributed, missing_subjects, passages_of, quota_sentences
 from lectern.rag.tools import SourceBook
 from lectern.rag.types import AbstainReason, Answer, Citation, Context

@@ -20,8 +20,8 @@ from functools import lru_cache
 
 from lectern.ingest import bm25_terms
 from lectern.rag.answer_metrics import canonical
-from lectern.rag.evidence import TermWeights, sentence_spans
 from lectern.rag.prompts import NO_ANSWER
+from lectern.rag.sentences import TermWeights, sentence_spans
 from lectern.rag.types import Answer, Context
 
 CITATION = re.compile(r"\[\s*(\d+(?:\s*[,;]\s*\d+)*)\s*\]")

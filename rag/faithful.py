@@ -25,7 +25,7 @@ from langchain_core.documents import Document
 from lectern.ingest import bm25_terms
 from lectern.rag.answer_metrics import canonical
 from lectern.rag.citations import SUPPORTED, attribute, highlights, support_scores
-from lectern.rag.evidence import sentence_spans
+from lectern.rag.sentences import sentence_spans
 from lectern.rag.types import UNSUPPORTED_FLAG, Citation, Context, SummaryResult, SummarySentence
 
 NOT_IN_SOURCES = "not in the sources"

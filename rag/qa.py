@@ -37,23 +37,7 @@ from lectern.rag.citations import (
     support_scores,
     without_markers,
 )
-from lectern.rag.evidence import (
-    EXTRA,
-    MEANING_WEIGHT,
-    NEIGHBOURS,
-    ORDER,
-    SENTENCES,
-    Calibration,
-    Evidence,
-    Similarity,
-    TermWeights,
-    assess,
-    names,
-    remembered,
-    select_sentences,
-    sentence_scores,
-    sentence_spans,
-)
+from lectern.rag.evidence import Calibration, Evidence, assess, names
 from lectern.rag.limits import check_question
 from lectern.rag.prompts import (
     CONCISE_STOP,
@@ -64,6 +48,19 @@ from lectern.rag.prompts import (
     answer_budget,
     format_sources,
     qa_prompt,
+)
+from lectern.rag.sentences import (
+    EXTRA,
+    MEANING_WEIGHT,
+    NEIGHBOURS,
+    ORDER,
+    SENTENCES,
+    Similarity,
+    TermWeights,
+    remembered,
+    select_sentences,
+    sentence_scores,
+    sentence_spans,
 )
 from lectern.rag.types import AbstainReason, Answer, Citation, Context
 from lectern.rag.verify import (

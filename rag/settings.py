@@ -84,7 +84,7 @@ class RetrievalSettings(BaseModel):
 
 
 AnswerContext = Literal["sentences", "chunks"]
-AnswerOrder = Literal["rank", "best"]  # rag.evidence.ORDERS
+AnswerOrder = Literal["rank", "best"]  # rag.sentences.ORDERS
 EvidenceGate = Literal["meaning", "words", "coverage"]  # rag.evidence.MEANING, WORDS, COVERAGE_ONLY
 
 
@@ -110,7 +110,7 @@ class AnswerSettings(BaseModel):
         description="What the model is shown of the `k` chunks: their best `sentences` with neighbours, or "
         "the whole `chunks`.",
     )
-    # the same defaults as rag.evidence.SENTENCES / NEIGHBOURS, which this module does not import
+    # the same defaults as rag.sentences.SENTENCES / NEIGHBOURS, which this module does not import
     sentences: int = Field(
         6, ge=1, le=50, description="With `sentences`: how many best sentences (docs/ANSWERS.md, sixth run)."
     )

@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 
 from lectern.ingest import bm25_terms
 from lectern.rag.citations import terms, without_markers
-from lectern.rag.evidence import (
+from lectern.rag.plan import Subject, Subjects, name_terms, names
+from lectern.rag.sentences import (
     SENTENCES,
     TermWeights,
     join_spans,
@@ -27,7 +28,6 @@ from lectern.rag.evidence import (
     sentence_spans,
     sentences,
 )
-from lectern.rag.plan import Subject, Subjects, name_terms, names
 from lectern.rag.types import Context
 from lectern.rag.verify import YES_NO
 
@@ -45,7 +45,7 @@ def quota_sentences(
     top: int = SENTENCES,
     quota: int = QUOTA,
 ) -> list[Context]:
-    """The `top` best sentences of everything `found` (rag.evidence.select_sentences, against the
+    """The `top` best sentences of everything `found` (rag.sentences.select_sentences, against the
     question), and for each search a quota of its own: the first sentence that names its subject in
     full (an article's opening: "Volta (February 18, 1745 - ...) was ...") and its `quota` best,
     chosen against its query and its part of the question, less the other subjects' names, among

@@ -80,7 +80,7 @@ class Context(BaseModel):
     score: float | None = None
     dense_score: float | None = None  # cosine similarity to the question (evidence for abstention)
     trimmed: bool = False
-    excerpt: bool = False  # the chunk's best sentences only (rag.evidence.select_sentences)
+    excerpt: bool = False  # the chunk's best sentences only (rag.sentences.select_sentences)
 
     @classmethod
     def from_document(cls, number: int, doc: Document) -> Context:

@@ -27,7 +27,8 @@ from collections.abc import Sequence
 
 from lectern.ingest import bm25_terms
 from lectern.rag.citations import CITATION, DATE_TOKEN, new_terms, terms
-from lectern.rag.evidence import Similarity, names, sentence_spans
+from lectern.rag.evidence import names
+from lectern.rag.sentences import Similarity, sentence_spans
 from lectern.rag.types import Context
 
 RESTATES = "restates the question"
@@ -198,7 +199,7 @@ def answering_sentence(
     question: str, contexts: Sequence[Context], kind: str, scores: dict[tuple[int, int], float]
 ) -> tuple[int, int] | None:
     """The best-scoring shown sentence ((passage index, sentence index), scores from
-    rag.evidence.sentence_scores) that states a value of `kind`, or None."""
+    rag.sentences.sentence_scores) that states a value of `kind`, or None."""
     question_values = values(question, kind)
     spans = [sentence_spans(c.text) for c in contexts]
     held = [

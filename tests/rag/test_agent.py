@@ -14,12 +14,12 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 
 from lectern.errors import Stopped
 from lectern.rag.agent import AgentResult
-from lectern.rag.evidence import select_sentences
 from lectern.rag.fake import ScriptedChatModel
 from lectern.rag.llm.base import stoppable
 from lectern.rag.llm.tool_calls import format_tool_call
 from lectern.rag.prompts import NO_ANSWER
 from lectern.rag.qa import grounding_note
+from lectern.rag.sentences import select_sentences
 from lectern.rag.settings import Settings
 from lectern.rag.tools import SourceBook, build_tools, page_range
 from lectern.rag.types import Answer, Context

@@ -197,7 +197,7 @@ def test_the_sentence_settings_decide_what_the_model_is_shown(
 
 
 def test_the_sentence_defaults_agree_between_the_settings_and_the_chain() -> None:
-    from lectern.rag.evidence import NEIGHBOURS, ORDER, SENTENCES
+    from lectern.rag.sentences import NEIGHBOURS, ORDER, SENTENCES
     from lectern.rag.settings import AnswerSettings
 
     defaults = AnswerSettings()

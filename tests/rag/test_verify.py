@@ -238,7 +238,7 @@ def test_the_kind_of_fact_a_question_asks_for() -> None:
 
 
 def test_wrong_fact_finds_the_sentence_that_answers_the_question() -> None:
-    from lectern.rag.evidence import sentence_scores, sentence_spans
+    from lectern.rag.sentences import sentence_scores, sentence_spans
     from lectern.rag.verify import wrong_fact
 
     question = "When was the Hollow Club founded?"
