@@ -5,7 +5,7 @@
     edges.py        API keys and the body limit before any route; errors in OpenAI's shape
     batching.py     the model worker: concurrent requests join the next generation batch
     completions.py  chat and text completions of the local model
-    rag.py          the RAG models (lectern-rag/<collection>, with sources) and /v1/summarize
+    rag_models.py   the RAG models (lectern-rag/<collection>, with sources) and /v1/summarize
     embeddings.py   /v1/embeddings over the ingestion embedder
     answers.py      the one loop from a generation's events to a response or an event stream
 

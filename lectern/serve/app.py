@@ -1,7 +1,7 @@
 """The FastAPI app of `lectern serve`: the routes over one loaded model, its Batcher and the collections.
 
 Every error leaves in OpenAI's shape (edges.py); chat and text completions go through the batcher
-(completions.py), RAG models and summaries through lectern's chains (rag.py), embeddings through the
+(completions.py), RAG models and summaries through lectern's chains (rag_models.py), embeddings through the
 ingestion embedder (embeddings.py); answers.py is the one loop that turns a generation into a
 response or an event stream.
 """
@@ -45,7 +45,7 @@ from lectern.serve.protocol import (
     now,
     parse_body,
 )
-from lectern.serve.rag import rag_chat, summarize_request
+from lectern.serve.rag_models import rag_chat, summarize_request
 
 if TYPE_CHECKING:
     import uvicorn

@@ -268,7 +268,7 @@ class ChatRequest(GenerationRequest):
     # RAG models only: how many chunks, which retrieval mode, which sources to search
     k: int | None = Field(None, ge=1, le=50)
     mode: Literal["hybrid", "dense", "bm25"] | None = None
-    sources: list[DocPath] | None = Field(None, max_length=1000)  # a document's path, see rag.py
+    sources: list[DocPath] | None = Field(None, max_length=1000)  # a document's path, see rag_models.py
     # the local model's tool calling
     tools: list[ToolSpec] | None = Field(None, min_length=1)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
@@ -365,7 +365,7 @@ class SummarizeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     collection: Name | None = None
-    source: DocPath | None = None  # a document's path, see rag.py
+    source: DocPath | None = None  # a document's path, see rag_models.py
     query: str | None = None
     method: Literal["auto", "stuff", "refine", "map_reduce"] = "auto"
     max_tokens: int | None = Field(None, ge=1)
