@@ -1,13 +1,20 @@
 """`lectern serve`: an OpenAI-compatible API server for the local model and lectern's RAG chains.
 
-    app.py          the FastAPI app: its routes over the loaded model, the batcher and the collections
-    protocol.py     request bodies and response shapes (OpenAI's wire format, lectern's extras)
-    edges.py        API keys and the body limit before any route; errors in OpenAI's shape
-    batching.py     the model worker: concurrent requests join the next generation batch
-    completions.py  chat and text completions of the local model
-    rag_models.py   the RAG models (lectern-rag/<collection>, with sources) and /v1/summarize
-    embeddings.py   /v1/embeddings over the ingestion embedder
-    answers.py      the one loop from a generation's events to a response or an event stream
+    app.py            the FastAPI app: its routes over the loaded model, the batcher and the collections
+    protocol.py       request bodies and response shapes (OpenAI's wire format, lectern's extras)
+    edges.py          API keys and the body limit before any route; errors in OpenAI's shape
+    jobs.py           a generation: its sampling, the events it sends, how it finished
+    request_queue.py  the model worker: concurrent requests join the next generation batch
+    static_batch.py   the local transformers model, a batch in one `generate` call
+    one_at_a_time.py  any other model, one request at a time
+    continuous.py     continuous batching on llama.cpp
+    stop_strings.py   a reply cut at stop strings, a possible one held back
+    queued_model.py   the worker as a chat model, for the chains
+    tool_replies.py   tool calls read from a reply as it streams
+    completions.py    chat and text completions of the local model
+    rag_models.py     the RAG models (lectern-rag/<collection>, with sources) and /v1/summarize
+    embeddings.py     /v1/embeddings over the ingestion embedder
+    answers.py        the one loop from a generation's events to a response or an event stream
 
 `run` is what the CLI calls: it refuses a non-loopback address without a key (lectern.exposure),
 loads the model once and serves with uvicorn.

@@ -13,8 +13,8 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from lectern.serve.batching import Event
 from lectern.serve.edges import as_api_error
+from lectern.serve.jobs import Event
 from lectern.serve.protocol import (
     Shape,
     error_body,

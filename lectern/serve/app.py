@@ -30,7 +30,6 @@ from lectern.errors import (
     UnknownModel,
 )
 from lectern.rag.settings import Settings
-from lectern.serve.batching import Batcher, QueuedChatModel, make_batcher
 from lectern.serve.completions import generate, make_job, to_messages
 from lectern.serve.edges import Gate, error_response, http_error
 from lectern.serve.embeddings import embed
@@ -45,12 +44,14 @@ from lectern.serve.protocol import (
     now,
     parse_body,
 )
+from lectern.serve.queued_model import QueuedChatModel
 from lectern.serve.rag_models import rag_chat, summarize_request
+from lectern.serve.request_queue import Batcher
 
 if TYPE_CHECKING:
     import uvicorn
 
-    from lectern.serve.batching import Event
+    from lectern.serve.jobs import Event
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 BODIES: dict[str, type[BaseModel]] = {
@@ -69,7 +70,7 @@ T = TypeVar("T", bound=BaseModel)
 class ServeOptions:
     api_keys: Sequence[str] = ()
     collection: str | None = None  # the default collection of /v1/summarize
-    max_batch: int | None = None  # None: batching.CONTINUOUS_ROWS or STATIC_BATCH; 1: one at a time
+    max_batch: int | None = None  # None: CONTINUOUS_ROWS or STATIC_BATCH; 1: one at a time
     max_queue: int = 32  # waiting requests past which the server answers 503
     max_body_bytes: int = MAX_BODY_BYTES
 
@@ -149,6 +150,28 @@ class Server:
             max_new_tokens=max_tokens or self.settings.llm.max_new_tokens,
             temperature=temperature if temperature is not None else self.settings.llm.temperature,
         )
+
+
+CONTINUOUS_ROWS, STATIC_BATCH = 32, 8
+"""`--max-batch` when not given: rows of continuous batching on llama.cpp (a row costs a sequence
+id; the cache's cells are shared, so 32 rows take no more memory than 8 and 32 clients all get a
+first token after their prompts, not after the first 8 replies: docs/BENCHMARKS.md), and requests
+per static batch on transformers (each padded to the longest)."""
+
+
+def make_batcher(llm: BaseChatModel, *, max_batch: int | None = None, max_queue: int = 32) -> Batcher:
+    """The server's model worker: continuous batching on llama.cpp (lectern.serve.continuous) when
+    more than one row may run; otherwise the Batcher (static batches on transformers, one request
+    at a time for any other model)."""
+    from lectern.rag.llm.llamacpp import LlamaCppChatModel
+
+    if isinstance(llm, LlamaCppChatModel) and max_batch != 1:
+        from lectern.serve.continuous import ContinuousBatcher, LlamaSteps
+
+        rows = max_batch or CONTINUOUS_ROWS
+        steps = LlamaSteps(llm, rows)  # made here: a context llama.cpp refuses stops the start
+        return ContinuousBatcher(llm, steps, max_batch=rows, max_queue=max_queue)
+    return Batcher(llm, max_batch=max_batch or STATIC_BATCH, max_queue=max_queue)
 
 
 def build_app(settings: Settings, llm: BaseChatModel, options: ServeOptions | None = None) -> FastAPI:

@@ -16,7 +16,7 @@ from lectern.errors import APIError, ContextTooLong, InvalidInput, ToolsUnsuppor
 from lectern.rag.llm.structured import check_schema, tool_call_schema
 from lectern.rag.llm.templated import TemplatedChatModel
 from lectern.serve.answers import Ending, async_sink, respond
-from lectern.serve.batching import Event, Finish, Job, Sampling
+from lectern.serve.jobs import Event, Finish, Job, Sampling
 from lectern.serve.protocol import (
     ChatRequest,
     GenerationRequest,

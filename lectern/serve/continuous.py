@@ -36,7 +36,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lectern.errors import BackendUnavailable
-from lectern.serve.batching import Batcher, Emitter, Finish, Job
+from lectern.serve.jobs import Finish, Job
+from lectern.serve.request_queue import Batcher
+from lectern.serve.stop_strings import Emitter
 
 PREFILL_TOKENS = 128
 """Prompt tokens fed per step while other rows are generating: on 2 cores a step with a chunk this

@@ -16,8 +16,8 @@ from lectern.errors import (
     UnknownModel,
 )
 from lectern.serve.answers import Ending, async_sink, respond, watching
-from lectern.serve.batching import Event, QueuedChatModel
 from lectern.serve.completions import unconstrained
+from lectern.serve.jobs import Event
 from lectern.serve.protocol import (
     RAG_PREFIX,
     ChatRequest,
@@ -27,6 +27,7 @@ from lectern.serve.protocol import (
     now,
     usage,
 )
+from lectern.serve.queued_model import QueuedChatModel
 
 if TYPE_CHECKING:
     from lectern.serve.app import Server

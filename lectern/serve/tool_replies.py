@@ -21,7 +21,7 @@ from typing import Any
 from langchain_core.messages import ToolCall
 
 from lectern.rag.llm.tool_calls import CLOSE, OPEN, parse_tool_calls
-from lectern.serve.batching import _held_back
+from lectern.serve.stop_strings import held_back
 
 
 class ToolReply:
@@ -36,7 +36,7 @@ class ToolReply:
         if self.text.lstrip().startswith("{"):
             return ""
         cut = self.text.find(OPEN)
-        safe = self.text[:cut] if cut >= 0 else self.text[: len(self.text) - _held_back(self.text, [OPEN])]
+        safe = self.text[:cut] if cut >= 0 else self.text[: len(self.text) - held_back(self.text, [OPEN])]
         if len(safe) <= len(self.sent):
             return ""
         new, self.sent = safe[len(self.sent) :], safe

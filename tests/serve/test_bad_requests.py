@@ -24,7 +24,8 @@ from langchain_core.outputs import ChatGenerationChunk
 from lectern.errors import InvalidInput
 from lectern.rag.fake import DONT_KNOW, FakeChatModel
 from lectern.serve.app import ServeOptions
-from lectern.serve.batching import Batcher, Event, Finish, Job, Sampling
+from lectern.serve.jobs import Event, Finish, Job, Sampling
+from lectern.serve.request_queue import Batcher
 from tests.serve.conftest import health, serving, wait_for
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "Hello there"}]}

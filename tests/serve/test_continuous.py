@@ -14,8 +14,8 @@ import pytest
 
 from lectern.rag.fake import FakeChatModel
 from lectern.serve import continuous
-from lectern.serve.batching import Event, Finish, Job, Sampling
 from lectern.serve.continuous import ContinuousBatcher, Item
+from lectern.serve.jobs import Event, Finish, Job, Sampling
 
 END, POISON = 0, 99
 LETTERS = "abcdefghijklmnopqrstuvwxyz ."  # tokens 1..28
