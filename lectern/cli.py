@@ -312,10 +312,6 @@ def ingest(
                 "ingest.ray": {"address": address},
             },
         )
-        if include:
-            settings.ingest.include = include
-        if exclude:
-            settings.ingest.exclude = [*settings.ingest.exclude, *exclude]
         ws = _workspace(collection, settings)
         ws.embed_settings()  # the collection keeps its profile: another one is an error, before any work
         # Loads no model (that waits for the first chunk to embed), but a first `fast` ingest on this
@@ -342,7 +338,9 @@ def ingest(
                     task, description="ingesting", total=p.files_total, completed=p.files_done, detail=detail
                 )
 
-            report = ws.ingest(paths, progress=show, force=force)
+            report = ws.ingest(
+                paths, progress=show, force=force, include=include or (), exclude=exclude or ()
+            )
         _print_report(report, as_json)
         if not report.ok:
             raise typer.Exit(EXIT_FAILED_FILES)
@@ -378,7 +376,6 @@ def delete(
     """Remove documents from a collection, without rebuilding the rest."""
     with _edge():
         ws = _workspace(collection, _settings(data_dir))
-        ws.collection()
         result = ws.delete(sources)
         missing = [s for s, n in result.items() if n < 0]
         for s, n in result.items():

@@ -284,12 +284,26 @@ class Workspace:
 
     # -- ingestion -----------------------------------------------------------------------------
     def ingest(
-        self, paths: Iterable[str | Path], *, progress: ProgressFn | None = None, force: bool = False
+        self,
+        paths: Iterable[str | Path],
+        *,
+        progress: ProgressFn | None = None,
+        force: bool = False,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
     ) -> IngestReport:
+        """Ingest files and folders. `include` globs replace ingest.include for this ingest, and
+        `exclude` globs are passed over besides ingest.exclude (`lectern ingest --include/--exclude`)."""
         embedder = self.embedder
-        ocr_cache = self.settings.ingest.ocr_cache or str(self.settings.cache_dir / "ocr")
-        config = self.settings.ingest.model_copy(
-            update={"embed": self.embed_settings(), "ocr_cache": ocr_cache}
+        ingest_settings = self.settings.ingest
+        ocr_cache = ingest_settings.ocr_cache or str(self.settings.cache_dir / "ocr")
+        config = ingest_settings.model_copy(
+            update={
+                "embed": self.embed_settings(),
+                "ocr_cache": ocr_cache,
+                "include": list(include) or ingest_settings.include,
+                "exclude": [*ingest_settings.exclude, *exclude],
+            }
         )
         if not self.exists:
             open_collection(self.target, embedder, config).close()
@@ -308,6 +322,9 @@ class Workspace:
         return key
 
     def delete(self, sources: Sequence[str | Path]) -> dict[str, int]:
+        """Remove documents: chunks removed per source as given, -1 for one the collection does not
+        hold; CollectionNotFound when there is no such collection."""
+        self.collection()
         return delete(self.target, [str(s) for s in sources], self.settings.ingest.lock_timeout_s)
 
     def documents(self) -> list[DocumentRow]:

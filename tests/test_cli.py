@@ -91,6 +91,19 @@ def test_list_and_delete(runner: CliRunner, docs: Path) -> None:
     assert missing.exit_code == 1 and "not in collection" in missing.output
 
 
+def test_ingest_include_and_exclude_flags(runner: CliRunner, docs: Path) -> None:
+    """--include replaces ingest.include; --exclude adds to ingest.exclude (the default's hidden files
+    stay excluded)."""
+    (docs / "notes.txt").write_text("Notes\n\nThe harbour master keeps notes.\n")
+    (docs / ".hidden.txt").write_text("Hidden\n\nA hidden file.\n")
+    result = run(
+        runner, "ingest", str(docs), "-c", "notes", "--include", "*.txt", "--exclude", "notes.*", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    added = sorted(Path(f["path"]).name for f in json.loads(result.output)["files"] if f["status"] == "added")
+    assert added == ["otters.txt"]
+
+
 def test_ingest_with_a_corrupt_file_exits_1_and_names_it(runner: CliRunner, docs: Path) -> None:
     (docs / "broken.pdf").write_bytes(text_pdf()[:300])
     result = run(runner, "ingest", str(docs), "-c", "notes")

@@ -1,6 +1,7 @@
 """The rules the CLI once held itself, now the library's (rag.workspace): summarizing a file the
-collection does not hold yet ingests it first, and `migrate` resolves its locations and refuses an
-unnamed or missing source before copying anything."""
+collection does not hold yet ingests it first, `migrate` resolves its locations and refuses an
+unnamed or missing source before copying anything, an ingest's own --include/--exclude globs leave
+the settings as they were, and deleting from a missing collection is CollectionNotFound."""
 
 from __future__ import annotations
 
@@ -54,3 +55,23 @@ def test_migrate_refuses_before_copying(settings: Settings) -> None:
         migrate_collection("faiss:../up", "faiss:copy", settings)
     with pytest.raises(LecternError, match="store location"):
         migrate_collection("sqlite:x", "faiss:copy", settings)
+
+
+def test_an_ingests_own_globs_apply_to_it_alone(fake_ws: Workspace, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("a.md", "b.md", "c.txt"):
+        (docs / name).write_text(f"{name}\n\nSome text of {name}.\n")
+    before = fake_ws.settings.model_dump()
+    report = fake_ws.ingest([docs], include=["*.md"], exclude=["b.*"])
+    assert sorted(Path(r.path).name for r in report.results if r.status == "added") == ["a.md"]
+    assert fake_ws.settings.model_dump() == before  # the settings are not changed by the call
+    again = fake_ws.ingest([docs])  # the settings' own globs: every file, a.md unchanged
+    assert sorted(Path(r.path).name for r in again.results if r.status == "added") == ["b.md", "c.txt"]
+
+
+def test_deleting_from_a_missing_collection_names_the_ones_there_are(fake_ws: Workspace) -> None:
+    assert not fake_ws.exists
+    with pytest.raises(CollectionNotFound):
+        fake_ws.delete(["x.txt"])
+    assert not fake_ws.exists
