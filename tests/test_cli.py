@@ -178,7 +178,7 @@ def test_ui_serves_the_app_without_the_developer_toolbar(
     import lectern.cli
 
     calls: list[tuple[list[str], dict[str, str]]] = []
-    monkeypatch.setattr(lectern.cli, "_exec", lambda cmd, env: calls.append((cmd, env)))
+    monkeypatch.setattr(lectern.cli.ui, "replace_process", lambda cmd, env: calls.append((cmd, env)))
     result = run(runner, "ui", "-c", "notes", "--port", "8642", "--data-dir", str(tmp_path / "d"))
     assert result.exit_code == 0, result.output
     [(cmd, env)] = calls
@@ -227,7 +227,7 @@ def test_ui_beyond_loopback_needs_a_password_or_a_logged_opt_out(
     import lectern.cli
 
     calls: list[dict[str, str]] = []
-    monkeypatch.setattr(lectern.cli, "_exec", lambda cmd, env: calls.append(env))
+    monkeypatch.setattr(lectern.cli.ui, "replace_process", lambda cmd, env: calls.append(env))
     monkeypatch.delenv("LECTERN_UI_PASSWORD", raising=False)
     for host in ("0.0.0.0", "192.168.1.10", "::", "example.org"):
         result = run(runner, "ui", "--host", host)

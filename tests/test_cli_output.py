@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lectern.cli import app, distinguishing
+from lectern.cli import app
+from lectern.cli.ingest import distinguishing
 from tests.conftest import FAKE_MODELS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -40,7 +40,9 @@ def started(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> list[tuple[str, 
     monkeypatch.delenv("LECTERN_SERVE_API_KEY", raising=False)
     monkeypatch.setenv("LECTERN_DATA_DIR", str(data_dir))
     monkeypatch.setattr(
-        lectern.cli, "_exec", lambda cmd, env: calls.append(("ui", cmd[cmd.index("--server.address") + 1]))
+        lectern.cli.ui,
+        "replace_process",
+        lambda cmd, env: calls.append(("ui", cmd[cmd.index("--server.address") + 1])),
     )
     monkeypatch.setattr(lectern.serve, "run", lambda settings, **kw: calls.append(("serve", kw["host"])))
     return calls

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lectern.cli import EXIT_INTERNAL, EXIT_USAGE, app
+from lectern.cli import app
+from lectern.cli.edge import EXIT_INTERNAL, EXIT_USAGE
 from lectern.errors import InvalidInput, InvalidName
 from lectern.rag.workspace import Workspace
 

@@ -65,7 +65,7 @@ def test_json_output_keeps_the_text_as_it_is(runner: CliRunner, forum: Path) -> 
 def test_the_helper_escapes_markup_and_controls() -> None:
     from rich.console import Console
 
-    from lectern.cli import shown
+    from lectern.cli.output import shown
 
     console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
     for tag in [*MARKUP, "a\x1b[2Jb", "bell\x07", "nul\x00", "bad\udcff.txt", "tab\tok"]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lectern.cli import EXIT_USAGE, app
+from lectern.cli import app
+from lectern.cli.edge import EXIT_USAGE
 from lectern.errors import SettingsError
 from lectern.rag.settings import load_settings
 from tests.hostile.conftest import no_traceback

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lectern.cli import EXIT_FAILED_FILES, EXIT_USAGE, app
+from lectern.cli import app
+from lectern.cli.edge import EXIT_FAILED_FILES, EXIT_USAGE
 from tests.hostile.conftest import no_traceback
 
 

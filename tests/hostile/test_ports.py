@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lectern.cli import EXIT_USAGE, app
+from lectern.cli import app
+from lectern.cli.edge import EXIT_USAGE
 from tests.fixtures.ui_server import LECTERN, child_env, free_port, lectern_serve
 from tests.hostile.conftest import no_traceback
 
@@ -33,7 +34,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     import lectern.rag.workspace
 
     monkeypatch.setattr(lectern.rag.workspace, "shared_llm", lambda *a, **k: calls.append("model"))
-    monkeypatch.setattr(lectern.cli, "_exec", lambda *a, **k: calls.append("exec"))
+    monkeypatch.setattr(lectern.cli.ui, "replace_process", lambda *a, **k: calls.append("exec"))
     return calls
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lectern.cli import _settings
+from lectern.cli.edge import settings_from_flags
 from lectern.rag.settings import Settings, load_settings
 
 
@@ -43,7 +43,7 @@ def test_each_layer_overrides_the_one_below(
     assert picked(load_settings()) == (8, 100, 0.2, "few_shot")
 
     assert picked(load_settings(retrieval={"k": 9})) == (9, 100, 0.2, "few_shot")  # the API's overrides
-    cli = _settings(None, retrieval={"k": 9, "mode": None}, llm={"max_new_tokens": None})
+    cli = settings_from_flags(None, retrieval={"k": 9, "mode": None}, llm={"max_new_tokens": None})
     assert picked(cli) == (9, 100, 0.2, "few_shot")  # a flag left out (None) overrides nothing
 
 
@@ -60,7 +60,7 @@ def test_the_data_dir_itself_follows_the_same_order(
     assert load_settings().data_dir == local and load_settings().retrieval.k == 12
     monkeypatch.setenv("LECTERN_DATA_DIR", str(data_dir))
     assert load_settings().data_dir == data_dir and load_settings().retrieval.k == 11
-    settings = _settings(flag)
+    settings = settings_from_flags(flag)
     assert settings.data_dir == flag and settings.retrieval.k == 13
 
 

@@ -1,0 +1,5 @@
+"""`python -m lectern.cli`: the `lectern` command."""
+
+from lectern.cli import main
+
+main()
