@@ -43,7 +43,7 @@ def serve(
     """Serve the model and the collections over an OpenAI-compatible API (/v1/chat/completions...)."""
     from lectern.exposure import API_SERVER, check_exposure
     from lectern.serve import run
-    from lectern.serve.app import ServeOptions
+    from lectern.serve.server import ServeOptions
 
     with edge():
         options = ServeOptions(

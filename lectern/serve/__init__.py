@@ -1,6 +1,7 @@
 """`lectern serve`: an OpenAI-compatible API server for the local model and lectern's RAG chains.
 
-    app.py            the FastAPI app: its routes over the loaded model, the batcher and the collections
+    app.py            the FastAPI app: its routes
+    server.py         what the routes share: the settings, the loaded model, its worker, the collections
     protocol.py       request bodies and response shapes (OpenAI's wire format, lectern's extras)
     edges.py          API keys and the body limit before any route; errors in OpenAI's shape
     jobs.py           a generation: its sampling, the events it sends, how it finished
@@ -31,7 +32,7 @@ from lectern.exposure import API_SERVER, bare_host, check_exposure
 
 if TYPE_CHECKING:
     from lectern.rag.settings import Settings
-    from lectern.serve.app import ServeOptions
+    from lectern.serve.server import ServeOptions
 
 log = logging.getLogger("lectern.serve")
 

@@ -29,7 +29,7 @@ from lectern.serve.protocol import (
 from lectern.serve.tool_replies import ToolReply
 
 if TYPE_CHECKING:
-    from lectern.serve.app import Server
+    from lectern.serve.server import Server
 
 
 def to_messages(messages: list[Message]) -> list[BaseMessage]:

@@ -37,7 +37,7 @@ from lectern.serve.protocol import (
 )
 
 if TYPE_CHECKING:
-    from lectern.serve.app import ServeOptions
+    from lectern.serve.server import ServeOptions
 
 log = logging.getLogger("lectern.serve")
 

@@ -15,7 +15,7 @@ from lectern.serve.protocol import (
 )
 
 if TYPE_CHECKING:
-    from lectern.serve.app import Server
+    from lectern.serve.server import Server
 
 
 def embed(server: Server, body: EmbeddingRequest) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from lectern.serve.protocol import (
 from lectern.serve.queued_model import QueuedChatModel
 
 if TYPE_CHECKING:
-    from lectern.serve.app import Server
+    from lectern.serve.server import Server
 
 
 def sources_of(answer: Any) -> list[dict[str, Any]]:

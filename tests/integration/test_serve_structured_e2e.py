@@ -21,7 +21,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from lectern.rag.llm.structured import validate
-from lectern.serve.app import CONTINUOUS_ROWS
+from lectern.serve.server import CONTINUOUS_ROWS
 from tests.fixtures.ui_server import child_env, lectern_serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

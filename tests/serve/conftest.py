@@ -52,7 +52,8 @@ class FailingFake(FakeChatModel):
 def serving_uvicorn(settings: Any, llm: Any, **options: Any) -> Iterator[tuple[str, Any]]:
     """`build_app` under the uvicorn server `lectern serve` runs, on a free loopback port; yields the
     base URL and that server (its handle_exit is what a SIGTERM calls)."""
-    from lectern.serve.app import ServeOptions, build_app, uvicorn_server
+    from lectern.serve.app import build_app, uvicorn_server
+    from lectern.serve.server import ServeOptions
 
     app = build_app(settings, llm, ServeOptions(**options))
     port = free_port()

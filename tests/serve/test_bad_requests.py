@@ -23,9 +23,9 @@ from langchain_core.outputs import ChatGenerationChunk
 
 from lectern.errors import InvalidInput
 from lectern.rag.fake import DONT_KNOW, FakeChatModel
-from lectern.serve.app import ServeOptions
 from lectern.serve.jobs import Event, Finish, Job, Sampling
 from lectern.serve.request_queue import Batcher
+from lectern.serve.server import ServeOptions
 from tests.serve.conftest import health, serving, wait_for
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "Hello there"}]}

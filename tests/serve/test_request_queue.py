@@ -49,7 +49,7 @@ def test_the_refused_are_told_to_come_back_one_batch_apart() -> None:
 def test_max_batch_left_out_is_the_backends_own() -> None:
     """Continuous rows on llama.cpp (tests/integration/test_serve_structured_e2e.py reads them off a
     real server), static batches of STATIC_BATCH otherwise; 1 is one at a time on both."""
-    from lectern.serve.app import STATIC_BATCH, make_batcher
+    from lectern.serve.server import STATIC_BATCH, make_batcher
 
     for asked, served in ((None, STATIC_BATCH), (1, 1), (3, 3)):
         batcher = make_batcher(FakeChatModel(), max_batch=asked)
