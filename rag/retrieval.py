@@ -1,8 +1,8 @@
 """Dense, BM25 and hybrid retrieval over a collection, with filters before the top-k cut, and MMR.
 
-Hybrid fusion scores the union of both candidate lists exactly in both spaces (no candidate gets a
-made-up zero because the other list missed it), rescales each score to [0, 1] over the candidates,
-and mixes them with the configured weights. Exposed as a small API (`Searcher.search`) and as a
+The question is embedded and cut into terms here; the store searches (the fusion of a hybrid search
+is the store's: ingest.fusion for faiss, Milvus's hybrid_search and store.ranker for milvus). MMR then
+diversifies the store's candidates. Exposed as a small API (`Searcher.search`) and as a
 langchain-core BaseRetriever for users' own chains.
 """
 
