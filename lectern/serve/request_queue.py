@@ -5,7 +5,7 @@ a client should honour (Retry-After).
 The local transformers model runs a batch together (static_batch.py); any other model is served one
 request at a time (one_at_a_time.py), with the same events and cancellation. llama.cpp with more than
 one row is batched continuously instead (lectern.serve.continuous, a subclass of this Batcher;
-lectern.serve.app.make_batcher picks it). A job that fails in a batch is run again alone, so one bad
+lectern.serve.server.make_batcher picks it). A job that fails in a batch is run again alone, so one bad
 row does not fail the others.
 """
 
