@@ -39,7 +39,8 @@ def requantize(llama_cpp: Any, source: Path, kind: str, folder: Path, threads: i
 
 def main() -> None:
     from bench.serve import machine
-    from lectern.rag.llm.llamacpp import import_llama_cpp, physical_cores, typical_answer_seconds
+    from lectern.rag.llm.llamacpp import physical_cores, typical_answer_seconds
+    from lectern.rag.llm.llamacpp_import import import_llama_cpp
     from lectern.rag.models import gguf_file
     from lectern.rag.settings import load_settings
 

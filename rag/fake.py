@@ -27,7 +27,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
-from lectern.rag.llm import LecternChatModel
+from lectern.rag.llm.base import LecternChatModel
 from lectern.rag.llm.tool_calls import format_tool_call, parse_tool_calls
 
 DONT_KNOW = "I don't know based on the documents."

@@ -13,7 +13,9 @@ it comes back), so the agent's final answer cites chunks as the QA chain's does;
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from langchain_core.documents import Document
 from langchain_core.tools import BaseTool, StructuredTool
@@ -24,10 +26,34 @@ from lectern.rag.prompts import format_sources
 from lectern.rag.types import Context
 
 if TYPE_CHECKING:
-    from lectern.rag.workspace import Workspace
+    from lectern.rag.retrieval import Hit
+    from lectern.rag.types import SummaryResult
 
 MAX_K = 10
 _PAGES = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+
+
+class Library(Protocol):
+    """What the tools use of a collection. rag.workspace.Workspace is one; it is named by its shape
+    here, not imported, since the Workspace builds the tools (Workspace.agent)."""
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int | None = None,
+        sources: Sequence[str | Path] = (),
+        page_min: int | None = None,
+        page_max: int | None = None,
+    ) -> list[Hit]: ...
+
+    def scope_documents(self, *, source: str | Path | None = None) -> tuple[list[Document], str]: ...
+
+    def summarize(
+        self, *, source: str | Path | None = None, query: str | None = None, method: str = "auto"
+    ) -> SummaryResult: ...
+
+    def documents(self) -> Sequence[Any]: ...  # DocumentRow: source, title, pages, chunks
 
 
 class SourceBook:
@@ -87,7 +113,7 @@ def page_range(pages: str | None) -> tuple[int | None, int | None]:
     return low, high
 
 
-def build_tools(ws: Workspace, book: SourceBook) -> list[BaseTool]:
+def build_tools(ws: Library, book: SourceBook) -> list[BaseTool]:
     """search, read, summarize and list_documents over `ws`'s collection, numbering into `book`."""
 
     def shown(docs: list[Document], empty: str) -> tuple[str, list[Context]]:

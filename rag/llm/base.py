@@ -5,6 +5,7 @@ cutting at a stop string)."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any, cast
@@ -19,6 +20,7 @@ from langchain_core.messages import (
     HumanMessage,
     SystemMessage,
 )
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk
 
 from lectern.errors import Stopped
@@ -46,8 +48,6 @@ class LecternChatModel(BaseChatModel):
     ) -> ChatGenerationChunk:
         """A streamed reply as one chunk, for when tools are bound: a tool call is only known once the
         whole reply is in. Both backends' `_stream` use it."""
-        from lectern.rag.llm.tool_calls import as_chunk
-
         reply = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
         return ChatGenerationChunk(message=as_chunk(cast(AIMessage, reply)))
 
@@ -72,6 +72,17 @@ def fit_check(
     tokens = llm.get_num_tokens_from_messages(llm._convert_input(messages).to_messages())
     ensure_fits(llm, tokens, reserve, field)  # the one overflow check (rag.window)
     return tokens
+
+
+def as_chunk(message: AIMessage) -> AIMessageChunk:
+    """A parsed reply as one stream chunk, its tool calls as chunks that merge back to the same calls."""
+    return AIMessageChunk(
+        content=message.content,
+        tool_call_chunks=[
+            tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
+            for i, c in enumerate(message.tool_calls)
+        ],
+    )
 
 
 def to_chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:

@@ -33,6 +33,7 @@ from pydantic import ConfigDict, Field
 
 from lectern.errors import BackendUnavailable, ContextTooLong, CorruptModel, InvalidInput, ModelNotFound
 from lectern.rag.llm.base import Interrupt
+from lectern.rag.llm.llamacpp_import import import_llama_cpp
 from lectern.rag.llm.local import CPU_WINDOW
 from lectern.rag.llm.structured import llama_grammar
 from lectern.rag.llm.templated import TemplatedChatModel, render_chat_template, usage
@@ -47,27 +48,6 @@ from lectern.rag.models import (
     installed,
 )
 from lectern.rag.settings import LLMSettings
-
-INSTALL = "pip install llama-cpp-python==0.3.36 (make setup installs it)"
-"""How to get the backend: built from source for this CPU (a CUDA build: docs/LLM.md)."""
-
-
-def import_llama_cpp() -> Any:
-    """The llama_cpp module, or BackendUnavailable saying how to install it.
-
-    Its OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE, unless the environment says
-    otherwise; read once, when llama.cpp's libgomp loads): spinning, a thread that waits for one the
-    system descheduled holds a core the other needs. On 2 cores shared with other jobs (load 7.9),
-    24 tokens of Qwen 0.5B took 14-69 s with 2 spinning threads, 3.6-8.1 s with one, and 4.5-5.3 s
-    with 2 passive threads (docs/LLM.md)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    try:
-        import llama_cpp
-    except ImportError as error:  # missing, or its shared library does not load
-        raise BackendUnavailable(
-            "llamacpp", f"llama-cpp-python is not installed ({error}); run: {INSTALL}, or use --backend local"
-        ) from None
-    return llama_cpp
 
 
 def gpu_offload() -> bool:

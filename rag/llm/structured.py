@@ -133,7 +133,7 @@ def validate(value: Any, schema: dict[str, Any]) -> None:
 @lru_cache(maxsize=64)
 def gbnf(key: str) -> str:
     """The GBNF grammar of the schema whose schema_key is `key` (pure Python, no model needed)."""
-    from lectern.rag.llm.llamacpp import import_llama_cpp
+    from lectern.rag.llm.llamacpp_import import import_llama_cpp
 
     import_llama_cpp()  # its threads' wait policy is set before llama.cpp loads
     from llama_cpp.llama_grammar import json_schema_to_gbnf

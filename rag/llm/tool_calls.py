@@ -25,13 +25,12 @@ from typing import Any
 
 from langchain_core.messages import (
     AIMessage,
-    AIMessageChunk,
     BaseMessage,
     InvalidToolCall,
     ToolCall,
     ToolMessage,
 )
-from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
+from langchain_core.messages.tool import invalid_tool_call, tool_call
 
 from lectern.rag.llm.base import to_chat_dicts
 
@@ -221,14 +220,3 @@ def from_openai_tool_calls(raw: list[dict[str, Any]] | None) -> tuple[list[ToolC
             continue
         calls.append(tool_call(name=name, args=args, id=call_id))
     return calls, invalid
-
-
-def as_chunk(message: AIMessage) -> AIMessageChunk:
-    """A parsed reply as one stream chunk, its tool calls as chunks that merge back to the same calls."""
-    return AIMessageChunk(
-        content=message.content,
-        tool_call_chunks=[
-            tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
-            for i, c in enumerate(message.tool_calls)
-        ],
-    )
