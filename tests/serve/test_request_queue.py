@@ -44,16 +44,3 @@ def test_the_refused_are_told_to_come_back_one_batch_apart() -> None:
         waits.append(caught.value.retry_after_s)
     # 2 waiting = one batch ahead after the running one; each refused one takes a place ahead of the next
     assert waits == [6.0, 6.0, 9.0, 9.0]
-
-
-def test_max_batch_left_out_is_the_backends_own() -> None:
-    """Continuous rows on llama.cpp (tests/integration/test_serve_structured_e2e.py reads them off a
-    real server), static batches of STATIC_BATCH otherwise; 1 is one at a time on both."""
-    from lectern.serve.server import STATIC_BATCH, make_batcher
-
-    for asked, served in ((None, STATIC_BATCH), (1, 1), (3, 3)):
-        batcher = make_batcher(FakeChatModel(), max_batch=asked)
-        try:
-            assert type(batcher) is Batcher and batcher.max_batch == served
-        finally:
-            batcher.close()
