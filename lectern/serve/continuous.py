@@ -365,7 +365,7 @@ class LlamaSteps:
     def __init__(self, llm: Any, slots: int) -> None:
         from llama_cpp import _internals
 
-        from lectern.rag.llm.llamacpp import import_llama_cpp
+        from lectern.rag.llm.llamacpp_import import import_llama_cpp
 
         self.cpp = import_llama_cpp()
         self.llm = llm
