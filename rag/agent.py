@@ -32,7 +32,6 @@ them no fact from its own passages (rag.subjects.misattributed).
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -47,7 +46,7 @@ from langchain_core.tools import BaseTool
 from pydantic import BaseModel, Field, ValidationError
 
 from lectern.errors import LecternError
-from lectern.rag.citations import CITATION
+from lectern.rag.citations import renumber_citations
 from lectern.rag.llm.base import check_stop
 from lectern.rag.plan import (
     PLAN_SEARCHES,
@@ -367,12 +366,7 @@ def joined(question: str, answers: Sequence[Answer]) -> Answer:
                 numbers_of[key] = len(contexts) + 1
                 contexts.append(ctx.model_copy(update={"number": numbers_of[key]}))
             new[ctx.number] = numbers_of[key]
-
-        def renumber(match: re.Match[str], new: dict[int, int] = new) -> str:
-            old = [int(n) for n in re.split(r"[,;]", match.group(1))]
-            return "[" + ", ".join(str(new.get(n, n)) for n in old) + "]"
-
-        texts.append(CITATION.sub(renumber, answer.answer))
+        texts.append(renumber_citations(answer.answer, new))
         for citation in answer.citations:
             number = new.get(citation.number, citation.number)
             citations.setdefault(number, citation.model_copy(update={"number": number}))

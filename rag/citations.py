@@ -15,7 +15,7 @@ its subject.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 from lectern.ingest import bm25_terms
@@ -60,6 +60,16 @@ def strip_citations(text: str, numbers: set[int]) -> str:
         return f"{match.group(1)}[{', '.join(kept)}]" if kept else ""
 
     return re.sub(r"(\s?)" + CITATION.pattern, keep, text)
+
+
+def renumber_citations(text: str, numbers: Mapping[int, int]) -> str:
+    """The [n] markers with each n replaced by `numbers[n]` (a number not in it kept)."""
+
+    def renumber(match: re.Match[str]) -> str:
+        cited = [int(n) for n in re.split(r"[,;]", match.group(1))]
+        return "[" + ", ".join(str(numbers.get(n, n)) for n in cited) + "]"
+
+    return CITATION.sub(renumber, text)
 
 
 def without_markers(text: str) -> str:
