@@ -71,3 +71,19 @@ def test_real_model_tool_reply_parses_without_error(ws: Workspace) -> None:
     call = reply.tool_calls[0]
     args = SearchArgs.model_validate(call["args"])
     assert call["id"] and "marrow" in args.query.lower(), reply
+
+
+@pytest.mark.e2e
+def test_a_two_part_question_is_asked_part_by_part_with_the_default_model(ws: Workspace) -> None:
+    """Asked both at once, the 0.5B states one fact; each part is asked alone (a model call each) and
+    the answers joined, each part's fact from the sample PDF."""
+    question = "Who designed the Marrow Point lighthouse tower, and how many steps does the tower have?"
+    result = ws.agent(token_budget=8000).invoke(question)
+    trace = "\n".join(map(str, result.steps))
+    models = [s for s in result.steps if s.kind == "model"]
+    assert len(models) == 3 and all(s.tokens > 0 for s in models), trace  # the plan, then each part
+    answer = result.answer
+    assert not answer.abstained and "Varley" in answer.answer and "143" in answer.answer, trace
+    shown = {c.chunk_id for c in answer.contexts}
+    assert answer.citations and all(c.chunk_id in shown for c in answer.citations), trace
+    assert {c.number for c in answer.citations} <= {c.number for c in answer.contexts}  # renumbered as one
