@@ -51,6 +51,7 @@ from lectern.rag.llm.base import check_stop
 from lectern.rag.plan import (
     PLAN_SEARCHES,
     Subject,
+    bridge,
     plan_queries,
     plan_subjects,
     question_subjects,
@@ -232,14 +233,13 @@ class Agent:
             # one-subject check, which wants most of the question's names in one cited chunk
             subject=len(subjects.names) < 2,
         )
-        # a small model asked for two facts states one: each subject (over its own passages) or each
-        # part is asked about alone, one model call each, and the answers are joined
-        asks = [
-            (asked, passages_of(name, subjects.names, shown, chunks) if name else shown)
-            for asked, name in questions_apart(question, subjects)
-        ] or [(question, shown)]
-        answers: list[Answer] = []
-        for asked, passages in asks:
+        asked_before: dict[str, Answer] = {}
+
+        def ask(asked: str, passages: Sequence[Context]) -> Answer:
+            """The QA chain's answer to `asked` over `passages`, one model call, as a step."""
+            nonlocal spent
+            if asked in asked_before:
+                return asked_before[asked]
             found_docs = _Found(docs=[c.to_document() for c in passages])
             chain = QAChain(self.llm, found_docs, options, Corpus(term_weights=self.term_weights))
             start = time.perf_counter()
@@ -251,7 +251,33 @@ class Agent:
                 steps, time.perf_counter() - start, kind="model", result_chars=len(part.answer), tokens=used
             )
             spent += used
-            answers.append(part)
+            asked_before[asked] = part
+            return part
+
+        answers: list[Answer] = []
+        hop = bridge(question)
+        if hop is not None:
+            # the second part asks about the first part's answer ("that city"): the first is asked,
+            # the thing its answer names is searched for, and the second asked about it by name
+            first = ask(hop.first, quota_sentences(hop.first, found, [], self.term_weights))
+            entity = None if first.abstained else hop.entity(first.answer)
+            if entity is None:  # the first part is not found, or its answer names no one to ask about
+                abstained = _abstained(question, first.abstained_by or "missing_subject", first.contexts)
+                abstained.raw = first.raw
+                return result(abstained)
+            then = hop.then(entity)
+            # what a search by name finds, and the passages the first answer came from (the second
+            # fact is often beside the first: "Boulton, who owned the Soho foundry works near Birmingham")
+            near = [chunks[c.chunk_id] for c in first.contexts if c.chunk_id in chunks]
+            answers = [first, ask(then, self._search(then, steps, near))]
+        if not answers:
+            # a small model asked for two facts states one: each subject (over its own passages) or
+            # each part is asked about alone, one model call each, and the answers are joined
+            asks = [
+                (asked, passages_of(name, subjects.names, shown, chunks) if name else shown)
+                for asked, name in questions_apart(question, subjects)
+            ] or [(question, shown)]
+            answers = [ask(asked, passages) for asked, passages in asks]
         if len(answers) > 1 and (gaps := [a for a in answers if a.abstained]):
             # a subject's or a part's fact is missing: the whole answer is, as it says why
             unanswered = [n for n, a in zip(subjects.names, answers, strict=False) if a.abstained]
@@ -267,6 +293,16 @@ class Agent:
             update = {"answer": NO_ANSWER, "citations": [], "abstained": True, "support": None}
             answer = answer.model_copy(update={**update, "abstained_by": "missing_subject"})
         return result(answer, missing=wrong)
+
+    def _search(self, query: str, steps: list[Step], beside: Sequence[Context] = ()) -> list[Context]:
+        """The best sentences for `query` of what a search for it finds (run as a step of the trace,
+        its chunks numbered in the book after the others) and of the chunks `beside`."""
+        call = AIMessage("", tool_calls=[tool_call(name="search", args={"query": query}, id="call_bridge")])
+        self._run_tools(call, steps)
+        by_number = {c.number: c for c in self.book.contexts}
+        found = [by_number[n] for n in steps[-1].chunks if n in by_number]
+        found += [c for c in beside if c.chunk_id not in {f.chunk_id for f in found}]
+        return quota_sentences(query, found, [], self.term_weights)
 
     def _plan(self, question: str, steps: list[Step], spent: int) -> tuple[list[Subject], int]:
         """The plan's subjects and their searches (rag.prompts.AGENT_PLAN, one model call without

@@ -388,6 +388,105 @@ def questions_apart(question: str, subjects: Subjects) -> list[tuple[str, str | 
     return []
 
 
+# A noun that names a person: "which physicist", "that man" ask for someone "he" or "his" can stand for.
+_PERSON_NOUNS = _words(
+    "person people man woman men women boy girl king queen emperor empress prince princess pharaoh "
+    "president chancellor minister governor senator general admiral leader ruler monarch pope saint "
+    "author writer poet novelist painter composer singer actor actress player explorer inventor founder "
+    "father mother son daughter brother sister wife husband child"
+)
+_PERSON_SUFFIX = re.compile(r"(?:ist|ian|ologist|eer|wright)s?$")
+# The first part asks for a thing: "which city", "what physicist", "who" (a person), "whom".
+_ASKS_ENTITY = re.compile(r"\b(?:which|what)\s+([a-z]+)\b|\b(who|whom)\b", re.IGNORECASE)
+_BE = _words("is was are were")
+# What the second part calls the first part's answer: "that city", "this scientist's", "he", "its".
+_DEMONSTRATIVE = re.compile(r"\b(?:that|this|the same)\s+([a-z]+)(['’]s)?\b", re.IGNORECASE)
+_PERSONAL = re.compile(r"\b(he|she|him|his|her)\b", re.IGNORECASE)
+_IMPERSONAL = re.compile(r"\b(its|it)\b", re.IGNORECASE)
+
+
+def _is_person(noun: str) -> bool:
+    return noun in _PERSON_NOUNS or noun.rstrip("s") in _PERSON_NOUNS or bool(_PERSON_SUFFIX.search(noun))
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """A two-part question whose second part asks about the first part's answer: "Standard spoken
+    Chinese is based on the dialect of which city, and in what year did that city host the Olympic
+    Games?" `first` is asked first ("... of which city?"); `then(entity)` is the second part about
+    the entity its answer names ("In what year did Beijing host the Olympic Games?")."""
+
+    first: str
+    second: str
+    reference: str  # the words of `second` that stand for the answer: "that city", "he", "his"
+
+    def entity(self, answer: str) -> str | None:
+        """The name the first part's answer gives: its first capitalised name that the first part
+        does not already say ("Isaac Newton" in "Faraday's plaque is near Isaac Newton's tomb")."""
+        asked = set(bm25_terms.terms(self.first))
+        for run in _runs(_WORD.findall(re.sub(r"\[\d+\]", " ", answer))):
+            words = name_terms(run.text)
+            if words and not set(words) <= asked:
+                said = run.text.split()  # a name said twice over ("Henri Becquerel Antoine Henri
+                # Becquerel"): up to its last word's first time
+                return " ".join(said[: said.index(said[-1]) + 1])
+        return None
+
+    def then(self, entity: str) -> str:
+        """The second part with `entity` for its reference (a possessive kept: "that scientist's"
+        and "his" become "Isaac Newton's")."""
+        words = self.reference.split()
+        possessive = (
+            self.reference.endswith(("'s", "’s"))
+            or words[-1].lower() in ("his", "its")
+            or (words[-1].lower() == "her" and _possessive_her(self.second, self.reference))
+        )
+        said = f"{entity}'s" if possessive else entity
+        return re.sub(rf"\b{re.escape(self.reference)}(?!\w)", lambda _: said, self.second, count=1)
+
+
+def _possessive_her(text: str, reference: str) -> bool:
+    """Whether "her" in `text` is followed by the thing she has ("her husband"), not a preposition."""
+    after = re.search(rf"\b{re.escape(reference)}\s+(\w+)", text)
+    return after is not None and after.group(1).lower() not in bm25_terms.STOPWORDS
+
+
+def bridge(question: str) -> Bridge | None:
+    """The question as a bridge (Bridge), or None. Its first part must ask for a thing ("which city",
+    "which physicist", "who") and its second part call that thing "that city", "this scientist's",
+    or, for a person, "he"/"his"/"she"/"her"/"him", for a thing "it"/"its". A first part that
+    asks what something is ("Who was Lincoln?") or names its own subject for the pronoun ("What
+    device did Volta improve, and when did he ...": "he" is Volta, a person; a device is not) is no
+    bridge: question_parts asks such parts with the name."""
+    clauses = [c.strip(" ,;?") for c in _CLAUSE.split(question) if c.strip(" ,;?")]
+    if len(clauses) != 2 or any(len(_WORD.findall(c)) < 3 for c in clauses):
+        return None
+    first, second = clauses
+    asked = _ASKS_ENTITY.search(first)
+    if asked is None:
+        return None
+    noun = (asked.group(1) or "").lower()
+    if noun in _BE and (named := re.match(r"\s+the\s+([a-z]+)\s+of\b", first[asked.end() :], re.IGNORECASE)):
+        noun = named.group(1).lower()  # "What is the capital of Finland": a capital
+    if noun in _BE or noun in bm25_terms.STOPWORDS or noun in _AUX:
+        return None  # "what is ...", "what does ...": not a thing of a kind
+    # the kind asked for and the words after it, an adjective's noun among them ("which French physicist")
+    kinds = [noun, *(w.lower() for w in _WORD.findall(first[asked.end() :])[:2])]
+    if asked.group(2):  # who / whom
+        if kinds[1:2] and kinds[1] in _BE:
+            return None  # "Who was Abraham Lincoln?" asks about the one it names
+        kinds = ["person"]
+    person = any(_is_person(k) for k in kinds)
+    shown = _DEMONSTRATIVE.search(second)
+    kind = shown.group(1).lower() if shown else ""
+    if not (shown and (kind in kinds or kind.rstrip("s") in kinds or (person and _is_person(kind)))):
+        shown = (_PERSONAL if person else _IMPERSONAL).search(second)
+    if shown is None:
+        return None
+    reference = shown.group(0)
+    return Bridge(f"{first[:1].upper()}{first[1:]}?", f"{second[:1].upper()}{second[1:]}?", reference)
+
+
 def plan_subjects(text: str, question: str, limit: int = PLAN_SEARCHES) -> list[Subject]:
     """The searches to run beside the question's own: each subject of the question with the first
     planned search that names it (else its name), then the plan's other searches; when the question

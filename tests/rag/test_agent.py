@@ -4,6 +4,7 @@ final answer cites the chunks the tools returned as the QA chain would."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -647,3 +648,102 @@ def test_a_subject_s_opening_sentence_and_its_dates_count_as_its_facts() -> None
     answer = "Alessandro Volta was born in 1745 and Amedeo Avogadro in 1776."
     chunks = {c.chunk_id: c for c in (volta, avogadro)}
     assert misattributed(answer, question, question_subjects(question), shown, chunks) == []
+
+
+@pytest.mark.parametrize(
+    ("question", "first", "then"),
+    [
+        (
+            "Which painter was born in Amersfoort, and to which city did he move in 1911?",
+            "Which painter was born in Amersfoort?",
+            "To which city did ENTITY move in 1911?",
+        ),
+        (  # an adjective before the kind asked for, and "that" with the kind
+            "Which Dutch painter moved to Paris in 1911, and where was that painter born?",
+            "Which Dutch painter moved to Paris in 1911?",
+            "Where was ENTITY born?",
+        ),
+        ("What is the capital of Finland, and when was it founded?", "What is the capital of Finland?",
+         "When was ENTITY founded?"),
+        ("Whom did Calvin Coolidge marry, and what was her job?", "Whom did Calvin Coolidge marry?",
+         "What was ENTITY's job?"),
+        ("Which city hosted the fair, and what is that city's river?", "Which city hosted the fair?",
+         "What is ENTITY's river?"),
+    ],
+)  # fmt: skip
+def test_a_second_part_about_the_first_part_s_answer_is_a_bridge(
+    question: str, first: str, then: str
+) -> None:
+    from lectern.rag.plan import bridge
+
+    found = bridge(question)
+    assert found is not None and found.first == first and found.then("ENTITY") == then
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What device did Alessandro Volta improve, and in what year did he die?",  # "he" is Volta, no device
+        "Who was Abraham Lincoln, and when was he born?",  # asks about the one it names
+        "Where was Gustav Klimt born, and in what year did he die?",  # asks no thing of a kind first
+        "Who assassinated Abraham Lincoln, and in which county was Lincoln born?",  # no reference
+        "Where were Gustav Klimt and Piet Mondrian born?",  # one part
+        "What does the word Ghana mean, and into how many regions is it divided?",  # "what does": no kind
+    ],
+)
+def test_a_question_whose_second_part_does_not_ask_about_the_first_answer_is_no_bridge(question: str) -> None:
+    from lectern.rag.plan import bridge
+
+    assert bridge(question) is None
+
+
+def test_the_entity_a_bridge_s_first_answer_names() -> None:
+    from lectern.rag.plan import bridge
+
+    found = bridge("Which painter was born in Amersfoort, and to which city did he move in 1911?")
+    assert found is not None
+    assert found.entity("The painter born in Amersfoort was Piet Mondrian [2].") == "Piet Mondrian"
+    assert found.entity("A painter was born in Amersfoort [1].") is None  # names nothing new
+    assert (
+        found.entity("Piet Mondrian Pieter Cornelis Mondriaan [1].")
+        == "Piet Mondrian Pieter Cornelis Mondriaan"
+    )
+    assert found.entity("Piet Mondrian Pieter Cornelis Piet Mondrian was.") == "Piet Mondrian"  # said twice
+
+
+BRIDGE = "Which painter was born in Amersfoort, and to which city did he move in 1911?"
+
+
+def test_a_bridge_asks_its_first_part_then_searches_and_asks_about_the_answer(painters: Workspace) -> None:
+    first, then = "Piet Mondrian was born in Amersfoort.", "Piet Mondrian moved to Paris in 1911."
+    llm = ByQuestion(
+        replies=["Amersfoort painter"],
+        by={
+            "Which painter was born in Amersfoort?": first,
+            "To which city did Piet Mondrian move in 1911?": then,
+        },
+    )
+    result = painters.agent(llm=llm).invoke(BRIDGE)
+    assert len(llm.calls) == 3  # the plan, the first part, the second about its answer
+    assert _queries(result)[-1] == "To which city did Piet Mondrian move in 1911?"  # searched by name
+    assert "moved to Paris in 1911" in llm.calls[2][-1].text  # what that search found was shown
+    answer = result.answer
+    assert not answer.abstained and re.sub(r" \[\d+\]", "", answer.answer) == f"{first} {then}"
+    assert {Path(c.source).name for c in answer.citations} == {"mondrian.txt"}
+
+
+def test_a_bridge_whose_first_part_is_not_found_abstains_without_asking_the_second(
+    painters: Workspace,
+) -> None:
+    llm = ByQuestion(replies=["Amersfoort painter"], by={"Which painter was born in Amersfoort?": NO_ANSWER})
+    result = painters.agent(llm=llm).invoke(BRIDGE)
+    assert len(llm.calls) == 2 and result.answer.abstained and result.answer.answer == NO_ANSWER
+
+
+def test_a_bridge_whose_first_answer_names_no_one_abstains(painters: Workspace) -> None:
+    vague = "A painter was born in Amersfoort."  # "he" in the second part cannot be resolved
+    llm = ByQuestion(replies=["Amersfoort painter"], by={"Which painter was born in Amersfoort?": vague})
+    result = painters.agent(llm=llm).invoke(BRIDGE)
+    assert not any("move in 1911" in c[-1].text for c in llm.calls[1:])  # the second part is not asked
+    assert result.answer.abstained and result.answer.abstained_by == "missing_subject"
+    assert len(_queries(result)) == 2  # the question's and the plan's: no search for the second part
