@@ -473,8 +473,9 @@ def bridge(question: str) -> Bridge | None:
     # the kind asked for and the words after it, an adjective's noun among them ("which French physicist")
     kinds = [noun, *(w.lower() for w in _WORD.findall(first[asked.end() :])[:2])]
     if asked.group(2):  # who / whom
-        if kinds[1:2] and kinds[1] in _BE:
-            return None  # "Who was Abraham Lincoln?" asks about the one it names
+        after = _WORD.findall(first[asked.end() :])
+        if after[:1] and after[0].lower() in _BE and after[1:2] and after[1][:1].isupper():
+            return None  # "Who was Abraham Lincoln?" asks about the one it names ("Who was the ..." does not)
         kinds = ["person"]
     person = any(_is_person(k) for k in kinds)
     shown = _DEMONSTRATIVE.search(second)

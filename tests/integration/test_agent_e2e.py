@@ -87,3 +87,19 @@ def test_a_two_part_question_is_asked_part_by_part_with_the_default_model(ws: Wo
     shown = {c.chunk_id for c in answer.contexts}
     assert answer.citations and all(c.chunk_id in shown for c in answer.citations), trace
     assert {c.number for c in answer.citations} <= {c.number for c in answer.contexts}  # renumbered as one
+
+
+@pytest.mark.e2e
+def test_a_bridge_is_asked_hop_by_hop_with_the_default_model(ws: Workspace) -> None:
+    """The second part asks about the first part's answer ("her tower"): the first part is asked,
+    the engineer its answer names is searched for by name, and the second part asked about her."""
+    question = "Who designed the Marrow Point lighthouse tower, and how tall was her tower?"
+    result = ws.agent(token_budget=8000).invoke(question)
+    trace = "\n".join(map(str, result.steps))
+    searches = [s.arguments["query"] for s in result.steps if s.kind == "tool"]
+    assert searches[-1] == "How tall was Edith Varley's tower?", trace  # the first answer's name
+    models = [s for s in result.steps if s.kind == "model"]
+    assert len(models) == 3, trace  # the plan, the first part, the second
+    answer = result.answer
+    assert not answer.abstained and "Varley" in answer.answer and "31 metres" in answer.answer, trace
+    assert all(c.source.endswith("marrow_point_light.pdf") for c in answer.citations), trace

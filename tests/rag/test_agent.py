@@ -667,6 +667,8 @@ def test_a_subject_s_opening_sentence_and_its_dates_count_as_its_facts() -> None
          "When was ENTITY founded?"),
         ("Whom did Calvin Coolidge marry, and what was her job?", "Whom did Calvin Coolidge marry?",
          "What was ENTITY's job?"),
+        ("Who was the first keeper of the light, and when did he retire?", "Who was the first keeper of the light?",
+         "When did ENTITY retire?"),
         ("Which city hosted the fair, and what is that city's river?", "Which city hosted the fair?",
          "What is ENTITY's river?"),
     ],
