@@ -24,7 +24,9 @@ evidence gate, which wants the whole question's words in one chunk. No tool loop
 three model calls. When the question names several subjects ("Where were Klimt and Mondrian
 born?"), each is asked about alone ("Where were Gustav Klimt born?", or its part of a two-part
 question) over its own passages, one model call each, and the answers are joined: a small model
-asked for two facts states one. The agent abstains (abstained_by="missing_subject") when no passage
+asked for two facts states one. A bridge ("..., and in what year did that city host the Olympic
+Games?", rag.plan.bridge) is asked hop by hop: the first part, then a search for the name its answer
+gives, then the second part about that name. The agent abstains (abstained_by="missing_subject") when no passage
 shown is about a subject, when a subject's answer abstains, or when the joined answer gives one of
 them no fact from its own passages (rag.subjects.misattributed).
 """
