@@ -11,6 +11,10 @@ where the steps' passage says 143). Unsupported sentences are kept and flagged, 
 a true word tied to another fact of the same passage passes ("built on 14 October 1852" where the
 passage says the tower was built and, in another sentence, first lit on that day).
 
+Partial summaries (refine's running summary, map_reduce's parts) are checked by the same rule
+against the passages their step read, and what those do not support is left out before the next
+step reads it (`keep_supported`, used by rag.summarize).
+
 What says nothing about the text ("Here is a summary of the text:", a list's "2.") is no claim and
 is not judged; `faithfulness` is the share of the claims supported.
 """
@@ -124,6 +128,23 @@ def faithfulness(sentences: Sequence[SummarySentence]) -> float | None:
     return round(sum(s.supported for s in claims) / len(claims), 4) if claims else None
 
 
+def supported_text(sentences: Sequence[SummarySentence]) -> str:
+    """The summary as written less its unsupported claims (what says nothing about the text stays)."""
+    return "".join(s.before + s.text for s in sentences if s.supported).strip()
+
+
+def keep_supported(
+    text: str, contexts: Sequence[Context], *, threshold: float = SUPPORTED
+) -> tuple[str, list[SummarySentence]]:
+    """What of a partial summary goes on to the next step: `text` less the claims `contexts` (the
+    passages its step read) do not support, "" when no claim is left; and the claims left out."""
+    sentences = check_sentences(text, contexts, threshold=threshold)
+    left_out = [s for s in sentences if not s.supported]
+    if not any(s.claim and s.supported for s in sentences):
+        return "", left_out
+    return supported_text(sentences), left_out
+
+
 def check(
     result: SummaryResult, docs: Sequence[Document], *, threshold: float = SUPPORTED, drop: bool = False
 ) -> SummaryResult:
@@ -131,9 +152,7 @@ def check(
     its citations and faithfulness; with `drop`, the unsupported sentences left out of `summary`."""
     contexts = number_contexts(docs)
     sentences = check_sentences(result.summary, contexts, threshold=threshold)
-    summary = result.summary
-    if drop:
-        summary = "".join(s.before + s.text for s in sentences if s.supported).strip()
+    summary = supported_text(sentences) if drop else result.summary
     return result.model_copy(
         update={
             "summary": summary,
@@ -146,14 +165,22 @@ def check(
 
 
 def note(result: SummaryResult) -> str | None:
-    """One line for the reader on how much of the summary its sources hold (None: not checked)."""
-    if result.faithfulness is None:
-        return None
-    claims = [s for s in result.sentences if s.claim]
-    held = sum(s.supported for s in claims)
-    line = f"{held} of {len(claims)} sentences found in the sources ({result.faithfulness:.0%})"
-    missing = len(claims) - held
-    if missing:
-        what = "left out" if result.dropped else f"marked {UNSUPPORTED_FLAG}"
-        line += f"; {missing} not, {what}: check {'them' if missing > 1 else 'it'} against the passages"
-    return line
+    """One line for the reader on how much of the summary its sources hold, and how many sentences
+    of its partial summaries were left out on the way (None: not checked)."""
+    parts = []
+    if result.faithfulness is not None:
+        claims = [s for s in result.sentences if s.claim]
+        held = sum(s.supported for s in claims)
+        line = f"{held} of {len(claims)} sentences found in the sources ({result.faithfulness:.0%})"
+        missing = len(claims) - held
+        if missing:
+            what = "left out" if result.dropped else f"marked {UNSUPPORTED_FLAG}"
+            line += f"; {missing} not, {what}: check {'them' if missing > 1 else 'it'} against the passages"
+        parts.append(line)
+    if result.withheld:
+        n = len(result.withheld)
+        parts.append(
+            f"{n} sentence{'s' if n > 1 else ''} of the partial summaries left out before the next "
+            "step: not in the passages summarized"
+        )
+    return ". ".join(parts) or None

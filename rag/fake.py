@@ -10,7 +10,8 @@ Token counting is whitespace words (documented approximation, no tokenizer neede
 
 With tools bound (`bind_tools`), it plays a minimal agent: until a tool has answered it calls
 `search` with the question; then it answers from the tool results by the source rule above.
-`ScriptedChatModel` replies with given texts in turn, for tests of the agent loop.
+`ScriptedChatModel` replies with given texts in turn (a batch's prompts in order), for tests of the
+agent loop and of what a summary's steps pass on.
 """
 
 from __future__ import annotations
@@ -179,6 +180,17 @@ class ScriptedChatModel(_WordCountingModel):
         if kwargs.get("tools"):
             return _tool_reply(text)
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:  # type: ignore[override]
+        """One prompt after another, so that the replies go to a batch's prompts in turn."""
+        return [AIMessage(content=self.invoke(item, **kwargs).content) for item in inputs]
 
 
 def _tool_reply(text: str) -> ChatResult:

@@ -3,7 +3,10 @@
 `summarize` runs stuff whenever the text fits one call (`fits_stuff`, the one rule), whatever
 method was asked, and says so in the result's `reason`; its sentences are then checked against the
 passages summarized (rag.faithful). The SUMMARIZERS themselves always do what they are named for.
-Every prompt sent is checked to fit the window with `max_new_tokens` left for the output.
+Every prompt sent is checked to fit the window with `max_new_tokens` left for the output. A partial
+summary (refine's running summary, map_reduce's parts) passes on only the sentences that the
+passages its step read support (rag.faithful.keep_supported, with `support`); the others are
+recorded in the result's `withheld`.
 `progress(done, total)` is called before the first LLM call, as (0, total), and after each call (or
 batch); map-reduce's total grows when a collapse round turns out to be needed, and the last call is
 always (steps, steps).
@@ -11,7 +14,8 @@ always (steps, steps).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from langchain_core.documents import Document
@@ -21,9 +25,9 @@ from langchain_core.prompts import ChatPromptTemplate
 
 from lectern.errors import ContextTooLong, NothingToSummarize, UnknownKey
 from lectern.rag.citations import SUPPORTED
-from lectern.rag.faithful import check
+from lectern.rag.faithful import check, keep_supported, number_contexts
 from lectern.rag.prompts import REFINE_INITIAL, REFINE_STEP, SUMMARIZE_MAP, SUMMARIZE_REDUCE, SUMMARIZE_STUFF
-from lectern.rag.types import SummaryResult
+from lectern.rag.types import Context, SummaryResult, WithheldSentence
 from lectern.rag.window import (
     context_window,
     count_messages,
@@ -55,6 +59,7 @@ class Summarizer(Protocol):
         progress: Progress | None = None,
         batch_size: int = 8,
         scope: str = "",
+        support: float = SUPPORTED,
     ) -> SummaryResult: ...
 
 
@@ -84,7 +89,7 @@ class _Calls:
         self._tick(1)
         return out
 
-    def batch(self, template: ChatPromptTemplate, texts: list[str], batch_size: int) -> list[str]:
+    def batch(self, template: ChatPromptTemplate, texts: Sequence[str], batch_size: int) -> list[str]:
         """One llm.batch call per group of `batch_size` prompts."""
         prompts = [self.check(template.format_messages(text=t), "documents") for t in texts]
         outs: list[str] = []
@@ -113,27 +118,93 @@ def _room(llm: BaseChatModel, template: ChatPromptTemplate, max_new_tokens: int,
     return tokens_left(llm, prompt_tokens(llm, template, text="", **variables), max_new_tokens)
 
 
-def pack_texts(llm: BaseChatModel, texts: Sequence[str], budget: int) -> list[str]:
-    """Group consecutive texts into pieces of at most `budget` tokens; a longer text is split."""
+def _split(llm: BaseChatModel, text: str, budget: int) -> list[str]:
+    """`text` cut into parts of at most `budget` tokens; ContextTooLong when a piece that small
+    leaves too little to summarize."""
     if budget < MIN_PIECE_TOKENS:
         raise ContextTooLong(tokens=MIN_PIECE_TOKENS - budget, window=context_window(llm), field="prompt")
-    parts = [
-        part
-        for text in texts
-        for part in (split_to_tokens(llm, text, budget) if count_tokens(llm, text) > budget else [text])
-    ]
+    return split_to_tokens(llm, text, budget) if count_tokens(llm, text) > budget else [text]
 
-    def measure(group: list[str]) -> int:
-        return count_tokens(llm, SEPARATOR.join(group))
 
-    pieces: list[str] = []
+def pack_texts(llm: BaseChatModel, texts: Sequence[str], budget: int) -> list[list[tuple[int, str]]]:
+    """Consecutive texts grouped into pieces of at most `budget` tokens (a longer text split): each
+    piece's parts, joined by SEPARATOR in a prompt, with the index of the text each comes from."""
+    parts = [(i, part) for i, text in enumerate(texts) for part in _split(llm, text, budget)]
+
+    def measure(group: list[tuple[int, str]]) -> int:
+        return count_tokens(llm, SEPARATOR.join(t for _, t in group))
+
+    pieces: list[list[tuple[int, str]]] = []
     start = 0
     while start < len(parts):
         rest = parts[start:]
-        group = pack(llm, rest, budget, separator=SEPARATOR, measure=measure) or rest[:1]
-        pieces.append(SEPARATOR.join(group))
-        start += len(group)
+        group = pack(llm, rest, budget, render=lambda p: p[1], separator=SEPARATOR, measure=measure)
+        pieces.append(group or rest[:1])
+        start += len(pieces[-1])
     return pieces
+
+
+@dataclass(frozen=True)
+class _Partial:
+    """A text a step reads (a piece of the document, a partial summary) and the passages it holds or
+    summarizes, as far as read: what the step's output is checked against."""
+
+    text: str
+    passages: tuple[Context, ...]
+
+
+def _merged(passages: Iterable[Context]) -> tuple[Context, ...]:
+    """One context per passage, the parts of a split passage joined, in order of first appearance."""
+    texts: dict[int, list[str]] = {}
+    first: dict[int, Context] = {}
+    for c in passages:
+        first.setdefault(c.number, c)
+        if c.text not in texts.setdefault(c.number, []):
+            texts[c.number].append(c.text)
+    return tuple(c.model_copy(update={"text": " ".join(texts[n])}) for n, c in first.items())
+
+
+def _passages(llm: BaseChatModel, docs: Sequence[Document], budget: int) -> list[_Partial]:
+    """The non-empty passages numbered as the final check numbers them (1..len(docs)), a passage
+    longer than `budget` tokens split into parts that fit."""
+    contexts = [c for c in number_contexts(docs) if c.text.strip()]
+    if not contexts:
+        raise NothingToSummarize()
+    return [
+        _Partial(part, (c.model_copy(update={"text": part}),))
+        for c in contexts
+        for part in _split(llm, c.text.strip(), budget)
+    ]
+
+
+def _grouped(llm: BaseChatModel, partials: Sequence[_Partial], budget: int) -> list[_Partial]:
+    """Consecutive partials packed into pieces of at most `budget` tokens, with their passages."""
+    return [
+        _Partial(
+            SEPARATOR.join(t for _, t in group),
+            _merged(c for i in dict.fromkeys(i for i, _ in group) for c in partials[i].passages),
+        )
+        for group in pack_texts(llm, [p.text for p in partials], budget)
+    ]
+
+
+def _keep(
+    summary: str, read: tuple[Context, ...], support: float, stage: str, step: int
+) -> tuple[str, list[WithheldSentence]]:
+    """What of a partial summary the passages its step read support, and what is withheld."""
+    kept, left_out = keep_supported(summary, read, threshold=support)
+    passages = [c.number for c in read]
+    return kept, [
+        WithheldSentence(
+            stage=stage,
+            step=step,
+            text=s.text,
+            passages=passages,
+            support=s.support,
+            problem=s.problem or "",
+        )
+        for s in left_out
+    ]
 
 
 def fits_stuff(
@@ -179,6 +250,7 @@ def stuff(
     progress: Progress | None = None,
     batch_size: int = 8,
     scope: str = "",
+    support: float = SUPPORTED,
 ) -> SummaryResult:
     """One prompt with all the text; ContextTooLong(field="documents") when it does not fit."""
     text = SEPARATOR.join(_texts(docs))
@@ -196,22 +268,34 @@ def refine(
     progress: Progress | None = None,
     batch_size: int = 8,
     scope: str = "",
+    support: float = SUPPORTED,
 ) -> SummaryResult:
     """Summarize the first piece, then refine the summary piece by piece in document order.
 
-    Pieces are packed so that a refine prompt fits with a summary of up to `max_new_tokens`
-    (a longer summary is trimmed to that before the next step)."""
+    Before each refine step the summary so far loses the sentences that the passages read so far do
+    not support (none left: the next piece is summarized afresh). Pieces are packed so that a refine
+    prompt fits with a summary of up to `max_new_tokens` (a longer summary is trimmed to that)."""
     budget = _room(llm, REFINE_STEP, max_new_tokens, summary="") - max_new_tokens
     if token_max is not None:
         budget = min(budget, token_max)
-    pieces = pack_texts(llm, _texts(docs), budget)
+    pieces = _grouped(llm, _passages(llm, docs, budget), budget)
     calls = _Calls(llm, max_new_tokens, progress, total=len(pieces))
-    summary = calls.one(REFINE_INITIAL, text=pieces[0])
+    summary = calls.one(REFINE_INITIAL, text=pieces[0].text)
+    read = pieces[0].passages
+    withheld: list[WithheldSentence] = []
     for piece in pieces[1:]:
+        summary, left_out = _keep(summary, read, support, "refine", calls.done)
+        withheld += left_out
         previous = trim_to_tokens(llm, summary, max_new_tokens)
-        refined = calls.one(REFINE_STEP, summary=previous, text=piece)
+        if previous:
+            refined = calls.one(REFINE_STEP, summary=previous, text=piece.text)
+        else:
+            refined = calls.one(REFINE_INITIAL, text=piece.text)
         summary = refined or summary
-    return SummaryResult(summary=summary, method="refine", scope=scope, chunks=len(docs), steps=calls.done)
+        read = _merged(read + piece.passages)
+    return SummaryResult(
+        summary=summary, method="refine", scope=scope, chunks=len(docs), steps=calls.done, withheld=withheld
+    )
 
 
 def map_reduce(
@@ -223,34 +307,61 @@ def map_reduce(
     progress: Progress | None = None,
     batch_size: int = 8,
     scope: str = "",
+    support: float = SUPPORTED,
 ) -> SummaryResult:
     """Summarize pieces in batches, collapse the partial summaries in groups of at most `token_max`
-    tokens until they fit `token_max` together, then reduce them into one summary."""
+    tokens until they fit `token_max` together, then reduce them into one summary.
+
+    A partial summary that goes on to a collapse or the reduce keeps only the sentences that its
+    piece's passages support; one left with none is not passed on."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     cap = _room(llm, SUMMARIZE_REDUCE, max_new_tokens)
     limit = min(token_max, cap) if token_max is not None else cap
-    pieces = pack_texts(llm, _texts(docs), min(_room(llm, SUMMARIZE_MAP, max_new_tokens), limit))
+    budget = min(_room(llm, SUMMARIZE_MAP, max_new_tokens), limit)
+    pieces = _grouped(llm, _passages(llm, docs, budget), budget)
     calls = _Calls(llm, max_new_tokens, progress, total=len(pieces) + (len(pieces) > 1))
-    summaries = calls.batch(SUMMARIZE_MAP, pieces, batch_size)
+    withheld: list[WithheldSentence] = []
+
+    def run(stage: str, template: ChatPromptTemplate, inputs: list[_Partial]) -> list[_Partial]:
+        """The step's outputs, each with the passages its input held; when more than one (so not yet
+        the summary), each less what those passages do not support, and none left empty."""
+        outs = calls.batch(template, [p.text for p in inputs], batch_size)
+        partials = [_Partial(out, p.passages) for out, p in zip(outs, inputs, strict=True)]
+        if len(partials) == 1:
+            return partials
+        kept = []
+        for step, partial in enumerate(partials, 1):
+            text, left_out = _keep(partial.text, partial.passages, support, stage, step)
+            withheld.extend(left_out)
+            if text:
+                kept.append(_Partial(text, partial.passages))
+        return kept
+
+    summaries = run("map", SUMMARIZE_MAP, pieces)
     rounds = 0
-    while len(summaries) > 1 and count_tokens(llm, SEPARATOR.join(summaries)) > limit:
+    while len(summaries) > 1 and count_tokens(llm, SEPARATOR.join(p.text for p in summaries)) > limit:
         rounds += 1
         if rounds > MAX_COLLAPSE_ROUNDS:
-            tokens = count_tokens(llm, SEPARATOR.join(summaries))
+            tokens = count_tokens(llm, SEPARATOR.join(p.text for p in summaries))
             raise ContextTooLong(tokens=tokens, window=limit, field="summaries")
-        groups = pack_texts(llm, summaries, limit)
+        groups = _grouped(llm, summaries, limit)
         calls.total = calls.done + len(groups) + 1
-        summaries = calls.batch(SUMMARIZE_REDUCE, groups, batch_size)
-    if len(summaries) == 1:
-        summary = summaries[0]
+        summaries = run("collapse", SUMMARIZE_REDUCE, groups)
+    if len(summaries) > 1:
+        summary = calls.one(SUMMARIZE_REDUCE, text=SEPARATOR.join(p.text for p in summaries))
+    else:
+        summary = summaries[0].text if summaries else ""
         if calls.progress is not None and calls.total != calls.done:
             calls.total = calls.done
             calls.progress(calls.done, calls.total)
-    else:
-        summary = calls.one(SUMMARIZE_REDUCE, text=SEPARATOR.join(summaries))
     return SummaryResult(
-        summary=summary, method="map_reduce", scope=scope, chunks=len(docs), steps=calls.done
+        summary=summary,
+        method="map_reduce",
+        scope=scope,
+        chunks=len(docs),
+        steps=calls.done,
+        withheld=withheld,
     )
 
 
@@ -279,7 +390,8 @@ def summarize(
     """Summarize `docs` (chunks in document order) with a method of SUMMARIZERS, or "auto" (map_reduce
     when the text does not fit one call); a text that fits is summarized by stuff whatever was asked.
     Each summary sentence is checked against `docs` (rag.faithful): one whose best passage holds less
-    than `support` of it is kept and flagged (`unsupported="mark"`) or left out ("drop")."""
+    than `support` of it is kept and flagged (`unsupported="mark"`) or left out ("drop"). Partial
+    summaries are checked by the same rule before the next step (`withheld`)."""
     if unsupported not in UNSUPPORTED:
         raise UnknownKey("unsupported sentences policy", unsupported, list(UNSUPPORTED))
     chosen, reason = choose_method(
@@ -293,6 +405,7 @@ def summarize(
         progress=progress,
         batch_size=batch_size,
         scope=scope,
+        support=support,
     )
     result = result.model_copy(update={"requested": method, "reason": reason})
     return check(result, docs, threshold=support, drop=unsupported == "drop")

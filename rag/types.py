@@ -186,6 +186,18 @@ class SummarySentence(BaseModel):
         return self.problem is None
 
 
+class WithheldSentence(BaseModel):
+    """A sentence of a partial summary (a map step's, a collapse's, refine's running summary) that the
+    passages its step read do not support (rag.faithful): left out before the next step read it."""
+
+    stage: str  # "map", "collapse" or "refine"
+    step: int  # which of the stage's outputs wrote it, from 1 (refine: the call, counting the first)
+    text: str
+    passages: list[int] = Field(default_factory=list)  # the [n] of the passages that step read
+    support: float = 0.0
+    problem: str = ""
+
+
 class SummaryResult(BaseModel):
     """A summary and how it was made: `steps` counts LLM calls, `chunks` the input passages.
 
@@ -193,7 +205,9 @@ class SummaryResult(BaseModel):
     summarized by stuff whatever was asked, and `reason` says so. `sentences` are the summary's
     sentences checked against the passages (numbered 1..chunks, as `citations` cite them);
     `faithfulness` is the share of its claims supported. With `dropped`, the unsupported ones are
-    left out of `summary` (they stay in `sentences` and `unsupported`)."""
+    left out of `summary` (they stay in `sentences` and `unsupported`). `withheld` lists what the
+    partial summaries of refine and map_reduce wrote that their passages do not support, left out
+    before the next step (and so never in `sentences`)."""
 
     summary: str
     method: str
@@ -206,6 +220,7 @@ class SummaryResult(BaseModel):
     citations: list[Citation] = Field(default_factory=list)
     faithfulness: float | None = None  # None: not checked
     dropped: bool = False
+    withheld: list[WithheldSentence] = Field(default_factory=list)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

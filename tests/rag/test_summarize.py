@@ -150,7 +150,8 @@ def test_map_reduce_packs_chunks_up_to_token_max_and_skips_collapse_when_they_fi
 
 
 def test_refine_sees_the_chunks_in_document_order() -> None:
-    llm = WindowFake(context_window=150, reply=lambda user: "summary so far")
+    so_far = "c00w0 c00w1 c00w2 c00w3"  # words of the first chunk: the passages read hold it
+    llm = WindowFake(context_window=150, reply=lambda user: so_far)
     seen: list[tuple[int, int]] = []
     result = refine(llm, chunks(12), max_new_tokens=20, progress=lambda d, t: seen.append((d, t)))
     users = llm.users
@@ -159,20 +160,23 @@ def test_refine_sees_the_chunks_in_document_order() -> None:
     assert order == list(range(12))
     assert result.steps == len(users) > 2
     assert seen == [(i, result.steps) for i in range(0, result.steps + 1)]  # the total up front
-    assert "summary so far" in users[1]
+    assert so_far in users[1] and result.withheld == []
 
 
 def test_refine_keeps_the_running_summary_within_its_allowance() -> None:
-    llm = WindowFake(context_window=150, reply=lambda user: words(200, "long"))
+    long = " ".join(["chunk00 " + words(29, "c00w")] * 7)  # 210 words, all the first chunk's
+    llm = WindowFake(context_window=150, reply=lambda user: long)
     result = refine(llm, chunks(6), max_new_tokens=20)  # the fake's summaries are far too long
-    assert result.steps == len(llm.prompts) >= 2
-    assert all(u.count("long") <= 20 for u in llm.users[1:])
+    assert result.steps == len(llm.prompts) >= 2 and result.withheld == []
+    assert all(0 < u.count("c00w") <= 20 for u in llm.users[1:])
 
 
 def test_pack_texts_groups_in_order_and_splits_a_text_longer_than_the_budget() -> None:
     llm = WindowFake()
     texts = [words(10, "a"), words(10, "b"), words(45, "c"), words(5, "d")]
-    pieces = pack_texts(llm, texts, 20)
+    groups = pack_texts(llm, texts, 20)
+    assert [[i for i, _ in g] for g in groups] == [[0, 1], [2], [2], [2, 3]]  # where each part comes from
+    pieces = ["\n\n".join(part for _, part in g) for g in groups]
     assert [llm.get_num_tokens(p) for p in pieces] == [20, 20, 20, 10]
     assert pieces[0] == texts[0] + "\n\n" + texts[1]
     assert " ".join(" ".join(pieces).split()) == " ".join(texts)  # every word once, in order

@@ -1,13 +1,16 @@
 """Summaries checked against their passages: citations per sentence, unsupported sentences marked or
-dropped, faithfulness (rag.faithful through rag.summarize.summarize)."""
+dropped, faithfulness, and partial summaries that pass on only what their passages support
+(rag.faithful through rag.summarize.summarize)."""
 
 from __future__ import annotations
 
 import pytest
 from langchain_core.documents import Document
+from langchain_core.messages import BaseMessage
 
 from lectern.errors import UnknownKey
 from lectern.rag.faithful import NOT_IN_SOURCES, WRONG_NUMBER, check_sentences, note, number_contexts
+from lectern.rag.fake import ScriptedChatModel
 from lectern.rag.summarize import summarize
 from lectern.rag.types import UNSUPPORTED_FLAG, SummaryResult
 from tests.rag.test_window import WindowFake, make_doc
@@ -110,3 +113,80 @@ def test_the_summarizers_themselves_are_not_checked() -> None:
 
     result = stuff(WindowFake(context_window=2000, reply=lambda user: MADE_UP), pages(), max_new_tokens=100)
     assert result.faithfulness is None and result.sentences == [] and result.marked() == MADE_UP
+
+
+# Partial summaries: what a step wrote that its passages do not support never reaches the next step.
+# Each page is its own piece at token_max 40, so each map or refine step reads one page.
+LIT = "The Marrow Point Light was first lit in 1852."
+MUSEUM = "The museum is open every day except Tuesdays."
+WRONG_COST = "Building cost 99,000 pounds."  # page 2 says 11,400
+
+
+def scripted(*replies: str) -> ScriptedChatModel:
+    return ScriptedChatModel(replies=list(replies))
+
+
+def last_user(messages: list[BaseMessage]) -> str:
+    return messages[-1].text
+
+
+def test_a_number_a_map_step_made_up_never_reaches_the_reduce() -> None:
+    llm = scripted(LIT, f"{TRUE} {WRONG_COST}", MUSEUM, f"{TRUE} {MUSEUM}")
+    result = summarize(llm, pages(), method="map_reduce", token_max=40, max_new_tokens=100)
+    assert (result.method, result.steps, len(llm.calls)) == ("map_reduce", 4, 4)
+    reduced = last_user(llm.calls[3])
+    assert reduced.startswith("These are summaries")
+    assert "99,000" not in reduced and WRONG_COST not in reduced
+    assert LIT in reduced and TRUE in reduced and MUSEUM in reduced  # the supported sentences go on
+    [withheld] = result.withheld
+    assert (withheld.stage, withheld.step, withheld.text, withheld.passages, withheld.problem) == (
+        "map",
+        2,
+        WRONG_COST,
+        [2],  # checked against its own page, not the whole document
+        WRONG_NUMBER,
+    )
+    assert result.faithfulness == 1.0  # the final summary's own check is unchanged
+    assert note(result) == (
+        "2 of 2 sentences found in the sources (100%). 1 sentence of the partial summaries left out "
+        "before the next step: not in the passages summarized"
+    )
+    assert SummaryResult.model_validate_json(result.model_dump_json()).withheld == result.withheld
+
+
+def test_a_part_with_nothing_supported_is_not_passed_on_and_one_part_left_needs_no_reduce() -> None:
+    llm = scripted(MADE_UP, TRUE, "Pirates painted it.")
+    result = summarize(llm, pages(), method="map_reduce", token_max=40, max_new_tokens=100)
+    assert result.steps == len(llm.calls) == 3  # the maps only: the one part left is the summary
+    assert result.summary == TRUE and result.faithfulness == 1.0
+    assert [(w.step, w.problem) for w in result.withheld] == [(1, NOT_IN_SOURCES), (3, NOT_IN_SOURCES)]
+    nothing = summarize(scripted(MADE_UP), pages(), method="map_reduce", token_max=40, max_new_tokens=100)
+    assert nothing.summary == "" and nothing.faithfulness is None and len(nothing.withheld) == 3
+    assert note(nothing) == (
+        "3 sentences of the partial summaries left out before the next step: not in the passages summarized"
+    )
+
+
+def test_refine_drops_from_the_summary_so_far_what_the_pages_read_do_not_hold() -> None:
+    keeper = "Its keeper was Tom Hollis."
+    cost = "Edith Varley designed the tower for 12,000 pounds."
+    llm = scripted(f"{LIT} {keeper}", f"{LIT} {cost}", f"{LIT} {TRUE} {MUSEUM}")
+    result = summarize(llm, pages(), method="refine", token_max=40, max_new_tokens=100)
+    assert (result.method, result.steps) == ("refine", 3)
+    second, third = (last_user(call) for call in llm.calls[1:])
+    assert LIT in second and keeper not in second
+    assert LIT in third and "12,000" not in third
+    assert [(w.stage, w.step, w.text, w.passages, w.problem) for w in result.withheld] == [
+        ("refine", 1, keeper, [1], NOT_IN_SOURCES),
+        ("refine", 2, cost, [1, 2], WRONG_NUMBER),  # the pages read so far
+    ]
+    assert result.summary == f"{LIT} {TRUE} {MUSEUM}"  # the last step's summary is the final check's
+
+
+def test_refine_starts_afresh_when_nothing_of_the_summary_so_far_stands() -> None:
+    llm = scripted(MADE_UP, TRUE, MUSEUM)
+    result = summarize(llm, pages(), method="refine", token_max=40, max_new_tokens=100)
+    assert result.steps == 3 and result.summary == MUSEUM
+    assert last_user(llm.calls[1]).startswith("Summarize the beginning")  # nothing to refine
+    assert last_user(llm.calls[2]).startswith("Here is a summary") and TRUE in last_user(llm.calls[2])
+    assert [w.text for w in result.withheld] == [MADE_UP]
