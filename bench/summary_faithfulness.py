@@ -2,8 +2,8 @@
 support (rag.faithful), with model calls and seconds, for stuff, refine and map_reduce.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m bench.summary_faithfulness \
-        [--qa-dir ../shared/data/cmu-wikiqa/S09 --articles 10 --model packaged:qwen2.5-0.5b \
-         --token-max 1024 --json /tmp/summary-faithfulness.json]
+        [--qa-dir ../shared/data/cmu-wikiqa/S09 --articles 10 --fit stuff --model packaged:qwen2.5-0.5b \
+         --token-max 1024 --methods stuff refine map_reduce --json /tmp/summary-faithfulness.json]
 
 The first N article files of a CMU-layout folder (sorted by path) are ingested into a temporary
 collection and each is summarized by each method, through `Workspace.summarize` as a user's would be:
@@ -11,9 +11,17 @@ collection and each is summarized by each method, through `Workspace.summarize` 
 - refine and map_reduce with `token_max` (the most tokens of text one call takes), so that an
   article longer than that takes their real multi-call path; one no longer is stuffed, and the
   table counts it under `ran as`.
+With `--fit stuff` the N articles are instead the first (by path) that fit the model's window in one
+stuff call and are longer than `token_max` tokens: all three methods then run, as named, on the same
+articles (on S09, whose articles are mostly longer than the 0.5B's window, these are the shorter
+ones; the config in the output lists them and counts the articles passed over and why). A file's own
+text is counted first, so that only articles that may fit are ingested; the exact test is on their
+chunks, as `summarize` makes it. `--methods` runs fewer methods (the same articles are chosen).
 Faithfulness is pooled (supported sentences over all the claims of the method's summaries) and also
-given per article; `problems` counts why sentences failed. `--model fake` runs the shipped fake
-model and fake embedder: a check that the bench runs, not a measure.
+given per article; `problems` counts why sentences failed, and `withheld` the sentences that
+refine's and map_reduce's partial summaries wrote and their passages did not support (left out
+before the next step). `--model fake` runs the shipped fake model and fake embedder: a check that the
+bench runs, not a measure.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from langchain_core.documents import Document
 
 from lectern.rag.evaluate import articles_of, load_qa
 from lectern.rag.settings import load_settings
@@ -52,6 +62,7 @@ def record(article: Path, method: str, result: SummaryResult, seconds: float) ->
         "faithfulness": result.faithfulness,
         "problems": dict(Counter(s.problem for s in claims if s.problem)),
         "unsupported": result.unsupported,
+        "withheld": [w.model_dump() for w in result.withheld],
         "summary": result.marked(),
     }
 
@@ -77,6 +88,7 @@ def totals(records: list[dict[str, Any]], skipped: int) -> dict[str, Any]:
         "calls": sum(r["calls"] for r in ran),
         "seconds": round(sum(r["seconds"] for r in ran), 1),
         "problems": dict(problems),
+        "withheld": sum(len(r["withheld"]) for r in ran),
     }
 
 
@@ -87,7 +99,7 @@ def _share(x: float | None) -> str:
 def table(rows: dict[str, dict[str, Any]]) -> str:
     """The rows as aligned plain text."""
     head = ["method", "articles", "ran as", "sentences", "supported", "faithfulness",
-            "per article (mean/min)", "calls", "seconds"]  # fmt: skip
+            "per article (mean/min)", "withheld", "calls", "seconds"]  # fmt: skip
     lines = [head]
     for method, t in rows.items():
         ran_as = [f"{k} {v}" for k, v in t["ran_as"].items()] + (
@@ -97,16 +109,57 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
         lines.append([
             method, str(t["articles"]), ", ".join(ran_as) or "-", str(t["sentences"]), str(t["supported"]),
             fmt(t["faithfulness"]), f"{fmt(t['mean_article_faithfulness'])}/{fmt(t['min_article_faithfulness'])}",
-            str(t["calls"]), f"{t['seconds']:.1f}",
+            str(t["withheld"]), str(t["calls"]), f"{t['seconds']:.1f}",
         ])  # fmt: skip
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in lines)
+
+
+def fitting(
+    ws: Workspace, candidates: list[Path], n: int, *, max_new_tokens: int, token_max: int
+) -> tuple[list[Path], Counter[str]]:
+    """The first `n` of `candidates` that fit one stuff call and are longer than `token_max` tokens,
+    ingested into `ws`; and how many were passed over, by reason."""
+    model = ws.llm
+    maybe = [  # the chunks overlap, so a file too long for one call has chunks too long for it too
+        a
+        for a in candidates
+        if fits_stuff(
+            model, [Document(page_content=a.read_text(errors="replace"))], max_new_tokens=max_new_tokens
+        )
+    ]
+    ingest(ws, maybe)
+    passed: Counter[str] = Counter()
+    chosen: list[Path] = []
+    for article in candidates:
+        if len(chosen) == n:
+            break
+        docs = ws.scope_documents(source=article)[0] if article in maybe else []
+        if not docs or not fits_stuff(model, docs, max_new_tokens=max_new_tokens):
+            passed["too long for one stuff call"] += 1
+        elif fits_stuff(model, docs, max_new_tokens=max_new_tokens, token_max=token_max):
+            passed[f"at most token_max {token_max}: one call for every method"] += 1
+        else:
+            chosen.append(article)
+    return chosen, passed
+
+
+def ingest(ws: Workspace, articles: list[Path]) -> None:
+    report = ws.ingest(articles)
+    if not report.ok:
+        raise SystemExit(f"could not ingest: {report.failed[0].path}: {report.failed[0].reason}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--qa-dir", type=Path, default=DEFAULT_QA_DIR)
     ap.add_argument("--articles", type=int, default=10, help="the first N article files, sorted by path")
+    ap.add_argument(
+        "--fit",
+        choices=["stuff"],
+        default=None,
+        help="the first N articles that fit one stuff call and are longer than --token-max",
+    )
     ap.add_argument(
         "--model", default="packaged:qwen2.5-0.5b", help="a model as llm.model takes it, or `fake`"
     )
@@ -119,24 +172,35 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the table and every summary here")
     args = ap.parse_args()
 
-    articles = articles_of(load_qa(args.qa_dir))[: args.articles]
+    candidates = articles_of(load_qa(args.qa_dir))
     fake = args.model == "fake"
     llm: dict[str, Any] = {"backend": "fake"} if fake else {"model": args.model, "threads": args.threads}
     llm.update(max_new_tokens=args.max_new_tokens, temperature=0.0)
-    ingest: dict[str, Any] = {"parse_workers": 0, **({"embed": {"model": "fake"}} if fake else {})}
+    ingest_settings: dict[str, Any] = {"parse_workers": 0, **({"embed": {"model": "fake"}} if fake else {})}
     records: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
     skipped: Counter[str] = Counter()
+    passed: Counter[str] = Counter()
     with tempfile.TemporaryDirectory(prefix="lectern-bench-summary-") as tmp:
-        settings = load_settings(data_dir=Path(tmp), ingest=ingest, llm=llm)
+        settings = load_settings(data_dir=Path(tmp), ingest=ingest_settings, llm=llm)
         ws = Workspace(collection="bench", settings=settings)
-        report = ws.ingest(articles)
-        if not report.ok:
-            raise SystemExit(f"could not ingest: {report.failed[0].path}: {report.failed[0].reason}")
-        t0 = time.perf_counter()
-        model = ws.llm
-        print(f"{len(articles)} articles from {args.qa_dir}; model {args.model} built in "
-              f"{time.perf_counter() - t0:.1f} s", flush=True)  # fmt: skip
         try:
+            t0 = time.perf_counter()
+            model = ws.llm
+            print(f"model {args.model} built in {time.perf_counter() - t0:.1f} s", flush=True)
+            if args.fit == "stuff":
+                articles, passed = fitting(
+                    ws,
+                    candidates,
+                    args.articles,
+                    max_new_tokens=args.max_new_tokens,
+                    token_max=args.token_max,
+                )
+            else:
+                articles = candidates[: args.articles]
+                ingest(ws, articles)
+            print(f"{len(articles)} articles from {args.qa_dir}"
+                  + (f" that fit one stuff call; passed over: {dict(passed)}" if args.fit else ""),
+                  flush=True)  # fmt: skip
             for i, article in enumerate(articles, 1):
                 docs, _ = ws.scope_documents(source=article)
                 for method in args.methods:
@@ -153,16 +217,16 @@ def main() -> None:
                     r = records[method][-1]
                     print(f"{i}/{len(articles)} {article.parent.name}/{article.name} {method}: ran as "
                           f"{r['ran_as']}, {r['calls']} calls, {r['seconds']} s, {r['supported']}/"
-                          f"{r['sentences']} supported", flush=True)  # fmt: skip
+                          f"{r['sentences']} supported, {len(r['withheld'])} withheld", flush=True)  # fmt: skip
         finally:
             ws.close()
     rows = {m: totals(records[m], skipped[m]) for m in args.methods}
     print()
     print(table(rows))
     config = {
-        "qa_dir": str(args.qa_dir), "articles": [str(a) for a in articles], "model": args.model,
-        "token_max": args.token_max, "max_new_tokens": args.max_new_tokens,
-        "support": settings.summary.support,
+        "qa_dir": str(args.qa_dir), "articles": [str(a) for a in articles], "fit": args.fit,
+        "passed_over": dict(passed), "model": args.model, "token_max": args.token_max,
+        "max_new_tokens": args.max_new_tokens, "support": settings.summary.support,
     }  # fmt: skip
     print(json.dumps({"config": config, "methods": rows}, indent=1))
     if args.json is not None:
