@@ -331,7 +331,8 @@ def map_reduce(
         if len(partials) == 1:
             return partials
         kept = []
-        for step, partial in enumerate(partials, 1):
+        first = calls.done - len(partials)  # the calls that wrote them: first + 1, first + 2, ...
+        for step, partial in enumerate(partials, first + 1):
             text, left_out = _keep(partial.text, partial.passages, support, stage, step)
             withheld.extend(left_out)
             if text:

@@ -191,7 +191,7 @@ class WithheldSentence(BaseModel):
     passages its step read do not support (rag.faithful): left out before the next step read it."""
 
     stage: str  # "map", "collapse" or "refine"
-    step: int  # which of the stage's outputs wrote it, from 1 (refine: the call, counting the first)
+    step: int  # the model call that wrote it, from 1, as `SummaryResult.steps` counts them
     text: str
     passages: list[int] = Field(default_factory=list)  # the [n] of the passages that step read
     support: float = 0.0

@@ -167,6 +167,25 @@ def test_a_part_with_nothing_supported_is_not_passed_on_and_one_part_left_needs_
     )
 
 
+def test_a_collapse_is_checked_against_the_passages_of_the_parts_it_combined() -> None:
+    keeper = "The keeper was Tom Hollis."
+    llm = scripted(
+        f"{LIT} Marrow Point is a low headland of dark granite.",  # 18 words a part: 53 > token_max 40
+        f"{TRUE} The stone came from the quarry at Hollin Ridge.",
+        f"{MUSEUM} Visitors may climb the 143 steps of the tower.",
+        f"{LIT} {TRUE} {keeper}",  # parts 1 and 2 collapsed
+        MUSEUM,  # part 3
+        f"{TRUE} {MUSEUM}",
+    )
+    result = summarize(llm, pages(), method="map_reduce", token_max=40, max_new_tokens=100)
+    assert result.steps == len(llm.calls) == 6
+    reduced = last_user(llm.calls[5])
+    assert f"{LIT} {TRUE}" in reduced and MUSEUM in reduced and keeper not in reduced
+    assert [(w.stage, w.step, w.text, w.passages) for w in result.withheld] == [
+        ("collapse", 4, keeper, [1, 2])
+    ]
+
+
 def test_refine_drops_from_the_summary_so_far_what_the_pages_read_do_not_hold() -> None:
     keeper = "Its keeper was Tom Hollis."
     cost = "Edith Varley designed the tower for 12,000 pounds."
