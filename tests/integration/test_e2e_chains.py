@@ -54,16 +54,37 @@ def test_streamed_answer_ends_with_the_same_answer(real_ws) -> None:  # type: ig
 
 
 @pytest.mark.parametrize("method", ["refine", "map_reduce"])
-def test_summaries_of_a_multi_page_pdf(real_ws, method: str) -> None:  # type: ignore[no-untyped-def]
+def test_summaries_of_a_multi_page_pdf(real_ws, method: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Each method's real multi-call path; what a step's passages do not support is withheld from
+    the next step's prompt (refine's summary so far, the parts a reduce combines)."""
+    from lectern.rag import summarize
+
+    prompts: list[str] = []
+    check = summarize._Calls.check
+    monkeypatch.setattr(
+        summarize._Calls,
+        "check",
+        lambda self, messages, field: prompts.append(messages[-1].text) or check(self, messages, field),
+    )
     seen: list[tuple[int, int]] = []
     result = real_ws.summarize(
         source=PDF, method=method, token_max=220, progress=lambda done, total: seen.append((done, total))
     )
     assert result.method == method and result.chunks == 5
     assert len(result.summary.split()) >= 5
-    assert result.steps >= 2 and seen[-1] == (result.steps, result.steps)
+    assert result.steps == len(prompts) >= 2 and seen[-1] == (result.steps, result.steps)
     window = real_ws.llm.context_window
     assert real_ws.llm.get_num_tokens(result.summary) < window
+    reduces = [p for p in prompts if p.startswith("These are summaries")]
+    for w in result.withheld:
+        assert w.problem and 1 <= w.step < result.steps and set(w.passages) <= set(range(1, 6))
+        if w.stage == "refine":  # not in the summary so far that the next call got
+            assert w.text not in prompts[w.step].split("\n\nHere is the next part")[0], w
+        else:
+            assert w.stage in ("map", "collapse") and not any(w.text in r for r in reduces), w
+    print(
+        f"\n{method}: {len(result.withheld)} withheld {[w.text for w in result.withheld]}\n{result.marked()}"
+    )
 
 
 def test_a_pdf_that_fits_the_window_is_one_call_whose_sentences_cite_its_chunks(real_ws) -> None:  # type: ignore[no-untyped-def]
