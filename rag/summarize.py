@@ -3,7 +3,9 @@
 `summarize` runs stuff whenever the text fits one call (`fits_stuff`, the one rule), whatever
 method was asked, and says so in the result's `reason`; its sentences are then checked against the
 passages summarized (rag.faithful). The SUMMARIZERS themselves always do what they are named for.
-Every prompt sent is checked to fit the window with `max_new_tokens` left for the output. A partial
+Every prompt sent is checked to fit the window with `max_new_tokens` left for the output. What a
+step writes loses what is not summary (`tidy`): sentences that only repeat the prompt's own
+instructions, and a last sentence cut off by `max_new_tokens`. A partial
 summary (refine's running summary, map_reduce's parts) passes on only the sentences that the
 passages its step read support (rag.faithful.keep_supported, with `support`); the others are
 recorded in the result's `withheld`.
@@ -14,19 +16,22 @@ always (steps, steps).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.prompts import ChatPromptTemplate
 
 from lectern.errors import ContextTooLong, NothingToSummarize, UnknownKey
+from lectern.ingest import bm25_terms
 from lectern.rag.citations import SUPPORTED
 from lectern.rag.faithful import check, keep_supported, number_contexts
 from lectern.rag.prompts import REFINE_INITIAL, REFINE_STEP, SUMMARIZE_MAP, SUMMARIZE_REDUCE, SUMMARIZE_STUFF
+from lectern.rag.sentences import sentence_spans
 from lectern.rag.types import Context, SummaryResult, WithheldSentence
 from lectern.rag.window import (
     context_window,
@@ -45,6 +50,36 @@ Progress = Callable[[int, int], None]
 SEPARATOR = "\n\n"
 MIN_PIECE_TOKENS = 16  # below this the window is too small to summarize anything
 MAX_COLLAPSE_ROUNDS = 10
+_FINISHED = re.compile(r"[.!?\u2026:;][\"')\]\u201d]*$")  # a sentence's end, closing quotes allowed
+
+
+def instruction_words(template: ChatPromptTemplate) -> frozenset[str]:
+    """The words a prompt says itself (its messages with every variable empty), as search terms."""
+    empty = {name: "" for name in template.input_variables}
+    return frozenset(bm25_terms.terms(" ".join(m.text for m in template.format_messages(**empty))))
+
+
+def tidy(text: str, instructions: frozenset[str], *, cut_off: bool) -> str:
+    """What a summary step wrote, less what is not summary: each sentence whose words (two or more,
+    or one before a colon: "Summary:") are all the prompt's `instructions` (a small model echoes
+    "Rewrite the summary so that it also covers the new part."), and, when the output was `cut_off`
+    at its token limit, its last sentence if unfinished ("Unve") and not the only one. The layout
+    between the sentences kept stays."""
+
+    def echoed(sentence: str) -> bool:
+        words = set(bm25_terms.terms(sentence))
+        return bool(words) and words <= instructions and (len(words) >= 2 or sentence.endswith(":"))
+
+    spans = [(a, b) for a, b in sentence_spans(text) if not echoed(text[a:b])]
+    if cut_off and len(spans) > 1 and not _FINISHED.search(text[spans[-1][0] : spans[-1][1]]):
+        spans.pop()
+    out: list[str] = []
+    for a, b in spans:
+        gap = text[:a][len(text[:a].rstrip()) :]  # the whitespace before the sentence
+        out.append((gap if out else "") + text[a:b])
+    return "".join(out)
+
+
 UNSUPPORTED = ("mark", "drop")  # what becomes of a summary sentence the sources do not support
 
 
@@ -83,11 +118,9 @@ class _Calls:
         return messages
 
     def one(self, template: ChatPromptTemplate, field: str = "documents", **variables: Any) -> str:
-        out = self.llm.invoke(
-            self.check(template.format_messages(**variables), field), **self.gen
-        ).text.strip()
+        reply = self.llm.invoke(self.check(template.format_messages(**variables), field), **self.gen)
         self._tick(1)
-        return out
+        return self._tidy(reply, template)
 
     def batch(self, template: ChatPromptTemplate, texts: Sequence[str], batch_size: int) -> list[str]:
         """One llm.batch call per group of `batch_size` prompts."""
@@ -95,9 +128,17 @@ class _Calls:
         outs: list[str] = []
         for i in range(0, len(prompts), batch_size):
             group = prompts[i : i + batch_size]
-            outs.extend(m.text.strip() for m in self.llm.batch(list(group), **self.gen))  # type: ignore[arg-type]
+            outs.extend(self._tidy(m, template) for m in self.llm.batch(list(group), **self.gen))  # type: ignore[arg-type]
             self._tick(len(group))
         return outs
+
+    def _tidy(self, reply: BaseMessage, template: ChatPromptTemplate) -> str:
+        """The reply's text through `tidy`: cut off when it wrote `max_new_tokens` tokens (by its
+        usage, else by the model's count of its text)."""
+        text = reply.text.strip()
+        used = reply.usage_metadata if isinstance(reply, AIMessage) else None
+        written = used["output_tokens"] if used else count_tokens(self.llm, text)
+        return tidy(text, instruction_words(template), cut_off=written >= self.max_new_tokens)
 
     def _tick(self, n: int) -> None:
         self.done += n

@@ -94,12 +94,14 @@ def test_the_support_threshold_is_a_choice() -> None:
 
 
 def test_what_says_nothing_about_the_text_is_not_judged_and_the_layout_is_kept() -> None:
-    reply = f"Here is a summary of the text:\n1. {TRUE}\n2. {MADE_UP}"
+    # "of the text:" would be left out before the check, as its prompt's own words (tidy, below)
+    reply = f"Here is a summary of the article:\n1. {TRUE}\n2. {MADE_UP}"
     result = summary_of(reply)
     assert [s.claim for s in result.sentences] == [False, False, True, False, True]
     assert result.faithfulness == 0.5
     assert (
-        result.marked() == f"Here is a summary of the text:\n1. {TRUE} [2]\n2. {MADE_UP} {UNSUPPORTED_FLAG}"
+        result.marked()
+        == f"Here is a summary of the article:\n1. {TRUE} [2]\n2. {MADE_UP} {UNSUPPORTED_FLAG}"
     )
 
 
@@ -209,3 +211,47 @@ def test_refine_starts_afresh_when_nothing_of_the_summary_so_far_stands() -> Non
     assert last_user(llm.calls[1]).startswith("Summarize the beginning")  # nothing to refine
     assert last_user(llm.calls[2]).startswith("Here is a summary") and TRUE in last_user(llm.calls[2])
     assert [w.text for w in result.withheld] == [MADE_UP]
+
+
+def test_what_a_step_echoes_of_its_prompt_is_not_summary() -> None:
+    """A small model writes refine's instructions back into its summary (seen on S09 with the 0.5B);
+    they are left out of what the step passes on and of the summary, and never judged as claims."""
+    echo = (
+        "Here is a summary of the text so far:\n{}\n\nRewrite the summary so that it also covers the "
+        "new part. If the new part adds nothing, repeat the summary unchanged.\n{}"
+    )
+    llm = scripted(LIT, echo.format(LIT, TRUE), echo.format(TRUE, MUSEUM))
+    result = summarize(llm, pages(), method="refine", token_max=40, max_new_tokens=100)
+    assert "Rewrite" not in last_user(llm.calls[2]).split("Here is the next part")[0].split("so far:")[1]
+    assert result.summary == f"{TRUE}\n{MUSEUM}" and result.faithfulness == 1.0
+    assert not result.withheld and not result.unsupported
+
+
+def test_a_last_sentence_cut_off_at_the_token_limit_is_left_out() -> None:
+    cut = f"{TRUE} The museum is open every"
+    words = len(cut.split())  # the scripted model counts whitespace words
+    short = summarize(scripted(cut), pages(), method="stuff", max_new_tokens=words)
+    assert short.summary == TRUE and short.faithfulness == 1.0
+    # Not cut off (the model stopped before its limit): an unfinished last line is the model's own.
+    room = summarize(scripted(cut), pages(), method="stuff", max_new_tokens=words + 20)
+    assert room.summary == cut
+
+
+@pytest.mark.parametrize(
+    ("text", "cut_off", "kept"),
+    [
+        (
+            "Rewrite the summary.\n- Varley designed it\n- Hollin Ridge stone",
+            False,
+            "- Varley designed it\n- Hollin Ridge stone",
+        ),
+        ("Summary:\n\nThe tower is 31 metres tall. It has", True, "The tower is 31 metres tall."),
+        ("The tower is 31 metres tall. It has", False, "The tower is 31 metres tall. It has"),
+        ('He said "it stands."', True, 'He said "it stands."'),
+    ],
+)
+def test_tidy_keeps_the_summary_and_its_layout(text: str, cut_off: bool, kept: str) -> None:
+    from lectern.rag.prompts import REFINE_STEP
+    from lectern.rag.summarize import instruction_words, tidy
+
+    assert tidy(text, instruction_words(REFINE_STEP), cut_off=cut_off) == kept
