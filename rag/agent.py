@@ -303,7 +303,8 @@ class Agent:
         self._run_tools(call, steps)
         by_number = {c.number: c for c in self.book.contexts}
         found = [by_number[n] for n in steps[-1].chunks if n in by_number]
-        found += [c for c in beside if c.chunk_id not in {f.chunk_id for f in found}]
+        seen = {c.chunk_id for c in found}
+        found += [c for c in beside if c.chunk_id not in seen]
         return quota_sentences(query, found, [], self.term_weights)
 
     def _plan(self, question: str, steps: list[Step], spent: int) -> tuple[list[Subject], int]:

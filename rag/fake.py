@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import LanguageModelInput
@@ -47,8 +47,8 @@ def first_sentences(text: str, n: int = 1) -> str:
 
 
 class _WordCountingModel(LecternChatModel):
-    """What both fakes share: a token is a whitespace-separated word, and bound tools travel as
-    OpenAI-shaped dicts in the call's options."""
+    """What both fakes share: a token is a whitespace-separated word, bound tools travel as
+    OpenAI-shaped dicts in the call's options, and a batch is sequential."""
 
     def get_num_tokens(self, text: str) -> int:
         return len(text.split())
@@ -60,6 +60,18 @@ class _WordCountingModel(LecternChatModel):
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
         return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:  # type: ignore[override]
+        """One prompt after another, so that calls are recorded, and scripted replies given, in the
+        batch's order."""
+        return [cast(AIMessage, self.invoke(item, **kwargs)) for item in inputs]
 
 
 class FakeChatModel(_WordCountingModel):
@@ -135,14 +147,9 @@ class FakeChatModel(_WordCountingModel):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[AIMessage]:  # type: ignore[override]
-        """Sequential, so `calls` is recorded in input order; `batch_sizes` records each batch."""
+        """As every fake's (in input order); `batch_sizes` records each batch."""
         self.batch_sizes.append(len(inputs))
-        out = []
-        for item in inputs:
-            messages = self._convert_input(item).to_messages()
-            self.calls.append(messages)
-            out.append(AIMessage(content=self.respond(messages)))
-        return out
+        return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
 
     async def abatch(
         self,
@@ -180,17 +187,6 @@ class ScriptedChatModel(_WordCountingModel):
         if kwargs.get("tools"):
             return _tool_reply(text)
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
-
-    def batch(
-        self,
-        inputs: list[LanguageModelInput],
-        config: RunnableConfig | list[RunnableConfig] | None = None,
-        *,
-        return_exceptions: bool = False,
-        **kwargs: Any,
-    ) -> list[AIMessage]:  # type: ignore[override]
-        """One prompt after another, so that the replies go to a batch's prompts in turn."""
-        return [AIMessage(content=self.invoke(item, **kwargs).content) for item in inputs]
 
 
 def _tool_reply(text: str) -> ChatResult:

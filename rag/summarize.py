@@ -120,25 +120,26 @@ class _Calls:
     def one(self, template: ChatPromptTemplate, field: str = "documents", **variables: Any) -> str:
         reply = self.llm.invoke(self.check(template.format_messages(**variables), field), **self.gen)
         self._tick(1)
-        return self._tidy(reply, template)
+        return self._tidy(reply, instruction_words(template))
 
     def batch(self, template: ChatPromptTemplate, texts: Sequence[str], batch_size: int) -> list[str]:
         """One llm.batch call per group of `batch_size` prompts."""
         prompts = [self.check(template.format_messages(text=t), "documents") for t in texts]
         outs: list[str] = []
+        instructions = instruction_words(template)
         for i in range(0, len(prompts), batch_size):
             group = prompts[i : i + batch_size]
-            outs.extend(self._tidy(m, template) for m in self.llm.batch(list(group), **self.gen))  # type: ignore[arg-type]
+            outs.extend(self._tidy(m, instructions) for m in self.llm.batch(list(group), **self.gen))  # type: ignore[arg-type]
             self._tick(len(group))
         return outs
 
-    def _tidy(self, reply: BaseMessage, template: ChatPromptTemplate) -> str:
+    def _tidy(self, reply: BaseMessage, instructions: frozenset[str]) -> str:
         """The reply's text through `tidy`: cut off when it wrote `max_new_tokens` tokens (by its
         usage, else by the model's count of its text)."""
         text = reply.text.strip()
         used = reply.usage_metadata if isinstance(reply, AIMessage) else None
         written = used["output_tokens"] if used else count_tokens(self.llm, text)
-        return tidy(text, instruction_words(template), cut_off=written >= self.max_new_tokens)
+        return tidy(text, instructions, cut_off=written >= self.max_new_tokens)
 
     def _tick(self, n: int) -> None:
         self.done += n
