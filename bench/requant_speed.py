@@ -6,6 +6,9 @@ alike. Prints the CPU and its flags, each round, and each file's best.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m bench.requant_speed --model packaged:qwen2.5-0.5b --types q4_0 q8_0 iq4_nl
 
+`--ffn-only q4_0` also writes a copy with only the feed-forward gate and up matrices requantized
+(the larger part of a layer's arithmetic) and every other tensor as it was, with the gguf package.
+
 Speed only: what a second quantization costs in answers is measured with bench.answer_quality
 --model <the written .gguf> (docs/LLM.md).
 """
@@ -19,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-FTYPES = {"q4_0": 2, "q8_0": 7, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18, "iq4_nl": 25}
+FTYPES = {"q4_0": 2, "q8_0": 7, "q3_k_m": 12, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18, "iq4_nl": 25}
 """llama.cpp's LLAMA_FTYPE_MOSTLY_* numbers of the types offered."""
 
 
@@ -37,6 +40,55 @@ def requantize(llama_cpp: Any, source: Path, kind: str, folder: Path, threads: i
     return target
 
 
+def requantize_ffn(source: Path, kind: str, folder: Path) -> Path:
+    """`source` with its ffn_gate and ffn_up tensors requantized to `kind` (gguf.quants), the rest
+    and the metadata copied as they are (kept in `folder`: a second run reuses it)."""
+    import gguf
+    import numpy as np
+    from gguf import GGUFValueType, quants
+
+    target = folder / f"{source.stem}-ffn-{kind}.gguf"
+    if target.is_file():
+        return target
+    qtype = gguf.GGMLQuantizationType[kind.upper()]
+    start = time.perf_counter()
+    reader = gguf.GGUFReader(source)
+
+    def text(field: Any, i: int) -> str:
+        return str(bytes(field.parts[i]), "utf-8")
+
+    arch = reader.fields["general.architecture"]
+    writer = gguf.GGUFWriter(target, arch=text(arch, arch.data[0]))
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        kind_of = field.types[0]
+        if kind_of == GGUFValueType.ARRAY:
+            item = field.types[-1]
+            if item == GGUFValueType.STRING:
+                value: Any = [text(field, i) for i in field.data]
+            else:
+                value = [field.parts[i].tolist()[0] for i in field.data]
+            writer.add_key_value(name, value, kind_of, sub_type=item)
+        elif kind_of == GGUFValueType.STRING:
+            writer.add_key_value(name, text(field, field.data[0]), kind_of)
+        else:
+            writer.add_key_value(name, field.parts[field.data[0]].tolist()[0], kind_of)
+    for tensor in reader.tensors:
+        if tensor.name.endswith(("ffn_gate.weight", "ffn_up.weight")) and tensor.tensor_type != qtype:
+            shape = [int(n) for n in reversed(tensor.shape.tolist())]
+            values = quants.dequantize(tensor.data, tensor.tensor_type).reshape(shape).astype(np.float32)
+            writer.add_tensor(tensor.name, quants.quantize(values, qtype), raw_dtype=qtype)
+        else:
+            writer.add_tensor(tensor.name, tensor.data, raw_dtype=tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    print(f"ffn-{kind}: written in {time.perf_counter() - start:.1f} s, {target.stat().st_size >> 20} MiB")
+    return target
+
+
 def main() -> None:
     from bench.serve import machine
     from lectern.rag.llm.llamacpp import physical_cores, typical_answer_seconds
@@ -46,7 +98,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="packaged:qwen2.5-0.5b")
-    ap.add_argument("--types", nargs="+", default=["q4_0", "q8_0"], choices=sorted(FTYPES))
+    ap.add_argument("--types", nargs="*", default=["q4_0", "q8_0"], choices=sorted(FTYPES))
+    ap.add_argument("--ffn-only", nargs="*", default=[], choices=["q4_0", "q8_0"])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "lectern-requant")
     args = ap.parse_args()
@@ -56,9 +109,11 @@ def main() -> None:
     if source is None:
         raise SystemExit(f"{args.model} is not a GGUF model")
     args.out.mkdir(parents=True, exist_ok=True)
-    files = {"as packaged": source} | {
-        k: requantize(llama_cpp, source, k, args.out, threads) for k in args.types
-    }
+    files = (
+        {"as packaged": source}
+        | {k: requantize(llama_cpp, source, k, args.out, threads) for k in args.types}
+        | {f"ffn {k}": requantize_ffn(source, k, args.out) for k in args.ffn_only}
+    )
     print(f"machine: {machine()}; {threads} threads; load average {os.getloadavg()[0]:.1f}")
     best: dict[str, dict[str, float]] = {}
     for round_ in range(1, args.rounds + 1):
