@@ -207,7 +207,7 @@ class Agent:
             [(p, [by_number[n] for n in s.chunks]) for p, s in zip(planned, searches, strict=True)],
             self.term_weights,
         )
-        subjects = question_subjects(question)
+        subjects = question_subjects(question, [f"{c.title or ''}\n{c.text}" for c in found])
         chunks = {c.chunk_id: c for c in found}
 
         def result(

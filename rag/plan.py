@@ -302,17 +302,20 @@ def _parallel(clauses: Sequence[str]) -> list[str]:
     return out
 
 
-def question_subjects(question: str) -> Subjects:
+def question_subjects(question: str, passages: Sequence[str] = ()) -> Subjects:
     """The subjects a question asks about, found without a model: names joined by "and"/"or" ("Where
     were Gustav Klimt and Piet Mondrian born?"), else the first name of each part of a two-part
     question ("When did Ghana ..., and since when has Egypt ...?") unless one name is in every part
     (one subject asked two things) or a part says "he"/"that city" (the same one again), or the words
     only one of two parallel parts has ("a male otter", "a male swan"); else two lower-case subjects
-    around "and". Empty for a question about one thing."""
+    around "and". Empty for a question about one thing, and for two names joined by "and" that the
+    `passages` (the documents' text found for it) say as one name (one_name)."""
     tokens = _WORD.findall(question)
     found, comparison = _coordinated(tokens)
     if len(found) == 2 and len(found[0].split()) == 1 < len(found[1].split()) and not comparison:
         return Subjects()  # "Pierre and Marie Curie", "Orville and Wilbur Wright": one family name
+    if len(found) == 2 and not comparison and one_name(found[0], found[1], passages):
+        return Subjects()  # "the College of William and Mary", "Trinidad and Tobago"
     if found:
         return Subjects(tuple(_merged(found)), comparison)
     clauses = [c for c in _CLAUSE.split(question) if c.strip()]
@@ -340,6 +343,20 @@ def question_subjects(question: str) -> Subjects:
         if pair:
             return Subjects(tuple(pair), comparison)
     return Subjects()
+
+
+ONE_NAME_TIMES = 2
+"""How often the passages must say two names joined by "and" as one ("William and Mary") for them to be one."""
+
+
+def one_name(left: str, right: str, passages: Sequence[str]) -> bool:
+    """Whether the documents use "`left` and `right`" as one name, not two subjects: the words that
+    meet at the "and" ("William" of "College of William", "Mary") are written so, joined by "and" or
+    "&" with the case the question gives them, at least ONE_NAME_TIMES times ("the College
+    of William and Mary", "Trinidad and Tobago", "Lewis and Clark"). Two people asked about side by
+    side ("Gustav Klimt and Piet Mondrian") are rarely written "Klimt and Piet" even once."""
+    said = re.compile(rf"\b{re.escape(left.split()[-1])}\s+(?:and|&)\s+{re.escape(right.split()[0])}\b")
+    return sum(len(said.findall(text)) for text in passages) >= ONE_NAME_TIMES
 
 
 def question_parts(question: str) -> list[str]:

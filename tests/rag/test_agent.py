@@ -358,6 +358,47 @@ def test_question_subjects_are_found_without_a_model(
     assert found.names == names and found.comparison == comparison
 
 
+COLLEGE = (
+    "The College of William and Mary is a public university in Williamsburg, Virginia. "
+    "It was founded in 1693 by letters patent issued by King William III and Queen Mary II.\n\n"
+    "William and Mary is the second-oldest institution of higher education in the United States."
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "passages", "names"),
+    [
+        # said as one name by the documents: one subject
+        ("When was the College of William and Mary founded?", COLLEGE.split("\n\n"), ()),
+        ("Who founded William and Mary?", COLLEGE.split("\n\n"), ()),
+        # said so once only (the college's name is said twice above), or not at all: still two
+        ("Who founded William and Mary?", ["William and Mary is a college."], ("William", "Mary")),
+        (QUESTION, ["Gustav Klimt and Egon Schiele.", "Klimt and Mondrian both painted trees."] * 2,
+         ("Gustav Klimt", "Piet Mondrian")),
+        # a comparison is two subjects whatever the documents say
+        ("Which is older, William or Mary?", COLLEGE.split("\n\n"), ("William", "Mary")),
+    ],
+)  # fmt: skip
+def test_two_names_the_documents_say_as_one_are_one_subject(
+    question: str, passages: list[str], names: tuple[str, ...]
+) -> None:
+    from lectern.rag.plan import question_subjects
+
+    assert question_subjects(question, passages).names == names
+
+
+def test_the_agent_asks_about_a_name_with_and_in_it_as_one_subject(ws: Workspace, tmp_path: Path) -> None:
+    folder = tmp_path / "college"
+    folder.mkdir()
+    (folder / "william_and_mary.txt").write_text(COLLEGE)
+    ws.ingest([folder])
+    llm = ScriptedChatModel(replies=["College of William and Mary", "It was founded in 1693 [1]."])
+    result = ws.agent(llm=llm).invoke("When was the College of William and Mary founded?")
+    assert len(llm.calls) == 2  # the plan, then one answer: not one per "subject"
+    assert result.subjects == [] and not result.missing
+    assert not result.answer.abstained and "1693" in result.answer.answer
+
+
 def test_an_unusable_plan_falls_back_to_the_question_s_subjects() -> None:
     from lectern.rag.plan import Subject, plan_subjects
 
