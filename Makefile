@@ -7,14 +7,14 @@ BIN := $(VENV)/bin
 BENCH_STAMP := $(VENV)/.lectern-bench-installed
 PORT ?= 8501
 # llama.cpp's CPU kernels for AVX2, which every x86 CPU lectern targets has, not pip's default
-# -march=native: then every CPU runs the same kernels, and a reply does not depend on the cache's
-# state. A native build (`make setup LLAMA_CMAKE=-DGGML_NATIVE=ON`: AVX-512 and AMX kernels where
-# the CPU has them) answered in 1.01x transformers' time on an AVX-512 CPU where this one took
-# 1.39x, but its replies changed with what the cache held (a seeded reply was not given again;
-# docs/LLM.md). pip's own cache keys a built wheel by its source alone, so it would hand back a wheel
-# built with other arguments (or a native one to a CPU without its instructions: SIGILL); the
-# wheel is kept instead in a folder named by the machine, the CPU's flags, the version and the
-# CMake arguments (CMAKE_ARGS, for a CUDA build, is added to them: docs/LLM.md).
+# -march=native: then every CPU runs the same kernels and gives the same replies. A native build
+# (`make setup LLAMA_CMAKE=-DGGML_NATIVE=ON`: AVX-512 and AMX kernels where the CPU has them)
+# answered in 1.01x transformers' time on an AVX-512 CPU where this one took 1.39x, but its
+# replies differ from this build's and change more with what the cache holds (docs/LLM.md).
+# pip's own cache keys a built wheel by its source alone, so it would hand back a wheel built with
+# other arguments (or a native one to a CPU without its instructions: SIGILL); the wheel is kept
+# instead in a folder named by the machine, the CPU's flags, the version and the CMake arguments
+# (CMAKE_ARGS, for a CUDA build, is added to them: docs/LLM.md).
 LLAMA_CMAKE ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON)
 LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml | head -n 1)
 LLAMA_KEY := $(shell (uname -m; grep -m 1 -E '^(flags|Features)' /proc/cpuinfo; echo $(LLAMA_VERSION) $(LLAMA_CMAKE) $$CMAKE_ARGS) 2>/dev/null | sha256sum | cut -c 1-16)

@@ -203,8 +203,18 @@ class ContinuousBatcher(Batcher):
 
     def _place(self, steps: Steps, job: Job, prompt: list[int], reserve: int) -> Slot:
         """A new row's sequence, holding the longest prefix of its prompt that a running or ended
-        row's cells hold (all but the prompt's last token at most: its logits are needed)."""
+        row's cells hold (all but the prompt's last token at most: its logits are needed).
+
+        A seeded row takes no prefix, and when no other row runs it starts on an empty cache (the
+        ended rows' cells freed): its reply must be the same each time it is asked, and a native
+        (AVX-512) llama.cpp build gave a seeded request another reply beside other cells, or fed
+        from a cached prefix (docs/LLM.md). Beside running rows it is best effort, as OpenAI's is."""
         most = len(prompt) - 1
+        if job.sampling.seed is not None:
+            most = 0
+            if not self.slots:
+                for seq in list(self.ended):
+                    self._give_up(steps, seq)
         shared, donor = 0, None
         for seq, tokens in [*self.ended.items(), *((s.seq, s.in_cache) for s in self.slots)]:
             n = common_prefix(tokens, prompt, most)

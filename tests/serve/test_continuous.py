@@ -292,6 +292,25 @@ def test_with_every_sequence_held_by_an_ended_row_a_new_row_takes_the_oldest(eng
     assert [steps.cache[seq][:5] for seq in batcher.ended] == [prompt("bravo"), prompt("charl")]
 
 
+def test_a_seeded_row_on_an_idle_server_starts_on_an_empty_cache(engine: Any) -> None:
+    """Its reply must not depend on what the cache held: no prefix taken, the ended rows' cells freed."""
+    batcher, steps = engine(2)
+    for word in ("alpha", "bravo"):
+        j, reply = job(prompt(word, 12), max_tokens=4)
+        batcher.submit(j)
+        reply.result()
+    assert len(batcher.ended) == 2
+    seeded = prompt("alpha", 12) + prompt("zulu", 4)  # its prefix is an ended row's
+    replies = []
+    for _ in range(2):
+        j, reply = job(seeded, max_tokens=8, temperature=1.0, seed=7)
+        batcher.submit(j)
+        replies.append(reply.result())
+        assert batcher.snapshot()["prompt_tokens_cached"] == 0  # fed from the start, both times
+    assert replies[0] == replies[1] == alone(engine, seeded, max_tokens=8, temperature=1.0, seed=7)
+    assert list(batcher.ended) == [0] and steps.cache[1] == [] and steps.wrong == []
+
+
 def test_a_row_whose_sampler_cannot_be_built_fails_alone(engine: Any) -> None:
     batcher, _ = engine(4)
     good, ok = job(prompt("press"))
