@@ -56,8 +56,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "together": {"answer": {"together": True}},
     "before": {"answer": {"gate": "coverage", "subject": False}},  # the defaults before the tenth run
     "words-gate": {"answer": {"gate": "words", "subject": False}},
-    "no-subject": {"answer": {"subject": False}},  # the meaning gate alone (the defaults since the tenth run)
-    "subject": {"answer": {"subject": True}},  # with the subject check
+    "no-subject": {"answer": {"subject": False}},  # the meaning gate alone (the defaults of the tenth run)
+    "subject": {"answer": {"subject": True}},  # with the subject check (the default since the fourteenth run)
     "before-subject": {"answer": {"gate": "coverage", "subject": True}},  # the subject check alone
     # MEANING at the threshold that keeps 95% of S08's answerable questions, with the subject check
     "low-gate": {"answer": {"evidence_threshold": 0.22, "subject": True}},

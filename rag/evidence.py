@@ -94,8 +94,9 @@ class Evidence:
         }
 
 
-# A capitalised word that does not open the question or a sentence: a name ("Volta", "Marrow Point").
-_NAME = re.compile(r"(?<![.?!:]\s)(?<!^)\b[A-Z][\w'\u2019-]*")
+# A capitalised word that does not open the question or a sentence: a name ("Volta", "Marrow Point",
+# "Jean-Paul"); a hyphen goes on only to another capital ("Greek" of "Greek-letter" is the name).
+_NAME = re.compile(r"(?<![.?!:]\s)(?<!^)\b[A-Z][\w'\u2019]*(?:-[A-Z][\w'\u2019]*)*")
 
 
 def names(question: str) -> list[str]:

@@ -140,7 +140,7 @@ class QAOptions:
     by_meaning: int = EXTRA
     verify: bool = True  # rag.verify's answer check
     together: bool = False
-    subject: bool = False  # withdraw an answer taken from another subject's passages
+    subject: bool = True  # withdraw an answer taken from another subject's passages
     facts: bool = False  # ask again for the date or number of the sentence that answers
 
     def __post_init__(self) -> None:
@@ -411,10 +411,7 @@ class QAChain(Runnable[QAInput, Answer]):
         by_number = {c.number: c for c in prepared.contexts}
         shown = [by_number[c.number] for c in answer.citations if c.number in by_number]
         cited = [prepared.chunks.get(c.chunk_id, c) for c in shown]  # whole: an excerpt may say "he"
-        text = without_markers(answer.answer)
-        if not off_subject(
-            text, prepared.question, cited, self.corpus.similarity, self.names(prepared.question)
-        ):
+        if not off_subject(prepared.question, cited, self.names(prepared.question)):
             return answer
         return _withdrawn(answer, "off_subject")
 

@@ -174,13 +174,13 @@ class AnswerSettings(BaseModel):
         description="With `verify`: an answer whose new words no one passage holds together (a sentence and "
         "its neighbours) is asked again the same way, and kept if that finds nothing better.",
     )
-    # on S08 it withdrew 8 of 60 reworded answers whose subject was plainly there, for 2 more
-    # hidden-article abstentions on top of the meaning gate (docs/ANSWERS.md, tenth run)
+    # the names rule alone (docs/ANSWERS.md, fourteenth run): on S08 and S09, CMU wording and reworded,
+    # it withdrew 5 wrong answers and no right one, and declined 3 more hidden-article questions
     subject: bool = Field(
-        False,
-        description="An answer whose cited passages are not about the question's subject (its names, and its "
-        "meaning with MiniLM) is withdrawn (`abstained_by = off_subject`): fewer wrong answers, but more "
-        "right ones withdrawn.",
+        True,
+        description="An answer whose cited passages do not hold half of the names the question asks about "
+        "(their titles count) is withdrawn (`abstained_by = off_subject`): an answer from another article is "
+        "no answer.",
     )
     max_question_tokens: int = Field(
         QUESTION_TOKENS,

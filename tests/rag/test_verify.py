@@ -3,6 +3,7 @@ says is asked again for a source's exact words; a span no source holds becomes a
 
 from __future__ import annotations
 
+from lectern.rag.evidence import names
 from lectern.rag.prompts import NO_ANSWER
 from lectern.rag.qa import QAChain, build_qa_chain
 from lectern.rag.verify import (
@@ -13,7 +14,6 @@ from lectern.rag.verify import (
     clean_span,
     locate,
     off_subject,
-    support_window,
 )
 from tests.rag.test_evidence import ctx
 from tests.rag.test_window import ListRetriever, WindowFake, make_doc
@@ -157,7 +157,6 @@ def test_a_bare_year_is_what_a_full_date_says() -> None:
     assert answer_problem("Volta was born in 1746.", "In what year was Volta born?", source) == NOT_IN_SOURCES
 
 
-ANTS = "Ants are found on every continent. Most ants are red or black, and a few are yellow."
 BEES = "Bees feed on nectar and pollen. The most common color of honey bees is yellow with black bands."
 
 
@@ -165,56 +164,48 @@ def test_off_subject_needs_the_question_names_in_the_cited_chunk() -> None:
     question = "Where was Alessandro Volta buried?"
     volta = ctx(1, "In 1819 he retired to Camnago. He was buried in Como.", "Alessandro Volta")
     other = ctx(2, "Galvani was buried in Bologna. He studied frogs.", "Luigi Galvani")
-    assert not off_subject("He was buried in Como.", question, [volta])
-    assert off_subject("He was buried in Bologna.", question, [other])
-    # one cited chunk about the subject is enough; none cited, nothing to judge
-    assert not off_subject("Como.", question, [other, volta])
-    assert not off_subject("Como.", question, [])
+    assert not off_subject(question, [volta])  # the title names him: the sentence says "he"
+    assert off_subject(question, [other])
+    # half the names is enough ("Alessandro" alone); one cited chunk about the subject is enough;
+    # none cited, nothing to judge
+    assert not off_subject(question, [ctx(3, "Alessandro Manzoni was buried in Milan.")])
+    assert not off_subject(question, [other, volta])
+    assert not off_subject(question, [])
     # the names as the chain spelled them ("Vlota" -> "volta")
-    assert not off_subject("Como.", "Where was Vlota buried?", [volta], named=["volta"])
-    assert off_subject("Como.", "Where was Vlota buried?", [volta])
+    assert not off_subject("Where was Vlota buried?", [volta], named=["volta"])
+    assert off_subject("Where was Vlota buried?", [volta])
 
 
-def test_off_subject_reads_the_support_window_meaning_with_an_embedder() -> None:
-    """A question without names: the window the answer is taken from must be close to it in meaning.
-    A stand-in embedder: close when the window speaks of ants."""
-    question = "What is the most common color of ants?"
-    seen: list[list[str]] = []
-
-    def similarity(q: str, texts: list[str]) -> list[float]:
-        seen.append(list(texts))
-        return [0.6 if "ants" in t.lower() else 0.3 for t in texts]
-
-    assert off_subject("Yellow with black bands.", question, [ctx(1, BEES, "Bee")], similarity)
-    assert seen[-1] == [BEES]  # both sentences: the answer's and its neighbour
-    assert not off_subject("Red or black.", question, [ctx(1, ANTS, "Ant")], similarity)
-    ducks = ctx(1, "The duck swims. A duck eats weeds. The duck attracts the most humor of all. It quacks.")
-    assert support_window("The duck attracts humor.", "What animal attracts humor?", ducks) == (
-        "A duck eats weeds. The duck attracts the most humor of all. It quacks."
-    )
-    longer = ctx(1, f"Filler one here. Filler two here. {ANTS} Queens lay the eggs.")
-    assert support_window("Red or black.", question, longer) == f"{ANTS} Queens lay the eggs."
+def test_off_subject_judges_only_questions_that_name_their_subject() -> None:
+    """Without names there is nothing model-free to hold the passage to: a cosine rule on the
+    answer's sentence withdrew right answers to reworded questions (docs/ANSWERS.md), so it is not
+    used. A hyphenated word is a name up to its lower-case part: "Greek-letter" asks for "Greek"."""
+    assert not off_subject("What is the most common color of ants?", [ctx(1, BEES, "Bee")])
+    coolidge = ctx(1, "He was a member of the Phi Gamma Delta fraternity.", "Calvin Coolidge")
+    assert names("Which Greek-letter society did Coolidge join?") == ["greek", "coolidg"]
+    assert not off_subject("Which Greek-letter society did Coolidge join?", [coolidge])
+    assert names("Where did Jean-Paul Sartre live?") == ["jean", "paul", "sartr"]
 
 
 def test_the_chain_withdraws_an_answer_taken_from_another_subject() -> None:
     llm = WindowFake(context_window=600, script=["He was buried in Bologna. [1]"])
     docs = [make_doc(1, "Luigi Galvani was buried in Bologna. He studied frogs and electricity.")]
-    qa = build_qa_chain(llm, ListRetriever(docs=docs), evidence=False, subject=True)
+    qa = build_qa_chain(llm, ListRetriever(docs=docs), evidence=False)
     answer = qa.invoke("Where was Alessandro Volta buried?")
     assert answer.abstained and answer.abstained_by == "off_subject" and answer.answer == NO_ANSWER
     assert answer.raw == "He was buried in Bologna. [1]" and answer.citations == []
-    # the same answer about the subject the question names stands; the check is off by default
+    # the same answer about the subject the question names stands; the check is on by default
     kept = build_qa_chain(
         WindowFake(context_window=600, script=["He was buried in Bologna. [1]"]),
         ListRetriever(docs=[make_doc(1, "Alessandro Volta was buried in Bologna, they say.")]),
         evidence=False,
-        subject=True,
     ).invoke("Where was Alessandro Volta buried?")
     assert not kept.abstained
     off = build_qa_chain(
         WindowFake(context_window=600, script=["He was buried in Bologna. [1]"]),
         ListRetriever(docs=docs),
         evidence=False,
+        subject=False,
     ).invoke("Where was Alessandro Volta buried?")
     assert not off.abstained and off.citations
 
