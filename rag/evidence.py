@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from lectern.ingest import bm25_terms
-from lectern.rag.sentences import Similarity, TermWeights, sentences
+from lectern.rag.sentences import Similarity, TermWeights, sentences_and_lines
 from lectern.rag.types import Context
 
 
@@ -134,7 +134,7 @@ def assess(
     cover = coverage(terms, _text_with_title(best), w)
     sentence = None
     if similarity is not None and calibration is not None and "sentence" in calibration.weights:
-        texts = [s for c in contexts for s in sentences(c.text)]
+        texts = [s for c in contexts for s in sentences_and_lines(c.text)]
         sentence = max((float(x) for x in similarity(question, texts)), default=0.0) if texts else 0.0
     asked = set(named if named is not None else names(question))
     held = set(bm25_terms.terms(" ".join(_text_with_title(c) for c in contexts))) if asked else set()

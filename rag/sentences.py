@@ -30,21 +30,28 @@ TermWeights = Callable[[Sequence[str]], Mapping[str, float]]
 Similarity = Callable[[str, Sequence[str]], Sequence[float]]
 """(question, texts) -> the cosine of each text to the question, with the collection's embedder."""
 
-# End of a sentence: . ! ? (and closing quotes) before a capital, digit or quote; or a line break.
-# (A line wrapped inside a sentence is cut there too: joining such lines gave whole sentences lower
-# cosines than the fragments the meaning gate was fitted on; docs/ANSWERS.md, eleventh run.)
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*")
-_ABBREVIATION = re.compile(r"\b(?:[A-Z]|Mr|Mrs|Ms|Dr|St|Jr|Sr|vs|etc|e\.g|i\.e|No|Vol|pp|Fig|c|ca)\.$")
+# End of a sentence: . ! ? (and closing quotes) before a capital, digit or quote; a blank line; or a
+# line break, unless the line was wrapped inside a sentence (PDF and hard-wrapped text: the line
+# ends in a comma, or the next begins in lower case or with a number that is no list item's).
+_SENTENCE_END = re.compile(
+    r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])"
+    r"|\n[^\S\n]*\n\s*"
+    r"|(?<![,;(\-\u2013])\n\s*(?![a-z]|\d++(?![.)]\s))"
+)
+# ... nor does a list item's number ("1. Install it")
+_ABBREVIATION = re.compile(
+    r"\b(?:[A-Z]|Mr|Mrs|Ms|Dr|St|Jr|Sr|vs|etc|e\.g|i\.e|No|Vol|pp|Fig|c|ca)\.$|(?:^|\n)\s*\d{1,3}\.$"
+)
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each sentence of `text`, whitespace trimmed; an abbreviation ("Dr.", "J.")
-    does not end a sentence."""
+    does not end a sentence, nor does a line break inside a wrapped one (_SENTENCE_END)."""
     spans: list[tuple[int, int]] = []
     start = 0
     for match in _SENTENCE_END.finditer(text):
-        if _ABBREVIATION.search(text[start : match.start()]):
-            continue
+        if _ABBREVIATION.search(text[start : match.start()]) and match.group().count("\n") < 2:
+            continue  # a blank line ends a sentence whatever precedes it
         spans.append((start, match.start()))
         start = match.end()
     spans.append((start, len(text)))
@@ -60,6 +67,21 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 
 def sentences(text: str) -> list[str]:
     return [text[a:b] for a, b in sentence_spans(text)]
+
+
+def sentences_and_lines(text: str) -> list[str]:
+    """Each sentence, and each line of a sentence wrapped over several: what the evidence gate reads.
+    Its sentence feature was fitted on CMU text (a paragraph a line, so a line break never falls
+    inside a sentence); on PDF text a whole wrapped sentence can score a lower cosine than the line
+    that holds the answer ("Visitors may climb the 143 steps of the tower" for "How many stairs ..."),
+    so the gate keeps the better of the two and refuses no question it passed before sentences were
+    joined (docs/ANSWERS.md)."""
+    out: list[str] = []
+    for sentence in sentences(text):
+        out.append(sentence)
+        if "\n" in sentence:
+            out += [line.strip() for line in sentence.splitlines() if line.strip()]
+    return out
 
 
 def local_idf(texts: Sequence[str]) -> TermWeights:

@@ -58,13 +58,14 @@ def test_a_question_in_a_person_s_own_words_reaches_the_model(sample_chain, ques
     assert prepared.evidence.sentence is not None  # the meaning gate decided, with MiniLM
 
 
-# REWORDED's answers, in order. The last two sit on a PDF or Markdown line after a line break inside
-# their sentence, where sentence_spans cuts: the selection shows the first half without the answer
-# (docs/ANSWERS.md, eleventh run: joining wrapped lines lowered the gate's sentence cosines)
-ANSWER_WORDS = ["143 steps", "except Tuesdays"]
+# REWORDED's answers. The cost sits on a PDF line after a line break inside its sentence, which no
+# longer cuts it (rag.sentences.sentence_spans), so it is shown whole. Quillmate's "Tartu" is left
+# out: its section is not among the chunks retrieved (MiniLM puts "volunteers in Tartu" at cosine 0.11
+# to "which city were its developers based in?").
+ANSWER_WORDS = {REWORDED[0]: "143 steps", REWORDED[1]: "except Tuesdays", REWORDED[3]: "11,400 pounds"}
 
 
-@pytest.mark.parametrize(("question", "words"), list(zip(REWORDED, ANSWER_WORDS, strict=False)))
+@pytest.mark.parametrize(("question", "words"), list(ANSWER_WORDS.items()))
 def test_the_sentence_that_answers_a_reworded_question_is_shown_to_the_model(
     meaning_chain, question: str, words: str
 ) -> None:  # type: ignore[no-untyped-def]

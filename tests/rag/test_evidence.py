@@ -17,7 +17,7 @@ from lectern.rag.evidence import (
 )
 from lectern.rag.prompts import NO_ANSWER
 from lectern.rag.qa import build_qa_chain
-from lectern.rag.sentences import sentences
+from lectern.rag.sentences import sentences, sentences_and_lines
 from lectern.rag.types import Context
 from tests.rag.test_window import ListRetriever, WindowFake, make_doc
 
@@ -37,6 +37,35 @@ def ctx(number: int, text: str, title: str = "", dense: float | None = None) -> 
         text=text,
         dense_score=dense,
     )
+
+
+def test_a_line_wrapped_inside_a_sentence_is_one_sentence() -> None:
+    """PDF text and hard-wrapped Markdown break lines mid-sentence ("and cost\n11,400 pounds."): a
+    sentence cut there loses its answer to the next "sentence". Headings, list items and blank lines
+    still end one."""
+    text = (
+        "Building the tower\nBuilding took four summers, from 1848 to 1851, and cost\n11,400 pounds.\n"
+        "It was first released\nin March 2019 by a team of four volunteers in Tartu.\n\n"
+        "Steps:\n1. Install it\n12. Run it\n6.\n\nNotes, see below,\nLater text"
+    )
+    assert sentences(text) == [
+        "Building the tower",
+        "Building took four summers, from 1848 to 1851, and cost\n11,400 pounds.",
+        "It was first released\nin March 2019 by a team of four volunteers in Tartu.",
+        "Steps:",
+        "1. Install it",
+        "12. Run it",
+        "6.",
+        "Notes, see below,\nLater text",
+    ]
+    # the gate reads a wrapped sentence's lines too: a line can match a question better than the whole
+    assert sentences_and_lines("Opening line.\nIt cost\n11,400 pounds. Done.") == [
+        "Opening line.",
+        "It cost\n11,400 pounds.",
+        "It cost",
+        "11,400 pounds.",
+        "Done.",
+    ]
 
 
 def test_coverage_weighs_rare_words() -> None:
