@@ -72,6 +72,8 @@ def answer_problem(
 
 # The subject check (answer.subject): the passages an answer cites must be about the question's names.
 SUBJECT_NAMES = 0.5  # share of the question's names the cited chunk (with its title) must hold
+# what the reader is told of an answer the check withdrew (the CLI and the web UI)
+OFF_SUBJECT = "was withdrawn: the passages it cited do not name what the question asks about"
 
 
 def off_subject(question: str, cited: Sequence[Context], named: Sequence[str] | None = None) -> bool:

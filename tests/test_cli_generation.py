@@ -114,6 +114,26 @@ def test_ask_warns_when_no_source_supports_the_answer(
     assert result.exit_code == 0 and "may be made up" in result.output
 
 
+def test_ask_says_why_an_answer_about_another_subject_was_withdrawn(runner: CliRunner) -> None:
+    """The subject check (on by default) past the gate (off here): the fake model answers from the
+    Glenmore otters' passage, which names no Hampshire, so what streamed is followed by why it was
+    withdrawn and the abstention."""
+    from lectern.rag.prompts import NO_ANSWER
+    from lectern.rag.verify import OFF_SUBJECT
+
+    question = "What do the otters of Hampshire eat?"
+    result = runner.invoke(app, ["ask", question, "-c", "notes"], env={"LECTERN_ANSWER__EVIDENCE": "false"})
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "crayfish" in said and f"(that answer {OFF_SUBJECT}:) {NO_ANSWER}" in said, said
+    kept = runner.invoke(
+        app,
+        ["ask", "What do the otters of Glenmore eat?", "-c", "notes"],
+        env={"LECTERN_ANSWER__EVIDENCE": "false"},
+    )
+    assert kept.exit_code == 0 and OFF_SUBJECT not in " ".join(kept.output.split())
+
+
 @pytest.mark.parametrize("variant", ["few_shot", "chain_of_thought"])
 def test_the_prompt_setting_picks_the_qa_template(runner: CliRunner, variant: str) -> None:
     from lectern.rag.fake import FakeChatModel

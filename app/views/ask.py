@@ -18,6 +18,7 @@ from lectern.rag.agent import Agent, AgentResult, Step
 from lectern.rag.chat import ConversationStore, Turn
 from lectern.rag.qa import grounding_note
 from lectern.rag.types import Answer
+from lectern.rag.verify import OFF_SUBJECT
 from lectern.rag.workspace import Workspace
 
 ws = resources.workspace()
@@ -56,7 +57,9 @@ def answer_job(question: str, agent: bool, evidence: bool = True) -> bool:
     def chat(job: Job) -> Answer:
         mine = Workspace(collection=name, settings=config)
         try:
-            session = mine.chat_session(**({} if evidence else {"evidence": False}))
+            # "Ask anyway" overrules the checks that the documents are about the question's subject:
+            # the gate's decline, and the withdrawal of an answer citing passages that do not name it
+            session = mine.chat_session(**({} if evidence else {"evidence": False, "subject": False}))
             written: list[str] = []
             parts = session.stream_ask(talk, question)
             for part in parts:
@@ -114,6 +117,8 @@ def answer_notes(answer: Answer, question: str) -> None:
     if answer.retried:
         again = "a second try failed too" if answer.abstained else "this is from the sources' own words"
         st.caption(f"The model's first answer {answer.retried}; {again}.")
+    elif answer.abstained_by == "off_subject":
+        st.caption(f"The model's answer, “{components.plain(answer.raw.strip())}”, {OFF_SUBJECT}.")
     declined = answer.abstained_by == "evidence"
     if declined:
         st.info(

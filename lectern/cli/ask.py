@@ -73,12 +73,16 @@ def print_stream(parts: Iterator[Any]) -> Answer:
     """Print the answer's text as it streams; the final Answer is returned. When the streamed answer
     failed the check (rag.verify) and was replaced, the replacement is printed under a note."""
     from lectern.rag.types import final_answer
+    from lectern.rag.verify import OFF_SUBJECT
 
     answer = final_answer(parts, lambda text: out.print(shown(text), end="", highlight=False))
     out.print()
     if answer.retried:
         again = "a second try failed too" if answer.abstained else "from the sources' own words"
         out.print(f"[dim](that answer {answer.retried}; {again}:)[/dim]")
+        out.print(shown(answer.answer), highlight=False)
+    elif answer.abstained_by == "off_subject":
+        out.print(f"[dim](that answer {OFF_SUBJECT}:)[/dim]")
         out.print(shown(answer.answer), highlight=False)
     return answer
 

@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from lectern.app import resources
 from lectern.errors import InvalidName, SaveFailed
 from lectern.rag.chat import ConversationStore
+from lectern.rag.prompts import NO_ANSWER
 from lectern.rag.settings import load_settings
 from tests.app.conftest import SAMPLE_DOCS, settle
 from tests.fixtures.bad_inputs import text_pdf
@@ -633,8 +634,22 @@ def test_a_declined_question_says_the_model_was_not_asked_and_can_be_asked_anywa
     at = settle(button(at, "Ask anyway").click().run())
     assert not at.exception
     assert [m.name for m in at.chat_message] == ["user", "assistant"] * 2  # asked again, once
+    # the model's answer is shown, not withdrawn for citing passages that do not name Quorvath
+    assert at.chat_message[-1].markdown[0].value != NO_ANSWER
+    assert not any("was withdrawn" in c.value for c in at.caption)
     assert not any(i.value.startswith("The model was not asked") for i in at.info)
     assert not any(b.label == "Ask anyway" for b in at.button)
+
+
+def test_an_answer_citing_passages_that_do_not_name_the_subject_says_it_was_withdrawn(
+    open_app: OpenApp, ingested: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LECTERN_ANSWER__EVIDENCE", "false")  # past the gate, the subject check decides
+    at = ask(open_app("ask"), "Which zeppelin squadron bombed Quorvath?")
+    assert not at.exception
+    assert at.chat_message[-1].markdown[0].value == NO_ANSWER
+    withdrawn = [c.value for c in at.caption if "was withdrawn" in c.value]
+    assert len(withdrawn) == 1 and withdrawn[0].startswith("The model's answer, “"), withdrawn
 
 
 def test_settings_say_which_store_holds_which_collections(open_app: OpenApp, ingested: Path) -> None:

@@ -84,6 +84,32 @@ def test_a_question_the_documents_do_not_answer_is_refused_before_the_model(
     assert prepared.abstained_by == "evidence" and prepared.messages is None, prepared.evidence
 
 
+def test_an_answer_whose_cited_passages_lack_the_question_s_names_is_withdrawn(sample_chain) -> None:  # type: ignore[no-untyped-def]
+    """The subject check (answer.subject, on by default) past the gate: with the gate off, the fake
+    model answers the Klimt question from a sample passage, which names no Gustav Klimt, so the answer
+    is withdrawn; the same chain keeps its answer about Marrow Point, and without the check the Klimt
+    answer stands, cited. (Half the names is enough: "the Eiffel Tower" passes on the lighthouse's
+    "tower".)"""
+    from dataclasses import replace
+
+    from lectern.rag.qa import QAChain
+
+    ungated = QAChain(
+        sample_chain.llm,
+        sample_chain.retriever,
+        replace(sample_chain.options, evidence=False),
+        sample_chain.corpus,
+    )
+    withdrawn = ungated.invoke("Where was Gustav Klimt born?")
+    assert withdrawn.abstained and withdrawn.abstained_by == "off_subject", withdrawn
+    kept = ungated.invoke("When was the Marrow Point Light first lit?")
+    assert not kept.abstained and kept.citations, kept
+    unchecked = QAChain(
+        sample_chain.llm, sample_chain.retriever, replace(ungated.options, subject=False), sample_chain.corpus
+    ).invoke("Where was Gustav Klimt born?")
+    assert not unchecked.abstained and unchecked.citations, unchecked
+
+
 @pytest.mark.parametrize("year", ["S09"])  # the held-out set (S08's, the tuning set, costs CI 2 minutes more)
 def test_the_gate_passes_reworded_questions_whose_answer_sentence_is_retrieved(
     year: str, tmp_path: Path
