@@ -29,7 +29,7 @@ from langchain_core.documents import Document
 from lectern.ingest import bm25_terms
 from lectern.rag.answer_metrics import canonical
 from lectern.rag.citations import SUPPORTED, attribute, highlights, support_scores
-from lectern.rag.sentences import sentence_spans
+from lectern.rag.sentences import LIST_MARKER, sentence_spans
 from lectern.rag.types import UNSUPPORTED_FLAG, Citation, Context, SummaryResult, SummarySentence
 
 NOT_IN_SOURCES = "not in the sources"
@@ -39,7 +39,6 @@ ABOUT_ITSELF = (
     "Here is a summary of the following text, document, article, passage or part; overall, in summary"
 )
 _ABOUT_ITSELF = set(bm25_terms.terms(ABOUT_ITSELF))
-_LIST_MARKER = re.compile(r"^(?:\d{1,3}[.)]|[-*\u2022])\s+")
 _LAYOUT = re.compile(r"[\W\d_]{0,4}")  # "2.", "-", "(a)": list markers, no words
 _NUMBER = re.compile(r"\d+(?:,\d{3})*")
 
@@ -83,7 +82,7 @@ def check_sentences(
     for a, b in sentence_spans(summary):
         text, before = summary[a:b], summary[end:a]
         end = b
-        said = _LIST_MARKER.sub("", text)  # "1. The tower..." claims what "The tower..." does
+        said = LIST_MARKER.sub("", text)  # "1. The tower..." claims what "The tower..." does
         if not is_claim(said):
             out.append(SummarySentence(text=text, before=before, claim=False))
             continue

@@ -69,19 +69,28 @@ def sentences(text: str) -> list[str]:
     return [text[a:b] for a, b in sentence_spans(text)]
 
 
+LIST_MARKER = re.compile(r"^(?:\d{1,3}[.)]|[-*\u2022])\s+")  # "2. ", "1) ", "- ": a list item's marker
+
+
 def sentences_and_lines(text: str) -> list[str]:
-    """Each sentence, and each line of a sentence wrapped over several: what the evidence gate reads.
-    Its sentence feature was fitted on CMU text (a paragraph a line, so a line break never falls
-    inside a sentence); on PDF text a whole wrapped sentence can score a lower cosine than the line
-    that holds the answer ("Visitors may climb the 143 steps of the tower" for "How many stairs ..."),
-    so the gate keeps the better of the two and refuses no question it passed before sentences were
-    joined (docs/ANSWERS.md)."""
+    """Each sentence, each line of a sentence wrapped over several, and each of these without its list
+    marker: what the evidence gate reads. Its sentence feature was fitted when text was cut at every
+    line break and a numbered heading's "2." was a sentence of its own, so "Building the tower" was
+    read apart from "2. " (CMU text, a paragraph a line, is cut the same either way). A whole wrapped
+    sentence can score a lower cosine than its line that holds the answer ("Visitors may climb the
+    143 steps of the tower" for "How many stairs ..."), so the gate keeps the best of them and
+    refuses no question it passed before sentences were joined (docs/ANSWERS.md)."""
     out: list[str] = []
     for sentence in sentences(text):
-        out.append(sentence)
+        pieces = [sentence]
         if "\n" in sentence:
-            out += [line.strip() for line in sentence.splitlines() if line.strip()]
-    return out
+            pieces += [line.strip() for line in sentence.splitlines() if line.strip()]
+        for piece in pieces:
+            out.append(piece)
+            bare = LIST_MARKER.sub("", piece)
+            if bare and bare != piece:
+                out.append(bare)
+    return list(dict.fromkeys(out))
 
 
 def local_idf(texts: Sequence[str]) -> TermWeights:
@@ -222,14 +231,18 @@ def _sentence_cosines(
     return [[float(next(flat)) for _ in chunk_spans] for chunk_spans in spans]
 
 
+_WRAP = re.compile(r"[^\S\n]*\n\s*")  # a line break inside a sentence (sentence_spans keeps them)
+
+
 def join_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:
-    """The spans of `text` in order; a gap between non-adjacent sentences is marked with an ellipsis."""
+    """The spans of `text` in order, each on one line (a wrapped sentence's line breaks are spaces,
+    as between its sentences); a gap between non-adjacent sentences is marked with an ellipsis."""
     parts: list[str] = []
     last_end: int | None = None
     for a, b in spans:
         if last_end is not None:
             gap = text[last_end:a]
             parts.append(" " if not gap.strip() else " … ")
-        parts.append(text[a:b])
+        parts.append(_WRAP.sub(" ", text[a:b]))
         last_end = b
     return "".join(parts)

@@ -17,7 +17,7 @@ from lectern.rag.evidence import (
 )
 from lectern.rag.prompts import NO_ANSWER
 from lectern.rag.qa import build_qa_chain
-from lectern.rag.sentences import sentences, sentences_and_lines
+from lectern.rag.sentences import select_sentences, sentences, sentences_and_lines
 from lectern.rag.types import Context
 from tests.rag.test_window import ListRetriever, WindowFake, make_doc
 
@@ -58,14 +58,21 @@ def test_a_line_wrapped_inside_a_sentence_is_one_sentence() -> None:
         "6.",
         "Notes, see below,\nLater text",
     ]
-    # the gate reads a wrapped sentence's lines too: a line can match a question better than the whole
-    assert sentences_and_lines("Opening line.\nIt cost\n11,400 pounds. Done.") == [
-        "Opening line.",
+    # the gate reads a wrapped sentence's lines too, and a numbered heading without its number: the
+    # pieces its sentence feature was fitted on, each of which can match a question better than the whole
+    assert sentences_and_lines("2. Building the tower\nIt cost\n11,400 pounds. Done.") == [
+        "2. Building the tower",
+        "Building the tower",
         "It cost\n11,400 pounds.",
         "It cost",
         "11,400 pounds.",
         "Done.",
     ]
+    # and the model is shown a wrapped sentence on one line, as its sentences are joined
+    shown = select_sentences(
+        "What did it cost?", [ctx(1, "Intro here.\nIt cost\n11,400 pounds.")], top=1, neighbours=0
+    )
+    assert [c.text for c in shown] == ["It cost 11,400 pounds."]
 
 
 def test_coverage_weighs_rare_words() -> None:
