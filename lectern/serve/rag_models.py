@@ -149,7 +149,10 @@ async def rag_chat(server: Server, body: ChatRequest, request: Request) -> Any:
         # an answer the model wrote ends as its last generation did: "length" when max_tokens cut it
         # (a JSON answer cut so is not whole); the chain's own abstention is a "stop"
         cut = not answer.abstained and llm.finishes[-1:] == ["length"]
-        return Ending("length" if cut else "stop", used(), {"sources": sources_of(answer)}, text=text)
+        # why lectern's abstain sentence is the answer (None: answered); a streamed answer withdrawn
+        # after the model wrote it (off_subject, unsupported) says so only here
+        extra = {"sources": sources_of(answer), "abstained_by": answer.abstained_by}
+        return Ending("length" if cut else "stop", used(), extra, text=text)
 
     return await respond(request, shape, events, llm.cancelled, body.stream, ending)
 

@@ -294,9 +294,30 @@ def test_a_rag_answer_cut_by_max_tokens_ends_with_length(settings: Any, fake_ws:
         events = sse_events(stream_lines(url, {**rag, "max_tokens": 3, "stream": True}))
         assert json.loads(events[-2])["choices"][0]["finish_reason"] == "length"
         off = {**rag, "messages": [{"role": "user", "content": "What colour is the Moon's far side?"}]}
-        abstained = post(url, "/v1/chat/completions", {**off, "max_tokens": 3}).json()["choices"][0]
-        assert abstained["message"]["content"] == NO_ANSWER
-        assert abstained["finish_reason"] == "stop"  # the chain's abstention, whatever max_tokens
+        abstained = post(url, "/v1/chat/completions", {**off, "max_tokens": 3}).json()
+        assert abstained["choices"][0]["message"]["content"] == NO_ANSWER
+        assert (
+            abstained["choices"][0]["finish_reason"] == "stop"
+        )  # the chain's abstention, whatever max_tokens
+        assert abstained["abstained_by"] in ("evidence", "off_subject"), abstained
+
+
+def test_a_streamed_rag_answer_withdrawn_after_it_was_written_says_so(settings: Any, fake_ws: Any) -> None:
+    """Past the gate (off here), the subject check withdraws an answer whose cited passages do not
+    name the Kennet and Avon: the stream carried the model's words, and its last chunk says the
+    answer was withdrawn; the whole response is lectern's abstain sentence."""
+    fake_ws.ingest([ROOT / "sample_docs" / "brennock_canal.txt"])
+    question = "How many locks does the Kennet and Avon Canal climb through?"
+    ungated = settings.model_copy(update={"answer": settings.answer.model_copy(update={"evidence": False})})
+    with serving(ungated, FakeChatModel()) as url:
+        rag = {"model": "lectern-rag/test", "messages": [{"role": "user", "content": question}], "k": 3}
+        body = post(url, "/v1/chat/completions", rag).json()
+        assert body["choices"][0]["message"]["content"] == NO_ANSWER and body["sources"] == []
+        assert body["abstained_by"] == "off_subject", body
+        chunks = [json.loads(e) for e in sse_events(stream_lines(url, {**rag, "stream": True}))[:-1]]
+        streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+        assert streamed.strip() and NO_ANSWER not in streamed  # the model's words went out first
+        assert chunks[-1]["abstained_by"] == "off_subject" and chunks[-1]["sources"] == []
 
 
 def test_rag_model_answers_with_sources(settings: Any, fake_ws: Any) -> None:
@@ -318,6 +339,7 @@ def test_rag_model_answers_with_sources(settings: Any, fake_ws: Any) -> None:
         assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
         assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
         assert chunks[-2]["sources"] == body["sources"]
+        assert body["abstained_by"] is None and chunks[-2]["abstained_by"] is None
         assert chunks[-1]["usage"] == body["usage"]
         filtered = post(url, "/v1/chat/completions", {**rag, "sources": ["sample_docs/brennock_canal.txt"]})
         assert filtered.json()["sources"] == body["sources"]  # a relative path: the end of an ingested one
