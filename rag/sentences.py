@@ -231,18 +231,14 @@ def _sentence_cosines(
     return [[float(next(flat)) for _ in chunk_spans] for chunk_spans in spans]
 
 
-_WRAP = re.compile(r"[^\S\n]*\n\s*")  # a line break inside a sentence (sentence_spans keeps them)
-
-
 def join_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:
-    """The spans of `text` in order, each on one line (a wrapped sentence's line breaks are spaces,
-    as between its sentences); a gap between non-adjacent sentences is marked with an ellipsis."""
+    """The spans of `text` in order; a gap between non-adjacent sentences is marked with an ellipsis."""
     parts: list[str] = []
     last_end: int | None = None
     for a, b in spans:
         if last_end is not None:
             gap = text[last_end:a]
             parts.append(" " if not gap.strip() else " … ")
-        parts.append(_WRAP.sub(" ", text[a:b]))
+        parts.append(text[a:b])
         last_end = b
     return "".join(parts)

@@ -17,7 +17,7 @@ from lectern.rag.evidence import (
 )
 from lectern.rag.prompts import NO_ANSWER
 from lectern.rag.qa import build_qa_chain
-from lectern.rag.sentences import select_sentences, sentences, sentences_and_lines
+from lectern.rag.sentences import sentences, sentences_and_lines
 from lectern.rag.types import Context
 from tests.rag.test_window import ListRetriever, WindowFake, make_doc
 
@@ -68,11 +68,6 @@ def test_a_line_wrapped_inside_a_sentence_is_one_sentence() -> None:
         "11,400 pounds.",
         "Done.",
     ]
-    # and the model is shown a wrapped sentence on one line, as its sentences are joined
-    shown = select_sentences(
-        "What did it cost?", [ctx(1, "Intro here.\nIt cost\n11,400 pounds.")], top=1, neighbours=0
-    )
-    assert [c.text for c in shown] == ["It cost 11,400 pounds."]
 
 
 def test_coverage_weighs_rare_words() -> None:
