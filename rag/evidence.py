@@ -109,6 +109,17 @@ def _text_with_title(ctx: Context) -> str:
     return f"{ctx.title}\n{ctx.heading or ''}\n{ctx.text}"
 
 
+def names_share(asked: Sequence[str], contexts: Sequence[Context]) -> float:
+    """The share of the question's names (stemmed) that the passages hold, titles and headings
+    included: the gate's `names` feature over all passages, the subject check's over one cited chunk.
+    1.0 when the question names nothing."""
+    wanted = set(asked)
+    if not wanted:
+        return 1.0
+    held = set(bm25_terms.terms(" ".join(_text_with_title(c) for c in contexts)))
+    return len(wanted & held) / len(wanted)
+
+
 def assess(
     question: str,
     contexts: Sequence[Context],
@@ -136,9 +147,7 @@ def assess(
     if similarity is not None and calibration is not None and "sentence" in calibration.weights:
         texts = [s for c in contexts for s in sentences_and_lines(c.text)]
         sentence = max((float(x) for x in similarity(question, texts)), default=0.0) if texts else 0.0
-    asked = set(named if named is not None else names(question))
-    held = set(bm25_terms.terms(" ".join(_text_with_title(c) for c in contexts))) if asked else set()
-    share = len(asked & held) / len(asked) if asked else 1.0
+    share = names_share(named if named is not None else names(question), contexts)
     features: dict[str, float | None] = {
         "coverage": cover,
         "dense": best.dense_score,

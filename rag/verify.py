@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from lectern.ingest import bm25_terms
 from lectern.rag.citations import CITATION, DATE_TOKEN, new_terms, terms
-from lectern.rag.evidence import names
+from lectern.rag.evidence import names, names_share
 from lectern.rag.sentences import sentence_spans
 from lectern.rag.types import Context
 
@@ -86,14 +86,10 @@ def off_subject(question: str, cited: Sequence[Context], named: Sequence[str] | 
 
     Only names are read: a rule on the cosine of the answer's sentence to the question (tried in the
     tenth run) withdrew right answers to reworded questions (docs/ANSWERS.md)."""
-    asked = set(named if named is not None else names(question))
+    asked = named if named is not None else names(question)
     if not cited or not asked:
         return False
-    for ctx in cited:
-        held = set(bm25_terms.terms(f"{ctx.title or ''} {ctx.heading or ''} {ctx.text}"))
-        if len(asked & held) / len(asked) >= SUBJECT_NAMES:
-            return False
-    return True
+    return all(names_share(asked, [ctx]) < SUBJECT_NAMES for ctx in cited)
 
 
 def _best_window(words: set[str], contexts: Sequence[Context]) -> float:
