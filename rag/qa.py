@@ -590,7 +590,7 @@ def _from_span(answer: Answer, span: str, ctx: Context, question: str, **update:
         update={"highlights": highlights(span, question, ctx.text)}
     )
     fields = {"answer": f"{span} [{ctx.number}]", "citations": [citation], "support": 1.0}
-    return answer.model_copy(update={**update, **fields})
+    return answer.model_copy(update={**update, **fields, "first_answer": _first(answer)})
 
 
 def _withdrawn(answer: Answer, reason: AbstainReason, **update: Any) -> Answer:
@@ -602,7 +602,12 @@ def _withdrawn(answer: Answer, reason: AbstainReason, **update: Any) -> Answer:
         "abstained_by": reason,
         "support": None,
     }
-    return answer.model_copy(update={**update, **fields})
+    return answer.model_copy(update={**update, **fields, "first_answer": _first(answer)})
+
+
+def _first(answer: Answer) -> str:
+    """The model's words before any check replaced them (a withdrawal after a replacement keeps them)."""
+    return answer.first_answer if answer.first_answer is not None else answer.answer
 
 
 def _inferred(by_number: dict[int, Context], numbers: list[int]) -> list[Citation]:

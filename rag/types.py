@@ -132,6 +132,8 @@ class Answer(BaseModel):
     abstained_by: AbstainReason | None = None
     # the check the model's first answer failed (rag.verify), when it was asked again for a source's words
     retried: str | None = None
+    # the model's answer when a check replaced it (a source's words) or withdrew it; None: it stands
+    first_answer: str | None = None
 
 
 AnswerStream = Iterable[str | Answer]

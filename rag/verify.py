@@ -29,7 +29,7 @@ from lectern.ingest import bm25_terms
 from lectern.rag.citations import CITATION, DATE_TOKEN, new_terms, terms
 from lectern.rag.evidence import names, names_share
 from lectern.rag.sentences import sentence_spans
-from lectern.rag.types import Context
+from lectern.rag.types import Answer, Context
 
 RESTATES = "restates the question"
 NOT_IN_SOURCES = "says what no source says"
@@ -72,8 +72,25 @@ def answer_problem(
 
 # The subject check (answer.subject): the passages an answer cites must be about the question's names.
 SUBJECT_NAMES = 0.5  # share of the question's names the cited chunk (with its title) must hold
-# what the reader is told of an answer the check withdrew (the CLI and the web UI)
+# what the reader is told of an answer the check withdrew (why_changed)
 OFF_SUBJECT = "was withdrawn: the passages it cited do not name what the question asks about"
+FOUND_AGAIN = "this is from the sources' own words"
+FAILED_AGAIN = "a second try failed too"
+
+
+def why_changed(answer: Answer) -> str | None:
+    """Why the answer is not the words the model wrote (`first_answer`, which a stream showed),
+    completing "that answer ...": it failed the answer check and was asked again (`retried`), or the
+    subject check withdrew it. None when the model's words stand (a fact check's second try that
+    found nothing better leaves them). The one wording of the CLI's note, the web UI's caption and
+    `lectern serve`'s streamed correction."""
+    if answer.first_answer is None:
+        return None
+    if answer.abstained_by == "off_subject":
+        return OFF_SUBJECT
+    if answer.retried:
+        return f"{answer.retried}; {FAILED_AGAIN if answer.abstained else FOUND_AGAIN}"
+    return f"was withdrawn ({answer.abstained_by})" if answer.abstained else "was replaced"
 
 
 def off_subject(question: str, cited: Sequence[Context], named: Sequence[str] | None = None) -> bool:

@@ -114,6 +114,31 @@ def test_ask_warns_when_no_source_supports_the_answer(
     assert result.exit_code == 0 and "may be made up" in result.output
 
 
+def test_ask_says_why_a_streamed_answer_was_replaced_and_prints_the_replacement(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer check asked again (rag.verify): the streamed words stay on screen, so a note says
+    why they were replaced and the source's words follow (rag.verify.why_changed's wording)."""
+    from lectern.rag.types import Answer
+    from lectern.rag.verify import FOUND_AGAIN, NOT_IN_SOURCES
+    from lectern.rag.workspace import Workspace
+
+    def replaced(self: Workspace, question: str, **options: object):  # type: ignore[no-untyped-def]
+        yield "Otters eat purple kelp."
+        yield Answer(
+            question=question,
+            answer="crayfish and eels [1]",
+            retried=NOT_IN_SOURCES,
+            first_answer="Otters eat purple kelp.",
+        )
+
+    monkeypatch.setattr(Workspace, "stream_ask", replaced)
+    result = runner.invoke(app, ["ask", "What do otters eat?", "-c", "notes"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert f"Otters eat purple kelp. (that answer {NOT_IN_SOURCES}; {FOUND_AGAIN}:) crayfish and eels" in said
+
+
 def test_ask_says_why_an_answer_about_another_subject_was_withdrawn(runner: CliRunner) -> None:
     """The subject check (on by default) past the gate (off here): the fake model answers from the
     Glenmore otters' passage, which names no Hampshire, so what streamed is followed by why it was

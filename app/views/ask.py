@@ -16,9 +16,10 @@ from lectern.app.jobs import JOBS, Job
 from lectern.errors import Stopped
 from lectern.rag.agent import Agent, AgentResult, Step
 from lectern.rag.chat import ConversationStore, Turn
+from lectern.rag.citations import without_markers
 from lectern.rag.qa import grounding_note
 from lectern.rag.types import Answer
-from lectern.rag.verify import OFF_SUBJECT
+from lectern.rag.verify import why_changed
 from lectern.rag.workspace import Workspace
 
 ws = resources.workspace()
@@ -114,11 +115,10 @@ def answer_notes(answer: Answer, question: str) -> None:
     given), how well the sources hold the answer, and an evidence gate's decline."""
     if answer.rewritten_question:
         st.caption(f"Searched for: {components.plain(answer.rewritten_question)}")
-    if answer.retried:
-        again = "a second try failed too" if answer.abstained else "this is from the sources' own words"
-        st.caption(f"The model's first answer {answer.retried}; {again}.")
-    elif answer.abstained_by == "off_subject":
-        st.caption(f"The model's answer, “{components.plain(answer.raw.strip())}”, {OFF_SUBJECT}.")
+    why = why_changed(answer)
+    if why:  # the model's words are shown nowhere else
+        said = without_markers(answer.first_answer or "").strip()
+        st.caption(f"The model's answer, “{components.plain(said)}”, {why}.")
     declined = answer.abstained_by == "evidence"
     if declined:
         st.info(

@@ -70,19 +70,17 @@ def print_grounding(answer: Answer) -> None:
 
 
 def print_stream(parts: Iterator[Any]) -> Answer:
-    """Print the answer's text as it streams; the final Answer is returned. When the streamed answer
-    failed the check (rag.verify) and was replaced, the replacement is printed under a note."""
+    """Print the answer's text as it streams; the final Answer is returned. When the streamed words
+    were replaced (asked again, rag.verify) or withdrawn (the subject check), a note says why and the
+    final answer follows."""
     from lectern.rag.types import final_answer
-    from lectern.rag.verify import OFF_SUBJECT
+    from lectern.rag.verify import why_changed
 
     answer = final_answer(parts, lambda text: out.print(shown(text), end="", highlight=False))
     out.print()
-    if answer.retried:
-        again = "a second try failed too" if answer.abstained else "from the sources' own words"
-        out.print(f"[dim](that answer {answer.retried}; {again}:)[/dim]")
-        out.print(shown(answer.answer), highlight=False)
-    elif answer.abstained_by == "off_subject":
-        out.print(f"[dim](that answer {OFF_SUBJECT}:)[/dim]")
+    why = why_changed(answer)
+    if why:
+        out.print(f"[dim](that answer {why}:)[/dim]")
         out.print(shown(answer.answer), highlight=False)
     return answer
 

@@ -52,12 +52,14 @@ async def watching(request: Request, cancelled: threading.Event, work: Any) -> A
 @dataclass
 class Ending:
     """How a generation ended, as the response says it: finish reason, usage, extra fields (a RAG
-    model's `sources`) and, when the chain cleaned it, the final text of a non-streamed answer."""
+    model's `sources`), when the chain cleaned it, the final text of a non-streamed answer, and
+    what a stream adds when that final text replaced the streamed words (`correction`)."""
 
     reason: str
     usage: dict[str, int]
     extra: dict[str, Any] = field(default_factory=dict)
     text: str | None = None
+    correction: str | None = None
 
 
 async def respond(
@@ -126,7 +128,7 @@ async def respond(
                 elif kind == "done":
                     end = ending(value)
                     reason = end.reason
-                    added = appended(sent, end.text)
+                    added = appended(sent, end.text) or end.correction
                     if added:
                         yield sse(shape.chunk({"content": added} if shape.chat else added))
                     if tools is not None:

@@ -112,6 +112,7 @@ def _rag_chain(
 async def rag_chat(server: Server, body: ChatRequest, request: Request) -> Any:
     """The collection's QA chain on the last user message; citations come back as `sources`."""
     from lectern.rag.types import Answer
+    from lectern.rag.verify import why_changed
 
     question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "").strip()
     if not question:
@@ -149,10 +150,18 @@ async def rag_chat(server: Server, body: ChatRequest, request: Request) -> Any:
         # an answer the model wrote ends as its last generation did: "length" when max_tokens cut it
         # (a JSON answer cut so is not whole); the chain's own abstention is a "stop"
         cut = not answer.abstained and llm.finishes[-1:] == ["length"]
-        # why lectern's abstain sentence is the answer (None: answered); a streamed answer withdrawn
-        # after the model wrote it (off_subject, unsupported) says so only here
-        extra = {"sources": sources_of(answer), "abstained_by": answer.abstained_by}
-        return Ending("length" if cut else "stop", used(), extra, text=text)
+        # why lectern's abstain sentence is the answer (None: answered), and the check the model's
+        # first answer failed when it was asked again (None: it passed)
+        extra = {
+            "sources": sources_of(answer),
+            "abstained_by": answer.abstained_by,
+            "retried": answer.retried,
+        }
+        # the streamed words were replaced or withdrawn: the stream says why and ends with the answer
+        # the whole response gives (a JSON answer is left whole: its fields say it)
+        why = why_changed(answer) if schema is None else None
+        correction = f"\n\n(That answer {why}:) {text}" if why else None
+        return Ending("length" if cut else "stop", used(), extra, text=text, correction=correction)
 
     return await respond(request, shape, events, llm.cancelled, body.stream, ending)
 

@@ -7,13 +7,17 @@ from lectern.rag.evidence import names
 from lectern.rag.prompts import NO_ANSWER
 from lectern.rag.qa import QAChain, build_qa_chain
 from lectern.rag.verify import (
+    FAILED_AGAIN,
+    FOUND_AGAIN,
     NOT_IN_SOURCES,
+    OFF_SUBJECT,
     RESTATES,
     SCATTERED,
     answer_problem,
     clean_span,
     locate,
     off_subject,
+    why_changed,
 )
 from tests.rag.test_evidence import ctx
 from tests.rag.test_window import ListRetriever, WindowFake, make_doc
@@ -63,6 +67,8 @@ def test_a_restated_question_is_asked_again_and_the_span_cites_its_source() -> N
     assert len(llm.prompts) == 2 and "exact words" in llm.prompts[1][0].text
     assert answer.retried == RESTATES and not answer.abstained
     assert answer.answer == "mud or sand [1]"
+    assert answer.first_answer == "Turtle eggs are covered in when they incubate. [1]"  # as cited
+    assert why_changed(answer) == f"{RESTATES}; {FOUND_AGAIN}"  # what the CLI, UI and serve say
     [citation] = answer.citations
     assert citation.chunk_id == "c2" and citation.highlights == [
         "The eggs are covered in mud or sand while they incubate."
@@ -77,6 +83,8 @@ def test_a_span_no_source_holds_becomes_an_abstention() -> None:
     assert answer.abstained and answer.abstained_by == "unsupported" and answer.answer == NO_ANSWER
     assert answer.retried == NOT_IN_SOURCES and answer.citations == []
     assert "golden velvet" in answer.raw.splitlines()[-1]  # both outputs kept for inspection
+    assert answer.first_answer == "They are wrapped in golden velvet blankets."
+    assert why_changed(answer) == f"{NOT_IN_SOURCES}; {FAILED_AGAIN}"
 
 
 def test_a_restated_question_is_kept_when_the_retry_finds_nothing_better() -> None:
@@ -87,7 +95,7 @@ def test_a_restated_question_is_kept_when_the_retry_finds_nothing_better() -> No
     answer = qa.invoke("What is Amedeo Avogadro's last name?")
     assert len(llm.prompts) == 2  # it was asked again...
     assert answer.answer.startswith("His last name is Avogadro.") and answer.retried is None  # ...and kept
-    assert not answer.abstained
+    assert not answer.abstained and answer.first_answer is None and why_changed(answer) is None
 
 
 def test_an_answer_that_passes_costs_no_second_call() -> None:
@@ -194,13 +202,14 @@ def test_the_chain_withdraws_an_answer_taken_from_another_subject() -> None:
     answer = qa.invoke("Where was Alessandro Volta buried?")
     assert answer.abstained and answer.abstained_by == "off_subject" and answer.answer == NO_ANSWER
     assert answer.raw == "He was buried in Bologna. [1]" and answer.citations == []
+    assert answer.first_answer == "He was buried in Bologna. [1]" and why_changed(answer) == OFF_SUBJECT
     # the same answer about the subject the question names stands; the check is on by default
     kept = build_qa_chain(
         WindowFake(context_window=600, script=["He was buried in Bologna. [1]"]),
         ListRetriever(docs=[make_doc(1, "Alessandro Volta was buried in Bologna, they say.")]),
         evidence=False,
     ).invoke("Where was Alessandro Volta buried?")
-    assert not kept.abstained
+    assert not kept.abstained and why_changed(kept) is None
     off = build_qa_chain(
         WindowFake(context_window=600, script=["He was buried in Bologna. [1]"]),
         ListRetriever(docs=docs),
@@ -253,6 +262,7 @@ def test_the_chain_asks_again_for_the_answering_sentences_date() -> None:
     qa = build_qa_chain(llm, ListRetriever(docs=docs), facts=True)
     answer = qa.invoke(question)
     assert answer.answer == "1899 [1]" and answer.retried == WRONG_FACT and not answer.abstained
+    assert answer.first_answer == "It was founded in 1906 [1]."
     assert [c.chunk_id for c in answer.citations] == ["c1"]
     # the second ask shows the answering sentence and its neighbour only
     assert "founded in 1899" in llm.users[1] and "14 regattas" not in llm.users[1]
@@ -260,6 +270,7 @@ def test_the_chain_asks_again_for_the_answering_sentences_date() -> None:
     llm = WindowFake(context_window=600, script=["It was founded in 1906 [1].", "1906"])
     kept = build_qa_chain(llm, ListRetriever(docs=docs), facts=True).invoke(question)
     assert kept.answer.startswith("It was founded in 1906") and kept.retried == WRONG_FACT
+    assert why_changed(kept) is None  # asked again, but the model's words stand: nothing to explain
     # off (the default): one call, the answer as the model wrote it
     llm = WindowFake(context_window=600, script=["It was founded in 1906 [1]."])
     assert build_qa_chain(llm, ListRetriever(docs=docs)).invoke(question).retried is None

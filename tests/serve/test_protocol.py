@@ -304,8 +304,11 @@ def test_a_rag_answer_cut_by_max_tokens_ends_with_length(settings: Any, fake_ws:
 
 def test_a_streamed_rag_answer_withdrawn_after_it_was_written_says_so(settings: Any, fake_ws: Any) -> None:
     """Past the gate (off here), the subject check withdraws an answer whose cited passages do not
-    name the Kennet and Avon: the stream carried the model's words, and its last chunk says the
-    answer was withdrawn; the whole response is lectern's abstain sentence."""
+    name the Kennet and Avon: the stream carried the model's words, then says why they were
+    withdrawn and ends with lectern's abstain sentence, the whole response's answer; its last chunk
+    says so too (`abstained_by`)."""
+    from lectern.rag.verify import OFF_SUBJECT
+
     fake_ws.ingest([ROOT / "sample_docs" / "brennock_canal.txt"])
     question = "How many locks does the Kennet and Avon Canal climb through?"
     ungated = settings.model_copy(update={"answer": settings.answer.model_copy(update={"evidence": False})})
@@ -313,11 +316,37 @@ def test_a_streamed_rag_answer_withdrawn_after_it_was_written_says_so(settings: 
         rag = {"model": "lectern-rag/test", "messages": [{"role": "user", "content": question}], "k": 3}
         body = post(url, "/v1/chat/completions", rag).json()
         assert body["choices"][0]["message"]["content"] == NO_ANSWER and body["sources"] == []
-        assert body["abstained_by"] == "off_subject", body
+        assert body["abstained_by"] == "off_subject" and body["retried"] is None, body
         chunks = [json.loads(e) for e in sse_events(stream_lines(url, {**rag, "stream": True}))[:-1]]
         streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
-        assert streamed.strip() and NO_ANSWER not in streamed  # the model's words went out first
+        words, note = streamed.split("\n\n(", 1)  # the model's words went out first
+        assert words.strip() and NO_ANSWER not in words
+        assert note == f"That answer {OFF_SUBJECT}:) {NO_ANSWER}", streamed
         assert chunks[-1]["abstained_by"] == "off_subject" and chunks[-1]["sources"] == []
+
+
+def test_a_streamed_rag_answer_asked_again_ends_with_the_sources_words(settings: Any, fake_ws: Any) -> None:
+    """The model's first answer says what no passage says, so the chain asks again for a source's
+    exact words: a non-streamed response gives that span; a stream, which already carried the first
+    answer, says why it was replaced and ends with the same span, so no client is left with words
+    lectern took back."""
+    from lectern.rag.fake import ScriptedChatModel
+    from lectern.rag.verify import FOUND_AGAIN, NOT_IN_SOURCES
+
+    fake_ws.ingest([ROOT / "sample_docs" / "brennock_canal.txt"])
+    question = "How many locks does the Brennock Canal climb through?"
+    first, span = "It climbs through ninety purple gates.", "42 locks"
+    llm = ScriptedChatModel(replies=[first, span, first, span])  # the whole response, then the stream
+    with serving(settings, llm) as url:
+        rag = {"model": "lectern-rag/test", "messages": [{"role": "user", "content": question}], "k": 3}
+        body = post(url, "/v1/chat/completions", rag).json()
+        answer = body["choices"][0]["message"]["content"]
+        assert answer.startswith(span + " [") and body["retried"] == NOT_IN_SOURCES, body
+        assert body["abstained_by"] is None and len(body["sources"]) == 1
+        chunks = [json.loads(e) for e in sse_events(stream_lines(url, {**rag, "stream": True}))[:-1]]
+        streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+        assert streamed == f"{first}\n\n(That answer {NOT_IN_SOURCES}; {FOUND_AGAIN}:) {answer}", streamed
+        assert chunks[-1]["retried"] == NOT_IN_SOURCES and chunks[-1]["sources"] == body["sources"]
 
 
 def test_rag_model_answers_with_sources(settings: Any, fake_ws: Any) -> None:
