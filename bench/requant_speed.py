@@ -22,8 +22,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-FTYPES = {"q4_0": 2, "q8_0": 7, "q3_k_m": 12, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18, "iq4_nl": 25}
-"""llama.cpp's LLAMA_FTYPE_MOSTLY_* numbers of the types offered."""
+FTYPES = {
+    "f32": 0,
+    "f16": 1,
+    "bf16": 32,
+    "q4_0": 2,
+    "q8_0": 7,
+    "q3_k_m": 12,
+    "q4_k_m": 15,
+    "q5_k_m": 17,
+    "q6_k": 18,
+    "iq4_nl": 25,
+}
+"""llama.cpp's LLAMA_FTYPE_* numbers of the types offered (f32, f16 and bf16: the weights dequantized,
+for llama.cpp's float GEMM kernels in prefill)."""
 
 
 def requantize(llama_cpp: Any, source: Path, kind: str, folder: Path, threads: int) -> Path:
