@@ -124,6 +124,8 @@ class QuestionRecord:
     hidden_abstained_by: str | None = None  # why the ask without the article abstained
     abstained_by: str | None = None  # retrieval, evidence, model or unsupported (rag.types.AbstainReason)
     retried: str | None = None  # the check the first answer failed, when it was asked again (rag.verify)
+    first_answer: str | None = None  # the model's words a check replaced or withdrew (None: they stand)
+    hidden_first_answer: str | None = None  # the same for the ask without the article
 
     @classmethod
     def of(
@@ -168,6 +170,8 @@ class QuestionRecord:
             hidden_abstained_by=hidden.abstained_by,
             abstained_by=answer.abstained_by,
             retried=answer.retried,
+            first_answer=answer.first_answer,
+            hidden_first_answer=hidden.first_answer,
         )
 
 
