@@ -69,6 +69,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "by-meaning": {"answer": {"by_meaning": 1}},  # the words' 6 sentences and the one closest in meaning
     # the best sentences alone, no neighbours: about half the prompt (a larger model in the same time)
     "narrow": {"answer": {"neighbours": 0}},
+    "no-penalty": {"llm": {"repetition_penalty": 1.0}},  # digits repeat in numbers and dates: is 1.1 a cost?
 }
 
 

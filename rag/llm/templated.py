@@ -48,7 +48,16 @@ class TemplatedChatModel(LecternChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "temperature": self.temperature}
+        """What changes a reply to the same prompt: LangChain's cache keys on it (bench.answer_quality
+        shares calls between configurations through it), so every generation parameter is here."""
+        return {
+            "model_name": self.model_name,
+            "temperature": self.temperature,
+            "repetition_penalty": self.repetition_penalty,
+            "max_new_tokens": getattr(self, "max_new_tokens", None),
+            "response_schema": self.response_schema,
+            "seed": getattr(self, "seed", None),
+        }
 
     # what a backend gives
     def _chat_template(self) -> str | None:

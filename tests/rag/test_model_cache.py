@@ -54,6 +54,11 @@ def test_generation_parameters_load_nothing(built: list[str], tmp_path: Path) ->
     assert (warm.temperature, warm.max_new_tokens) == (0.7, 64)
     assert (warm.repetition_penalty, warm.batch_size) == (1.3, 2)
     assert first.temperature == 0.0 and first.max_new_tokens == 256  # a copy, the cached one untouched
+    # LangChain's response cache (bench.answer_quality shares calls through it) keys on these: a copy
+    # with another penalty or answer length must not be handed the first one's replies
+    assert first._get_llm_string() != warm._get_llm_string()
+    for change in ({"repetition_penalty": 1.3}, {"max_new_tokens": 64}, {"temperature": 0.7}):
+        assert first.model_copy(update=change)._get_llm_string() != first._get_llm_string(), change
     assert cache.llm(LLMSettings(model="m1"), tmp_path) is first  # nothing changed: no copy either
     assert cache.llm(LLMSettings(model="m1", context_window=1024), tmp_path).context_window == 1024
     assert cache.llm(LLMSettings(model="m1"), tmp_path).context_window == 4096  # back to the model's own
