@@ -99,7 +99,8 @@ def main() -> None:
         "--no-cache",
         action="store_true",
         help="ask the model again for a prompt it has answered (default: greedy decoding gives the same "
-        "text, so configurations sharing a prompt share the call; seconds then compare only without the cache)",
+        "text, so configurations sharing a prompt and generation parameters share the call; seconds then "
+        "compare only without the cache)",
     )
     ap.add_argument("--wording", default="question", help="with --questions: question | original")
     ap.add_argument("--data-dir", type=Path, default=Path(".lectern-data/bench"))
