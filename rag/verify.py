@@ -88,9 +88,8 @@ def why_changed(answer: Answer) -> str | None:
         return None
     if answer.abstained_by == "off_subject":
         return OFF_SUBJECT
-    if answer.retried:
-        return f"{answer.retried}; {FAILED_AGAIN if answer.abstained else FOUND_AGAIN}"
-    return f"was withdrawn ({answer.abstained_by})" if answer.abstained else "was replaced"
+    # every other replacement or withdrawal follows a retry (rag.qa's check and right_fact)
+    return f"{answer.retried}; {FAILED_AGAIN if answer.abstained else FOUND_AGAIN}"
 
 
 def off_subject(question: str, cited: Sequence[Context], named: Sequence[str] | None = None) -> bool:

@@ -74,6 +74,10 @@ class LlamaCppChatModel(TemplatedChatModel):
     def _llm_type(self) -> str:
         return "lectern-llamacpp"
 
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {**super()._identifying_params, "seed": self.seed}
+
     def get_token_ids(self, text: str) -> list[int]:
         """The GGUF tokenizer's ids; special tokens written in the text are read as such (as the
         local backend's tokenizer reads them)."""

@@ -54,9 +54,8 @@ class TemplatedChatModel(LecternChatModel):
             "model_name": self.model_name,
             "temperature": self.temperature,
             "repetition_penalty": self.repetition_penalty,
-            "max_new_tokens": getattr(self, "max_new_tokens", None),
+            "max_new_tokens": self.max_new_tokens,
             "response_schema": self.response_schema,
-            "seed": getattr(self, "seed", None),
         }
 
     # what a backend gives
